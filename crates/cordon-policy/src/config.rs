@@ -1,0 +1,565 @@
+//! The config file schema (JSON, flat, keys mirror the CLI flags) and its parsing.
+//!
+//! Parsing only checks shape and values; paths stay as written (variables are
+//! expanded later, in [`crate::paths`], when the workspace is known).
+
+use crate::error::PolicyError;
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The largest config file cordon reads. Config files are a few hundred bytes; the
+/// limit keeps a hostile project from making cordon read something huge.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The keys a config file may contain (besides `$schema`), in documentation order.
+pub const KNOWN_FIELDS: &[&str] = &[
+    "allow_write",
+    "allow_read",
+    "deny_read",
+    "read_only",
+    "unprotect",
+    "env",
+    "net",
+    "timeout",
+    "memory",
+    "pids",
+    "cpus",
+    "nested_userns",
+    "unix_sockets",
+];
+
+/// `net` as written in a config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfigNet {
+    None,
+    Host,
+}
+
+/// One config file, as written. Every field is optional; absent lists are empty.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a JSON object of cordon settings, e.g. {\"deny_read\": [\"secrets/\"]}"
+)]
+pub struct ConfigFile {
+    /// `$schema`: accepted and ignored (lets editors validate the file).
+    #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    #[serde(default)]
+    pub allow_write: Vec<String>,
+    #[serde(default)]
+    pub allow_read: Vec<String>,
+    #[serde(default)]
+    pub deny_read: Vec<String>,
+    #[serde(default)]
+    pub read_only: Option<bool>,
+    #[serde(default)]
+    pub unprotect: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub net: Option<ConfigNet>,
+    /// Seconds, positive.
+    #[serde(default, deserialize_with = "de_timeout")]
+    pub timeout: Option<f64>,
+    /// Bytes, positive; written as a number of bytes or a size string (`"2G"`).
+    #[serde(default, deserialize_with = "de_memory")]
+    pub memory: Option<u64>,
+    /// At least 1.
+    #[serde(default, deserialize_with = "de_pids")]
+    pub pids: Option<u64>,
+    /// Positive, possibly fractional.
+    #[serde(default, deserialize_with = "de_cpus")]
+    pub cpus: Option<f64>,
+    #[serde(default)]
+    pub nested_userns: Option<bool>,
+    #[serde(default)]
+    pub unix_sockets: Option<bool>,
+}
+
+fn positive_f64(v: Option<f64>, what: &str) -> Result<Option<f64>, String> {
+    match v {
+        Some(x) if !(x.is_finite() && x > 0.0) => {
+            Err(format!("invalid {what} {x}: must be a positive number"))
+        }
+        _ => Ok(v),
+    }
+}
+
+fn de_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let v = Option::<f64>::deserialize(d)?;
+    let v = positive_f64(v, "timeout").map_err(de::Error::custom)?;
+    if let Some(x) = v {
+        if std::time::Duration::try_from_secs_f64(x).is_err() {
+            return Err(de::Error::custom(format!("invalid timeout {x}: too large")));
+        }
+    }
+    Ok(v)
+}
+
+fn de_cpus<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let v = Option::<f64>::deserialize(d)?;
+    positive_f64(v, "cpus").map_err(de::Error::custom)
+}
+
+fn de_pids<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v = Option::<u64>::deserialize(d)?;
+    if v == Some(0) {
+        return Err(de::Error::custom("invalid pids 0: must be at least 1"));
+    }
+    Ok(v)
+}
+
+/// A size: a number of bytes or a string for [`crate::parse_size`].
+struct Size(u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size such as \"512M\" or \"2G\", or a number of bytes")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom(format!("invalid memory {v}: must be positive")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Size, E> {
+                Err(E::custom(format!(
+                    "invalid memory {v}: write a fractional size as a string with a unit, e.g. \"1.5G\""
+                )))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
+                crate::values::parse_size(v).map(Size).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn de_memory<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v = Option::<Size>::deserialize(d)?.map(|s| s.0);
+    if v == Some(0) {
+        return Err(de::Error::custom(
+            "invalid memory 0: must be more than 0 bytes",
+        ));
+    }
+    Ok(v)
+}
+
+/// Parse the bytes of a config file. `file` is only used in error messages.
+///
+/// An empty file (0 bytes, or only whitespace) is an empty config. A leading UTF-8
+/// byte order mark is skipped.
+pub fn parse_config(bytes: &[u8], file: &Path) -> Result<ConfigFile, PolicyError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ConfigFile::default());
+    }
+    // serde would also accept a JSON array (fields by position): refuse it.
+    if let Some(i) = bytes.iter().position(|b| !b.is_ascii_whitespace()) {
+        if bytes[i] != b'{' {
+            serde_json::from_slice::<de::IgnoredAny>(bytes).map_err(|e| json_error(file, e))?;
+            let before = &bytes[..i];
+            let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+            let column = 1 + before.iter().rev().take_while(|&&b| b != b'\n').count();
+            return Err(PolicyError::Invalid {
+                file: file.to_path_buf(),
+                line,
+                column,
+                message: "expected a JSON object of cordon settings, e.g. {\"deny_read\": [\"secrets/\"]}".to_string(),
+            });
+        }
+    }
+    serde_json::from_slice(bytes).map_err(|e| json_error(file, e))
+}
+
+/// Turn serde_json's error into a [`PolicyError`] that names the file, line and
+/// column, and for an unknown key, the key and the known ones.
+fn json_error(file: &Path, e: serde_json::Error) -> PolicyError {
+    let (line, column) = (e.line(), e.column());
+    let full = e.to_string();
+    let suffix = format!(" at line {line} column {column}");
+    let message = full.strip_suffix(&suffix).unwrap_or(&full).to_string();
+    let file = file.to_path_buf();
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let end = rest
+            .rfind("`, expected")
+            .or_else(|| rest.find("`, there are no fields"))
+            .or_else(|| rest.rfind('`'))
+            .unwrap_or(rest.len());
+        let field = rest[..end].to_string();
+        let suggestion = closest_field(&field);
+        return PolicyError::UnknownField {
+            file,
+            field,
+            line,
+            column,
+            suggestion,
+        };
+    }
+    match e.classify() {
+        serde_json::error::Category::Data => PolicyError::Invalid {
+            file,
+            line,
+            column,
+            message,
+        },
+        _ => PolicyError::Syntax {
+            file,
+            line,
+            column,
+            message,
+        },
+    }
+}
+
+/// The known field nearest to `field` by edit distance, if it is close (a typo).
+fn closest_field(field: &str) -> Option<&'static str> {
+    if field.len() > 64 {
+        return None;
+    }
+    let lower = field.to_ascii_lowercase().replace('-', "_");
+    KNOWN_FIELDS
+        .iter()
+        .map(|k| (edit_distance(&lower, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Which config a file is: it decides how strictly the file is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trust {
+    /// The user's config: any file the user names, symlinks followed.
+    User,
+    /// A project config inside `workspace`: must be a regular file, and a symlink
+    /// must not lead outside the workspace.
+    Project,
+}
+
+/// Read and parse a config file. `Ok(None)` when the file does not exist and that is
+/// fine (`required == false`); the result also carries warnings.
+pub(crate) fn load_config(
+    file: &Path,
+    required: bool,
+    trust: Trust,
+    workspace: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<Option<ConfigFile>, PolicyError> {
+    let read_err = |source| PolicyError::Read {
+        file: file.to_path_buf(),
+        source,
+    };
+    let meta = match std::fs::metadata(file) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if std::fs::symlink_metadata(file).is_ok() && trust == Trust::Project {
+                warnings.push(format!(
+                    "project config {}: ignored (a dangling symlink)",
+                    file.display()
+                ));
+                return Ok(None);
+            }
+            if required {
+                return Err(PolicyError::ConfigNotFound {
+                    file: file.to_path_buf(),
+                });
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(read_err(e)),
+    };
+    if trust == Trust::Project {
+        if !meta.is_file() {
+            return Err(PolicyError::NotAFile {
+                file: file.to_path_buf(),
+            });
+        }
+        let is_link = std::fs::symlink_metadata(file)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false);
+        if is_link {
+            let target = std::fs::canonicalize(file).map_err(read_err)?;
+            if !target.starts_with(workspace) {
+                warnings.push(format!(
+                    "project config {}: ignored (a symlink to {}, outside the workspace)",
+                    file.display(),
+                    target.display()
+                ));
+                return Ok(None);
+            }
+        }
+    } else if meta.is_dir() {
+        return Err(PolicyError::NotAFile {
+            file: file.to_path_buf(),
+        });
+    }
+    let f = std::fs::File::open(file).map_err(read_err)?;
+    let mut bytes = Vec::new();
+    f.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(PolicyError::TooLarge {
+            file: file.to_path_buf(),
+            limit: MAX_CONFIG_BYTES,
+        });
+    }
+    parse_config(&bytes, file).map(Some)
+}
+
+/// The default user config path: `$XDG_CONFIG_HOME/cordon/config.json` when
+/// `$XDG_CONFIG_HOME` is set and absolute, else `~/.config/cordon/config.json`.
+pub fn default_user_config(home: &Path, xdg_config_home: Option<&Path>) -> PathBuf {
+    match xdg_config_home {
+        Some(x) if x.is_absolute() => x.join("cordon/config.json"),
+        _ => home.join(".config/cordon/config.json"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<ConfigFile, PolicyError> {
+        parse_config(s.as_bytes(), Path::new("/w/.cordon.json"))
+    }
+
+    #[test]
+    fn full_example() {
+        let c = parse(
+            r#"{
+              "$schema": "https://example.invalid/cordon.schema.json",
+              "allow_write": ["${WORKSPACE}/../shared-out", "/data/scratch"],
+              "allow_read":  ["${HOME}/.ssh/known_hosts"],
+              "deny_read":   ["${HOME}/.config/my-secrets", "secrets/"],
+              "read_only":   false,
+              "unprotect":   [".git/config"],
+              "env":         ["EDITOR", "RUST_LOG=debug"],
+              "net":         "none",
+              "timeout":     600,
+              "memory":      "2G",
+              "pids":        1024,
+              "cpus":        1.5,
+              "nested_userns": false,
+              "unix_sockets":  false
+            }"#,
+        )
+        .unwrap();
+        assert_eq!(c.allow_write.len(), 2);
+        assert_eq!(c.deny_read[1], "secrets/");
+        assert_eq!(c.read_only, Some(false));
+        assert_eq!(c.net, Some(ConfigNet::None));
+        assert_eq!(c.timeout, Some(600.0));
+        assert_eq!(c.memory, Some(2 << 30));
+        assert_eq!(c.pids, Some(1024));
+        assert_eq!(c.cpus, Some(1.5));
+        assert_eq!(c.nested_userns, Some(false));
+        assert_eq!(c.unix_sockets, Some(false));
+    }
+
+    #[test]
+    fn empty_and_whitespace_are_empty_config() {
+        for s in ["", " ", "\n\t \r\n", "\u{feff}", "\u{feff}  \n"] {
+            assert_eq!(parse(s).unwrap(), ConfigFile::default(), "{s:?}");
+        }
+        assert_eq!(parse("{}").unwrap(), ConfigFile::default());
+    }
+
+    #[test]
+    fn memory_as_number_or_string() {
+        assert_eq!(
+            parse(r#"{"memory": 1048576}"#).unwrap().memory,
+            Some(1 << 20)
+        );
+        assert_eq!(
+            parse(r#"{"memory": "512MiB"}"#).unwrap().memory,
+            Some(512 << 20)
+        );
+        assert_eq!(parse(r#"{"memory": null}"#).unwrap().memory, None);
+        for bad in [
+            r#"{"memory": "lots"}"#,
+            r#"{"memory": -1}"#,
+            r#"{"memory": 1.5}"#,
+            r#"{"memory": 0}"#,
+            r#"{"memory": "0M"}"#,
+            r#"{"memory": true}"#,
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(
+                matches!(e, PolicyError::Invalid { line: 1, .. }),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_field_names_field_and_file() {
+        let e = parse("{\n  \"alow_write\": []\n}").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("/w/.cordon.json: line 2"), "{msg}");
+        assert!(msg.contains("unknown field \"alow_write\""), "{msg}");
+        assert!(msg.contains("did you mean \"allow_write\"?"), "{msg}");
+        assert!(
+            msg.contains("known fields: allow_write, allow_read, deny_read"),
+            "{msg}"
+        );
+        match e {
+            PolicyError::UnknownField {
+                field, suggestion, ..
+            } => {
+                assert_eq!(field, "alow_write");
+                assert_eq!(suggestion, Some("allow_write"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // No suggestion when nothing is close; odd names are quoted and escaped.
+        let msg = parse(r#"{"zzzzzzzzzz`, expected": 1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(r#"unknown field "zzzzzzzzzz`, expected""#),
+            "{msg}"
+        );
+        assert!(!msg.contains("did you mean"), "{msg}");
+        let msg = parse(r#"{"a\nb": 1}"#).unwrap_err().to_string();
+        assert!(msg.contains(r#"unknown field "a\nb""#), "{msg}");
+        assert!(
+            parse(r#"{"allow-write": []}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("did you mean \"allow_write\"?")
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_line_and_column() {
+        let e = parse("{\n  \"net\": \"none\"\n  \"pids\": 3\n}").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                PolicyError::Syntax {
+                    line: 3,
+                    column: 3,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("/w/.cordon.json: line 3, column 3: expected"),
+            "{msg}"
+        );
+        let e = parse("{\"net\": ").unwrap_err();
+        assert!(matches!(e, PolicyError::Syntax { line: 1, .. }), "{e:?}");
+        for src in ["[1, 2]", "[]", "\n  []", "3", "\"x\"", "null"] {
+            let e = parse(src).unwrap_err();
+            assert!(
+                e.to_string().contains("a JSON object of cordon settings"),
+                "{e}"
+            );
+        }
+        let e = parse("\n  []").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                PolicyError::Invalid {
+                    line: 2,
+                    column: 3,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = parse("[").unwrap_err();
+        assert!(matches!(e, PolicyError::Syntax { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn wrong_types_name_line_and_column() {
+        let cases = [
+            (r#"{"allow_write": "/x"}"#, "invalid type"),
+            (r#"{"read_only": "yes"}"#, "invalid type"),
+            (r#"{"net": "allowlist"}"#, "unknown variant"),
+            (r#"{"timeout": -1}"#, "positive"),
+            (r#"{"timeout": 0}"#, "positive"),
+            (r#"{"timeout": 1e300}"#, "too large"),
+            (r#"{"pids": 0}"#, "at least 1"),
+            (r#"{"pids": 1.5}"#, "invalid type"),
+            (r#"{"cpus": 0}"#, "positive"),
+            (r#"{"$schema": 3}"#, "invalid type"),
+            (r#"{"env": [1]}"#, "invalid type"),
+            (r#"{"net": "none", "net": "host"}"#, "duplicate field"),
+        ];
+        for (src, want) in cases {
+            let e = parse(src).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                matches!(e, PolicyError::Invalid { line: 1, .. }),
+                "{src}: {e:?}"
+            );
+            assert!(msg.starts_with("/w/.cordon.json: line 1, column "), "{msg}");
+            assert!(msg.contains(want), "{src}: {msg}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_and_garbage_do_not_panic() {
+        let deep = "[".repeat(100_000);
+        assert!(parse(&deep).is_err());
+        let deep = format!("{{\"env\": {}", "[".repeat(100_000));
+        assert!(parse(&deep).is_err());
+        assert!(parse_config(&[0xff, 0xfe, 0x00], Path::new("x")).is_err());
+        assert!(parse_config(b"{\"env\": [\"\xff\"]}", Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn closest() {
+        assert_eq!(closest_field("timout"), Some("timeout"));
+        assert_eq!(closest_field("deny-read"), Some("deny_read"));
+        assert_eq!(closest_field("network"), None);
+        assert_eq!(closest_field(&"x".repeat(1000)), None);
+    }
+
+    #[test]
+    fn default_user_config_path() {
+        let home = Path::new("/home/u");
+        assert_eq!(
+            default_user_config(home, None),
+            Path::new("/home/u/.config/cordon/config.json")
+        );
+        assert_eq!(
+            default_user_config(home, Some(Path::new("/x"))),
+            Path::new("/x/cordon/config.json")
+        );
+        assert_eq!(
+            default_user_config(home, Some(Path::new("rel"))),
+            Path::new("/home/u/.config/cordon/config.json")
+        );
+    }
+}

@@ -1,0 +1,151 @@
+//! cordon's built-in defaults: the first layer of every policy.
+
+use crate::model::{Access, EnvVar, Origin, PathRule, RuleKind};
+use crate::paths::canonicalize_lenient;
+use std::path::Path;
+
+/// Environment variables passed through from the invoking environment by default.
+pub const DEFAULT_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "LC_COLLATE",
+    "LC_NUMERIC",
+    "LC_TIME",
+    "TERM",
+    "COLORTERM",
+    "TZ",
+    "EDITOR",
+    "VISUAL",
+    "PAGER",
+    "NO_COLOR",
+    "FORCE_COLOR",
+    "COLUMNS",
+    "LINES",
+];
+
+/// Secrets under the home directory, denied by default (relative to `$HOME`).
+pub const HOME_SECRETS: &[&str] = &[
+    ".ssh",
+    ".aws",
+    ".gnupg",
+    ".config/gcloud",
+    ".kube",
+    ".docker/config.json",
+    ".netrc",
+    ".git-credentials",
+    ".npmrc",
+    ".pi/agent/auth.json",
+    ".cache/cordon",
+];
+
+/// System secrets, denied by default.
+pub const SYSTEM_SECRETS: &[&str] = &[
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/ssl/private",
+];
+
+/// Directories hidden by default because they hold sockets (ssh-agent, docker, dbus).
+pub const HIDDEN_DIRS: &[&str] = &["/run", "/var/run"];
+
+/// Paths inside every writable root that stay read-only (relative to the root).
+pub const PROTECTED: &[&str] = &[
+    ".git/hooks",
+    ".git/config",
+    ".pi",
+    ".cordon.json",
+    ".vscode",
+    ".idea",
+];
+
+/// The default process limit.
+pub const DEFAULT_PIDS: u64 = 4096;
+
+/// The private tmpfs every sandbox gets.
+pub const SCRATCH: &str = "/tmp";
+
+fn rule(path: &Path, access: Access, kind: RuleKind) -> PathRule {
+    PathRule {
+        path: canonicalize_lenient(path),
+        access,
+        kind,
+        origin: Origin::Default,
+    }
+}
+
+/// The default path rules, except the workspace's (which depends on `read_only`) and
+/// the protected paths (which depend on all writable roots). `home` is canonical.
+pub(crate) fn default_rules(home: &Path) -> Vec<PathRule> {
+    let mut rules = vec![rule(Path::new("/"), Access::Read, RuleKind::Plain)];
+    for d in HIDDEN_DIRS {
+        rules.push(rule(Path::new(d), Access::Deny, RuleKind::Plain));
+    }
+    for s in HOME_SECRETS {
+        rules.push(rule(&home.join(s), Access::Deny, RuleKind::Secret));
+    }
+    for s in SYSTEM_SECRETS {
+        rules.push(rule(Path::new(s), Access::Deny, RuleKind::Secret));
+    }
+    rules
+}
+
+/// The default environment: names only, values from the invoking environment.
+pub(crate) fn default_env() -> Vec<EnvVar> {
+    DEFAULT_ENV
+        .iter()
+        .map(|n| EnvVar {
+            name: (*n).to_string(),
+            value: None,
+            origin: Origin::Default,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_are_absolute_and_cover_root() {
+        let rules = default_rules(Path::new("/nonexistent-home/u"));
+        assert_eq!(rules[0].path, Path::new("/"));
+        assert_eq!(rules[0].access, Access::Read);
+        assert!(rules.iter().all(|r| r.path.is_absolute()));
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.path == Path::new("/nonexistent-home/u/.ssh")
+                    && r.kind == RuleKind::Secret
+                    && r.access == Access::Deny)
+        );
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.path == Path::new("/etc/shadow") && r.kind == RuleKind::Secret)
+        );
+        assert_eq!(
+            rules.iter().filter(|r| r.kind == RuleKind::Secret).count(),
+            HOME_SECRETS.len() + SYSTEM_SECRETS.len()
+        );
+    }
+
+    #[test]
+    fn env_is_names_only() {
+        let env = default_env();
+        assert_eq!(env.len(), DEFAULT_ENV.len());
+        assert!(
+            env.iter()
+                .all(|e| e.value.is_none() && e.origin == Origin::Default)
+        );
+        assert!(env.iter().any(|e| e.name == "PATH"));
+    }
+}

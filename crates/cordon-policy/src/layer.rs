@@ -1,0 +1,646 @@
+//! Layering: built-in defaults, then the user's config, then flags, then the
+//! project's config (tighten-only), then the derived rules (protected paths), then
+//! sorting and deduplication.
+
+use crate::config::{ConfigFile, ConfigNet, Trust, default_user_config, load_config};
+use crate::defaults::{DEFAULT_PIDS, SCRATCH, default_env, default_rules};
+use crate::error::PolicyError;
+use crate::model::{
+    Access, EnvVar, Limits, NetMode, Origin, PathRule, Policy, RuleKind, Sourced, Switches,
+    rule_for_in,
+};
+use crate::paths::{Vars, canonicalize_lenient, expand, normalize_lexical, resolve_path};
+use crate::protect::protected_paths;
+use crate::values::{parse_env_arg, parse_size};
+use crate::{Flags, Inputs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where a loosening field from a project config belongs instead.
+const USER_CONFIG_HINT: &str = "put it in ~/.config/cordon/config.json";
+
+pub(crate) fn resolve(inputs: &Inputs) -> Result<Policy, PolicyError> {
+    let cwd = require_absolute("current directory", &inputs.cwd)?;
+    let home_raw = require_absolute("home directory ($HOME)", &inputs.home)?;
+    let tmp = require_absolute("temporary directory ($TMPDIR)", &inputs.tmp)?;
+    let workspace = resolve_workspace(&cwd.join(&inputs.workspace))?;
+    let home = canonicalize_lenient(home_raw);
+    let vars = Vars {
+        workspace: workspace.clone(),
+        home: home.clone(),
+        tmp: canonicalize_lenient(tmp),
+    };
+
+    let mut warnings = Vec::new();
+    let (user_file, required) = match &inputs.config {
+        Some(p) => (cwd.join(p), true),
+        None => (
+            default_user_config(home_raw, inputs.xdg_config_home.as_deref()),
+            false,
+        ),
+    };
+    let user = load_config(&user_file, required, Trust::User, &workspace, &mut warnings)?;
+    let project_file = workspace.join(".cordon.json");
+    let project = load_config(
+        &project_file,
+        false,
+        Trust::Project,
+        &workspace,
+        &mut warnings,
+    )?;
+
+    let mut layers = Layers::defaults(vars, warnings);
+    if let Some(c) = &user {
+        layers.apply_user(&c, &user_file)?;
+    }
+    layers.apply_flags(&inputs.flags, cwd)?;
+    if let Some(c) = &project {
+        layers.apply_project(&c, &project_file)?;
+    }
+    layers.finish()
+}
+
+fn require_absolute<'a>(what: &'static str, p: &'a Path) -> Result<&'a Path, PolicyError> {
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err(PolicyError::Environment {
+            what,
+            path: p.to_path_buf(),
+            reason: "must be an absolute path".to_string(),
+        })
+    }
+}
+
+/// The canonical workspace: it must exist, be a directory, and not be `/tmp` itself.
+fn resolve_workspace(p: &Path) -> Result<PathBuf, PolicyError> {
+    let err = |reason: String| PolicyError::Workspace {
+        path: p.to_path_buf(),
+        reason,
+    };
+    let meta = std::fs::metadata(p).map_err(|e| {
+        err(if e.kind() == std::io::ErrorKind::NotFound {
+            "does not exist".to_string()
+        } else {
+            e.to_string()
+        })
+    })?;
+    if !meta.is_dir() {
+        return Err(err("is not a directory".to_string()));
+    }
+    let ws = std::fs::canonicalize(p).map_err(|e| err(e.to_string()))?;
+    if ws == canonicalize_lenient(Path::new(SCRATCH)) {
+        return Err(err(
+            "is /tmp itself, which the sandbox replaces with a private, empty tmpfs; choose a directory under /tmp".to_string(),
+        ));
+    }
+    Ok(ws)
+}
+
+/// The policy under construction.
+struct Layers {
+    vars: Vars,
+    /// Path rules except the workspace's, the protected ones and `allow_read`'s.
+    rules: Vec<PathRule>,
+    /// Read rules added by `allow_read`.
+    allow_read: Vec<PathRule>,
+    /// Who made the workspace read-only, if anyone.
+    read_only: Option<Origin>,
+    /// Paths removed from the protected set (each as written, normalised, and
+    /// canonicalised).
+    unprotect: Vec<PathBuf>,
+    net: Sourced<NetMode>,
+    env: Vec<EnvVar>,
+    limits: Limits,
+    timeout: Option<Sourced<Duration>>,
+    switches: Switches,
+    warnings: Vec<String>,
+}
+
+fn value_err(origin: &Origin, message: String) -> PolicyError {
+    PolicyError::Value {
+        origin: origin.clone(),
+        message,
+    }
+}
+
+fn flag(name: &str) -> Origin {
+    Origin::Flag {
+        flag: name.to_string(),
+    }
+}
+
+fn plain(path: PathBuf, access: Access, origin: &Origin) -> PathRule {
+    PathRule {
+        path,
+        access,
+        kind: RuleKind::Plain,
+        origin: origin.clone(),
+    }
+}
+
+fn net_mode(n: ConfigNet) -> NetMode {
+    match n {
+        ConfigNet::None => NetMode::None,
+        ConfigNet::Host => NetMode::Host,
+    }
+}
+
+fn duration(secs: f64, origin: &Origin, what: &str) -> Result<Duration, PolicyError> {
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(value_err(
+            origin,
+            format!("invalid {what} {secs}: must be a positive number of seconds"),
+        ));
+    }
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| value_err(origin, format!("invalid {what} {secs}: too large")))
+}
+
+impl Layers {
+    fn defaults(vars: Vars, warnings: Vec<String>) -> Self {
+        let off = || Sourced::new(false, Origin::Default);
+        Layers {
+            rules: default_rules(&vars.home),
+            vars,
+            allow_read: Vec::new(),
+            read_only: None,
+            unprotect: Vec::new(),
+            net: Sourced::new(NetMode::None, Origin::Default),
+            env: default_env(),
+            limits: Limits {
+                memory: None,
+                pids: Some(Sourced::new(DEFAULT_PIDS, Origin::Default)),
+                cpus: None,
+            },
+            timeout: None,
+            switches: Switches {
+                nested_userns: off(),
+                unix_sockets: off(),
+            },
+            warnings,
+        }
+    }
+
+    /// Resolve a path from a config file: relative to the workspace.
+    fn config_path(&self, raw: &str, field: &str, origin: &Origin) -> Result<PathBuf, PolicyError> {
+        resolve_path(raw, &self.vars.workspace, &self.vars)
+            .map_err(|m| value_err(origin, format!("\"{field}\": {m}")))
+    }
+
+    /// Resolve a path from a flag: relative to the current directory.
+    fn flag_path(&self, p: &Path, cwd: &Path, origin: &Origin) -> Result<PathBuf, PolicyError> {
+        match p.to_str() {
+            Some(s) => resolve_path(s, cwd, &self.vars).map_err(|m| value_err(origin, m)),
+            None => Ok(canonicalize_lenient(&cwd.join(p))),
+        }
+    }
+
+    fn set_env(&mut self, arg: &str, origin: &Origin, field: &str) -> Result<(), PolicyError> {
+        let (name, value) = parse_env_arg(arg).map_err(|m| {
+            value_err(
+                origin,
+                if field.is_empty() {
+                    m
+                } else {
+                    format!("\"{field}\": {m}")
+                },
+            )
+        })?;
+        let var = EnvVar {
+            name,
+            value,
+            origin: origin.clone(),
+        };
+        match self.env.iter_mut().find(|e| e.name == var.name) {
+            Some(e) => *e = var,
+            None => self.env.push(var),
+        }
+        Ok(())
+    }
+
+    /// The user's config: trusted, everything allowed.
+    fn apply_user(&mut self, c: &ConfigFile, file: &Path) -> Result<(), PolicyError> {
+        let origin = Origin::UserConfig {
+            file: file.to_path_buf(),
+        };
+        for raw in &c.allow_write {
+            let p = self.config_path(raw, "allow_write", &origin)?;
+            self.rules.push(plain(p, Access::Write, &origin));
+        }
+        for raw in &c.deny_read {
+            let p = self.config_path(raw, "deny_read", &origin)?;
+            self.rules.push(plain(p, Access::Deny, &origin));
+        }
+        for raw in &c.allow_read {
+            let p = self.config_path(raw, "allow_read", &origin)?;
+            self.rules.retain(|r| {
+                !(r.access == Access::Deny
+                    && matches!(r.kind, RuleKind::Secret | RuleKind::Plain)
+                    && r.path.starts_with(&p))
+            });
+            self.allow_read.push(plain(p, Access::Read, &origin));
+        }
+        match c.read_only {
+            Some(true) => self.read_only = Some(origin.clone()),
+            Some(false) => self.read_only = None,
+            None => {}
+        }
+        for raw in &c.unprotect {
+            let written = expand(raw, &self.vars)
+                .map_err(|m| value_err(&origin, format!("\"unprotect\": {m}")))?;
+            let written = normalize_lexical(&self.vars.workspace.join(written));
+            self.unprotect.push(canonicalize_lenient(&written));
+            self.unprotect.push(written);
+        }
+        for e in &c.env {
+            self.set_env(e, &origin, "env")?;
+        }
+        if let Some(n) = c.net {
+            self.net = Sourced::new(net_mode(n), origin.clone());
+        }
+        if let Some(t) = c.timeout {
+            self.timeout = Some(Sourced::new(
+                duration(t, &origin, "\"timeout\"")?,
+                origin.clone(),
+            ));
+        }
+        if let Some(m) = c.memory {
+            self.limits.memory = Some(Sourced::new(m, origin.clone()));
+        }
+        if let Some(p) = c.pids {
+            self.limits.pids = Some(Sourced::new(p, origin.clone()));
+        }
+        if let Some(n) = c.cpus {
+            self.limits.cpus = Some(Sourced::new(n, origin.clone()));
+        }
+        if let Some(b) = c.nested_userns {
+            self.switches.nested_userns = Sourced::new(b, origin.clone());
+        }
+        if let Some(b) = c.unix_sockets {
+            self.switches.unix_sockets = Sourced::new(b, origin.clone());
+        }
+        Ok(())
+    }
+
+    /// Command-line flags: trusted; scalars override the user's config.
+    fn apply_flags(&mut self, f: &Flags, cwd: &Path) -> Result<(), PolicyError> {
+        let o = flag("--allow-write");
+        for p in &f.allow_write {
+            let p = self.flag_path(p, cwd, &o)?;
+            self.rules.push(plain(p, Access::Write, &o));
+        }
+        let o = flag("--deny-read");
+        for p in &f.deny_read {
+            let p = self.flag_path(p, cwd, &o)?;
+            self.rules.push(plain(p, Access::Deny, &o));
+        }
+        if f.read_only {
+            self.read_only = Some(flag("--read-only"));
+        }
+        let o = flag("--env");
+        for e in &f.env {
+            self.set_env(e, &o, "")?;
+        }
+        if let Some(t) = f.timeout {
+            let o = flag("--timeout");
+            self.timeout = Some(Sourced::new(duration(t, &o, "timeout")?, o));
+        }
+        if let Some(n) = f.net {
+            self.net = Sourced::new(n, flag("--net"));
+        }
+        if let Some(m) = &f.memory {
+            let o = flag("--memory");
+            let bytes = parse_size(m).map_err(|e| value_err(&o, e))?;
+            if bytes == 0 {
+                return Err(value_err(
+                    &o,
+                    "invalid memory 0: must be more than 0 bytes".to_string(),
+                ));
+            }
+            self.limits.memory = Some(Sourced::new(bytes, o));
+        }
+        if let Some(p) = f.pids {
+            let o = flag("--pids");
+            if p == 0 {
+                return Err(value_err(&o, "invalid pids 0: must be at least 1".into()));
+            }
+            self.limits.pids = Some(Sourced::new(p, o));
+        }
+        if let Some(n) = f.cpus {
+            let o = flag("--cpus");
+            if !(n.is_finite() && n > 0.0) {
+                return Err(value_err(
+                    &o,
+                    format!("invalid cpus {n}: must be a positive number"),
+                ));
+            }
+            self.limits.cpus = Some(Sourced::new(n, o));
+        }
+        Ok(())
+    }
+
+    fn ignored(&mut self, file: &Path, field: &str, detail: &str, hint: &str) {
+        self.warnings.push(format!(
+            "project config {}: ignored \"{field}\"{detail} (a project config may only tighten the policy; {hint})",
+            file.display()
+        ));
+    }
+
+    /// The project's config: untrusted, may only tighten.
+    fn apply_project(&mut self, c: &ConfigFile, file: &Path) -> Result<(), PolicyError> {
+        let origin = Origin::ProjectConfig {
+            file: file.to_path_buf(),
+        };
+        for raw in &c.deny_read {
+            let p = self.config_path(raw, "deny_read", &origin)?;
+            self.rules.push(plain(p, Access::Deny, &origin));
+        }
+        if c.read_only == Some(true) && self.read_only.is_none() {
+            self.read_only = Some(origin.clone());
+        }
+        let loosening: [(&str, bool, String); 4] = [
+            (
+                "allow_write",
+                !c.allow_write.is_empty(),
+                format!("{USER_CONFIG_HINT} or pass --allow-write"),
+            ),
+            (
+                "allow_read",
+                !c.allow_read.is_empty(),
+                USER_CONFIG_HINT.into(),
+            ),
+            (
+                "unprotect",
+                !c.unprotect.is_empty(),
+                USER_CONFIG_HINT.into(),
+            ),
+            (
+                "env",
+                !c.env.is_empty(),
+                format!(
+                    "it would pass host environment variables in; {USER_CONFIG_HINT} or pass --env"
+                ),
+            ),
+        ];
+        for (field, present, hint) in loosening {
+            if present {
+                self.ignored(file, field, "", &hint);
+            }
+        }
+        match c.net {
+            Some(ConfigNet::None) if self.net.value != NetMode::None => {
+                self.net = Sourced::new(NetMode::None, origin.clone());
+            }
+            Some(ConfigNet::Host) if self.net.value != NetMode::Host => self.ignored(
+                file,
+                "net",
+                ": \"host\"",
+                &format!("{USER_CONFIG_HINT} or pass --net host"),
+            ),
+            _ => {}
+        }
+        if let Some(t) = c.timeout {
+            let d = duration(t, &origin, "\"timeout\"")?;
+            match &self.timeout {
+                Some(cur) if d > cur.value => {
+                    let detail = format!(
+                        ": {t} s is more than the current {} s ({})",
+                        cur.value.as_secs_f64(),
+                        cur.origin
+                    );
+                    self.ignored(file, "timeout", &detail, &limit_hint("--timeout"));
+                }
+                Some(cur) if d == cur.value => {}
+                _ => self.timeout = Some(Sourced::new(d, origin.clone())),
+            }
+        }
+        if let Some(m) = c.memory {
+            let cur = self.limits.memory.clone();
+            if let Some(s) = self.tighten(cur, m, &origin, file, "memory", "bytes", "--memory") {
+                self.limits.memory = Some(s);
+            }
+        }
+        if let Some(p) = c.pids {
+            let cur = self.limits.pids.clone();
+            if let Some(s) = self.tighten(cur, p, &origin, file, "pids", "processes", "--pids") {
+                self.limits.pids = Some(s);
+            }
+        }
+        if let Some(n) = c.cpus {
+            let cur = self.limits.cpus.clone();
+            if let Some(s) = self.tighten(cur, n, &origin, file, "cpus", "CPUs", "--cpus") {
+                self.limits.cpus = Some(s);
+            }
+        }
+        for (field, value) in [
+            ("nested_userns", c.nested_userns),
+            ("unix_sockets", c.unix_sockets),
+        ] {
+            let current = if field == "nested_userns" {
+                self.switches.nested_userns.value
+            } else {
+                self.switches.unix_sockets.value
+            };
+            match value {
+                Some(false) if current => {
+                    let off = Sourced::new(false, origin.clone());
+                    if field == "nested_userns" {
+                        self.switches.nested_userns = off;
+                    } else {
+                        self.switches.unix_sockets = off;
+                    }
+                }
+                Some(true) if !current => self.ignored(file, field, ": true", USER_CONFIG_HINT),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A limit from the project config: taken when smaller than the current one (or
+    /// when there is none), ignored with a warning when larger.
+    #[allow(clippy::too_many_arguments)]
+    fn tighten<T: PartialOrd + Copy + std::fmt::Display>(
+        &mut self,
+        current: Option<Sourced<T>>,
+        new: T,
+        origin: &Origin,
+        file: &Path,
+        field: &str,
+        unit: &str,
+        flag_name: &str,
+    ) -> Option<Sourced<T>> {
+        match current {
+            Some(cur) if new > cur.value => {
+                let detail = format!(
+                    ": {new} {unit} is more than the current {} {unit} ({})",
+                    cur.value, cur.origin
+                );
+                self.ignored(file, field, &detail, &limit_hint(flag_name));
+                None
+            }
+            Some(cur) if new == cur.value => None,
+            _ => Some(Sourced::new(new, origin.clone())),
+        }
+    }
+
+    /// Derive the workspace rule and protected paths, sort, deduplicate.
+    fn finish(mut self) -> Result<Policy, PolicyError> {
+        let ws = self.vars.workspace.clone();
+        let mut rules = std::mem::take(&mut self.rules);
+        let ws_rule = match &self.read_only {
+            Some(origin) => {
+                // Read-only wins over an explicit write rule on the workspace itself.
+                rules.retain(|r| !(r.path == ws && r.access == Access::Write));
+                plain(ws.clone(), Access::Read, origin)
+            }
+            None => plain(ws.clone(), Access::Write, &Origin::Default),
+        };
+        rules.insert(1.min(rules.len()), ws_rule);
+
+        // `allow_read` never takes write access away.
+        let allow_read: Vec<PathRule> = std::mem::take(&mut self.allow_read)
+            .into_iter()
+            .filter(|r| rule_for_in(&rules, &r.path).map(|w| w.access) != Some(Access::Write))
+            .collect();
+        rules.extend(allow_read);
+
+        // Protected paths inside every writable root (the workspace always counts).
+        let mut roots: Vec<PathBuf> = vec![ws.clone()];
+        for r in &rules {
+            if r.access == Access::Write && !roots.contains(&r.path) {
+                roots.push(r.path.clone());
+            }
+        }
+        let mut protected = Vec::new();
+        for root in &roots {
+            for p in protected_paths(root, &mut self.warnings) {
+                if self.unprotect.contains(&p) {
+                    continue;
+                }
+                // Never make a hidden path visible.
+                if rule_for_in(&rules, &p).map(|r| r.access) == Some(Access::Deny) {
+                    continue;
+                }
+                protected.push(PathRule {
+                    path: p,
+                    access: Access::Read,
+                    kind: RuleKind::Protected,
+                    origin: Origin::Default,
+                });
+            }
+        }
+        rules.extend(protected);
+
+        let rules = sort_dedup(rules);
+        if let Some(r) = rule_for_in(&rules, &ws) {
+            if r.access == Access::Deny {
+                return Err(PolicyError::Workspace {
+                    path: ws,
+                    reason: format!(
+                        "is hidden by the rule denying {} ({})",
+                        r.path.display(),
+                        r.origin
+                    ),
+                });
+            }
+        }
+
+        Ok(Policy {
+            workspace: ws,
+            home: self.vars.home,
+            rules,
+            scratch: vec![canonicalize_lenient(Path::new(SCRATCH))],
+            net: self.net,
+            env: self.env,
+            limits: self.limits,
+            timeout: self.timeout,
+            switches: self.switches,
+            warnings: self.warnings,
+        })
+    }
+}
+
+fn limit_hint(flag_name: &str) -> String {
+    format!("{USER_CONFIG_HINT} or pass {flag_name}")
+}
+
+/// Sort by path (ancestors first), then access precedence; of rules with the same
+/// path and access keep one: a protected or secret rule over a plain one (so its
+/// stronger semantics survive), else the first added.
+fn sort_dedup(rules: Vec<PathRule>) -> Vec<PathRule> {
+    let kind_rank = |k: RuleKind| match k {
+        RuleKind::Protected => 0,
+        RuleKind::Secret => 1,
+        RuleKind::Plain => 2,
+    };
+    let mut indexed: Vec<(usize, PathRule)> = rules.into_iter().enumerate().collect();
+    indexed.sort_by(|(ia, a), (ib, b)| {
+        a.path
+            .cmp(&b.path)
+            .then(a.access.precedence().cmp(&b.access.precedence()))
+            .then(kind_rank(a.kind).cmp(&kind_rank(b.kind)))
+            .then(ia.cmp(ib))
+    });
+    let mut out: Vec<PathRule> = Vec::with_capacity(indexed.len());
+    for (_, r) in indexed {
+        if out
+            .last()
+            .is_some_and(|l| l.path == r.path && l.access == r.access)
+        {
+            continue;
+        }
+        out.push(r);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(path: &str, access: Access, kind: RuleKind, origin: Origin) -> PathRule {
+        PathRule {
+            path: path.into(),
+            access,
+            kind,
+            origin,
+        }
+    }
+
+    #[test]
+    fn sort_and_dedup() {
+        let u = Origin::UserConfig { file: "/c".into() };
+        let rules = vec![
+            r("/a/b", Access::Read, RuleKind::Plain, u.clone()),
+            r("/", Access::Read, RuleKind::Plain, Origin::Default),
+            r("/a", Access::Deny, RuleKind::Plain, u.clone()),
+            r("/a", Access::Write, RuleKind::Plain, Origin::Default),
+            r("/a", Access::Deny, RuleKind::Secret, Origin::Default),
+            r("/a/b", Access::Read, RuleKind::Protected, Origin::Default),
+            r("/a-b", Access::Read, RuleKind::Plain, u.clone()),
+            r("/a", Access::Write, RuleKind::Plain, u.clone()),
+        ];
+        let out = sort_dedup(rules);
+        let summary: Vec<(String, Access, RuleKind, Origin)> = out
+            .into_iter()
+            .map(|r| (r.path.display().to_string(), r.access, r.kind, r.origin))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("/".into(), Access::Read, RuleKind::Plain, Origin::Default),
+                ("/a".into(), Access::Write, RuleKind::Plain, Origin::Default),
+                ("/a".into(), Access::Deny, RuleKind::Secret, Origin::Default),
+                (
+                    "/a/b".into(),
+                    Access::Read,
+                    RuleKind::Protected,
+                    Origin::Default
+                ),
+                ("/a-b".into(), Access::Read, RuleKind::Plain, u),
+            ]
+        );
+    }
+}

@@ -1,0 +1,75 @@
+//! cordon's policy: the one place that reads config. [`resolve`] layers the built-in
+//! defaults, the user's config, command-line flags and the project's config (which
+//! may only tighten) into a [`Policy`] whose paths are absolute and canonical.
+//!
+//! The crate is pure apart from reading config files (and a worktree's `.git`
+//! pointer) and canonicalising paths.
+
+mod config;
+pub mod defaults;
+mod error;
+mod layer;
+mod model;
+mod paths;
+mod protect;
+mod values;
+
+pub use config::{
+    ConfigFile, ConfigNet, KNOWN_FIELDS, MAX_CONFIG_BYTES, default_user_config, parse_config,
+};
+pub use error::PolicyError;
+pub use model::*;
+pub use values::{parse_env_arg, parse_size};
+
+use std::path::PathBuf;
+
+/// Command-line flags that shape the policy. Names mirror the CLI flags exactly.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// `--allow-write PATH` (repeatable). Relative paths are relative to `cwd`.
+    pub allow_write: Vec<PathBuf>,
+    /// `--deny-read PATH` (repeatable).
+    pub deny_read: Vec<PathBuf>,
+    /// `--read-only`: the workspace too.
+    pub read_only: bool,
+    /// `--env NAME[=VALUE]` (repeatable), unparsed.
+    pub env: Vec<String>,
+    /// `--timeout SECONDS`.
+    pub timeout: Option<f64>,
+    /// `--net none|host`.
+    pub net: Option<NetMode>,
+    /// `--memory SIZE`, unparsed (e.g. `512M`).
+    pub memory: Option<String>,
+    /// `--pids N`.
+    pub pids: Option<u64>,
+    /// `--cpus N`.
+    pub cpus: Option<f64>,
+}
+
+/// Everything `resolve` needs from the invoking environment.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// `--workspace DIR`, else the current directory. Need not be canonical.
+    pub workspace: PathBuf,
+    /// The current directory, for relative flag paths.
+    pub cwd: PathBuf,
+    /// `$HOME`.
+    pub home: PathBuf,
+    /// `$TMPDIR`, else `/tmp`.
+    pub tmp: PathBuf,
+    /// `--config FILE` (must exist), or `None` for the default user config path
+    /// (`$XDG_CONFIG_HOME/cordon/config.json`, else `~/.config/cordon/config.json`;
+    /// missing is fine).
+    pub config: Option<PathBuf>,
+    /// `$XDG_CONFIG_HOME`, if set.
+    pub xdg_config_home: Option<PathBuf>,
+    pub flags: Flags,
+}
+
+/// Resolve the policy for one run: built-in defaults, then the user's config, then
+/// `inputs.flags`, then the workspace's `.cordon.json` (tighten-only; loosening
+/// fields become [`Policy::warnings`]), then the protected paths of every writable
+/// root. Reads the config files; never panics.
+pub fn resolve(inputs: &Inputs) -> Result<Policy, PolicyError> {
+    layer::resolve(inputs)
+}

@@ -1,0 +1,192 @@
+//! The resolved policy: what a backend receives. Every path here is absolute and
+//! canonical, every variable expanded; nothing in this module reads files.
+
+use serde::Serialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where a rule or setting came from, so `cordon policy` can say why it is there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Origin {
+    /// cordon's built-in defaults.
+    Default,
+    /// The user's own config file (trusted).
+    UserConfig { file: PathBuf },
+    /// The workspace's `.cordon.json` (untrusted: may only tighten).
+    ProjectConfig { file: PathBuf },
+    /// A command-line flag, e.g. `--allow-write`.
+    Flag { flag: String },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("built-in default"),
+            Origin::UserConfig { file } => write!(f, "user config {}", file.display()),
+            Origin::ProjectConfig { file } => write!(f, "project config {}", file.display()),
+            Origin::Flag { flag } => write!(f, "flag {flag}"),
+        }
+    }
+}
+
+/// What a path rule grants. Ordered so that on a tie, the stricter wins:
+/// `Deny > Write > Read` in precedence, which `Access::tie_break` implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// Absent from the view: an empty directory or an empty file.
+    Deny,
+    /// Visible, read-only.
+    Read,
+    /// Visible, read-write.
+    Write,
+}
+
+impl Access {
+    /// Precedence on a tie (same path): deny beats write beats read.
+    pub fn precedence(self) -> u8 {
+        match self {
+            Access::Deny => 2,
+            Access::Write => 1,
+            Access::Read => 0,
+        }
+    }
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Access::Deny => "deny",
+            Access::Read => "read",
+            Access::Write => "write",
+        })
+    }
+}
+
+/// Why a rule exists, beyond its origin: the semantics DESIGN.md promises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    /// An ordinary rule: applied if the path exists, skipped if it does not.
+    Plain,
+    /// A protected path inside a writable root (`.git/hooks`, `.pi/`, ...): read-only
+    /// even before it exists, and its parents up to the writable root cannot be renamed.
+    Protected,
+    /// A secret: denied by default.
+    Secret,
+}
+
+/// One path rule. The longest matching prefix wins; on a tie, `Access::precedence`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathRule {
+    pub path: PathBuf,
+    pub access: Access,
+    pub kind: RuleKind,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetMode {
+    /// Only the sandbox's own loopback.
+    None,
+    /// No network isolation at all (explicit opt-in).
+    Host,
+}
+
+/// A value with the place it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
+impl<T> Sourced<T> {
+    pub fn new(value: T, origin: Origin) -> Self {
+        Sourced { value, origin }
+    }
+}
+
+/// Resource limits. `None` means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Limits {
+    /// Bytes of memory.
+    pub memory: Option<Sourced<u64>>,
+    /// Number of processes (threads included).
+    pub pids: Option<Sourced<u64>>,
+    /// CPUs, possibly fractional (1.5 = one and a half cores).
+    pub cpus: Option<Sourced<f64>>,
+}
+
+/// An environment variable passed into the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnvVar {
+    pub name: String,
+    /// `None`: take the value from the invoking environment, if set there.
+    pub value: Option<String>,
+    pub origin: Origin,
+}
+
+/// Switches that loosen the seccomp filter for programs that need it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Switches {
+    /// Allow creating user namespaces (and mount syscalls in them) inside the sandbox.
+    pub nested_userns: Sourced<bool>,
+    /// Allow creating AF_UNIX sockets (socketpair always works). Host sockets in
+    /// visible directories become connectable: see docs.
+    pub unix_sockets: Sourced<bool>,
+}
+
+/// The whole resolved policy for one workspace.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Policy {
+    /// Canonical absolute path of the workspace.
+    pub workspace: PathBuf,
+    /// The home directory used for `${HOME}` and the default secrets.
+    pub home: PathBuf,
+    /// Rules sorted by path (shortest first); `/` always has a rule.
+    pub rules: Vec<PathRule>,
+    /// Private, writable, empty tmpfs directories (always includes `/tmp`).
+    pub scratch: Vec<PathBuf>,
+    pub net: Sourced<NetMode>,
+    pub env: Vec<EnvVar>,
+    pub limits: Limits,
+    pub timeout: Option<Sourced<Duration>>,
+    pub switches: Switches,
+    /// Warnings produced while resolving (loosening project fields ignored, ...).
+    pub warnings: Vec<String>,
+}
+
+/// The rule among `rules` that decides `path`: the longest matching prefix, ties
+/// broken by [`Access::precedence`]. The one implementation of that logic;
+/// [`Policy::rule_for`] calls it, and resolution uses it on partial rule lists.
+pub fn rule_for_in<'a>(rules: &'a [PathRule], path: &Path) -> Option<&'a PathRule> {
+    rules
+        .iter()
+        .filter(|r| path.starts_with(&r.path))
+        .max_by_key(|r| (r.path.components().count(), r.access.precedence()))
+}
+
+impl Policy {
+    /// The rule that decides `path`: the longest matching prefix, ties broken by
+    /// precedence. `path` must be absolute and normalised.
+    pub fn rule_for(&self, path: &Path) -> Option<&PathRule> {
+        rule_for_in(&self.rules, path)
+    }
+
+    /// The access `path` gets (Read when no rule matches, which cannot happen for a
+    /// resolved policy since `/` always has a rule).
+    pub fn access_for(&self, path: &Path) -> Access {
+        self.rule_for(path).map_or(Access::Read, |r| r.access)
+    }
+
+    /// Roots the sandbox may write to (rules with `Write` access).
+    pub fn writable_roots(&self) -> impl Iterator<Item = &Path> {
+        self.rules
+            .iter()
+            .filter(|r| r.access == Access::Write)
+            .map(|r| r.path.as_path())
+    }
+}

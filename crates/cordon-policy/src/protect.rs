@@ -1,0 +1,198 @@
+//! Protected paths inside a writable root, including the real git directory of a
+//! git worktree (whose `.git` is a file pointing elsewhere).
+
+use crate::defaults::PROTECTED;
+use crate::paths::canonicalize_lenient;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The most cordon reads of a `.git` or `commondir` file (they hold one path).
+const MAX_POINTER_BYTES: u64 = 64 * 1024;
+
+/// The paths to protect inside the writable root `root` (canonical). Each protected
+/// location is returned as written under the root and, when a symlink inside the
+/// root leads elsewhere, also as its canonical target, so that neither the link
+/// nor the target can be changed. Problems with a `.git` file become warnings.
+pub(crate) fn protected_paths(root: &Path, warnings: &mut Vec<String>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut add = |p: PathBuf| {
+        let c = canonicalize_lenient(&p);
+        if c != p {
+            out.push(c);
+        }
+        out.push(p);
+    };
+    for name in PROTECTED {
+        add(root.join(name));
+    }
+    let dotgit = root.join(".git");
+    if fs::metadata(&dotgit).map(|m| m.is_file()).unwrap_or(false) {
+        // A worktree (or submodule): `.git` names the real git dir. Protect the
+        // pointer itself so it cannot be aimed at a directory the sandbox controls.
+        add(dotgit.clone());
+        match read_pointer(&dotgit).and_then(|s| parse_gitdir(&s)) {
+            Ok(gitdir) => {
+                let gitdir = canonicalize_lenient(&root.join(gitdir));
+                add(gitdir.join("config"));
+                add(gitdir.join("hooks"));
+                let commondir = gitdir.join("commondir");
+                if fs::symlink_metadata(&commondir).is_ok() {
+                    match read_pointer(&commondir).and_then(|s| {
+                        let t = s.trim_end_matches(['\n', '\r']);
+                        if t.trim().is_empty() {
+                            Err("it is empty".to_string())
+                        } else {
+                            Ok(PathBuf::from(t))
+                        }
+                    }) {
+                        Ok(common) => {
+                            let common = canonicalize_lenient(&gitdir.join(common));
+                            add(common.join("hooks"));
+                            add(common.join("config"));
+                        }
+                        Err(why) => warnings.push(format!(
+                            "cannot use {} to protect the worktree's main git directory: {why}",
+                            commondir.display()
+                        )),
+                    }
+                }
+            }
+            Err(why) => warnings.push(format!(
+                "cannot find the git directory named by {}: {why}; only the paths under {} are protected",
+                dotgit.display(),
+                root.display()
+            )),
+        }
+    }
+    out
+}
+
+/// Read a small pointer file (`.git`, `commondir`) as UTF-8 text.
+fn read_pointer(path: &Path) -> Result<String, String> {
+    let meta = fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("it is not a regular file".to_string());
+    }
+    let f = fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    f.take(MAX_POINTER_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string())
+}
+
+/// Parse the content of a `.git` file: `gitdir: <path>`.
+fn parse_gitdir(content: &str) -> Result<PathBuf, String> {
+    let line = content.lines().next().unwrap_or("");
+    let Some(rest) = line.strip_prefix("gitdir:") else {
+        return Err("it does not start with \"gitdir:\"".to_string());
+    };
+    let path = rest.trim();
+    if path.is_empty() || path.contains('\0') {
+        return Err("the gitdir path is empty or invalid".to_string());
+    }
+    Ok(PathBuf::from(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canon_tmp() -> (tempfile::TempDir, PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let p = fs::canonicalize(t.path()).unwrap();
+        (t, p)
+    }
+
+    #[test]
+    fn plain_root() {
+        let (_t, root) = canon_tmp();
+        let mut w = Vec::new();
+        let p = protected_paths(&root, &mut w);
+        assert!(w.is_empty());
+        for name in PROTECTED {
+            assert!(p.contains(&root.join(name)), "{name}");
+        }
+        assert_eq!(p.len(), PROTECTED.len());
+    }
+
+    #[test]
+    fn symlinked_protected_path_protects_link_and_target() {
+        let (_t, root) = canon_tmp();
+        fs::create_dir(root.join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere"), root.join(".vscode")).unwrap();
+        let p = protected_paths(&root, &mut Vec::new());
+        assert!(p.contains(&root.join(".vscode")));
+        assert!(p.contains(&root.join("elsewhere")));
+    }
+
+    #[test]
+    fn worktree() {
+        let (_t, base) = canon_tmp();
+        let main = base.join("main");
+        let wt_gitdir = main.join(".git/worktrees/feat");
+        fs::create_dir_all(&wt_gitdir).unwrap();
+        fs::write(wt_gitdir.join("commondir"), "../..\n").unwrap();
+        let wt = base.join("feat");
+        fs::create_dir(&wt).unwrap();
+        fs::write(
+            wt.join(".git"),
+            format!("gitdir: {}\n", wt_gitdir.display()),
+        )
+        .unwrap();
+        let mut w = Vec::new();
+        let p = protected_paths(&wt, &mut w);
+        assert!(w.is_empty(), "{w:?}");
+        assert!(p.contains(&wt.join(".git")));
+        assert!(p.contains(&wt_gitdir.join("config")));
+        assert!(p.contains(&wt_gitdir.join("hooks")));
+        assert!(p.contains(&main.join(".git/hooks")));
+        assert!(p.contains(&main.join(".git/config")));
+    }
+
+    #[test]
+    fn relative_gitdir_without_commondir() {
+        let (_t, root) = canon_tmp();
+        fs::create_dir_all(root.join("modules/sub")).unwrap();
+        let sub = root.join("sub");
+        fs::create_dir(&sub).unwrap();
+        fs::write(sub.join(".git"), "gitdir: ../modules/sub").unwrap();
+        let p = protected_paths(&sub, &mut Vec::new());
+        assert!(p.contains(&root.join("modules/sub/config")));
+        assert!(p.contains(&root.join("modules/sub/hooks")));
+    }
+
+    #[test]
+    fn malformed_git_files_warn() {
+        for content in ["", "nonsense", "gitdir:   ", "gitdir: a\0b"] {
+            let (_t, root) = canon_tmp();
+            fs::write(root.join(".git"), content).unwrap();
+            let mut w = Vec::new();
+            let p = protected_paths(&root, &mut w);
+            assert_eq!(w.len(), 1, "{content:?}: {w:?}");
+            assert!(w[0].contains(".git"), "{}", w[0]);
+            assert!(p.contains(&root.join(".git/hooks")));
+        }
+        let (_t, root) = canon_tmp();
+        fs::write(root.join(".git"), [0xff, 0xfe]).unwrap();
+        let mut w = Vec::new();
+        protected_paths(&root, &mut w);
+        assert!(w[0].contains("not UTF-8"), "{w:?}");
+        // An empty commondir.
+        let (_t, root) = canon_tmp();
+        fs::create_dir(root.join("gd")).unwrap();
+        fs::write(root.join("gd/commondir"), "\n").unwrap();
+        fs::write(root.join(".git"), "gitdir: gd").unwrap();
+        let mut w = Vec::new();
+        protected_paths(&root, &mut w);
+        assert!(w.len() == 1 && w[0].contains("commondir"), "{w:?}");
+    }
+
+    #[test]
+    fn parse() {
+        assert_eq!(parse_gitdir("gitdir: /a/b\n").unwrap(), Path::new("/a/b"));
+        assert_eq!(parse_gitdir("gitdir:rel").unwrap(), Path::new("rel"));
+        assert!(parse_gitdir("gitdir /a").is_err());
+    }
+}

@@ -1,0 +1,47 @@
+//! Landlock as a second layer under the mount view: the whole tree readable, only
+//! the writable roots (plus the sandbox's own /tmp, /dev and /proc) writable, and
+//! signals and abstract unix sockets scoped to the sandbox.
+
+use crate::error::SandboxError;
+use landlock::{
+    ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreated,
+    RulesetCreatedAttr, Scope, path_beneath_rules,
+};
+use std::path::PathBuf;
+
+/// The newest ABI cordon knows; older kernels get what they support.
+const TARGET_ABI: ABI = ABI::V6;
+
+/// Landlock's ABI version on this kernel, or 0 if it has none.
+pub fn kernel_abi() -> i32 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if ret < 0 { 0 } else { ret as i32 }
+}
+
+/// Builds the ruleset (paths are opened in the current root, so call this inside
+/// the view); the sandboxed process enforces it with `restrict_self`.
+pub fn build(writable: &[PathBuf]) -> Result<RulesetCreated, SandboxError> {
+    let fail = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
+    let mut roots: Vec<PathBuf> = writable.to_vec();
+    roots.extend(["/tmp", "/dev", "/proc"].map(PathBuf::from));
+    Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(AccessFs::from_all(TARGET_ABI))
+        .map_err(fail)?
+        .scope(Scope::Signal | Scope::AbstractUnixSocket)
+        .map_err(fail)?
+        .create()
+        .map_err(fail)?
+        .add_rules(path_beneath_rules(["/"], AccessFs::from_read(TARGET_ABI)))
+        .map_err(fail)?
+        .add_rules(path_beneath_rules(roots, AccessFs::from_all(TARGET_ABI)))
+        .map_err(fail)
+}

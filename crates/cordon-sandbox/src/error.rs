@@ -1,0 +1,41 @@
+use std::io;
+use std::path::PathBuf;
+
+/// Why the sandbox could not be set up. Each variant says what failed; the CLI adds
+/// the `cordon:` prefix and exit status 125.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("cannot create the sandbox's namespaces: {source}\n  cause: {cause}\n  fix: {fix}")]
+    Namespaces {
+        source: io::Error,
+        cause: String,
+        fix: String,
+    },
+    #[error("cannot build the sandbox's view of {path}: {source}")]
+    View { path: PathBuf, source: io::Error },
+    #[error("{path}: {problem}")]
+    ProtectedPath { path: PathBuf, problem: String },
+    #[error(
+        "Landlock is not available on this kernel ({detail})\n  fix: use a kernel with Landlock (5.13+, `lsm=` including landlock), or pass --allow-degraded landlock to run with the mount view and seccomp only"
+    )]
+    LandlockMissing { detail: String },
+    #[error("cannot set up Landlock: {0}")]
+    Landlock(String),
+    #[error("cannot build the seccomp filter: {0}")]
+    Seccomp(String),
+    #[error("cannot set resource limits: {0}")]
+    Limits(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error("{0}")]
+    Child(String),
+}
+
+impl SandboxError {
+    pub fn io(what: impl Into<String>, source: io::Error) -> Self {
+        SandboxError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}

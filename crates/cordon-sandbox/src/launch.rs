@@ -1,0 +1,318 @@
+//! The host side of a sandbox run: prepare everything that can be prepared outside
+//! (view plan, seccomp program, environment, argv), clone the sandbox's first
+//! process into fresh namespaces, then wait for it, forwarding signals and enforcing
+//! the timeout.
+//!
+//! Three processes take part:
+//! - the launcher (this process, on the host), which outlives the sandbox;
+//! - the supervisor, PID 1 of the sandbox's PID namespace, which builds the view and
+//!   reaps; when it exits the kernel kills every process left in the namespace;
+//! - the command, forked by the supervisor, confined, then exec'd.
+
+use crate::confine::{landlock, seccomp::SeccompPlan};
+use crate::env::build_env;
+use crate::error::SandboxError;
+use crate::signals::{SignalFd, forwardable};
+use crate::supervisor;
+use crate::sys;
+use crate::view::ViewPlan;
+use crate::workspace_lock::WorkspaceLock;
+use cordon_policy::{NetMode, Policy};
+use std::ffi::{CString, OsString};
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How the command's terminal is arranged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Terminal {
+    /// The command shares cordon's stdin, stdout and stderr.
+    Inherit,
+    /// A pseudo-terminal inside the sandbox, relayed to cordon's own terminal
+    /// (which must be one): job control, Ctrl-C/Ctrl-Z and resizes work inside.
+    Pty,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    /// Working directory inside the sandbox; the workspace if `None`.
+    pub cwd: Option<PathBuf>,
+    pub terminal: Terminal,
+}
+
+/// Layers the user explicitly agreed to run without.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Degraded {
+    pub no_landlock: bool,
+}
+
+/// How the sandboxed command ended, already mapped to the exit statuses of DESIGN.md.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The command's own exit status, or 128+N if it died of signal N, or 126/127
+    /// when it could not be executed; with cordon's message when there is one.
+    Exited {
+        status: i32,
+        message: Option<String>,
+    },
+    /// `--timeout` expired; every process of the sandbox was killed.
+    TimedOut(Duration),
+}
+
+/// Everything the sandbox's processes need, computed before the clone so that the
+/// children do as little as possible.
+pub(crate) struct Prepared {
+    pub view: ViewPlan,
+    pub seccomp: SeccompPlan,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    pub cwd: CString,
+    pub path_dirs: Vec<Vec<u8>>,
+    pub uid_map: String,
+    pub gid_map: String,
+    pub writable: Vec<PathBuf>,
+    pub landlock: bool,
+    pub net: NetMode,
+    pub terminal: Terminal,
+    pub limits: cordon_policy::Limits,
+}
+
+fn cstring(bytes: &[u8], what: &str) -> Result<CString, SandboxError> {
+    CString::new(bytes).map_err(|_| SandboxError::Child(format!("{what} contains a NUL byte")))
+}
+
+impl Prepared {
+    fn new(
+        policy: &Policy,
+        command: &Command,
+        degraded: Degraded,
+    ) -> Result<Prepared, SandboxError> {
+        let landlock = landlock::kernel_abi() > 0;
+        if !landlock && !degraded.no_landlock {
+            return Err(SandboxError::LandlockMissing {
+                detail: "landlock_create_ruleset is not supported".into(),
+            });
+        }
+        let env = build_env(policy);
+        let path_dirs = env
+            .iter()
+            .find_map(|(k, v)| (k == "PATH").then(|| v.clone()))
+            .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into())
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| d.as_bytes().to_vec())
+            .collect();
+        let mut argv = vec![cstring(command.program.as_bytes(), "the command")?];
+        for arg in &command.args {
+            argv.push(cstring(arg.as_bytes(), "an argument")?);
+        }
+        let envp = env
+            .iter()
+            .map(|(k, v)| cstring(format!("{k}={v}").as_bytes(), "the environment"))
+            .collect::<Result<_, _>>()?;
+        let cwd = command
+            .cwd
+            .clone()
+            .unwrap_or_else(|| policy.workspace.clone());
+        let uid = rustix::process::geteuid().as_raw();
+        let gid = rustix::process::getegid().as_raw();
+        Ok(Prepared {
+            view: ViewPlan::prepare(policy)?,
+            seccomp: SeccompPlan::build(&policy.switches)?,
+            argv,
+            envp,
+            cwd: cstring(cwd.as_os_str().as_bytes(), "the working directory")?,
+            path_dirs,
+            uid_map: format!("{uid} {uid} 1\n"),
+            gid_map: format!("{gid} {gid} 1\n"),
+            writable: policy.writable_roots().map(PathBuf::from).collect(),
+            landlock,
+            net: policy.net.value,
+            terminal: command.terminal,
+            limits: policy.limits.clone(),
+        })
+    }
+}
+
+/// Runs `command` in a new sandbox made from `policy` and waits for it.
+///
+/// Must be called from a single-threaded process: the sandbox's first process is
+/// a fork of this one.
+pub fn run(
+    policy: &Policy,
+    command: &Command,
+    degraded: Degraded,
+) -> Result<Outcome, SandboxError> {
+    let lock = WorkspaceLock::acquire(&policy.workspace);
+    let prepared = Prepared::new(policy, command, degraded)?;
+    let result = run_prepared(policy, &prepared);
+    // Placeholders go only if no other sandbox is using this workspace.
+    if lock.is_sole_user() {
+        prepared.view.remove_placeholders();
+    }
+    result
+}
+
+fn run_prepared(policy: &Policy, prepared: &Prepared) -> Result<Outcome, SandboxError> {
+    let signals =
+        SignalFd::block_forwardable().map_err(|e| SandboxError::io("blocking signals", e))?;
+    let saved_terminal = crate::terminal::SavedMode::capture(prepared.terminal);
+    let (report_read, report_write) = pipe()?;
+    let (life_read, life_write) = pipe()?;
+
+    let mut flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWCGROUP;
+    if prepared.net == NetMode::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    // SAFETY: the CLI runs sandboxes from its single main thread.
+    let child = unsafe { sys::fork_into(flags) }.map_err(|source| {
+        let (cause, fix) =
+            crate::probe::diagnose_userns_failure(source.raw_os_error().unwrap_or(0));
+        SandboxError::Namespaces { source, cause, fix }
+    })?;
+    let Some(supervisor_pid) = child else {
+        drop(report_read);
+        drop(life_write);
+        supervisor::main(prepared, report_write, life_read)
+    };
+    drop(report_write);
+    drop(life_read);
+    let cgroup = crate::limits::SandboxCgroup::create(
+        &crate::limits::choose(&policy.limits),
+        &policy.limits,
+        &format!("cordon-{}", std::process::id()),
+    )
+    .map_err(|e| SandboxError::Limits(e.to_string()));
+    let cgroup = match cgroup {
+        Ok(cgroup) => cgroup,
+        Err(e) => {
+            kill_and_reap(supervisor_pid);
+            return Err(e);
+        }
+    };
+    if let Some(cgroup) = &cgroup {
+        if let Err(e) = cgroup.add_pid(supervisor_pid) {
+            kill_and_reap(supervisor_pid);
+            return Err(SandboxError::Limits(e.to_string()));
+        }
+    }
+    let timeout = policy.timeout.as_ref().map(|t| t.value);
+    let outcome = wait(supervisor_pid, &signals, timeout);
+    drop(life_write);
+    drop(cgroup);
+    drop(saved_terminal);
+    let outcome = outcome?;
+    let report = read_report(report_read);
+    Ok(match (outcome, report) {
+        (Waited::TimedOut(t), _) => Outcome::TimedOut(t),
+        (Waited::Exited(status), Some((code, message))) => {
+            if code == 125 {
+                return Err(SandboxError::Child(message));
+            }
+            let _ = status;
+            Outcome::Exited {
+                status: code,
+                message: Some(message),
+            }
+        }
+        (Waited::Exited(status), None) => Outcome::Exited {
+            status,
+            message: None,
+        },
+    })
+}
+
+enum Waited {
+    Exited(i32),
+    TimedOut(Duration),
+}
+
+/// Waits for the supervisor, forwarding signals sent to cordon and killing the
+/// whole sandbox (by killing its PID 1) when the timeout expires.
+fn wait(
+    pid: libc::pid_t,
+    signals: &SignalFd,
+    timeout: Option<Duration>,
+) -> Result<Waited, SandboxError> {
+    let deadline = timeout.map(|t| (Instant::now() + t, t));
+    loop {
+        if let Some(status) = try_reap(pid)? {
+            return Ok(Waited::Exited(status));
+        }
+        let wait_for = deadline.map(|(at, _)| at.saturating_duration_since(Instant::now()));
+        if wait_for == Some(Duration::ZERO) {
+            kill_and_reap(pid);
+            return Ok(Waited::TimedOut(
+                deadline.map(|(_, t)| t).unwrap_or_default(),
+            ));
+        }
+        if let Some(info) = signals
+            .next(wait_for)
+            .map_err(|e| SandboxError::io("waiting for the sandbox", e))?
+        {
+            if info.signo != libc::SIGCHLD && forwardable(&info) {
+                unsafe { libc::kill(pid, info.signo) };
+            }
+        }
+    }
+}
+
+/// Exit status of `pid` if it has ended, mapped to 128+N for a signal.
+fn try_reap(pid: libc::pid_t) -> Result<Option<i32>, SandboxError> {
+    let mut status = 0;
+    let ret = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    if ret == -1 {
+        return Err(SandboxError::io(
+            "waiting for the sandbox",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    if ret == 0 {
+        return Ok(None);
+    }
+    Ok(Some(decode_status(status)))
+}
+
+pub(crate) fn decode_status(status: libc::c_int) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        125
+    }
+}
+
+fn kill_and_reap(pid: libc::pid_t) {
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| SandboxError::io("creating a pipe", e.into()))
+}
+
+/// The supervisor or the command reports a failure before exec as one status byte
+/// and a message; nothing at all means the command was exec'd.
+fn read_report(fd: OwnedFd) -> Option<(i32, String)> {
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd.as_raw_fd()) };
+    std::mem::forget(fd);
+    let mut bytes = Vec::new();
+    let _ = file.read_to_end(&mut bytes);
+    let (&code, message) = bytes.split_first()?;
+    Some((code as i32, String::from_utf8_lossy(message).into_owned()))
+}

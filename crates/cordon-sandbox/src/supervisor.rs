@@ -1,0 +1,196 @@
+//! PID 1 of the sandbox. It finishes the sandbox from inside (identity maps, the
+//! view, hostname, loopback), forks the command, then reaps, forwards signals and,
+//! for `shell`, relays the terminal. When the command ends, it exits with the
+//! command's status and the kernel kills whatever else is left in the namespace.
+
+use crate::confine::landlock;
+use crate::launch::{Prepared, Terminal, decode_status};
+use crate::report::report_and_exit;
+use crate::signals::{SignalFd, forwardable};
+use crate::terminal::{self, Pty};
+use crate::{command, sys, view};
+use cordon_policy::NetMode;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+pub(crate) fn main(prepared: &Prepared, report: OwnedFd, life: OwnedFd) -> ! {
+    match run(prepared, report.as_fd(), life) {
+        Ok(status) => unsafe { libc::_exit(status) },
+        Err(e) => report_and_exit(report.as_fd(), 125, &e.to_string()),
+    }
+}
+
+fn run(
+    prepared: &Prepared,
+    report: BorrowedFd<'_>,
+    life: OwnedFd,
+) -> Result<i32, crate::SandboxError> {
+    die_with_launcher(&life);
+    map_identity(prepared)
+        .map_err(|e| crate::SandboxError::io("cannot map the user into the sandbox", e))?;
+    view::build::enter(&prepared.view)?;
+    let _ = rustix::system::sethostname(b"cordon");
+    if prepared.net == NetMode::None {
+        loopback_up()
+            .map_err(|e| crate::SandboxError::io("cannot bring up the sandbox's loopback", e))?;
+    }
+    // Not dumpable: the command and its children (same uid) cannot ptrace this
+    // process or read its memory.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    let ruleset = if prepared.landlock {
+        Some(landlock::build(&prepared.writable)?)
+    } else {
+        None
+    };
+    let pty = match prepared.terminal {
+        Terminal::Pty => Some(
+            Pty::open().map_err(|e| crate::SandboxError::io("cannot open a pseudo-terminal", e))?,
+        ),
+        Terminal::Inherit => None,
+    };
+    let signals =
+        SignalFd::block_forwardable().map_err(|e| crate::SandboxError::io("signals", e))?;
+    // SAFETY: the supervisor is single-threaded (a fork of the single-threaded launcher).
+    let child = unsafe { sys::fork_into(0) }
+        .map_err(|e| crate::SandboxError::io("cannot start the command", e))?;
+    let Some(command_pid) = child else {
+        command::exec(prepared, ruleset, pty.as_ref(), report)
+    };
+    drop(ruleset);
+    supervise(command_pid, &signals, pty.as_ref())
+        .map_err(|e| crate::SandboxError::io("supervising", e))
+}
+
+/// Dies with the launcher: a death signal for later, and a check of the life pipe
+/// for the case where the launcher died before the death signal was set.
+fn die_with_launcher(life: &OwnedFd) {
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let mut pfd = libc::pollfd {
+        fd: life.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    if unsafe { libc::poll(&mut pfd, 1, 0) } > 0 && pfd.revents & libc::POLLHUP != 0 {
+        unsafe { libc::_exit(125) };
+    }
+}
+
+/// Maps the invoking user and group to themselves, so files made in the workspace
+/// belong to the invoking user on the host.
+fn map_identity(prepared: &Prepared) -> io::Result<()> {
+    sys::write_file(c"/proc/self/setgroups", b"deny")?;
+    sys::write_file(c"/proc/self/uid_map", prepared.uid_map.as_bytes())?;
+    sys::write_file(c"/proc/self/gid_map", prepared.gid_map.as_bytes())
+}
+
+fn loopback_up() -> io::Result<()> {
+    unsafe {
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if sock == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        let ret = libc::ioctl(sock, libc::SIOCSIFFLAGS, &req);
+        let err = io::Error::last_os_error();
+        libc::close(sock);
+        if ret == -1 { Err(err) } else { Ok(()) }
+    }
+}
+
+/// Reaps every child (PID 1 inherits orphans), forwards signals the launcher
+/// passes on, relays the terminal; returns the command's status once it ends.
+fn supervise(command: libc::pid_t, signals: &SignalFd, pty: Option<&Pty>) -> io::Result<i32> {
+    if let Some(pty) = pty {
+        pty.copy_window_size();
+        terminal::make_raw(libc::STDIN_FILENO);
+    }
+    let mut stdin_open = pty.is_some();
+    loop {
+        let mut fds = vec![libc::pollfd {
+            fd: signals.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        if let Some(pty) = pty {
+            fds.push(libc::pollfd {
+                fd: pty.master.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            if stdin_open {
+                fds.push(libc::pollfd {
+                    fd: libc::STDIN_FILENO,
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
+        }
+        if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) } == -1 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if let Some(pty) = pty {
+            if fds[1].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
+                terminal::pump(pty.master.as_raw_fd(), libc::STDOUT_FILENO);
+            }
+            if stdin_open && fds[2].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
+                stdin_open = terminal::pump(libc::STDIN_FILENO, pty.master.as_raw_fd());
+            }
+        }
+        while let Some(info) = signals.read()? {
+            match info.signo {
+                libc::SIGCHLD => {}
+                libc::SIGWINCH => {
+                    if let Some(pty) = pty {
+                        pty.copy_window_size();
+                    }
+                }
+                signo if forwardable(&info) => unsafe {
+                    libc::kill(command, signo);
+                },
+                _ => {}
+            }
+        }
+        if let Some(status) = reap_all(command) {
+            if let Some(pty) = pty {
+                drain(pty);
+            }
+            return Ok(status);
+        }
+    }
+}
+
+/// Reaps every exited child; returns the command's status if it was among them.
+fn reap_all(command: libc::pid_t) -> Option<i32> {
+    let mut result = None;
+    loop {
+        let mut status = 0;
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return result;
+        }
+        if pid == command {
+            result = Some(decode_status(status));
+        }
+    }
+}
+
+/// Copies what the command wrote to the terminal before it exited.
+fn drain(pty: &Pty) {
+    unsafe {
+        let flags = libc::fcntl(pty.master.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(
+            pty.master.as_raw_fd(),
+            libc::F_SETFL,
+            flags | libc::O_NONBLOCK,
+        );
+    }
+    while terminal::pump(pty.master.as_raw_fd(), libc::STDOUT_FILENO) {}
+}

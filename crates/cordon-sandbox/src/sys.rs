@@ -1,0 +1,135 @@
+//! The few raw system calls that neither rustix nor the standard library wrap.
+//! Each wrapper does one call and returns `io::Result`.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// fork(2) with namespace flags: a raw `clone` with no new stack, so the child
+/// continues here like after fork. Returns `Some(pid)` in the parent, `None` in the
+/// child.
+///
+/// # Safety
+/// The caller must be single-threaded: the child gets a copy of this one thread
+/// only, and must not rely on locks other threads could have held.
+pub unsafe fn fork_into(flags: libc::c_int) -> io::Result<Option<libc::pid_t>> {
+    let flags = (flags | libc::SIGCHLD) as libc::c_ulong;
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    match check(ret)? {
+        0 => Ok(None),
+        pid => Ok(Some(pid as libc::pid_t)),
+    }
+}
+
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// mount_setattr(2) on the mount tree at `fd` (with `AT_EMPTY_PATH`), recursively.
+pub fn mount_setattr_recursive(fd: BorrowedFd<'_>, set: u64, clear: u64) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(ret).map(drop)
+}
+
+/// mount(2) with plain C strings; `None` passes NULL.
+pub fn mount(
+    source: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+) -> io::Result<()> {
+    let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
+    let ret = unsafe {
+        libc::mount(
+            ptr(source),
+            target.as_ptr(),
+            ptr(fstype),
+            flags,
+            ptr(data).cast(),
+        )
+    };
+    check(ret as libc::c_long).map(drop)
+}
+
+/// Writes all of `data` to the file at `path` (for /proc files: one write call).
+pub fn write_file(path: &CStr, data: &[u8]) -> io::Result<()> {
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    check(fd as libc::c_long)?;
+    let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+    let result = check(n as libc::c_long);
+    unsafe { libc::close(fd) };
+    match result {
+        Ok(n) if n as usize == data.len() => Ok(()),
+        Ok(_) => Err(io::Error::new(io::ErrorKind::WriteZero, "short write")),
+        Err(e) => Err(e),
+    }
+}
+
+/// `seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_SPEC_ALLOW, prog)`.
+///
+/// SPEC_ALLOW keeps the kernel from forcing the Speculative Store Bypass mitigation on
+/// every sandboxed process, which costs speed and protects only in-process sandboxes
+/// (JIT sandboxes), not a process boundary like ours.
+pub fn install_seccomp(program: &[libc::sock_filter]) -> io::Result<()> {
+    const SECCOMP_SET_MODE_FILTER: libc::c_uint = 1;
+    const SECCOMP_FILTER_FLAG_SPEC_ALLOW: libc::c_uint = 1 << 2;
+    let prog = libc::sock_fprog {
+        len: program.len() as libc::c_ushort,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_SET_MODE_FILTER,
+            SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    check(ret).map(drop)
+}
+
+/// The errno of the last failed call, as a positive integer.
+pub fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}

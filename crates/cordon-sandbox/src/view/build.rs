@@ -1,0 +1,390 @@
+//! Building the view inside the sandbox's fresh mount namespace, then entering it.
+//!
+//! Steps, in order:
+//! 1. make every mount private, so nothing we do propagates to the host;
+//! 2. clone each host path a mount needs *before* anything is mounted over it;
+//! 3. clone the whole host tree, read-only, nosuid, nodev;
+//! 4. stage it on a private tmpfs over `/tmp` and apply the planned mounts;
+//! 5. build a minimal `/dev` and a fresh `/proc` with its dangerous knobs read-only;
+//! 6. pivot into it and drop the old root.
+//!
+//! Destinations are opened with `openat2(RESOLVE_NO_SYMLINKS)` below the new root, so
+//! a symlink swapped in on the host cannot redirect a mount.
+
+use super::plan::{MountKind, MountOp, ViewPlan};
+use crate::error::SandboxError;
+use crate::sys;
+use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
+use rustix::mount::{self as rmount, MoveMountFlags, OpenTreeFlags};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+const STAGING: &str = "/tmp";
+const NEW_ROOT: &str = "/tmp/root";
+const EMPTY_FILE: &str = "/tmp/empty";
+
+/// Device nodes the sandbox gets: the harmless ones.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// /proc entries made read-only: a sandbox started by root is uid 0 on the host,
+/// and these are writable by mode bits alone (`/proc/sys/kernel/core_pattern`,
+/// `/proc/sysrq-trigger`).
+const PROC_READ_ONLY: [&str; 5] = ["sys", "sysrq-trigger", "irq", "bus", "fs"];
+
+fn err(path: impl AsRef<Path>) -> impl FnOnce(io::Error) -> SandboxError {
+    let path = path.as_ref().to_path_buf();
+    move |source| SandboxError::View { path, source }
+}
+
+fn rustix_err(path: impl AsRef<Path>) -> impl FnOnce(rustix::io::Errno) -> SandboxError {
+    let path = path.as_ref().to_path_buf();
+    move |e| SandboxError::View {
+        path,
+        source: e.into(),
+    }
+}
+
+/// Builds the view described by `plan` and makes it this process's root.
+/// Runs in the sandbox's first process, inside its new user and mount namespaces.
+pub fn enter(plan: &ViewPlan) -> Result<(), SandboxError> {
+    sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None).map_err(err("/"))?;
+
+    let sources = clone_sources(plan)?;
+    let devices = DEVICES
+        .iter()
+        .map(|d| clone_tree(Path::new("/dev").join(d), false))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let host = clone_tree("/", true)?;
+    set_attrs(
+        host.as_fd(),
+        sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+        "/",
+    )?;
+
+    mount_tmpfs(c"/tmp", "mode=0700", libc::MS_NOSUID | libc::MS_NODEV).map_err(err(STAGING))?;
+    rfs::mkdir(NEW_ROOT, Mode::from_raw_mode(0o755)).map_err(rustix_err(NEW_ROOT))?;
+    rfs::open(
+        EMPTY_FILE,
+        OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o444),
+    )
+    .map_err(rustix_err(EMPTY_FILE))?;
+    attach(host.as_fd(), Path::new(NEW_ROOT))?;
+    let root = rfs::open(
+        NEW_ROOT,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(rustix_err(NEW_ROOT))?;
+
+    let mut read_only_tmpfs = Vec::new();
+    for (op, source) in plan.ops.iter().zip(&sources) {
+        apply(root.as_fd(), op, source.as_ref())?;
+        if op.kind == MountKind::EmptyDir {
+            read_only_tmpfs.push(op.path.clone());
+        }
+    }
+    build_dev(root.as_fd(), &devices)?;
+    build_proc(root.as_fd())?;
+    for path in read_only_tmpfs {
+        remount_read_only(root.as_fd(), &path)?;
+    }
+    pivot(NEW_ROOT)
+}
+
+/// Clones, before anything is mounted over them, the host paths that binds take.
+fn clone_sources(plan: &ViewPlan) -> Result<Vec<Option<OwnedFd>>, SandboxError> {
+    plan.ops
+        .iter()
+        .map(|op| {
+            let MountKind::Bind { writable } = op.kind else {
+                if op.kind == MountKind::Pin {
+                    let tree = clone_tree(&op.path, true)?;
+                    set_attrs(
+                        tree.as_fd(),
+                        sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+                        &op.path,
+                    )?;
+                    return Ok(Some(tree));
+                }
+                return Ok(None);
+            };
+            let tree = clone_tree(&op.path, true)?;
+            let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
+            if !writable {
+                attrs |= sys::MOUNT_ATTR_RDONLY;
+            }
+            set_attrs(tree.as_fd(), attrs, &op.path)?;
+            Ok(Some(tree))
+        })
+        .collect()
+}
+
+fn clone_tree(path: impl AsRef<Path>, recursive: bool) -> Result<OwnedFd, SandboxError> {
+    let path = path.as_ref();
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+    if recursive {
+        flags |= OpenTreeFlags::AT_RECURSIVE;
+    }
+    rmount::open_tree(rfs::CWD, path, flags).map_err(rustix_err(path))
+}
+
+fn set_attrs(tree: BorrowedFd<'_>, attrs: u64, path: impl AsRef<Path>) -> Result<(), SandboxError> {
+    sys::mount_setattr_recursive(tree, attrs, 0).map_err(err(path))
+}
+
+/// Attaches a detached mount tree at an absolute path of the current root.
+fn attach(tree: BorrowedFd<'_>, at: &Path) -> Result<(), SandboxError> {
+    rmount::move_mount(
+        tree,
+        "",
+        rfs::CWD,
+        at,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(rustix_err(at))
+}
+
+/// Opens `path` (absolute, as in the view) below `root` without following symlinks.
+fn open_in(root: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, SandboxError> {
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    let relative = if relative.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        relative
+    };
+    rfs::openat2(
+        root,
+        relative,
+        OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(rustix_err(path))
+}
+
+/// `/proc/self/fd/N`: a path naming exactly the inode `fd` holds, for mount(2).
+fn fd_path(fd: BorrowedFd<'_>) -> CString {
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
+}
+
+fn apply(root: BorrowedFd<'_>, op: &MountOp, source: Option<&OwnedFd>) -> Result<(), SandboxError> {
+    if op.create_mount_point {
+        create_mount_point(root, &op.path, op.is_dir)?;
+    }
+    let target = open_in(root, &op.path)?;
+    match op.kind {
+        MountKind::Bind { .. } | MountKind::Pin => {
+            let source = source.expect("binds have a cloned source");
+            rmount::move_mount(
+                source.as_fd(),
+                "",
+                target.as_fd(),
+                "",
+                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+            )
+            .map_err(rustix_err(&op.path))
+        }
+        MountKind::EmptyDir => mount_tmpfs(
+            &fd_path(target.as_fd()),
+            "mode=0755,size=4k,nr_inodes=64",
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        )
+        .map_err(err(&op.path)),
+        MountKind::Scratch => mount_tmpfs(
+            &fd_path(target.as_fd()),
+            "mode=1777",
+            libc::MS_NOSUID | libc::MS_NODEV,
+        )
+        .map_err(err(&op.path)),
+        MountKind::EmptyFile => {
+            let empty = clone_tree(EMPTY_FILE, false)?;
+            set_attrs(
+                empty.as_fd(),
+                sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+                &op.path,
+            )?;
+            rmount::move_mount(
+                empty.as_fd(),
+                "",
+                target.as_fd(),
+                "",
+                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+            )
+            .map_err(rustix_err(&op.path))
+        }
+    }
+}
+
+/// Makes a mount point inside one of our tmpfs mounts: its missing ancestors as
+/// directories, the last component as a directory or an empty file.
+fn create_mount_point(root: BorrowedFd<'_>, path: &Path, is_dir: bool) -> Result<(), SandboxError> {
+    let mut existing = PathBuf::from("/");
+    let components: Vec<_> = path
+        .strip_prefix("/")
+        .unwrap_or(path)
+        .components()
+        .collect();
+    for (i, component) in components.iter().enumerate() {
+        let next = existing.join(component);
+        let last = i + 1 == components.len();
+        if open_in(root, &next).is_err() {
+            let parent = open_dir_in(root, &existing)?;
+            let name = component.as_os_str();
+            let made = if last && !is_dir {
+                rfs::openat(
+                    parent.as_fd(),
+                    name,
+                    OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o644),
+                )
+                .map(drop)
+            } else {
+                rfs::mkdirat(parent.as_fd(), name, Mode::from_raw_mode(0o755))
+            };
+            made.map_err(rustix_err(&next))?;
+        }
+        existing = next;
+    }
+    Ok(())
+}
+
+fn open_dir_in(root: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, SandboxError> {
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    let relative = if relative.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        relative
+    };
+    rfs::openat2(
+        root,
+        relative,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH,
+    )
+    .map_err(rustix_err(path))
+}
+
+fn mount_tmpfs(target: &std::ffi::CStr, options: &str, flags: libc::c_ulong) -> io::Result<()> {
+    let options = CString::new(options).expect("static options");
+    sys::mount(
+        Some(c"tmpfs"),
+        target,
+        Some(c"tmpfs"),
+        flags,
+        Some(&options),
+    )
+}
+
+fn remount_read_only(root: BorrowedFd<'_>, path: &Path) -> Result<(), SandboxError> {
+    let target = open_in(root, path)?;
+    let flags =
+        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+    sys::mount(None, &fd_path(target.as_fd()), None, flags, None).map_err(err(path))
+}
+
+/// A tmpfs `/dev` with only harmless devices, a private devpts and `/dev/shm`.
+fn build_dev(root: BorrowedFd<'_>, devices: &[OwnedFd]) -> Result<(), SandboxError> {
+    let dev = Path::new("/dev");
+    let target = open_in(root, dev)?;
+    mount_tmpfs(
+        &fd_path(target.as_fd()),
+        "mode=0755,size=64k",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+    )
+    .map_err(err(dev))?;
+    let dir = open_dir_in(root, dev)?;
+    for (name, source) in DEVICES.iter().zip(devices) {
+        rfs::openat(
+            dir.as_fd(),
+            *name,
+            OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o666),
+        )
+        .map_err(rustix_err(dev.join(name)))?;
+        let node = open_in(root, &dev.join(name))?;
+        rmount::move_mount(
+            source.as_fd(),
+            "",
+            node.as_fd(),
+            "",
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+        )
+        .map_err(rustix_err(dev.join(name)))?;
+    }
+    for sub in ["pts", "shm"] {
+        rfs::mkdirat(dir.as_fd(), sub, Mode::from_raw_mode(0o755))
+            .map_err(rustix_err(dev.join(sub)))?;
+    }
+    let pts = open_in(root, &dev.join("pts"))?;
+    sys::mount(
+        Some(c"devpts"),
+        &fd_path(pts.as_fd()),
+        Some(c"devpts"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some(c"newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(err("/dev/pts"))?;
+    let shm = open_in(root, &dev.join("shm"))?;
+    mount_tmpfs(
+        &fd_path(shm.as_fd()),
+        "mode=1777",
+        libc::MS_NOSUID | libc::MS_NODEV,
+    )
+    .map_err(err("/dev/shm"))?;
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        rfs::symlinkat(to, dir.as_fd(), link).map_err(rustix_err(dev.join(link)))?;
+    }
+    let flags =
+        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC;
+    sys::mount(None, &fd_path(target.as_fd()), None, flags, None).map_err(err(dev))
+}
+
+/// A fresh procfs for the sandbox's PID namespace, its global knobs read-only.
+fn build_proc(root: BorrowedFd<'_>) -> Result<(), SandboxError> {
+    let proc = Path::new("/proc");
+    let target = open_in(root, proc)?;
+    sys::mount(
+        Some(c"proc"),
+        &fd_path(target.as_fd()),
+        Some(c"proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )
+    .map_err(err(proc))?;
+    for entry in PROC_READ_ONLY {
+        let path = proc.join(entry);
+        let Ok(node) = open_in(root, &path) else {
+            continue; // not on this kernel
+        };
+        let node_path = fd_path(node.as_fd());
+        sys::mount(
+            Some(&node_path),
+            &node_path,
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )
+        .map_err(err(&path))?;
+        remount_read_only(root, &path)?;
+    }
+    Ok(())
+}
+
+/// Makes `new_root` the root and detaches the old one (`pivot_root(".", ".")`).
+fn pivot(new_root: &str) -> Result<(), SandboxError> {
+    rustix::process::chdir(new_root).map_err(rustix_err(new_root))?;
+    rustix::process::pivot_root(".", ".").map_err(rustix_err(new_root))?;
+    rmount::unmount(".", rmount::UnmountFlags::DETACH).map_err(rustix_err("/"))?;
+    rustix::process::chdir("/").map_err(rustix_err("/"))
+}

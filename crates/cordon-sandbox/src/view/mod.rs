@@ -1,0 +1,7 @@
+//! The sandbox's view of the filesystem: planned on the host from the policy
+//! ([`plan`]), built inside the new mount namespace ([`build`]).
+
+pub mod build;
+pub mod plan;
+
+pub use plan::{MountKind, MountOp, ViewPlan};

@@ -1,0 +1,306 @@
+//! Turning a policy's path rules into an ordered list of mounts.
+//!
+//! The view starts as a read-only copy of the host's whole mount tree; each mount
+//! here then changes one path: binds a writable root, hides a secret, pins a
+//! protected path's parent. Paths in the view equal paths on the host.
+
+use crate::error::SandboxError;
+use cordon_policy::{Access, PathRule, Policy, RuleKind};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// What one mount does to its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountKind {
+    /// The host path bound at the same place, read-only or writable.
+    Bind { writable: bool },
+    /// The host path bound onto itself, writable, only so that it becomes a mount
+    /// point: a mount point cannot be renamed or removed, so the protected path
+    /// below it cannot be swapped for a fresh, writable one.
+    Pin,
+    /// A denied directory: an empty read-only tmpfs.
+    EmptyDir,
+    /// A denied file: an empty read-only file.
+    EmptyFile,
+    /// A private, writable, initially empty tmpfs (`/tmp`).
+    Scratch,
+}
+
+impl MountKind {
+    /// Mounts of these kinds are a fresh tmpfs in which later mount points can be made.
+    pub fn is_tmpfs(self) -> bool {
+        matches!(self, MountKind::EmptyDir | MountKind::Scratch)
+    }
+
+    /// Whether this mount takes its contents from the host path.
+    pub fn binds_host(self) -> bool {
+        matches!(self, MountKind::Bind { .. } | MountKind::Pin)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountOp {
+    pub path: PathBuf,
+    pub kind: MountKind,
+    pub is_dir: bool,
+    /// The mount point does not exist below a tmpfs of ours and must be made there.
+    pub create_mount_point: bool,
+}
+
+/// The mounts to make, in order (parents before children), and the placeholders
+/// created on the host for protected paths that did not exist yet.
+#[derive(Debug, Default)]
+pub struct ViewPlan {
+    pub ops: Vec<MountOp>,
+    pub placeholders: Vec<PathBuf>,
+    pub warnings: Vec<String>,
+}
+
+/// Paths the view builds itself; rules below them are not applied.
+const SYNTHETIC_ROOTS: [&str; 2] = ["/proc", "/dev"];
+
+/// Names of protected paths that are files; any other missing protected path is
+/// created as an empty directory.
+const PROTECTED_FILE_NAMES: [&str; 3] = ["config", ".cordon.json", "commondir"];
+
+/// Entries directly in a writable root that cordon protects: if one of them is a
+/// symlink, the sandbox could point it elsewhere, so cordon refuses to start.
+const PROTECTED_TOP_NAMES: [&str; 5] = [".git", ".pi", ".cordon.json", ".vscode", ".idea"];
+
+impl ViewPlan {
+    /// Plans the view for `policy`, creating on the host an empty placeholder for
+    /// each protected path that is missing (so it can be mounted read-only).
+    pub fn prepare(policy: &Policy) -> Result<ViewPlan, SandboxError> {
+        let mut planner = Planner {
+            policy,
+            ops: BTreeMap::new(),
+            plan: ViewPlan::default(),
+        };
+        planner.refuse_symlinked_protected_entries()?;
+        for scratch in &policy.scratch {
+            planner.add(scratch, MountKind::Scratch, true);
+        }
+        for rule in &policy.rules {
+            planner.plan_rule(rule)?;
+        }
+        Ok(planner.finish())
+    }
+
+    /// Removes the placeholders this plan created, if they are still empty.
+    pub fn remove_placeholders(&self) {
+        for path in self.placeholders.iter().rev() {
+            // Only empty ones: a file or directory with content is somebody's data.
+            let _ = match fs::symlink_metadata(path) {
+                Ok(m) if m.is_dir() => fs::remove_dir(path),
+                Ok(m) if m.is_file() && m.len() == 0 => fs::remove_file(path),
+                _ => Ok(()),
+            };
+        }
+    }
+}
+
+struct Planner<'a> {
+    policy: &'a Policy,
+    ops: BTreeMap<PathBuf, MountOp>,
+    plan: ViewPlan,
+}
+
+impl Planner<'_> {
+    fn refuse_symlinked_protected_entries(&self) -> Result<(), SandboxError> {
+        for root in self.policy.writable_roots() {
+            for name in PROTECTED_TOP_NAMES {
+                let path = root.join(name);
+                let protected = self
+                    .policy
+                    .rules
+                    .iter()
+                    .any(|r| r.kind == RuleKind::Protected && r.path.starts_with(&path));
+                let is_symlink = fs::symlink_metadata(&path).is_ok_and(|m| m.is_symlink());
+                if protected && is_symlink {
+                    return Err(SandboxError::ProtectedPath {
+                        path,
+                        problem: "is a symlink, so the sandbox could point it elsewhere; \
+                                  replace it with what it points to, or unprotect it \
+                                  (\"unprotect\" in your config)"
+                            .into(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn plan_rule(&mut self, rule: &PathRule) -> Result<(), SandboxError> {
+        if rule.path == Path::new("/") || is_synthetic(&rule.path) {
+            return Ok(());
+        }
+        let parent_access = self.parent_access(&rule.path);
+        let hidden_parent = self.under_tmpfs(&rule.path);
+        let meta = match fs::symlink_metadata(&rule.path) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(SandboxError::View {
+                    path: rule.path.clone(),
+                    source,
+                });
+            }
+        };
+        if meta.as_ref().is_some_and(|m| m.is_symlink()) {
+            return Err(SandboxError::View {
+                path: rule.path.clone(),
+                source: io::Error::other("became a symlink after the policy was resolved"),
+            });
+        }
+        let is_dir = meta.as_ref().is_some_and(|m| m.is_dir());
+        match (rule.access, meta.is_some()) {
+            (Access::Deny, true) if parent_access != Access::Deny || hidden_parent => {
+                let kind = if is_dir {
+                    MountKind::EmptyDir
+                } else {
+                    MountKind::EmptyFile
+                };
+                self.add(&rule.path, kind, is_dir);
+            }
+            (Access::Read, _) if rule.kind == RuleKind::Protected => {
+                if parent_access == Access::Write {
+                    self.protect(&rule.path)?;
+                }
+            }
+            (Access::Read, true) if parent_access != Access::Read || hidden_parent => {
+                self.add(&rule.path, MountKind::Bind { writable: false }, is_dir);
+            }
+            (Access::Write, true) if parent_access != Access::Write || hidden_parent => {
+                self.add(&rule.path, MountKind::Bind { writable: true }, is_dir);
+            }
+            (Access::Write, false) => self.plan.warnings.push(format!(
+                "{} does not exist, so it is not made writable",
+                rule.path.display()
+            )),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Makes a protected path read-only, creating it (or its first missing ancestor)
+    /// as an empty placeholder on the host, and pins its existing ancestors up to the
+    /// writable root so none of them can be renamed away.
+    fn protect(&mut self, path: &Path) -> Result<(), SandboxError> {
+        let root = self.writable_root_of(path);
+        let mut target = path.to_path_buf();
+        // The first missing component between the writable root and the path.
+        for ancestor in path.ancestors().collect::<Vec<_>>().into_iter().rev() {
+            if !ancestor.starts_with(&root) || ancestor == root {
+                continue;
+            }
+            if fs::symlink_metadata(ancestor).is_err() {
+                target = ancestor.to_path_buf();
+                break;
+            }
+        }
+        if fs::symlink_metadata(&target).is_err() {
+            let as_file = target == path && is_file_name(path);
+            create_placeholder(&target, as_file)?;
+            self.plan.placeholders.push(target.clone());
+        }
+        let meta = fs::symlink_metadata(&target).map_err(|source| SandboxError::View {
+            path: target.clone(),
+            source,
+        })?;
+        if meta.is_symlink() {
+            return Err(SandboxError::ProtectedPath {
+                path: target,
+                problem: "is a symlink; cordon cannot protect it".into(),
+            });
+        }
+        for ancestor in target.ancestors().skip(1) {
+            if ancestor == root || !ancestor.starts_with(&root) {
+                break;
+            }
+            self.add(ancestor, MountKind::Pin, true);
+        }
+        self.add(&target, MountKind::Bind { writable: false }, meta.is_dir());
+        Ok(())
+    }
+
+    fn writable_root_of(&self, path: &Path) -> PathBuf {
+        self.policy
+            .rules
+            .iter()
+            .filter(|r| r.access == Access::Write && path.starts_with(&r.path) && r.path != path)
+            .max_by_key(|r| r.path.components().count())
+            .map_or_else(|| PathBuf::from("/"), |r| r.path.clone())
+    }
+
+    /// The access the path's parent has in the view.
+    fn parent_access(&self, path: &Path) -> Access {
+        path.parent()
+            .map_or(Access::Read, |p| self.policy.access_for(p))
+    }
+
+    /// Whether the path lies below a tmpfs of ours, so the host's content is hidden
+    /// there and the mount point must be created.
+    fn under_tmpfs(&self, path: &Path) -> bool {
+        self.ops
+            .values()
+            .any(|op| op.kind.is_tmpfs() && path.starts_with(&op.path) && path != op.path)
+    }
+
+    fn add(&mut self, path: &Path, kind: MountKind, is_dir: bool) {
+        if self
+            .ops
+            .get(path)
+            .is_some_and(|op| op.kind != MountKind::Pin)
+        {
+            return; // a real mount is already planned here; it pins the path too
+        }
+        let create_mount_point = self.under_tmpfs(path);
+        self.ops.insert(
+            path.to_path_buf(),
+            MountOp {
+                path: path.to_path_buf(),
+                kind,
+                is_dir,
+                create_mount_point,
+            },
+        );
+    }
+
+    fn finish(mut self) -> ViewPlan {
+        // BTreeMap orders paths component-wise, so every parent precedes its children.
+        self.plan.ops = self.ops.into_values().collect();
+        self.plan
+    }
+}
+
+fn is_synthetic(path: &Path) -> bool {
+    SYNTHETIC_ROOTS.iter().any(|root| path.starts_with(root))
+}
+
+fn is_file_name(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| PROTECTED_FILE_NAMES.contains(&n))
+}
+
+fn create_placeholder(path: &Path, as_file: bool) -> Result<(), SandboxError> {
+    let result = if as_file {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map(drop)
+    } else {
+        fs::create_dir(path)
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(SandboxError::View {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}

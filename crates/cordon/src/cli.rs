@@ -1,0 +1,112 @@
+//! The command line: subcommands and the run options they share. The option names
+//! are an interface users' scripts rely on; keep them.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cordon",
+    version,
+    about = "A sandbox for AI coding agents: one project to work in, nothing else.",
+    long_about = "cordon runs commands with the workspace writable, the rest of the host \
+                  read-only, secrets hidden, no network and no way out.\n\
+                  Exit status: the command's own; 128+N if it died of signal N; 124 on \
+                  timeout; 125 if cordon itself failed; 126 not executable; 127 not found."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Commands {
+    /// Run one command sandboxed in the workspace and exit with its status.
+    Run {
+        #[command(flatten)]
+        options: RunOptions,
+        /// The command and its arguments (after `--`).
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
+        command: Vec<OsString>,
+    },
+    /// Open your shell ($SHELL, else bash, else sh) sandboxed in the workspace.
+    Shell {
+        #[command(flatten)]
+        options: RunOptions,
+    },
+    /// Report which isolation layers work on this machine, and how to fix missing ones.
+    Doctor {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the resolved policy for the workspace: every rule and where it came from.
+    Policy {
+        #[command(flatten)]
+        options: RunOptions,
+        /// Print the policy as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NetArg {
+    /// Only the sandbox's own loopback.
+    None,
+    /// No network isolation (explicit opt-in).
+    Host,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DegradedLayer {
+    /// Run without Landlock on kernels that lack it (the mount view and seccomp still apply).
+    Landlock,
+}
+
+/// Options shared by `run`, `shell` and `policy`.
+#[derive(Args, Debug, Clone)]
+pub struct RunOptions {
+    /// The project directory the sandbox may write (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Use this user config instead of ~/.config/cordon/config.json.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Make PATH writable too (repeatable).
+    #[arg(long = "allow-write", value_name = "PATH")]
+    pub allow_write: Vec<PathBuf>,
+    /// Hide PATH from the sandbox (repeatable).
+    #[arg(long = "deny-read", value_name = "PATH")]
+    pub deny_read: Vec<PathBuf>,
+    /// Make the workspace read-only too.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Pass one environment variable in: NAME takes cordon's value, NAME=VALUE sets it (repeatable).
+    #[arg(long, value_name = "NAME[=VALUE]")]
+    pub env: Vec<String>,
+    /// Kill the whole sandbox after SECONDS (exit status 124).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+    /// Network: none (default) or host.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub net: Option<NetArg>,
+    /// Memory limit, e.g. 512M or 2G.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Maximum number of processes and threads.
+    #[arg(long, value_name = "N")]
+    pub pids: Option<u64>,
+    /// CPU limit, e.g. 1 or 1.5.
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
+    /// Run without a layer this kernel lacks (named, explicit; never implied).
+    #[arg(long = "allow-degraded", value_enum, value_name = "LAYER")]
+    pub allow_degraded: Vec<DegradedLayer>,
+}

@@ -1,0 +1,17 @@
+//! One module per subcommand; each returns the exit status or a message for a
+//! cordon failure.
+
+mod doctor;
+mod policy;
+mod run;
+
+use crate::cli::Commands;
+
+pub fn dispatch(command: Commands) -> Result<u8, String> {
+    match command {
+        Commands::Run { options, command } => run::run(&options, command),
+        Commands::Shell { options } => run::shell(&options),
+        Commands::Doctor { json } => doctor::doctor(json),
+        Commands::Policy { options, json } => policy::show(&options, json),
+    }
+}

@@ -1,0 +1,118 @@
+//! `cordon run` and `cordon shell`.
+
+use crate::cli::{DegradedLayer, NetArg, RunOptions};
+use cordon_policy::{Flags, Inputs, NetMode, Policy};
+use cordon_sandbox::{Command, Degraded, Outcome, Terminal};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// Exit status when `--timeout` expired (DESIGN.md).
+const TIMED_OUT: u8 = 124;
+
+pub fn run(options: &RunOptions, command: Vec<OsString>) -> Result<u8, String> {
+    let mut words = command.into_iter();
+    let program = words
+        .next()
+        .ok_or("no command given; usage: cordon run [OPTIONS] -- COMMAND [ARGS...]")?;
+    let command = Command {
+        program,
+        args: words.collect(),
+        cwd: None,
+        terminal: Terminal::Inherit,
+    };
+    execute(options, &command)
+}
+
+pub fn shell(options: &RunOptions) -> Result<u8, String> {
+    let interactive = unsafe { libc::isatty(libc::STDIN_FILENO) == 1 };
+    let command = Command {
+        program: user_shell().into_os_string(),
+        args: Vec::new(),
+        cwd: None,
+        terminal: if interactive {
+            Terminal::Pty
+        } else {
+            Terminal::Inherit
+        },
+    };
+    execute(options, &command)
+}
+
+/// $SHELL if it exists, else bash, else sh.
+fn user_shell() -> PathBuf {
+    std::env::var_os("SHELL")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(["/bin/bash", "/bin/sh"].map(PathBuf::from))
+        .find(|p| p.is_absolute() && p.exists())
+        .unwrap_or_else(|| PathBuf::from("/bin/sh"))
+}
+
+fn execute(options: &RunOptions, command: &Command) -> Result<u8, String> {
+    let policy = resolve_policy(options)?;
+    for warning in &policy.warnings {
+        eprintln!("cordon: warning: {warning}");
+    }
+    let degraded = Degraded {
+        no_landlock: options.allow_degraded.contains(&DegradedLayer::Landlock),
+    };
+    match cordon_sandbox::run(&policy, command, degraded).map_err(|e| e.to_string())? {
+        Outcome::Exited { status, message } => {
+            if let Some(message) = message {
+                eprintln!("cordon: {message}");
+            }
+            Ok(status.clamp(0, 255) as u8)
+        }
+        Outcome::TimedOut(after) => {
+            eprintln!(
+                "cordon: timed out after {}s (--timeout); every process of the sandbox was killed",
+                after.as_secs_f64()
+            );
+            Ok(TIMED_OUT)
+        }
+    }
+}
+
+/// Resolves the policy from the options, the environment and the config files.
+pub fn resolve_policy(options: &RunOptions) -> Result<Policy, String> {
+    let cwd =
+        std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
+    let inputs = Inputs {
+        workspace: options.workspace.clone().unwrap_or_else(|| cwd.clone()),
+        cwd,
+        home: home_dir()?,
+        tmp: std::env::var_os("TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from),
+        config: options.config.clone(),
+        xdg_config_home: std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from),
+        flags: Flags {
+            allow_write: options.allow_write.clone(),
+            deny_read: options.deny_read.clone(),
+            read_only: options.read_only,
+            env: options.env.clone(),
+            timeout: options.timeout,
+            net: options.net.map(|n| match n {
+                NetArg::None => NetMode::None,
+                NetArg::Host => NetMode::Host,
+            }),
+            memory: options.memory.clone(),
+            pids: options.pids,
+            cpus: options.cpus,
+        },
+    };
+    cordon_policy::resolve(&inputs).map_err(|e| e.to_string())
+}
+
+/// $HOME, else the home directory in the password database.
+fn home_dir() -> Result<PathBuf, String> {
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(home));
+    }
+    let entry = unsafe { libc::getpwuid(libc::geteuid()) };
+    if entry.is_null() || unsafe { (*entry).pw_dir.is_null() } {
+        return Err("cannot tell your home directory: HOME is unset; set HOME".into());
+    }
+    let dir = unsafe { std::ffi::CStr::from_ptr((*entry).pw_dir) };
+    Ok(Path::new(std::ffi::OsStr::from_bytes(dir.to_bytes())).to_path_buf())
+}
+
+use std::os::unix::ffi::OsStrExt;
