@@ -51,11 +51,11 @@ pub(crate) fn resolve(inputs: &Inputs) -> Result<Policy, PolicyError> {
 
     let mut layers = Layers::defaults(vars, warnings);
     if let Some(c) = &user {
-        layers.apply_user(&c, &user_file)?;
+        layers.apply_user(c, &user_file)?;
     }
     layers.apply_flags(&inputs.flags, cwd)?;
     if let Some(c) = &project {
-        layers.apply_project(&c, &project_file)?;
+        layers.apply_project(c, &project_file)?;
     }
     layers.finish()
 }

@@ -1,52 +1,137 @@
-//! The last steps of the sandboxed command's process, between the supervisor's
-//! fork and exec: terminal, signals, limits, working directory, then the
-//! confinement layers (capabilities, Landlock, seccomp), then exec.
+//! Starting the sandboxed command from the supervisor: `clone(CLONE_VM |
+//! CLONE_VFORK)` on a stack of its own, as posix_spawn does, so nothing is copied
+//! and the supervisor waits only until exec. In the child, between clone and exec:
+//! terminal, signals, limits, working directory, then the confinement layers
+//! (capabilities, Landlock, seccomp), then exec.
+//!
+//! The child shares the supervisor's memory, so everything it needs is built
+//! beforehand ([`Spawn::new`]) and the success path makes raw system calls only:
+//! no allocation, no locks. Failure paths format a message and exit.
 
 use crate::confine::caps;
 use crate::launch::Prepared;
 use crate::report::report_and_exit;
 use crate::signals;
 use crate::terminal::Pty;
-use landlock::RulesetCreated;
 use std::ffi::CString;
-use std::os::fd::BorrowedFd;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
-pub(crate) fn exec(
-    prepared: &Prepared,
-    ruleset: Option<RulesetCreated>,
-    pty: Option<&Pty>,
-    report: BorrowedFd<'_>,
-) -> ! {
-    let fail = |what: &str, e: std::io::Error| -> ! {
-        report_and_exit(report, 125, &format!("{what}: {e}"))
-    };
-    if let Some(pty) = pty {
-        pty.attach_slave()
-            .unwrap_or_else(|e| fail("cannot attach the terminal", e));
+/// Stack of the command's process until it execs.
+const CHILD_STACK: usize = 256 * 1024;
+
+pub(crate) struct Spawn<'a> {
+    prepared: &'a Prepared,
+    landlock: Option<OwnedFd>,
+    pty: Option<&'a Pty>,
+    report: BorrowedFd<'a>,
+    /// Paths to try, in order: the program itself if it has a slash, else PATH's.
+    candidates: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+impl<'a> Spawn<'a> {
+    pub fn new(
+        prepared: &'a Prepared,
+        landlock: Option<OwnedFd>,
+        pty: Option<&'a Pty>,
+        report: BorrowedFd<'a>,
+    ) -> Spawn<'a> {
+        let program = prepared.argv[0].as_bytes();
+        let candidates = if program.contains(&b'/') {
+            vec![prepared.argv[0].clone()]
+        } else {
+            prepared
+                .path_dirs
+                .iter()
+                .filter_map(|dir| CString::new([dir.as_slice(), b"/", program].concat()).ok())
+                .collect()
+        };
+        let pointers = |strings: &[CString]| {
+            let mut v: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+            v.push(std::ptr::null());
+            v
+        };
+        Spawn {
+            prepared,
+            landlock,
+            pty,
+            report,
+            candidates,
+            argv: pointers(&prepared.argv),
+            envp: pointers(&prepared.envp),
+        }
+    }
+
+    /// Starts the command; returns its pid once it has exec'd (or failed).
+    pub fn start(&self) -> io::Result<libc::pid_t> {
+        let mut stack = vec![0u8; CHILD_STACK];
+        // The stack grows down: pass its (16-byte aligned) top.
+        let top = unsafe { stack.as_mut_ptr().add(CHILD_STACK) };
+        let top = ((top as usize) & !15) as *mut libc::c_void;
+        let pid = unsafe {
+            libc::clone(
+                child_main,
+                top,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                self as *const Spawn as *mut libc::c_void,
+            )
+        };
+        if pid == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(pid)
+        }
+    }
+}
+
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `Spawn` borrowed by `start`, which is suspended
+    // (CLONE_VFORK) until this process execs or exits.
+    let spawn = unsafe { &*(arg as *const Spawn) };
+    exec(spawn)
+}
+
+/// Allocating here is sound: the supervisor is single-threaded and suspended until
+/// this process exits, so nothing else touches the shared heap meanwhile.
+fn fail(spawn: &Spawn, what: &str, error: io::Error) -> ! {
+    report_and_exit(spawn.report, 125, &format!("{what}: {error}"))
+}
+
+fn exec(spawn: &Spawn) -> ! {
+    let prepared = spawn.prepared;
+    if let Some(pty) = spawn.pty {
+        if let Err(e) = pty.attach_slave() {
+            fail(spawn, "cannot attach the terminal", e);
+        }
     }
     signals::reset_for_exec();
     if let Err(e) = crate::limits::apply_rlimits(&prepared.limits) {
-        report_and_exit(report, 125, &format!("cannot apply resource limits: {e}"));
-    }
-    if unsafe { libc::chdir(prepared.cwd.as_ptr()) } == -1 {
-        fail(
-            &format!(
-                "cannot enter {} inside the sandbox",
-                prepared.cwd.to_string_lossy()
-            ),
-            std::io::Error::last_os_error(),
+        report_and_exit(
+            spawn.report,
+            125,
+            &format!("cannot apply resource limits: {e}"),
         );
     }
-    caps::drop_all().unwrap_or_else(|e| fail("cannot drop capabilities", e));
-    if let Some(ruleset) = ruleset {
-        if let Err(e) = ruleset.restrict_self() {
-            report_and_exit(report, 125, &format!("cannot enforce Landlock: {e}"));
+    if unsafe { libc::chdir(prepared.cwd.as_ptr()) } == -1 {
+        let what = format!(
+            "cannot enter {} inside the sandbox",
+            prepared.cwd.to_string_lossy()
+        );
+        fail(spawn, &what, io::Error::last_os_error());
+    }
+    if let Err(e) = caps::drop_all() {
+        fail(spawn, "cannot drop capabilities", e);
+    }
+    if let Some(ruleset) = &spawn.landlock {
+        if let Err(e) = crate::confine::landlock::restrict_self(ruleset.as_raw_fd()) {
+            fail(spawn, "cannot enforce Landlock", e);
         }
     }
-    prepared
-        .seccomp
-        .install()
-        .unwrap_or_else(|e| fail("cannot install the seccomp filter", e));
+    if let Err(e) = prepared.seccomp.install() {
+        fail(spawn, "cannot install the seccomp filter", e);
+    }
     // Close every inherited descriptor but stdio at exec: a stray fd to a host
     // directory would reach around the view.
     unsafe {
@@ -57,51 +142,38 @@ pub(crate) fn exec(
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
-    let (status, message) = exec_search(prepared);
-    report_and_exit(report, status, &message)
+    let (status, message) = exec_search(spawn);
+    report_and_exit(spawn.report, status, &message)
 }
 
-/// execvpe: the program as a path if it has a slash, else searched in the
-/// sandbox's PATH. Returns only on failure: 126 not executable, 127 not found.
-fn exec_search(prepared: &Prepared) -> (u8, String) {
-    let program = prepared.argv[0].as_bytes();
-    let shown = String::from_utf8_lossy(program).into_owned();
-    let mut argv: Vec<*const libc::c_char> = prepared.argv.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = prepared.envp.iter().map(|a| a.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    let candidates: Vec<CString> = if program.contains(&b'/') {
-        vec![prepared.argv[0].clone()]
-    } else {
-        prepared
-            .path_dirs
-            .iter()
-            .filter_map(|dir| {
-                let mut path = dir.clone();
-                path.push(b'/');
-                path.extend_from_slice(program);
-                CString::new(path).ok()
-            })
-            .collect()
-    };
+/// execvpe over the prebuilt candidates. Returns only on failure: 126 when a
+/// candidate exists but cannot be executed, 127 when none exists.
+fn exec_search(spawn: &Spawn) -> (u8, String) {
     let mut denied = None;
-    for candidate in &candidates {
-        unsafe { libc::execve(candidate.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    for candidate in &spawn.candidates {
+        unsafe { libc::execve(candidate.as_ptr(), spawn.argv.as_ptr(), spawn.envp.as_ptr()) };
         match crate::sys::errno() {
             libc::ENOENT | libc::ENOTDIR => continue,
             libc::EACCES | libc::EPERM | libc::ENOEXEC | libc::EISDIR => {
-                denied.get_or_insert(std::io::Error::last_os_error());
+                denied.get_or_insert(io::Error::last_os_error());
             }
             _ => {
-                return (126, format!("{shown}: {}", std::io::Error::last_os_error()));
+                return (
+                    126,
+                    format!("{}: {}", shown(spawn), io::Error::last_os_error()),
+                );
             }
         }
     }
     match denied {
-        Some(e) => (126, format!("{shown}: cannot execute: {e}")),
+        Some(e) => (126, format!("{}: cannot execute: {e}", shown(spawn))),
         None => (
             127,
-            format!("{shown}: command not found inside the sandbox"),
+            format!("{}: command not found inside the sandbox", shown(spawn)),
         ),
     }
+}
+
+fn shown(spawn: &Spawn) -> String {
+    spawn.prepared.argv[0].to_string_lossy().into_owned()
 }

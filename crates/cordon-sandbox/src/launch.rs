@@ -149,8 +149,11 @@ pub fn run(
     degraded: Degraded,
 ) -> Result<Outcome, SandboxError> {
     let lock = WorkspaceLock::acquire(&policy.workspace);
+    crate::tmark("locked");
     let prepared = Prepared::new(policy, command, degraded)?;
+    crate::tmark("prepared");
     let result = run_prepared(policy, &prepared);
+    crate::tmark("ran");
     // Placeholders go only if no other sandbox is using this workspace.
     if lock.is_sole_user() {
         prepared.view.remove_placeholders();
@@ -187,6 +190,7 @@ fn run_prepared(policy: &Policy, prepared: &Prepared) -> Result<Outcome, Sandbox
     };
     drop(report_write);
     drop(life_read);
+    crate::tmark("cloned");
     let cgroup = crate::limits::SandboxCgroup::create(
         &crate::limits::choose(&policy.limits),
         &policy.limits,
@@ -208,6 +212,7 @@ fn run_prepared(policy: &Policy, prepared: &Prepared) -> Result<Outcome, Sandbox
     }
     let timeout = policy.timeout.as_ref().map(|t| t.value);
     let outcome = wait(supervisor_pid, &signals, timeout);
+    crate::tmark("waited");
     drop(life_write);
     drop(cgroup);
     drop(saved_terminal);

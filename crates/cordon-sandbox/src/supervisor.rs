@@ -3,19 +3,23 @@
 //! for `shell`, relays the terminal. When the command ends, it exits with the
 //! command's status and the kernel kills whatever else is left in the namespace.
 
+use crate::command::Spawn;
 use crate::confine::landlock;
 use crate::launch::{Prepared, Terminal, decode_status};
 use crate::report::report_and_exit;
 use crate::signals::{SignalFd, forwardable};
 use crate::terminal::{self, Pty};
-use crate::{command, sys, view};
+use crate::{sys, view};
 use cordon_policy::NetMode;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 pub(crate) fn main(prepared: &Prepared, report: OwnedFd, life: OwnedFd) -> ! {
     match run(prepared, report.as_fd(), life) {
-        Ok(status) => unsafe { libc::_exit(status) },
+        Ok(status) => {
+            crate::tmark("sup-exit");
+            unsafe { libc::_exit(status) }
+        }
         Err(e) => report_and_exit(report.as_fd(), 125, &e.to_string()),
     }
 }
@@ -26,9 +30,11 @@ fn run(
     life: OwnedFd,
 ) -> Result<i32, crate::SandboxError> {
     die_with_launcher(&life);
+    crate::tmark("sup-start");
     map_identity(prepared)
         .map_err(|e| crate::SandboxError::io("cannot map the user into the sandbox", e))?;
     view::build::enter(&prepared.view)?;
+    crate::tmark("view");
     let _ = rustix::system::sethostname(b"cordon");
     if prepared.net == NetMode::None {
         loopback_up()
@@ -42,6 +48,7 @@ fn run(
     } else {
         None
     };
+    crate::tmark("landlock");
     let pty = match prepared.terminal {
         Terminal::Pty => Some(
             Pty::open().map_err(|e| crate::SandboxError::io("cannot open a pseudo-terminal", e))?,
@@ -50,13 +57,10 @@ fn run(
     };
     let signals =
         SignalFd::block_forwardable().map_err(|e| crate::SandboxError::io("signals", e))?;
-    // SAFETY: the supervisor is single-threaded (a fork of the single-threaded launcher).
-    let child = unsafe { sys::fork_into(0) }
+    let command_pid = Spawn::new(prepared, ruleset, pty.as_ref(), report)
+        .start()
         .map_err(|e| crate::SandboxError::io("cannot start the command", e))?;
-    let Some(command_pid) = child else {
-        command::exec(prepared, ruleset, pty.as_ref(), report)
-    };
-    drop(ruleset);
+    crate::tmark("forked");
     supervise(command_pid, &signals, pty.as_ref())
         .map_err(|e| crate::SandboxError::io("supervising", e))
 }

@@ -4,9 +4,10 @@
 
 use crate::error::SandboxError;
 use landlock::{
-    ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreated,
-    RulesetCreatedAttr, Scope, path_beneath_rules,
+    ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreatedAttr,
+    Scope, path_beneath_rules,
 };
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 /// The newest ABI cordon knows; older kernels get what they support.
@@ -26,9 +27,20 @@ pub fn kernel_abi() -> i32 {
     if ret < 0 { 0 } else { ret as i32 }
 }
 
+/// Enforces the ruleset `fd` on the calling process (no_new_privs must be set).
+/// A raw system call, so that it can run between clone and exec.
+pub fn restrict_self(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    let ret = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) };
+    if ret == -1 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Builds the ruleset (paths are opened in the current root, so call this inside
 /// the view); the sandboxed process enforces it with `restrict_self`.
-pub fn build(writable: &[PathBuf]) -> Result<RulesetCreated, SandboxError> {
+pub fn build(writable: &[PathBuf]) -> Result<OwnedFd, SandboxError> {
     let fail = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
     let mut roots: Vec<PathBuf> = writable.to_vec();
     roots.extend(["/tmp", "/dev", "/proc"].map(PathBuf::from));
@@ -44,4 +56,9 @@ pub fn build(writable: &[PathBuf]) -> Result<RulesetCreated, SandboxError> {
         .map_err(fail)?
         .add_rules(path_beneath_rules(roots, AccessFs::from_all(TARGET_ABI)))
         .map_err(fail)
+        .and_then(|ruleset| {
+            Option::<OwnedFd>::from(ruleset).ok_or_else(|| {
+                SandboxError::Landlock("the kernel refused to create a ruleset".into())
+            })
+        })
 }

@@ -55,8 +55,11 @@ const DENIED: &[i64] = &[
     libc::SYS_ioperm,
 ];
 
-/// Refused unless the policy allows nested user namespaces.
+/// Refused unless the policy allows nested user namespaces. unshare(2) is refused
+/// whole: its other uses (CLONE_FS, CLONE_FILES) are rare, and a shorter filter is
+/// compiled faster for every sandbox.
 const NAMESPACE_SYSCALLS: &[i64] = &[
+    libc::SYS_unshare,
     libc::SYS_mount,
     libc::SYS_umount2,
     libc::SYS_pivot_root,
@@ -99,13 +102,14 @@ fn rule(conditions: Vec<SeccompCondition>) -> Result<SeccompRule, SandboxError> 
 }
 
 /// One rule per namespace flag: the syscall is refused if any of them is set.
+/// The flags all live in the low 32 bits, and clone(2) reads only those.
 fn any_new_namespace_flag(arg: u8) -> Result<Vec<SeccompRule>, SandboxError> {
     CLONE_NEW_FLAGS
         .iter()
         .map(|&flag| {
             rule(vec![cond(
                 arg,
-                SeccompCmpArgLen::Qword,
+                SeccompCmpArgLen::Dword,
                 SeccompCmpOp::MaskedEq(flag),
                 flag,
             )?])
@@ -119,7 +123,6 @@ impl SeccompPlan {
             DENIED.iter().map(|&nr| (nr, Vec::new())).collect();
         if !switches.nested_userns.value {
             denied.extend(NAMESPACE_SYSCALLS.iter().map(|&nr| (nr, Vec::new())));
-            denied.insert(libc::SYS_unshare, any_new_namespace_flag(0)?);
             denied.insert(libc::SYS_clone, any_new_namespace_flag(0)?);
         }
         denied.insert(

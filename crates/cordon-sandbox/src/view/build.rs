@@ -1,29 +1,31 @@
-//! Building the view inside the sandbox's fresh mount namespace, then entering it.
+//! Building the view inside the sandbox's fresh mount namespace.
 //!
-//! Steps, in order:
-//! 1. make every mount private, so nothing we do propagates to the host;
+//! The namespace starts as the kernel's copy of the host's mount tree; cordon edits
+//! that copy in place rather than building a second tree and pivoting into it (one
+//! copy of the tree instead of two, and no old root to tear down):
+//! 1. make every mount private, so nothing done here propagates to the host;
 //! 2. clone each host path a mount needs *before* anything is mounted over it;
-//! 3. clone the whole host tree, read-only, nosuid, nodev;
-//! 4. stage it on a private tmpfs over `/tmp` and apply the planned mounts;
-//! 5. build a minimal `/dev` and a fresh `/proc` with its dangerous knobs read-only;
-//! 6. pivot into it and drop the old root.
+//! 3. make the whole tree read-only, nosuid and nodev;
+//! 4. apply the planned mounts (binds, pins, empty dirs and files, `/tmp`);
+//! 5. a minimal `/dev` and a fresh `/proc` with its global knobs read-only.
 //!
-//! Destinations are opened with `openat2(RESOLVE_NO_SYMLINKS)` below the new root, so
-//! a symlink swapped in on the host cannot redirect a mount.
+//! What is mounted over stays unreachable: the sandboxed process has no capability
+//! to unmount, seccomp refuses the mount syscalls, and no descriptor opened before
+//! the overmounts survives into it. Destinations are opened with
+//! `openat2(RESOLVE_NO_SYMLINKS)`, so a symlink swapped in on the host cannot
+//! redirect a mount.
 
 use super::plan::{MountKind, MountOp, ViewPlan};
 use crate::error::SandboxError;
 use crate::sys;
 use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
-use rustix::mount::{self as rmount, MoveMountFlags, OpenTreeFlags};
+use rustix::mount::{
+    self as rmount, FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags,
+};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-
-const STAGING: &str = "/tmp";
-const NEW_ROOT: &str = "/tmp/root";
-const EMPTY_FILE: &str = "/tmp/empty";
 
 /// Device nodes the sandbox gets: the harmless ones.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -31,7 +33,9 @@ const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 /// /proc entries made read-only: a sandbox started by root is uid 0 on the host,
 /// and these are writable by mode bits alone (`/proc/sys/kernel/core_pattern`,
 /// `/proc/sysrq-trigger`).
-const PROC_READ_ONLY: [&str; 5] = ["sys", "sysrq-trigger", "irq", "bus", "fs"];
+const PROC_READ_ONLY: [&str; 2] = ["sys", "sysrq-trigger"];
+
+const READ_ONLY: u64 = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
 
 fn err(path: impl AsRef<Path>) -> impl FnOnce(io::Error) -> SandboxError {
     let path = path.as_ref().to_path_buf();
@@ -46,53 +50,92 @@ fn rustix_err(path: impl AsRef<Path>) -> impl FnOnce(rustix::io::Errno) -> Sandb
     }
 }
 
-/// Builds the view described by `plan` and makes it this process's root.
-/// Runs in the sandbox's first process, inside its new user and mount namespaces.
+/// Turns this process's (new, private) mount namespace into the view `plan`
+/// describes. Runs in the sandbox's first process.
 pub fn enter(plan: &ViewPlan) -> Result<(), SandboxError> {
     sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None).map_err(err("/"))?;
 
+    crate::tmark("v-private");
     let sources = clone_sources(plan)?;
+    crate::tmark("v-sources");
     let devices = DEVICES
         .iter()
         .map(|d| clone_tree(Path::new("/dev").join(d), false))
         .collect::<Result<Vec<_>, _>>()?;
+    let empty = empty_source()?;
 
-    let host = clone_tree("/", true)?;
-    set_attrs(
-        host.as_fd(),
-        sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
-        "/",
-    )?;
-
-    mount_tmpfs(c"/tmp", "mode=0700", libc::MS_NOSUID | libc::MS_NODEV).map_err(err(STAGING))?;
-    rfs::mkdir(NEW_ROOT, Mode::from_raw_mode(0o755)).map_err(rustix_err(NEW_ROOT))?;
-    rfs::open(
-        EMPTY_FILE,
-        OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o444),
-    )
-    .map_err(rustix_err(EMPTY_FILE))?;
-    attach(host.as_fd(), Path::new(NEW_ROOT))?;
     let root = rfs::open(
-        NEW_ROOT,
+        "/",
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(rustix_err(NEW_ROOT))?;
+    .map_err(rustix_err("/"))?;
+    crate::tmark("v-devsrc");
+    sys::mount_setattr_recursive(root.as_fd(), READ_ONLY, 0).map_err(err("/"))?;
+    crate::tmark("v-ro");
 
     let mut read_only_tmpfs = Vec::new();
-    for (op, source) in plan.ops.iter().zip(&sources) {
-        apply(root.as_fd(), op, source.as_ref())?;
-        if op.kind == MountKind::EmptyDir {
+    for (op, source) in plan.ops.iter().zip(sources) {
+        let source = match op.kind {
+            MountKind::EmptyFile => Some(clone_read_only(empty.as_fd(), "empty", &op.path)?),
+            MountKind::EmptyDir if !op.holds_mount_points => {
+                Some(clone_read_only(empty.as_fd(), "dir", &op.path)?)
+            }
+            _ => source,
+        };
+        if op.kind == MountKind::EmptyDir && source.is_none() {
             read_only_tmpfs.push(op.path.clone());
         }
+        apply(root.as_fd(), op, source)?;
     }
+    crate::tmark("v-ops");
     build_dev(root.as_fd(), &devices)?;
+    crate::tmark("v-dev");
     build_proc(root.as_fd())?;
+    crate::tmark("v-proc");
     for path in read_only_tmpfs {
         remount_read_only(root.as_fd(), &path)?;
     }
-    pivot(NEW_ROOT)
+    rustix::process::chdir("/").map_err(rustix_err("/"))
+}
+
+/// A detached tmpfs holding an empty file and an empty directory: the source of
+/// every denied path's read-only bind (cheaper than a tmpfs per denied directory).
+fn empty_source() -> Result<OwnedFd, SandboxError> {
+    let fail = rustix_err("tmpfs");
+    let fs = rmount::fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(fail)?;
+    rmount::fsconfig_create(fs.as_fd()).map_err(rustix_err("tmpfs"))?;
+    let mnt = rmount::fsmount(
+        fs.as_fd(),
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::empty(),
+    )
+    .map_err(rustix_err("tmpfs"))?;
+    rfs::openat(
+        mnt.as_fd(),
+        "empty",
+        OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o444),
+    )
+    .map_err(rustix_err("tmpfs"))?;
+    rfs::mkdirat(mnt.as_fd(), "dir", Mode::from_raw_mode(0o755)).map_err(rustix_err("tmpfs"))?;
+    Ok(mnt)
+}
+
+/// A read-only bind of `name` below the detached mount `dir`.
+fn clone_read_only(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    for_path: &Path,
+) -> Result<OwnedFd, SandboxError> {
+    let tree = rmount::open_tree(
+        dir,
+        name,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )
+    .map_err(rustix_err(for_path))?;
+    set_attrs(tree.as_fd(), READ_ONLY, for_path)?;
+    Ok(tree)
 }
 
 /// Clones, before anything is mounted over them, the host paths that binds take.
@@ -100,23 +143,14 @@ fn clone_sources(plan: &ViewPlan) -> Result<Vec<Option<OwnedFd>>, SandboxError> 
     plan.ops
         .iter()
         .map(|op| {
-            let MountKind::Bind { writable } = op.kind else {
-                if op.kind == MountKind::Pin {
-                    let tree = clone_tree(&op.path, true)?;
-                    set_attrs(
-                        tree.as_fd(),
-                        sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
-                        &op.path,
-                    )?;
-                    return Ok(Some(tree));
+            let attrs = match op.kind {
+                MountKind::Bind { writable: false } => READ_ONLY,
+                MountKind::Bind { writable: true } | MountKind::Pin => {
+                    sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV
                 }
-                return Ok(None);
+                _ => return Ok(None),
             };
             let tree = clone_tree(&op.path, true)?;
-            let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
-            if !writable {
-                attrs |= sys::MOUNT_ATTR_RDONLY;
-            }
             set_attrs(tree.as_fd(), attrs, &op.path)?;
             Ok(Some(tree))
         })
@@ -134,18 +168,6 @@ fn clone_tree(path: impl AsRef<Path>, recursive: bool) -> Result<OwnedFd, Sandbo
 
 fn set_attrs(tree: BorrowedFd<'_>, attrs: u64, path: impl AsRef<Path>) -> Result<(), SandboxError> {
     sys::mount_setattr_recursive(tree, attrs, 0).map_err(err(path))
-}
-
-/// Attaches a detached mount tree at an absolute path of the current root.
-fn attach(tree: BorrowedFd<'_>, at: &Path) -> Result<(), SandboxError> {
-    rmount::move_mount(
-        tree,
-        "",
-        rfs::CWD,
-        at,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )
-    .map_err(rustix_err(at))
 }
 
 /// Opens `path` (absolute, as in the view) below `root` without following symlinks.
@@ -171,52 +193,50 @@ fn fd_path(fd: BorrowedFd<'_>) -> CString {
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
 }
 
-fn apply(root: BorrowedFd<'_>, op: &MountOp, source: Option<&OwnedFd>) -> Result<(), SandboxError> {
+fn apply(root: BorrowedFd<'_>, op: &MountOp, source: Option<OwnedFd>) -> Result<(), SandboxError> {
     if op.create_mount_point {
         create_mount_point(root, &op.path, op.is_dir)?;
     }
     let target = open_in(root, &op.path)?;
-    match op.kind {
-        MountKind::Bind { .. } | MountKind::Pin => {
-            let source = source.expect("binds have a cloned source");
-            rmount::move_mount(
-                source.as_fd(),
-                "",
-                target.as_fd(),
-                "",
-                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
-            )
-            .map_err(rustix_err(&op.path))
-        }
-        MountKind::EmptyDir => mount_tmpfs(
+    match (op.kind, source) {
+        (_, Some(source)) => attach_at(source.as_fd(), target.as_fd(), &op.path),
+        // A denied directory with mount points inside gets a tmpfs of its own, made
+        // read-only once they exist.
+        (MountKind::EmptyDir, None) => mount_tmpfs(
             &fd_path(target.as_fd()),
             "mode=0755,size=4k,nr_inodes=64",
             libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         )
         .map_err(err(&op.path)),
-        MountKind::Scratch => mount_tmpfs(
+        (MountKind::Scratch, _) => mount_tmpfs(
             &fd_path(target.as_fd()),
             "mode=1777",
             libc::MS_NOSUID | libc::MS_NODEV,
         )
         .map_err(err(&op.path)),
-        MountKind::EmptyFile => {
-            let empty = clone_tree(EMPTY_FILE, false)?;
-            set_attrs(
-                empty.as_fd(),
-                sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
-                &op.path,
-            )?;
-            rmount::move_mount(
-                empty.as_fd(),
-                "",
-                target.as_fd(),
-                "",
-                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
-            )
-            .map_err(rustix_err(&op.path))
+        (MountKind::Bind { .. } | MountKind::Pin | MountKind::EmptyFile, None) => {
+            Err(SandboxError::View {
+                path: op.path.clone(),
+                source: io::Error::other("no source was cloned for this bind"),
+            })
         }
     }
+}
+
+/// Attaches the detached mount `source` on the inode `target` holds.
+fn attach_at(
+    source: BorrowedFd<'_>,
+    target: BorrowedFd<'_>,
+    path: &Path,
+) -> Result<(), SandboxError> {
+    rmount::move_mount(
+        source,
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(rustix_err(path))
 }
 
 /// Makes a mount point inside one of our tmpfs mounts: its missing ancestors as
@@ -307,14 +327,7 @@ fn build_dev(root: BorrowedFd<'_>, devices: &[OwnedFd]) -> Result<(), SandboxErr
         )
         .map_err(rustix_err(dev.join(name)))?;
         let node = open_in(root, &dev.join(name))?;
-        rmount::move_mount(
-            source.as_fd(),
-            "",
-            node.as_fd(),
-            "",
-            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
-        )
-        .map_err(rustix_err(dev.join(name)))?;
+        attach_at(source.as_fd(), node.as_fd(), &dev.join(name))?;
     }
     for sub in ["pts", "shm"] {
         rfs::mkdirat(dir.as_fd(), sub, Mode::from_raw_mode(0o755))
@@ -379,12 +392,4 @@ fn build_proc(root: BorrowedFd<'_>) -> Result<(), SandboxError> {
         remount_read_only(root, &path)?;
     }
     Ok(())
-}
-
-/// Makes `new_root` the root and detaches the old one (`pivot_root(".", ".")`).
-fn pivot(new_root: &str) -> Result<(), SandboxError> {
-    rustix::process::chdir(new_root).map_err(rustix_err(new_root))?;
-    rustix::process::pivot_root(".", ".").map_err(rustix_err(new_root))?;
-    rmount::unmount(".", rmount::UnmountFlags::DETACH).map_err(rustix_err("/"))?;
-    rustix::process::chdir("/").map_err(rustix_err("/"))
 }

@@ -47,6 +47,8 @@ pub struct MountOp {
     pub is_dir: bool,
     /// The mount point does not exist below a tmpfs of ours and must be made there.
     pub create_mount_point: bool,
+    /// Later mounts make their mount points inside this one (a tmpfs only).
+    pub holds_mount_points: bool,
 }
 
 /// The mounts to make, in order (parents before children), and the placeholders
@@ -188,6 +190,9 @@ impl Planner<'_> {
     /// as an empty placeholder on the host, and pins its existing ancestors up to the
     /// writable root so none of them can be renamed away.
     fn protect(&mut self, path: &Path) -> Result<(), SandboxError> {
+        if self.covered_read_only(path) {
+            return Ok(());
+        }
         let root = self.writable_root_of(path);
         let mut target = path.to_path_buf();
         // The first missing component between the writable root and the path.
@@ -202,8 +207,9 @@ impl Planner<'_> {
         }
         if fs::symlink_metadata(&target).is_err() {
             let as_file = target == path && is_file_name(path);
-            create_placeholder(&target, as_file)?;
-            self.plan.placeholders.push(target.clone());
+            if create_placeholder(&target, as_file)? {
+                self.plan.placeholders.push(target.clone());
+            }
         }
         let meta = fs::symlink_metadata(&target).map_err(|source| SandboxError::View {
             path: target.clone(),
@@ -240,6 +246,19 @@ impl Planner<'_> {
             .map_or(Access::Read, |p| self.policy.access_for(p))
     }
 
+    /// Whether a read-only mount already planned covers `path` (itself or a parent).
+    fn covered_read_only(&self, path: &Path) -> bool {
+        self.ops.values().any(|op| {
+            path.starts_with(&op.path)
+                && matches!(
+                    op.kind,
+                    MountKind::Bind { writable: false }
+                        | MountKind::EmptyDir
+                        | MountKind::EmptyFile
+                )
+        })
+    }
+
     /// Whether the path lies below a tmpfs of ours, so the host's content is hidden
     /// there and the mount point must be created.
     fn under_tmpfs(&self, path: &Path) -> bool {
@@ -264,13 +283,26 @@ impl Planner<'_> {
                 kind,
                 is_dir,
                 create_mount_point,
+                holds_mount_points: false,
             },
         );
     }
 
     fn finish(mut self) -> ViewPlan {
         // BTreeMap orders paths component-wise, so every parent precedes its children.
-        self.plan.ops = self.ops.into_values().collect();
+        let mut ops: Vec<MountOp> = self.ops.into_values().collect();
+        let nested: Vec<PathBuf> = ops
+            .iter()
+            .filter(|op| op.create_mount_point)
+            .map(|op| op.path.clone())
+            .collect();
+        for op in &mut ops {
+            op.holds_mount_points = op.kind.is_tmpfs()
+                && nested
+                    .iter()
+                    .any(|p| p.starts_with(&op.path) && p != &op.path);
+        }
+        self.plan.ops = ops;
         self.plan
     }
 }
@@ -285,7 +317,9 @@ fn is_file_name(path: &Path) -> bool {
         .is_some_and(|n| PROTECTED_FILE_NAMES.contains(&n))
 }
 
-fn create_placeholder(path: &Path, as_file: bool) -> Result<(), SandboxError> {
+/// Creates an empty placeholder; false if something appeared there meanwhile (then
+/// it is not ours to remove).
+fn create_placeholder(path: &Path, as_file: bool) -> Result<bool, SandboxError> {
     let result = if as_file {
         fs::OpenOptions::new()
             .write(true)
@@ -296,8 +330,8 @@ fn create_placeholder(path: &Path, as_file: bool) -> Result<(), SandboxError> {
         fs::create_dir(path)
     };
     match result {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
         Err(source) => Err(SandboxError::View {
             path: path.to_path_buf(),
             source,

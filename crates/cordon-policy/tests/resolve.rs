@@ -1,0 +1,1188 @@
+//! End-to-end tests of `resolve` against real files in temporary directories.
+
+use cordon_policy::{
+    Access, Flags, Inputs, NetMode, Origin, PathRule, Policy, PolicyError, RuleKind, defaults,
+    resolve,
+};
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A sandbox of directories: a home, a workspace, a current directory, an XDG config
+/// home (so the real user's config is never read) and a TMPDIR.
+struct Env {
+    _t: tempfile::TempDir,
+    root: PathBuf,
+    home: PathBuf,
+    ws: PathBuf,
+    cwd: PathBuf,
+    xdg: PathBuf,
+    tmp: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let t = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(t.path()).unwrap();
+        let mk = |n: &str| {
+            let p = root.join(n);
+            fs::create_dir_all(&p).unwrap();
+            p
+        };
+        Env {
+            home: mk("home"),
+            ws: mk("ws"),
+            cwd: mk("cwd"),
+            xdg: mk("xdg"),
+            tmp: mk("tmpdir"),
+            root,
+            _t: t,
+        }
+    }
+
+    fn inputs(&self) -> Inputs {
+        Inputs {
+            workspace: self.ws.clone(),
+            cwd: self.cwd.clone(),
+            home: self.home.clone(),
+            tmp: self.tmp.clone(),
+            config: None,
+            xdg_config_home: Some(self.xdg.clone()),
+            flags: Flags::default(),
+        }
+    }
+
+    fn user_config_path(&self) -> PathBuf {
+        self.xdg.join("cordon/config.json")
+    }
+
+    fn user(&self, json: &str) {
+        let p = self.user_config_path();
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, json).unwrap();
+    }
+
+    fn project_path(&self) -> PathBuf {
+        self.ws.join(".cordon.json")
+    }
+
+    fn project(&self, json: &str) {
+        fs::write(self.project_path(), json).unwrap();
+    }
+
+    fn resolve(&self) -> Policy {
+        resolve(&self.inputs()).unwrap()
+    }
+
+    fn resolve_with(&self, flags: Flags) -> Result<Policy, PolicyError> {
+        let mut i = self.inputs();
+        i.flags = flags;
+        resolve(&i)
+    }
+
+    fn user_origin(&self) -> Origin {
+        Origin::UserConfig {
+            file: self.user_config_path(),
+        }
+    }
+
+    fn project_origin(&self) -> Origin {
+        Origin::ProjectConfig {
+            file: self.project_path(),
+        }
+    }
+}
+
+fn find<'a>(p: &'a Policy, path: &Path, access: Access) -> Option<&'a PathRule> {
+    p.rules
+        .iter()
+        .find(|r| r.path == path && r.access == access)
+}
+
+fn flag(name: &str) -> Origin {
+    Origin::Flag { flag: name.into() }
+}
+
+fn no_duplicates(p: &Policy) {
+    for w in p.rules.windows(2) {
+        assert!(
+            !(w[0].path == w[1].path && w[0].access == w[1].access),
+            "duplicate rule {:?}",
+            w[0]
+        );
+        assert!(w[0].path <= w[1].path, "rules not sorted: {:?}", p.rules);
+    }
+}
+
+#[test]
+fn defaults() {
+    let e = Env::new();
+    let p = e.resolve();
+    no_duplicates(&p);
+    assert_eq!(p.workspace, e.ws);
+    assert_eq!(p.home, e.home);
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+
+    let root = find(&p, Path::new("/"), Access::Read).unwrap();
+    assert_eq!(
+        (root.kind, &root.origin),
+        (RuleKind::Plain, &Origin::Default)
+    );
+    assert_eq!(p.rules[0].path, Path::new("/"));
+    let ws = find(&p, &e.ws, Access::Write).unwrap();
+    assert_eq!((ws.kind, &ws.origin), (RuleKind::Plain, &Origin::Default));
+
+    for d in ["/run", "/var/run"] {
+        let c = fs::canonicalize(d).unwrap_or_else(|_| PathBuf::from(d));
+        let r = find(&p, &c, Access::Deny).unwrap();
+        assert_eq!(r.kind, RuleKind::Plain);
+    }
+
+    for s in defaults::HOME_SECRETS {
+        let r = find(&p, &e.home.join(s), Access::Deny).unwrap_or_else(|| panic!("{s}"));
+        assert_eq!(
+            (r.kind, &r.origin),
+            (RuleKind::Secret, &Origin::Default),
+            "{s}"
+        );
+        assert_eq!(p.access_for(&e.home.join(s).join("x")), Access::Deny);
+    }
+    for s in [
+        "/etc/shadow",
+        "/etc/gshadow",
+        "/etc/sudoers",
+        "/etc/sudoers.d",
+        "/etc/ssl/private",
+    ] {
+        let c = fs::canonicalize(s).unwrap_or_else(|_| PathBuf::from(s));
+        let r = find(&p, &c, Access::Deny).unwrap_or_else(|| panic!("{s}"));
+        assert_eq!(r.kind, RuleKind::Secret, "{s}");
+    }
+    assert!(find(&p, &e.home.join(".cache/cordon"), Access::Deny).is_some());
+
+    assert_eq!(p.scratch, vec![fs::canonicalize("/tmp").unwrap()]);
+
+    for name in defaults::PROTECTED {
+        let r = find(&p, &e.ws.join(name), Access::Read).unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(r.kind, RuleKind::Protected, "{name}");
+        assert_eq!(p.access_for(&e.ws.join(name).join("x")), Access::Read);
+    }
+    assert_eq!(p.access_for(&e.ws.join("src/main.rs")), Access::Write);
+    assert_eq!(p.access_for(Path::new("/usr/bin/env")), Access::Read);
+
+    let names: Vec<&str> = p.env.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, defaults::DEFAULT_ENV);
+    assert!(
+        p.env
+            .iter()
+            .all(|v| v.value.is_none() && v.origin == Origin::Default)
+    );
+    for n in ["PATH", "HOME", "LC_ALL", "NO_COLOR", "LINES"] {
+        assert!(names.contains(&n), "{n}");
+    }
+
+    assert_eq!(p.net.value, NetMode::None);
+    assert_eq!(p.net.origin, Origin::Default);
+    let pids = p.limits.pids.as_ref().unwrap();
+    assert_eq!((pids.value, &pids.origin), (4096, &Origin::Default));
+    assert!(p.limits.memory.is_none() && p.limits.cpus.is_none());
+    assert!(p.timeout.is_none());
+    assert!(!p.switches.nested_userns.value && !p.switches.unix_sockets.value);
+    assert_eq!(p.switches.unix_sockets.origin, Origin::Default);
+    assert_eq!(p.writable_roots().collect::<Vec<_>>(), vec![e.ws.as_path()]);
+}
+
+#[test]
+fn var_run_is_deduplicated_with_run() {
+    let e = Env::new();
+    let p = e.resolve();
+    let run = fs::canonicalize("/run").unwrap_or_else(|_| "/run".into());
+    let var_run = fs::canonicalize("/var/run").unwrap_or_else(|_| "/var/run".into());
+    let n = p
+        .rules
+        .iter()
+        .filter(|r| r.access == Access::Deny && (r.path == run || r.path == var_run))
+        .count();
+    assert_eq!(n, if run == var_run { 1 } else { 2 });
+}
+
+#[test]
+fn variables_and_tilde_expand() {
+    let e = Env::new();
+    e.user(
+        r#"{"allow_write": ["${WORKSPACE}/../shared-out", "~/out", "${HOME}/h", "${TMP}/t", "${TMPDIR}/d", "~"]}"#,
+    );
+    let p = e.resolve();
+    for want in [
+        e.root.join("shared-out"),
+        e.home.join("out"),
+        e.home.join("h"),
+        e.tmp.join("t"),
+        e.tmp.join("d"),
+        e.home.clone(),
+    ] {
+        let r = find(&p, &want, Access::Write).unwrap_or_else(|| panic!("{}", want.display()));
+        assert_eq!(r.origin, e.user_origin());
+    }
+    // The home directory became writable, but its secrets stay hidden.
+    assert_eq!(p.access_for(&e.home.join(".ssh/id_ed25519")), Access::Deny);
+    assert_eq!(p.access_for(&e.home.join("notes.txt")), Access::Write);
+    // A writable home gets its own protected paths.
+    let r = find(&p, &e.home.join(".pi"), Access::Read).unwrap();
+    assert_eq!(r.kind, RuleKind::Protected);
+    // ... but a protected path never uncovers a secret.
+    assert_eq!(
+        p.access_for(&e.home.join(".pi/agent/auth.json")),
+        Access::Deny
+    );
+}
+
+#[test]
+fn unknown_variable_is_an_error_naming_it_and_the_file() {
+    let e = Env::new();
+    e.user(r#"{"deny_read": ["${SECRETS}/x"]}"#);
+    let err = resolve(&e.inputs()).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("${SECRETS}"), "{msg}");
+    assert!(
+        msg.contains(&e.user_config_path().display().to_string()),
+        "{msg}"
+    );
+    assert!(msg.contains("deny_read"), "{msg}");
+
+    let e = Env::new();
+    let err = e
+        .resolve_with(Flags {
+            allow_write: vec!["${NOPE}".into()],
+            ..Flags::default()
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("--allow-write"), "{err}");
+    assert!(err.to_string().contains("${NOPE}"), "{err}");
+
+    let e = Env::new();
+    e.project(r#"{"deny_read": ["${X}"]}"#);
+    let msg = resolve(&e.inputs()).unwrap_err().to_string();
+    assert!(
+        msg.contains(".cordon.json") && msg.contains("${X}"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn relative_paths_config_vs_flags() {
+    let e = Env::new();
+    e.user(r#"{"allow_write": ["out"], "deny_read": ["./private"]}"#);
+    e.project(r#"{"deny_read": ["secrets/"]}"#);
+    let p = e
+        .resolve_with(Flags {
+            allow_write: vec!["build".into()],
+            deny_read: vec!["../cwd-secret".into()],
+            ..Flags::default()
+        })
+        .unwrap();
+    assert_eq!(
+        find(&p, &e.ws.join("out"), Access::Write).unwrap().origin,
+        e.user_origin()
+    );
+    assert_eq!(
+        find(&p, &e.ws.join("private"), Access::Deny)
+            .unwrap()
+            .origin,
+        e.user_origin()
+    );
+    assert_eq!(
+        find(&p, &e.ws.join("secrets"), Access::Deny)
+            .unwrap()
+            .origin,
+        e.project_origin()
+    );
+    assert_eq!(
+        find(&p, &e.cwd.join("build"), Access::Write)
+            .unwrap()
+            .origin,
+        flag("--allow-write")
+    );
+    assert_eq!(
+        find(&p, &e.root.join("cwd-secret"), Access::Deny)
+            .unwrap()
+            .origin,
+        flag("--deny-read")
+    );
+    assert_eq!(p.access_for(&e.ws.join("secrets/key")), Access::Deny);
+}
+
+#[test]
+fn relative_workspace_is_relative_to_cwd() {
+    let e = Env::new();
+    let mut i = e.inputs();
+    i.workspace = "../ws/.".into();
+    let p = resolve(&i).unwrap();
+    assert_eq!(p.workspace, e.ws);
+}
+
+#[test]
+fn rules_written_through_a_symlink_land_on_the_target() {
+    let e = Env::new();
+    let target = e.root.join("target");
+    fs::create_dir(&target).unwrap();
+    symlink(&target, e.ws.join("link")).unwrap();
+    symlink(&target, e.cwd.join("link")).unwrap();
+    e.user(r#"{"allow_write": ["link/sub/../out"], "deny_read": ["link/missing/deeper"]}"#);
+    let p = e
+        .resolve_with(Flags {
+            deny_read: vec!["link/x".into()],
+            ..Flags::default()
+        })
+        .unwrap();
+    assert!(find(&p, &target.join("out"), Access::Write).is_some());
+    assert!(find(&p, &target.join("missing/deeper"), Access::Deny).is_some());
+    assert!(find(&p, &target.join("x"), Access::Deny).is_some());
+    assert!(
+        !p.rules
+            .iter()
+            .any(|r| r.path.starts_with(e.ws.join("link")))
+    );
+
+    // A workspace given through a symlink is canonicalised.
+    let e2 = Env::new();
+    symlink(&e2.ws, e2.root.join("ws-link")).unwrap();
+    let mut i = e2.inputs();
+    i.workspace = e2.root.join("ws-link");
+    assert_eq!(resolve(&i).unwrap().workspace, e2.ws);
+}
+
+#[test]
+fn missing_paths_resolve_lexically() {
+    let e = Env::new();
+    e.user(r#"{"allow_write": ["${WORKSPACE}/a/b/../c/./d", "/nonexistent-cordon/x/../y"]}"#);
+    let p = e.resolve();
+    assert!(find(&p, &e.ws.join("a/c/d"), Access::Write).is_some());
+    assert!(find(&p, Path::new("/nonexistent-cordon/y"), Access::Write).is_some());
+}
+
+#[test]
+fn unknown_field_names_field_and_file() {
+    let e = Env::new();
+    e.project("{\n  \"alow_write\": [\"/\"]\n}\n");
+    let err = resolve(&e.inputs()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&e.project_path().display().to_string()),
+        "{msg}"
+    );
+    assert!(msg.contains("unknown field \"alow_write\""), "{msg}");
+    assert!(msg.contains("known fields: allow_write"), "{msg}");
+    assert!(
+        matches!(err, PolicyError::UnknownField { line: 2, .. }),
+        "{err:?}"
+    );
+
+    let e = Env::new();
+    e.user(r#"{"$schema": "x", "timout": 3}"#);
+    let msg = resolve(&e.inputs()).unwrap_err().to_string();
+    assert!(
+        msg.contains(&e.user_config_path().display().to_string()),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("\"timout\"") && msg.contains("did you mean \"timeout\""),
+        "{msg}"
+    );
+}
+
+#[test]
+fn parse_errors_name_line_and_column() {
+    let e = Env::new();
+    e.user("{\n  \"net\": \"none\",\n  \"pids\": 10,,\n}");
+    let err = resolve(&e.inputs()).unwrap_err();
+    match &err {
+        PolicyError::Syntax {
+            file, line, column, ..
+        } => {
+            assert_eq!(file, &e.user_config_path());
+            assert_eq!((*line, *column), (3, 14));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("line 3, column 14"), "{err}");
+
+    let e = Env::new();
+    e.project("{\"pids\": \"many\"}");
+    let err = resolve(&e.inputs()).unwrap_err();
+    assert!(
+        matches!(err, PolicyError::Invalid { line: 1, .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains(".cordon.json: line 1, column"), "{msg}");
+    assert!(msg.contains("invalid type"), "{msg}");
+}
+
+#[test]
+fn empty_project_config_is_no_config() {
+    for content in ["", "   \n\t\n"] {
+        let e = Env::new();
+        let base = e.resolve();
+        e.project(content);
+        let p = e.resolve();
+        assert_eq!(p, base, "{content:?}");
+        assert!(p.warnings.is_empty());
+    }
+}
+
+#[test]
+fn config_file_locations() {
+    // --config must exist.
+    let e = Env::new();
+    let mut i = e.inputs();
+    i.config = Some("nothere.json".into());
+    let err = resolve(&i).unwrap_err();
+    assert!(matches!(err, PolicyError::ConfigNotFound { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains(&e.cwd.join("nothere.json").display().to_string())
+    );
+
+    // --config, relative to cwd, replaces the default user config.
+    e.user(r#"{"pids": 1}"#);
+    fs::write(e.cwd.join("c.json"), r#"{"pids": 7}"#).unwrap();
+    i.config = Some("c.json".into());
+    let p = resolve(&i).unwrap();
+    let pids = p.limits.pids.unwrap();
+    assert_eq!(pids.value, 7);
+    assert_eq!(
+        pids.origin,
+        Origin::UserConfig {
+            file: e.cwd.join("c.json")
+        }
+    );
+
+    // Without XDG_CONFIG_HOME: ~/.config/cordon/config.json.
+    let e = Env::new();
+    fs::create_dir_all(e.home.join(".config/cordon")).unwrap();
+    fs::write(e.home.join(".config/cordon/config.json"), r#"{"pids": 9}"#).unwrap();
+    let mut i = e.inputs();
+    i.xdg_config_home = None;
+    assert_eq!(resolve(&i).unwrap().limits.pids.unwrap().value, 9);
+
+    // A directory where a config file should be is an error.
+    let e = Env::new();
+    fs::create_dir_all(e.user_config_path()).unwrap();
+    assert!(matches!(
+        resolve(&e.inputs()).unwrap_err(),
+        PolicyError::NotAFile { .. }
+    ));
+    let e = Env::new();
+    fs::create_dir(e.project_path()).unwrap();
+    assert!(matches!(
+        resolve(&e.inputs()).unwrap_err(),
+        PolicyError::NotAFile { .. }
+    ));
+
+    // Too large.
+    let e = Env::new();
+    e.project(&" ".repeat(cordon_policy::MAX_CONFIG_BYTES as usize + 1));
+    assert!(matches!(
+        resolve(&e.inputs()).unwrap_err(),
+        PolicyError::TooLarge { .. }
+    ));
+}
+
+#[test]
+fn project_config_symlink_outside_workspace_is_ignored() {
+    let e = Env::new();
+    fs::write(e.root.join("elsewhere.json"), r#"{"deny_read": ["x"]}"#).unwrap();
+    symlink(e.root.join("elsewhere.json"), e.project_path()).unwrap();
+    let p = e.resolve();
+    assert!(find(&p, &e.ws.join("x"), Access::Deny).is_none());
+    assert_eq!(p.warnings.len(), 1);
+    assert!(
+        p.warnings[0].contains("outside the workspace"),
+        "{:?}",
+        p.warnings
+    );
+
+    // Inside the workspace it is followed.
+    let e = Env::new();
+    fs::write(e.ws.join("real.json"), r#"{"deny_read": ["x"]}"#).unwrap();
+    symlink(e.ws.join("real.json"), e.project_path()).unwrap();
+    assert!(find(&e.resolve(), &e.ws.join("x"), Access::Deny).is_some());
+}
+
+/// A user config and flags that loosen things, so the project has something to
+/// tighten and something it could try to loosen further.
+fn loose_user(e: &Env) {
+    e.user(
+        r#"{"timeout": 600, "memory": "2G", "cpus": 2, "pids": 100,
+            "nested_userns": true, "unix_sockets": true}"#,
+    );
+}
+
+#[test]
+fn project_loosening_fields_are_ignored_with_a_warning() {
+    let e = Env::new();
+    loose_user(&e);
+    let base = e.resolve();
+    e.project(
+        r#"{
+          "allow_write": ["/"],
+          "allow_read": ["~/.ssh"],
+          "unprotect": [".git/hooks"],
+          "env": ["AWS_SECRET_ACCESS_KEY"],
+          "net": "host",
+          "timeout": 6000,
+          "memory": "3G",
+          "pids": 1000,
+          "cpus": 4,
+          "read_only": false
+        }"#,
+    );
+    let p = e.resolve();
+    let file = e.project_path().display().to_string();
+    for field in [
+        "allow_write",
+        "allow_read",
+        "unprotect",
+        "env",
+        "net",
+        "timeout",
+        "memory",
+        "pids",
+        "cpus",
+    ] {
+        let w: Vec<&String> = p
+            .warnings
+            .iter()
+            .filter(|w| w.contains(&format!("ignored \"{field}\"")))
+            .collect();
+        assert_eq!(w.len(), 1, "{field}: {:?}", p.warnings);
+        assert!(
+            w[0].starts_with(&format!("project config {file}: ")),
+            "{}",
+            w[0]
+        );
+        assert!(w[0].contains("may only tighten"), "{}", w[0]);
+    }
+    assert_eq!(p.warnings.len(), 9, "{:?}", p.warnings);
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("or pass --allow-write)"))
+    );
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("6000 s is more than the current 600 s"))
+    );
+    let mut p2 = p.clone();
+    p2.warnings.clear();
+    assert_eq!(p2, base);
+
+    // Switches: true from a project is ignored when they are off.
+    let e = Env::new();
+    let base = e.resolve();
+    e.project(r#"{"nested_userns": true, "unix_sockets": true, "net": "host", "pids": 5000}"#);
+    let p = e.resolve();
+    for field in ["nested_userns", "unix_sockets", "net", "pids"] {
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.contains(&format!("ignored \"{field}\""))),
+            "{field}: {:?}",
+            p.warnings
+        );
+    }
+    let mut p2 = p.clone();
+    p2.warnings.clear();
+    assert_eq!(p2, base);
+}
+
+#[test]
+fn project_tightening_fields_take_effect() {
+    let e = Env::new();
+    loose_user(&e);
+    e.project(
+        r#"{"deny_read": ["secrets", "/opt/x"], "read_only": true, "net": "none",
+            "timeout": 60, "memory": "512M", "pids": 50, "cpus": 0.5,
+            "nested_userns": false, "unix_sockets": false, "allow_write": [], "env": []}"#,
+    );
+    let p = e
+        .resolve_with(Flags {
+            net: Some(NetMode::Host),
+            ..Flags::default()
+        })
+        .unwrap();
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    let po = e.project_origin();
+    assert_eq!(
+        find(&p, &e.ws.join("secrets"), Access::Deny)
+            .unwrap()
+            .origin,
+        po
+    );
+    assert_eq!(
+        find(&p, Path::new("/opt/x"), Access::Deny).unwrap().origin,
+        po
+    );
+    let ws = find(&p, &e.ws, Access::Read).unwrap();
+    assert_eq!(ws.origin, po);
+    assert!(find(&p, &e.ws, Access::Write).is_none());
+    assert_eq!(p.access_for(&e.ws.join("src")), Access::Read);
+    assert_eq!((p.net.value, &p.net.origin), (NetMode::None, &po));
+    let t = p.timeout.as_ref().unwrap();
+    assert_eq!((t.value, &t.origin), (Duration::from_secs(60), &po));
+    let m = p.limits.memory.as_ref().unwrap();
+    assert_eq!((m.value, &m.origin), (512 << 20, &po));
+    let n = p.limits.pids.as_ref().unwrap();
+    assert_eq!((n.value, &n.origin), (50, &po));
+    let c = p.limits.cpus.as_ref().unwrap();
+    assert_eq!((c.value, &c.origin), (0.5, &po));
+    assert_eq!(
+        p.switches.nested_userns,
+        cordon_policy::Sourced::new(false, po.clone())
+    );
+    assert_eq!(
+        p.switches.unix_sockets,
+        cordon_policy::Sourced::new(false, po.clone())
+    );
+
+    // Limits that are unlimited take any value from the project.
+    let e = Env::new();
+    e.project(r#"{"timeout": 900, "memory": 1073741824, "cpus": 8}"#);
+    let p = e.resolve();
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    assert_eq!(p.timeout.unwrap().value, Duration::from_secs(900));
+    assert_eq!(p.limits.memory.unwrap().value, 1 << 30);
+    assert_eq!(p.limits.cpus.unwrap().value, 8.0);
+
+    // The project tightens flags too (it is applied last).
+    let e = Env::new();
+    e.project(r#"{"timeout": 10}"#);
+    let p = e
+        .resolve_with(Flags {
+            timeout: Some(30.0),
+            ..Flags::default()
+        })
+        .unwrap();
+    assert_eq!(p.timeout.unwrap().value, Duration::from_secs(10));
+
+    // Equal values change nothing and warn about nothing.
+    let e = Env::new();
+    e.project(r#"{"pids": 4096, "net": "none", "nested_userns": false}"#);
+    let p = e.resolve();
+    assert!(p.warnings.is_empty());
+    assert_eq!(p.limits.pids.unwrap().origin, Origin::Default);
+    assert_eq!(p.net.origin, Origin::Default);
+}
+
+#[test]
+fn read_only_wins_over_a_write_rule_on_the_workspace() {
+    let e = Env::new();
+    e.user(r#"{"allow_write": ["${WORKSPACE}"]}"#);
+    e.project(r#"{"read_only": true}"#);
+    let p = e.resolve();
+    assert_eq!(p.access_for(&e.ws.join("f")), Access::Read);
+    // The flag works too, and the protected paths are still listed.
+    let e = Env::new();
+    let p = e
+        .resolve_with(Flags {
+            read_only: true,
+            ..Flags::default()
+        })
+        .unwrap();
+    assert_eq!(
+        find(&p, &e.ws, Access::Read).unwrap().origin,
+        flag("--read-only")
+    );
+    assert!(find(&p, &e.ws.join(".git/hooks"), Access::Read).is_some());
+    assert_eq!(p.writable_roots().count(), 0);
+    // A user config saying false is overridden by the flag.
+    e.user(r#"{"read_only": false}"#);
+    let p = e
+        .resolve_with(Flags {
+            read_only: true,
+            ..Flags::default()
+        })
+        .unwrap();
+    assert_eq!(p.access_for(&e.ws), Access::Read);
+}
+
+#[test]
+fn flags_override_user_config() {
+    let e = Env::new();
+    e.user(r#"{"timeout": 600, "memory": "1G", "pids": 10, "cpus": 1, "net": "host"}"#);
+    let p = e
+        .resolve_with(Flags {
+            timeout: Some(900.5),
+            memory: Some("4G".into()),
+            pids: Some(20),
+            cpus: Some(3.0),
+            net: Some(NetMode::None),
+            ..Flags::default()
+        })
+        .unwrap();
+    let t = p.timeout.unwrap();
+    assert_eq!(
+        (t.value, t.origin),
+        (Duration::from_secs_f64(900.5), flag("--timeout"))
+    );
+    let m = p.limits.memory.unwrap();
+    assert_eq!((m.value, m.origin), (4 << 30, flag("--memory")));
+    assert_eq!(p.limits.pids.unwrap().origin, flag("--pids"));
+    assert_eq!(p.limits.cpus.unwrap().value, 3.0);
+    assert_eq!((p.net.value, p.net.origin), (NetMode::None, flag("--net")));
+
+    // Without flags the user config applies.
+    let p = e.resolve();
+    assert_eq!(p.net.value, NetMode::Host);
+    assert_eq!(p.net.origin, e.user_origin());
+    assert_eq!(p.limits.memory.unwrap().value, 1 << 30);
+}
+
+#[test]
+fn bad_flag_values_are_errors_naming_the_flag() {
+    let e = Env::new();
+    let cases: Vec<(Flags, &str)> = vec![
+        (
+            Flags {
+                memory: Some("lots".into()),
+                ..Flags::default()
+            },
+            "--memory",
+        ),
+        (
+            Flags {
+                memory: Some("0".into()),
+                ..Flags::default()
+            },
+            "--memory",
+        ),
+        (
+            Flags {
+                timeout: Some(-1.0),
+                ..Flags::default()
+            },
+            "--timeout",
+        ),
+        (
+            Flags {
+                timeout: Some(f64::NAN),
+                ..Flags::default()
+            },
+            "--timeout",
+        ),
+        (
+            Flags {
+                timeout: Some(f64::MAX),
+                ..Flags::default()
+            },
+            "--timeout",
+        ),
+        (
+            Flags {
+                pids: Some(0),
+                ..Flags::default()
+            },
+            "--pids",
+        ),
+        (
+            Flags {
+                cpus: Some(f64::INFINITY),
+                ..Flags::default()
+            },
+            "--cpus",
+        ),
+        (
+            Flags {
+                env: vec!["=x".into()],
+                ..Flags::default()
+            },
+            "--env",
+        ),
+        (
+            Flags {
+                deny_read: vec!["".into()],
+                ..Flags::default()
+            },
+            "--deny-read",
+        ),
+    ];
+    for (flags, name) in cases {
+        let err = e.resolve_with(flags).unwrap_err();
+        assert!(matches!(err, PolicyError::Value { .. }), "{err:?}");
+        assert!(
+            err.to_string().starts_with(&format!("flag {name}: ")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn env_layers() {
+    let e = Env::new();
+    e.user(r#"{"env": ["EDITOR=vim", "RUST_LOG=debug", "CARGO_HOME"]}"#);
+    let p = e
+        .resolve_with(Flags {
+            env: vec!["RUST_LOG=trace".into(), "FOO=".into()],
+            ..Flags::default()
+        })
+        .unwrap();
+    let get = |n: &str| p.env.iter().find(|v| v.name == n).unwrap();
+    let editor = get("EDITOR");
+    assert_eq!(editor.value.as_deref(), Some("vim"));
+    assert_eq!(editor.origin, e.user_origin());
+    // Replaced in place, not appended.
+    assert_eq!(p.env.iter().filter(|v| v.name == "EDITOR").count(), 1);
+    assert_eq!(get("RUST_LOG").value.as_deref(), Some("trace"));
+    assert_eq!(get("RUST_LOG").origin, flag("--env"));
+    assert_eq!(get("CARGO_HOME").value, None);
+    assert_eq!(get("FOO").value.as_deref(), Some(""));
+    assert_eq!(p.env.len(), defaults::DEFAULT_ENV.len() + 3);
+
+    let e = Env::new();
+    e.user(r#"{"env": ["A B"]}"#);
+    let msg = resolve(&e.inputs()).unwrap_err().to_string();
+    assert!(
+        msg.contains("user config") && msg.contains("\"env\""),
+        "{msg}"
+    );
+}
+
+#[test]
+fn allow_read_beats_a_default_secret() {
+    let e = Env::new();
+    e.user(r#"{"allow_read": ["~/.ssh/known_hosts", "~/.aws", "/run/user"]}"#);
+    let p = e.resolve();
+    // The rest of ~/.ssh stays hidden, known_hosts is readable.
+    assert_eq!(p.access_for(&e.home.join(".ssh/id_rsa")), Access::Deny);
+    assert_eq!(p.access_for(&e.home.join(".ssh/known_hosts")), Access::Read);
+    let r = p.rule_for(&e.home.join(".ssh/known_hosts")).unwrap();
+    assert_eq!(r.origin, e.user_origin());
+    // ~/.aws: the secret rule is gone.
+    assert!(find(&p, &e.home.join(".aws"), Access::Deny).is_none());
+    assert_eq!(p.access_for(&e.home.join(".aws/credentials")), Access::Read);
+    // A path beneath a hidden directory becomes visible.
+    let run = fs::canonicalize("/run").unwrap_or_else(|_| "/run".into());
+    assert_eq!(p.access_for(&run.join("user/1000")), Access::Read);
+    assert_eq!(p.access_for(&run.join("docker.sock")), Access::Deny);
+
+    // It also removes a user's own deny beneath it, but not a later flag's.
+    let e = Env::new();
+    e.user(r#"{"deny_read": ["~/docs/a"], "allow_read": ["~/docs"]}"#);
+    let p = e
+        .resolve_with(Flags {
+            deny_read: vec![e.home.join("docs/b")],
+            ..Flags::default()
+        })
+        .unwrap();
+    assert_eq!(p.access_for(&e.home.join("docs/a")), Access::Read);
+    assert_eq!(p.access_for(&e.home.join("docs/b")), Access::Deny);
+
+    // It never takes write access away.
+    let e = Env::new();
+    e.user(r#"{"allow_read": ["${WORKSPACE}/src"]}"#);
+    assert_eq!(e.resolve().access_for(&e.ws.join("src/x")), Access::Write);
+}
+
+#[test]
+fn unprotect_removes_a_protected_rule() {
+    let e = Env::new();
+    e.user(r#"{"unprotect": [".git/config", "${WORKSPACE}/.vscode"]}"#);
+    let p = e.resolve();
+    assert!(find(&p, &e.ws.join(".git/config"), Access::Read).is_none());
+    assert!(find(&p, &e.ws.join(".vscode"), Access::Read).is_none());
+    assert_eq!(p.access_for(&e.ws.join(".git/config")), Access::Write);
+    assert!(find(&p, &e.ws.join(".git/hooks"), Access::Read).is_some());
+    assert!(find(&p, &e.ws.join(".pi"), Access::Read).is_some());
+}
+
+#[test]
+fn protected_paths_for_every_writable_root() {
+    let e = Env::new();
+    let extra = e.root.join("extra");
+    fs::create_dir(&extra).unwrap();
+    e.user(&format!(r#"{{"allow_write": ["{}"]}}"#, extra.display()));
+    let p = e.resolve();
+    for root in [&e.ws, &extra] {
+        for name in defaults::PROTECTED {
+            let r = find(&p, &root.join(name), Access::Read).unwrap();
+            assert_eq!(r.kind, RuleKind::Protected);
+        }
+    }
+    // A flag's writable root too.
+    let e = Env::new();
+    let p = e
+        .resolve_with(Flags {
+            allow_write: vec![e.root.join("f")],
+            ..Flags::default()
+        })
+        .unwrap();
+    assert!(find(&p, &e.root.join("f/.cordon.json"), Access::Read).is_some());
+}
+
+#[test]
+fn worktree_git_file_protects_the_real_git_dir() {
+    let e = Env::new();
+    let main = e.root.join("main");
+    let gitdir = main.join(".git/worktrees/ws");
+    fs::create_dir_all(&gitdir).unwrap();
+    fs::write(gitdir.join("commondir"), "../..\n").unwrap();
+    fs::write(e.ws.join(".git"), format!("gitdir: {}\n", gitdir.display())).unwrap();
+    let p = e.resolve();
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    for path in [
+        e.ws.join(".git"),
+        gitdir.join("config"),
+        gitdir.join("hooks"),
+        main.join(".git/hooks"),
+        main.join(".git/config"),
+    ] {
+        let r = find(&p, &path, Access::Read).unwrap_or_else(|| panic!("{}", path.display()));
+        assert_eq!(r.kind, RuleKind::Protected);
+    }
+
+    // A malformed .git file is a warning, not an error.
+    let e = Env::new();
+    fs::write(e.ws.join(".git"), "garbage").unwrap();
+    let p = e.resolve();
+    assert_eq!(p.warnings.len(), 1);
+    assert!(p.warnings[0].contains(".git"), "{:?}", p.warnings);
+}
+
+#[test]
+fn protected_paths_never_uncover_denied_ones() {
+    let e = Env::new();
+    // A worktree whose main repository is under a denied directory.
+    let hidden = e.root.join("hidden");
+    let gitdir = hidden.join("repo/.git/worktrees/ws");
+    fs::create_dir_all(&gitdir).unwrap();
+    fs::write(e.ws.join(".git"), format!("gitdir: {}", gitdir.display())).unwrap();
+    e.user(&format!(r#"{{"deny_read": ["{}"]}}"#, hidden.display()));
+    let p = e.resolve();
+    assert_eq!(p.access_for(&gitdir.join("config")), Access::Deny);
+    assert!(!p.rules.iter().any(|r| r.path.starts_with(&gitdir)));
+}
+
+#[test]
+fn longest_prefix_and_tie_break() {
+    let e = Env::new();
+    let x = e.root.join("x");
+    e.user(&format!(
+        r#"{{"allow_write": ["{0}", "{0}/a/b"], "deny_read": ["{0}", "{0}/a"]}}"#,
+        x.display()
+    ));
+    let p = e.resolve();
+    // Tie on x: deny beats write.
+    assert_eq!(p.rule_for(&x).unwrap().access, Access::Deny);
+    assert_eq!(p.access_for(&x.join("file")), Access::Deny);
+    // Longer prefix wins: x/a/b is writable under denied x/a.
+    assert_eq!(p.access_for(&x.join("a/b/c")), Access::Write);
+    assert_eq!(p.access_for(&x.join("a/c")), Access::Deny);
+    // Component-wise prefixes: x/a-b is not under x/a.
+    assert_eq!(p.rule_for(&x.join("a-b")).unwrap().path, x);
+    // Tie between write and read: write wins (an explicit allow_write of a protected
+    // path makes it writable).
+    let e = Env::new();
+    e.user(r#"{"allow_write": ["${WORKSPACE}/.vscode"]}"#);
+    let p = e.resolve();
+    assert_eq!(p.access_for(&e.ws.join(".vscode")), Access::Write);
+    assert_eq!(p.access_for(&e.ws.join(".vscode/.git/hooks")), Access::Read);
+}
+
+#[test]
+fn workspace_errors() {
+    let e = Env::new();
+    let mut i = e.inputs();
+    i.workspace = e.root.join("missing");
+    let err = resolve(&i).unwrap_err();
+    assert!(matches!(err, PolicyError::Workspace { .. }), "{err:?}");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+
+    fs::write(e.root.join("file"), "").unwrap();
+    i.workspace = e.root.join("file");
+    assert!(
+        resolve(&i)
+            .unwrap_err()
+            .to_string()
+            .contains("not a directory")
+    );
+
+    i.workspace = "/tmp".into();
+    let msg = resolve(&i).unwrap_err().to_string();
+    assert!(msg.contains("choose a directory under /tmp"), "{msg}");
+    i.workspace = "/tmp/./".into();
+    assert!(resolve(&i).is_err());
+
+    // A workspace inside a denied path.
+    let e = Env::new();
+    e.project(r#"{"deny_read": ["."]}"#);
+    let msg = resolve(&e.inputs()).unwrap_err().to_string();
+    assert!(msg.contains("hidden by the rule"), "{msg}");
+
+    // Relative environment paths.
+    let e = Env::new();
+    let mut i = e.inputs();
+    i.home = "home".into();
+    assert!(matches!(
+        resolve(&i).unwrap_err(),
+        PolicyError::Environment { .. }
+    ));
+}
+
+/// xorshift64*: a tiny deterministic PRNG.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.below(xs.len())]
+    }
+}
+
+const KEYS: &[&str] = &[
+    "allow_write",
+    "allow_read",
+    "deny_read",
+    "read_only",
+    "unprotect",
+    "env",
+    "net",
+    "timeout",
+    "memory",
+    "pids",
+    "cpus",
+    "nested_userns",
+    "unix_sockets",
+    "$schema",
+    "bogus",
+    "",
+];
+
+const ATOMS: &[&str] = &[
+    "\"\"",
+    "\"/\"",
+    "\".\"",
+    "\"..\"",
+    "\"~\"",
+    "\"~/x\"",
+    "\"${HOME}\"",
+    "\"${WORKSPACE}/../../..\"",
+    "\"${TMP}/a\"",
+    "\"${NOPE}\"",
+    "\"${\"",
+    "\"\\u0000\"",
+    "\"secrets/\"",
+    "\".git/config\"",
+    "\"/run\"",
+    "\"none\"",
+    "\"host\"",
+    "\"2G\"",
+    "\"1.5G\"",
+    "\"0\"",
+    "\"A=b\"",
+    "\"=\"",
+    "\"EDITOR\"",
+    "0",
+    "1",
+    "-1",
+    "1.5",
+    "1e308",
+    "-1e308",
+    "18446744073709551615",
+    "18446744073709551616",
+    "true",
+    "false",
+    "null",
+    "{}",
+    "[]",
+];
+
+fn random_value(rng: &mut Rng, depth: usize) -> String {
+    match rng.below(if depth > 2 { 1 } else { 4 }) {
+        0 => rng.pick(ATOMS).to_string(),
+        1 | 2 => {
+            let n = rng.below(4);
+            let items: Vec<String> = (0..n).map(|_| random_value(rng, depth + 1)).collect();
+            format!("[{}]", items.join(","))
+        }
+        _ => random_object(rng, depth + 1),
+    }
+}
+
+fn random_object(rng: &mut Rng, depth: usize) -> String {
+    let n = rng.below(5);
+    let fields: Vec<String> = (0..n)
+        .map(|_| format!("\"{}\": {}", rng.pick(KEYS), random_value(rng, depth)))
+        .collect();
+    format!("{{{}}}", fields.join(","))
+}
+
+fn mutate(rng: &mut Rng, s: String) -> String {
+    let mut b = s.into_bytes();
+    match rng.below(4) {
+        0 if !b.is_empty() => {
+            let cut = rng.below(b.len());
+            b.truncate(cut);
+        }
+        1 if !b.is_empty() => {
+            let i = rng.below(b.len());
+            b[i] = rng.next() as u8;
+        }
+        _ => {}
+    }
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+#[test]
+fn resolve_never_panics_on_random_configs() {
+    let e = Env::new();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let sizes = ["1G", "x", "", "0", "1.5", "99999999999T", "7k"];
+    let mut ok = 0;
+    for _ in 0..400 {
+        let user = random_object(&mut rng, 0);
+        let user = mutate(&mut rng, user);
+        let project = random_object(&mut rng, 0);
+        let project = mutate(&mut rng, project);
+        // Vary one input at a time often enough that some runs resolve.
+        let which = rng.below(4);
+        e.user(if which & 1 == 0 { &user } else { "" });
+        e.project(if which & 2 == 0 { &project } else { "" });
+        let flags = if rng.below(3) != 0 {
+            Flags::default()
+        } else {
+            Flags {
+                allow_write: vec![rng.pick(&["a", "${HOME}", "/", "~"]).into()],
+                deny_read: vec![rng.pick(&["b", "${WORKSPACE}/x", ".."]).into()],
+                read_only: rng.below(2) == 0,
+                env: vec![rng.pick(&["A", "B=1", "=", "C D"]).into()],
+                timeout: [None, Some(1.0), Some(-1.0), Some(f64::NAN), Some(1e300)][rng.below(5)],
+                net: [None, Some(NetMode::None), Some(NetMode::Host)][rng.below(3)],
+                memory: Some(rng.pick(&sizes).into()).filter(|_| rng.below(2) == 0),
+                pids: [None, Some(0), Some(1), Some(u64::MAX)][rng.below(4)],
+                cpus: [None, Some(0.0), Some(0.5), Some(f64::INFINITY)][rng.below(4)],
+            }
+        };
+        let mut i = e.inputs();
+        i.flags = flags;
+        if let Ok(p) = resolve(&i) {
+            ok += 1;
+            assert!(p.rules.iter().all(|r| r.path.is_absolute()));
+            assert!(p.rule_for(Path::new("/")).is_some());
+            no_duplicates(&p);
+        }
+        let _ = cordon_policy::parse_config(user.as_bytes(), Path::new("u"));
+    }
+    eprintln!("resolved {ok} of 400");
+    assert!(ok >= 40, "only {ok} random inputs resolved");
+}
