@@ -1,28 +1,26 @@
 //! Starting the sandboxed command from the supervisor: `clone(CLONE_VM |
 //! CLONE_VFORK)` on a stack of its own, as posix_spawn does, so nothing is copied
-//! and the supervisor waits only until exec. In the child, between clone and exec:
-//! terminal, signals, limits, working directory, then the confinement layers
-//! (capabilities, Landlock, seccomp), then exec.
+//! and the supervisor waits only until exec. The command inherits the supervisor's
+//! confinement (capabilities, Landlock, seccomp); in the child, between clone and
+//! exec: terminal, signals, limits, working directory, then exec.
 //!
 //! The child shares the supervisor's memory, so everything it needs is built
 //! beforehand ([`Spawn::new`]) and the success path makes raw system calls only:
 //! no allocation, no locks. Failure paths format a message and exit.
 
-use crate::confine::caps;
 use crate::launch::Prepared;
 use crate::report::report_and_exit;
 use crate::signals;
 use crate::terminal::Pty;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 
 /// Stack of the command's process until it execs.
 const CHILD_STACK: usize = 256 * 1024;
 
 pub(crate) struct Spawn<'a> {
     prepared: &'a Prepared,
-    landlock: Option<OwnedFd>,
     pty: Option<&'a Pty>,
     report: BorrowedFd<'a>,
     /// Paths to try, in order: the program itself if it has a slash, else PATH's.
@@ -32,12 +30,7 @@ pub(crate) struct Spawn<'a> {
 }
 
 impl<'a> Spawn<'a> {
-    pub fn new(
-        prepared: &'a Prepared,
-        landlock: Option<OwnedFd>,
-        pty: Option<&'a Pty>,
-        report: BorrowedFd<'a>,
-    ) -> Spawn<'a> {
+    pub fn new(prepared: &'a Prepared, pty: Option<&'a Pty>, report: BorrowedFd<'a>) -> Spawn<'a> {
         let program = prepared.argv[0].as_bytes();
         let candidates = if program.contains(&b'/') {
             vec![prepared.argv[0].clone()]
@@ -55,7 +48,6 @@ impl<'a> Spawn<'a> {
         };
         Spawn {
             prepared,
-            landlock,
             pty,
             report,
             candidates,
@@ -107,7 +99,7 @@ fn exec(spawn: &Spawn) -> ! {
         }
     }
     signals::reset_for_exec();
-    if let Err(e) = crate::limits::apply_rlimits(&prepared.limits) {
+    if let Err(e) = crate::limits::apply_rlimits(&prepared.rlimits) {
         report_and_exit(
             spawn.report,
             125,
@@ -120,17 +112,6 @@ fn exec(spawn: &Spawn) -> ! {
             prepared.cwd.to_string_lossy()
         );
         fail(spawn, &what, io::Error::last_os_error());
-    }
-    if let Err(e) = caps::drop_all() {
-        fail(spawn, "cannot drop capabilities", e);
-    }
-    if let Some(ruleset) = &spawn.landlock {
-        if let Err(e) = crate::confine::landlock::restrict_self(ruleset.as_raw_fd()) {
-            fail(spawn, "cannot enforce Landlock", e);
-        }
-    }
-    if let Err(e) = prepared.seccomp.install() {
-        fail(spawn, "cannot install the seccomp filter", e);
     }
     // Close every inherited descriptor but stdio at exec: a stray fd to a host
     // directory would reach around the view.

@@ -79,7 +79,10 @@ pub(crate) struct Prepared {
     pub landlock: bool,
     pub net: NetMode,
     pub terminal: Terminal,
-    pub limits: cordon_policy::Limits,
+    /// How limits are enforced, chosen once per run.
+    pub limits_mechanism: crate::limits::Mechanism,
+    /// The limits no cgroup covers, applied as rlimits by the command.
+    pub rlimits: cordon_policy::Limits,
 }
 
 fn cstring(bytes: &[u8], what: &str) -> Result<CString, SandboxError> {
@@ -98,6 +101,8 @@ impl Prepared {
                 detail: "landlock_create_ruleset is not supported".into(),
             });
         }
+        crate::limits::validate(&policy.limits).map_err(|e| SandboxError::Limits(e.to_string()))?;
+        let limits_mechanism = crate::limits::choose(&policy.limits);
         let env = build_env(policy);
         let path_dirs = env
             .iter()
@@ -134,7 +139,8 @@ impl Prepared {
             landlock,
             net: policy.net.value,
             terminal: command.terminal,
-            limits: policy.limits.clone(),
+            rlimits: limits_mechanism.uncovered(&policy.limits),
+            limits_mechanism,
         })
     }
 }
@@ -166,7 +172,7 @@ fn run_prepared(policy: &Policy, prepared: &Prepared) -> Result<Outcome, Sandbox
         SignalFd::block_forwardable().map_err(|e| SandboxError::io("blocking signals", e))?;
     let saved_terminal = crate::terminal::SavedMode::capture(prepared.terminal);
     let (report_read, report_write) = pipe()?;
-    let (life_read, life_write) = pipe()?;
+    let (go_read, go_write) = pipe()?;
 
     let mut flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
@@ -185,35 +191,26 @@ fn run_prepared(policy: &Policy, prepared: &Prepared) -> Result<Outcome, Sandbox
     })?;
     let Some(supervisor_pid) = child else {
         drop(report_read);
-        drop(life_write);
-        supervisor::main(prepared, report_write, life_read)
+        drop(go_write);
+        supervisor::main(prepared, report_write, go_read)
     };
     drop(report_write);
-    drop(life_read);
+    drop(go_read);
     crate::tmark("cloned");
-    let cgroup = crate::limits::SandboxCgroup::create(
-        &crate::limits::choose(&policy.limits),
-        &policy.limits,
-        &format!("cordon-{}", std::process::id()),
-    )
-    .map_err(|e| SandboxError::Limits(e.to_string()));
-    let cgroup = match cgroup {
+    let cgroup = match confine_in_cgroup(policy, prepared, supervisor_pid) {
         Ok(cgroup) => cgroup,
         Err(e) => {
             kill_and_reap(supervisor_pid);
             return Err(e);
         }
     };
-    if let Some(cgroup) = &cgroup {
-        if let Err(e) = cgroup.add_pid(supervisor_pid) {
-            kill_and_reap(supervisor_pid);
-            return Err(SandboxError::Limits(e.to_string()));
-        }
-    }
+    // The supervisor starts the command only after this byte: by then it is in the
+    // sandbox's cgroup, so the command and everything it starts are too.
+    let _ = rustix::io::write(&go_write, b"g");
+    drop(go_write);
     let timeout = policy.timeout.as_ref().map(|t| t.value);
     let outcome = wait(supervisor_pid, &signals, timeout);
     crate::tmark("waited");
-    drop(life_write);
     drop(cgroup);
     drop(saved_terminal);
     let outcome = outcome?;
@@ -235,6 +232,25 @@ fn run_prepared(policy: &Policy, prepared: &Prepared) -> Result<Outcome, Sandbox
             message: None,
         },
     })
+}
+
+/// Creates the sandbox's cgroup, if its limits use one, and moves the supervisor
+/// into it.
+fn confine_in_cgroup(
+    policy: &Policy,
+    prepared: &Prepared,
+    supervisor_pid: libc::pid_t,
+) -> Result<Option<crate::limits::SandboxCgroup>, SandboxError> {
+    let name = format!("cordon-{}", std::process::id());
+    let cgroup =
+        crate::limits::SandboxCgroup::create(&prepared.limits_mechanism, &policy.limits, &name)
+            .map_err(|e| SandboxError::Limits(e.to_string()))?;
+    if let Some(cgroup) = &cgroup {
+        cgroup
+            .add_pid(supervisor_pid)
+            .map_err(|e| SandboxError::Limits(e.to_string()))?;
+    }
+    Ok(cgroup)
 }
 
 enum Waited {

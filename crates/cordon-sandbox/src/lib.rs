@@ -12,9 +12,10 @@ pub mod confine;
 mod env;
 mod error;
 pub mod launch;
+pub mod limits;
+pub mod probe;
 mod report;
 mod signals;
-mod stub_helpers;
 mod supervisor;
 mod sys;
 mod terminal;
@@ -23,7 +24,6 @@ mod workspace_lock;
 
 pub use error::SandboxError;
 pub use launch::{Command, Degraded, Outcome, Terminal, run};
-pub use stub_helpers::{limits, probe};
 #[doc(hidden)]
 pub fn tmark(label: &str) {
     if std::env::var_os("CORDON_T").is_some() {

@@ -4,7 +4,7 @@
 //! command's status and the kernel kills whatever else is left in the namespace.
 
 use crate::command::Spawn;
-use crate::confine::landlock;
+use crate::confine::{caps, landlock};
 use crate::launch::{Prepared, Terminal, decode_status};
 use crate::report::report_and_exit;
 use crate::signals::{SignalFd, forwardable};
@@ -14,8 +14,8 @@ use cordon_policy::NetMode;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-pub(crate) fn main(prepared: &Prepared, report: OwnedFd, life: OwnedFd) -> ! {
-    match run(prepared, report.as_fd(), life) {
+pub(crate) fn main(prepared: &Prepared, report: OwnedFd, go: OwnedFd) -> ! {
+    match run(prepared, report.as_fd(), go) {
         Ok(status) => {
             crate::tmark("sup-exit");
             unsafe { libc::_exit(status) }
@@ -27,9 +27,10 @@ pub(crate) fn main(prepared: &Prepared, report: OwnedFd, life: OwnedFd) -> ! {
 fn run(
     prepared: &Prepared,
     report: BorrowedFd<'_>,
-    life: OwnedFd,
+    go: OwnedFd,
 ) -> Result<i32, crate::SandboxError> {
-    die_with_launcher(&life);
+    // Die with the launcher; if it died before this, `go` reads end-of-file below.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     crate::tmark("sup-start");
     map_identity(prepared)
         .map_err(|e| crate::SandboxError::io("cannot map the user into the sandbox", e))?;
@@ -57,7 +58,9 @@ fn run(
     };
     let signals =
         SignalFd::block_forwardable().map_err(|e| crate::SandboxError::io("signals", e))?;
-    let command_pid = Spawn::new(prepared, ruleset, pty.as_ref(), report)
+    wait_for_launcher(&go);
+    confine_self(prepared, ruleset)?;
+    let command_pid = Spawn::new(prepared, pty.as_ref(), report)
         .start()
         .map_err(|e| crate::SandboxError::io("cannot start the command", e))?;
     crate::tmark("forked");
@@ -65,17 +68,32 @@ fn run(
         .map_err(|e| crate::SandboxError::io("supervising", e))
 }
 
-/// Dies with the launcher: a death signal for later, and a check of the life pipe
-/// for the case where the launcher died before the death signal was set.
-fn die_with_launcher(life: &OwnedFd) {
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    let mut pfd = libc::pollfd {
-        fd: life.as_raw_fd(),
-        events: 0,
-        revents: 0,
-    };
-    if unsafe { libc::poll(&mut pfd, 1, 0) } > 0 && pfd.revents & libc::POLLHUP != 0 {
-        unsafe { libc::_exit(125) };
+/// Applies the confinement layers to the supervisor itself, which needs none of
+/// its powers once the sandbox is built; the command inherits them all (a
+/// process started by clone keeps its parent's seccomp filters, Landlock domain,
+/// capabilities and no_new_privs).
+fn confine_self(prepared: &Prepared, ruleset: Option<OwnedFd>) -> Result<(), crate::SandboxError> {
+    caps::drop_all().map_err(|e| crate::SandboxError::io("cannot drop capabilities", e))?;
+    if let Some(ruleset) = ruleset {
+        landlock::restrict_self(ruleset.as_raw_fd())
+            .map_err(|e| crate::SandboxError::Landlock(e.to_string()))?;
+    }
+    prepared
+        .seccomp
+        .install()
+        .map_err(|e| crate::SandboxError::io("cannot install the seccomp filter", e))
+}
+
+/// Waits for the launcher's go-ahead (the sandbox's cgroup is ready); exits if
+/// the launcher is gone.
+fn wait_for_launcher(go: &OwnedFd) {
+    let mut byte = [0u8; 1];
+    loop {
+        match rustix::io::read(go, &mut byte) {
+            Ok(1) => return,
+            Err(rustix::io::Errno::INTR) => continue,
+            _ => unsafe { libc::_exit(125) },
+        }
     }
 }
 

@@ -26,13 +26,8 @@ pub enum Commands {
     Run {
         #[command(flatten)]
         options: RunOptions,
-        /// The command and its arguments (after `--`).
-        #[arg(
-            required = true,
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "COMMAND"
-        )]
+        /// The command and its arguments, after `--`.
+        #[arg(required = true, last = true, value_name = "COMMAND")]
         command: Vec<OsString>,
     },
     /// Open your shell ($SHELL, else bash, else sh) sandboxed in the workspace.

@@ -11,7 +11,21 @@ use std::process::ExitCode;
 const CORDON_FAILED: u8 = 125;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // A usage error is cordon's own failure: 125 and a `cordon:` message.
+            let rendered = e.render().to_string();
+            let text = rendered.trim_start_matches("error: ").trim_end();
+            eprintln!("cordon: {text}");
+            return ExitCode::from(CORDON_FAILED);
+        }
+    };
     match commands::dispatch(cli.command) {
         Ok(status) => ExitCode::from(status),
         Err(message) => {
