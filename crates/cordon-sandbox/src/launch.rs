@@ -12,18 +12,18 @@
 use crate::confine::{landlock, seccomp::SeccompPlan};
 use crate::env::build_env;
 use crate::error::SandboxError;
-use crate::signals::{SignalFd, forwardable};
+use crate::signals::SignalFd;
 use crate::supervisor;
 use crate::sys;
 use crate::view::ViewPlan;
+use crate::waiter::{Waited, Waiter, kill_and_reap};
 use crate::workspace_lock::WorkspaceLock;
 use cordon_policy::{NetMode, Policy};
 use std::ffi::{CString, OsString};
-use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How the command's terminal is arranged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +102,7 @@ impl Prepared {
             });
         }
         crate::limits::validate(&policy.limits).map_err(|e| SandboxError::Limits(e.to_string()))?;
-        let limits_mechanism = crate::limits::choose(&policy.limits);
+        let limits_mechanism = choose_limits_mechanism(&policy.limits);
         let env = build_env(policy);
         let path_dirs = env
             .iter()
@@ -142,6 +142,24 @@ impl Prepared {
             rlimits: limits_mechanism.uncovered(&policy.limits),
             limits_mechanism,
         })
+    }
+}
+
+/// Limits the user asked for go to a cgroup where one can be had; the built-in
+/// default (a process count) goes to an rlimit. Moving a process into a cgroup
+/// waits for an RCU grace period on cgroup v1 (about 5 ms here), too much to pay
+/// on every run for a default nobody chose.
+fn choose_limits_mechanism(limits: &cordon_policy::Limits) -> crate::limits::Mechanism {
+    let explicit = |origin: &cordon_policy::Origin| *origin != cordon_policy::Origin::Default;
+    let chosen = cordon_policy::Limits {
+        memory: limits.memory.clone().filter(|l| explicit(&l.origin)),
+        pids: limits.pids.clone().filter(|l| explicit(&l.origin)),
+        cpus: limits.cpus.clone().filter(|l| explicit(&l.origin)),
+    };
+    if chosen == cordon_policy::Limits::default() {
+        crate::limits::Mechanism::Rlimits
+    } else {
+        crate::limits::choose(&chosen)
     }
 }
 
@@ -208,29 +226,33 @@ fn run_prepared(policy: &Policy, prepared: &Prepared) -> Result<Outcome, Sandbox
     // sandbox's cgroup, so the command and everything it starts are too.
     let _ = rustix::io::write(&go_write, b"g");
     drop(go_write);
-    let timeout = policy.timeout.as_ref().map(|t| t.value);
-    let outcome = wait(supervisor_pid, &signals, timeout);
+    let waited = Waiter {
+        supervisor: supervisor_pid,
+        signals: &signals,
+        report: report_read,
+        timeout: policy.timeout.as_ref().map(|t| t.value),
+        until_reaped: cgroup.is_some(),
+    }
+    .wait();
     crate::tmark("waited");
     drop(cgroup);
     drop(saved_terminal);
-    let outcome = outcome?;
-    let report = read_report(report_read);
-    Ok(match (outcome, report) {
-        (Waited::TimedOut(t), _) => Outcome::TimedOut(t),
-        (Waited::Exited(status), Some((code, message))) => {
-            if code == 125 {
-                return Err(SandboxError::Child(message));
-            }
-            let _ = status;
-            Outcome::Exited {
-                status: code,
-                message: Some(message),
+    Ok(match waited? {
+        Waited::TimedOut(after) => Outcome::TimedOut(after),
+        Waited::Ended { report, supervisor } => {
+            let status = report.exited.or(supervisor).unwrap_or(125);
+            match report.failure {
+                Some((125, message)) => return Err(SandboxError::Child(message)),
+                Some((_, message)) => Outcome::Exited {
+                    status,
+                    message: Some(message),
+                },
+                None => Outcome::Exited {
+                    status,
+                    message: None,
+                },
             }
         }
-        (Waited::Exited(status), None) => Outcome::Exited {
-            status,
-            message: None,
-        },
     })
 }
 
@@ -253,87 +275,7 @@ fn confine_in_cgroup(
     Ok(cgroup)
 }
 
-enum Waited {
-    Exited(i32),
-    TimedOut(Duration),
-}
-
-/// Waits for the supervisor, forwarding signals sent to cordon and killing the
-/// whole sandbox (by killing its PID 1) when the timeout expires.
-fn wait(
-    pid: libc::pid_t,
-    signals: &SignalFd,
-    timeout: Option<Duration>,
-) -> Result<Waited, SandboxError> {
-    let deadline = timeout.map(|t| (Instant::now() + t, t));
-    loop {
-        if let Some(status) = try_reap(pid)? {
-            return Ok(Waited::Exited(status));
-        }
-        let wait_for = deadline.map(|(at, _)| at.saturating_duration_since(Instant::now()));
-        if wait_for == Some(Duration::ZERO) {
-            kill_and_reap(pid);
-            return Ok(Waited::TimedOut(
-                deadline.map(|(_, t)| t).unwrap_or_default(),
-            ));
-        }
-        if let Some(info) = signals
-            .next(wait_for)
-            .map_err(|e| SandboxError::io("waiting for the sandbox", e))?
-        {
-            if info.signo != libc::SIGCHLD && forwardable(&info) {
-                unsafe { libc::kill(pid, info.signo) };
-            }
-        }
-    }
-}
-
-/// Exit status of `pid` if it has ended, mapped to 128+N for a signal.
-fn try_reap(pid: libc::pid_t) -> Result<Option<i32>, SandboxError> {
-    let mut status = 0;
-    let ret = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-    if ret == -1 {
-        return Err(SandboxError::io(
-            "waiting for the sandbox",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    if ret == 0 {
-        return Ok(None);
-    }
-    Ok(Some(decode_status(status)))
-}
-
-pub(crate) fn decode_status(status: libc::c_int) -> i32 {
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
-    } else {
-        125
-    }
-}
-
-fn kill_and_reap(pid: libc::pid_t) {
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-        let mut status = 0;
-        libc::waitpid(pid, &mut status, 0);
-    }
-}
-
 fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| SandboxError::io("creating a pipe", e.into()))
-}
-
-/// The supervisor or the command reports a failure before exec as one status byte
-/// and a message; nothing at all means the command was exec'd.
-fn read_report(fd: OwnedFd) -> Option<(i32, String)> {
-    let mut file = unsafe { std::fs::File::from_raw_fd(fd.as_raw_fd()) };
-    std::mem::forget(fd);
-    let mut bytes = Vec::new();
-    let _ = file.read_to_end(&mut bytes);
-    let (&code, message) = bytes.split_first()?;
-    Some((code as i32, String::from_utf8_lossy(message).into_owned()))
 }

@@ -20,6 +20,7 @@ mod supervisor;
 mod sys;
 mod terminal;
 pub mod view;
+mod waiter;
 mod workspace_lock;
 
 pub use error::SandboxError;

@@ -1,15 +1,102 @@
-//! The report pipe: a failure before exec, as one status byte and a message, from
-//! the supervisor or the command to the launcher. A successful exec closes the
-//! pipe (it is close-on-exec) with nothing written.
+//! The report pipe, from the sandbox's processes to the launcher. Two records:
+//! - `F status len message`: a failure before exec (from the supervisor, status 125,
+//!   or from the command's process, 126/127), then that process exits;
+//! - `X status`: the command has ended with this status and every other process
+//!   of the sandbox has been killed and reaped; only the supervisor is left, exiting.
+//!
+//! A successful exec closes the command's copy of the pipe (close-on-exec) with
+//! nothing written.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+const FAILED: u8 = b'F';
+const EXITED: u8 = b'X';
+
+/// What the launcher learned from the pipe.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The first failure reported, with its status.
+    pub failure: Option<(i32, String)>,
+    /// The command's exit status, once the supervisor has cleaned up after it.
+    pub exited: Option<i32>,
+}
+
+fn write_all(fd: BorrowedFd<'_>, bytes: &[u8]) {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let n = unsafe { libc::write(fd.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
+        if n <= 0 {
+            if n == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+            {
+                continue;
+            }
+            return;
+        }
+        rest = &rest[n as usize..];
+    }
+}
+
+/// Reports a failure and exits with `status`.
 pub fn report_and_exit(report: BorrowedFd<'_>, status: u8, message: &str) -> ! {
-    let mut bytes = Vec::with_capacity(message.len() + 1);
-    bytes.push(status);
-    bytes.extend_from_slice(message.as_bytes());
-    unsafe {
-        libc::write(report.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
-        libc::_exit(status as libc::c_int)
+    let message = &message.as_bytes()[..message.len().min(60_000)];
+    let mut bytes = Vec::with_capacity(message.len() + 6);
+    bytes.extend_from_slice(&[FAILED, status]);
+    bytes.extend_from_slice(&(message.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(message);
+    write_all(report, &bytes);
+    unsafe { libc::_exit(status as libc::c_int) }
+}
+
+/// Reports the command's exit status (the sandbox is already empty).
+pub fn report_exit(report: BorrowedFd<'_>, status: u8) {
+    write_all(report, &[EXITED, status]);
+}
+
+impl Report {
+    /// Parses the records in `bytes`; an incomplete record at the end is ignored.
+    pub fn parse(bytes: &[u8]) -> Report {
+        let mut report = Report::default();
+        let mut rest = bytes;
+        loop {
+            match rest {
+                [EXITED, status, tail @ ..] => {
+                    report.exited = Some(*status as i32);
+                    rest = tail;
+                }
+                [FAILED, status, a, b, c, d, tail @ ..] => {
+                    let len = u32::from_le_bytes([*a, *b, *c, *d]) as usize;
+                    let Some(message) = tail.get(..len) else {
+                        return report;
+                    };
+                    report.failure.get_or_insert((
+                        *status as i32,
+                        String::from_utf8_lossy(message).into_owned(),
+                    ));
+                    rest = &tail[len..];
+                }
+                _ => return report,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_failure_then_exit_and_ignores_a_torn_tail() {
+        let mut bytes = vec![FAILED, 127, 3, 0, 0, 0];
+        bytes.extend_from_slice(b"abc");
+        bytes.extend_from_slice(&[EXITED, 127, FAILED, 1]);
+        let report = Report::parse(&bytes);
+        assert_eq!(report.failure, Some((127, "abc".to_string())));
+        assert_eq!(report.exited, Some(127));
+    }
+
+    #[test]
+    fn a_message_cut_short_is_not_reported() {
+        let report = Report::parse(&[FAILED, 125, 9, 0, 0, 0, b'x']);
+        assert_eq!(report, Report::default());
     }
 }

@@ -4,7 +4,6 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::time::Duration;
 
 /// Signals passed on to the sandboxed command when cordon receives them.
 const FORWARDED: [libc::c_int; 6] = [
@@ -88,32 +87,6 @@ impl SignalFd {
             signo: info.ssi_signo as libc::c_int,
             code: info.ssi_code,
         }))
-    }
-
-    /// Waits up to `timeout` (forever if `None`) for a signal.
-    pub fn next(&self, timeout: Option<Duration>) -> io::Result<Option<SignalInfo>> {
-        if let Some(info) = self.read()? {
-            return Ok(Some(info));
-        }
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = timeout.map_or(-1, |t| {
-            t.as_millis().min(i32::MAX as u128) as i32
-                + i32::from(t.subsec_nanos() % 1_000_000 != 0)
-        });
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n == -1 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(None)
-            } else {
-                Err(e)
-            };
-        }
-        self.read()
     }
 }
 

@@ -5,10 +5,11 @@
 
 use crate::command::Spawn;
 use crate::confine::{caps, landlock};
-use crate::launch::{Prepared, Terminal, decode_status};
-use crate::report::report_and_exit;
+use crate::launch::{Prepared, Terminal};
+use crate::report::{report_and_exit, report_exit};
 use crate::signals::{SignalFd, forwardable};
 use crate::terminal::{self, Pty};
+use crate::waiter::decode_status;
 use crate::{sys, view};
 use cordon_policy::NetMode;
 use std::io;
@@ -31,6 +32,7 @@ fn run(
 ) -> Result<i32, crate::SandboxError> {
     // Die with the launcher; if it died before this, `go` reads end-of-file below.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    set_process_title(b"cordon-supervisor");
     crate::tmark("sup-start");
     map_identity(prepared)
         .map_err(|e| crate::SandboxError::io("cannot map the user into the sandbox", e))?;
@@ -64,8 +66,56 @@ fn run(
         .start()
         .map_err(|e| crate::SandboxError::io("cannot start the command", e))?;
     crate::tmark("forked");
-    supervise(command_pid, &signals, pty.as_ref())
-        .map_err(|e| crate::SandboxError::io("supervising", e))
+    let status = supervise(command_pid, &signals, pty.as_ref())
+        .map_err(|e| crate::SandboxError::io("supervising", e))?;
+    empty_the_sandbox();
+    report_exit(report, status.clamp(0, 255) as u8);
+    Ok(status)
+}
+
+/// Replaces this process's command line (a copy of the launcher's, shown in
+/// /proc/PID/cmdline) with `title`: the command's arguments are the command's
+/// business, and this process may be seen exiting just after cordon returned.
+fn set_process_title(title: &[u8]) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let Some(after_name) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return;
+    };
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    // arg_start and arg_end are fields 48 and 49 of the whole line.
+    let (Some(Ok(start)), Some(Ok(end))) = (
+        fields.get(45).map(|f| f.parse::<usize>()),
+        fields.get(46).map(|f| f.parse::<usize>()),
+    ) else {
+        return;
+    };
+    if end <= start {
+        return;
+    }
+    // SAFETY: [start, end) is this process's own argument area, mapped and writable
+    // (the top of the initial stack); nothing reads it after Rust's startup copied it.
+    let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, end - start) };
+    area.fill(0);
+    let n = title.len().min(area.len() - 1);
+    area[..n].copy_from_slice(&title[..n]);
+}
+
+/// Kills and reaps every process left in the sandbox but this one, daemons
+/// included, so the launcher may return as soon as it has the status.
+fn empty_the_sandbox() {
+    loop {
+        // As PID 1, kill(-1) reaches every other process of the namespace.
+        unsafe { libc::kill(-1, libc::SIGKILL) };
+        let mut status = 0;
+        match unsafe { libc::waitpid(-1, &mut status, 0) } {
+            -1 if sys::errno() == libc::EINTR => continue,
+            -1 => return, // ECHILD: nobody left
+            _ => {}
+        }
+    }
 }
 
 /// Applies the confinement layers to the supervisor itself, which needs none of

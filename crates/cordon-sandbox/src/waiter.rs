@@ -1,0 +1,141 @@
+//! The launcher's wait for the sandbox: forwarding signals sent to cordon, reading
+//! the report pipe, and killing the whole sandbox (its PID 1) on timeout.
+//!
+//! The wait ends as soon as the supervisor reports the command's status: by then
+//! every process that ran sandboxed code has been killed and reaped, and only the
+//! supervisor is left, tearing down the namespaces on its way out (a few tenths of
+//! a millisecond nobody needs to wait for). When the sandbox has a cgroup, the
+//! wait goes on until the supervisor is reaped, so that the cgroup can be removed.
+
+use crate::error::SandboxError;
+use crate::report::Report;
+use crate::signals::{SignalFd, forwardable};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+pub enum Waited {
+    /// What the sandbox reported, and the supervisor's own status if it was reaped.
+    Ended {
+        report: Report,
+        supervisor: Option<i32>,
+    },
+    TimedOut(Duration),
+}
+
+pub struct Waiter<'a> {
+    pub supervisor: libc::pid_t,
+    pub signals: &'a SignalFd,
+    pub report: OwnedFd,
+    pub timeout: Option<Duration>,
+    /// Wait until the supervisor is reaped even after it reported.
+    pub until_reaped: bool,
+}
+
+impl Waiter<'_> {
+    pub fn wait(self) -> Result<Waited, SandboxError> {
+        let fail = |e: io::Error| SandboxError::io("waiting for the sandbox", e);
+        let deadline = self.timeout.map(|t| (Instant::now() + t, t));
+        let mut bytes = Vec::new();
+        let mut report_open = true;
+        loop {
+            if let Some(status) = try_reap(self.supervisor).map_err(fail)? {
+                if report_open {
+                    read_to_end(&self.report, &mut bytes);
+                }
+                return Ok(Waited::Ended {
+                    report: Report::parse(&bytes),
+                    supervisor: Some(status),
+                });
+            }
+            if !self.until_reaped && Report::parse(&bytes).exited.is_some() {
+                return Ok(Waited::Ended {
+                    report: Report::parse(&bytes),
+                    supervisor: None,
+                });
+            }
+            let wait_for = deadline.map(|(at, _)| at.saturating_duration_since(Instant::now()));
+            if let (Some(Duration::ZERO), Some((_, timeout))) = (wait_for, deadline) {
+                kill_and_reap(self.supervisor);
+                return Ok(Waited::TimedOut(timeout));
+            }
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.signals.as_fd().as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.report.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let count = if report_open { 2 } else { 1 };
+            let ms = wait_for.map_or(-1, |t| t.as_millis().clamp(1, i32::MAX as u128) as i32);
+            if unsafe { libc::poll(fds.as_mut_ptr(), count, ms) } == -1 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(fail(e));
+                }
+                continue;
+            }
+            if report_open && fds[1].revents != 0 {
+                report_open = read_some(&self.report, &mut bytes);
+            }
+            while let Some(info) = self.signals.read().map_err(fail)? {
+                if info.signo != libc::SIGCHLD && forwardable(&info) {
+                    unsafe { libc::kill(self.supervisor, info.signo) };
+                }
+            }
+        }
+    }
+}
+
+/// Reads what is available; false at end of file.
+fn read_some(fd: &OwnedFd, bytes: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 4096];
+    match rustix::io::read(fd, &mut buf) {
+        Ok(0) => false,
+        Ok(n) => {
+            bytes.extend_from_slice(&buf[..n]);
+            true
+        }
+        Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => true,
+        Err(_) => false,
+    }
+}
+
+/// After the supervisor is gone every writer is closed, so this ends.
+fn read_to_end(fd: &OwnedFd, bytes: &mut Vec<u8>) {
+    while read_some(fd, bytes) {}
+}
+
+/// Exit status of `pid` if it has ended, mapped to 128+N for a signal.
+fn try_reap(pid: libc::pid_t) -> io::Result<Option<i32>> {
+    let mut status = 0;
+    match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        _ => Ok(Some(decode_status(status))),
+    }
+}
+
+/// A wait status as an exit status: the code, or 128+N for signal N.
+pub fn decode_status(status: libc::c_int) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        125
+    }
+}
+
+pub fn kill_and_reap(pid: libc::pid_t) {
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+    }
+}
