@@ -173,11 +173,8 @@ pub fn run(
     degraded: Degraded,
 ) -> Result<Outcome, SandboxError> {
     let lock = WorkspaceLock::acquire(&policy.workspace);
-    crate::tmark("locked");
     let prepared = Prepared::new(policy, command, degraded)?;
-    crate::tmark("prepared");
     let result = run_prepared(policy, &prepared);
-    crate::tmark("ran");
     // Placeholders go only if no other sandbox is using this workspace.
     if lock.is_sole_user() {
         prepared.view.remove_placeholders();
@@ -214,7 +211,6 @@ fn run_prepared(policy: &Policy, prepared: &Prepared) -> Result<Outcome, Sandbox
     };
     drop(report_write);
     drop(go_read);
-    crate::tmark("cloned");
     let cgroup = match confine_in_cgroup(policy, prepared, supervisor_pid) {
         Ok(cgroup) => cgroup,
         Err(e) => {
@@ -234,7 +230,6 @@ fn run_prepared(policy: &Policy, prepared: &Prepared) -> Result<Outcome, Sandbox
         until_reaped: cgroup.is_some(),
     }
     .wait();
-    crate::tmark("waited");
     drop(cgroup);
     drop(saved_terminal);
     Ok(match waited? {

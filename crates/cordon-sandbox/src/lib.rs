@@ -25,18 +25,3 @@ mod workspace_lock;
 
 pub use error::SandboxError;
 pub use launch::{Command, Degraded, Outcome, Terminal, run};
-#[doc(hidden)]
-pub fn tmark(label: &str) {
-    if std::env::var_os("CORDON_T").is_some() {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        eprintln!(
-            "T {:.3} {} {label}",
-            (ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6) % 100000.0,
-            std::process::id()
-        );
-    }
-}

@@ -17,10 +17,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 pub(crate) fn main(prepared: &Prepared, report: OwnedFd, go: OwnedFd) -> ! {
     match run(prepared, report.as_fd(), go) {
-        Ok(status) => {
-            crate::tmark("sup-exit");
-            unsafe { libc::_exit(status) }
-        }
+        Ok(status) => unsafe { libc::_exit(status) },
         Err(e) => report_and_exit(report.as_fd(), 125, &e.to_string()),
     }
 }
@@ -32,12 +29,9 @@ fn run(
 ) -> Result<i32, crate::SandboxError> {
     // Die with the launcher; if it died before this, `go` reads end-of-file below.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    set_process_title(b"cordon-supervisor");
-    crate::tmark("sup-start");
     map_identity(prepared)
         .map_err(|e| crate::SandboxError::io("cannot map the user into the sandbox", e))?;
     view::build::enter(&prepared.view)?;
-    crate::tmark("view");
     let _ = rustix::system::sethostname(b"cordon");
     if prepared.net == NetMode::None {
         loopback_up()
@@ -51,7 +45,6 @@ fn run(
     } else {
         None
     };
-    crate::tmark("landlock");
     let pty = match prepared.terminal {
         Terminal::Pty => Some(
             Pty::open().map_err(|e| crate::SandboxError::io("cannot open a pseudo-terminal", e))?,
@@ -65,7 +58,8 @@ fn run(
     let command_pid = Spawn::new(prepared, pty.as_ref(), report)
         .start()
         .map_err(|e| crate::SandboxError::io("cannot start the command", e))?;
-    crate::tmark("forked");
+    // Done here, while the command runs, rather than on the way to starting it.
+    set_process_title(b"cordon-supervisor");
     let status = supervise(command_pid, &signals, pty.as_ref())
         .map_err(|e| crate::SandboxError::io("supervising", e))?;
     empty_the_sandbox();

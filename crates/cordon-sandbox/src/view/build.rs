@@ -55,9 +55,7 @@ fn rustix_err(path: impl AsRef<Path>) -> impl FnOnce(rustix::io::Errno) -> Sandb
 pub fn enter(plan: &ViewPlan) -> Result<(), SandboxError> {
     sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None).map_err(err("/"))?;
 
-    crate::tmark("v-private");
     let sources = clone_sources(plan)?;
-    crate::tmark("v-sources");
     let devices = DEVICES
         .iter()
         .map(|d| clone_tree(Path::new("/dev").join(d), false))
@@ -70,9 +68,7 @@ pub fn enter(plan: &ViewPlan) -> Result<(), SandboxError> {
         Mode::empty(),
     )
     .map_err(rustix_err("/"))?;
-    crate::tmark("v-devsrc");
     sys::mount_setattr_recursive(root.as_fd(), READ_ONLY, 0).map_err(err("/"))?;
-    crate::tmark("v-ro");
 
     let mut read_only_tmpfs = Vec::new();
     for (op, source) in plan.ops.iter().zip(sources) {
@@ -88,11 +84,8 @@ pub fn enter(plan: &ViewPlan) -> Result<(), SandboxError> {
         }
         apply(root.as_fd(), op, source)?;
     }
-    crate::tmark("v-ops");
     build_dev(root.as_fd(), &devices)?;
-    crate::tmark("v-dev");
     build_proc(root.as_fd())?;
-    crate::tmark("v-proc");
     for path in read_only_tmpfs {
         remount_read_only(root.as_fd(), &path)?;
     }

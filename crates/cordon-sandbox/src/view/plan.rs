@@ -166,11 +166,13 @@ impl Planner<'_> {
                 };
                 self.add(&rule.path, kind, is_dir);
             }
-            (Access::Read, _) if rule.kind == RuleKind::Protected => {
-                if parent_access == Access::Write {
-                    self.protect(&rule.path)?;
-                }
+            // A protected path below a read-only parent is read-only already.
+            (Access::Read, _)
+                if rule.kind == RuleKind::Protected && parent_access == Access::Write =>
+            {
+                self.protect(&rule.path)?;
             }
+            (Access::Read, _) if rule.kind == RuleKind::Protected => {}
             (Access::Read, true) if parent_access != Access::Read || hidden_parent => {
                 self.add(&rule.path, MountKind::Bind { writable: false }, is_dir);
             }

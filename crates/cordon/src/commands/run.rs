@@ -49,9 +49,7 @@ fn user_shell() -> PathBuf {
 }
 
 fn execute(options: &RunOptions, command: &Command) -> Result<u8, String> {
-    cordon_sandbox::tmark("main");
     let policy = resolve_policy(options)?;
-    cordon_sandbox::tmark("resolved");
     for warning in &policy.warnings {
         eprintln!("cordon: warning: {warning}");
     }
