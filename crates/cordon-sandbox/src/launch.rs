@@ -227,7 +227,10 @@ fn run_prepared(policy: &Policy, prepared: &Prepared) -> Result<Outcome, Sandbox
         signals: &signals,
         report: report_read,
         timeout: policy.timeout.as_ref().map(|t| t.value),
-        until_reaped: cgroup.is_some(),
+        // Placeholders are removed on the host after the run; while the supervisor
+        // still holds them mounted, each removal detaches a mount (an RCU grace
+        // period each), which costs more than waiting for its exit.
+        until_reaped: cgroup.is_some() || !prepared.view.placeholders.is_empty(),
     }
     .wait();
     drop(cgroup);

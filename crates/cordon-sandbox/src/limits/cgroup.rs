@@ -386,6 +386,15 @@ fn mkdir(path: &Path) -> io::Result<()> {
     fs::create_dir(path)
 }
 
+/// Creates `path` unless it already exists.
+fn ensure_dir(path: &Path) -> Result<(), LimitsError> {
+    match mkdir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(LimitsError::io("create", path, e)),
+    }
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 200
@@ -437,11 +446,7 @@ fn evacuate_into_leaf(dir: &Path) -> Result<(), LimitsError> {
         return Ok(());
     }
     let leaf = dir.join(HOST_LEAF);
-    match mkdir(&leaf) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(LimitsError::io("create", leaf, e)),
-    }
+    ensure_dir(&leaf)?;
     let leaf_procs = leaf.join("cgroup.procs");
     // New processes may appear while moving (a fork in flight): repeat.
     for _ in 0..20 {
@@ -503,11 +508,7 @@ impl SandboxCgroup {
         {
             // Root's case: <root>/cordon, created on first use.
             enable_controllers(grand, controllers, false)?;
-            match mkdir(parent) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(LimitsError::io("create", parent, e)),
-            }
+            ensure_dir(parent)?;
         }
         enable_controllers(parent, controllers, true)?;
         let dir = parent.join(name);
@@ -516,35 +517,9 @@ impl SandboxCgroup {
             v2: true,
             dirs: vec![dir.clone()],
         };
-        if controllers.contains(&Controller::Memory) {
-            if let Some(m) = &limits.memory {
-                write_checked(
-                    dir.join("memory.max"),
-                    &m.value.to_string(),
-                    "set memory.max in",
-                )?;
-                let swap = dir.join("memory.swap.max");
-                if swap.exists() {
-                    write_checked(swap, "0", "set memory.swap.max in")?;
-                }
-            }
-        }
-        if controllers.contains(&Controller::Pids) {
-            if let Some(p) = &limits.pids {
-                write_checked(
-                    dir.join("pids.max"),
-                    &p.value.to_string(),
-                    "set pids.max in",
-                )?;
-            }
-        }
-        if controllers.contains(&Controller::Cpu) {
-            if let Some(c) = &limits.cpus {
-                let value = match cpu_quota_us(c.value) {
-                    Some(q) => format!("{q} {CPU_PERIOD_US}"),
-                    None => format!("max {CPU_PERIOD_US}"),
-                };
-                write_checked(dir.join("cpu.max"), &value, "set cpu.max in")?;
+        for c in Controller::ALL {
+            if controllers.contains(&c) {
+                write_limit(&dir, c, limits, true)?;
             }
         }
         Ok(cg)
@@ -567,48 +542,7 @@ impl SandboxCgroup {
             let dir = parent.join(name);
             make_fresh(&dir)?;
             cg.dirs.push(dir.clone());
-            match controller {
-                Controller::Memory => {
-                    if let Some(m) = &limits.memory {
-                        let v = m.value.to_string();
-                        write_checked(
-                            dir.join("memory.limit_in_bytes"),
-                            &v,
-                            "set memory.limit_in_bytes in",
-                        )?;
-                        // memsw (memory + swap) must be >= the memory limit: set after it.
-                        let memsw = dir.join("memory.memsw.limit_in_bytes");
-                        if memsw.exists() {
-                            write_checked(memsw, &v, "set memory.memsw.limit_in_bytes in")?;
-                        }
-                    }
-                }
-                Controller::Pids => {
-                    if let Some(p) = &limits.pids {
-                        write_checked(
-                            dir.join("pids.max"),
-                            &p.value.to_string(),
-                            "set pids.max in",
-                        )?;
-                    }
-                }
-                Controller::Cpu => {
-                    if let Some(c) = &limits.cpus {
-                        if let Some(q) = cpu_quota_us(c.value) {
-                            write_checked(
-                                dir.join("cpu.cfs_period_us"),
-                                &CPU_PERIOD_US.to_string(),
-                                "set cpu.cfs_period_us in",
-                            )?;
-                            write_checked(
-                                dir.join("cpu.cfs_quota_us"),
-                                &q.to_string(),
-                                "set cpu.cfs_quota_us in",
-                            )?;
-                        }
-                    }
-                }
-            }
+            write_limit(&dir, *controller, limits, false)?;
         }
         Ok(cg)
     }
@@ -758,6 +692,76 @@ impl Drop for SandboxCgroup {
     fn drop(&mut self) {
         let _ = self.destroy();
     }
+}
+
+/// Writes `limits`' value for `controller` (if it has one) into the sandbox's cgroup
+/// `dir`: a cgroup v2 directory when `v2`, else one of the controller's v1 hierarchy.
+fn write_limit(
+    dir: &Path,
+    controller: Controller,
+    limits: &Limits,
+    v2: bool,
+) -> Result<(), LimitsError> {
+    match controller {
+        Controller::Memory => {
+            let Some(m) = &limits.memory else {
+                return Ok(());
+            };
+            let v = m.value.to_string();
+            if v2 {
+                write_checked(dir.join("memory.max"), &v, "set memory.max in")?;
+                let swap = dir.join("memory.swap.max");
+                if swap.exists() {
+                    write_checked(swap, "0", "set memory.swap.max in")?;
+                }
+            } else {
+                write_checked(
+                    dir.join("memory.limit_in_bytes"),
+                    &v,
+                    "set memory.limit_in_bytes in",
+                )?;
+                // memsw (memory + swap) must be >= the memory limit: set after it.
+                let memsw = dir.join("memory.memsw.limit_in_bytes");
+                if memsw.exists() {
+                    write_checked(memsw, &v, "set memory.memsw.limit_in_bytes in")?;
+                }
+            }
+        }
+        Controller::Pids => {
+            if let Some(p) = &limits.pids {
+                write_checked(
+                    dir.join("pids.max"),
+                    &p.value.to_string(),
+                    "set pids.max in",
+                )?;
+            }
+        }
+        Controller::Cpu => {
+            let Some(c) = &limits.cpus else {
+                return Ok(());
+            };
+            let quota = cpu_quota_us(c.value);
+            if v2 {
+                let value = match quota {
+                    Some(q) => format!("{q} {CPU_PERIOD_US}"),
+                    None => format!("max {CPU_PERIOD_US}"),
+                };
+                write_checked(dir.join("cpu.max"), &value, "set cpu.max in")?;
+            } else if let Some(q) = quota {
+                write_checked(
+                    dir.join("cpu.cfs_period_us"),
+                    &CPU_PERIOD_US.to_string(),
+                    "set cpu.cfs_period_us in",
+                )?;
+                write_checked(
+                    dir.join("cpu.cfs_quota_us"),
+                    &q.to_string(),
+                    "set cpu.cfs_quota_us in",
+                )?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Creates `dir`; a leftover one from a crashed run (same name, so the same pid)

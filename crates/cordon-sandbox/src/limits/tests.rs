@@ -83,6 +83,22 @@ fn signal(status: i32) -> Option<i32> {
     libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status))
 }
 
+/// A private anonymous read-write mapping of `size` bytes (`MAP_FAILED` if refused).
+fn map_anonymous(size: usize) -> *mut libc::c_void {
+    // SAFETY: a new mapping at an address of the kernel's choosing; nothing existing
+    // is touched.
+    unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    }
+}
+
 /// Forks up to `max` children that pause; returns how many forks succeeded.
 /// (The children die with the cgroup or when the test kills the group.)
 fn count_forks(max: i32) -> i32 {
@@ -286,19 +302,12 @@ fn cgroup_memory_limit_kills_a_hog() {
     };
     let child = Child::start(|| {
         const SIZE: usize = 256 << 20;
-        // SAFETY: map and touch memory in the child.
+        let p = map_anonymous(SIZE);
+        if p == libc::MAP_FAILED {
+            return 2;
+        }
+        // SAFETY: touch the memory just mapped, in the child.
         unsafe {
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                SIZE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            if p == libc::MAP_FAILED {
-                return 2;
-            }
             let mut i = 0;
             while i < SIZE {
                 *(p as *mut u8).add(i) = 1;
@@ -381,32 +390,15 @@ fn rlimit_data_refuses_a_big_allocation() {
         if apply_rlimits(&limits(Some(64 << 20), None, None)).is_err() {
             return 10;
         }
-        // SAFETY: mmap in the child; only its result matters.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                256 << 20,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p != libc::MAP_FAILED {
+        if map_anonymous(256 << 20) != libc::MAP_FAILED {
             return 11;
         }
         // A small one still works.
-        let q = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                8 << 20,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if q == libc::MAP_FAILED { 12 } else { 0 }
+        if map_anonymous(8 << 20) == libc::MAP_FAILED {
+            12
+        } else {
+            0
+        }
     });
     child.go();
     let (status, _) = child.wait(Duration::from_secs(10));

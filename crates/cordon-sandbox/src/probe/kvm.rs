@@ -291,6 +291,40 @@ mod x86 {
         }
     }
 
+    /// A new read-write mapping of `len` bytes (mmap(2) with `flags`, of `fd`);
+    /// `what` names it when that fails.
+    fn map(len: usize, flags: libc::c_int, fd: i32, what: &'static str) -> Result<Map, Step> {
+        // SAFETY: a new mapping at an address of the kernel's choosing.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                fd,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err((what, super::super::host::last_errno()));
+        }
+        Ok(Map(addr, len))
+    }
+
+    /// Sets the one-shot real-time timer to fire after `value` (a zero `value`
+    /// disarms it).
+    fn set_alarm(value: libc::timeval) {
+        let timer = libc::itimerval {
+            it_interval: libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            },
+            it_value: value,
+        };
+        // SAFETY: setitimer(2) with a valid itimerval.
+        unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) };
+    }
+
     extern "C" fn on_alarm(_: libc::c_int) {}
 
     type Step = (&'static str, i32);
@@ -314,18 +348,12 @@ mod x86 {
             let vm = Fd(check(libc::ioctl(kvm, KVM_CREATE_VM, 0), "KVM_CREATE_VM")?);
             // Harmless where unneeded; required on Intel for real mode.
             libc::ioctl(vm.0, KVM_SET_TSS_ADDR, 0xfffb_d000u64);
-            let mem = libc::mmap(
-                std::ptr::null_mut(),
+            let mem = map(
                 MEM,
-                libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
-                0,
-            );
-            if mem == libc::MAP_FAILED {
-                return Err(("mmap of guest memory", super::super::host::last_errno()));
-            }
-            let mem = Map(mem, MEM);
+                "mmap of guest memory",
+            )?;
             let base = mem.0 as *mut u8;
             // Page tables: PML4 at 0x1000 -> PDPT at 0x2000 -> PD at 0x3000 with
             // one 2 MiB page at 0 (present, writable, PS).
@@ -365,18 +393,7 @@ mod x86 {
                 libc::ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0),
                 "KVM_GET_VCPU_MMAP_SIZE",
             )? as usize;
-            let run = libc::mmap(
-                std::ptr::null_mut(),
-                run_size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                vcpu.0,
-                0,
-            );
-            if run == libc::MAP_FAILED {
-                return Err(("mmap of kvm_run", super::super::host::last_errno()));
-            }
-            let run = Map(run, run_size);
+            let run = map(run_size, libc::MAP_SHARED, vcpu.0, "mmap of kvm_run")?;
             // Long mode needs CPUID to advertise it.
             let mut cpuid: Box<Cpuid> = Box::new(Cpuid {
                 nent: CPUID_ENTRIES as u32,
@@ -443,18 +460,12 @@ mod x86 {
             sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
             libc::sigemptyset(&mut sa.sa_mask);
             libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
-            let timer = libc::itimerval {
-                it_interval: libc::timeval {
-                    tv_sec: 0,
-                    tv_usec: 0,
-                },
-                it_value: libc::timeval {
-                    tv_sec: budget.as_secs() as libc::time_t,
-                    tv_usec: budget.subsec_micros().max(1) as libc::suseconds_t,
-                },
+            let alarm = libc::timeval {
+                tv_sec: budget.as_secs() as libc::time_t,
+                tv_usec: budget.subsec_micros().max(1) as libc::suseconds_t,
             };
             let started = Instant::now();
-            libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut());
+            set_alarm(alarm);
             let exit_reason = (run.0 as *const u8).add(8) as *const u32;
             let mut done = None;
             for _ in 0..16 {
@@ -475,17 +486,10 @@ mod x86 {
                 }
             }
             let elapsed = started.elapsed();
-            let off = libc::itimerval {
-                it_interval: libc::timeval {
-                    tv_sec: 0,
-                    tv_usec: 0,
-                },
-                it_value: libc::timeval {
-                    tv_sec: 0,
-                    tv_usec: 0,
-                },
-            };
-            libc::setitimer(libc::ITIMER_REAL, &off, std::ptr::null_mut());
+            set_alarm(libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            });
             let done = match done {
                 Some(d) => d,
                 None => {

@@ -89,6 +89,10 @@ pub fn enter(plan: &ViewPlan) -> Result<(), SandboxError> {
     for path in read_only_tmpfs {
         remount_read_only(root.as_fd(), &path)?;
     }
+    // Closing a mount that was never attached tears it down at once (waiting for
+    // an RCU grace period); left open, it goes when the supervisor exits, after
+    // the command's status is reported.
+    std::mem::forget(empty);
     rustix::process::chdir("/").map_err(rustix_err("/"))
 }
 
@@ -163,8 +167,18 @@ fn set_attrs(tree: BorrowedFd<'_>, attrs: u64, path: impl AsRef<Path>) -> Result
     sys::mount_setattr_recursive(tree, attrs, 0).map_err(err(path))
 }
 
-/// Opens `path` (absolute, as in the view) below `root` without following symlinks.
+/// Opens `path` (absolute, as in the view) below `root` without following
+/// symlinks, as an O_PATH handle.
 fn open_in(root: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, SandboxError> {
+    open_beneath(root, path, OFlags::PATH)
+}
+
+/// Like [`open_in`], a directory opened for reading (to create entries in it).
+fn open_dir_in(root: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, SandboxError> {
+    open_beneath(root, path, OFlags::RDONLY | OFlags::DIRECTORY)
+}
+
+fn open_beneath(root: BorrowedFd<'_>, path: &Path, flags: OFlags) -> Result<OwnedFd, SandboxError> {
     let relative = path.strip_prefix("/").unwrap_or(path);
     let relative = if relative.as_os_str().is_empty() {
         Path::new(".")
@@ -174,7 +188,7 @@ fn open_in(root: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, SandboxError> {
     rfs::openat2(
         root,
         relative,
-        OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        flags | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::empty(),
         ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
     )
@@ -263,23 +277,6 @@ fn create_mount_point(root: BorrowedFd<'_>, path: &Path, is_dir: bool) -> Result
         existing = next;
     }
     Ok(())
-}
-
-fn open_dir_in(root: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, SandboxError> {
-    let relative = path.strip_prefix("/").unwrap_or(path);
-    let relative = if relative.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        relative
-    };
-    rfs::openat2(
-        root,
-        relative,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::empty(),
-        ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH,
-    )
-    .map_err(rustix_err(path))
 }
 
 fn mount_tmpfs(target: &std::ffi::CStr, options: &str, flags: libc::c_ulong) -> io::Result<()> {
