@@ -196,6 +196,21 @@ impl Layers {
         }
     }
 
+    /// A plain rule with `access` for each path of the config list `field`.
+    fn add_config_rules(
+        &mut self,
+        raws: &[String],
+        field: &str,
+        access: Access,
+        origin: &Origin,
+    ) -> Result<(), PolicyError> {
+        for raw in raws {
+            let p = self.config_path(raw, field, origin)?;
+            self.rules.push(plain(p, access, origin));
+        }
+        Ok(())
+    }
+
     fn set_env(&mut self, arg: &str, origin: &Origin, field: &str) -> Result<(), PolicyError> {
         let (name, value) = parse_env_arg(arg).map_err(|m| {
             value_err(
@@ -224,14 +239,8 @@ impl Layers {
         let origin = Origin::UserConfig {
             file: file.to_path_buf(),
         };
-        for raw in &c.allow_write {
-            let p = self.config_path(raw, "allow_write", &origin)?;
-            self.rules.push(plain(p, Access::Write, &origin));
-        }
-        for raw in &c.deny_read {
-            let p = self.config_path(raw, "deny_read", &origin)?;
-            self.rules.push(plain(p, Access::Deny, &origin));
-        }
+        self.add_config_rules(&c.allow_write, "allow_write", Access::Write, &origin)?;
+        self.add_config_rules(&c.deny_read, "deny_read", Access::Deny, &origin)?;
         for raw in &c.allow_read {
             let p = self.config_path(raw, "allow_read", &origin)?;
             self.rules.retain(|r| {
@@ -352,10 +361,7 @@ impl Layers {
         let origin = Origin::ProjectConfig {
             file: file.to_path_buf(),
         };
-        for raw in &c.deny_read {
-            let p = self.config_path(raw, "deny_read", &origin)?;
-            self.rules.push(plain(p, Access::Deny, &origin));
-        }
+        self.add_config_rules(&c.deny_read, "deny_read", Access::Deny, &origin)?;
         if c.read_only == Some(true) && self.read_only.is_none() {
             self.read_only = Some(origin.clone());
         }

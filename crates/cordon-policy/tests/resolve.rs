@@ -1,8 +1,8 @@
 //! End-to-end tests of `resolve` against real files in temporary directories.
 
 use cordon_policy::{
-    Access, Flags, Inputs, NetMode, Origin, PathRule, Policy, PolicyError, RuleKind, defaults,
-    resolve,
+    Access, Flags, Inputs, KNOWN_FIELDS, NetMode, Origin, PathRule, Policy, PolicyError, RuleKind,
+    defaults, resolve,
 };
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -75,6 +75,11 @@ impl Env {
         resolve(&self.inputs()).unwrap()
     }
 
+    /// Resolves expecting an error.
+    fn resolve_err(&self) -> PolicyError {
+        resolve(&self.inputs()).unwrap_err()
+    }
+
     fn resolve_with(&self, flags: Flags) -> Result<Policy, PolicyError> {
         let mut i = self.inputs();
         i.flags = flags;
@@ -98,6 +103,14 @@ fn find<'a>(p: &'a Policy, path: &Path, access: Access) -> Option<&'a PathRule> 
     p.rules
         .iter()
         .find(|r| r.path == path && r.access == access)
+}
+
+/// The origin of the rule for `path` with `access`, which must exist.
+fn origin<'a>(p: &'a Policy, path: &Path, access: Access) -> &'a Origin {
+    match find(p, path, access) {
+        Some(r) => &r.origin,
+        None => panic!("no {access:?} rule for {}", path.display()),
+    }
 }
 
 fn flag(name: &str) -> Origin {
@@ -242,7 +255,7 @@ fn variables_and_tilde_expand() {
 fn unknown_variable_is_an_error_naming_it_and_the_file() {
     let e = Env::new();
     e.user(r#"{"deny_read": ["${SECRETS}/x"]}"#);
-    let err = resolve(&e.inputs()).unwrap_err();
+    let err = e.resolve_err();
     let msg = err.to_string();
     assert!(msg.contains("${SECRETS}"), "{msg}");
     assert!(
@@ -263,7 +276,7 @@ fn unknown_variable_is_an_error_naming_it_and_the_file() {
 
     let e = Env::new();
     e.project(r#"{"deny_read": ["${X}"]}"#);
-    let msg = resolve(&e.inputs()).unwrap_err().to_string();
+    let msg = e.resolve_err().to_string();
     assert!(
         msg.contains(".cordon.json") && msg.contains("${X}"),
         "{msg}"
@@ -283,32 +296,24 @@ fn relative_paths_config_vs_flags() {
         })
         .unwrap();
     assert_eq!(
-        find(&p, &e.ws.join("out"), Access::Write).unwrap().origin,
-        e.user_origin()
+        origin(&p, &e.ws.join("out"), Access::Write),
+        &e.user_origin()
     );
     assert_eq!(
-        find(&p, &e.ws.join("private"), Access::Deny)
-            .unwrap()
-            .origin,
-        e.user_origin()
+        origin(&p, &e.ws.join("private"), Access::Deny),
+        &e.user_origin()
     );
     assert_eq!(
-        find(&p, &e.ws.join("secrets"), Access::Deny)
-            .unwrap()
-            .origin,
-        e.project_origin()
+        origin(&p, &e.ws.join("secrets"), Access::Deny),
+        &e.project_origin()
     );
     assert_eq!(
-        find(&p, &e.cwd.join("build"), Access::Write)
-            .unwrap()
-            .origin,
-        flag("--allow-write")
+        origin(&p, &e.cwd.join("build"), Access::Write),
+        &flag("--allow-write")
     );
     assert_eq!(
-        find(&p, &e.root.join("cwd-secret"), Access::Deny)
-            .unwrap()
-            .origin,
-        flag("--deny-read")
+        origin(&p, &e.root.join("cwd-secret"), Access::Deny),
+        &flag("--deny-read")
     );
     assert_eq!(p.access_for(&e.ws.join("secrets/key")), Access::Deny);
 }
@@ -366,7 +371,7 @@ fn missing_paths_resolve_lexically() {
 fn unknown_field_names_field_and_file() {
     let e = Env::new();
     e.project("{\n  \"alow_write\": [\"/\"]\n}\n");
-    let err = resolve(&e.inputs()).unwrap_err();
+    let err = e.resolve_err();
     let msg = err.to_string();
     assert!(
         msg.contains(&e.project_path().display().to_string()),
@@ -381,7 +386,7 @@ fn unknown_field_names_field_and_file() {
 
     let e = Env::new();
     e.user(r#"{"$schema": "x", "timout": 3}"#);
-    let msg = resolve(&e.inputs()).unwrap_err().to_string();
+    let msg = e.resolve_err().to_string();
     assert!(
         msg.contains(&e.user_config_path().display().to_string()),
         "{msg}"
@@ -396,7 +401,7 @@ fn unknown_field_names_field_and_file() {
 fn parse_errors_name_line_and_column() {
     let e = Env::new();
     e.user("{\n  \"net\": \"none\",\n  \"pids\": 10,,\n}");
-    let err = resolve(&e.inputs()).unwrap_err();
+    let err = e.resolve_err();
     match &err {
         PolicyError::Syntax {
             file, line, column, ..
@@ -410,7 +415,7 @@ fn parse_errors_name_line_and_column() {
 
     let e = Env::new();
     e.project("{\"pids\": \"many\"}");
-    let err = resolve(&e.inputs()).unwrap_err();
+    let err = e.resolve_err();
     assert!(
         matches!(err, PolicyError::Invalid { line: 1, .. }),
         "{err:?}"
@@ -470,24 +475,15 @@ fn config_file_locations() {
     // A directory where a config file should be is an error.
     let e = Env::new();
     fs::create_dir_all(e.user_config_path()).unwrap();
-    assert!(matches!(
-        resolve(&e.inputs()).unwrap_err(),
-        PolicyError::NotAFile { .. }
-    ));
+    assert!(matches!(e.resolve_err(), PolicyError::NotAFile { .. }));
     let e = Env::new();
     fs::create_dir(e.project_path()).unwrap();
-    assert!(matches!(
-        resolve(&e.inputs()).unwrap_err(),
-        PolicyError::NotAFile { .. }
-    ));
+    assert!(matches!(e.resolve_err(), PolicyError::NotAFile { .. }));
 
     // Too large.
     let e = Env::new();
     e.project(&" ".repeat(cordon_policy::MAX_CONFIG_BYTES as usize + 1));
-    assert!(matches!(
-        resolve(&e.inputs()).unwrap_err(),
-        PolicyError::TooLarge { .. }
-    ));
+    assert!(matches!(e.resolve_err(), PolicyError::TooLarge { .. }));
 }
 
 #[test]
@@ -616,18 +612,9 @@ fn project_tightening_fields_take_effect() {
         .unwrap();
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     let po = e.project_origin();
-    assert_eq!(
-        find(&p, &e.ws.join("secrets"), Access::Deny)
-            .unwrap()
-            .origin,
-        po
-    );
-    assert_eq!(
-        find(&p, Path::new("/opt/x"), Access::Deny).unwrap().origin,
-        po
-    );
-    let ws = find(&p, &e.ws, Access::Read).unwrap();
-    assert_eq!(ws.origin, po);
+    assert_eq!(origin(&p, &e.ws.join("secrets"), Access::Deny), &po);
+    assert_eq!(origin(&p, Path::new("/opt/x"), Access::Deny), &po);
+    assert_eq!(origin(&p, &e.ws, Access::Read), &po);
     assert!(find(&p, &e.ws, Access::Write).is_none());
     assert_eq!(p.access_for(&e.ws.join("src")), Access::Read);
     assert_eq!((p.net.value, &p.net.origin), (NetMode::None, &po));
@@ -692,10 +679,7 @@ fn read_only_wins_over_a_write_rule_on_the_workspace() {
             ..Flags::default()
         })
         .unwrap();
-    assert_eq!(
-        find(&p, &e.ws, Access::Read).unwrap().origin,
-        flag("--read-only")
-    );
+    assert_eq!(origin(&p, &e.ws, Access::Read), &flag("--read-only"));
     assert!(find(&p, &e.ws.join(".git/hooks"), Access::Read).is_some());
     assert_eq!(p.writable_roots().count(), 0);
     // A user config saying false is overridden by the flag.
@@ -744,72 +728,22 @@ fn flags_override_user_config() {
 #[test]
 fn bad_flag_values_are_errors_naming_the_flag() {
     let e = Env::new();
-    let cases: Vec<(Flags, &str)> = vec![
-        (
-            Flags {
-                memory: Some("lots".into()),
-                ..Flags::default()
-            },
-            "--memory",
-        ),
-        (
-            Flags {
-                memory: Some("0".into()),
-                ..Flags::default()
-            },
-            "--memory",
-        ),
-        (
-            Flags {
-                timeout: Some(-1.0),
-                ..Flags::default()
-            },
-            "--timeout",
-        ),
-        (
-            Flags {
-                timeout: Some(f64::NAN),
-                ..Flags::default()
-            },
-            "--timeout",
-        ),
-        (
-            Flags {
-                timeout: Some(f64::MAX),
-                ..Flags::default()
-            },
-            "--timeout",
-        ),
-        (
-            Flags {
-                pids: Some(0),
-                ..Flags::default()
-            },
-            "--pids",
-        ),
-        (
-            Flags {
-                cpus: Some(f64::INFINITY),
-                ..Flags::default()
-            },
-            "--cpus",
-        ),
-        (
-            Flags {
-                env: vec!["=x".into()],
-                ..Flags::default()
-            },
-            "--env",
-        ),
-        (
-            Flags {
-                deny_read: vec!["".into()],
-                ..Flags::default()
-            },
-            "--deny-read",
-        ),
+    // A flag's name, and how to set it to a bad value.
+    type Case = (&'static str, fn(&mut Flags));
+    let cases: [Case; 9] = [
+        ("--memory", |f| f.memory = Some("lots".into())),
+        ("--memory", |f| f.memory = Some("0".into())),
+        ("--timeout", |f| f.timeout = Some(-1.0)),
+        ("--timeout", |f| f.timeout = Some(f64::NAN)),
+        ("--timeout", |f| f.timeout = Some(f64::MAX)),
+        ("--pids", |f| f.pids = Some(0)),
+        ("--cpus", |f| f.cpus = Some(f64::INFINITY)),
+        ("--env", |f| f.env = vec!["=x".into()]),
+        ("--deny-read", |f| f.deny_read = vec!["".into()]),
     ];
-    for (flags, name) in cases {
+    for (name, set) in cases {
+        let mut flags = Flags::default();
+        set(&mut flags);
         let err = e.resolve_with(flags).unwrap_err();
         assert!(matches!(err, PolicyError::Value { .. }), "{err:?}");
         assert!(
@@ -843,7 +777,7 @@ fn env_layers() {
 
     let e = Env::new();
     e.user(r#"{"env": ["A B"]}"#);
-    let msg = resolve(&e.inputs()).unwrap_err().to_string();
+    let msg = e.resolve_err().to_string();
     assert!(
         msg.contains("user config") && msg.contains("\"env\""),
         "{msg}"
@@ -1018,7 +952,7 @@ fn workspace_errors() {
     // A workspace inside a denied path.
     let e = Env::new();
     e.project(r#"{"deny_read": ["."]}"#);
-    let msg = resolve(&e.inputs()).unwrap_err().to_string();
+    let msg = e.resolve_err().to_string();
     assert!(msg.contains("hidden by the rule"), "{msg}");
 
     // Relative environment paths.
@@ -1049,24 +983,15 @@ impl Rng {
     }
 }
 
-const KEYS: &[&str] = &[
-    "allow_write",
-    "allow_read",
-    "deny_read",
-    "read_only",
-    "unprotect",
-    "env",
-    "net",
-    "timeout",
-    "memory",
-    "pids",
-    "cpus",
-    "nested_userns",
-    "unix_sockets",
-    "$schema",
-    "bogus",
-    "",
-];
+/// A key for a random config: a known field, `$schema`, or one that is no field.
+fn random_key(rng: &mut Rng) -> &'static str {
+    let keys: Vec<&str> = KNOWN_FIELDS
+        .iter()
+        .copied()
+        .chain(["$schema", "bogus", ""])
+        .collect();
+    rng.pick(&keys)
+}
 
 const ATOMS: &[&str] = &[
     "\"\"",
@@ -1122,7 +1047,7 @@ fn random_value(rng: &mut Rng, depth: usize) -> String {
 fn random_object(rng: &mut Rng, depth: usize) -> String {
     let n = rng.below(5);
     let fields: Vec<String> = (0..n)
-        .map(|_| format!("\"{}\": {}", rng.pick(KEYS), random_value(rng, depth)))
+        .map(|_| format!("\"{}\": {}", random_key(rng), random_value(rng, depth)))
         .collect();
     format!("{{{}}}", fields.join(","))
 }

@@ -102,7 +102,7 @@ impl Prepared {
             });
         }
         crate::limits::validate(&policy.limits).map_err(|e| SandboxError::Limits(e.to_string()))?;
-        let limits_mechanism = choose_limits_mechanism(&policy.limits);
+        let limits_mechanism = limits_mechanism(&policy.limits);
         let env = build_env(policy);
         let path_dirs = env
             .iter()
@@ -149,7 +149,7 @@ impl Prepared {
 /// default (a process count) goes to an rlimit. Moving a process into a cgroup
 /// waits for an RCU grace period on cgroup v1 (about 5 ms here), too much to pay
 /// on every run for a default nobody chose.
-fn choose_limits_mechanism(limits: &cordon_policy::Limits) -> crate::limits::Mechanism {
+pub fn limits_mechanism(limits: &cordon_policy::Limits) -> crate::limits::Mechanism {
     let explicit = |origin: &cordon_policy::Origin| *origin != cordon_policy::Origin::Default;
     let chosen = cordon_policy::Limits {
         memory: limits.memory.clone().filter(|l| explicit(&l.origin)),

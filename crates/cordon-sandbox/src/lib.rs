@@ -24,4 +24,4 @@ mod waiter;
 mod workspace_lock;
 
 pub use error::SandboxError;
-pub use launch::{Command, Degraded, Outcome, Terminal, run};
+pub use launch::{Command, Degraded, Outcome, Terminal, limits_mechanism, run};

@@ -208,6 +208,11 @@ fn supervise(command: libc::pid_t, signals: &SignalFd, pty: Option<&Pty>) -> io:
             }
             if stdin_open && fds[2].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
                 stdin_open = terminal::pump(libc::STDIN_FILENO, pty.master.as_raw_fd());
+                if !stdin_open {
+                    // cordon's terminal is gone: hang up the sandbox's session, as a
+                    // terminal emulator does when its window closes.
+                    unsafe { libc::kill(-command, libc::SIGHUP) };
+                }
             }
         }
         while let Some(info) = signals.read()? {
@@ -218,6 +223,11 @@ fn supervise(command: libc::pid_t, signals: &SignalFd, pty: Option<&Pty>) -> io:
                         pty.copy_window_size();
                     }
                 }
+                // With a pty the command leads a session of its own that no
+                // terminal signal reaches: pass every signal to its process group.
+                signo if pty.is_some() => unsafe {
+                    libc::kill(-command, signo);
+                },
                 signo if forwardable(&info) => unsafe {
                     libc::kill(command, signo);
                 },

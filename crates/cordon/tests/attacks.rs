@@ -106,7 +106,8 @@ fn udp_received(s: &UdpSocket, wait: Duration) -> usize {
     count_accepts(|| s.recv_from(&mut buf).map(|_| ()), wait)
 }
 
-/// Removes a path when dropped (sockets the test created outside its fixture).
+/// Removes a file when dropped, also when the test panics (what the test or an escape
+/// may leave outside the fixture).
 struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
@@ -142,6 +143,28 @@ fn assert_host_connects(fx: &Fixture, targets: &[String]) {
     }
 }
 
+/// The host's own connections to `targets` reach the unix listener `l` (`control` of
+/// them); the sandbox's reach it not at all.
+fn assert_unix_listener_unreachable(
+    fx: &Fixture,
+    l: &UnixListener,
+    targets: &[String],
+    control: usize,
+) {
+    assert_host_connects(fx, targets);
+    assert_eq!(
+        unix_accepts(l, Duration::from_millis(500)),
+        control,
+        "control connections not seen"
+    );
+    assert_sandbox_cannot_connect(fx, &[], targets);
+    assert_eq!(
+        unix_accepts(l, Duration::from_millis(300)),
+        0,
+        "the host listener accepted a connection from the sandbox"
+    );
+}
+
 /// Inside cordon (with `opts`), every connection attempt fails.
 fn assert_sandbox_cannot_connect(fx: &Fixture, opts: &[&str], targets: &[String]) -> Output {
     let args: Vec<&str> = targets.iter().map(String::as_str).collect();
@@ -153,21 +176,51 @@ fn assert_sandbox_cannot_connect(fx: &Fixture, opts: &[&str], targets: &[String]
     out
 }
 
-/// Starts `python3 -c 'sleep 60' TOKEN` on the host as the fixture's user.
-fn host_sleeper(fx: &Fixture, token: &str) -> Child {
-    let mut cmd = fx.host_cmd(&["python3", "-c", "import time; time.sleep(60)", token]);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let child = cmd.spawn().expect("spawn the host sleeper");
-    let found = wait_present(token, Duration::from_secs(5));
+/// Starts `python3 -c 'sleep 60' TOKEN` on the host as the fixture's user, with a
+/// fresh TOKEN; returns the process and the token.
+fn host_sleeper(fx: &Fixture) -> (Child, String) {
+    let token = format!("CRDNPROC{}", random_hex(6));
+    let cmd = fx.host_cmd(&["python3", "-c", "import time; time.sleep(60)", &token]);
+    let child = spawn_quiet(cmd);
+    let found = wait_present(&token, Duration::from_secs(5));
     assert!(!found.is_empty(), "host sleeper did not start");
-    child
+    (child, token)
 }
 
 fn stop(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Stops a host sleeper the sandbox went for, then asserts that it was still asleep
+/// or running until then; `what` says what any other state would mean.
+fn stop_asserting_untouched(child: Child, what: &str) {
+    let state = proc_state(child.id());
+    stop(child);
+    assert!(
+        matches!(state, Some('S') | Some('R')),
+        "{what}: state {state:?}"
+    );
+}
+
+/// Snapshots of what the write attacks aim at outside the workspace: `outside/file`,
+/// `outside/` and `~/.bashrc`.
+fn snapshot_write_targets(fx: &Fixture) -> Vec<Snapshot> {
+    snapshots(&[
+        &fx.outside.join("file"),
+        &fx.outside,
+        &fx.home.join(".bashrc"),
+    ])
+}
+
+/// Kills the host processes left with any of `args` as an argument; returns them.
+fn kill_leftovers(args: &[String]) -> Vec<(u32, Vec<String>)> {
+    let mut left = Vec::new();
+    for a in args {
+        left.extend(procs_with_arg(a));
+    }
+    kill_all(&left);
+    left
 }
 
 /// The entries of a directory, sorted.
@@ -281,9 +334,11 @@ fn shadow_lines() -> Vec<String> {
 #[test]
 fn write_home_file() {
     for_each_user("write_home_file", |fx| {
-        let bashrc = fx.home.join(".bashrc");
-        let notes = fx.home.join("notes.txt");
-        let (b_rc, b_notes, b_home) = (snapshot(&bashrc), snapshot(&notes), snapshot(&fx.home));
+        let before = snapshots(&[
+            &fx.home.join(".bashrc"),
+            &fx.home.join("notes.txt"),
+            &fx.home,
+        ]);
         let out = fx.sh(
             "echo pwned >> ~/.bashrc; echo pwned > ~/.bashrc; touch ~/.bashrc; \
              chmod 777 ~/.bashrc; echo pwned > ~/new-file; mkdir ~/new-dir; \
@@ -292,9 +347,7 @@ fn write_home_file() {
         );
         out.assert_stdout_contains("plain-home-file")
             .assert_stdout_contains("script-done");
-        assert_unchanged(&bashrc, &b_rc);
-        assert_unchanged(&notes, &b_notes);
-        assert_unchanged(&fx.home, &b_home);
+        assert_all_unchanged(&before);
         // Control: without cordon the user can write there.
         fx.host_sh("echo ok > ~/control").assert_success();
         assert!(fx.home.join("control").exists());
@@ -304,8 +357,7 @@ fn write_home_file() {
 #[test]
 fn write_outside_dir() {
     for_each_user("write_outside_dir", |fx| {
-        let file = fx.outside.join("file");
-        let (b_file, b_dir) = (snapshot(&file), snapshot(&fx.outside));
+        let before = snapshots(&[&fx.outside.join("file"), &fx.outside]);
         let o = fx.outside.display();
         let out = fx.sh(&format!(
             "echo pwned >> {o}/file; echo pwned > {o}/file; echo new > {o}/new; \
@@ -314,8 +366,7 @@ fn write_outside_dir() {
         ));
         out.assert_stdout_contains("outside-original")
             .assert_stdout_contains("script-done");
-        assert_unchanged(&file, &b_file);
-        assert_unchanged(&fx.outside, &b_dir);
+        assert_all_unchanged(&before);
         fx.host_sh(&format!("echo ok > {o}/control"))
             .assert_success();
         assert!(fx.outside.join("control").exists());
@@ -333,9 +384,7 @@ fn write_new_file_in_etc() {
             let _ = fs::remove_file(format!("{name}.control"));
             let _ = fs::remove_file("/usr/bin/cordon-test-pwn");
         });
-        let hosts = Path::new("/etc/hosts");
-        let passwd = Path::new("/etc/passwd");
-        let (b_hosts, b_passwd) = (snapshot(hosts), snapshot(passwd));
+        let before = snapshots(&["/etc/hosts", "/etc/passwd"]);
         let out = fx.sh(&format!(
             "echo pwned > {name}; mkdir {name}.d; touch /etc/hosts /etc/passwd; \
              echo pwned > /usr/bin/cordon-test-pwn; echo script-done"
@@ -344,8 +393,7 @@ fn write_new_file_in_etc() {
         assert_not_exists(Path::new(&name));
         assert_not_exists(Path::new(&format!("{name}.d")));
         assert_not_exists(Path::new("/usr/bin/cordon-test-pwn"));
-        assert_unchanged(hosts, &b_hosts);
-        assert_unchanged(passwd, &b_passwd);
+        assert_all_unchanged(&before);
         if fx.user.is_root() {
             // Control: root could write /etc without cordon.
             let ctl = format!("{name}.control");
@@ -359,9 +407,7 @@ fn write_new_file_in_etc() {
 fn write_via_dotdot() {
     for_each_user("write_via_dotdot", |fx| {
         fx.mkdir(&fx.work.join("sub"));
-        let file = fx.outside.join("file");
-        let bashrc = fx.home.join(".bashrc");
-        let (b_file, b_out, b_rc) = (snapshot(&file), snapshot(&fx.outside), snapshot(&bashrc));
+        let before = snapshot_write_targets(fx);
         let w = fx.work.display();
         let out = fx.sh(&format!(
             "cd sub && echo pwned > ../../outside/file; echo pwned > ../../outside/new; \
@@ -370,9 +416,7 @@ fn write_via_dotdot() {
         ));
         out.assert_stdout_contains("outside-original")
             .assert_stdout_contains("script-done");
-        assert_unchanged(&file, &b_file);
-        assert_unchanged(&fx.outside, &b_out);
-        assert_unchanged(&bashrc, &b_rc);
+        assert_all_unchanged(&before);
     });
 }
 
@@ -381,16 +425,12 @@ fn write_via_symlink_made_before_the_run() {
     for_each_user("write_via_symlink_made_before_the_run", |fx| {
         let etc_name = format!("cordon-test-{}", random_hex(6));
         let etc_path = Path::new("/etc").join(&etc_name);
-        let _cleanup = Defer(|| {
-            let _ = fs::remove_file(&etc_path);
-        });
+        let _cleanup = RemoveOnDrop(etc_path.clone());
         fx.symlink(&fx.outside.join("file"), &fx.work.join("to-file"));
         fx.symlink(Path::new("../outside"), &fx.work.join("to-dir"));
         fx.symlink(&fx.home, &fx.work.join("to-home"));
         fx.symlink(Path::new("/etc"), &fx.work.join("to-etc"));
-        let file = fx.outside.join("file");
-        let bashrc = fx.home.join(".bashrc");
-        let (b_file, b_out, b_rc) = (snapshot(&file), snapshot(&fx.outside), snapshot(&bashrc));
+        let before = snapshot_write_targets(fx);
         let out = fx.sh(&format!(
             "echo pwned > to-file; echo pwned >> to-file; echo pwned > to-dir/new; \
              echo pwned > to-home/.bashrc; echo pwned > to-etc/{etc_name}; \
@@ -398,9 +438,7 @@ fn write_via_symlink_made_before_the_run() {
         ));
         out.assert_stdout_contains("outside-original")
             .assert_stdout_contains("script-done");
-        assert_unchanged(&file, &b_file);
-        assert_unchanged(&fx.outside, &b_out);
-        assert_unchanged(&bashrc, &b_rc);
+        assert_all_unchanged(&before);
         assert_not_exists(&etc_path);
         // Control: without cordon, the link does lead outside.
         fx.host_sh("echo ok > to-dir/control").assert_success();
@@ -413,18 +451,12 @@ fn write_via_symlink_made_inside() {
     for_each_user("write_via_symlink_made_inside", |fx| {
         let etc_name = format!("cordon-test-{}", random_hex(6));
         let etc_path = Path::new("/etc").join(&etc_name);
-        let _cleanup = Defer(|| {
-            let _ = fs::remove_file(&etc_path);
-        });
-        let file = fx.outside.join("file");
-        let bashrc = fx.home.join(".bashrc");
-        let (b_file, b_out, b_rc) = (snapshot(&file), snapshot(&fx.outside), snapshot(&bashrc));
+        let _cleanup = RemoveOnDrop(etc_path.clone());
+        let before = snapshot_write_targets(fx);
         let o = fx.outside.display();
         // A link in the sandbox's private /tmp (on the host only if that were broken).
         let tmp_link = format!("/tmp/cordon-test-l5-{}", random_hex(6));
-        let _cleanup_tmp = Defer(|| {
-            let _ = fs::remove_file(&tmp_link);
-        });
+        let _cleanup_tmp = RemoveOnDrop(PathBuf::from(&tmp_link));
         let out = fx.sh(&format!(
             "ln -s ../outside/file l1; echo pwned > l1; echo pwned >> l1; \
              ln -s {o} l2; echo pwned > l2/new; \
@@ -436,9 +468,7 @@ fn write_via_symlink_made_inside() {
         ));
         out.assert_stdout_contains("outside-original")
             .assert_stdout_contains("script-done");
-        assert_unchanged(&file, &b_file);
-        assert_unchanged(&fx.outside, &b_out);
-        assert_unchanged(&bashrc, &b_rc);
+        assert_all_unchanged(&before);
         assert_not_exists(&etc_path);
     });
 }
@@ -446,15 +476,12 @@ fn write_via_symlink_made_inside() {
 #[test]
 fn write_via_hard_link() {
     for_each_user("write_via_hard_link", |fx| {
-        let file = fx.outside.join("file");
-        let bashrc = fx.home.join(".bashrc");
-        let (b_file, b_rc) = (snapshot(&file), snapshot(&bashrc));
+        let before = snapshots(&[&fx.outside.join("file"), &fx.home.join(".bashrc")]);
         let out = fx.sh("ln ../outside/file hl1 && echo pwned >> hl1; \
              ln ~/.bashrc hl2 && echo pwned >> hl2; \
              cp -l ../outside/file hl4 && echo pwned >> hl4; echo script-done");
         out.assert_stdout_contains("script-done");
-        assert_unchanged(&file, &b_file);
-        assert_unchanged(&bashrc, &b_rc);
+        assert_all_unchanged(&before);
         // Control: without cordon, the user can hard-link the outside file into the
         // workspace (same file system), so the attack is real.
         fx.host_sh("ln ../outside/file control-link && rm control-link")
@@ -540,9 +567,7 @@ fn read_secret_via_symlink_made_before_the_run() {
 fn read_secret_via_symlink_made_inside() {
     for_each_user("read_secret_via_symlink_made_inside", |fx| {
         let tmp_link = format!("/tmp/cordon-test-g-{}", random_hex(6));
-        let _cleanup_tmp = Defer(|| {
-            let _ = fs::remove_file(&tmp_link);
-        });
+        let _cleanup_tmp = RemoveOnDrop(PathBuf::from(&tmp_link));
         let out = fx.sh(&format!(
             "ln -s ../home/.ssh/id_rsa k1; cat k1; ln -s \"$HOME\" h; cat h/.ssh/id_rsa h/.netrc; \
              ln -s / r; cat r\"$HOME\"/.aws/credentials; ln -s \"$HOME/.gnupg\" {tmp_link}; \
@@ -657,12 +682,10 @@ fn protected_attack_script(fx: &Fixture) -> String {
 fn protected_paths_that_exist_stay_unchanged() {
     for_each_user("protected_paths_that_exist_stay_unchanged", |fx| {
         let paths = make_protected_files(fx);
-        let before: Vec<Snapshot> = paths.iter().map(|p| snapshot(p)).collect();
+        let before = snapshots(&paths);
         let out = fx.sh(&protected_attack_script(fx));
         out.assert_stdout_contains("script-done");
-        for (p, b) in paths.iter().zip(&before) {
-            assert_unchanged(p, b);
-        }
+        assert_all_unchanged(&before);
         assert_no_runnable_hook(fx);
         assert_hook_detection_works(fx);
     });
@@ -736,7 +759,7 @@ fn protected_mkdir_git_hooks_inside_leaves_no_hook() {
 fn protected_rename_parent_away_when_it_exists() {
     for_each_user("protected_rename_parent_away_when_it_exists", |fx| {
         let paths = make_protected_files(fx);
-        let before: Vec<Snapshot> = paths.iter().map(|p| snapshot(p)).collect();
+        let before = snapshots(&paths);
         let hook = hook_script(fx);
         let out = fx.sh(&format!(
             "mv .git g2 && mkdir -p .git/hooks && printf '%s' '{hook}' > .git/hooks/pre-commit \
@@ -751,9 +774,7 @@ fn protected_rename_parent_away_when_it_exists() {
              ls -la; echo script-done"
         ));
         out.assert_stdout_contains("script-done");
-        for (p, b) in paths.iter().zip(&before) {
-            assert_unchanged(p, b);
-        }
+        assert_all_unchanged(&before);
         for moved in ["g2", "p2", "v2", "i2", "c2.json", ".git/h2", ".git/c2"] {
             assert_not_exists(&fx.work.join(moved));
         }
@@ -805,18 +826,7 @@ fn host_unix_socket_in_home_unreachable() {
         let path = fx.home.join("agent.sock");
         let l = unix_listener(fx, &path);
         let targets = vec![format!("unix:{}", path.display())];
-        assert_host_connects(fx, &targets);
-        assert_eq!(
-            unix_accepts(&l, Duration::from_millis(500)),
-            1,
-            "control connection not seen"
-        );
-        assert_sandbox_cannot_connect(fx, &[], &targets);
-        assert_eq!(
-            unix_accepts(&l, Duration::from_millis(300)),
-            0,
-            "the host listener accepted a connection from the sandbox"
-        );
+        assert_unix_listener_unreachable(fx, &l, &targets, 1);
     });
 }
 
@@ -842,18 +852,7 @@ fn host_unix_socket_in_run_unreachable() {
             format!("unix:{}", path.display()),
             format!("unix:{}", via_var_run.display()),
         ];
-        assert_host_connects(fx, &targets);
-        assert_eq!(
-            unix_accepts(&l, Duration::from_millis(500)),
-            2,
-            "control connections not seen"
-        );
-        assert_sandbox_cannot_connect(fx, &[], &targets);
-        assert_eq!(
-            unix_accepts(&l, Duration::from_millis(300)),
-            0,
-            "the host listener accepted a connection from the sandbox"
-        );
+        assert_unix_listener_unreachable(fx, &l, &targets, 2);
         let ls = fx.sh("ls -la /run /var/run/ /run/user; find /run /var/run/ | head -50");
         ls.assert_not_printed(&name);
     });
@@ -865,18 +864,7 @@ fn host_abstract_unix_socket_unreachable() {
         let name = format!("cordon-test-{}", random_hex(6));
         let l = abstract_listener(&name);
         let targets = vec![format!("abstract:{name}")];
-        assert_host_connects(fx, &targets);
-        assert_eq!(
-            unix_accepts(&l, Duration::from_millis(500)),
-            1,
-            "control connection not seen"
-        );
-        assert_sandbox_cannot_connect(fx, &[], &targets);
-        assert_eq!(
-            unix_accepts(&l, Duration::from_millis(300)),
-            0,
-            "the host listener accepted a connection from the sandbox"
-        );
+        assert_unix_listener_unreachable(fx, &l, &targets, 1);
         fx.sh("cat /proc/net/unix").assert_not_printed(&name);
     });
 }
@@ -1096,8 +1084,7 @@ fn tiocsti_injection_refused() {
 #[test]
 fn host_processes_invisible_and_unsignalable() {
     for_each_user("host_processes_invisible_and_unsignalable", |fx| {
-        let token = format!("CRDNPROC{}", random_hex(6));
-        let child = host_sleeper(fx, &token);
+        let (child, token) = host_sleeper(fx);
         let pid = child.id();
         // Control: without cordon the user sees and may signal it.
         fx.host_sh(&format!(
@@ -1113,20 +1100,14 @@ fn host_processes_invisible_and_unsignalable() {
         out.assert_stdout_contains("script-done");
         out.assert_not_printed(&token);
         out.assert_not_printed("SIGNAL-42-DELIVERED");
-        let state = proc_state(pid);
-        stop(child);
-        assert!(
-            matches!(state, Some('S') | Some('R')),
-            "the host process was signalled from the sandbox: state {state:?}"
-        );
+        stop_asserting_untouched(child, "the host process was signalled from the sandbox");
     });
 }
 
 #[test]
 fn ptrace_refused() {
     for_each_user("ptrace_refused", |fx| {
-        let token = format!("CRDNPROC{}", random_hex(6));
-        let child = host_sleeper(fx, &token);
+        let (child, _token) = host_sleeper(fx);
         let pid = child.id();
         let script = format!(
             "{PY_SYSCALL}
@@ -1153,12 +1134,7 @@ sc('process_vm_readv_init', 310, 1, ctypes.addressof(local), 1, ctypes.addressof
             .assert_stdout_contains("ptrace_attach_init rc=-1")
             .assert_stdout_contains("ptrace_seize_init rc=-1")
             .assert_stdout_contains("process_vm_readv_init rc=-1");
-        let state = proc_state(pid);
-        stop(child);
-        assert!(
-            matches!(state, Some('S') | Some('R')),
-            "the host process is being traced: state {state:?}"
-        );
+        stop_asserting_untouched(child, "the host process is being traced");
     });
 }
 
@@ -1259,9 +1235,7 @@ fn setuid_binary_gives_no_root() {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         let bin = dir.join("id");
         // A setuid-root binary must not outlive the test, even in a kept fixture.
-        let _cleanup = Defer(|| {
-            let _ = fs::remove_file(&bin);
-        });
+        let _cleanup = RemoveOnDrop(bin.clone());
         fs::copy("/usr/bin/id", &bin).unwrap();
         std::os::unix::fs::chown(&bin, Some(0), Some(0)).unwrap();
         fs::set_permissions(&bin, fs::Permissions::from_mode(0o4755)).unwrap();
@@ -1416,7 +1390,7 @@ fn environment_secrets_not_passed() {
         let secret = format!("{}-env", fx.marker);
         let script = "env; for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f; done; \
                       cat /proc/1/environ; echo script-done";
-        let mut cmd = fx.cordon_cmd(&["run", "--", "sh", "-c", script]);
+        let mut cmd = fx.sh_cmd(script);
         cmd.env("API_KEY", &secret)
             .env("AWS_SECRET_ACCESS_KEY", &secret)
             .env("GITHUB_TOKEN", &secret)
@@ -1426,7 +1400,7 @@ fn environment_secrets_not_passed() {
         assert_absent(&out, &secret);
         out.assert_not_printed("SSH_AUTH_SOCK");
         // Control: the same variable does pass when the user asks for it.
-        let mut cmd = fx.cordon_cmd(&["run", "--env", "API_KEY", "--", "sh", "-c", "env"]);
+        let mut cmd = fx.sh_cmd_with(&["--env", "API_KEY"], "env");
         cmd.env("API_KEY", &secret);
         run_cmd(cmd, None, RUN_DEADLINE).assert_stdout_contains(&format!("API_KEY={secret}"));
     });
@@ -1541,13 +1515,12 @@ fn daemonized_orphans_die_with_cordon() {
             format!("{n}.75"),
         ];
         // Control: the scan finds such a process on the host.
-        let mut ctl = Command::new("sleep").arg(format!("{n}.9")).spawn().unwrap();
+        let ctl = Command::new("sleep").arg(format!("{n}.9")).spawn().unwrap();
         assert!(
             !wait_present(&format!("{n}.9"), Duration::from_secs(5)).is_empty(),
             "control: scan failed"
         );
-        let _ = ctl.kill();
-        let _ = ctl.wait();
+        stop(ctl);
         let out = fx.sh(&format!(
             "setsid sleep {} >/dev/null 2>&1 & \
              nohup sleep {} >/dev/null 2>&1 & \
@@ -1556,11 +1529,7 @@ fn daemonized_orphans_die_with_cordon() {
              sleep 0.2; exit 0",
             args[0], args[1], args[2], args[3]
         ));
-        let mut left = Vec::new();
-        for a in &args {
-            left.extend(procs_with_arg(a));
-        }
-        kill_all(&left);
+        let left = kill_leftovers(&args);
         out.assert_success();
         assert!(
             left.is_empty(),
@@ -1574,23 +1543,13 @@ fn sigkill_of_cordon_kills_the_sandbox() {
     for_each_user("sigkill_of_cordon_kills_the_sandbox", |fx| {
         let n = random_u32(1_000_000, 8_000_000);
         let (a, b) = (format!("{n}"), format!("{n}.5"));
-        let mut cmd = fx.cordon_cmd(&[
-            "run",
-            "--",
-            "sh",
-            "-c",
-            &format!("setsid sleep {b} >/dev/null 2>&1 & sleep {a}"),
-        ]);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().unwrap();
+        let mut child =
+            spawn_quiet(fx.sh_cmd(&format!("setsid sleep {b} >/dev/null 2>&1 & sleep {a}")));
         // Control: the sandbox's processes are there before the kill.
         let present_a = wait_present(&a, Duration::from_secs(10));
         let present_b = wait_present(&b, Duration::from_secs(5));
         if present_a.is_empty() || present_b.is_empty() {
-            let _ = child.kill();
-            let _ = child.wait();
+            stop(child);
             panic!("the sandbox's processes never appeared: {present_a:?} {present_b:?}");
         }
         unsafe {
@@ -1619,11 +1578,7 @@ fn timeout_kills_the_whole_tree() {
                 args[0], args[1], args[2]
             ),
         );
-        let mut left = Vec::new();
-        for a in &args {
-            left.extend(procs_with_arg(a));
-        }
-        kill_all(&left);
+        let left = kill_leftovers(&args);
         out.assert_status(124);
         assert!(
             out.elapsed < Duration::from_secs(10),
@@ -1721,13 +1676,7 @@ fn huge_output_arrives_whole() {
     const TOTAL: u64 = 200_000_000;
     const LINE: &[u8] = b"abcdefghijklmno\n";
     for_each_user("huge_output_arrives_whole", |fx| {
-        let mut cmd = fx.cordon_cmd(&[
-            "run",
-            "--",
-            "sh",
-            "-c",
-            &format!("yes abcdefghijklmno | head -c {TOTAL}"),
-        ]);
+        let mut cmd = fx.sh_cmd(&format!("yes abcdefghijklmno | head -c {TOTAL}"));
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -1813,9 +1762,7 @@ fn sandbox_cannot_rewrite_its_config() {
 fn project_config_cannot_loosen_the_policy() {
     for_each_user("project_config_cannot_loosen_the_policy", |fx| {
         let etc_name = format!("/etc/cordon-test-{}", random_hex(6));
-        let _cleanup = Defer(|| {
-            let _ = fs::remove_file(&etc_name);
-        });
+        let _cleanup = RemoveOnDrop(PathBuf::from(&etc_name));
         fx.write(
             &fx.work.join(".cordon.json"),
             &format!(

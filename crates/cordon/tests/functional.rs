@@ -11,7 +11,7 @@ use std::fs;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -145,11 +145,7 @@ fn spawn_trapping(fx: &Fixture, signal: &str) -> Child {
         "trap 'echo got-{signal} > got.txt; exit 0' {signal}; touch ready; \
          while :; do sleep 0.05; done"
     );
-    let mut cmd = fx.cordon_cmd(&["run", "--", "sh", "-c", &script]);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    cmd.spawn().expect("spawn cordon")
+    spawn_quiet(fx.sh_cmd(&script))
 }
 
 #[test]
@@ -288,15 +284,10 @@ fn workspace_under_tmp_works() {
         );
         out.assert_not_printed("outside-original");
         // And --workspace given explicitly from elsewhere works too.
-        let mut cmd = fx.cordon_cmd(&[
-            "run",
-            "--workspace",
-            fx.work.to_str().unwrap(),
-            "--",
-            "sh",
-            "-c",
+        let mut cmd = fx.sh_cmd_with(
+            &["--workspace", fx.work.to_str().unwrap()],
             "pwd; echo x > explicit",
-        ]);
+        );
         cmd.current_dir(&fx.work);
         run_cmd(cmd, None, RUN_DEADLINE).assert_success();
         assert!(fx.work.join("explicit").exists());
@@ -372,17 +363,10 @@ fn deny_read_flag_hides_a_file_and_a_dir() {
 #[test]
 fn env_flag_passes_variables() {
     for_each_user("env_flag_passes_variables", |fx| {
-        let mut cmd = fx.cordon_cmd(&[
-            "run",
-            "--env",
-            "FOO=bar",
-            "--env",
-            "FROM_HOST",
-            "--",
-            "sh",
-            "-c",
+        let mut cmd = fx.sh_cmd_with(
+            &["--env", "FOO=bar", "--env", "FROM_HOST"],
             "echo FOO=$FOO; echo FROM_HOST=$FROM_HOST; echo NOT_PASSED=$NOT_PASSED; echo HOME=$HOME",
-        ]);
+        );
         cmd.env("FROM_HOST", "host-value")
             .env("NOT_PASSED", "hidden-value");
         let out = run_cmd(cmd, None, RUN_DEADLINE);
@@ -565,6 +549,29 @@ impl Shell {
         self.pty.send(format!("{text}\r").as_bytes());
     }
 
+    /// Enters `text`, waits for `output`, then for the next prompt.
+    fn run(&mut self, text: &str, output: &str) {
+        self.line(text);
+        self.expect(output);
+        self.prompt();
+    }
+
+    /// Starts `sleep N` (N random) in the foreground and waits until the host sees
+    /// it; returns N, as the word to look for among the host's processes, and the
+    /// sleep's pid.
+    fn start_sleep(&mut self) -> (String, u32) {
+        let n = random_u32(100_000, 800_000).to_string();
+        self.line(&format!("sleep {n}"));
+        let found = wait_present(&n, WAIT);
+        assert!(
+            !found.is_empty(),
+            "sleep never started:\n{}",
+            self.pty.transcript()
+        );
+        let pid = found[0].0;
+        (n, pid)
+    }
+
     /// Waits for cordon to exit, reading the terminal meanwhile.
     fn wait(mut self) -> (Option<i32>, String) {
         let start = Instant::now();
@@ -599,9 +606,7 @@ impl Drop for Shell {
 fn shell_runs_commands_and_exits_with_status() {
     for_each_user("shell_runs_commands_and_exits_with_status", |fx| {
         let mut sh = Shell::start(fx);
-        sh.line("echo $((6*7))");
-        sh.expect("\r\n42\r\n");
-        sh.prompt();
+        sh.run("echo $((6*7))", "\r\n42\r\n");
         // A real terminal inside, and the workspace as the current directory.
         sh.line("tty; test -t 0 && echo IS-A-TTY; pwd");
         sh.expect("/dev/pts/");
@@ -621,14 +626,8 @@ fn shell_runs_commands_and_exits_with_status() {
 #[test]
 fn shell_ctrl_c_interrupts_the_foreground_command() {
     for_each_user("shell_ctrl_c_interrupts_the_foreground_command", |fx| {
-        let n = random_u32(100_000, 800_000).to_string();
         let mut sh = Shell::start(fx);
-        sh.line(&format!("sleep {n}"));
-        assert!(
-            !wait_present(&n, WAIT).is_empty(),
-            "sleep never started:\n{}",
-            sh.pty.transcript()
-        );
+        let (n, _pid) = sh.start_sleep();
         let start = Instant::now();
         sh.pty.send(b"\x03");
         sh.prompt();
@@ -637,9 +636,7 @@ fn shell_ctrl_c_interrupts_the_foreground_command() {
         assert!(left.is_empty(), "Ctrl-C did not end sleep: {left:?}");
         assert!(start.elapsed() < Duration::from_secs(5));
         // The shell itself survived and still works.
-        sh.line("echo after-$((2+3))");
-        sh.expect("after-5");
-        sh.prompt();
+        sh.run("echo after-$((2+3))", "after-5");
         sh.line("exit 0");
         let (code, transcript) = sh.wait();
         assert_eq!(code, Some(0), "{transcript}");
@@ -649,16 +646,8 @@ fn shell_ctrl_c_interrupts_the_foreground_command() {
 #[test]
 fn shell_ctrl_z_suspends_and_job_control_works() {
     for_each_user("shell_ctrl_z_suspends_and_job_control_works", |fx| {
-        let n = random_u32(100_000, 800_000).to_string();
         let mut sh = Shell::start(fx);
-        sh.line(&format!("sleep {n}"));
-        let found = wait_present(&n, WAIT);
-        assert!(
-            !found.is_empty(),
-            "sleep never started:\n{}",
-            sh.pty.transcript()
-        );
-        let pid = found[0].0;
+        let (n, pid) = sh.start_sleep();
         sh.pty.send(b"\x1a");
         sh.expect("Stopped");
         sh.prompt();
@@ -677,9 +666,42 @@ fn shell_ctrl_z_suspends_and_job_control_works() {
         let left = wait_gone(&n, Duration::from_secs(3));
         kill_all(&left);
         assert!(left.is_empty(), "kill %1 did not end the job: {left:?}");
-        sh.line("exit 0");
+        // bash may not have reaped the job yet; until it has, `exit` refuses to
+        // leave ("There are stopped jobs"). `wait %1` reaps it.
+        sh.line("wait %1; exit 0");
         let (code, transcript) = sh.wait();
         assert!(code.is_some(), "{transcript}");
+    });
+}
+
+#[test]
+fn shell_ends_when_its_terminal_goes_away() {
+    for_each_user("shell_ends_when_its_terminal_goes_away", |fx| {
+        let mut sh = Shell::start(fx);
+        let (n, _) = sh.start_sleep();
+        // Close the terminal, as when its window is closed: the kernel hangs it up.
+        let master = std::mem::replace(
+            &mut sh.pty.master,
+            std::fs::File::open("/dev/null").unwrap().into(),
+        );
+        drop(master);
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = sh.child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if start.elapsed() > WAIT {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.is_some(), "cordon shell outlived its terminal");
+        let left = wait_gone(&n, Duration::from_secs(3));
+        kill_all(&left);
+        assert!(
+            left.is_empty(),
+            "processes of the shell outlived its terminal: {left:?}"
+        );
     });
 }
 
@@ -687,9 +709,7 @@ fn shell_ctrl_z_suspends_and_job_control_works() {
 fn shell_sees_window_resizes() {
     for_each_user("shell_sees_window_resizes", |fx| {
         let mut sh = Shell::start(fx);
-        sh.line("stty size");
-        sh.expect("24 80");
-        sh.prompt();
+        sh.run("stty size", "24 80");
         let ws = libc::winsize {
             ws_row: 33,
             ws_col: 111,
@@ -704,9 +724,10 @@ fn shell_sees_window_resizes() {
             libc::kill(-(sh.child.id() as i32), libc::SIGWINCH);
         }
         std::thread::sleep(Duration::from_millis(100));
-        sh.line("stty size; echo cols=$(tput cols 2>/dev/null || echo none)");
-        sh.expect("33 111");
-        sh.prompt();
+        sh.run(
+            "stty size; echo cols=$(tput cols 2>/dev/null || echo none)",
+            "33 111",
+        );
         sh.line("exit 0");
         let (code, transcript) = sh.wait();
         assert_eq!(code, Some(0), "{transcript}");

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 pub fn show(options: &RunOptions, json: bool) -> Result<u8, String> {
     let policy = resolve_policy(options)?;
-    let limits = cordon_sandbox::limits::choose(&policy.limits);
+    let limits = cordon_sandbox::limits_mechanism(&policy.limits);
     if json {
         let mut value = serde_json::to_value(&policy).map_err(|e| e.to_string())?;
         value["limits_mechanism"] = serde_json::Value::String(limits.describe());

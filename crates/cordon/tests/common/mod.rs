@@ -437,6 +437,16 @@ pub fn wait_deadline(
     }
 }
 
+/// Starts `cmd` with stdin, stdout and stderr on /dev/null: a process the test
+/// watches from outside rather than reads.
+pub fn spawn_quiet(mut cmd: Command) -> Child {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", describe(&cmd)))
+}
+
 /// Runs `cmd` with `stdin` as its input, collecting stdout and stderr, with a deadline.
 /// Once the process has exited, its output pipes must close promptly: a pipe held
 /// open means a process outlived it, and fails the test.
@@ -619,12 +629,22 @@ impl Fixture {
         run_cmd(self.cordon_cmd(args), None, RUN_DEADLINE)
     }
 
-    /// Runs `cordon run OPTS... -- sh -c SCRIPT`.
-    pub fn sh_with(&self, opts: &[&str], script: &str) -> Output {
+    /// `cordon run OPTS... -- sh -c SCRIPT`, to adjust before running it.
+    pub fn sh_cmd_with(&self, opts: &[&str], script: &str) -> Command {
         let mut args: Vec<&str> = vec!["run"];
         args.extend_from_slice(opts);
         args.extend_from_slice(&["--", "sh", "-c", script]);
-        self.cordon(&args)
+        self.cordon_cmd(&args)
+    }
+
+    /// `cordon run -- sh -c SCRIPT`, to adjust before running it.
+    pub fn sh_cmd(&self, script: &str) -> Command {
+        self.sh_cmd_with(&[], script)
+    }
+
+    /// Runs `cordon run OPTS... -- sh -c SCRIPT`.
+    pub fn sh_with(&self, opts: &[&str], script: &str) -> Output {
+        run_cmd(self.sh_cmd_with(opts, script), None, RUN_DEADLINE)
     }
 
     /// Runs `cordon run -- sh -c SCRIPT`.
@@ -793,6 +813,18 @@ pub fn snapshot(path: &Path) -> Snapshot {
                 content,
             }
         }
+    }
+}
+
+/// Snapshots of several paths, for [`assert_all_unchanged`].
+pub fn snapshots<P: AsRef<Path>>(paths: &[P]) -> Vec<Snapshot> {
+    paths.iter().map(|p| snapshot(p.as_ref())).collect()
+}
+
+/// Asserts that every path of `before` is on the host exactly as it was.
+pub fn assert_all_unchanged(before: &[Snapshot]) {
+    for b in before {
+        assert_unchanged(&b.path, b);
     }
 }
 
