@@ -58,9 +58,15 @@ pub const SYSTEM_SECRETS: &[&str] = &[
 pub const HIDDEN_DIRS: &[&str] = &["/run", "/var/run"];
 
 /// Paths inside every writable root that stay read-only (relative to the root).
+/// Besides hooks and config, git reads code-running settings from
+/// `.git/config.worktree`, from another directory named by `.git/commondir`, and
+/// from each submodule's git dir under `.git/modules` (`git status` recurses).
 pub const PROTECTED: &[&str] = &[
     ".git/hooks",
     ".git/config",
+    ".git/config.worktree",
+    ".git/commondir",
+    ".git/modules",
     ".pi",
     ".cordon.json",
     ".vscode",

@@ -35,8 +35,10 @@ pub(crate) fn protected_paths(root: &Path, warnings: &mut Vec<String>) -> Vec<Pa
             Ok(gitdir) => {
                 let gitdir = canonicalize_lenient(&root.join(gitdir));
                 add(gitdir.join("config"));
+                add(gitdir.join("config.worktree"));
                 add(gitdir.join("hooks"));
                 let commondir = gitdir.join("commondir");
+                add(commondir.clone());
                 if fs::symlink_metadata(&commondir).is_ok() {
                     match read_pointer(&commondir).and_then(|s| {
                         let t = s.trim_end_matches(['\n', '\r']);
@@ -50,6 +52,7 @@ pub(crate) fn protected_paths(root: &Path, warnings: &mut Vec<String>) -> Vec<Pa
                             let common = canonicalize_lenient(&gitdir.join(common));
                             add(common.join("hooks"));
                             add(common.join("config"));
+                            add(common.join("modules"));
                         }
                         Err(why) => warnings.push(format!(
                             "cannot use {} to protect the worktree's main git directory: {why}",

@@ -717,6 +717,39 @@ fn protected_paths_that_do_not_exist_cannot_be_created() {
 }
 
 #[test]
+fn protected_git_redirections_refused() {
+    // Git also takes code-running settings from `.git/commondir` (another git dir's
+    // config and hooks), `.git/config.worktree` and submodules under `.git/modules`.
+    for_each_user("protected_git_redirections_refused", |fx| {
+        fx.host_sh("git init -q . && git -c user.name=h -c user.email=h@example.com commit -q --allow-empty -m base")
+            .assert_success();
+        let hook = hook_script(fx);
+        let out = fx.sh(&format!(
+            "mkdir -p evil/hooks && cp -r .git/objects .git/refs .git/HEAD evil/ && cp .git/config evil/; \
+             printf '%s' '{hook}' > evil/hooks/pre-commit; chmod +x evil/hooks/pre-commit; \
+             echo ../evil > .git/commondir; \
+             printf '[core]\\n\\thooksPath = evil/hooks\\n' > .git/config.worktree; \
+             mkdir -p .git/modules/sub/hooks && printf '%s' '{hook}' > .git/modules/sub/hooks/pre-commit; \
+             git -c user.name=s -c user.email=s@example.com commit -q --allow-empty -m inside && echo committed-inside; \
+             echo script-done"
+        ));
+        out.assert_stdout_contains("script-done");
+        // Git keeps working inside while the redirections are refused.
+        out.assert_stdout_contains("committed-inside");
+        for name in ["commondir", "config.worktree", "modules"] {
+            let path = fx.work.join(".git").join(name);
+            assert!(
+                !path.exists(),
+                "{} exists on the host after the run\n{out}",
+                path.display()
+            );
+        }
+        assert_no_runnable_hook(fx);
+        assert_hook_detection_works(fx);
+    });
+}
+
+#[test]
 fn protected_git_init_inside_leaves_no_hook() {
     for_each_user("protected_git_init_inside_leaves_no_hook", |fx| {
         let hook = hook_script(fx);

@@ -65,7 +65,17 @@ const SYNTHETIC_ROOTS: [&str; 2] = ["/proc", "/dev"];
 
 /// Names of protected paths that are files; any other missing protected path is
 /// created as an empty directory.
-const PROTECTED_FILE_NAMES: [&str; 3] = ["config", ".cordon.json", "commondir"];
+const PROTECTED_FILE_NAMES: [&str; 4] = ["config", "config.worktree", ".cordon.json", "commondir"];
+
+/// What a placeholder file holds, where empty would not do: a `commondir` of `.`
+/// names the git dir itself, so git works as before while it is there (an empty
+/// one makes git fail).
+fn placeholder_content(path: &Path) -> &'static [u8] {
+    match path.file_name().and_then(|n| n.to_str()) {
+        Some("commondir") => b".\n",
+        _ => b"",
+    }
+}
 
 /// Entries directly in a writable root that cordon protects: if one of them is a
 /// symlink, the sandbox could point it elsewhere, so cordon refuses to start.
@@ -93,10 +103,12 @@ impl ViewPlan {
     /// Removes the placeholders this plan created, if they are still empty.
     pub fn remove_placeholders(&self) {
         for path in self.placeholders.iter().rev() {
-            // Only empty ones: a file or directory with content is somebody's data.
+            // Only untouched ones: anything with other content is somebody's data.
             let _ = match fs::symlink_metadata(path) {
                 Ok(m) if m.is_dir() => fs::remove_dir(path),
-                Ok(m) if m.is_file() && m.len() == 0 => fs::remove_file(path),
+                Ok(m) if m.is_file() && is_untouched_placeholder(path, m.len()) => {
+                    fs::remove_file(path)
+                }
                 _ => Ok(()),
             };
         }
@@ -142,7 +154,15 @@ impl Planner<'_> {
         let hidden_parent = self.under_tmpfs(&rule.path);
         let meta = match fs::symlink_metadata(&rule.path) {
             Ok(m) => Some(m),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            // Missing, or below a file (a worktree's `.git`): nothing there.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                None
+            }
             Err(source) => {
                 return Err(SandboxError::View {
                     path: rule.path.clone(),
@@ -202,9 +222,15 @@ impl Planner<'_> {
             if !ancestor.starts_with(&root) || ancestor == root {
                 continue;
             }
-            if fs::symlink_metadata(ancestor).is_err() {
-                target = ancestor.to_path_buf();
-                break;
+            match fs::symlink_metadata(ancestor) {
+                Err(_) => {
+                    target = ancestor.to_path_buf();
+                    break;
+                }
+                // A file on the way (a worktree's `.git`): nothing can exist below
+                // it; the file itself has a rule of its own.
+                Ok(m) if !m.is_dir() && ancestor != path => return Ok(()),
+                Ok(_) => {}
             }
         }
         if fs::symlink_metadata(&target).is_err() {
@@ -321,13 +347,20 @@ fn is_file_name(path: &Path) -> bool {
 
 /// Creates an empty placeholder; false if something appeared there meanwhile (then
 /// it is not ours to remove).
+/// Whether a placeholder file still holds exactly what cordon put there.
+fn is_untouched_placeholder(path: &Path, len: u64) -> bool {
+    let expected = placeholder_content(path);
+    len == expected.len() as u64
+        && (expected.is_empty() || fs::read(path).is_ok_and(|c| c == expected))
+}
+
 fn create_placeholder(path: &Path, as_file: bool) -> Result<bool, SandboxError> {
     let result = if as_file {
         fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(path)
-            .map(drop)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, placeholder_content(path)))
     } else {
         fs::create_dir(path)
     };
