@@ -126,9 +126,11 @@ impl Prepared {
             .unwrap_or_else(|| policy.workspace.clone());
         let uid = rustix::process::geteuid().as_raw();
         let gid = rustix::process::getegid().as_raw();
+        let seccomp = SeccompPlan::build(&policy.switches)?;
         Ok(Prepared {
+            // Last: it creates placeholders on the host, which nothing after may leak.
             view: ViewPlan::prepare(policy)?,
-            seccomp: SeccompPlan::build(&policy.switches)?,
+            seccomp,
             argv,
             envp,
             cwd: cstring(cwd.as_os_str().as_bytes(), "the working directory")?,

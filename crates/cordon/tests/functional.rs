@@ -295,6 +295,29 @@ fn workspace_under_tmp_works() {
 }
 
 #[test]
+fn command_starts_in_the_current_directory_inside_the_workspace() {
+    for_each_user(
+        "command_starts_in_the_current_directory_inside_the_workspace",
+        |fx| {
+            let sub = fx.work.join("sub");
+            fx.mkdir(&sub);
+            let work = fx.work.to_str().unwrap();
+            let mut cmd = fx.sh_cmd_with(&["--workspace", work], "pwd");
+            cmd.current_dir(&sub);
+            run_cmd(cmd, None, RUN_DEADLINE)
+                .assert_success()
+                .assert_stdout_contains(&format!("{}\n", sub.display()));
+            // From outside the workspace, the command starts in the workspace.
+            let mut cmd = fx.sh_cmd_with(&["--workspace", work], "pwd");
+            cmd.current_dir(&fx.root);
+            run_cmd(cmd, None, RUN_DEADLINE)
+                .assert_success()
+                .assert_stdout_contains(&format!("{work}\n"));
+        },
+    );
+}
+
+#[test]
 fn read_only_flag_makes_the_workspace_read_only() {
     for_each_user("read_only_flag_makes_the_workspace_read_only", |fx| {
         let readme = fx.work.join("README");

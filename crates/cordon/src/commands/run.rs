@@ -20,7 +20,7 @@ pub fn run(options: &RunOptions, command: Vec<OsString>) -> Result<u8, String> {
         cwd: None,
         terminal: Terminal::Inherit,
     };
-    execute(options, &command)
+    execute(options, command)
 }
 
 pub fn shell(options: &RunOptions) -> Result<u8, String> {
@@ -35,7 +35,7 @@ pub fn shell(options: &RunOptions) -> Result<u8, String> {
             Terminal::Inherit
         },
     };
-    execute(options, &command)
+    execute(options, command)
 }
 
 /// $SHELL if it exists, else bash, else sh.
@@ -48,15 +48,25 @@ fn user_shell() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/bin/sh"))
 }
 
-fn execute(options: &RunOptions, command: &Command) -> Result<u8, String> {
+/// The current directory when it lies inside the workspace (it has the same path
+/// inside the sandbox), else the workspace.
+fn working_directory(policy: &Policy) -> Option<PathBuf> {
+    std::env::current_dir()
+        .and_then(|d| d.canonicalize())
+        .ok()
+        .filter(|d| d.starts_with(&policy.workspace))
+}
+
+fn execute(options: &RunOptions, mut command: Command) -> Result<u8, String> {
     let policy = resolve_policy(options)?;
+    command.cwd = working_directory(&policy);
     for warning in &policy.warnings {
         eprintln!("cordon: warning: {warning}");
     }
     let degraded = Degraded {
         no_landlock: options.allow_degraded.contains(&DegradedLayer::Landlock),
     };
-    match cordon_sandbox::run(&policy, command, degraded).map_err(|e| e.to_string())? {
+    match cordon_sandbox::run(&policy, &command, degraded).map_err(|e| e.to_string())? {
         Outcome::Exited { status, message } => {
             if let Some(message) = message {
                 eprintln!("cordon: {message}");
