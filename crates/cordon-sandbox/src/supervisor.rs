@@ -1,7 +1,8 @@
 //! PID 1 of the sandbox. It finishes the sandbox from inside (identity maps, the
-//! view, hostname, loopback), forks the command, then reaps, forwards signals and,
-//! for `shell`, relays the terminal. When the command ends, it exits with the
-//! command's status and the kernel kills whatever else is left in the namespace.
+//! view, hostname, loopback), confines itself, starts the command, then reaps,
+//! forwards signals and, for `shell`, relays the terminal. When the command ends,
+//! it kills and reaps everything else left in the sandbox, reports the command's
+//! status to the launcher, and exits.
 
 use crate::command::Spawn;
 use crate::confine::{caps, landlock};
@@ -29,17 +30,7 @@ fn run(
 ) -> Result<i32, crate::SandboxError> {
     // Die with the launcher; if it died before this, `go` reads end-of-file below.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    map_identity(prepared)
-        .map_err(|e| crate::SandboxError::io("cannot map the user into the sandbox", e))?;
-    view::build::enter(&prepared.view)?;
-    let _ = rustix::system::sethostname(b"cordon");
-    if prepared.net == NetMode::None {
-        loopback_up()
-            .map_err(|e| crate::SandboxError::io("cannot bring up the sandbox's loopback", e))?;
-    }
-    // Not dumpable: the command and its children (same uid) cannot ptrace this
-    // process or read its memory.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    finish_sandbox(prepared)?;
     let ruleset = if prepared.landlock {
         Some(landlock::build(&prepared.writable)?)
     } else {
@@ -65,6 +56,22 @@ fn run(
     empty_the_sandbox();
     report_exit(report, status.clamp(0, 255) as u8);
     Ok(status)
+}
+
+/// The sandbox's own setup, done from inside its namespaces.
+fn finish_sandbox(prepared: &Prepared) -> Result<(), crate::SandboxError> {
+    map_identity(prepared)
+        .map_err(|e| crate::SandboxError::io("cannot map the user into the sandbox", e))?;
+    view::build::enter(&prepared.view)?;
+    let _ = rustix::system::sethostname(b"cordon");
+    if prepared.net == NetMode::None {
+        loopback_up()
+            .map_err(|e| crate::SandboxError::io("cannot bring up the sandbox's loopback", e))?;
+    }
+    // Not dumpable: the command and its children (same uid) cannot ptrace this
+    // process or read its memory.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    Ok(())
 }
 
 /// Replaces this process's command line (a copy of the launcher's, shown in

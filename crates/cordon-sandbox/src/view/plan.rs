@@ -373,3 +373,91 @@ fn create_placeholder(path: &Path, as_file: bool) -> Result<bool, SandboxError> 
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cordon_policy::{Flags, Inputs};
+
+    fn policy_for(workspace: &Path, home: &Path) -> Policy {
+        cordon_policy::resolve(&Inputs {
+            workspace: workspace.to_path_buf(),
+            cwd: workspace.to_path_buf(),
+            home: home.to_path_buf(),
+            tmp: PathBuf::from("/tmp"),
+            config: None,
+            xdg_config_home: None,
+            flags: Flags::default(),
+        })
+        .unwrap()
+    }
+
+    fn op<'a>(plan: &'a ViewPlan, path: &Path) -> &'a MountOp {
+        plan.ops
+            .iter()
+            .find(|op| op.path == path)
+            .unwrap_or_else(|| panic!("no mount for {}: {:#?}", path.display(), plan.ops))
+    }
+
+    #[test]
+    fn a_workspace_under_tmp_is_bound_inside_the_private_tmp() {
+        let dir = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let work = dir.path().canonicalize().unwrap();
+        let plan = ViewPlan::prepare(&policy_for(&work, home.path())).unwrap();
+        let tmp = op(&plan, Path::new("/tmp"));
+        assert_eq!(tmp.kind, MountKind::Scratch);
+        assert!(tmp.holds_mount_points);
+        let bind = op(&plan, &work);
+        assert_eq!(bind.kind, MountKind::Bind { writable: true });
+        assert!(
+            bind.create_mount_point,
+            "the workspace's mount point is made in the tmpfs"
+        );
+        let tmp_index = plan
+            .ops
+            .iter()
+            .position(|o| o.path == Path::new("/tmp"))
+            .unwrap();
+        let work_index = plan.ops.iter().position(|o| o.path == work).unwrap();
+        assert!(
+            tmp_index < work_index,
+            "parents are mounted before children"
+        );
+        plan.remove_placeholders();
+    }
+
+    #[test]
+    fn a_missing_git_dir_gets_one_read_only_placeholder_that_is_removed_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let work = dir.path().canonicalize().unwrap();
+        let plan = ViewPlan::prepare(&policy_for(&work, home.path())).unwrap();
+        let git = work.join(".git");
+        assert!(git.is_dir(), "placeholder made on the host");
+        assert_eq!(op(&plan, &git).kind, MountKind::Bind { writable: false });
+        // .git/hooks, .git/config and the other .git paths are covered by it.
+        assert!(
+            plan.ops
+                .iter()
+                .all(|o| !o.path.starts_with(&git) || o.path == git)
+        );
+        assert!(plan.placeholders.contains(&git));
+        plan.remove_placeholders();
+        assert!(!git.exists(), "placeholder removed");
+    }
+
+    #[test]
+    fn placeholders_with_content_of_someone_elses_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let work = dir.path().canonicalize().unwrap();
+        let plan = ViewPlan::prepare(&policy_for(&work, home.path())).unwrap();
+        fs::write(work.join(".cordon.json"), "{}").unwrap();
+        fs::write(work.join(".vscode/settings.json"), "{}").unwrap();
+        plan.remove_placeholders();
+        assert!(work.join(".cordon.json").exists());
+        assert!(work.join(".vscode/settings.json").exists());
+        assert!(!work.join(".idea").exists());
+    }
+}
