@@ -1048,12 +1048,29 @@ fn bench(options: &Options, cordon: PathBuf, workspace: &Path) -> Result<Results
 
     bare.check(workspace)?;
     cordon_c.check(workspace)?;
+    // The least any fresh-namespace sandbox must do (src/bin/floor.rs), built next
+    // to this binary: a yardstick, not a peer.
+    let floor = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("floor")))
+        .filter(|path| path.exists())
+        .map(|path| Contender::new("floor", vec![path.into(), ws.clone()]))
+        .filter(|c| match c.check(workspace) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("bench/spawn: the floor yardstick is left out: {e}");
+                false
+            }
+        });
 
     let mut contenders = vec![&bare];
     if let Some(b) = &bwrap {
         contenders.push(b);
     }
     contenders.push(&cordon_c);
+    if let Some(f) = &floor {
+        contenders.push(f);
+    }
 
     // A quiet second first: how busy is the machine without us?
     let mut machine = machine();
