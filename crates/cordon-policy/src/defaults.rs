@@ -45,13 +45,19 @@ pub const HOME_SECRETS: &[&str] = &[
     ".cache/cordon",
 ];
 
-/// System secrets, denied by default.
+/// System secrets, denied by default. A sandbox started by root is uid 0 on the
+/// host (its files must belong to the invoking user), so root-only files are
+/// readable by mode bits alone: these are the ones that matter.
 pub const SYSTEM_SECRETS: &[&str] = &[
     "/etc/shadow",
     "/etc/gshadow",
     "/etc/sudoers",
     "/etc/sudoers.d",
     "/etc/ssl/private",
+    "/etc/ssh/ssh_host_rsa_key",
+    "/etc/ssh/ssh_host_ecdsa_key",
+    "/etc/ssh/ssh_host_ed25519_key",
+    "/etc/ssh/ssh_host_dsa_key",
 ];
 
 /// Directories hidden by default because they hold sockets (ssh-agent, docker, dbus).
