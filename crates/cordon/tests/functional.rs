@@ -11,7 +11,7 @@ use std::fs;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Child;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -478,6 +478,36 @@ fn rule_for<'a>(policy: &'a serde_json::Value, path: &Path) -> Vec<&'a serde_jso
         .iter()
         .filter(|r| r["path"].as_str() == Some(path.to_str().unwrap()))
         .collect()
+}
+
+#[test]
+fn home_comes_from_the_password_file_when_home_is_unset() {
+    for_each_user(
+        "home_comes_from_the_password_file_when_home_is_unset",
+        |fx| {
+            let mut getent = Command::new("getent");
+            getent.args(["passwd", &fx.user.uid.to_string()]);
+            let entry = run_cmd(getent, None, RUN_DEADLINE);
+            let entry = String::from_utf8_lossy(&entry.stdout).into_owned();
+            let expected = entry.split(':').nth(5).unwrap_or("").to_string();
+            assert!(
+                expected.starts_with('/'),
+                "control: no home in the password file for uid {}",
+                fx.user.uid
+            );
+            let mut cmd = fx.cordon_cmd(&["policy", "--json"]);
+            cmd.env_remove("HOME").current_dir(&fx.work);
+            let out = run_cmd(cmd, None, RUN_DEADLINE);
+            out.assert_success();
+            let policy: serde_json::Value =
+                serde_json::from_slice(&out.stdout).expect("policy JSON");
+            assert_eq!(
+                policy["home"].as_str(),
+                Some(expected.as_str()),
+                "{policy:#}"
+            );
+        },
+    );
 }
 
 #[test]

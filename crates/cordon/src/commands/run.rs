@@ -4,7 +4,7 @@ use crate::cli::{DegradedLayer, NetArg, RunOptions};
 use cordon_policy::{Flags, Inputs, NetMode, Policy};
 use cordon_sandbox::{Command, Degraded, Outcome, Terminal};
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Exit status when `--timeout` expired (DESIGN.md).
 const TIMED_OUT: u8 = 124;
@@ -112,17 +112,21 @@ pub fn resolve_policy(options: &RunOptions) -> Result<Policy, String> {
     cordon_policy::resolve(&inputs).map_err(|e| e.to_string())
 }
 
-/// $HOME, else the home directory in the password database.
+/// $HOME, else the invoking user's entry in /etc/passwd. (Not getpwuid: cordon is
+/// a static binary, and glibc's NSS modules cannot be loaded into one reliably.)
 fn home_dir() -> Result<PathBuf, String> {
     if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         return Ok(PathBuf::from(home));
     }
-    let entry = unsafe { libc::getpwuid(libc::geteuid()) };
-    if entry.is_null() || unsafe { (*entry).pw_dir.is_null() } {
-        return Err("cannot tell your home directory: HOME is unset; set HOME".into());
-    }
-    let dir = unsafe { std::ffi::CStr::from_ptr((*entry).pw_dir) };
-    Ok(Path::new(std::ffi::OsStr::from_bytes(dir.to_bytes())).to_path_buf())
+    let uid = unsafe { libc::geteuid() }.to_string();
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let fields: Vec<&str> = line.split(':').collect();
+                (fields.len() >= 7 && fields[2] == uid).then(|| PathBuf::from(fields[5]))
+            })
+        })
+        .filter(|home| home.is_absolute())
+        .ok_or_else(|| "cannot tell your home directory: HOME is unset and your user is not in /etc/passwd; set HOME".to_string())
 }
-
-use std::os::unix::ffi::OsStrExt;
