@@ -10,7 +10,8 @@ use std::path::PathBuf;
     name = "cordon",
     version,
     about = "A sandbox for AI coding agents: one project to work in, nothing else.",
-    long_about = "cordon runs commands with the workspace writable, the rest of the host \
+    long_about = "A sandbox for AI coding agents: one project to work in, nothing else.\n\n\
+                  cordon runs commands with the workspace writable, the rest of the host \
                   read-only, secrets hidden, no network and no way out.\n\
                   Exit status: the command's own; 128+N if it died of signal N; 124 on \
                   timeout; 125 if cordon itself failed; 126 not executable; 127 not found."
@@ -95,7 +96,7 @@ pub struct RunOptions {
     /// Memory limit, e.g. 512M or 2G.
     #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,
-    /// Maximum number of processes and threads.
+    /// Maximum number of processes and threads (default 4096, as an rlimit).
     #[arg(long, value_name = "N")]
     pub pids: Option<u64>,
     /// CPU limit, e.g. 1 or 1.5.
