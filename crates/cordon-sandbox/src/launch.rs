@@ -191,15 +191,14 @@ fn run_prepared(policy: &Policy, prepared: &Prepared) -> Result<Outcome, Sandbox
     let (report_read, report_write) = pipe()?;
     let (go_read, go_write) = pipe()?;
 
-    let mut flags = libc::CLONE_NEWUSER
+    // No CLONE_NEWNET: the supervisor makes the network namespace in parallel with
+    // the view (see netns.rs).
+    let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWCGROUP;
-    if prepared.net == NetMode::None {
-        flags |= libc::CLONE_NEWNET;
-    }
     // SAFETY: the CLI runs sandboxes from its single main thread.
     let child = unsafe { sys::fork_into(flags) }.map_err(|source| {
         let (cause, fix) =

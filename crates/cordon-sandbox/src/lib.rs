@@ -13,6 +13,7 @@ mod env;
 mod error;
 pub mod launch;
 pub mod limits;
+mod netns;
 pub mod probe;
 mod report;
 mod signals;

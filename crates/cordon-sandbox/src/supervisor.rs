@@ -7,6 +7,7 @@
 use crate::command::Spawn;
 use crate::confine::{caps, landlock};
 use crate::launch::{Prepared, Terminal};
+use crate::netns::NetworkMaker;
 use crate::report::{report_and_exit, report_exit};
 use crate::signals::{SignalFd, forwardable};
 use crate::terminal::{self, Pty};
@@ -30,7 +31,18 @@ fn run(
 ) -> Result<i32, crate::SandboxError> {
     // Die with the launcher; if it died before this, `go` reads end-of-file below.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let network = match prepared.net {
+        NetMode::None => Some(NetworkMaker::start().map_err(|e| {
+            crate::SandboxError::io("cannot start making the network namespace", e)
+        })?),
+        NetMode::Host => None,
+    };
     finish_sandbox(prepared)?;
+    if let Some(network) = network {
+        network.join().map_err(|e| {
+            crate::SandboxError::io("cannot make the sandbox's network namespace", e)
+        })?;
+    }
     let ruleset = if prepared.landlock {
         Some(landlock::build(&prepared.writable)?)
     } else {
@@ -64,10 +76,6 @@ fn finish_sandbox(prepared: &Prepared) -> Result<(), crate::SandboxError> {
         .map_err(|e| crate::SandboxError::io("cannot map the user into the sandbox", e))?;
     view::build::enter(&prepared.view)?;
     let _ = rustix::system::sethostname(b"cordon");
-    if prepared.net == NetMode::None {
-        loopback_up()
-            .map_err(|e| crate::SandboxError::io("cannot bring up the sandbox's loopback", e))?;
-    }
     // Not dumpable: the command and its children (same uid) cannot ptrace this
     // process or read its memory.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
@@ -154,24 +162,6 @@ fn map_identity(prepared: &Prepared) -> io::Result<()> {
     sys::write_file(c"/proc/self/setgroups", b"deny")?;
     sys::write_file(c"/proc/self/uid_map", prepared.uid_map.as_bytes())?;
     sys::write_file(c"/proc/self/gid_map", prepared.gid_map.as_bytes())
-}
-
-fn loopback_up() -> io::Result<()> {
-    unsafe {
-        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if sock == -1 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut req: libc::ifreq = std::mem::zeroed();
-        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-            *dst = *src as libc::c_char;
-        }
-        req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        let ret = libc::ioctl(sock, libc::SIOCSIFFLAGS, &req);
-        let err = io::Error::last_os_error();
-        libc::close(sock);
-        if ret == -1 { Err(err) } else { Ok(()) }
-    }
 }
 
 /// Reaps every child (PID 1 inherits orphans), forwards signals the launcher

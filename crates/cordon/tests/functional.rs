@@ -318,6 +318,25 @@ fn command_starts_in_the_current_directory_inside_the_workspace() {
 }
 
 #[test]
+fn the_sandbox_has_its_own_loopback() {
+    // `--net none` means no network but the sandbox's own loopback, IPv4 and IPv6:
+    // a test server inside is reachable from inside.
+    for_each_user("the_sandbox_has_its_own_loopback", |fx| {
+        let script = concat!(
+            "import socket\n",
+            "for family, host in ((socket.AF_INET, '127.0.0.1'), (socket.AF_INET6, '::1')):\n",
+            "    server = socket.socket(family); server.bind((host, 0)); server.listen()\n",
+            "    client = socket.create_connection((host, server.getsockname()[1]))\n",
+            "    peer, _ = server.accept(); client.sendall(b'ping'); print(host, peer.recv(4).decode())\n",
+        );
+        let out = fx.sh(&format!("python3 -c \"{script}\""));
+        out.assert_success()
+            .assert_stdout_contains("127.0.0.1 ping")
+            .assert_stdout_contains("::1 ping");
+    });
+}
+
+#[test]
 fn read_only_flag_makes_the_workspace_read_only() {
     for_each_user("read_only_flag_makes_the_workspace_read_only", |fx| {
         let readme = fx.work.join("README");
