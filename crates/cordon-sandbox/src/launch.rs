@@ -175,8 +175,8 @@ pub fn run(
     degraded: Degraded,
 ) -> Result<Outcome, SandboxError> {
     let lock = WorkspaceLock::acquire(&policy.workspace);
-    let prepared = Prepared::new(policy, command, degraded)?;
-    let result = run_prepared(policy, &prepared);
+    let mut prepared = Prepared::new(policy, command, degraded)?;
+    let result = run_prepared(policy, &mut prepared);
     // Placeholders go only if no other sandbox is using this workspace.
     if lock.is_sole_user() {
         prepared.view.remove_placeholders();
@@ -184,7 +184,7 @@ pub fn run(
     result
 }
 
-fn run_prepared(policy: &Policy, prepared: &Prepared) -> Result<Outcome, SandboxError> {
+fn run_prepared(policy: &Policy, prepared: &mut Prepared) -> Result<Outcome, SandboxError> {
     let signals =
         SignalFd::block_forwardable().map_err(|e| SandboxError::io("blocking signals", e))?;
     let saved_terminal = crate::terminal::SavedMode::capture(prepared.terminal);
@@ -212,15 +212,22 @@ fn run_prepared(policy: &Policy, prepared: &Prepared) -> Result<Outcome, Sandbox
     };
     drop(report_write);
     drop(go_read);
-    let cgroup = match confine_in_cgroup(policy, prepared, supervisor_pid) {
+    // While the supervisor builds the view: the placeholders it will mount, made
+    // here so the disk work runs on the other core, and the cgroup.
+    let cgroup = match prepared
+        .view
+        .create_placeholders()
+        .and_then(|()| confine_in_cgroup(policy, prepared, supervisor_pid))
+    {
         Ok(cgroup) => cgroup,
         Err(e) => {
             kill_and_reap(supervisor_pid);
             return Err(e);
         }
     };
-    // The supervisor starts the command only after this byte: by then it is in the
-    // sandbox's cgroup, so the command and everything it starts are too.
+    // The go-ahead: the supervisor mounts the placeholders and starts the command
+    // only after this byte. By then the placeholders exist and the supervisor is in
+    // the sandbox's cgroup, so the command and everything it starts are too.
     let _ = rustix::io::write(&go_write, b"g");
     drop(go_write);
     let waited = Waiter {

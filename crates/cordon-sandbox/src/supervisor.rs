@@ -37,7 +37,8 @@ fn run(
         })?),
         NetMode::Host => None,
     };
-    finish_sandbox(prepared)?;
+    let mut go = GoAhead::new(go);
+    finish_sandbox(prepared, &mut go)?;
     if let Some(network) = network {
         network.join().map_err(|e| {
             crate::SandboxError::io("cannot make the sandbox's network namespace", e)
@@ -56,7 +57,7 @@ fn run(
     };
     let signals =
         SignalFd::block_forwardable().map_err(|e| crate::SandboxError::io("signals", e))?;
-    wait_for_launcher(&go);
+    go.wait();
     confine_self(prepared, ruleset)?;
     let command_pid = Spawn::new(prepared, pty.as_ref(), report)
         .start()
@@ -71,10 +72,10 @@ fn run(
 }
 
 /// The sandbox's own setup, done from inside its namespaces.
-fn finish_sandbox(prepared: &Prepared) -> Result<(), crate::SandboxError> {
+fn finish_sandbox(prepared: &Prepared, go: &mut GoAhead) -> Result<(), crate::SandboxError> {
     map_identity(prepared)
         .map_err(|e| crate::SandboxError::io("cannot map the user into the sandbox", e))?;
-    view::build::enter(&prepared.view)?;
+    view::build::enter(&prepared.view, &mut || go.wait())?;
     let _ = rustix::system::sethostname(b"cordon");
     // Not dumpable: the command and its children (same uid) cannot ptrace this
     // process or read its memory.
@@ -143,15 +144,29 @@ fn confine_self(prepared: &Prepared, ruleset: Option<OwnedFd>) -> Result<(), cra
         .map_err(|e| crate::SandboxError::io("cannot install the seccomp filter", e))
 }
 
-/// Waits for the launcher's go-ahead (the sandbox's cgroup is ready); exits if
-/// the launcher is gone.
-fn wait_for_launcher(go: &OwnedFd) {
-    let mut byte = [0u8; 1];
-    loop {
-        match rustix::io::read(go, &mut byte) {
-            Ok(1) => return,
-            Err(rustix::io::Errno::INTR) => continue,
-            _ => unsafe { libc::_exit(125) },
+/// The launcher's go-ahead: the placeholders exist and the sandbox's cgroup is
+/// ready. Waited for once; if the launcher is gone, the supervisor exits.
+struct GoAhead {
+    fd: OwnedFd,
+    received: bool,
+}
+
+impl GoAhead {
+    fn new(fd: OwnedFd) -> GoAhead {
+        GoAhead {
+            fd,
+            received: false,
+        }
+    }
+
+    fn wait(&mut self) {
+        let mut byte = [0u8; 1];
+        while !self.received {
+            match rustix::io::read(&self.fd, &mut byte) {
+                Ok(1) => self.received = true,
+                Err(rustix::io::Errno::INTR) => continue,
+                _ => unsafe { libc::_exit(125) },
+            }
         }
     }
 }

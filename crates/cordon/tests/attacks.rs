@@ -564,6 +564,59 @@ fn read_secret_via_symlink_made_before_the_run() {
 }
 
 #[test]
+fn bind_source_swapped_for_a_symlink_is_not_followed() {
+    // Another process (a sandbox running in the same workspace, say) swaps a
+    // directory cordon is about to bind for a symlink to a secret, again and again:
+    // the bind must never follow it.
+    for_each_user("bind_source_swapped_for_a_symlink_is_not_followed", |fx| {
+        let sub = fx.work.join("sub");
+        let swap = fx.work.join("swap");
+        fx.mkdir(&sub);
+        fx.symlink(&fx.home.join(".ssh"), &swap);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (stop, sub, swap) = (stop.clone(), sub.clone(), swap.clone());
+            std::thread::spawn(move || {
+                let (a, b) = (cstring(&sub), cstring(&swap));
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Atomically exchange the directory and the symlink.
+                    unsafe {
+                        libc::renameat2(
+                            libc::AT_FDCWD,
+                            a.as_ptr(),
+                            libc::AT_FDCWD,
+                            b.as_ptr(),
+                            libc::RENAME_EXCHANGE,
+                        )
+                    };
+                }
+            })
+        };
+        let sub_arg = sub.to_str().unwrap().to_string();
+        let outputs: Vec<Output> = (0..40)
+            .map(|_| {
+                fx.sh_with(
+                    &["--allow-write", &sub_arg],
+                    "cat sub/id_rsa swap/id_rsa; ls sub swap; echo script-done",
+                )
+            })
+            .collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        swapper.join().unwrap();
+        for out in &outputs {
+            assert_absent(out, &fx.marker);
+        }
+        // Control: through the symlink, the secret is there to be had.
+        fx.host_sh(&format!("cat {}/id_rsa", fx.home.join(".ssh").display()))
+            .assert_stdout_contains(&fx.secret_content(".ssh/id_rsa"));
+    });
+}
+
+fn cstring(path: &Path) -> std::ffi::CString {
+    std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap()
+}
+
+#[test]
 fn read_secret_via_symlink_made_inside() {
     for_each_user("read_secret_via_symlink_made_inside", |fx| {
         let tmp_link = format!("/tmp/cordon-test-g-{}", random_hex(6));

@@ -52,27 +52,38 @@ fn rustix_err(path: impl AsRef<Path>) -> impl FnOnce(rustix::io::Errno) -> Sandb
 
 /// Turns this process's (new, private) mount namespace into the view `plan`
 /// describes. Runs in the sandbox's first process.
-pub fn enter(plan: &ViewPlan) -> Result<(), SandboxError> {
+///
+/// `placeholders_ready` is called before the first mount whose source is a
+/// placeholder the launcher creates meanwhile; it returns once they exist.
+pub fn enter(plan: &ViewPlan, placeholders_ready: &mut dyn FnMut()) -> Result<(), SandboxError> {
     sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None).map_err(err("/"))?;
-
-    let sources = clone_sources(plan)?;
-    let devices = DEVICES
-        .iter()
-        .map(|d| clone_tree(Path::new("/dev").join(d), false))
-        .collect::<Result<Vec<_>, _>>()?;
-    let empty = empty_source()?;
-
     let root = rfs::open(
         "/",
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .map_err(rustix_err("/"))?;
+
+    let sources = clone_sources(root.as_fd(), plan)?;
+    let devices = DEVICES
+        .iter()
+        .map(|d| clone_tree(root.as_fd(), &Path::new("/dev").join(d), false))
+        .collect::<Result<Vec<_>, _>>()?;
+    let empty = empty_source()?;
+
     sys::mount_setattr_recursive(root.as_fd(), READ_ONLY, 0).map_err(err("/"))?;
 
     let mut read_only_tmpfs = Vec::new();
+    let mut waited = false;
     for (op, source) in plan.ops.iter().zip(sources) {
+        if op.placeholder && !waited {
+            placeholders_ready();
+            waited = true;
+        }
         let source = match op.kind {
+            _ if op.placeholder => {
+                Some(clone_source(root.as_fd(), op)?.expect("a placeholder is a bind"))
+            }
             MountKind::EmptyFile => Some(clone_read_only(empty.as_fd(), "empty", &op.path)?),
             MountKind::EmptyDir if !op.holds_mount_points => {
                 Some(clone_read_only(empty.as_fd(), "dir", &op.path)?)
@@ -135,32 +146,52 @@ fn clone_read_only(
     Ok(tree)
 }
 
-/// Clones, before anything is mounted over them, the host paths that binds take.
-fn clone_sources(plan: &ViewPlan) -> Result<Vec<Option<OwnedFd>>, SandboxError> {
+/// Clones, before anything is mounted over them, the host paths that binds take
+/// (placeholders later: they do not exist yet).
+fn clone_sources(
+    host: BorrowedFd<'_>,
+    plan: &ViewPlan,
+) -> Result<Vec<Option<OwnedFd>>, SandboxError> {
     plan.ops
         .iter()
         .map(|op| {
-            let attrs = match op.kind {
-                MountKind::Bind { writable: false } => READ_ONLY,
-                MountKind::Bind { writable: true } | MountKind::Pin => {
-                    sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV
-                }
-                _ => return Ok(None),
-            };
-            let tree = clone_tree(&op.path, true)?;
-            set_attrs(tree.as_fd(), attrs, &op.path)?;
-            Ok(Some(tree))
+            if op.placeholder {
+                Ok(None)
+            } else {
+                clone_source(host, op)
+            }
         })
         .collect()
 }
 
-fn clone_tree(path: impl AsRef<Path>, recursive: bool) -> Result<OwnedFd, SandboxError> {
-    let path = path.as_ref();
-    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+/// The host path a bind takes, cloned with its mount flags set; `None` for mounts
+/// that are not binds.
+fn clone_source(host: BorrowedFd<'_>, op: &MountOp) -> Result<Option<OwnedFd>, SandboxError> {
+    let attrs = match op.kind {
+        MountKind::Bind { writable: false } => READ_ONLY,
+        MountKind::Bind { writable: true } | MountKind::Pin => {
+            sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV
+        }
+        _ => return Ok(None),
+    };
+    let tree = clone_tree(host, &op.path, true)?;
+    set_attrs(tree.as_fd(), attrs, &op.path)?;
+    Ok(Some(tree))
+}
+
+/// Clones the mount tree at `path`, resolved below the host's root without
+/// following any symlink: a directory swapped for a symlink since the policy was
+/// resolved (by a sandbox running in the same workspace, say) is refused, not
+/// followed.
+fn clone_tree(host: BorrowedFd<'_>, path: &Path, recursive: bool) -> Result<OwnedFd, SandboxError> {
+    let node = open_in(host, path)?;
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE
+        | OpenTreeFlags::OPEN_TREE_CLOEXEC
+        | OpenTreeFlags::AT_EMPTY_PATH;
     if recursive {
         flags |= OpenTreeFlags::AT_RECURSIVE;
     }
-    rmount::open_tree(rfs::CWD, path, flags).map_err(rustix_err(path))
+    rmount::open_tree(node.as_fd(), "", flags).map_err(rustix_err(path))
 }
 
 fn set_attrs(tree: BorrowedFd<'_>, attrs: u64, path: impl AsRef<Path>) -> Result<(), SandboxError> {

@@ -49,13 +49,24 @@ pub struct MountOp {
     pub create_mount_point: bool,
     /// Later mounts make their mount points inside this one (a tmpfs only).
     pub holds_mount_points: bool,
+    /// The source is a placeholder the launcher creates after the sandbox started.
+    pub placeholder: bool,
 }
 
-/// The mounts to make, in order (parents before children), and the placeholders
-/// created on the host for protected paths that did not exist yet.
+/// A placeholder to create on the host for a protected path that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placeholder {
+    pub path: PathBuf,
+    pub as_file: bool,
+}
+
+/// The mounts to make, in order (parents before children), the placeholders to
+/// create on the host for protected paths that do not exist yet, and those this
+/// plan did create (and so removes).
 #[derive(Debug, Default)]
 pub struct ViewPlan {
     pub ops: Vec<MountOp>,
+    pub to_create: Vec<Placeholder>,
     pub placeholders: Vec<PathBuf>,
     pub warnings: Vec<String>,
 }
@@ -82,8 +93,8 @@ fn placeholder_content(path: &Path) -> &'static [u8] {
 const PROTECTED_TOP_NAMES: [&str; 5] = [".git", ".pi", ".cordon.json", ".vscode", ".idea"];
 
 impl ViewPlan {
-    /// Plans the view for `policy`, creating on the host an empty placeholder for
-    /// each protected path that is missing (so it can be mounted read-only).
+    /// Plans the view for `policy`, with a placeholder for each protected path that
+    /// is missing (so it can be mounted read-only); nothing is created yet.
     pub fn prepare(policy: &Policy) -> Result<ViewPlan, SandboxError> {
         let mut planner = Planner {
             policy,
@@ -98,6 +109,18 @@ impl ViewPlan {
             planner.plan_rule(rule)?;
         }
         Ok(planner.finish())
+    }
+
+    /// Creates the planned placeholders on the host. Those that something else
+    /// created meanwhile are left to it; a failure leaves the ones made so far
+    /// recorded, for `remove_placeholders`.
+    pub fn create_placeholders(&mut self) -> Result<(), SandboxError> {
+        for placeholder in &self.to_create {
+            if create_placeholder(&placeholder.path, placeholder.as_file)? {
+                self.placeholders.push(placeholder.path.clone());
+            }
+        }
+        Ok(())
     }
 
     /// Removes the placeholders this plan created, if they are still empty.
@@ -148,6 +171,11 @@ impl Planner<'_> {
 
     fn plan_rule(&mut self, rule: &PathRule) -> Result<(), SandboxError> {
         if rule.path == Path::new("/") || is_synthetic(&rule.path) {
+            return Ok(());
+        }
+        // Several rules may name the same path (a flag making a secret writable);
+        // only the one that decides it counts: deny beats write beats read.
+        if self.policy.access_for(&rule.path) != rule.access {
             return Ok(());
         }
         let parent_access = self.parent_access(&rule.path);
@@ -233,29 +261,33 @@ impl Planner<'_> {
                 Ok(_) => {}
             }
         }
-        if fs::symlink_metadata(&target).is_err() {
-            let as_file = target == path && is_file_name(path);
-            if create_placeholder(&target, as_file)? {
-                self.plan.placeholders.push(target.clone());
+        let (is_dir, placeholder) = match fs::symlink_metadata(&target) {
+            Ok(meta) if meta.is_symlink() => {
+                return Err(SandboxError::ProtectedPath {
+                    path: target,
+                    problem: "is a symlink; cordon cannot protect it".into(),
+                });
             }
-        }
-        let meta = fs::symlink_metadata(&target).map_err(|source| SandboxError::View {
-            path: target.clone(),
-            source,
-        })?;
-        if meta.is_symlink() {
-            return Err(SandboxError::ProtectedPath {
-                path: target,
-                problem: "is a symlink; cordon cannot protect it".into(),
-            });
-        }
+            Ok(meta) => (meta.is_dir(), false),
+            Err(_) => {
+                let as_file = target == path && is_file_name(path);
+                self.plan.to_create.push(Placeholder {
+                    path: target.clone(),
+                    as_file,
+                });
+                (!as_file, true)
+            }
+        };
         for ancestor in target.ancestors().skip(1) {
             if ancestor == root || !ancestor.starts_with(&root) {
                 break;
             }
             self.add(ancestor, MountKind::Pin, true);
         }
-        self.add(&target, MountKind::Bind { writable: false }, meta.is_dir());
+        self.add(&target, MountKind::Bind { writable: false }, is_dir);
+        if let Some(op) = self.ops.get_mut(&target) {
+            op.placeholder = placeholder;
+        }
         Ok(())
     }
 
@@ -312,6 +344,7 @@ impl Planner<'_> {
                 is_dir,
                 create_mount_point,
                 holds_mount_points: false,
+                placeholder: false,
             },
         );
     }
@@ -345,8 +378,6 @@ fn is_file_name(path: &Path) -> bool {
         .is_some_and(|n| PROTECTED_FILE_NAMES.contains(&n))
 }
 
-/// Creates an empty placeholder; false if something appeared there meanwhile (then
-/// it is not ours to remove).
 /// Whether a placeholder file still holds exactly what cordon put there.
 fn is_untouched_placeholder(path: &Path, len: u64) -> bool {
     let expected = placeholder_content(path);
@@ -354,6 +385,8 @@ fn is_untouched_placeholder(path: &Path, len: u64) -> bool {
         && (expected.is_empty() || fs::read(path).is_ok_and(|c| c == expected))
 }
 
+/// Creates a placeholder; false if something appeared there meanwhile (then it is
+/// not ours to remove).
 fn create_placeholder(path: &Path, as_file: bool) -> Result<bool, SandboxError> {
     let result = if as_file {
         fs::OpenOptions::new()
@@ -380,6 +413,10 @@ mod tests {
     use cordon_policy::{Flags, Inputs};
 
     fn policy_for(workspace: &Path, home: &Path) -> Policy {
+        policy_with(workspace, home, Flags::default())
+    }
+
+    fn policy_with(workspace: &Path, home: &Path, flags: Flags) -> Policy {
         cordon_policy::resolve(&Inputs {
             workspace: workspace.to_path_buf(),
             cwd: workspace.to_path_buf(),
@@ -387,7 +424,7 @@ mod tests {
             tmp: PathBuf::from("/tmp"),
             config: None,
             xdg_config_home: None,
-            flags: Flags::default(),
+            flags,
         })
         .unwrap()
     }
@@ -432,8 +469,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let home = tempfile::tempdir().unwrap();
         let work = dir.path().canonicalize().unwrap();
-        let plan = ViewPlan::prepare(&policy_for(&work, home.path())).unwrap();
+        let mut plan = ViewPlan::prepare(&policy_for(&work, home.path())).unwrap();
         let git = work.join(".git");
+        assert!(!git.exists(), "planning creates nothing");
+        assert!(op(&plan, &git).placeholder);
+        plan.create_placeholders().unwrap();
         assert!(git.is_dir(), "placeholder made on the host");
         assert_eq!(op(&plan, &git).kind, MountKind::Bind { writable: false });
         // .git/hooks, .git/config and the other .git paths are covered by it.
@@ -448,11 +488,36 @@ mod tests {
     }
 
     #[test]
+    fn of_several_rules_on_one_path_the_deciding_one_is_mounted() {
+        // A flag making a secret writable (through a symlink, say) loses to the
+        // secret's deny: the path is hidden, not bound.
+        let dir = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let work = dir.path().canonicalize().unwrap();
+        let ssh = home.path().canonicalize().unwrap().join(".ssh");
+        fs::create_dir(&ssh).unwrap();
+        let flags = Flags {
+            allow_write: vec![ssh.clone()],
+            ..Flags::default()
+        };
+        let policy = policy_with(&work, home.path(), flags);
+        assert!(
+            policy
+                .rules
+                .iter()
+                .any(|r| r.path == ssh && r.access == Access::Write)
+        );
+        let plan = ViewPlan::prepare(&policy).unwrap();
+        assert_eq!(op(&plan, &ssh).kind, MountKind::EmptyDir);
+    }
+
+    #[test]
     fn placeholders_with_content_of_someone_elses_are_kept() {
         let dir = tempfile::tempdir().unwrap();
         let home = tempfile::tempdir().unwrap();
         let work = dir.path().canonicalize().unwrap();
-        let plan = ViewPlan::prepare(&policy_for(&work, home.path())).unwrap();
+        let mut plan = ViewPlan::prepare(&policy_for(&work, home.path())).unwrap();
+        plan.create_placeholders().unwrap();
         fs::write(work.join(".cordon.json"), "{}").unwrap();
         fs::write(work.join(".vscode/settings.json"), "{}").unwrap();
         plan.remove_placeholders();
