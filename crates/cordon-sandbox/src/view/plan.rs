@@ -400,9 +400,13 @@ fn create_placeholder(path: &Path, as_file: bool) -> Result<bool, SandboxError> 
     match result {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-        Err(source) => Err(SandboxError::View {
+        Err(e) => Err(SandboxError::ProtectedPath {
             path: path.to_path_buf(),
-            source,
+            problem: format!(
+                "is a protected path that does not exist, and cordon cannot create the \
+                 empty placeholder it mounts read-only there ({e}); create it yourself, \
+                 or list it under \"unprotect\" in your config"
+            ),
         }),
     }
 }
