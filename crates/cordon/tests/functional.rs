@@ -337,6 +337,23 @@ fn the_sandbox_has_its_own_loopback() {
 }
 
 #[test]
+fn works_when_started_with_sigchld_ignored() {
+    // An ignored SIGCHLD survives exec; with it the kernel reaps children itself
+    // and sends no signal. cordon must still see its sandbox end.
+    for_each_user("works_when_started_with_sigchld_ignored", |fx| {
+        let mut cmd = fx.sh_cmd("sleep 0.1; exit 3");
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        let out = run_cmd(cmd, None, RUN_DEADLINE);
+        out.assert_status(3);
+    });
+}
+
+#[test]
 fn read_only_flag_makes_the_workspace_read_only() {
     for_each_user("read_only_flag_makes_the_workspace_read_only", |fx| {
         let readme = fx.work.join("README");
