@@ -99,7 +99,7 @@ fn helper(ready: OwnedFd, release: OwnedFd) -> ! {
 }
 
 /// Brings up `lo` in the current network namespace.
-fn loopback_up() -> io::Result<()> {
+pub(crate) fn loopback_up() -> io::Result<()> {
     unsafe {
         let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if sock == -1 {
