@@ -95,12 +95,20 @@ impl Prepared {
         command: &Command,
         degraded: Degraded,
     ) -> Result<Prepared, SandboxError> {
-        let landlock = landlock::kernel_abi() > 0;
-        if !landlock && !degraded.no_landlock {
-            return Err(SandboxError::LandlockMissing {
-                detail: "landlock_create_ruleset is not supported".into(),
-            });
-        }
+        let landlock = match landlock::kernel_abi() {
+            Ok(abi) if abi > 0 => true,
+            _ if degraded.no_landlock => false,
+            Ok(abi) => {
+                return Err(SandboxError::LandlockMissing {
+                    detail: format!("ABI {abi}"),
+                });
+            }
+            Err(e) => {
+                return Err(SandboxError::LandlockMissing {
+                    detail: format!("landlock_create_ruleset: {e}; `cordon doctor` says why"),
+                });
+            }
+        };
         crate::limits::validate(&policy.limits).map_err(|e| SandboxError::Limits(e.to_string()))?;
         let limits_mechanism = limits_mechanism(&policy.limits);
         let env = build_env(policy);

@@ -13,9 +13,11 @@ use std::path::PathBuf;
 /// The newest ABI cordon knows; older kernels get what they support.
 const TARGET_ABI: ABI = ABI::V6;
 
-/// Landlock's ABI version on this kernel, or 0 if it has none.
-pub fn kernel_abi() -> i32 {
+/// Landlock's ABI version on this kernel; the error says why there is none
+/// (EOPNOTSUPP: built in but disabled at boot; ENOSYS: not built in).
+pub fn kernel_abi() -> std::io::Result<i32> {
     const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: landlock_create_ruleset(NULL, 0, VERSION) only returns a number.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_landlock_create_ruleset,
@@ -24,7 +26,11 @@ pub fn kernel_abi() -> i32 {
             LANDLOCK_CREATE_RULESET_VERSION,
         )
     };
-    if ret < 0 { 0 } else { ret as i32 }
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(ret as i32)
+    }
 }
 
 /// Enforces the ruleset `fd` on the calling process (no_new_privs must be set).

@@ -6,7 +6,6 @@ use super::host::{
     seccomp_mode,
 };
 
-const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
 const LANDLOCK_ACCESS_FS_READ_FILE: u64 = 1 << 2;
 
 /// What each Landlock ABI adds, for the detail line.
@@ -24,55 +23,10 @@ fn abi_features(abi: i64) -> &'static str {
 
 /// Landlock: the ABI version, then a ruleset that must really deny a read.
 pub(crate) fn landlock() -> Outcome {
-    // SAFETY: landlock_create_ruleset(NULL, 0, VERSION) only returns a number.
-    let abi = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<u8>(),
-            0usize,
-            LANDLOCK_CREATE_RULESET_VERSION,
-        )
+    let abi = match crate::confine::landlock::kernel_abi() {
+        Ok(abi) => i64::from(abi),
+        Err(error) => return landlock_missing(error.raw_os_error().unwrap_or(libc::ENOSYS)),
     };
-    if abi < 0 {
-        let errno = last_errno();
-        let e = errno_text(errno);
-        let kernel = kernel_release();
-        let old = kernel_version().is_some_and(|v| v < (5, 13));
-        let lsms = active_lsms()
-            .map(|l| format!("active LSMs: {l}"))
-            .or_else(|| boot_lsm_param().map(|l| format!("boot parameter lsm={l}")))
-            .unwrap_or_else(|| "no lsm= boot parameter".into());
-        let (cause, fix) = match errno {
-            libc::ENOSYS if old => (
-                format!("Linux {kernel} predates Landlock (5.13)"),
-                "upgrade to Linux 5.13 or later (6.7+ for network rules)".to_string(),
-            ),
-            libc::ENOSYS => (
-                format!("the kernel ({kernel}) is built without Landlock (CONFIG_SECURITY_LANDLOCK), or a seccomp filter hides the syscall"),
-                "use a kernel built with CONFIG_SECURITY_LANDLOCK=y (most distribution kernels since 2022)".to_string(),
-            ),
-            libc::EOPNOTSUPP => (
-                format!("Landlock is built into the kernel but not enabled at boot ({lsms}): the lsm= list lacks landlock"),
-                "add landlock to the kernel's lsm= boot parameter, keeping the others, e.g. in /etc/default/grub: \
-                 GRUB_CMDLINE_LINUX=\"lsm=landlock,lockdown,yama,integrity,apparmor,bpf\" (start from `cat /sys/kernel/security/lsm`), \
-                 then `sudo update-grub` and reboot"
-                    .to_string(),
-            ),
-            libc::EPERM | libc::EACCES => (
-                format!(
-                    "a seccomp filter forbids landlock_create_ruleset ({e}){}",
-                    container().map(|c| format!(": running in a container ({c})")).unwrap_or_default()
-                ),
-                "run cordon on the host, or give the container a seccomp profile that allows the landlock_* syscalls (Docker 25+ does)".to_string(),
-            ),
-            _ => (format!("landlock_create_ruleset failed: {e}"), "check `dmesg`".to_string()),
-        };
-        return Outcome::fail(
-            format!("landlock_create_ruleset(VERSION) failed: {e}"),
-            cause,
-            fix,
-        );
-    }
     // Enforce a ruleset that handles READ_FILE with no rule: reading must fail.
     let attr: u64 = LANDLOCK_ACCESS_FS_READ_FILE;
     // SAFETY: a ruleset attr of 8 bytes (handled_access_fs only, valid for ABI 1+).
@@ -224,4 +178,45 @@ pub(crate) fn seccomp() -> Outcome {
     Outcome::ok(format!(
         "filter mode with no_new_privs works; enforcement checked{stacked}"
     ))
+}
+
+/// Why Landlock is missing, from the errno of the ABI query, with the fix.
+fn landlock_missing(errno: i32) -> Outcome {
+    let e = errno_text(errno);
+    let kernel = kernel_release();
+    let old = kernel_version().is_some_and(|v| v < (5, 13));
+    let lsms = active_lsms()
+        .map(|l| format!("active LSMs: {l}"))
+        .or_else(|| boot_lsm_param().map(|l| format!("boot parameter lsm={l}")))
+        .unwrap_or_else(|| "no lsm= boot parameter".into());
+    let (cause, fix) = match errno {
+        libc::ENOSYS if old => (
+            format!("Linux {kernel} predates Landlock (5.13)"),
+            "upgrade to Linux 5.13 or later (6.7+ for network rules)".to_string(),
+        ),
+        libc::ENOSYS => (
+            format!("the kernel ({kernel}) is built without Landlock (CONFIG_SECURITY_LANDLOCK), or a seccomp filter hides the syscall"),
+            "use a kernel built with CONFIG_SECURITY_LANDLOCK=y (most distribution kernels since 2022)".to_string(),
+        ),
+        libc::EOPNOTSUPP => (
+            format!("Landlock is built into the kernel but not enabled at boot ({lsms}): the lsm= list lacks landlock"),
+            "add landlock to the kernel's lsm= boot parameter, keeping the others, e.g. in /etc/default/grub: \
+             GRUB_CMDLINE_LINUX=\"lsm=landlock,lockdown,yama,integrity,apparmor,bpf\" (start from `cat /sys/kernel/security/lsm`), \
+             then `sudo update-grub` and reboot"
+                .to_string(),
+        ),
+        libc::EPERM | libc::EACCES => (
+            format!(
+                "a seccomp filter forbids landlock_create_ruleset ({e}){}",
+                container().map(|c| format!(": running in a container ({c})")).unwrap_or_default()
+            ),
+            "run cordon on the host, or give the container a seccomp profile that allows the landlock_* syscalls (Docker 25+ does)".to_string(),
+        ),
+        _ => (format!("landlock_create_ruleset failed: {e}"), "check `dmesg`".to_string()),
+    };
+    Outcome::fail(
+        format!("landlock_create_ruleset(VERSION) failed: {e}"),
+        cause,
+        fix,
+    )
 }
