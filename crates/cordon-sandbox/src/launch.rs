@@ -20,7 +20,6 @@ use crate::waiter::{Waited, Waiter, kill_and_reap};
 use crate::workspace_lock::WorkspaceLock;
 use cordon_policy::{NetMode, Policy};
 use std::ffi::{CString, OsString};
-use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -196,6 +195,7 @@ fn run_prepared(policy: &Policy, prepared: &mut Prepared) -> Result<Outcome, San
     let signals =
         SignalFd::block_forwardable().map_err(|e| SandboxError::io("blocking signals", e))?;
     let saved_terminal = crate::terminal::SavedMode::capture(prepared.terminal);
+    let pipe = || sys::pipe().map_err(|e| SandboxError::io("creating a pipe", e));
     let (report_read, report_write) = pipe()?;
     let (go_read, go_write) = pipe()?;
 
@@ -257,13 +257,9 @@ fn run_prepared(policy: &Policy, prepared: &mut Prepared) -> Result<Outcome, San
             let status = report.exited.or(supervisor).unwrap_or(125);
             match report.failure {
                 Some((125, message)) => return Err(SandboxError::Child(message)),
-                Some((_, message)) => Outcome::Exited {
+                failure => Outcome::Exited {
                     status,
-                    message: Some(message),
-                },
-                None => Outcome::Exited {
-                    status,
-                    message: None,
+                    message: failure.map(|(_, message)| message),
                 },
             }
         }
@@ -287,9 +283,4 @@ fn confine_in_cgroup(
             .map_err(|e| SandboxError::Limits(e.to_string()))?;
     }
     Ok(cgroup)
-}
-
-fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
-    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| SandboxError::io("creating a pipe", e.into()))
 }

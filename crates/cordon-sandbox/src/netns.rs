@@ -20,15 +20,11 @@ pub struct NetworkMaker {
 
 const READY: u8 = b'R';
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(io::Error::from)
-}
-
 impl NetworkMaker {
     /// Forks the helper. Call from the single-threaded supervisor.
     pub fn start() -> io::Result<NetworkMaker> {
-        let (ready_read, ready_write) = pipe()?;
-        let (release_read, release_write) = pipe()?;
+        let (ready_read, ready_write) = sys::pipe()?;
+        let (release_read, release_write) = sys::pipe()?;
         // SAFETY: the supervisor is single-threaded.
         match unsafe { sys::fork_into(0) }? {
             None => {

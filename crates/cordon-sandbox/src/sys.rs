@@ -3,7 +3,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret == -1 {
@@ -127,6 +127,11 @@ pub fn install_seccomp(program: &[libc::sock_filter]) -> io::Result<()> {
         )
     };
     check(ret).map(drop)
+}
+
+/// A pipe whose ends are closed on exec: `(read, write)`.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(io::Error::from)
 }
 
 /// The errno of the last failed call, as a positive integer.

@@ -20,7 +20,7 @@ pub(crate) struct Running {
 /// Forks a child (leader of its own process group, killed if we die) that runs `f`
 /// and writes its outcome as JSON to a pipe.
 pub(crate) fn spawn(timeout: Duration, f: impl FnOnce() -> Outcome) -> io::Result<Running> {
-    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let (read, write) = crate::sys::pipe()?;
     let started = Instant::now();
     // SAFETY: the child runs `f`, writes, and leaves with _exit: it never returns
     // into the caller's code. See the module docs about allocation after fork.
@@ -163,7 +163,7 @@ impl Running {
         let mut status = 0;
         // SAFETY: waitpid on our own child.
         let ret = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
-        if ret == -1 && super::host::last_errno() == libc::ECHILD {
+        if ret == -1 && crate::sys::errno() == libc::ECHILD {
             // SIGCHLD is ignored by the caller: the kernel reaped it already.
             return Some(0);
         }

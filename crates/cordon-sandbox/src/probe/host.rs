@@ -57,11 +57,6 @@ pub(crate) fn errno_text(errno: i32) -> String {
     }
 }
 
-/// The last OS error number.
-pub(crate) fn last_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
 /// The seccomp mode of this process from /proc/self/status (0 none, 1 strict,
 /// 2 filter).
 pub(crate) fn seccomp_mode() -> Option<u32> {

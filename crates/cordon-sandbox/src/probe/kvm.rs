@@ -41,7 +41,7 @@ pub(crate) fn kvm(budget: Duration) -> Outcome {
     // SAFETY: open(2) with a valid path.
     let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
     if fd < 0 {
-        let errno = super::host::last_errno();
+        let errno = crate::sys::errno();
         let e = errno_text(errno);
         let uid = rustix::process::geteuid().as_raw();
         return match errno {
@@ -306,7 +306,7 @@ mod x86 {
             )
         };
         if addr == libc::MAP_FAILED {
-            return Err((what, super::super::host::last_errno()));
+            return Err((what, crate::sys::errno()));
         }
         Ok(Map(addr, len))
     }
@@ -331,7 +331,7 @@ mod x86 {
 
     fn check(ret: libc::c_int, step: &'static str) -> Result<libc::c_int, Step> {
         if ret < 0 {
-            Err((step, super::super::host::last_errno()))
+            Err((step, crate::sys::errno()))
         } else {
             Ok(ret)
         }
@@ -470,7 +470,7 @@ mod x86 {
             let mut done = None;
             for _ in 0..16 {
                 if libc::ioctl(vcpu.0, KVM_RUN, 0) < 0 {
-                    let errno = super::super::host::last_errno();
+                    let errno = crate::sys::errno();
                     if errno == libc::EINTR {
                         break;
                     }

@@ -2,7 +2,7 @@
 
 use super::Outcome;
 use super::host::{
-    active_lsms, boot_lsm_param, container, errno_text, kernel_release, kernel_version, last_errno,
+    active_lsms, boot_lsm_param, container, errno_text, kernel_release, kernel_version,
     seccomp_mode,
 };
 
@@ -39,7 +39,7 @@ pub(crate) fn landlock() -> Outcome {
         )
     };
     if ruleset < 0 {
-        let e = errno_text(last_errno());
+        let e = errno_text(crate::sys::errno());
         return Outcome::fail(
             format!("Landlock ABI {abi}, but creating a ruleset failed: {e}"),
             format!("landlock_create_ruleset with a filesystem rule failed ({e})"),
@@ -54,7 +54,7 @@ pub(crate) fn landlock() -> Outcome {
             ruleset as libc::c_int,
             0 as libc::c_uint,
         );
-        let errno = last_errno();
+        let errno = crate::sys::errno();
         libc::close(ruleset as libc::c_int);
         (ret, errno)
     };
@@ -123,7 +123,7 @@ pub(crate) fn seccomp() -> Outcome {
     // SAFETY: prctl and seccomp with a valid program, in the probe child.
     let (ret, errno) = unsafe {
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 {
-            let e = errno_text(last_errno());
+            let e = errno_text(crate::sys::errno());
             return Outcome::fail(
                 format!("prctl(PR_SET_NO_NEW_PRIVS) failed: {e}"),
                 "the kernel refuses no_new_privs",
@@ -136,14 +136,14 @@ pub(crate) fn seccomp() -> Outcome {
             0 as libc::c_uint,
             &prog,
         );
-        let mut errno = last_errno();
+        let mut errno = crate::sys::errno();
         if ret == -1 && errno == libc::ENOSYS {
             ret = libc::prctl(
                 libc::PR_SET_SECCOMP,
                 2 as libc::c_ulong,
                 &prog as *const libc::sock_fprog,
             ) as libc::c_long;
-            errno = last_errno();
+            errno = crate::sys::errno();
         }
         (ret, errno)
     };
@@ -163,7 +163,7 @@ pub(crate) fn seccomp() -> Outcome {
     }
     // SAFETY: a syscall the filter should now refuse.
     let r = unsafe { libc::syscall(libc::SYS_getppid) };
-    if r != -1 || last_errno() != ERRNO as i32 {
+    if r != -1 || crate::sys::errno() != ERRNO as i32 {
         return Outcome::fail(
             "a seccomp filter was installed but did not act",
             "the seccomp filter is not enforced",

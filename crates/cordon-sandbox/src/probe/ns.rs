@@ -2,7 +2,7 @@
 //! user namespace.
 
 use super::Outcome;
-use super::host::{container, errno_text, last_errno, seccomp_mode, sysctl, write_file};
+use super::host::{container, errno_text, seccomp_mode, sysctl, write_file};
 use std::ffi::CStr;
 use std::path::Path;
 
@@ -167,7 +167,7 @@ fn enter(flags: libc::c_int, what: &str) -> Result<bool, Outcome> {
     };
     // SAFETY: unshare in the single-threaded probe child.
     if unsafe { libc::unshare(all) } == -1 {
-        let errno = last_errno();
+        let errno = crate::sys::errno();
         let e = errno_text(errno);
         if with_user && flags != libc::CLONE_NEWUSER {
             // Is it the user namespace, or the other one?
@@ -288,7 +288,10 @@ pub(crate) fn mountns() -> Outcome {
         )
     } == -1
     {
-        return mount_failure("making / private (mount MS_REC|MS_PRIVATE)", last_errno());
+        return mount_failure(
+            "making / private (mount MS_REC|MS_PRIVATE)",
+            crate::sys::errno(),
+        );
     }
     let target: &CStr = if Path::new("/tmp").is_dir() {
         c"/tmp"
@@ -306,7 +309,7 @@ pub(crate) fn mountns() -> Outcome {
         )
     } == -1
     {
-        return mount_failure("mounting a tmpfs", last_errno());
+        return mount_failure("mounting a tmpfs", crate::sys::errno());
     }
     // open_tree(OPEN_TREE_CLONE) + mount_setattr(MOUNT_ATTR_RDONLY).
     const OPEN_TREE_CLONE: libc::c_ulong = 1;
@@ -321,7 +324,7 @@ pub(crate) fn mountns() -> Outcome {
         )
     };
     if fd < 0 {
-        return mount_failure("open_tree(OPEN_TREE_CLONE)", last_errno());
+        return mount_failure("open_tree(OPEN_TREE_CLONE)", crate::sys::errno());
     }
     #[repr(C)]
     struct MountAttr {
@@ -347,7 +350,7 @@ pub(crate) fn mountns() -> Outcome {
             std::mem::size_of::<MountAttr>(),
         )
     };
-    let errno = last_errno();
+    let errno = crate::sys::errno();
     // SAFETY: closing the fd we opened.
     unsafe { libc::close(fd as libc::c_int) };
     if ret == -1 {
@@ -368,7 +371,7 @@ pub(crate) fn pidns() -> Outcome {
     // SAFETY: fork in the single-threaded probe child; the grandchild only exits.
     let pid = unsafe { libc::fork() };
     if pid == -1 {
-        let e = errno_text(last_errno());
+        let e = errno_text(crate::sys::errno());
         return Outcome::fail(
             format!("fork into the new pid namespace failed: {e}"),
             format!("the first process of a new pid namespace could not be created ({e})"),
