@@ -188,32 +188,18 @@ fn supervise(command: libc::pid_t, signals: &SignalFd, pty: Option<&Pty>) -> io:
     }
     let mut stdin_open = pty.is_some();
     loop {
-        let mut fds = vec![libc::pollfd {
-            fd: signals.as_fd().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        if let Some(pty) = pty {
-            fds.push(libc::pollfd {
-                fd: pty.master.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-            if stdin_open {
-                fds.push(libc::pollfd {
-                    fd: libc::STDIN_FILENO,
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
-            }
-        }
-        if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) } == -1 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
+        // The signalfd, then with a pty its master and cordon's own terminal.
+        let mut fds = [
+            sys::readable(signals.as_fd().as_raw_fd()),
+            sys::readable(pty.map_or(-1, |p| p.master.as_raw_fd())),
+            sys::readable(libc::STDIN_FILENO),
+        ];
+        let count = match pty {
+            None => 1,
+            Some(_) if stdin_open => 3,
+            Some(_) => 2,
+        };
+        sys::poll(&mut fds[..count], -1)?;
         if let Some(pty) = pty {
             if fds[1].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
                 terminal::pump(pty.master.as_raw_fd(), libc::STDOUT_FILENO);

@@ -129,6 +129,28 @@ pub fn install_seccomp(program: &[libc::sock_filter]) -> io::Result<()> {
     check(ret).map(drop)
 }
 
+/// A `pollfd` that waits for `fd` to become readable (or hung up).
+pub fn readable(fd: std::os::fd::RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// poll(2) with a timeout in milliseconds (-1: none). An interrupted call returns
+/// with nothing ready, so callers loop as they would after a timeout.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<()> {
+    let ret = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    match check(ret as libc::c_long) {
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+            fds.iter_mut().for_each(|fd| fd.revents = 0);
+            Ok(())
+        }
+        result => result.map(drop),
+    }
+}
+
 /// A pipe whose ends are closed on exec: `(read, write)`.
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(io::Error::from)

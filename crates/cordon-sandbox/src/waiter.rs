@@ -10,6 +10,7 @@
 use crate::error::SandboxError;
 use crate::report::Report;
 use crate::signals::{SignalFd, forwardable};
+use crate::sys;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -60,26 +61,12 @@ impl Waiter<'_> {
                 return Ok(Waited::TimedOut(timeout));
             }
             let mut fds = [
-                libc::pollfd {
-                    fd: self.signals.as_fd().as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.report.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
+                sys::readable(self.signals.as_fd().as_raw_fd()),
+                sys::readable(self.report.as_raw_fd()),
             ];
             let count = if report_open { 2 } else { 1 };
             let ms = wait_for.map_or(-1, |t| t.as_millis().clamp(1, i32::MAX as u128) as i32);
-            if unsafe { libc::poll(fds.as_mut_ptr(), count, ms) } == -1 {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(fail(e));
-                }
-                continue;
-            }
+            sys::poll(&mut fds[..count], ms).map_err(fail)?;
             if report_open && fds[1].revents != 0 {
                 report_open = read_some(&self.report, &mut bytes);
             }
