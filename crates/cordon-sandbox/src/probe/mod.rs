@@ -47,6 +47,13 @@ pub struct Layer {
     pub elapsed_ms: u64,
 }
 
+impl Layer {
+    /// A layer cordon needs that does not work here.
+    pub fn is_missing_required(&self) -> bool {
+        self.required && !self.ok
+    }
+}
+
 /// Everything `cordon doctor` reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -69,7 +76,7 @@ impl Report {
 
     /// The required layers that are missing.
     pub fn missing_required(&self) -> impl Iterator<Item = &Layer> {
-        self.layers.iter().filter(|l| l.required && !l.ok)
+        self.layers.iter().filter(|l| l.is_missing_required())
     }
 }
 
@@ -213,7 +220,7 @@ pub fn run_all(timeout_per_probe: Duration) -> Report {
         })
         .collect::<Vec<_>>();
     Report {
-        ok: layers.iter().all(|l| l.ok || !l.required),
+        ok: !layers.iter().any(Layer::is_missing_required),
         kernel: host::kernel_release(),
         uid: rustix::process::geteuid().as_raw(),
         elapsed_ms: started.elapsed().as_millis() as u64,

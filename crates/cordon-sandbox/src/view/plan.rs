@@ -33,11 +33,6 @@ impl MountKind {
     pub fn is_tmpfs(self) -> bool {
         matches!(self, MountKind::EmptyDir | MountKind::Scratch)
     }
-
-    /// Whether this mount takes its contents from the host path.
-    pub fn binds_host(self) -> bool {
-        matches!(self, MountKind::Bind { .. } | MountKind::Pin)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
