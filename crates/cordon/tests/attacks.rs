@@ -1480,6 +1480,24 @@ fn only_harmless_devices() {
 }
 
 #[test]
+fn dev_is_read_only() {
+    // Nothing can be added to the sandbox's /dev (a file named like a device a
+    // program trusts, say), while the devices themselves still work.
+    for_each_user("dev_is_read_only", |fx| {
+        let out = fx.sh(
+            "touch /dev/planted && echo DEV-FILE-MADE; mkdir /dev/dir && echo DEV-DIR-MADE; \
+             ln -s /etc/passwd /dev/log && echo DEV-LINK-MADE; \
+             echo x > /dev/null && echo null-works; head -c 4 /dev/urandom | wc -c",
+        );
+        out.assert_stdout_contains("null-works")
+            .assert_stdout_contains("4");
+        for made in ["DEV-FILE-MADE", "DEV-DIR-MADE", "DEV-LINK-MADE"] {
+            assert!(!out.all().contains(made), "{made}: /dev is writable\n{out}");
+        }
+    });
+}
+
+#[test]
 fn keyctl_bpf_perf_event_open_refused() {
     for_each_user("keyctl_bpf_perf_event_open_refused", |fx| {
         let desc = format!("cordon-test-{}", random_hex(6));

@@ -37,6 +37,12 @@ const PROC_READ_ONLY: [&str; 2] = ["sys", "sysrq-trigger"];
 
 const READ_ONLY: u64 = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
 
+/// Mount flags of /dev (device nodes must open there, so not nodev), /proc, and
+/// the tmpfs of a denied directory.
+const DEV_FLAGS: libc::c_ulong = libc::MS_NOSUID | libc::MS_NOEXEC;
+const PROC_FLAGS: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+const EMPTY_DIR_FLAGS: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+
 fn err(path: impl AsRef<Path>) -> impl FnOnce(io::Error) -> SandboxError {
     let path = path.as_ref().to_path_buf();
     move |source| SandboxError::View { path, source }
@@ -98,7 +104,7 @@ pub fn enter(plan: &ViewPlan, placeholders_ready: &mut dyn FnMut()) -> Result<()
     build_dev(root.as_fd(), &devices)?;
     build_proc(root.as_fd())?;
     for path in read_only_tmpfs {
-        remount_read_only(root.as_fd(), &path)?;
+        remount_read_only(root.as_fd(), &path, EMPTY_DIR_FLAGS)?;
     }
     // Closing a mount that was never attached tears it down at once (waiting for
     // an RCU grace period); left open, it goes when the supervisor exits, after
@@ -243,7 +249,7 @@ fn apply(root: BorrowedFd<'_>, op: &MountOp, source: Option<OwnedFd>) -> Result<
         (MountKind::EmptyDir, None) => mount_tmpfs(
             &fd_path(target.as_fd()),
             "mode=0755,size=4k,nr_inodes=64",
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            EMPTY_DIR_FLAGS,
         )
         .map_err(err(&op.path)),
         (MountKind::Scratch, _) => mount_tmpfs(
@@ -321,10 +327,16 @@ fn mount_tmpfs(target: &std::ffi::CStr, options: &str, flags: libc::c_ulong) -> 
     )
 }
 
-fn remount_read_only(root: BorrowedFd<'_>, path: &Path) -> Result<(), SandboxError> {
+/// Makes the mount at `path` read-only. A bind remount sets the mount's flags to
+/// exactly those given, so `keep` lists the ones it already has (nosuid, ...).
+/// The path is opened afresh: a handle from before the mount names what is under it.
+fn remount_read_only(
+    root: BorrowedFd<'_>,
+    path: &Path,
+    keep: libc::c_ulong,
+) -> Result<(), SandboxError> {
     let target = open_in(root, path)?;
-    let flags =
-        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+    let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | keep;
     sys::mount(None, &fd_path(target.as_fd()), None, flags, None).map_err(err(path))
 }
 
@@ -332,12 +344,7 @@ fn remount_read_only(root: BorrowedFd<'_>, path: &Path) -> Result<(), SandboxErr
 fn build_dev(root: BorrowedFd<'_>, devices: &[OwnedFd]) -> Result<(), SandboxError> {
     let dev = Path::new("/dev");
     let target = open_in(root, dev)?;
-    mount_tmpfs(
-        &fd_path(target.as_fd()),
-        "mode=0755,size=64k",
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-    )
-    .map_err(err(dev))?;
+    mount_tmpfs(&fd_path(target.as_fd()), "mode=0755,size=64k", DEV_FLAGS).map_err(err(dev))?;
     let dir = open_dir_in(root, dev)?;
     for (name, source) in DEVICES.iter().zip(devices) {
         rfs::openat(
@@ -379,9 +386,7 @@ fn build_dev(root: BorrowedFd<'_>, devices: &[OwnedFd]) -> Result<(), SandboxErr
     ] {
         rfs::symlinkat(to, dir.as_fd(), link).map_err(rustix_err(dev.join(link)))?;
     }
-    let flags =
-        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC;
-    sys::mount(None, &fd_path(target.as_fd()), None, flags, None).map_err(err(dev))
+    remount_read_only(root, dev, DEV_FLAGS)
 }
 
 /// A fresh procfs for the sandbox's PID namespace, its global knobs read-only.
@@ -392,7 +397,7 @@ fn build_proc(root: BorrowedFd<'_>) -> Result<(), SandboxError> {
         Some(c"proc"),
         &fd_path(target.as_fd()),
         Some(c"proc"),
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        PROC_FLAGS,
         None,
     )
     .map_err(err(proc))?;
@@ -410,7 +415,7 @@ fn build_proc(root: BorrowedFd<'_>) -> Result<(), SandboxError> {
             None,
         )
         .map_err(err(&path))?;
-        remount_read_only(root, &path)?;
+        remount_read_only(root, &path, PROC_FLAGS)?;
     }
     Ok(())
 }
