@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -12,13 +13,20 @@ pub struct WorkspaceLock {
     file: Option<File>,
 }
 
+/// The lock file's path, named by a hash of the workspace's path. The hash must
+/// not change between cordon builds (std's DefaultHasher may), or two builds
+/// would take different locks for one workspace: FNV-1a, 64 bits.
 fn lock_path(workspace: &Path) -> PathBuf {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    workspace.hash(&mut hasher);
+    let hash = workspace
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
     let uid = rustix::process::geteuid().as_raw();
     let dir = std::env::var_os("XDG_RUNTIME_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    dir.join(format!("cordon-{uid}-{:016x}.lock", hasher.finish()))
+    dir.join(format!("cordon-{uid}-{hash:016x}.lock"))
 }
 
 impl WorkspaceLock {
@@ -42,5 +50,19 @@ impl WorkspaceLock {
         self.file.as_ref().is_some_and(
             |f| unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_name_is_a_fixed_function_of_the_path() {
+        // FNV-1a of "/w": fixed, so every cordon build agrees on the file.
+        let name = lock_path(Path::new("/w"));
+        let name = name.file_name().unwrap().to_str().unwrap();
+        assert!(name.ends_with("-07d65107b49cb3cb.lock"), "{name}");
+        assert_ne!(lock_path(Path::new("/w")), lock_path(Path::new("/x")));
     }
 }
