@@ -559,6 +559,7 @@ impl Layers {
             rules,
             scratch: vec![canonicalize_lenient(Path::new(SCRATCH))],
             net: self.net,
+            network: crate::NetworkRules::default(),
             env: self.env,
             limits: self.limits,
             timeout: self.timeout,

@@ -10,6 +10,7 @@ pub mod defaults;
 mod error;
 mod layer;
 mod model;
+mod network;
 mod paths;
 mod protect;
 mod values;
@@ -19,6 +20,7 @@ pub use config::{
 };
 pub use error::PolicyError;
 pub use model::*;
+pub use network::*;
 pub use values::{parse_env_arg, parse_size};
 
 use std::path::PathBuf;

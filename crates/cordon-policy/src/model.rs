@@ -94,6 +94,9 @@ pub enum NetMode {
     None,
     /// No network isolation at all (explicit opt-in).
     Host,
+    /// Out only through the egress broker, to the names [`crate::NetworkRules`]
+    /// allows. Chosen automatically when any domain or local service is allowed.
+    Allowlist,
 }
 
 /// A value with the place it came from.
@@ -151,6 +154,8 @@ pub struct Policy {
     /// Private, writable, empty tmpfs directories (always includes `/tmp`).
     pub scratch: Vec<PathBuf>,
     pub net: Sourced<NetMode>,
+    /// What the egress broker allows; used when `net` is `Allowlist`.
+    pub network: crate::NetworkRules,
     pub env: Vec<EnvVar>,
     pub limits: Limits,
     pub timeout: Option<Sourced<Duration>>,
