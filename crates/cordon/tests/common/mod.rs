@@ -18,6 +18,8 @@
 //! `CORDON_TEST_KEEP=1` keeps the fixtures of failed tests for inspection.
 #![allow(dead_code)] // each test crate uses a different part of the harness
 
+pub mod upstream;
+
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
