@@ -12,3 +12,16 @@ pub mod addr;
 pub mod dns;
 pub mod secrets;
 pub mod sniff;
+
+pub mod audit;
+mod broker;
+pub mod ca;
+mod error;
+mod prefixed;
+mod proxy;
+pub mod setup;
+pub mod upstream;
+
+pub use broker::{BrokerConfig, Sockets, serve};
+pub use error::NetError;
+pub use setup::{Dirs, Egress, SandboxSide, prepare};

@@ -44,6 +44,30 @@ pub struct Command {
     pub terminal: Terminal,
 }
 
+/// A host file laid read-only over a path of the view (which may be a symlink:
+/// the file then sits on the link itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOverlay {
+    /// Absolute, canonical path of the file on the host.
+    pub source: PathBuf,
+    /// Absolute path in the view, whose parent directories are no symlinks.
+    pub target: PathBuf,
+}
+
+/// What a caller adds to a run beyond its policy: the egress broker's sockets,
+/// files laid over the view, environment variables, and work to start once the
+/// sandbox's first process exists.
+#[derive(Default)]
+pub struct Additions {
+    pub endpoints: Option<crate::egress::EndpointRequest>,
+    pub files: Vec<FileOverlay>,
+    /// Set after the policy's environment; the same name replaces its value.
+    pub env: Vec<(String, String)>,
+    /// Called in the launcher right after the clone. Threads may be started here
+    /// and not before: the clone copies only the calling thread.
+    pub after_clone: Option<Box<dyn FnOnce()>>,
+}
+
 /// Layers the user explicitly agreed to run without.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Degraded {
@@ -77,6 +101,8 @@ pub(crate) struct Prepared {
     pub writable: Vec<PathBuf>,
     pub landlock: bool,
     pub net: NetMode,
+    /// The egress broker's sockets to open in the network namespace.
+    pub egress: Option<crate::egress::EndpointRequest>,
     pub terminal: Terminal,
     /// How limits are enforced, chosen once per run.
     pub limits_mechanism: crate::limits::Mechanism,
@@ -93,6 +119,7 @@ impl Prepared {
         policy: &Policy,
         command: &Command,
         degraded: Degraded,
+        additions: &mut Additions,
     ) -> Result<Prepared, SandboxError> {
         let landlock = match landlock::kernel_abi() {
             Ok(abi) if abi > 0 => true,
@@ -110,7 +137,11 @@ impl Prepared {
         };
         crate::limits::validate(&policy.limits).map_err(|e| SandboxError::Limits(e.to_string()))?;
         let limits_mechanism = limits_mechanism(&policy.limits);
-        let env = build_env(policy);
+        let mut env = build_env(policy);
+        for (name, value) in additions.env.drain(..) {
+            env.retain(|(k, _)| *k != name);
+            env.push((name, value));
+        }
         let path_dirs = env
             .iter()
             .find_map(|(k, v)| (k == "PATH").then(|| v.clone()))
@@ -136,7 +167,7 @@ impl Prepared {
         let seccomp = SeccompPlan::build(&policy.switches)?;
         Ok(Prepared {
             // Last: it creates placeholders on the host, which nothing after may leak.
-            view: ViewPlan::prepare(policy)?,
+            view: ViewPlan::prepare(policy, std::mem::take(&mut additions.files))?,
             seccomp,
             argv,
             envp,
@@ -147,6 +178,7 @@ impl Prepared {
             writable: policy.writable_roots().map(PathBuf::from).collect(),
             landlock,
             net: policy.net.value,
+            egress: additions.endpoints.take(),
             terminal: command.terminal,
             rlimits: limits_mechanism.uncovered(&policy.limits),
             limits_mechanism,
@@ -180,10 +212,16 @@ pub fn run(
     policy: &Policy,
     command: &Command,
     degraded: Degraded,
+    mut additions: Additions,
 ) -> Result<Outcome, SandboxError> {
+    if policy.net.value == NetMode::Allowlist && additions.endpoints.is_none() {
+        return Err(SandboxError::Child(
+            "the allowlist network mode needs the egress broker, which was not started".into(),
+        ));
+    }
     let lock = WorkspaceLock::acquire(&policy.workspace);
-    let mut prepared = Prepared::new(policy, command, degraded)?;
-    let result = run_prepared(policy, &mut prepared);
+    let mut prepared = Prepared::new(policy, command, degraded, &mut additions)?;
+    let result = run_prepared(policy, &mut prepared, additions.after_clone.take());
     // Placeholders go only if no other sandbox is using this workspace.
     if lock.is_sole_user() {
         prepared.view.remove_placeholders();
@@ -191,7 +229,11 @@ pub fn run(
     result
 }
 
-fn run_prepared(policy: &Policy, prepared: &mut Prepared) -> Result<Outcome, SandboxError> {
+fn run_prepared(
+    policy: &Policy,
+    prepared: &mut Prepared,
+    after_clone: Option<Box<dyn FnOnce()>>,
+) -> Result<Outcome, SandboxError> {
     let signals =
         SignalFd::block_forwardable().map_err(|e| SandboxError::io("blocking signals", e))?;
     let saved_terminal = crate::terminal::SavedMode::capture(prepared.terminal);
@@ -220,6 +262,12 @@ fn run_prepared(policy: &Policy, prepared: &mut Prepared) -> Result<Outcome, San
     };
     drop(report_write);
     drop(go_read);
+    // The sandbox's end of the broker's channel: only the sandbox holds it now, so
+    // the host end reads end-of-file if the sandbox ends before sending.
+    drop(prepared.egress.take());
+    if let Some(after_clone) = after_clone {
+        after_clone();
+    }
     // While the supervisor builds the view: the placeholders it will mount, made
     // here so the disk work runs on the other core, and the cgroup.
     let cgroup = match prepared

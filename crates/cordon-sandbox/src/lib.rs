@@ -9,6 +9,7 @@
 
 mod command;
 pub mod confine;
+pub mod egress;
 mod env;
 mod error;
 pub mod launch;
@@ -25,4 +26,6 @@ mod waiter;
 mod workspace_lock;
 
 pub use error::SandboxError;
-pub use launch::{Command, Degraded, Outcome, Terminal, limits_mechanism, run};
+pub use launch::{
+    Additions, Command, Degraded, FileOverlay, Outcome, Terminal, limits_mechanism, run,
+};

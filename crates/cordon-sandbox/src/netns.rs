@@ -1,12 +1,14 @@
-//! The sandbox's own network namespace (`--net none`), made in parallel with the
+//! The sandbox's own network namespace (`--net none|allowlist`), made in parallel with the
 //! view: creating a network namespace and bringing its loopback up takes about as
 //! long as building the whole mount view, and the machine has a core to spare
 //! while the supervisor mounts. So the supervisor forks a helper that does it, goes
 //! on building the view, then joins the helper's namespace with `setns` (through a
 //! pidfd) and lets the helper exit. The helper lives in the sandbox's user
 //! namespace, so the namespace it makes is owned by it, and the supervisor may
-//! join it.
+//! join it. For `allowlist`, the helper also opens the egress broker's sockets in
+//! the namespace and sends them to the host (see `egress.rs`).
 
+use crate::egress::{self, EndpointRequest};
 use crate::sys;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -22,7 +24,7 @@ const READY: u8 = b'R';
 
 impl NetworkMaker {
     /// Forks the helper. Call from the single-threaded supervisor.
-    pub fn start() -> io::Result<NetworkMaker> {
+    pub fn start(endpoints: Option<&EndpointRequest>) -> io::Result<NetworkMaker> {
         let (ready_read, ready_write) = sys::pipe()?;
         let (release_read, release_write) = sys::pipe()?;
         // SAFETY: the supervisor is single-threaded.
@@ -30,7 +32,7 @@ impl NetworkMaker {
             None => {
                 drop(ready_read);
                 drop(release_write);
-                helper(ready_write, release_read)
+                helper(ready_write, release_read, endpoints)
             }
             Some(helper) => Ok(NetworkMaker {
                 helper,
@@ -72,12 +74,12 @@ fn join_namespace_of(pid: libc::pid_t) -> io::Result<()> {
 
 /// The helper: a new network namespace with its loopback up, kept alive until the
 /// supervisor has joined it (end of file on `release`).
-fn helper(ready: OwnedFd, release: OwnedFd) -> ! {
+fn helper(ready: OwnedFd, release: OwnedFd, endpoints: Option<&EndpointRequest>) -> ! {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let made = if unsafe { libc::unshare(libc::CLONE_NEWNET) } == -1 {
         Err(io::Error::last_os_error())
     } else {
-        loopback_up()
+        loopback_up().and_then(|()| endpoints.map_or(Ok(()), egress::open_and_send))
     };
     let _ = match made {
         Ok(()) => rustix::io::write(&ready, &[READY]),

@@ -32,9 +32,11 @@ fn run(
     // Die with the launcher; if it died before this, `go` reads end-of-file below.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let network = match prepared.net {
-        NetMode::None | NetMode::Allowlist => Some(NetworkMaker::start().map_err(|e| {
-            crate::SandboxError::io("cannot start making the network namespace", e)
-        })?),
+        NetMode::None | NetMode::Allowlist => {
+            Some(NetworkMaker::start(prepared.egress.as_ref()).map_err(|e| {
+                crate::SandboxError::io("cannot start making the network namespace", e)
+            })?)
+        }
         NetMode::Host => None,
     };
     let mut go = GoAhead::new(go);

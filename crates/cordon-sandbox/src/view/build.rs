@@ -76,6 +76,11 @@ pub fn enter(plan: &ViewPlan, placeholders_ready: &mut dyn FnMut()) -> Result<()
         .map(|d| clone_tree(root.as_fd(), &Path::new("/dev").join(d), false))
         .collect::<Result<Vec<_>, _>>()?;
     let empty = empty_source()?;
+    let overlays = plan
+        .overlays
+        .iter()
+        .map(|o| clone_file_read_only(root.as_fd(), &o.source))
+        .collect::<Result<Vec<_>, _>>()?;
 
     sys::mount_setattr_recursive(root.as_fd(), READ_ONLY, 0).map_err(err("/"))?;
 
@@ -100,6 +105,10 @@ pub fn enter(plan: &ViewPlan, placeholders_ready: &mut dyn FnMut()) -> Result<()
             read_only_tmpfs.push(op.path.clone());
         }
         apply(root.as_fd(), op, source)?;
+    }
+    for (overlay, source) in plan.overlays.iter().zip(overlays) {
+        let target = open_in(root.as_fd(), &overlay.target)?;
+        attach_at(source.as_fd(), target.as_fd(), &overlay.target)?;
     }
     build_dev(root.as_fd(), &devices)?;
     build_proc(root.as_fd())?;
@@ -198,6 +207,13 @@ fn clone_tree(host: BorrowedFd<'_>, path: &Path, recursive: bool) -> Result<Owne
         flags |= OpenTreeFlags::AT_RECURSIVE;
     }
     rmount::open_tree(node.as_fd(), "", flags).map_err(rustix_err(path))
+}
+
+/// A read-only bind of one host file.
+fn clone_file_read_only(host: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, SandboxError> {
+    let tree = clone_tree(host, path, false)?;
+    set_attrs(tree.as_fd(), READ_ONLY, path)?;
+    Ok(tree)
 }
 
 fn set_attrs(tree: BorrowedFd<'_>, attrs: u64, path: impl AsRef<Path>) -> Result<(), SandboxError> {

@@ -61,6 +61,8 @@ pub struct Placeholder {
 #[derive(Debug, Default)]
 pub struct ViewPlan {
     pub ops: Vec<MountOp>,
+    /// Host files laid over view paths after every other mount.
+    pub overlays: Vec<crate::FileOverlay>,
     pub to_create: Vec<Placeholder>,
     pub placeholders: Vec<PathBuf>,
     pub warnings: Vec<String>,
@@ -90,7 +92,10 @@ const PROTECTED_TOP_NAMES: [&str; 5] = [".git", ".pi", ".cordon.json", ".vscode"
 impl ViewPlan {
     /// Plans the view for `policy`, with a placeholder for each protected path that
     /// is missing (so it can be mounted read-only); nothing is created yet.
-    pub fn prepare(policy: &Policy) -> Result<ViewPlan, SandboxError> {
+    pub fn prepare(
+        policy: &Policy,
+        overlays: Vec<crate::FileOverlay>,
+    ) -> Result<ViewPlan, SandboxError> {
         let mut planner = Planner {
             policy,
             ops: BTreeMap::new(),
@@ -103,7 +108,9 @@ impl ViewPlan {
         for rule in &policy.rules {
             planner.plan_rule(rule)?;
         }
-        Ok(planner.finish())
+        let mut plan = planner.finish();
+        plan.overlays = overlays;
+        Ok(plan)
     }
 
     /// Creates the planned placeholders on the host. Those that something else
@@ -440,7 +447,7 @@ mod tests {
         let dir = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
         let home = tempfile::tempdir().unwrap();
         let work = dir.path().canonicalize().unwrap();
-        let plan = ViewPlan::prepare(&policy_for(&work, home.path())).unwrap();
+        let plan = ViewPlan::prepare(&policy_for(&work, home.path(), Vec::new())).unwrap();
         let tmp = op(&plan, Path::new("/tmp"));
         assert_eq!(tmp.kind, MountKind::Scratch);
         assert!(tmp.holds_mount_points);
@@ -468,7 +475,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let home = tempfile::tempdir().unwrap();
         let work = dir.path().canonicalize().unwrap();
-        let mut plan = ViewPlan::prepare(&policy_for(&work, home.path())).unwrap();
+        let mut plan = ViewPlan::prepare(&policy_for(&work, home.path(), Vec::new())).unwrap();
         let git = work.join(".git");
         assert!(!git.exists(), "planning creates nothing");
         assert!(op(&plan, &git).placeholder);
@@ -506,7 +513,7 @@ mod tests {
                 .iter()
                 .any(|r| r.path == ssh && r.access == Access::Write)
         );
-        let plan = ViewPlan::prepare(&policy).unwrap();
+        let plan = ViewPlan::prepare(&policy, Vec::new()).unwrap();
         assert_eq!(op(&plan, &ssh).kind, MountKind::EmptyDir);
     }
 
@@ -515,7 +522,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let home = tempfile::tempdir().unwrap();
         let work = dir.path().canonicalize().unwrap();
-        let mut plan = ViewPlan::prepare(&policy_for(&work, home.path())).unwrap();
+        let mut plan = ViewPlan::prepare(&policy_for(&work, home.path(), Vec::new())).unwrap();
         plan.create_placeholders().unwrap();
         fs::write(work.join(".cordon.json"), "{}").unwrap();
         fs::write(work.join(".vscode/settings.json"), "{}").unwrap();

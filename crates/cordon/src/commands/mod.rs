@@ -2,6 +2,7 @@
 //! cordon failure.
 
 mod doctor;
+mod egress;
 mod policy;
 mod run;
 

@@ -1,0 +1,481 @@
+//! The broker itself: serves the sockets a backend made in the sandbox's network
+//! (a DNS socket, transparent listeners, the HTTP proxy listener), decides every
+//! name and connection against the policy, and carries what it allows.
+
+use crate::audit::{Audit, Event, Record};
+use crate::ca::CertificateAuthority;
+use crate::dns::names::{SyntheticNames, is_synthetic};
+use crate::dns::stub::{self, Lookup};
+use crate::error::NetError;
+use crate::proxy;
+use crate::secrets::Secret;
+use crate::sniff::{self, Sniff};
+use crate::upstream;
+use cordon_policy::{LOCAL_SERVICE_NAME, NetworkRules, Verdict, normalize_name};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+/// Everything the broker decides with, made on the host before the sandbox starts.
+pub struct BrokerConfig {
+    pub rules: NetworkRules,
+    /// Secrets with their real values and placeholders.
+    pub secrets: Vec<Secret>,
+    /// Present when some secret needs TLS terminated.
+    pub ca: Option<CertificateAuthority>,
+    /// Roots for the broker's own upstream TLS (host roots plus `--upstream-ca`).
+    pub roots: Arc<rustls::RootCertStore>,
+    pub audit: Audit,
+}
+
+/// The sockets the broker serves; they live in the sandbox's network namespace.
+pub struct Sockets {
+    pub dns: std::net::UdpSocket,
+    pub listeners: Vec<(u16, std::net::TcpListener)>,
+    pub proxy: Option<std::net::TcpListener>,
+}
+
+/// How long the broker waits for a connection's first bytes before it decides
+/// the protocol: on 80 and 443 a client speaks first; on a port the user named
+/// explicitly, a silent client may be waiting for the server (SSH, SMTP...).
+const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
+const SILENT_CLIENT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Socket buffer size for relaying bodies and tunnels.
+pub(crate) const RELAY_BUFFER: usize = 64 * 1024;
+
+pub(crate) struct Broker {
+    pub config: BrokerConfig,
+    names: Mutex<SyntheticNames>,
+    server_configs: Mutex<std::collections::HashMap<String, Arc<rustls::ServerConfig>>>,
+}
+
+/// Runs the broker on a runtime of its own until the process exits. Returns only
+/// if the runtime cannot be made or a socket cannot be registered with it.
+pub fn serve(config: BrokerConfig, sockets: Sockets) -> Result<(), NetError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("cordon-broker")
+        .enable_all()
+        .build()
+        .map_err(NetError::Runtime)?;
+    let broker = Arc::new(Broker {
+        config,
+        names: Mutex::new(SyntheticNames::new()),
+        server_configs: Mutex::new(Default::default()),
+    });
+    runtime.block_on(async move {
+        let dns = UdpSocket::from_std(sockets.dns).map_err(NetError::Runtime)?;
+        tokio::spawn(answer_dns(broker.clone(), dns));
+        for (port, listener) in sockets.listeners {
+            let listener = TcpListener::from_std(listener).map_err(NetError::Runtime)?;
+            tokio::spawn(accept(broker.clone(), listener, Some(port)));
+        }
+        if let Some(listener) = sockets.proxy {
+            let listener = TcpListener::from_std(listener).map_err(NetError::Runtime)?;
+            tokio::spawn(accept(broker.clone(), listener, None));
+        }
+        std::future::pending::<Result<(), NetError>>().await
+    })
+}
+
+async fn answer_dns(broker: Arc<Broker>, socket: UdpSocket) {
+    let mut buf = [0u8; 1500];
+    loop {
+        let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        if let Some(reply) = stub::answer(&buf[..n], |name| broker.lookup(name)) {
+            let _ = socket.send_to(&reply.bytes, peer).await;
+        }
+    }
+}
+
+/// `port` is the listener's port; `None` for the HTTP proxy listener.
+async fn accept(broker: Arc<Broker>, listener: TcpListener, port: Option<u16>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                let broker = broker.clone();
+                tokio::spawn(async move {
+                    match port {
+                        Some(port) => broker.transparent(stream, port).await,
+                        None => proxy::connect::serve(broker, stream).await,
+                    }
+                });
+            }
+            // Out of descriptors, most likely: wait for some to close.
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// What a connection's first bytes say it is.
+enum Protocol {
+    Tls(sniff::tls::ClientHelloInfo),
+    Http,
+    /// Neither, or nothing said in time.
+    Other,
+}
+
+impl Broker {
+    /// The DNS stub's question: is `name` allowed, and at which address?
+    fn lookup(&self, name: &str) -> Lookup {
+        let rules = &self.config.rules;
+        if name == LOCAL_SERVICE_NAME && !rules.local.is_empty() {
+            return Lookup::Address(Ipv4Addr::LOCALHOST);
+        }
+        if !rules.name_allowed(name) {
+            self.record(
+                Event::Dns,
+                name,
+                None,
+                false,
+                &verdict_reason(rules, name, None),
+                None,
+            );
+            return Lookup::Refused;
+        }
+        let addr = self
+            .names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .addr_for(name);
+        match addr {
+            Some(addr) => Lookup::Address(addr),
+            None => Lookup::Refused,
+        }
+    }
+
+    pub(crate) fn record(
+        &self,
+        event: Event,
+        host: &str,
+        port: Option<u16>,
+        allowed: bool,
+        reason: &str,
+        via: Option<&str>,
+    ) {
+        self.config.audit.record(&Record {
+            event,
+            host,
+            port,
+            allowed,
+            reason,
+            via,
+        });
+    }
+
+    /// A connection to one of the sandbox's addresses on a listener's port.
+    async fn transparent(self: Arc<Self>, stream: TcpStream, port: u16) {
+        let Ok(local) = stream.local_addr() else {
+            return;
+        };
+        let name = match local.ip() {
+            IpAddr::V4(ip) if is_synthetic(ip) => self
+                .names
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .name_of(ip)
+                .map(str::to_string),
+            IpAddr::V4(ip) if ip.is_loopback() => return self.local_service(stream, port).await,
+            _ => None,
+        };
+        match name {
+            Some(name) => self.named(stream, name, port, Vec::new()).await,
+            None => self.record(
+                Event::Connect,
+                &local.ip().to_string(),
+                Some(port),
+                false,
+                "a literal address, not a name the sandbox looked up",
+                None,
+            ),
+        }
+    }
+
+    /// A connection to `--allow-local`'s service on `port`, if there is one.
+    async fn local_service(self: Arc<Self>, mut stream: TcpStream, port: u16) {
+        let host = "127.0.0.1";
+        let Some(service) = self
+            .config
+            .rules
+            .local
+            .iter()
+            .find(|l| l.addr.port() == port)
+        else {
+            self.record(
+                Event::Connect,
+                host,
+                Some(port),
+                false,
+                "no --allow-local service on this port",
+                None,
+            );
+            return;
+        };
+        let addr: SocketAddr = service.addr;
+        match upstream::connect(&[addr]).await {
+            Ok(mut upstream) => {
+                self.record(
+                    Event::Connect,
+                    host,
+                    Some(port),
+                    true,
+                    &format!("--allow-local {addr}"),
+                    Some("local"),
+                );
+                relay(&mut stream, &mut upstream).await;
+            }
+            Err(e) => self.record(
+                Event::Connect,
+                host,
+                Some(port),
+                false,
+                &e.to_string(),
+                None,
+            ),
+        }
+    }
+
+    /// A connection meant for `name:port`, with `prefix` already read from it.
+    pub(crate) async fn named<S>(
+        self: Arc<Self>,
+        mut stream: S,
+        name: String,
+        port: u16,
+        prefix: Vec<u8>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let rules = &self.config.rules;
+        let rule = match rules.verdict(&name, port) {
+            Verdict::Allowed(rule) => rule.pattern.to_string(),
+            _ => {
+                let reason = verdict_reason(rules, &name, Some(port));
+                self.record(Event::Connect, &name, Some(port), false, &reason, None);
+                return;
+            }
+        };
+        let explicit_port = port != 80 && port != 443;
+        let (bytes, protocol) = read_protocol(&mut stream, prefix, explicit_port).await;
+        let secrets = !self.secrets_for(&name).is_empty();
+        let via = match &protocol {
+            Protocol::Tls(hello) => {
+                if let Some(sni) = &hello.server_name {
+                    if *sni != name {
+                        let reason =
+                            format!("TLS names {sni}, not {name}, the name the sandbox looked up");
+                        self.record(Event::Connect, &name, Some(port), false, &reason, None);
+                        return;
+                    }
+                }
+                if secrets && self.config.ca.is_some() {
+                    "terminated"
+                } else {
+                    "passthrough"
+                }
+            }
+            Protocol::Http => "http",
+            Protocol::Other if explicit_port => "raw",
+            Protocol::Other => {
+                self.record(
+                    Event::Connect,
+                    &name,
+                    Some(port),
+                    false,
+                    "neither TLS nor HTTP on a web port",
+                    None,
+                );
+                return;
+            }
+        };
+        let upstream = match self.open_upstream(&name, port).await {
+            Some(upstream) => upstream,
+            None => return,
+        };
+        self.record(
+            Event::Connect,
+            &name,
+            Some(port),
+            true,
+            &format!("--allow-domain {rule}"),
+            Some(via),
+        );
+        let stream = crate::prefixed::Prefixed::new(bytes, stream);
+        match protocol {
+            Protocol::Tls(hello) if via == "terminated" => {
+                proxy::http::terminate(self.clone(), stream, upstream, name, port, hello).await
+            }
+            Protocol::Http => proxy::http::plain(self.clone(), stream, upstream, name, port).await,
+            _ => {
+                let (mut stream, mut upstream) = (stream, upstream);
+                relay(&mut stream, &mut upstream).await
+            }
+        }
+    }
+
+    /// Resolves and connects, recording why not when it cannot.
+    async fn open_upstream(&self, name: &str, port: u16) -> Option<TcpStream> {
+        let result = match upstream::addresses(&self.config.rules, name, port).await {
+            Ok(addrs) => upstream::connect(&addrs).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                self.record(
+                    Event::Connect,
+                    name,
+                    Some(port),
+                    false,
+                    &e.to_string(),
+                    None,
+                );
+                None
+            }
+        }
+    }
+
+    pub(crate) fn secrets_for(&self, host: &str) -> Vec<&Secret> {
+        self.config
+            .secrets
+            .iter()
+            .filter(|s| s.scoped_to(host))
+            .collect()
+    }
+
+    /// The TLS server configuration for `name`: cordon's certificate for it.
+    pub(crate) fn server_config(
+        &self,
+        name: &str,
+        alpn: &[u8],
+    ) -> Result<Arc<rustls::ServerConfig>, NetError> {
+        let key = format!("{name}\0{}", String::from_utf8_lossy(alpn));
+        let mut configs = self
+            .server_configs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(config) = configs.get(&key) {
+            return Ok(config.clone());
+        }
+        let ca = self
+            .config
+            .ca
+            .as_ref()
+            .ok_or_else(|| NetError::Tls("no CA".into()))?;
+        let leaf = ca.leaf(name)?;
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| NetError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(FixedCert(leaf)));
+        if !alpn.is_empty() {
+            config.alpn_protocols = vec![alpn.to_vec()];
+        }
+        let config = Arc::new(config);
+        configs.insert(key, config.clone());
+        Ok(config)
+    }
+}
+
+#[derive(Debug)]
+struct FixedCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for FixedCert {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// Why `name` (on `port`, or on any port for DNS) is not allowed, naming the rule.
+pub(crate) fn verdict_reason(rules: &NetworkRules, name: &str, port: Option<u16>) -> String {
+    let verdict = match port {
+        Some(port) => rules.verdict(name, port),
+        None => rules
+            .deny
+            .iter()
+            .find(|d| d.pattern.port.is_none() && d.pattern.matches_name(name))
+            .map_or(Verdict::NotAllowed, Verdict::Denied),
+    };
+    match verdict {
+        Verdict::Denied(rule) => {
+            format!("denied by --deny-domain {} ({})", rule.pattern, rule.origin)
+        }
+        Verdict::NotAllowed if port.is_some() && rules.name_allowed(name) => {
+            "this port is not allowed for the name".into()
+        }
+        _ => "not in the allowlist".into(),
+    }
+}
+
+/// Reads until the first bytes say TLS (a whole ClientHello) or HTTP (a whole
+/// request head), or until they say neither. Returns every byte read.
+async fn read_protocol<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    mut buf: Vec<u8>,
+    explicit_port: bool,
+) -> (Vec<u8>, Protocol) {
+    let first_wait = if explicit_port {
+        SILENT_CLIENT_TIMEOUT
+    } else {
+        SNIFF_TIMEOUT
+    };
+    let deadline = tokio::time::Instant::now() + SNIFF_TIMEOUT;
+    loop {
+        if let Some(protocol) = classify(&buf) {
+            return (buf, protocol);
+        }
+        let wait = if buf.is_empty() {
+            first_wait
+        } else {
+            SNIFF_TIMEOUT
+        };
+        let until = deadline.min(tokio::time::Instant::now() + wait);
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout_at(until, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return (buf, Protocol::Other),
+        }
+    }
+}
+
+/// `None` while more bytes are needed.
+fn classify(buf: &[u8]) -> Option<Protocol> {
+    let first = *buf.first()?;
+    if sniff::tls::looks_like_tls(first) {
+        return match sniff::tls::client_hello(buf) {
+            Sniff::NeedMore => None,
+            Sniff::Done(hello) => Some(Protocol::Tls(hello)),
+            Sniff::Invalid(_) => Some(Protocol::Other),
+        };
+    }
+    match sniff::http::request_head(buf) {
+        Sniff::NeedMore => None,
+        Sniff::Done(_) => Some(Protocol::Http),
+        Sniff::Invalid(_) => Some(Protocol::Other),
+    }
+}
+
+/// Copies both ways until both sides are done.
+pub(crate) async fn relay<A, B>(a: &mut A, b: &mut B)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = tokio::io::copy_bidirectional_with_sizes(a, b, RELAY_BUFFER, RELAY_BUFFER).await;
+    let _ = a.shutdown().await;
+    let _ = b.shutdown().await;
+}
+
+/// A name from the sandbox (SNI, Host, CONNECT), normalised, or `None`.
+pub(crate) fn name_of(host: &str) -> Option<String> {
+    normalize_name(host)
+}

@@ -1,0 +1,84 @@
+//! The HTTP proxy listener inside the sandbox (`HTTP_PROXY`, `HTTPS_PROXY`), for
+//! programs that prefer a proxy: `CONNECT host:port` opens a tunnel that is then
+//! handled exactly like a transparent connection to that name; a request in
+//! absolute form (`GET http://host/...`) is plain HTTP to that host.
+
+use crate::audit::Event;
+use crate::broker::{Broker, name_of};
+use crate::sniff::{self, Sniff};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream) {
+    let Some((buf, head)) = read_head(&mut stream).await else {
+        return;
+    };
+    let connect = head.method.eq_ignore_ascii_case("CONNECT");
+    let Some((host, port)) = head.host() else {
+        let _ = stream
+            .write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+            .await;
+        return;
+    };
+    let port = port.unwrap_or(if connect { 443 } else { 80 });
+    let Some(name) = name_of(&host) else {
+        broker.record(Event::Connect, &host, Some(port), false, "not a name", None);
+        let _ = stream
+            .write_all(b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\n\r\n")
+            .await;
+        return;
+    };
+    if !matches!(
+        broker.config.rules.verdict(&name, port),
+        cordon_policy::Verdict::Allowed(_)
+    ) {
+        let reason = crate::broker::verdict_reason(&broker.config.rules, &name, Some(port));
+        broker.record(Event::Connect, &name, Some(port), false, &reason, None);
+        let reply = format!(
+            "HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: {}\r\n\r\ncordon: refused {name}:{port}: {reason}\n",
+            reason.len() + name.len() + 28 + port.to_string().len()
+        );
+        let _ = stream.write_all(reply.as_bytes()).await;
+        return;
+    }
+    if connect {
+        if stream
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let rest = buf[head.len..].to_vec();
+        broker.named(stream, name, port, rest).await;
+    } else {
+        broker.named(stream, name, port, buf).await;
+    }
+}
+
+async fn read_head(stream: &mut TcpStream) -> Option<(Vec<u8>, sniff::http::RequestHead)> {
+    let mut buf = Vec::new();
+    let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return None,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        match sniff::http::request_head(&buf) {
+            Sniff::NeedMore => continue,
+            Sniff::Done(head) => return Some((buf, head)),
+            Sniff::Invalid(_) => {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+                    .await;
+                return None;
+            }
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! HTTP the broker reads: each request's Host is checked against the name the
+//! connection was made for, secret placeholders in its headers are swapped for the
+//! values (to the secret's hosts only; anywhere else the request is refused), and
+//! it is forwarded on one upstream connection of the same HTTP version. Bodies
+//! stream through; WebSocket upgrades become a relay.
+
+use crate::audit::Event;
+use crate::broker::{Broker, name_of, relay};
+use crate::secrets::{self, Secret};
+use crate::sniff::tls::ClientHelloInfo;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+const H2: &[u8] = b"h2";
+const HTTP1: &[u8] = b"http/1.1";
+
+/// One request-sending side of an upstream connection.
+#[derive(Clone)]
+enum Sender {
+    Http1(Arc<Mutex<hyper::client::conn::http1::SendRequest<Incoming>>>),
+    Http2(hyper::client::conn::http2::SendRequest<Incoming>),
+}
+
+/// What every request on one connection is checked against.
+struct Target {
+    broker: Arc<Broker>,
+    name: String,
+    port: u16,
+    via: &'static str,
+}
+
+/// Plain HTTP/1.1 from the sandbox to `name:port`.
+pub async fn plain<S>(broker: Arc<Broker>, inside: S, upstream: TcpStream, name: String, port: u16)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let target = Arc::new(Target {
+        broker,
+        name,
+        port,
+        via: "http",
+    });
+    serve(target, inside, upstream, false).await;
+}
+
+/// TLS from the sandbox, terminated with cordon's certificate for `name`, and TLS
+/// again upstream, verified against the broker's roots. The upstream is asked
+/// first, with the client's ALPN offer, so both sides speak the version it picks.
+pub async fn terminate<S>(
+    broker: Arc<Broker>,
+    inside: S,
+    upstream: TcpStream,
+    name: String,
+    port: u16,
+    hello: ClientHelloInfo,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let offered: Vec<&[u8]> = hello
+        .alpn
+        .iter()
+        .map(Vec::as_slice)
+        .filter(|p| *p == H2 || *p == HTTP1)
+        .collect();
+    let fail =
+        |reason: String| broker.record(Event::Connect, &name, Some(port), false, &reason, None);
+    let Ok(server_name) = ServerName::try_from(name.clone()) else {
+        return fail("not a valid TLS server name".into());
+    };
+    let mut client = rustls::ClientConfig::clone(&crate::upstream::client_config(
+        broker.config.roots.clone(),
+        HTTP1,
+    ));
+    client.alpn_protocols = offered.iter().map(|p| p.to_vec()).collect();
+    let upstream = match tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect(server_name, upstream)
+        .await
+    {
+        Ok(tls) => tls,
+        Err(e) => return fail(format!("upstream TLS failed: {e}")),
+    };
+    let chosen = upstream
+        .get_ref()
+        .1
+        .alpn_protocol()
+        .unwrap_or(HTTP1)
+        .to_vec();
+    let config = match broker.server_config(&name, if offered.is_empty() { b"" } else { &chosen }) {
+        Ok(config) => config,
+        Err(e) => return fail(e.to_string()),
+    };
+    let inside = match tokio_rustls::TlsAcceptor::from(config).accept(inside).await {
+        Ok(tls) => tls,
+        Err(e) => {
+            return fail(format!(
+                "the sandbox's TLS client refused cordon's certificate: {e}"
+            ));
+        }
+    };
+    let target = Arc::new(Target {
+        broker,
+        name,
+        port,
+        via: "terminated",
+    });
+    serve(target, inside, upstream, chosen == H2).await;
+}
+
+async fn serve<I, U>(target: Arc<Target>, inside: I, upstream: U, http2: bool)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let upstream = TokioIo::new(upstream);
+    let inside = TokioIo::new(inside);
+    if http2 {
+        let Ok((sender, conn)) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), upstream).await
+        else {
+            return;
+        };
+        tokio::spawn(conn);
+        let sender = Sender::Http2(sender);
+        let service =
+            hyper::service::service_fn(move |req| forward(target.clone(), sender.clone(), req));
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(inside, service)
+            .await;
+    } else {
+        let Ok((sender, conn)) = hyper::client::conn::http1::handshake(upstream).await else {
+            return;
+        };
+        tokio::spawn(conn.with_upgrades());
+        let sender = Sender::Http1(Arc::new(Mutex::new(sender)));
+        let service =
+            hyper::service::service_fn(move |req| forward(target.clone(), sender.clone(), req));
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(inside, service)
+            .with_upgrades()
+            .await;
+    }
+}
+
+/// Checks one request and sends it upstream.
+async fn forward(
+    target: Arc<Target>,
+    sender: Sender,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, hyper::Error> {
+    let broker = &target.broker;
+    let host = request_host(&req);
+    if host.as_deref() != Some(target.name.as_str()) {
+        let reason = format!(
+            "the request names {}, not {}, the name the connection was made for",
+            host.as_deref().unwrap_or("no host"),
+            target.name
+        );
+        broker.record(
+            Event::Request,
+            &target.name,
+            Some(target.port),
+            false,
+            &reason,
+            None,
+        );
+        return Ok(refusal(StatusCode::MISDIRECTED_REQUEST, &reason));
+    }
+    let uri = req.uri().clone();
+    let secrets: &[Secret] = &broker.config.secrets;
+    if let Err(refused) = secrets::swap_in_request(&uri, req.headers_mut(), &target.name, secrets) {
+        let reason = format!(
+            "the placeholder of secret {} in {} of a request to a host it is not for",
+            refused.secret, refused.place
+        );
+        broker.record(
+            Event::Request,
+            &target.name,
+            Some(target.port),
+            false,
+            &reason,
+            None,
+        );
+        return Ok(refusal(StatusCode::FORBIDDEN, &reason));
+    }
+    broker.record(
+        Event::Request,
+        &target.name,
+        Some(target.port),
+        true,
+        req.method().as_str(),
+        Some(target.via),
+    );
+    let upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    let mut response = match sender {
+        Sender::Http1(sender) => {
+            to_origin_form(&mut req);
+            let mut sender = sender.lock().await;
+            sender.ready().await?;
+            sender.send_request(req).await?
+        }
+        Sender::Http2(mut sender) => {
+            sender.ready().await?;
+            sender.send_request(req).await?
+        }
+    };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(inside) = upgrade {
+            let outside = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                if let (Ok(inside), Ok(outside)) = (inside.await, outside.await) {
+                    relay(&mut TokioIo::new(inside), &mut TokioIo::new(outside)).await;
+                }
+            });
+        }
+    }
+    Ok(response.map(|b| b.boxed()))
+}
+
+/// The host a request names: its URI's authority (HTTP/2, absolute form), else
+/// its Host header. Normalised, port dropped.
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    let authority = match req.uri().authority() {
+        Some(a) => a.host().to_string(),
+        None => {
+            let value = req.headers().get(header::HOST)?.to_str().ok()?;
+            crate::sniff::http::split_authority(value)?.0
+        }
+    };
+    name_of(&authority)
+}
+
+fn wants_upgrade<B>(req: &Request<B>) -> bool {
+    req.headers().contains_key(header::UPGRADE)
+}
+
+/// An HTTP/1 request as an origin server expects it: `GET /path`, not the
+/// absolute form a proxy client sends, and without proxy-only headers.
+fn to_origin_form<B>(req: &mut Request<B>) {
+    if req.uri().authority().is_some() {
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        if let Ok(uri) = path.parse() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req.headers_mut().remove("proxy-connection");
+    req.headers_mut().remove(header::PROXY_AUTHORIZATION);
+}
+
+fn refusal(status: StatusCode, reason: &str) -> Response<Body> {
+    let body = Full::new(Bytes::from(format!("cordon: refused: {reason}\n")))
+        .map_err(|never| match never {})
+        .boxed();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+}

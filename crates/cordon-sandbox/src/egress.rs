@@ -1,0 +1,204 @@
+//! The sandbox's end of the egress broker: sockets made inside the sandbox's
+//! network namespace and handed to the broker on the host.
+//!
+//! Rather than a relay inside the sandbox forwarding each connection over a
+//! channel, the network helper (see `netns.rs`) opens the DNS socket and the TCP
+//! listeners in the new namespace and sends the descriptors to the host over a
+//! unix socket pair. The broker then accepts connections on them directly: a
+//! socket keeps the namespace it was made in, whoever holds it. Nothing runs inside
+//! for the network, and each connection costs no extra hop.
+//!
+//! The namespace's loopback also carries [`SANDBOX_NET`], a local route for the
+//! whole synthetic range the broker's DNS stub hands out, so a connection to any of
+//! those addresses lands on the listeners, whose local address tells the broker
+//! which name was meant.
+
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+/// The sandbox's own address and the synthetic range around it (198.18.0.0/15,
+/// reserved for benchmarking, so no real host is hidden by it).
+pub const SANDBOX_NET: (Ipv4Addr, u8) = (Ipv4Addr::new(198, 18, 0, 1), 15);
+
+/// Where the DNS stub listens inside.
+pub const DNS_ADDR: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 53);
+
+/// What the broker needs opened inside the sandbox's network namespace.
+#[derive(Debug)]
+pub struct EndpointRequest {
+    /// TCP ports to listen on, on every address of the sandbox.
+    pub ports: Vec<u16>,
+    /// A port on the sandbox's 127.0.0.1 for programs that want an HTTP proxy.
+    pub proxy_port: Option<u16>,
+    /// The sandbox's end of the channel made by [`endpoint_channel`].
+    pub channel: OwnedFd,
+}
+
+/// The sockets the broker serves, all living in the sandbox's network namespace.
+#[derive(Debug)]
+pub struct Endpoints {
+    /// UDP, bound to [`DNS_ADDR`].
+    pub dns: UdpSocket,
+    /// One listener per requested port, bound to `0.0.0.0:port`.
+    pub listeners: Vec<(u16, TcpListener)>,
+    /// The HTTP proxy listener, bound to `127.0.0.1:proxy_port`.
+    pub proxy: Option<TcpListener>,
+}
+
+/// A connected pair: the first end stays on the host, the second goes into the
+/// sandbox (in an [`EndpointRequest`]).
+pub fn endpoint_channel() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (host, sandbox) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::SEQPACKET,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?;
+    Ok((host, sandbox))
+}
+
+const TAG_DNS: u8 = b'D';
+const TAG_LISTENER: u8 = b'L';
+const TAG_PROXY: u8 = b'P';
+/// The most descriptors one run sends: a bound on the ports a policy can open.
+const MAX_ENDPOINTS: usize = 64;
+
+/// In the new network namespace, as its owner: gives loopback the synthetic range,
+/// opens the sockets `request` asks for and sends them over its channel.
+pub(crate) fn open_and_send(request: &EndpointRequest) -> io::Result<()> {
+    add_sandbox_address()?;
+    let mut tags = Vec::new();
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    fds.push(UdpSocket::bind(DNS_ADDR)?.into());
+    tags.push([TAG_DNS, 0, 0]);
+    for &port in &request.ports {
+        fds.push(listen(Ipv4Addr::UNSPECIFIED, port)?.into());
+        let [a, b] = port.to_le_bytes();
+        tags.push([TAG_LISTENER, a, b]);
+    }
+    if let Some(port) = request.proxy_port {
+        fds.push(listen(Ipv4Addr::LOCALHOST, port)?.into());
+        let [a, b] = port.to_le_bytes();
+        tags.push([TAG_PROXY, a, b]);
+    }
+    if fds.len() > MAX_ENDPOINTS {
+        return Err(io::Error::other("too many ports to listen on"));
+    }
+    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_ENDPOINTS))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
+        return Err(io::Error::other("control buffer too small"));
+    }
+    let data = tags.concat();
+    rustix::net::sendmsg(
+        &request.channel,
+        &[IoSlice::new(&data)],
+        &mut control,
+        SendFlags::empty(),
+    )?;
+    Ok(())
+}
+
+fn listen(addr: Ipv4Addr, port: u16) -> io::Result<TcpListener> {
+    let listener = TcpListener::bind(SocketAddrV4::new(addr, port)).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr}:{port} in the sandbox: {e}"),
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// On the host: waits for the sandbox's sockets. End of file (the helper died
+/// before sending) is an error.
+pub fn receive_endpoints(channel: &OwnedFd) -> io::Result<Endpoints> {
+    let mut data = [0u8; 3 * MAX_ENDPOINTS];
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_ENDPOINTS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let received = loop {
+        match rustix::net::recvmsg(
+            channel,
+            &mut [IoSliceMut::new(&mut data)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other?,
+        }
+    };
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(rights) = message {
+            fds.extend(rights);
+        }
+    }
+    if received.bytes == 0 {
+        return Err(io::Error::other(
+            "the sandbox's network helper ended before opening the broker's sockets",
+        ));
+    }
+    let tags = data[..received.bytes].chunks_exact(3);
+    if tags.len() != fds.len() {
+        return Err(io::Error::other(
+            "the sandbox sent a malformed list of sockets",
+        ));
+    }
+    let mut dns = None;
+    let mut listeners = Vec::new();
+    let mut proxy = None;
+    for (tag, fd) in tags.zip(fds) {
+        let port = u16::from_le_bytes([tag[1], tag[2]]);
+        match tag[0] {
+            TAG_DNS => dns = Some(UdpSocket::from(fd)),
+            TAG_LISTENER => listeners.push((port, TcpListener::from(fd))),
+            TAG_PROXY => proxy = Some(TcpListener::from(fd)),
+            _ => return Err(io::Error::other("the sandbox sent an unknown socket")),
+        }
+    }
+    let dns = dns.ok_or_else(|| io::Error::other("the sandbox sent no DNS socket"))?;
+    dns.set_nonblocking(true)?;
+    Ok(Endpoints {
+        dns,
+        listeners,
+        proxy,
+    })
+}
+
+/// Adds [`SANDBOX_NET`] to `lo`. On a loopback device the prefix route of an
+/// address is a *local* route, so every address in the range is the sandbox's own
+/// and the wildcard listeners accept connections to any of them.
+fn add_sandbox_address() -> io::Result<()> {
+    let (addr, prefix) = SANDBOX_NET;
+    let mask = u32::MAX << (32 - u32::from(prefix));
+    let sock = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        None,
+    )?;
+    let set = |request: libc::c_ulong, value: Ipv4Addr| -> io::Result<()> {
+        // SAFETY: an ifreq with a sockaddr_in, as SIOCSIFADDR/SIOCSIFNETMASK expect.
+        unsafe {
+            let mut req: libc::ifreq = std::mem::zeroed();
+            for (dst, src) in req.ifr_name.iter_mut().zip(b"lo:cordon\0") {
+                *dst = *src as libc::c_char;
+            }
+            let sin = &mut req.ifr_ifru.ifru_addr as *mut libc::sockaddr as *mut libc::sockaddr_in;
+            (*sin).sin_family = libc::AF_INET as libc::sa_family_t;
+            (*sin).sin_addr.s_addr = u32::from(value).to_be();
+            if libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&sock), request, &req) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    set(libc::SIOCSIFADDR, addr)?;
+    set(libc::SIOCSIFNETMASK, Ipv4Addr::from(mask))
+}

@@ -1,0 +1,64 @@
+//! Wiring the egress broker (cordon-net) to the OS backend (cordon-sandbox) for
+//! one run in `allowlist` mode: the broker is prepared on the host, the sandbox's
+//! network helper opens its sockets, and a thread of this process serves them once
+//! the sandbox exists.
+
+use cordon_net::{BrokerConfig, Dirs, Sockets};
+use cordon_policy::{NetMode, Policy};
+use cordon_sandbox::egress::{EndpointRequest, endpoint_channel, receive_endpoints};
+use cordon_sandbox::{Additions, FileOverlay};
+use std::os::fd::OwnedFd;
+
+/// What the sandbox needs for the policy's network mode: nothing unless it is
+/// `allowlist`.
+pub fn additions(policy: &Policy) -> Result<Additions, String> {
+    if policy.net.value != NetMode::Allowlist {
+        return Ok(Additions::default());
+    }
+    let dirs = Dirs::from_env(&policy.home);
+    let egress = cordon_net::prepare(&policy.network, &dirs, |name| std::env::var(name).ok())
+        .map_err(|e| e.to_string())?;
+    let (host_end, sandbox_end) =
+        endpoint_channel().map_err(|e| format!("cannot make the broker's channel: {e}"))?;
+    let side = egress.sandbox;
+    let config = egress.config;
+    Ok(Additions {
+        endpoints: Some(EndpointRequest {
+            ports: side.ports,
+            proxy_port: side.proxy_port,
+            channel: sandbox_end,
+        }),
+        files: side
+            .files
+            .into_iter()
+            .map(|(source, target)| FileOverlay { source, target })
+            .collect(),
+        env: side.env,
+        after_clone: Some(Box::new(move || start_broker(config, host_end))),
+    })
+}
+
+/// Serves the sandbox's sockets on a thread of its own, for as long as this
+/// process lives. If the sockets never arrive, the sandbox has no network at all.
+fn start_broker(config: BrokerConfig, channel: OwnedFd) {
+    let spawned = std::thread::Builder::new()
+        .name("cordon-broker".into())
+        .spawn(move || {
+            let served = receive_endpoints(&channel)
+                .map_err(|e| e.to_string())
+                .and_then(|endpoints| {
+                    let sockets = Sockets {
+                        dns: endpoints.dns,
+                        listeners: endpoints.listeners,
+                        proxy: endpoints.proxy,
+                    };
+                    cordon_net::serve(config, sockets).map_err(|e| e.to_string())
+                });
+            if let Err(e) = served {
+                eprint!("cordon: the egress broker stopped, the sandbox has no network: {e}\r\n");
+            }
+        });
+    if let Err(e) = spawned {
+        eprint!("cordon: cannot start the egress broker, the sandbox has no network: {e}\r\n");
+    }
+}
