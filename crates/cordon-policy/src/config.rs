@@ -23,6 +23,13 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "unprotect",
     "env",
     "net",
+    "allow_domain",
+    "deny_domain",
+    "allow_preset",
+    "allow_local",
+    "secret",
+    "resolve",
+    "upstream_ca",
     "timeout",
     "memory",
     "pids",
@@ -37,6 +44,7 @@ pub const KNOWN_FIELDS: &[&str] = &[
 pub enum ConfigNet {
     None,
     Host,
+    Allowlist,
 }
 
 /// One config file, as written. Every field is optional; absent lists are empty.
@@ -63,6 +71,28 @@ pub struct ConfigFile {
     pub env: Vec<String>,
     #[serde(default)]
     pub net: Option<ConfigNet>,
+    /// Domain patterns the egress broker lets through (`example.com`,
+    /// `*.example.com`, optional `:PORT`).
+    #[serde(default, deserialize_with = "de_allow_domains")]
+    pub allow_domain: Vec<String>,
+    /// Domain patterns refused even when allowed.
+    #[serde(default, deserialize_with = "de_deny_domains")]
+    pub deny_domain: Vec<String>,
+    /// Names of host sets ([`crate::presets::PRESETS`]).
+    #[serde(default, deserialize_with = "de_presets")]
+    pub allow_preset: Vec<String>,
+    /// `HOST:PORT` services on the host, reachable inside.
+    #[serde(default, deserialize_with = "de_locals")]
+    pub allow_local: Vec<String>,
+    /// `NAME=HOST[,HOST...]`.
+    #[serde(default, deserialize_with = "de_secrets")]
+    pub secret: Vec<String>,
+    /// `HOST:ADDR`.
+    #[serde(default, deserialize_with = "de_resolves")]
+    pub resolve: Vec<String>,
+    /// PEM files of extra trust roots for the broker's upstream TLS (paths).
+    #[serde(default)]
+    pub upstream_ca: Vec<String>,
     /// Seconds, positive.
     #[serde(default, deserialize_with = "de_timeout")]
     pub timeout: Option<f64>,
@@ -112,6 +142,69 @@ fn de_pids<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         return Err(de::Error::custom("invalid pids 0: must be at least 1"));
     }
     Ok(v)
+}
+
+/// A list of strings, each checked with `check` as soon as it is read (so an error
+/// points at the entry); an error names `field`.
+fn de_checked_list<'de, D: Deserializer<'de>>(
+    d: D,
+    field: &'static str,
+    check: fn(&str) -> Result<(), String>,
+) -> Result<Vec<String>, D::Error> {
+    struct V {
+        field: &'static str,
+        check: fn(&str) -> Result<(), String>,
+    }
+    impl<'de> Visitor<'de> for V {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of strings")
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element::<String>()? {
+                (self.check)(&item)
+                    .map_err(|m| de::Error::custom(format!("\"{}\": {m}", self.field)))?;
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(V { field, check })
+}
+
+fn de_allow_domains<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    de_checked_list(d, "allow_domain", |s| {
+        crate::network::DomainPattern::parse(s).map(drop)
+    })
+}
+
+fn de_deny_domains<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    de_checked_list(d, "deny_domain", |s| {
+        crate::network::DomainPattern::parse(s).map(drop)
+    })
+}
+
+fn de_presets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    de_checked_list(d, "allow_preset", |s| crate::presets::lookup(s).map(drop))
+}
+
+fn de_locals<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    de_checked_list(d, "allow_local", |s| {
+        crate::values::parse_local_service(s).map(drop)
+    })
+}
+
+fn de_secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    de_checked_list(d, "secret", |s| {
+        crate::values::parse_secret_arg(s).map(drop)
+    })
+}
+
+fn de_resolves<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    de_checked_list(d, "resolve", |s| {
+        crate::values::parse_resolve_arg(s).map(drop)
+    })
 }
 
 /// A size: a number of bytes or a string for [`crate::parse_size`].
@@ -383,6 +476,96 @@ mod tests {
     }
 
     #[test]
+    fn network_keys() {
+        let c = parse(
+            r#"{
+              "net":          "allowlist",
+              "allow_domain": ["example.com", "*.example.org:8443"],
+              "deny_domain":  ["evil.example.com"],
+              "allow_preset": ["anthropic", "crates"],
+              "allow_local":  ["127.0.0.1:11434", "localhost:8080", "[::1]:9000"],
+              "secret":       ["ANTHROPIC_API_KEY=api.anthropic.com", "T=a.com,*.b.com"],
+              "resolve":      ["git.internal:10.0.0.5", "db:[fd00::5]"],
+              "upstream_ca":  ["${HOME}/corp-ca.pem"]
+            }"#,
+        )
+        .unwrap();
+        assert_eq!(c.net, Some(ConfigNet::Allowlist));
+        assert_eq!(c.allow_domain, ["example.com", "*.example.org:8443"]);
+        assert_eq!(c.deny_domain, ["evil.example.com"]);
+        assert_eq!(c.allow_preset, ["anthropic", "crates"]);
+        assert_eq!(c.allow_local.len(), 3);
+        assert_eq!(c.secret[1], "T=a.com,*.b.com");
+        assert_eq!(c.resolve, ["git.internal:10.0.0.5", "db:[fd00::5]"]);
+        assert_eq!(c.upstream_ca, ["${HOME}/corp-ca.pem"]);
+        // Every field is known, in the documented place.
+        let i = |f: &str| KNOWN_FIELDS.iter().position(|k| *k == f).unwrap();
+        assert!(i("net") < i("allow_domain") && i("upstream_ca") < i("timeout"));
+    }
+
+    #[test]
+    fn bad_network_values_name_field_line_and_column() {
+        let cases = [
+            (
+                r#"{"allow_domain": ["1.2.3.4"]}"#,
+                "\"allow_domain\": invalid domain pattern",
+            ),
+            (
+                r#"{"allow_domain": ["a..b"]}"#,
+                "\"allow_domain\": invalid domain pattern",
+            ),
+            (
+                r#"{"allow_domain": ["a.com:0"]}"#,
+                "\"allow_domain\": invalid port",
+            ),
+            (
+                r#"{"deny_domain": ["*."]}"#,
+                "\"deny_domain\": invalid domain pattern",
+            ),
+            (
+                r#"{"allow_preset": ["antropic"]}"#,
+                "\"allow_preset\": unknown preset \"antropic\" (known presets: anthropic, openai,",
+            ),
+            (
+                r#"{"allow_local": ["127.0.0.1"]}"#,
+                "\"allow_local\": invalid local service",
+            ),
+            (
+                r#"{"allow_local": ["example.com:80"]}"#,
+                "\"allow_local\": invalid local service",
+            ),
+            (r#"{"secret": ["TOKEN"]}"#, "\"secret\": invalid secret"),
+            (
+                r#"{"secret": ["T=a.com:443"]}"#,
+                "\"secret\": invalid secret",
+            ),
+            (
+                r#"{"resolve": ["db"]}"#,
+                "\"resolve\": invalid resolve entry",
+            ),
+            (
+                r#"{"resolve": ["db:nowhere"]}"#,
+                "\"resolve\": invalid resolve entry",
+            ),
+            (r#"{"allow_domain": "example.com"}"#, "invalid type"),
+            (r#"{"upstream_ca": [1]}"#, "invalid type"),
+        ];
+        for (src, want) in cases {
+            let e = parse(src).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                matches!(e, PolicyError::Invalid { line: 1, .. }),
+                "{src}: {e:?}"
+            );
+            assert!(msg.starts_with("/w/.cordon.json: line 1, column "), "{msg}");
+            assert!(msg.contains(want), "{src}: {msg}");
+        }
+        let e = parse("{\n  \"allow_domain\": [\n    \"ok.com\",\n    \"bad domain\"\n  ]\n}")
+            .unwrap_err();
+        assert!(matches!(e, PolicyError::Invalid { line: 5, .. }), "{e:?}");
+    }
+
+    #[test]
     fn empty_and_whitespace_are_empty_config() {
         for s in ["", " ", "\n\t \r\n", "\u{feff}", "\u{feff}  \n"] {
             assert_eq!(parse(s).unwrap(), ConfigFile::default(), "{s:?}");
@@ -505,7 +688,7 @@ mod tests {
         let cases = [
             (r#"{"allow_write": "/x"}"#, "invalid type"),
             (r#"{"read_only": "yes"}"#, "invalid type"),
-            (r#"{"net": "allowlist"}"#, "unknown variant"),
+            (r#"{"net": "all"}"#, "unknown variant"),
             (r#"{"timeout": -1}"#, "positive"),
             (r#"{"timeout": 0}"#, "positive"),
             (r#"{"timeout": 1e300}"#, "too large"),

@@ -2,7 +2,7 @@
 
 use crate::model::{Access, EnvVar, Origin, PathRule, RuleKind};
 use crate::paths::canonicalize_lenient;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Environment variables passed through from the invoking environment by default.
 pub const DEFAULT_ENV: &[&str] = &[
@@ -43,6 +43,7 @@ pub const HOME_SECRETS: &[&str] = &[
     ".npmrc",
     ".pi/agent/auth.json",
     ".cache/cordon",
+    ".local/share/cordon",
 ];
 
 /// System secrets, denied by default. A sandbox started by root is uid 0 on the
@@ -94,15 +95,31 @@ fn rule(path: &Path, access: Access, kind: RuleKind) -> PathRule {
     }
 }
 
+/// cordon's own data directory, where it keeps the egress broker's CA key:
+/// `$XDG_DATA_HOME/cordon` when `$XDG_DATA_HOME` is set and absolute, else
+/// `~/.local/share/cordon`. Hidden from every sandbox (a secret).
+pub fn cordon_data_dir(home: &Path, xdg_data_home: Option<&Path>) -> PathBuf {
+    match xdg_data_home {
+        Some(x) if x.is_absolute() => x.join("cordon"),
+        _ => home.join(".local/share/cordon"),
+    }
+}
+
 /// The default path rules, except the workspace's (which depends on `read_only`) and
 /// the protected paths (which depend on all writable roots). `home` is canonical.
-pub(crate) fn default_rules(home: &Path) -> Vec<PathRule> {
+/// `xdg_data_home` is `$XDG_DATA_HOME`: cordon's data directory beneath it is
+/// hidden too (the one under `home` always is, in [`HOME_SECRETS`]).
+pub(crate) fn default_rules(home: &Path, xdg_data_home: Option<&Path>) -> Vec<PathRule> {
     let mut rules = vec![rule(Path::new("/"), Access::Read, RuleKind::Plain)];
     for d in HIDDEN_DIRS {
         rules.push(rule(Path::new(d), Access::Deny, RuleKind::Plain));
     }
     for s in HOME_SECRETS {
         rules.push(rule(&home.join(s), Access::Deny, RuleKind::Secret));
+    }
+    let data = cordon_data_dir(home, xdg_data_home);
+    if !data.starts_with(home.join(".local/share/cordon")) {
+        rules.push(rule(&data, Access::Deny, RuleKind::Secret));
     }
     for s in SYSTEM_SECRETS {
         rules.push(rule(Path::new(s), Access::Deny, RuleKind::Secret));
@@ -128,7 +145,7 @@ mod tests {
 
     #[test]
     fn rules_are_absolute_and_cover_root() {
-        let rules = default_rules(Path::new("/nonexistent-home/u"));
+        let rules = default_rules(Path::new("/nonexistent-home/u"), None);
         assert_eq!(rules[0].path, Path::new("/"));
         assert_eq!(rules[0].access, Access::Read);
         assert!(rules.iter().all(|r| r.path.is_absolute()));
@@ -144,6 +161,39 @@ mod tests {
                 .iter()
                 .any(|r| r.path == Path::new("/etc/shadow") && r.kind == RuleKind::Secret)
         );
+        assert_eq!(
+            rules.iter().filter(|r| r.kind == RuleKind::Secret).count(),
+            HOME_SECRETS.len() + SYSTEM_SECRETS.len()
+        );
+    }
+
+    #[test]
+    fn cordon_data_dir_is_a_secret() {
+        let home = Path::new("/nonexistent-home/u");
+        assert_eq!(
+            cordon_data_dir(home, None),
+            Path::new("/nonexistent-home/u/.local/share/cordon")
+        );
+        assert_eq!(
+            cordon_data_dir(home, Some(Path::new("rel"))),
+            Path::new("/nonexistent-home/u/.local/share/cordon")
+        );
+        assert_eq!(
+            cordon_data_dir(home, Some(Path::new("/nonexistent-data"))),
+            Path::new("/nonexistent-data/cordon")
+        );
+        let secret = |rules: &[PathRule], p: &str| {
+            rules.iter().any(|r| {
+                r.path == Path::new(p) && r.kind == RuleKind::Secret && r.access == Access::Deny
+            })
+        };
+        let rules = default_rules(home, None);
+        assert!(secret(&rules, "/nonexistent-home/u/.local/share/cordon"));
+        // With $XDG_DATA_HOME, both: the home one costs nothing.
+        let rules = default_rules(home, Some(Path::new("/nonexistent-data")));
+        assert!(secret(&rules, "/nonexistent-home/u/.local/share/cordon"));
+        assert!(secret(&rules, "/nonexistent-data/cordon"));
+        let rules = default_rules(home, Some(Path::new("/nonexistent-home/u/.local/share")));
         assert_eq!(
             rules.iter().filter(|r| r.kind == RuleKind::Secret).count(),
             HOME_SECRETS.len() + SYSTEM_SECRETS.len()

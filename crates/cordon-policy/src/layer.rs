@@ -9,9 +9,14 @@ use crate::model::{
     Access, EnvVar, Limits, NetMode, Origin, PathRule, Policy, RuleKind, Sourced, Switches,
     rule_for_in,
 };
+use crate::network::{
+    DomainPattern, DomainRule, LocalService, NetworkRules, ResolveRule, SecretRule, UpstreamCa,
+};
 use crate::paths::{Vars, canonicalize_lenient, expand, normalize_lexical, resolve_path};
 use crate::protect::protected_paths;
-use crate::values::{parse_env_arg, parse_size};
+use crate::values::{
+    parse_env_arg, parse_local_service, parse_resolve_arg, parse_secret_arg, parse_size,
+};
 use crate::{Flags, Inputs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,7 +54,9 @@ pub(crate) fn resolve(inputs: &Inputs) -> Result<Policy, PolicyError> {
         &mut warnings,
     )?;
 
-    let mut layers = Layers::defaults(vars, warnings);
+    // cordon's data directory (the broker's CA key) is hidden wherever it is.
+    let xdg_data_home = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from);
+    let mut layers = Layers::defaults(vars, xdg_data_home.as_deref(), warnings);
     if let Some(c) = &user {
         layers.apply_user(c, &user_file)?;
     }
@@ -109,7 +116,11 @@ struct Layers {
     /// Paths removed from the protected set (each as written, normalised, and
     /// canonicalised).
     unprotect: Vec<PathBuf>,
+    /// The network mode as set by a config or a flag, or the default.
     net: Sourced<NetMode>,
+    /// Whether a config or a flag set `net` (else it follows [`NetworkRules::allows_anything`]).
+    net_explicit: bool,
+    network: NetworkRules,
     env: Vec<EnvVar>,
     limits: Limits,
     timeout: Option<Sourced<Duration>>,
@@ -143,7 +154,30 @@ fn net_mode(n: ConfigNet) -> NetMode {
     match n {
         ConfigNet::None => NetMode::None,
         ConfigNet::Host => NetMode::Host,
+        ConfigNet::Allowlist => NetMode::Allowlist,
     }
+}
+
+/// How much a network mode lets out: `none` < `allowlist` < `host`.
+fn openness(n: NetMode) -> u8 {
+    match n {
+        NetMode::None => 0,
+        NetMode::Allowlist => 1,
+        NetMode::Host => 2,
+    }
+}
+
+/// An error in a value of a config `field` (`""` for a flag, whose name the origin
+/// already says).
+fn field_err(origin: &Origin, field: &str, m: String) -> PolicyError {
+    value_err(
+        origin,
+        if field.is_empty() {
+            m
+        } else {
+            format!("\"{field}\": {m}")
+        },
+    )
 }
 
 fn duration(secs: f64, origin: &Origin, what: &str) -> Result<Duration, PolicyError> {
@@ -158,15 +192,17 @@ fn duration(secs: f64, origin: &Origin, what: &str) -> Result<Duration, PolicyEr
 }
 
 impl Layers {
-    fn defaults(vars: Vars, warnings: Vec<String>) -> Self {
+    fn defaults(vars: Vars, xdg_data_home: Option<&Path>, warnings: Vec<String>) -> Self {
         let off = || Sourced::new(false, Origin::Default);
         Layers {
-            rules: default_rules(&vars.home),
+            rules: default_rules(&vars.home, xdg_data_home),
             vars,
             allow_read: Vec::new(),
             read_only: None,
             unprotect: Vec::new(),
             net: Sourced::new(NetMode::None, Origin::Default),
+            net_explicit: false,
+            network: NetworkRules::default(),
             env: default_env(),
             limits: Limits {
                 memory: None,
@@ -234,6 +270,242 @@ impl Layers {
         Ok(())
     }
 
+    /// Set the network mode explicitly (a config's `net` or `--net`).
+    fn set_net(&mut self, mode: NetMode, origin: &Origin) {
+        self.net = Sourced::new(mode, origin.clone());
+        self.net_explicit = true;
+    }
+
+    /// The network mode as things stand: the explicit one, else `allowlist` (from
+    /// the first allow rule or local service) when anything is allowed, else the
+    /// default.
+    fn effective_net(&self) -> Sourced<NetMode> {
+        if !self.net_explicit {
+            let first = (self.network.allow.first().map(|r| &r.origin))
+                .or_else(|| self.network.local.first().map(|l| &l.origin));
+            if let Some(origin) = first {
+                return Sourced::new(NetMode::Allowlist, origin.clone());
+            }
+        }
+        self.net.clone()
+    }
+
+    /// Add an allow rule unless the same pattern is already allowed.
+    fn push_allow(&mut self, pattern: DomainPattern, preset: Option<&str>, origin: &Origin) {
+        if self.network.allow.iter().any(|r| r.pattern == pattern) {
+            return;
+        }
+        self.network.allow.push(DomainRule {
+            pattern,
+            preset: preset.map(str::to_string),
+            origin: origin.clone(),
+        });
+    }
+
+    fn allow_domain(&mut self, raw: &str, origin: &Origin, field: &str) -> Result<(), PolicyError> {
+        let p = DomainPattern::parse(raw).map_err(|m| field_err(origin, field, m))?;
+        self.push_allow(p, None, origin);
+        Ok(())
+    }
+
+    fn deny_domain(&mut self, raw: &str, origin: &Origin, field: &str) -> Result<(), PolicyError> {
+        let pattern = DomainPattern::parse(raw).map_err(|m| field_err(origin, field, m))?;
+        if !self.network.deny.iter().any(|r| r.pattern == pattern) {
+            self.network.deny.push(DomainRule {
+                pattern,
+                preset: None,
+                origin: origin.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn allow_preset(
+        &mut self,
+        name: &str,
+        origin: &Origin,
+        field: &str,
+    ) -> Result<(), PolicyError> {
+        let hosts = crate::presets::lookup(name).map_err(|m| field_err(origin, field, m))?;
+        for h in hosts {
+            let p = DomainPattern::parse(h).map_err(|m| field_err(origin, field, m))?;
+            self.push_allow(p, Some(name), origin);
+        }
+        Ok(())
+    }
+
+    /// A local service; the same address twice is one, two addresses on one port
+    /// are an error (inside, both would be 127.0.0.1:PORT).
+    fn allow_local(&mut self, raw: &str, origin: &Origin, field: &str) -> Result<(), PolicyError> {
+        let addr = parse_local_service(raw).map_err(|m| field_err(origin, field, m))?;
+        match self
+            .network
+            .local
+            .iter()
+            .find(|l| l.addr.port() == addr.port())
+        {
+            Some(l) if l.addr == addr => {}
+            Some(l) => {
+                return Err(field_err(
+                    origin,
+                    field,
+                    format!(
+                        "local service {addr}: port {} is already taken by {} ({}); inside, both would be 127.0.0.1:{}",
+                        addr.port(),
+                        l.addr,
+                        l.origin,
+                        addr.port()
+                    ),
+                ));
+            }
+            None => self.network.local.push(LocalService {
+                addr,
+                origin: origin.clone(),
+            }),
+        }
+        Ok(())
+    }
+
+    /// A secret; a later one of the same name replaces the earlier one.
+    fn secret(&mut self, raw: &str, origin: &Origin, field: &str) -> Result<(), PolicyError> {
+        let (name, hosts) = parse_secret_arg(raw).map_err(|m| field_err(origin, field, m))?;
+        let rule = SecretRule {
+            name,
+            hosts,
+            origin: origin.clone(),
+        };
+        match self
+            .network
+            .secrets
+            .iter_mut()
+            .find(|s| s.name == rule.name)
+        {
+            Some(s) => *s = rule,
+            None => self.network.secrets.push(rule),
+        }
+        Ok(())
+    }
+
+    /// A `--resolve` entry; a later one for the same host replaces the earlier one.
+    fn resolve_entry(
+        &mut self,
+        raw: &str,
+        origin: &Origin,
+        field: &str,
+    ) -> Result<(), PolicyError> {
+        let (host, addr) = parse_resolve_arg(raw).map_err(|m| field_err(origin, field, m))?;
+        let rule = ResolveRule {
+            host,
+            addr,
+            origin: origin.clone(),
+        };
+        match self
+            .network
+            .resolve
+            .iter_mut()
+            .find(|r| r.host == rule.host)
+        {
+            Some(r) => *r = rule,
+            None => self.network.resolve.push(rule),
+        }
+        Ok(())
+    }
+
+    /// An upstream CA file (already absolute and canonical): it must be a file.
+    fn upstream_ca(
+        &mut self,
+        file: PathBuf,
+        origin: &Origin,
+        field: &str,
+    ) -> Result<(), PolicyError> {
+        let problem = match std::fs::metadata(&file) {
+            Ok(m) if m.is_file() => None,
+            Ok(_) => Some("is not a file".to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Some("does not exist".to_string())
+            }
+            Err(e) => Some(format!("cannot be read: {e}")),
+        };
+        if let Some(problem) = problem {
+            return Err(field_err(
+                origin,
+                field,
+                format!(
+                    "upstream CA {} {problem} (hint: name a PEM file of CA certificates, e.g. /usr/local/share/ca-certificates/corp.crt)",
+                    file.display()
+                ),
+            ));
+        }
+        if !self.network.upstream_ca.iter().any(|c| c.file == file) {
+            self.network.upstream_ca.push(UpstreamCa {
+                file,
+                origin: origin.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The network fields of a trusted config (the user's).
+    fn apply_config_network(&mut self, c: &ConfigFile, origin: &Origin) -> Result<(), PolicyError> {
+        for raw in &c.allow_domain {
+            self.allow_domain(raw, origin, "allow_domain")?;
+        }
+        for raw in &c.deny_domain {
+            self.deny_domain(raw, origin, "deny_domain")?;
+        }
+        for raw in &c.allow_preset {
+            self.allow_preset(raw, origin, "allow_preset")?;
+        }
+        for raw in &c.allow_local {
+            self.allow_local(raw, origin, "allow_local")?;
+        }
+        for raw in &c.secret {
+            self.secret(raw, origin, "secret")?;
+        }
+        for raw in &c.resolve {
+            self.resolve_entry(raw, origin, "resolve")?;
+        }
+        for raw in &c.upstream_ca {
+            let file = self.config_path(raw, "upstream_ca", origin)?;
+            self.upstream_ca(file, origin, "upstream_ca")?;
+        }
+        Ok(())
+    }
+
+    /// The network flags.
+    fn apply_flags_network(&mut self, f: &Flags, cwd: &Path) -> Result<(), PolicyError> {
+        let o = flag("--allow-domain");
+        for raw in &f.allow_domain {
+            self.allow_domain(raw, &o, "")?;
+        }
+        let o = flag("--deny-domain");
+        for raw in &f.deny_domain {
+            self.deny_domain(raw, &o, "")?;
+        }
+        let o = flag("--allow-preset");
+        for raw in &f.allow_preset {
+            self.allow_preset(raw, &o, "")?;
+        }
+        let o = flag("--allow-local");
+        for raw in &f.allow_local {
+            self.allow_local(raw, &o, "")?;
+        }
+        let o = flag("--secret");
+        for raw in &f.secret {
+            self.secret(raw, &o, "")?;
+        }
+        let o = flag("--resolve");
+        for raw in &f.resolve {
+            self.resolve_entry(raw, &o, "")?;
+        }
+        let o = flag("--upstream-ca");
+        for p in &f.upstream_ca {
+            let file = self.flag_path(p, cwd, &o)?;
+            self.upstream_ca(file, &o, "")?;
+        }
+        Ok(())
+    }
+
     /// The user's config: trusted, everything allowed.
     fn apply_user(&mut self, c: &ConfigFile, file: &Path) -> Result<(), PolicyError> {
         let origin = Origin::UserConfig {
@@ -266,8 +538,9 @@ impl Layers {
             self.set_env(e, &origin, "env")?;
         }
         if let Some(n) = c.net {
-            self.net = Sourced::new(net_mode(n), origin.clone());
+            self.set_net(net_mode(n), &origin);
         }
+        self.apply_config_network(c, &origin)?;
         if let Some(t) = c.timeout {
             self.timeout = Some(Sourced::new(
                 duration(t, &origin, "\"timeout\"")?,
@@ -316,8 +589,9 @@ impl Layers {
             self.timeout = Some(Sourced::new(duration(t, &o, "timeout")?, o));
         }
         if let Some(n) = f.net {
-            self.net = Sourced::new(n, flag("--net"));
+            self.set_net(n, &flag("--net"));
         }
+        self.apply_flags_network(f, cwd)?;
         if let Some(m) = &f.memory {
             let o = flag("--memory");
             let bytes = parse_size(m).map_err(|e| value_err(&o, e))?;
@@ -362,10 +636,13 @@ impl Layers {
             file: file.to_path_buf(),
         };
         self.add_config_rules(&c.deny_read, "deny_read", Access::Deny, &origin)?;
+        for raw in &c.deny_domain {
+            self.deny_domain(raw, &origin, "deny_domain")?;
+        }
         if c.read_only == Some(true) && self.read_only.is_none() {
             self.read_only = Some(origin.clone());
         }
-        let loosening: [(&str, bool, String); 4] = [
+        let loosening: [(&str, bool, String); 10] = [
             (
                 "allow_write",
                 !c.allow_write.is_empty(),
@@ -388,23 +665,67 @@ impl Layers {
                     "it would pass host environment variables in; {USER_CONFIG_HINT} or pass --env"
                 ),
             ),
+            (
+                "allow_domain",
+                !c.allow_domain.is_empty(),
+                limit_hint("--allow-domain"),
+            ),
+            (
+                "allow_preset",
+                !c.allow_preset.is_empty(),
+                limit_hint("--allow-preset"),
+            ),
+            (
+                "allow_local",
+                !c.allow_local.is_empty(),
+                format!(
+                    "it would open services on your machine; {USER_CONFIG_HINT} or pass --allow-local"
+                ),
+            ),
+            (
+                "secret",
+                !c.secret.is_empty(),
+                format!("it would send host secrets out; {USER_CONFIG_HINT} or pass --secret"),
+            ),
+            (
+                "resolve",
+                !c.resolve.is_empty(),
+                format!(
+                    "it could point an allowed name at a private address; {USER_CONFIG_HINT} or pass --resolve"
+                ),
+            ),
+            (
+                "upstream_ca",
+                !c.upstream_ca.is_empty(),
+                format!(
+                    "it would make the broker trust other certificates; {USER_CONFIG_HINT} or pass --upstream-ca"
+                ),
+            ),
         ];
         for (field, present, hint) in loosening {
             if present {
                 self.ignored(file, field, "", &hint);
             }
         }
-        match c.net {
-            Some(ConfigNet::None) if self.net.value != NetMode::None => {
-                self.net = Sourced::new(NetMode::None, origin.clone());
+        if let Some(n) = c.net {
+            // A mode no more open than the current one is taken; a more open one is
+            // ignored (`none` < `allowlist` < `host`).
+            let want = net_mode(n);
+            let current = self.effective_net().value;
+            if openness(want) < openness(current) {
+                self.set_net(want, &origin);
+            } else if openness(want) > openness(current) {
+                let (name, flag_arg) = match want {
+                    NetMode::Host => ("host", "--net host"),
+                    _ => ("allowlist", "--net allowlist"),
+                };
+                self.ignored(
+                    file,
+                    "net",
+                    &format!(": \"{name}\""),
+                    &format!("{USER_CONFIG_HINT} or pass {flag_arg}"),
+                );
             }
-            Some(ConfigNet::Host) if self.net.value != NetMode::Host => self.ignored(
-                file,
-                "net",
-                ": \"host\"",
-                &format!("{USER_CONFIG_HINT} or pass --net host"),
-            ),
-            _ => {}
         }
         if let Some(t) = c.timeout {
             let d = duration(t, &origin, "\"timeout\"")?;
@@ -493,6 +814,25 @@ impl Layers {
 
     /// Derive the workspace rule and protected paths, sort, deduplicate.
     fn finish(mut self) -> Result<Policy, PolicyError> {
+        // A secret's variable holds its placeholder inside: passing the variable in
+        // as well would put the real value there.
+        for s in &self.network.secrets {
+            if let Some(e) = self.env.iter().find(|e| e.name == s.name) {
+                let hint = if e.origin == Origin::Default {
+                    "cordon passes that variable in by default; a secret needs a variable of its own".to_string()
+                } else {
+                    format!("drop {} from --env / \"env\"", s.name)
+                };
+                return Err(value_err(
+                    &s.origin,
+                    format!(
+                        "secret {} is also passed in as an environment variable ({}), but inside, a secret's variable holds only a placeholder (hint: {hint})",
+                        s.name, e.origin,
+                    ),
+                ));
+            }
+        }
+        let net = self.effective_net();
         let ws = self.vars.workspace.clone();
         let mut rules = std::mem::take(&mut self.rules);
         let ws_rule = match &self.read_only {
@@ -558,8 +898,8 @@ impl Layers {
             home: self.vars.home,
             rules,
             scratch: vec![canonicalize_lenient(Path::new(SCRATCH))],
-            net: self.net,
-            network: crate::NetworkRules::default(),
+            net,
+            network: self.network,
             env: self.env,
             limits: self.limits,
             timeout: self.timeout,

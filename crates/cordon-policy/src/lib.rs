@@ -12,6 +12,7 @@ mod layer;
 mod model;
 mod network;
 mod paths;
+pub mod presets;
 mod protect;
 mod values;
 
@@ -21,7 +22,11 @@ pub use config::{
 pub use error::PolicyError;
 pub use model::*;
 pub use network::*;
-pub use values::{parse_env_arg, parse_size};
+pub use presets::{PRESETS, preset};
+pub use values::{
+    parse_env_arg, parse_local_service, parse_resolve_arg, parse_secret_arg, parse_size,
+    valid_env_name,
+};
 
 use std::path::PathBuf;
 
@@ -38,8 +43,24 @@ pub struct Flags {
     pub env: Vec<String>,
     /// `--timeout SECONDS`.
     pub timeout: Option<f64>,
-    /// `--net none|host`.
+    /// `--net none|host|allowlist`. Unset: `allowlist` when anything is allowed
+    /// (a domain, a preset or a local service), else the config's or `none`.
     pub net: Option<NetMode>,
+    /// `--allow-domain PATTERN` (repeatable), unparsed: `example.com`,
+    /// `*.example.com`, with an optional `:PORT` (else 80 and 443).
+    pub allow_domain: Vec<String>,
+    /// `--deny-domain PATTERN` (repeatable), unparsed. Deny wins over allow.
+    pub deny_domain: Vec<String>,
+    /// `--allow-preset NAME` (repeatable): a named host set ([`PRESETS`]).
+    pub allow_preset: Vec<String>,
+    /// `--allow-local HOST:PORT` (repeatable), unparsed.
+    pub allow_local: Vec<String>,
+    /// `--secret NAME=HOST[,HOST...]` (repeatable), unparsed.
+    pub secret: Vec<String>,
+    /// `--resolve HOST:ADDR` (repeatable), unparsed.
+    pub resolve: Vec<String>,
+    /// `--upstream-ca FILE` (repeatable). Relative paths are relative to `cwd`.
+    pub upstream_ca: Vec<PathBuf>,
     /// `--memory SIZE`, unparsed (e.g. `512M`).
     pub memory: Option<String>,
     /// `--pids N`.

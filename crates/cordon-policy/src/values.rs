@@ -1,5 +1,9 @@
-//! Small value parsers shared by the config schema and the CLI: sizes and
-//! `NAME[=VALUE]` environment arguments.
+//! Small value parsers shared by the config schema and the CLI: sizes,
+//! `NAME[=VALUE]` environment arguments, and the network arguments
+//! (`--allow-local`, `--secret`, `--resolve`).
+
+use crate::network::{DomainPattern, normalize_name};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// Parse a size such as `512M`, `1.5G`, `1024K`, `512MiB` or `100` (bytes).
 ///
@@ -99,6 +103,133 @@ pub fn parse_env_arg(s: &str) -> Result<(String, Option<String>), String> {
     Ok((name.to_string(), value.map(str::to_string)))
 }
 
+/// Is `name` usable as an environment variable name: a letter or `_`, then
+/// letters, digits and `_`?
+pub fn valid_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Parse an `--allow-local` argument: `HOST:PORT`, where HOST is an IPv4 address,
+/// an IPv6 address in brackets (`[::1]:8080`) or `localhost` (127.0.0.1), and
+/// PORT is required.
+pub fn parse_local_service(s: &str) -> Result<SocketAddr, String> {
+    let hint = "expected HOST:PORT, e.g. 127.0.0.1:11434, localhost:8080 or [::1]:8080";
+    let t = s.trim();
+    let split = match t.strip_prefix('[') {
+        // `[v6]:PORT`: the port follows the bracket.
+        Some(_) => t
+            .find(']')
+            .and_then(|i| t[i + 1..].strip_prefix(':').map(|p| (&t[..=i], p))),
+        None => t.rsplit_once(':'),
+    };
+    let Some((host, port)) = split else {
+        return Err(format!("invalid local service {s:?}: no port ({hint})"));
+    };
+    let port: u16 =
+        port.parse().ok().filter(|&p| p != 0).ok_or_else(|| {
+            format!("invalid local service {s:?}: invalid port {port:?} ({hint})")
+        })?;
+    let ip: IpAddr = if host.eq_ignore_ascii_case("localhost") {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>()
+            .map(IpAddr::V6)
+            .map_err(|_| {
+                format!("invalid local service {s:?}: {v6:?} is not an IPv6 address ({hint})")
+            })?
+    } else if host.contains(':') {
+        return Err(format!(
+            "invalid local service {s:?}: write an IPv6 address in brackets, e.g. [::1]:8080"
+        ));
+    } else {
+        host.parse::<Ipv4Addr>().map(IpAddr::V4).map_err(|_| {
+            format!(
+                "invalid local service {s:?}: {host:?} is not an IP address or localhost ({hint})"
+            )
+        })?
+    };
+    if ip.is_unspecified() || ip.is_multicast() {
+        return Err(format!(
+            "invalid local service {s:?}: {ip} is not the address of one host ({hint})"
+        ));
+    }
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Parse a `--secret` argument: `NAME=HOST[,HOST...]`. NAME is the host
+/// environment variable holding the value; each HOST is a domain pattern without
+/// a port (`api.example.com`, `*.example.com`).
+pub fn parse_secret_arg(s: &str) -> Result<(String, Vec<DomainPattern>), String> {
+    let hint = "expected NAME=HOST[,HOST...], e.g. ANTHROPIC_API_KEY=api.anthropic.com";
+    let Some((name, hosts)) = s.split_once('=') else {
+        return Err(format!("invalid secret {s:?}: no hosts ({hint})"));
+    };
+    let name = name.trim();
+    if !valid_env_name(name) {
+        return Err(format!(
+            "invalid secret {s:?}: {name:?} is not an environment variable name (letters, digits and _, not starting with a digit; {hint})"
+        ));
+    }
+    let mut patterns: Vec<DomainPattern> = Vec::new();
+    for host in hosts.split(',') {
+        if host.trim().is_empty() {
+            return Err(format!("invalid secret {s:?}: an empty host ({hint})"));
+        }
+        let p = DomainPattern::parse(host).map_err(|e| format!("invalid secret {s:?}: {e}"))?;
+        if p.port.is_some() {
+            return Err(format!(
+                "invalid secret {s:?}: {host:?} has a port; a secret is scoped to hosts, on every port the allowlist opens"
+            ));
+        }
+        if !patterns.contains(&p) {
+            patterns.push(p);
+        }
+    }
+    Ok((name.to_string(), patterns))
+}
+
+/// Parse a `--resolve` argument: `HOST:ADDR`, like curl's (without its port).
+/// ADDR is an IPv4 or IPv6 address; IPv6 may be bracketed or bare.
+pub fn parse_resolve_arg(s: &str) -> Result<(String, IpAddr), String> {
+    let hint = "expected HOST:ADDR, e.g. git.internal:10.0.0.5 or db.local:[fd00::5]";
+    let Some((host, addr)) = s.trim().split_once(':') else {
+        return Err(format!("invalid resolve entry {s:?}: no address ({hint})"));
+    };
+    let name = normalize_name(host).ok_or_else(|| {
+        format!("invalid resolve entry {s:?}: {host:?} is not a host name ({hint})")
+    })?;
+    let bare = addr
+        .strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'))
+        .unwrap_or(addr);
+    let ip: IpAddr = bare.parse().map_err(|_| {
+        // curl's HOST:PORT:ADDR: say that the port has no place here.
+        let curl_style = addr.split_once(':').is_some_and(|(port, rest)| {
+            port.parse::<u16>().is_ok() && {
+                let rest = rest.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(rest);
+                rest.parse::<IpAddr>().is_ok()
+            }
+        });
+        if curl_style {
+            format!(
+                "invalid resolve entry {s:?}: leave out the port; the address applies to every port ({hint})"
+            )
+        } else {
+            format!("invalid resolve entry {s:?}: {addr:?} is not an IP address ({hint})")
+        }
+    })?;
+    if addr.starts_with('[') && ip.is_ipv4() {
+        return Err(format!(
+            "invalid resolve entry {s:?}: brackets are for IPv6 addresses ({hint})"
+        ));
+    }
+    Ok((name, ip))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +321,100 @@ mod tests {
         assert!(parse_env_arg("=x").is_err());
         assert!(parse_env_arg("A B=1").is_err());
         assert!(parse_env_arg("A=\0").is_err());
+    }
+
+    #[test]
+    fn env_names() {
+        for ok in ["A", "_", "ANTHROPIC_API_KEY", "a1", "_9"] {
+            assert!(valid_env_name(ok), "{ok}");
+        }
+        for bad in ["", "1A", "A-B", "A B", "A=B", "É"] {
+            assert!(!valid_env_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn local_services() {
+        let ok = |s: &str| parse_local_service(s).unwrap().to_string();
+        assert_eq!(ok("127.0.0.1:11434"), "127.0.0.1:11434");
+        assert_eq!(ok("localhost:8080"), "127.0.0.1:8080");
+        assert_eq!(ok("LocalHost:8080"), "127.0.0.1:8080");
+        assert_eq!(ok("[::1]:8080"), "[::1]:8080");
+        assert_eq!(ok("10.0.0.5:5432"), "10.0.0.5:5432");
+        for (bad, want) in [
+            ("127.0.0.1", "no port"),
+            ("localhost", "no port"),
+            ("127.0.0.1:0", "invalid port"),
+            ("127.0.0.1:65536", "invalid port"),
+            ("127.0.0.1:", "invalid port"),
+            ("::1:8080", "in brackets"),
+            ("[::1]", "no port"),
+            ("[::1]8080", "no port"),
+            ("[1.2.3.4]:80", "not an IPv6"),
+            ("example.com:80", "not an IP address or localhost"),
+            ("0.0.0.0:80", "not the address of one host"),
+            ("[::]:80", "not the address of one host"),
+            ("224.0.0.1:80", "not the address of one host"),
+            ("", "no port"),
+        ] {
+            let e = parse_local_service(bad).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+            assert!(e.starts_with("invalid local service"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn secrets() {
+        let (name, hosts) = parse_secret_arg("ANTHROPIC_API_KEY=api.anthropic.com").unwrap();
+        assert_eq!(name, "ANTHROPIC_API_KEY");
+        assert_eq!(
+            hosts,
+            vec![DomainPattern::parse("api.anthropic.com").unwrap()]
+        );
+        let (_, hosts) = parse_secret_arg("T=a.example.com,*.Example.org,a.example.com").unwrap();
+        let shown: Vec<String> = hosts.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["a.example.com", "*.example.org"]);
+        for (bad, want) in [
+            ("TOKEN", "no hosts"),
+            ("TOKEN=", "an empty host"),
+            ("TOKEN=a.com,", "an empty host"),
+            ("=a.com", "not an environment variable name"),
+            ("1X=a.com", "not an environment variable name"),
+            ("A-B=a.com", "not an environment variable name"),
+            ("T=a.com:443", "has a port"),
+            ("T=1.2.3.4", "an IP address is not a domain"),
+            ("T=exa mple.com", "invalid domain pattern"),
+        ] {
+            let e = parse_secret_arg(bad).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+            assert!(e.starts_with("invalid secret"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn resolve_entries() {
+        let ok = |s: &str| parse_resolve_arg(s).unwrap();
+        assert_eq!(
+            ok("Git.Internal.:10.0.0.5"),
+            ("git.internal".into(), "10.0.0.5".parse().unwrap())
+        );
+        assert_eq!(ok("db:[fd00::5]").1, "fd00::5".parse::<IpAddr>().unwrap());
+        assert_eq!(ok("db:fd00::5").1, "fd00::5".parse::<IpAddr>().unwrap());
+        assert_eq!(ok("localhost:127.0.0.1").0, "localhost");
+        for (bad, want) in [
+            ("db", "no address"),
+            ("db:", "not an IP address"),
+            ("db:example.com", "not an IP address"),
+            ("db:[1.2.3.4]", "brackets are for IPv6"),
+            (":1.2.3.4", "not a host name"),
+            ("a b:1.2.3.4", "not a host name"),
+            ("db:1.2.3.4:443", "not an IP address"),
+            ("db:443:1.2.3.4", "leave out the port"),
+            ("db:443:[::1]", "leave out the port"),
+        ] {
+            let e = parse_resolve_arg(bad).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+            assert!(e.starts_with("invalid resolve entry"), "{bad}: {e}");
+        }
     }
 }

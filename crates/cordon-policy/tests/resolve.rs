@@ -1,8 +1,8 @@
 //! End-to-end tests of `resolve` against real files in temporary directories.
 
 use cordon_policy::{
-    Access, Flags, Inputs, KNOWN_FIELDS, NetMode, Origin, PathRule, Policy, PolicyError, RuleKind,
-    defaults, resolve,
+    Access, DomainPattern, Flags, Inputs, KNOWN_FIELDS, NetMode, NetworkRules, Origin, PathRule,
+    Policy, PolicyError, RuleKind, Sourced, Verdict, defaults, resolve,
 };
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -173,6 +173,14 @@ fn defaults() {
         assert_eq!(r.kind, RuleKind::Secret, "{s}");
     }
     assert!(find(&p, &e.home.join(".cache/cordon"), Access::Deny).is_some());
+    // cordon's data directory (the egress broker's CA key).
+    let data = find(&p, &e.home.join(".local/share/cordon"), Access::Deny).unwrap();
+    assert_eq!(data.kind, RuleKind::Secret);
+    assert_eq!(
+        defaults::cordon_data_dir(&e.home, None),
+        e.home.join(".local/share/cordon")
+    );
+    assert_eq!(p.network, NetworkRules::default());
 
     assert_eq!(p.scratch, vec![fs::canonicalize("/tmp").unwrap()]);
 
@@ -1011,6 +1019,13 @@ const ATOMS: &[&str] = &[
     "\"/run\"",
     "\"none\"",
     "\"host\"",
+    "\"allowlist\"",
+    "\"example.com\"",
+    "\"*.example.com:8443\"",
+    "\"npm\"",
+    "\"localhost:11434\"",
+    "\"T=api.example.com\"",
+    "\"db:10.0.0.5\"",
     "\"2G\"",
     "\"1.5G\"",
     "\"0\"",
@@ -1092,10 +1107,28 @@ fn resolve_never_panics_on_random_configs() {
                 read_only: rng.below(2) == 0,
                 env: vec![rng.pick(&["A", "B=1", "=", "C D"]).into()],
                 timeout: [None, Some(1.0), Some(-1.0), Some(f64::NAN), Some(1e300)][rng.below(5)],
-                net: [None, Some(NetMode::None), Some(NetMode::Host)][rng.below(3)],
                 memory: Some(rng.pick(&sizes).into()).filter(|_| rng.below(2) == 0),
                 pids: [None, Some(0), Some(1), Some(u64::MAX)][rng.below(4)],
                 cpus: [None, Some(0.0), Some(0.5), Some(f64::INFINITY)][rng.below(4)],
+                allow_domain: vec![
+                    rng.pick(&["example.com", "*.a.b:8443", "1.2.3.4", ""])
+                        .into(),
+                ],
+                deny_domain: vec![rng.pick(&["x.example.com", "*.", "a..b"]).into()],
+                allow_preset: vec![rng.pick(&["npm", "nope", "github"]).into()],
+                allow_local: vec![
+                    rng.pick(&["localhost:11434", "127.0.0.1", "[::1]:80"])
+                        .into(),
+                ],
+                secret: vec![rng.pick(&["T=api.x.com", "T", "1=a"]).into()],
+                resolve: vec![rng.pick(&["db:10.0.0.5", "db", "db:[::1]"]).into()],
+                net: [
+                    None,
+                    Some(NetMode::None),
+                    Some(NetMode::Host),
+                    Some(NetMode::Allowlist),
+                ][rng.below(4)],
+                ..Flags::default()
             }
         };
         let mut i = e.inputs();
@@ -1110,4 +1143,526 @@ fn resolve_never_panics_on_random_configs() {
     }
     eprintln!("resolved {ok} of 400");
     assert!(ok >= 40, "only {ok} random inputs resolved");
+}
+
+// ---- The network part of the policy ----
+
+fn pattern(s: &str) -> DomainPattern {
+    DomainPattern::parse(s).unwrap()
+}
+
+/// The allow rules as (pattern, preset, origin).
+fn allows(p: &Policy) -> Vec<(String, Option<String>, Origin)> {
+    p.network
+        .allow
+        .iter()
+        .map(|r| (r.pattern.to_string(), r.preset.clone(), r.origin.clone()))
+        .collect()
+}
+
+#[test]
+fn network_flags() {
+    let e = Env::new();
+    fs::write(e.cwd.join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let p = e
+        .resolve_with(Flags {
+            allow_domain: vec!["Example.com.".into(), "*.example.org:8443".into()],
+            deny_domain: vec!["evil.example.org".into()],
+            allow_local: vec!["localhost:11434".into(), "[::1]:8080".into()],
+            secret: vec!["ANTHROPIC_API_KEY=api.anthropic.com,*.anthropic.com".into()],
+            resolve: vec!["git.internal:10.0.0.5".into(), "db:fd00::5".into()],
+            upstream_ca: vec!["ca.pem".into()],
+            ..Flags::default()
+        })
+        .unwrap();
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    assert_eq!(
+        p.net,
+        Sourced::new(NetMode::Allowlist, flag("--allow-domain"))
+    );
+    assert_eq!(
+        allows(&p),
+        vec![
+            ("example.com".into(), None, flag("--allow-domain")),
+            ("*.example.org:8443".into(), None, flag("--allow-domain")),
+        ]
+    );
+    let n = &p.network;
+    assert_eq!(n.deny[0].pattern, pattern("evil.example.org"));
+    assert_eq!(n.deny[0].origin, flag("--deny-domain"));
+    assert!(matches!(
+        n.verdict("evil.example.org", 8443),
+        Verdict::Denied(_)
+    ));
+    assert!(matches!(
+        n.verdict("a.example.org", 8443),
+        Verdict::Allowed(_)
+    ));
+    let locals: Vec<String> = n.local.iter().map(|l| l.addr.to_string()).collect();
+    assert_eq!(locals, ["127.0.0.1:11434", "[::1]:8080"]);
+    assert_eq!(n.local[0].origin, flag("--allow-local"));
+    assert_eq!(n.secrets.len(), 1);
+    assert_eq!(n.secrets[0].name, "ANTHROPIC_API_KEY");
+    assert_eq!(
+        n.secrets[0].hosts,
+        vec![pattern("api.anthropic.com"), pattern("*.anthropic.com")]
+    );
+    assert_eq!(n.secrets[0].origin, flag("--secret"));
+    assert_eq!(
+        n.resolved("git.internal"),
+        Some("10.0.0.5".parse().unwrap())
+    );
+    assert_eq!(n.resolved("db"), Some("fd00::5".parse().unwrap()));
+    assert_eq!(n.resolve[0].origin, flag("--resolve"));
+    assert_eq!(n.upstream_ca.len(), 1);
+    assert_eq!(n.upstream_ca[0].file, e.cwd.join("ca.pem"));
+    assert_eq!(n.upstream_ca[0].origin, flag("--upstream-ca"));
+    assert_eq!(n.ports(), vec![80, 443, 8080, 8443, 11434]);
+}
+
+#[test]
+fn network_user_config() {
+    let e = Env::new();
+    fs::write(e.ws.join("ca.pem"), "").unwrap();
+    fs::write(e.home.join("corp.pem"), "").unwrap();
+    e.user(
+        r#"{"allow_domain": ["example.com"], "deny_domain": ["*.ads.example.com"],
+            "allow_preset": ["pypi"], "allow_local": ["127.0.0.1:5432"],
+            "secret": ["TOKEN=api.example.com"], "resolve": ["db.local:[fd00::1]"],
+            "upstream_ca": ["ca.pem", "~/corp.pem"]}"#,
+    );
+    let p = e.resolve();
+    let u = e.user_origin();
+    assert_eq!(p.net, Sourced::new(NetMode::Allowlist, u.clone()));
+    assert_eq!(
+        allows(&p),
+        vec![
+            ("example.com".into(), None, u.clone()),
+            ("pypi.org".into(), Some("pypi".into()), u.clone()),
+            (
+                "files.pythonhosted.org".into(),
+                Some("pypi".into()),
+                u.clone()
+            ),
+        ]
+    );
+    let n = &p.network;
+    assert_eq!(n.deny[0].origin, u);
+    assert_eq!(n.local[0].addr, "127.0.0.1:5432".parse().unwrap());
+    assert_eq!(n.secrets[0].origin, u);
+    assert_eq!(n.resolve[0].host, "db.local");
+    // Relative paths in a config are relative to the workspace; `~` expands.
+    let cas: Vec<&Path> = n.upstream_ca.iter().map(|c| c.file.as_path()).collect();
+    assert_eq!(cas, [e.ws.join("ca.pem"), e.home.join("corp.pem")]);
+
+    // Flags add to the user's lists; a secret or resolve entry of the same name
+    // replaces the config's; the same allow pattern twice is one rule.
+    let p = e
+        .resolve_with(Flags {
+            allow_domain: vec!["example.com".into(), "other.org".into()],
+            secret: vec!["TOKEN=api2.example.com".into()],
+            resolve: vec!["db.local:10.1.1.1".into()],
+            allow_local: vec!["localhost:5432".into()],
+            ..Flags::default()
+        })
+        .unwrap();
+    let a = allows(&p);
+    assert_eq!(a.len(), 4, "{a:?}");
+    assert_eq!(a[0].2, u);
+    assert_eq!(a[3], ("other.org".into(), None, flag("--allow-domain")));
+    assert_eq!(p.network.secrets.len(), 1);
+    assert_eq!(
+        p.network.secrets[0].hosts,
+        vec![pattern("api2.example.com")]
+    );
+    assert_eq!(p.network.secrets[0].origin, flag("--secret"));
+    assert_eq!(p.network.resolve.len(), 1);
+    assert_eq!(
+        p.network.resolved("db.local"),
+        Some("10.1.1.1".parse().unwrap())
+    );
+    // The same local service twice is one.
+    assert_eq!(p.network.local.len(), 1);
+    assert_eq!(p.network.local[0].origin, u);
+}
+
+#[test]
+fn presets_expand_with_their_name() {
+    let e = Env::new();
+    let p = e
+        .resolve_with(Flags {
+            allow_preset: vec!["github".into(), "github-copilot".into()],
+            ..Flags::default()
+        })
+        .unwrap();
+    let o = flag("--allow-preset");
+    let github = cordon_policy::preset("github").unwrap();
+    let a = allows(&p);
+    for (i, h) in github.iter().enumerate() {
+        assert_eq!(a[i], ((*h).into(), Some("github".into()), o.clone()));
+    }
+    // Hosts in both presets appear once, with the first preset's name.
+    let copilot_only: Vec<&str> = cordon_policy::preset("github-copilot")
+        .unwrap()
+        .iter()
+        .copied()
+        .filter(|h| !github.contains(h))
+        .collect();
+    assert_eq!(a.len(), github.len() + copilot_only.len());
+    assert!(a.contains(&(
+        "api.githubcopilot.com".into(),
+        Some("github-copilot".into()),
+        o.clone()
+    )));
+    assert_eq!(p.net, Sourced::new(NetMode::Allowlist, o));
+    // Every documented preset resolves.
+    for (name, hosts) in cordon_policy::PRESETS {
+        let p = e
+            .resolve_with(Flags {
+                allow_preset: vec![(*name).into()],
+                ..Flags::default()
+            })
+            .unwrap();
+        assert_eq!(p.network.allow.len(), hosts.len(), "{name}");
+    }
+    // An unknown preset names the known ones.
+    let err = e
+        .resolve_with(Flags {
+            allow_preset: vec!["antropic".into()],
+            ..Flags::default()
+        })
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("flag --allow-preset: unknown preset \"antropic\""),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(
+            "known presets: anthropic, openai, gemini, github-copilot, openrouter, github, npm, pypi, crates"
+        ),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_network_flag_values_are_errors_naming_the_flag() {
+    let e = Env::new();
+    type Case = (&'static str, &'static str, fn(&mut Flags));
+    let cases: [Case; 17] = [
+        ("--allow-domain", "invalid domain pattern", |f| {
+            f.allow_domain = vec!["bad domain".into()]
+        }),
+        ("--allow-domain", "an IP address is not a domain", |f| {
+            f.allow_domain = vec!["10.0.0.1".into()]
+        }),
+        ("--allow-domain", "invalid port", |f| {
+            f.allow_domain = vec!["a.com:99999".into()]
+        }),
+        ("--deny-domain", "invalid domain pattern", |f| {
+            f.deny_domain = vec!["*.".into()]
+        }),
+        ("--allow-preset", "unknown preset", |f| {
+            f.allow_preset = vec!["".into()]
+        }),
+        ("--allow-local", "no port", |f| {
+            f.allow_local = vec!["127.0.0.1".into()]
+        }),
+        ("--allow-local", "not an IP address or localhost", |f| {
+            f.allow_local = vec!["example.com:80".into()]
+        }),
+        ("--allow-local", "in brackets", |f| {
+            f.allow_local = vec!["::1:80".into()]
+        }),
+        ("--secret", "no hosts", |f| f.secret = vec!["TOKEN".into()]),
+        ("--secret", "not an environment variable name", |f| {
+            f.secret = vec!["MY-TOKEN=a.com".into()]
+        }),
+        ("--secret", "has a port", |f| {
+            f.secret = vec!["T=a.com:443".into()]
+        }),
+        ("--resolve", "not an IP address", |f| {
+            f.resolve = vec!["db:db2".into()]
+        }),
+        ("--resolve", "not a host name", |f| {
+            f.resolve = vec!["a b:1.2.3.4".into()]
+        }),
+        ("--resolve", "leave out the port", |f| {
+            f.resolve = vec!["db:443:1.2.3.4".into()]
+        }),
+        ("--upstream-ca", "does not exist (hint: ", |f| {
+            f.upstream_ca = vec!["missing.pem".into()]
+        }),
+        ("--upstream-ca", "is not a file", |f| {
+            f.upstream_ca = vec![".".into()]
+        }),
+        ("--upstream-ca", "unknown variable", |f| {
+            f.upstream_ca = vec!["${NOPE}/ca.pem".into()]
+        }),
+    ];
+    for (name, want, set) in cases {
+        let mut flags = Flags::default();
+        set(&mut flags);
+        let err = e.resolve_with(flags).unwrap_err();
+        assert!(matches!(err, PolicyError::Value { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.starts_with(&format!("flag {name}: ")), "{msg}");
+        assert!(msg.contains(want), "{name}: {msg}");
+    }
+    // A config's missing CA names the file and the field.
+    e.user(r#"{"upstream_ca": ["nope.pem"]}"#);
+    let msg = e.resolve_err().to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "user config {}: \"upstream_ca\": upstream CA {} does not exist",
+            e.user_config_path().display(),
+            e.ws.join("nope.pem").display()
+        )),
+        "{msg}"
+    );
+    // A config's bad domain is caught when the file is parsed: file, line, column.
+    e.user("{\n  \"allow_domain\": [\"ok.com\", \"not ok\"]\n}");
+    let err = e.resolve_err();
+    assert!(
+        matches!(err, PolicyError::Invalid { line: 2, .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("\"allow_domain\": invalid domain pattern \"not ok\"")
+    );
+}
+
+#[test]
+fn two_local_services_on_one_port_are_an_error() {
+    let e = Env::new();
+    let err = e
+        .resolve_with(Flags {
+            allow_local: vec!["127.0.0.1:8080".into(), "[::1]:8080".into()],
+            ..Flags::default()
+        })
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("flag --allow-local: local service [::1]:8080: port 8080 is already taken by 127.0.0.1:8080 (flag --allow-local)"), "{msg}");
+    // Also across layers.
+    e.user(r#"{"allow_local": ["10.0.0.2:5432"]}"#);
+    let msg = e
+        .resolve_with(Flags {
+            allow_local: vec!["localhost:5432".into()],
+            ..Flags::default()
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("already taken by 10.0.0.2:5432 (user config"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_secret_cannot_also_be_passed_with_env() {
+    let e = Env::new();
+    let err = e
+        .resolve_with(Flags {
+            env: vec!["TOKEN".into()],
+            secret: vec!["TOKEN=api.example.com".into()],
+            ..Flags::default()
+        })
+        .unwrap_err();
+    assert!(matches!(err, PolicyError::Value { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(
+            "flag --secret: secret TOKEN is also passed in as an environment variable (flag --env)"
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("hint: drop TOKEN from --env"), "{msg}");
+    // From the user's config too, and with a default variable's name.
+    e.user(r#"{"env": ["TOKEN=x"]}"#);
+    let msg = e
+        .resolve_with(Flags {
+            secret: vec!["TOKEN=api.example.com".into()],
+            ..Flags::default()
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("(user config "), "{msg}");
+    e.user("{}");
+    let msg = e
+        .resolve_with(Flags {
+            secret: vec!["HOME=api.example.com".into()],
+            ..Flags::default()
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("passes that variable in by default"), "{msg}");
+    // A project's env does not count (it is ignored).
+    e.project(r#"{"env": ["TOKEN"]}"#);
+    let p = e
+        .resolve_with(Flags {
+            secret: vec!["TOKEN=api.example.com".into()],
+            ..Flags::default()
+        })
+        .unwrap();
+    assert_eq!(p.network.secrets[0].name, "TOKEN");
+}
+
+#[test]
+fn net_mode_allowlist_is_automatic_and_explicit_net_wins() {
+    let e = Env::new();
+    let allow = || Flags {
+        allow_domain: vec!["example.com".into()],
+        ..Flags::default()
+    };
+    // Automatic, from the first allow rule; a local service alone is enough.
+    let p = e.resolve_with(allow()).unwrap();
+    assert_eq!(
+        p.net,
+        Sourced::new(NetMode::Allowlist, flag("--allow-domain"))
+    );
+    let p = e
+        .resolve_with(Flags {
+            allow_local: vec!["localhost:11434".into()],
+            ..Flags::default()
+        })
+        .unwrap();
+    assert_eq!(
+        p.net,
+        Sourced::new(NetMode::Allowlist, flag("--allow-local"))
+    );
+    // Denies, secrets and resolve entries alone allow nothing.
+    let p = e
+        .resolve_with(Flags {
+            deny_domain: vec!["example.com".into()],
+            secret: vec!["T=example.com".into()],
+            resolve: vec!["db:10.0.0.1".into()],
+            ..Flags::default()
+        })
+        .unwrap();
+    assert_eq!(p.net, Sourced::new(NetMode::None, Origin::Default));
+    // An explicit --net wins, either way; the rules stay in the policy.
+    for mode in [NetMode::None, NetMode::Host] {
+        let p = e
+            .resolve_with(Flags {
+                net: Some(mode),
+                ..allow()
+            })
+            .unwrap();
+        assert_eq!(p.net, Sourced::new(mode, flag("--net")));
+        assert_eq!(p.network.allow.len(), 1);
+    }
+    // --net allowlist with nothing allowed is valid: everything is refused.
+    let p = e
+        .resolve_with(Flags {
+            net: Some(NetMode::Allowlist),
+            ..Flags::default()
+        })
+        .unwrap();
+    assert_eq!(p.net, Sourced::new(NetMode::Allowlist, flag("--net")));
+    assert!(!p.network.allows_anything());
+    // So does an explicit net in the user's config, even with flags allowing.
+    e.user(r#"{"net": "none"}"#);
+    let p = e.resolve_with(allow()).unwrap();
+    assert_eq!(p.net, Sourced::new(NetMode::None, e.user_origin()));
+    e.user(r#"{"net": "allowlist"}"#);
+    assert_eq!(
+        e.resolve().net,
+        Sourced::new(NetMode::Allowlist, e.user_origin())
+    );
+}
+
+#[test]
+fn project_network_fields() {
+    let e = Env::new();
+    e.user(r#"{"allow_domain": ["example.com", "*.example.org"]}"#);
+    let base = e.resolve();
+    fs::write(e.ws.join("ca.pem"), "").unwrap();
+    e.project(
+        r#"{
+          "allow_domain": ["evil.com"],
+          "allow_preset": ["npm"],
+          "allow_local":  ["127.0.0.1:22"],
+          "secret":       ["TOKEN=evil.com"],
+          "resolve":      ["example.com:10.0.0.1"],
+          "upstream_ca":  ["ca.pem"],
+          "net":          "host"
+        }"#,
+    );
+    let p = e.resolve();
+    let file = e.project_path().display().to_string();
+    let fields = [
+        "allow_domain",
+        "allow_preset",
+        "allow_local",
+        "secret",
+        "resolve",
+        "upstream_ca",
+        "net",
+    ];
+    for field in fields {
+        let w: Vec<&String> = p
+            .warnings
+            .iter()
+            .filter(|w| w.contains(&format!("ignored \"{field}\"")))
+            .collect();
+        assert_eq!(w.len(), 1, "{field}: {:?}", p.warnings);
+        assert!(
+            w[0].starts_with(&format!("project config {file}: ")),
+            "{}",
+            w[0]
+        );
+        assert!(w[0].contains("may only tighten"), "{}", w[0]);
+    }
+    assert_eq!(p.warnings.len(), fields.len(), "{:?}", p.warnings);
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("or pass --allow-domain)"))
+    );
+    let mut p2 = p.clone();
+    p2.warnings.clear();
+    assert_eq!(p2, base);
+
+    // deny_domain and net "none" take effect.
+    e.project(r#"{"deny_domain": ["bad.example.org"], "net": "none"}"#);
+    let p = e.resolve();
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    let po = e.project_origin();
+    assert_eq!(p.net, Sourced::new(NetMode::None, po.clone()));
+    assert_eq!(p.network.deny.len(), 1);
+    assert_eq!(p.network.deny[0].origin, po);
+    assert!(matches!(
+        p.network.verdict("bad.example.org", 443),
+        Verdict::Denied(_)
+    ));
+    assert!(matches!(
+        p.network.verdict("good.example.org", 443),
+        Verdict::Allowed(_)
+    ));
+
+    // "allowlist" tightens host, and is ignored when the mode is none.
+    e.project(r#"{"net": "allowlist"}"#);
+    let p = e
+        .resolve_with(Flags {
+            net: Some(NetMode::Host),
+            ..Flags::default()
+        })
+        .unwrap();
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    assert_eq!(p.net, Sourced::new(NetMode::Allowlist, po.clone()));
+    // Already allowlist (automatically): nothing to do, nothing to say.
+    let p = e.resolve();
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    assert_eq!(p.net, Sourced::new(NetMode::Allowlist, e.user_origin()));
+    e.user("{}");
+    let p = e.resolve();
+    assert_eq!(p.net, Sourced::new(NetMode::None, Origin::Default));
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert!(
+        p.warnings[0].contains("ignored \"net\": \"allowlist\"")
+            && p.warnings[0].contains("or pass --net allowlist)"),
+        "{}",
+        p.warnings[0]
+    );
 }

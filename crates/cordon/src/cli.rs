@@ -58,6 +58,9 @@ pub enum NetArg {
     None,
     /// No network isolation (explicit opt-in).
     Host,
+    /// Out only through cordon's egress broker, to the allowed domains (chosen
+    /// automatically when anything is allowed).
+    Allowlist,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -90,9 +93,37 @@ pub struct RunOptions {
     /// Kill the whole sandbox after SECONDS (exit status 124).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
-    /// Network: none (default) or host.
+    /// Network: none (the default), allowlist (through cordon's broker; chosen
+    /// automatically when a domain, preset or local service is allowed), or host.
     #[arg(long, value_enum, value_name = "MODE")]
     pub net: Option<NetArg>,
+    /// Let the sandbox reach a domain: example.com, or *.example.com (names below
+    /// it, not itself), with an optional :PORT (else 80 and 443) (repeatable).
+    #[arg(long = "allow-domain", value_name = "PATTERN")]
+    pub allow_domain: Vec<String>,
+    /// Refuse a domain even when allowed (same patterns; deny wins) (repeatable).
+    #[arg(long = "deny-domain", value_name = "PATTERN")]
+    pub deny_domain: Vec<String>,
+    /// Allow a named set of hosts: anthropic, openai, gemini, github-copilot,
+    /// openrouter, github, npm, pypi, crates (repeatable; see docs/config.md).
+    #[arg(long = "allow-preset", value_name = "NAME")]
+    pub allow_preset: Vec<String>,
+    /// Let the sandbox reach one service on this machine, e.g. 127.0.0.1:11434;
+    /// inside it is at 127.0.0.1:PORT and host.cordon.internal:PORT (repeatable).
+    #[arg(long = "allow-local", value_name = "HOST:PORT")]
+    pub allow_local: Vec<String>,
+    /// Pass the secret in environment variable NAME by placeholder: the broker puts
+    /// the real value only into request headers sent to these hosts (repeatable).
+    #[arg(long, value_name = "NAME=HOST[,HOST...]")]
+    pub secret: Vec<String>,
+    /// Resolve HOST to ADDR (like curl's --resolve, without a port); trusted even
+    /// for a private address (repeatable).
+    #[arg(long, value_name = "HOST:ADDR")]
+    pub resolve: Vec<String>,
+    /// Also trust the CA certificates in this PEM file for the broker's upstream
+    /// TLS (repeatable).
+    #[arg(long = "upstream-ca", value_name = "FILE")]
+    pub upstream_ca: Vec<PathBuf>,
     /// Memory limit, e.g. 512M or 2G.
     #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,
