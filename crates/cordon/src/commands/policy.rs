@@ -2,7 +2,7 @@
 
 use super::run::resolve_policy;
 use crate::cli::RunOptions;
-use cordon_policy::Policy;
+use cordon_policy::{LOCAL_SERVICE_NAME, NetMode, Policy};
 use std::fmt::Write;
 
 pub fn show(options: &RunOptions, json: bool) -> Result<u8, String> {
@@ -51,11 +51,7 @@ fn render(policy: &Policy, limits_mechanism: &str) -> String {
             scratch.display()
         );
     }
-    let _ = writeln!(
-        out,
-        "\nnetwork    {:?}    ← {}",
-        policy.net.value, policy.net.origin
-    );
+    render_network(&mut out, policy);
     let _ = writeln!(out, "\nenvironment");
     for var in &policy.env {
         match &var.value {
@@ -111,4 +107,165 @@ fn render(policy: &Policy, limits_mechanism: &str) -> String {
         let _ = writeln!(out, "\nwarning: {warning}");
     }
     out
+}
+
+fn net_mode_name(mode: NetMode) -> &'static str {
+    match mode {
+        NetMode::None => "none",
+        NetMode::Host => "host",
+        NetMode::Allowlist => "allowlist",
+    }
+}
+
+/// The network mode and, when there are any, the broker's rules. Secrets are
+/// listed by name and hosts only: their values are never read here.
+fn render_network(out: &mut String, policy: &Policy) {
+    let mode = policy.net.value;
+    let what = match mode {
+        NetMode::None => "only the sandbox's own loopback",
+        NetMode::Host => "no network isolation",
+        NetMode::Allowlist => "out only through cordon's egress broker, to what is allowed below",
+    };
+    let _ = writeln!(
+        out,
+        "\nnetwork    {} ({what})    ← {}",
+        net_mode_name(mode),
+        policy.net.origin
+    );
+    let n = &policy.network;
+    let empty = n.allow.is_empty()
+        && n.deny.is_empty()
+        && n.local.is_empty()
+        && n.secrets.is_empty()
+        && n.resolve.is_empty()
+        && n.upstream_ca.is_empty();
+    if empty {
+        if mode == NetMode::Allowlist {
+            let _ = writeln!(out, "  nothing is allowed: every connection is refused");
+        }
+        return;
+    }
+    if mode != NetMode::Allowlist {
+        let _ = writeln!(
+            out,
+            "  (the rules below are not used: they apply only with --net allowlist)"
+        );
+    }
+    for rule in &n.allow {
+        let preset = rule
+            .preset
+            .as_ref()
+            .map(|p| format!(" (preset {p})"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<7} {}{preset}    ← {}",
+            "allow", rule.pattern, rule.origin
+        );
+    }
+    for rule in &n.deny {
+        let _ = writeln!(out, "  {:<7} {}    ← {}", "deny", rule.pattern, rule.origin);
+    }
+    for local in &n.local {
+        let port = local.addr.port();
+        let _ = writeln!(
+            out,
+            "  {:<7} {} (inside: 127.0.0.1:{port} and {LOCAL_SERVICE_NAME}:{port})    ← {}",
+            "local", local.addr, local.origin
+        );
+    }
+    for secret in &n.secrets {
+        let hosts: Vec<String> = secret.hosts.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            out,
+            "  {:<7} {} (from the host's ${}; inside, a placeholder) sent only to {}    ← {}",
+            "secret",
+            secret.name,
+            secret.name,
+            hosts.join(", "),
+            secret.origin
+        );
+    }
+    for entry in &n.resolve {
+        let _ = writeln!(
+            out,
+            "  {:<7} {} → {}    ← {}",
+            "resolve", entry.host, entry.addr, entry.origin
+        );
+    }
+    for ca in &n.upstream_ca {
+        let _ = writeln!(
+            out,
+            "  {:<7} {} (extra upstream trust root)    ← {}",
+            "ca",
+            ca.file.display(),
+            ca.origin
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cordon_policy::{DomainPattern, DomainRule, LocalService, Origin, SecretRule, Sourced};
+
+    fn policy() -> Policy {
+        let flags = cordon_policy::Flags::default();
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        cordon_policy::resolve(&cordon_policy::Inputs {
+            workspace: dir.clone(),
+            cwd: dir.clone(),
+            home: dir.join("nonexistent-home"),
+            tmp: std::env::temp_dir(),
+            config: None,
+            xdg_config_home: Some(dir.join("nonexistent-xdg")),
+            flags,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn network_section_lists_rules_but_never_secret_values() {
+        let mut p = policy();
+        let o = Origin::Flag {
+            flag: "--allow-preset".into(),
+        };
+        p.net = Sourced::new(NetMode::Allowlist, o.clone());
+        p.network.allow.push(DomainRule {
+            pattern: DomainPattern::parse("pypi.org").unwrap(),
+            preset: Some("pypi".into()),
+            origin: o.clone(),
+        });
+        p.network.local.push(LocalService {
+            addr: "127.0.0.1:11434".parse().unwrap(),
+            origin: o.clone(),
+        });
+        p.network.secrets.push(SecretRule {
+            name: "CORDON_TEST_SECRET".into(),
+            hosts: vec![DomainPattern::parse("*.example.com").unwrap()],
+            origin: o,
+        });
+        let text = render(&p, "rlimits");
+        assert!(
+            text.contains("network    allowlist (out only through"),
+            "{text}"
+        );
+        assert!(
+            text.contains("allow   pypi.org (preset pypi)    ← flag --allow-preset"),
+            "{text}"
+        );
+        assert!(
+            text.contains("(inside: 127.0.0.1:11434 and host.cordon.internal:11434)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("secret  CORDON_TEST_SECRET (from the host's $CORDON_TEST_SECRET; inside, a placeholder) sent only to *.example.com"),
+            "{text}"
+        );
+        assert!(!text.contains("not used"), "{text}");
+        p.net = Sourced::new(NetMode::None, Origin::Default);
+        let text = render(&p, "rlimits");
+        assert!(text.contains("network    none (only"), "{text}");
+        assert!(text.contains("not used"), "{text}");
+    }
 }
