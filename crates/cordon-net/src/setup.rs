@@ -77,6 +77,8 @@ pub struct SandboxSide {
     pub env: Vec<(String, String)>,
     /// Ports for the transparent listeners.
     pub ports: Vec<u16>,
+    /// Those of `ports` with an `--allow-local` service, reachable at 127.0.0.1.
+    pub local_ports: Vec<u16>,
     /// The HTTP proxy listener's port, if it does not clash with one of `ports`.
     pub proxy_port: Option<u16>,
 }
@@ -126,6 +128,7 @@ pub fn prepare(
         .files
         .push((resolv, overlay_target(Path::new("/etc/resolv.conf"))));
     sandbox.ports = rules.ports();
+    sandbox.local_ports = rules.local.iter().map(|l| l.addr.port()).collect();
     if !sandbox.ports.contains(&PROXY_PORT) {
         sandbox.proxy_port = Some(PROXY_PORT);
         let proxy = format!("http://127.0.0.1:{PROXY_PORT}");

@@ -32,8 +32,10 @@ pub const DNS_ADDR: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 53);
 /// What the broker needs opened inside the sandbox's network namespace.
 #[derive(Debug)]
 pub struct EndpointRequest {
-    /// TCP ports to listen on, on every address of the sandbox.
+    /// TCP ports to listen on, for the synthetic addresses.
     pub ports: Vec<u16>,
+    /// Those of `ports` that also take connections to 127.0.0.1 (`--allow-local`).
+    pub local_ports: Vec<u16>,
     /// A port on the sandbox's 127.0.0.1 for programs that want an HTTP proxy.
     pub proxy_port: Option<u16>,
     /// The sandbox's end of the channel made by [`endpoint_channel`].
@@ -71,14 +73,19 @@ const MAX_ENDPOINTS: usize = 64;
 
 /// In the new network namespace, as its owner: gives loopback the synthetic range,
 /// opens the sockets `request` asks for and sends them over its channel.
-pub(crate) fn open_and_send(request: &EndpointRequest) -> io::Result<()> {
+pub(crate) fn open_and_send(request: &EndpointRequest, proc: Option<&OwnedFd>) -> io::Result<()> {
     add_sandbox_address()?;
+    if let Some(proc) = proc {
+        fail_dropped_connections_fast(proc);
+    }
     let mut tags = Vec::new();
     let mut fds: Vec<OwnedFd> = Vec::new();
     fds.push(UdpSocket::bind(DNS_ADDR)?.into());
     tags.push([TAG_DNS, 0, 0]);
     for &port in &request.ports {
-        fds.push(listen(Ipv4Addr::UNSPECIFIED, port)?.into());
+        let listener = listen(Ipv4Addr::UNSPECIFIED, port)?;
+        only_from_names(&listener, request.local_ports.contains(&port))?;
+        fds.push(listener.into());
         let [a, b] = port.to_le_bytes();
         tags.push([TAG_LISTENER, a, b]);
     }
@@ -115,6 +122,103 @@ fn listen(addr: Ipv4Addr, port: u16) -> io::Result<TcpListener> {
     })?;
     listener.set_nonblocking(true)?;
     Ok(listener)
+}
+
+/// A connection the listeners' filter drops would otherwise retry its SYN for two
+/// minutes; nothing in this namespace is further than its loopback, so one retry
+/// is plenty (a refused connect then fails after about 3 s). The setting is the
+/// namespace's own, writable by its owner. `proc` is a detached copy of /proc
+/// (see [`detached_proc`]); best effort.
+fn fail_dropped_connections_fast(proc: &OwnedFd) {
+    if let Ok(file) = rustix::fs::openat(
+        proc,
+        "sys/net/ipv4/tcp_syn_retries",
+        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        let _ = rustix::io::write(&file, b"1");
+    }
+}
+
+/// A private copy of the /proc mount, taken before the view makes the tree
+/// read-only (in parallel with the network helper), so the helper can still set
+/// its namespace's sysctls through it. Sysctls under `net/` are those of the
+/// network namespace of whoever opens them.
+pub(crate) fn detached_proc() -> io::Result<OwnedFd> {
+    Ok(rustix::mount::open_tree(
+        rustix::fs::CWD,
+        "/proc",
+        rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+            | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )?)
+}
+
+/// Makes a wildcard listener take only connections to the synthetic addresses
+/// (and to 127.0.0.1 when `loopback`): a socket filter drops every other SYN, so
+/// a connection to a literal address, 127.0.0.1:443 say, is never established.
+fn only_from_names(listener: &TcpListener, loopback: bool) -> io::Result<()> {
+    // For TCP the filter sees the packet from its transport header; SKF_NET_OFF
+    // reaches back to the IP header, whose destination address is at offset 16.
+    const SKF_NET_OFF: i32 = -0x100000;
+    let (net, prefix) = SANDBOX_NET;
+    let mask = u32::MAX << (32 - u32::from(prefix));
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let load_destination = op(
+        libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+        0,
+        0,
+        (SKF_NET_OFF + 16) as u32,
+    );
+    let accept = op(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX);
+    let drop = op(libc::BPF_RET | libc::BPF_K, 0, 0, 0);
+    let loopback_address = if loopback {
+        u32::from(Ipv4Addr::LOCALHOST)
+    } else {
+        0
+    };
+    let program = [
+        load_destination,
+        // 127.0.0.1 (only if `loopback`; 0.0.0.0 never arrives) → accept.
+        op(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            3,
+            0,
+            loopback_address,
+        ),
+        op(libc::BPF_ALU | libc::BPF_AND | libc::BPF_K, 0, 0, mask),
+        // In the synthetic range → accept, else drop.
+        op(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            1,
+            0,
+            u32::from(net) & mask,
+        ),
+        drop,
+        accept,
+    ];
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: a valid sock_fprog pointing at `program`, which outlives the call.
+    let ret = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(listener),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// On the host: waits for the sandbox's sockets. End of file (the helper died

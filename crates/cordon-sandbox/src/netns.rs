@@ -25,6 +25,10 @@ const READY: u8 = b'R';
 impl NetworkMaker {
     /// Forks the helper. Call from the single-threaded supervisor.
     pub fn start(endpoints: Option<&EndpointRequest>) -> io::Result<NetworkMaker> {
+        let proc = match endpoints {
+            Some(_) => Some(egress::detached_proc()?),
+            None => None,
+        };
         let (ready_read, ready_write) = sys::pipe()?;
         let (release_read, release_write) = sys::pipe()?;
         // SAFETY: the supervisor is single-threaded.
@@ -32,13 +36,18 @@ impl NetworkMaker {
             None => {
                 drop(ready_read);
                 drop(release_write);
-                helper(ready_write, release_read, endpoints)
+                helper(ready_write, release_read, endpoints, proc)
             }
-            Some(helper) => Ok(NetworkMaker {
-                helper,
-                ready: ready_read,
-                release: release_write,
-            }),
+            Some(helper) => {
+                // Closing a detached mount waits for an RCU grace period; this
+                // one goes when the supervisor exits.
+                std::mem::forget(proc);
+                Ok(NetworkMaker {
+                    helper,
+                    ready: ready_read,
+                    release: release_write,
+                })
+            }
         }
     }
 
@@ -74,12 +83,18 @@ fn join_namespace_of(pid: libc::pid_t) -> io::Result<()> {
 
 /// The helper: a new network namespace with its loopback up, kept alive until the
 /// supervisor has joined it (end of file on `release`).
-fn helper(ready: OwnedFd, release: OwnedFd, endpoints: Option<&EndpointRequest>) -> ! {
+fn helper(
+    ready: OwnedFd,
+    release: OwnedFd,
+    endpoints: Option<&EndpointRequest>,
+    proc: Option<OwnedFd>,
+) -> ! {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let made = if unsafe { libc::unshare(libc::CLONE_NEWNET) } == -1 {
         Err(io::Error::last_os_error())
     } else {
-        loopback_up().and_then(|()| endpoints.map_or(Ok(()), egress::open_and_send))
+        loopback_up()
+            .and_then(|()| endpoints.map_or(Ok(()), |e| egress::open_and_send(e, proc.as_ref())))
     };
     let _ = match made {
         Ok(()) => rustix::io::write(&ready, &[READY]),

@@ -25,6 +25,7 @@ pub fn additions(policy: &Policy) -> Result<Additions, String> {
     Ok(Additions {
         endpoints: Some(EndpointRequest {
             ports: side.ports,
+            local_ports: side.local_ports,
             proxy_port: side.proxy_port,
             channel: sandbox_end,
         }),

@@ -66,7 +66,8 @@ fn execute(options: &RunOptions, mut command: Command) -> Result<u8, String> {
     let degraded = Degraded {
         no_landlock: options.allow_degraded.contains(&DegradedLayer::Landlock),
     };
-    match cordon_sandbox::run(&policy, &command, degraded).map_err(|e| e.to_string())? {
+    let additions = super::egress::additions(&policy)?;
+    match cordon_sandbox::run(&policy, &command, degraded, additions).map_err(|e| e.to_string())? {
         Outcome::Exited { status, message } => {
             if let Some(message) = message {
                 eprintln!("cordon: {message}");
