@@ -292,24 +292,35 @@ impl Broker {
                 return;
             }
         };
-        let upstream = match self.open_upstream(&name, port).await {
-            Some(upstream) => upstream,
-            None => return,
+        let stream = crate::prefixed::Prefixed::new(bytes, stream);
+        let allowed_by = format!("--allow-domain {rule}");
+        if let Protocol::Http = protocol {
+            // Upstream only once a request has passed its checks.
+            self.record(
+                Event::Connect,
+                &name,
+                Some(port),
+                true,
+                &allowed_by,
+                Some(via),
+            );
+            return proxy::http::plain(self.clone(), stream, name, port).await;
+        }
+        let Some(upstream) = self.open_upstream(&name, port).await else {
+            return;
         };
         self.record(
             Event::Connect,
             &name,
             Some(port),
             true,
-            &format!("--allow-domain {rule}"),
+            &allowed_by,
             Some(via),
         );
-        let stream = crate::prefixed::Prefixed::new(bytes, stream);
         match protocol {
             Protocol::Tls(hello) if via == "terminated" => {
                 proxy::http::terminate(self.clone(), stream, upstream, name, port, hello).await
             }
-            Protocol::Http => proxy::http::plain(self.clone(), stream, upstream, name, port).await,
             _ => {
                 let (mut stream, mut upstream) = (stream, upstream);
                 relay(&mut stream, &mut upstream).await
@@ -318,7 +329,7 @@ impl Broker {
     }
 
     /// Resolves and connects, recording why not when it cannot.
-    async fn open_upstream(&self, name: &str, port: u16) -> Option<TcpStream> {
+    pub(crate) async fn open_upstream(&self, name: &str, port: u16) -> Option<TcpStream> {
         let result = match upstream::addresses(&self.config.rules, name, port).await {
             Ok(addrs) => upstream::connect(&addrs).await,
             Err(e) => Err(e),

@@ -24,10 +24,14 @@ type Body = BoxBody<Bytes, hyper::Error>;
 const H2: &[u8] = b"h2";
 const HTTP1: &[u8] = b"http/1.1";
 
-/// One request-sending side of an upstream connection.
+type Http1Sender = hyper::client::conn::http1::SendRequest<Incoming>;
+
+/// One request-sending side of an upstream connection. An HTTP/1 upstream may be
+/// opened only when the first request has passed its checks (`None` until then),
+/// so a refused request never reaches the upstream at all.
 #[derive(Clone)]
 enum Sender {
-    Http1(Arc<Mutex<hyper::client::conn::http1::SendRequest<Incoming>>>),
+    Http1(Arc<Mutex<Option<Http1Sender>>>),
     Http2(hyper::client::conn::http2::SendRequest<Incoming>),
 }
 
@@ -39,8 +43,9 @@ struct Target {
     via: &'static str,
 }
 
-/// Plain HTTP/1.1 from the sandbox to `name:port`.
-pub async fn plain<S>(broker: Arc<Broker>, inside: S, upstream: TcpStream, name: String, port: u16)
+/// Plain HTTP/1.1 from the sandbox to `name:port`; the upstream connection is
+/// made for the first request that passes.
+pub async fn plain<S>(broker: Arc<Broker>, inside: S, name: String, port: u16)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -50,7 +55,7 @@ where
         port,
         via: "http",
     });
-    serve(target, inside, upstream, false).await;
+    serve_http1(target, TokioIo::new(inside), None).await;
 }
 
 /// TLS from the sandbox, terminated with cordon's certificate for `name`, and TLS
@@ -137,18 +142,33 @@ where
             .serve_connection(inside, service)
             .await;
     } else {
-        let Ok((sender, conn)) = hyper::client::conn::http1::handshake(upstream).await else {
+        let Some(sender) = http1_handshake(upstream).await else {
             return;
         };
-        tokio::spawn(conn.with_upgrades());
-        let sender = Sender::Http1(Arc::new(Mutex::new(sender)));
-        let service =
-            hyper::service::service_fn(move |req| forward(target.clone(), sender.clone(), req));
-        let _ = hyper::server::conn::http1::Builder::new()
-            .serve_connection(inside, service)
-            .with_upgrades()
-            .await;
+        serve_http1(target, inside, Some(sender)).await;
     }
+}
+
+async fn serve_http1<I>(target: Arc<Target>, inside: TokioIo<I>, upstream: Option<Http1Sender>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let sender = Sender::Http1(Arc::new(Mutex::new(upstream)));
+    let service =
+        hyper::service::service_fn(move |req| forward(target.clone(), sender.clone(), req));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(inside, service)
+        .with_upgrades()
+        .await;
+}
+
+async fn http1_handshake<U>(upstream: TokioIo<U>) -> Option<Http1Sender>
+where
+    U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(upstream).await.ok()?;
+    tokio::spawn(conn.with_upgrades());
+    Some(sender)
 }
 
 /// Checks one request and sends it upstream.
@@ -205,6 +225,21 @@ async fn forward(
         Sender::Http1(sender) => {
             to_origin_form(&mut req);
             let mut sender = sender.lock().await;
+            if sender.is_none() {
+                let Some(upstream) = broker.open_upstream(&target.name, target.port).await else {
+                    return Ok(refusal(
+                        StatusCode::BAD_GATEWAY,
+                        "the upstream cannot be reached",
+                    ));
+                };
+                *sender = http1_handshake(TokioIo::new(upstream)).await;
+            }
+            let Some(sender) = sender.as_mut() else {
+                return Ok(refusal(
+                    StatusCode::BAD_GATEWAY,
+                    "the upstream connection failed",
+                ));
+            };
             sender.ready().await?;
             sender.send_request(req).await?
         }
