@@ -54,6 +54,7 @@ pub(crate) struct Broker {
 /// Runs the broker on a runtime of its own until the process exits. Returns only
 /// if the runtime cannot be made or a socket cannot be registered with it.
 pub fn serve(config: BrokerConfig, sockets: Sockets) -> Result<(), NetError> {
+    raise_descriptor_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("cordon-broker")
@@ -78,6 +79,24 @@ pub fn serve(config: BrokerConfig, sockets: Sockets) -> Result<(), NetError> {
         }
         std::future::pending::<Result<(), NetError>>().await
     })
+}
+
+/// Each relayed connection holds two descriptors; the usual soft limit of 1024
+/// would cap the sandbox at about 500 connections. The hard limit is ours to take
+/// (this runs after the sandbox was cloned, so the sandbox keeps its own limit).
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 async fn answer_dns(broker: Arc<Broker>, socket: UdpSocket) {

@@ -447,7 +447,7 @@ mod tests {
         let dir = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
         let home = tempfile::tempdir().unwrap();
         let work = dir.path().canonicalize().unwrap();
-        let plan = ViewPlan::prepare(&policy_for(&work, home.path(), Vec::new())).unwrap();
+        let plan = ViewPlan::prepare(&policy_for(&work, home.path()), Vec::new()).unwrap();
         let tmp = op(&plan, Path::new("/tmp"));
         assert_eq!(tmp.kind, MountKind::Scratch);
         assert!(tmp.holds_mount_points);
@@ -475,7 +475,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let home = tempfile::tempdir().unwrap();
         let work = dir.path().canonicalize().unwrap();
-        let mut plan = ViewPlan::prepare(&policy_for(&work, home.path(), Vec::new())).unwrap();
+        let mut plan = ViewPlan::prepare(&policy_for(&work, home.path()), Vec::new()).unwrap();
         let git = work.join(".git");
         assert!(!git.exists(), "planning creates nothing");
         assert!(op(&plan, &git).placeholder);
@@ -522,7 +522,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let home = tempfile::tempdir().unwrap();
         let work = dir.path().canonicalize().unwrap();
-        let mut plan = ViewPlan::prepare(&policy_for(&work, home.path(), Vec::new())).unwrap();
+        let mut plan = ViewPlan::prepare(&policy_for(&work, home.path()), Vec::new()).unwrap();
         plan.create_placeholders().unwrap();
         fs::write(work.join(".cordon.json"), "{}").unwrap();
         fs::write(work.join(".vscode/settings.json"), "{}").unwrap();
