@@ -595,6 +595,26 @@ fn denied_name_fails_and_reaches_nothing() {
             "the line does not name the flag that allows the host\n{out}"
         );
         assert!(refusal_lines(&out, "ok.test").is_empty(), "{out}");
+        // Every decision is in the audit log, as JSON lines.
+        let log = std::fs::read_to_string(fx.home.join(".local/state/cordon/audit.jsonl"))
+            .expect("the audit log");
+        let decisions: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        let about = |host: &str, allowed: bool| {
+            decisions
+                .iter()
+                .any(|d| d["host"] == host && d["allowed"] == allowed)
+        };
+        assert!(
+            about("denied.test", false),
+            "no refusal of denied.test logged:\n{log}"
+        );
+        assert!(
+            about("ok.test", true),
+            "no allowed connection to ok.test logged:\n{log}"
+        );
     });
 }
 
@@ -765,6 +785,7 @@ curl -sS -H "Authorization: Bearer $MY_TOKEN" {web}; echo web-rc=$?
 python3 fetch.py {web} "Authorization: Bearer $MY_TOKEN"
 curl -sS -f -H "Authorization: Bearer $MY_TOKEN" {other}; echo other-rc=$?
 curl -sS -H "Authorization: Bearer $MY_TOKEN" {pass}; echo pass-rc=$?
+cat "$HOME/.local/share/cordon/ca/ca.key"; cat "$HOME/.local/share/cordon/ca/ca.pem"
 true"#,
             web = web.url("/"),
             other = other.url("/"),
@@ -779,6 +800,13 @@ true"#,
             &script,
         );
         assert_absent(&out, &value);
+        // cordon's CA exists on the host (TLS to web.test was terminated with it),
+        // and its key never enters the sandbox: the whole directory is denied.
+        let ca_dir = fx.home.join(".local/share/cordon/ca");
+        let key = std::fs::read_to_string(ca_dir.join("ca.key")).expect("the CA key on the host");
+        assert!(key.contains("PRIVATE KEY"));
+        out.assert_not_printed("PRIVATE KEY")
+            .assert_not_printed("BEGIN CERTIFICATE");
         let placeholder = out
             .stdout_str()
             .lines()
