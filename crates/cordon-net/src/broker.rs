@@ -147,14 +147,7 @@ impl Broker {
             return Lookup::Address(Ipv4Addr::LOCALHOST);
         }
         if !rules.name_allowed(name) {
-            self.record(
-                Event::Dns,
-                name,
-                None,
-                false,
-                &verdict_reason(rules, name, None),
-                None,
-            );
+            self.refuse(Event::Dns, name, None, &verdict_reason(rules, name, None));
             return Lookup::Refused;
         }
         let addr = self
@@ -168,22 +161,34 @@ impl Broker {
         }
     }
 
-    pub(crate) fn record(
+    /// Logs a refusal (and, the first time for the host, tells the user).
+    pub(crate) fn refuse(&self, event: Event, host: &str, port: Option<u16>, reason: &str) {
+        self.config.audit.record(&Record {
+            event,
+            host,
+            port,
+            allowed: false,
+            reason,
+            via: None,
+        });
+    }
+
+    /// Logs what was allowed, by which rule, and how it is carried.
+    pub(crate) fn allow(
         &self,
         event: Event,
         host: &str,
         port: Option<u16>,
-        allowed: bool,
         reason: &str,
-        via: Option<&str>,
+        via: &str,
     ) {
         self.config.audit.record(&Record {
             event,
             host,
             port,
-            allowed,
+            allowed: true,
             reason,
-            via,
+            via: Some(via),
         });
     }
 
@@ -204,13 +209,11 @@ impl Broker {
         };
         match name {
             Some(name) => self.named(stream, name, port, Vec::new()).await,
-            None => self.record(
+            None => self.refuse(
                 Event::Connect,
                 &local.ip().to_string(),
                 Some(port),
-                false,
                 "a literal address, not a name the sandbox looked up",
-                None,
             ),
         }
     }
@@ -225,37 +228,27 @@ impl Broker {
             .iter()
             .find(|l| l.addr.port() == port)
         else {
-            self.record(
+            self.refuse(
                 Event::Connect,
                 host,
                 Some(port),
-                false,
                 "no --allow-local service on this port",
-                None,
             );
             return;
         };
         let addr: SocketAddr = service.addr;
         match upstream::connect(&[addr]).await {
             Ok(mut upstream) => {
-                self.record(
+                self.allow(
                     Event::Connect,
                     host,
                     Some(port),
-                    true,
                     &format!("--allow-local {addr}"),
-                    Some("local"),
+                    "local",
                 );
                 relay(&mut stream, &mut upstream).await;
             }
-            Err(e) => self.record(
-                Event::Connect,
-                host,
-                Some(port),
-                false,
-                &e.to_string(),
-                None,
-            ),
+            Err(e) => self.refuse(Event::Connect, host, Some(port), &e.to_string()),
         }
     }
 
@@ -274,7 +267,7 @@ impl Broker {
             Verdict::Allowed(rule) => rule.pattern.to_string(),
             _ => {
                 let reason = verdict_reason(rules, &name, Some(port));
-                self.record(Event::Connect, &name, Some(port), false, &reason, None);
+                self.refuse(Event::Connect, &name, Some(port), &reason);
                 return;
             }
         };
@@ -287,7 +280,7 @@ impl Broker {
                     if *sni != name {
                         let reason =
                             format!("TLS names {sni}, not {name}, the name the sandbox looked up");
-                        self.record(Event::Connect, &name, Some(port), false, &reason, None);
+                        self.refuse(Event::Connect, &name, Some(port), &reason);
                         return;
                     }
                 }
@@ -300,13 +293,11 @@ impl Broker {
             Protocol::Http => "http",
             Protocol::Other if explicit_port => "raw",
             Protocol::Other => {
-                self.record(
+                self.refuse(
                     Event::Connect,
                     &name,
                     Some(port),
-                    false,
                     "neither TLS nor HTTP on a web port",
-                    None,
                 );
                 return;
             }
@@ -315,27 +306,13 @@ impl Broker {
         let allowed_by = format!("--allow-domain {rule}");
         if let Protocol::Http = protocol {
             // Upstream only once a request has passed its checks.
-            self.record(
-                Event::Connect,
-                &name,
-                Some(port),
-                true,
-                &allowed_by,
-                Some(via),
-            );
+            self.allow(Event::Connect, &name, Some(port), &allowed_by, via);
             return proxy::http::plain(self.clone(), stream, name, port).await;
         }
         let Some(upstream) = self.open_upstream(&name, port).await else {
             return;
         };
-        self.record(
-            Event::Connect,
-            &name,
-            Some(port),
-            true,
-            &allowed_by,
-            Some(via),
-        );
+        self.allow(Event::Connect, &name, Some(port), &allowed_by, via);
         match protocol {
             Protocol::Tls(hello) if via == "terminated" => {
                 proxy::http::terminate(self.clone(), stream, upstream, name, port, hello).await
@@ -356,14 +333,7 @@ impl Broker {
         match result {
             Ok(stream) => Some(stream),
             Err(e) => {
-                self.record(
-                    Event::Connect,
-                    name,
-                    Some(port),
-                    false,
-                    &e.to_string(),
-                    None,
-                );
+                self.refuse(Event::Connect, name, Some(port), &e.to_string());
                 None
             }
         }

@@ -26,7 +26,7 @@ pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream) {
     };
     let port = port.unwrap_or(if connect { 443 } else { 80 });
     let Some(name) = name_of(&host) else {
-        broker.record(Event::Connect, &host, Some(port), false, "not a name", None);
+        broker.refuse(Event::Connect, &host, Some(port), "not a name");
         let _ = stream
             .write_all(b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\n\r\n")
             .await;
@@ -37,10 +37,11 @@ pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream) {
         cordon_policy::Verdict::Allowed(_)
     ) {
         let reason = crate::broker::verdict_reason(&broker.config.rules, &name, Some(port));
-        broker.record(Event::Connect, &name, Some(port), false, &reason, None);
+        broker.refuse(Event::Connect, &name, Some(port), &reason);
+        let body = format!("cordon: refused {name}:{port}: {reason}\n");
         let reply = format!(
-            "HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: {}\r\n\r\ncordon: refused {name}:{port}: {reason}\n",
-            reason.len() + name.len() + 28 + port.to_string().len()
+            "HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
         );
         let _ = stream.write_all(reply.as_bytes()).await;
         return;

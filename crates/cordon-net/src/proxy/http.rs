@@ -77,8 +77,7 @@ pub async fn terminate<S>(
         .map(Vec::as_slice)
         .filter(|p| *p == H2 || *p == HTTP1)
         .collect();
-    let fail =
-        |reason: String| broker.record(Event::Connect, &name, Some(port), false, &reason, None);
+    let fail = |reason: String| broker.refuse(Event::Connect, &name, Some(port), &reason);
     let Ok(server_name) = ServerName::try_from(name.clone()) else {
         return fail("not a valid TLS server name".into());
     };
@@ -185,14 +184,7 @@ async fn forward(
             host.as_deref().unwrap_or("no host"),
             target.name
         );
-        broker.record(
-            Event::Request,
-            &target.name,
-            Some(target.port),
-            false,
-            &reason,
-            None,
-        );
+        broker.refuse(Event::Request, &target.name, Some(target.port), &reason);
         return Ok(refusal(StatusCode::MISDIRECTED_REQUEST, &reason));
     }
     let uri = req.uri().clone();
@@ -202,23 +194,15 @@ async fn forward(
             "the placeholder of secret {} in {} of a request to a host it is not for",
             refused.secret, refused.place
         );
-        broker.record(
-            Event::Request,
-            &target.name,
-            Some(target.port),
-            false,
-            &reason,
-            None,
-        );
+        broker.refuse(Event::Request, &target.name, Some(target.port), &reason);
         return Ok(refusal(StatusCode::FORBIDDEN, &reason));
     }
-    broker.record(
+    broker.allow(
         Event::Request,
         &target.name,
         Some(target.port),
-        true,
         req.method().as_str(),
-        Some(target.via),
+        target.via,
     );
     let upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
     let mut response = match sender {
