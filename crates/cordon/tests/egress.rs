@@ -853,3 +853,31 @@ true"#,
         assert!(!other.saw_bytes(&value), "{}", other.report());
     });
 }
+
+#[test]
+fn allow_local_reaches_one_host_service_and_no_other() {
+    for_each_user("allow_local_reaches_one_host_service_and_no_other", |fx| {
+        // An ollama-like service on the host's loopback, and another one that is
+        // not named: only the first is reachable, at 127.0.0.1 and at the
+        // documented name, with its port unchanged.
+        let service = Upstream::http("service.local");
+        let other = Upstream::http("other.local");
+        let local = format!("127.0.0.1:{}", service.port());
+        let script = format!(
+            "unset http_proxy HTTP_PROXY; \
+             curl -sS http://127.0.0.1:{p}/; curl -sS http://host.cordon.internal:{p}/; \
+             curl -sS -m 5 http://127.0.0.1:{o}/; echo other-rc=$?",
+            p = service.port(),
+            o = other.port(),
+        );
+        let out = inside(fx, &[], &["--allow-local", &local], &script);
+        assert_eq!(
+            out.stdout_str().matches("hello from service.local").count(),
+            2,
+            "the local service was not reached at both addresses\n{out}"
+        );
+        out.assert_not_printed("other-rc=0")
+            .assert_not_printed("hello from other.local");
+        other.assert_untouched("a host service that --allow-local did not name");
+    });
+}
