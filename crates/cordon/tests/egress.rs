@@ -527,13 +527,21 @@ fn git_clone_over_smart_https() {
             fx,
             &[&git],
             &[],
+            // Through the proxy the variables name, then with no proxy at all.
             &format!(
-                "git clone -q {} clone && cat clone/README",
-                git.url("/repo.git")
+                "git clone -q {url} clone && cat clone/README && \
+                 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY && \
+                 git clone -q {url} direct && cat direct/README",
+                url = git.url("/repo.git")
             ),
         );
-        out.assert_success()
-            .assert_stdout_contains(git.repo_marker.as_deref().unwrap());
+        let marker = git.repo_marker.as_deref().unwrap();
+        out.assert_success();
+        assert_eq!(
+            out.stdout_str().matches(marker).count(),
+            2,
+            "both clones should have worked\n{out}"
+        );
         assert!(
             git.requests()
                 .iter()
