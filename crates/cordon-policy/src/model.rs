@@ -1,13 +1,13 @@
 //! The resolved policy: what a backend receives. Every path here is absolute and
 //! canonical, every variable expanded; nothing in this module reads files.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where a rule or setting came from, so `cordon policy` can say why it is there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Origin {
     /// cordon's built-in defaults.
@@ -33,7 +33,7 @@ impl fmt::Display for Origin {
 
 /// What a path rule grants. Ordered so that on a tie, the stricter wins:
 /// `Deny > Write > Read` in precedence, which `Access::tie_break` implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Access {
     /// Absent from the view: an empty directory or an empty file.
@@ -66,7 +66,7 @@ impl fmt::Display for Access {
 }
 
 /// Why a rule exists, beyond its origin: the semantics DESIGN.md promises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleKind {
     /// An ordinary rule: applied if the path exists, skipped if it does not.
@@ -79,7 +79,7 @@ pub enum RuleKind {
 }
 
 /// One path rule. The longest matching prefix wins; on a tie, `Access::precedence`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PathRule {
     pub path: PathBuf,
     pub access: Access,
@@ -87,7 +87,7 @@ pub struct PathRule {
     pub origin: Origin,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NetMode {
     /// Only the sandbox's own loopback.
@@ -100,7 +100,7 @@ pub enum NetMode {
 }
 
 /// A value with the place it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sourced<T> {
     pub value: T,
     pub origin: Origin,
@@ -113,7 +113,7 @@ impl<T> Sourced<T> {
 }
 
 /// Resource limits. `None` means unlimited.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
     /// Bytes of memory.
     pub memory: Option<Sourced<u64>>,
@@ -124,7 +124,7 @@ pub struct Limits {
 }
 
 /// An environment variable passed into the sandbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvVar {
     pub name: String,
     /// `None`: take the value from the invoking environment, if set there.
@@ -133,7 +133,7 @@ pub struct EnvVar {
 }
 
 /// Switches that loosen the seccomp filter for programs that need it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Switches {
     /// Allow creating user namespaces (and mount syscalls in them) inside the sandbox.
     pub nested_userns: Sourced<bool>,
@@ -143,7 +143,7 @@ pub struct Switches {
 }
 
 /// The whole resolved policy for one workspace.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Policy {
     /// Canonical absolute path of the workspace.
     pub workspace: PathBuf,

@@ -5,7 +5,7 @@
 //! Names are compared lowercase, without a trailing dot.
 
 use crate::model::Origin;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -19,7 +19,7 @@ pub const LOCAL_SERVICE_NAME: &str = "host.cordon.internal";
 
 /// A domain pattern: `example.com` (that name only) or `*.example.com` (names
 /// below it, not the name itself), with an optional port (else 80 and 443).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DomainPattern {
     /// Lowercase, no trailing dot; for a wildcard, the suffix after `*.`.
     pub name: String,
@@ -116,7 +116,7 @@ pub fn normalize_name(name: &str) -> Option<String> {
 }
 
 /// An allow or deny rule for domains.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainRule {
     pub pattern: DomainPattern,
     /// The preset this rule came from (`--allow-preset NAME`), if any.
@@ -127,7 +127,7 @@ pub struct DomainRule {
 
 /// One service on the host that the sandbox may reach (`--allow-local HOST:PORT`):
 /// inside, at `127.0.0.1:PORT` and at [`LOCAL_SERVICE_NAME`]`:PORT`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalService {
     /// Where the broker connects on the host.
     pub addr: SocketAddr,
@@ -136,7 +136,7 @@ pub struct LocalService {
 
 /// `--secret NAME=HOST[,HOST...]`: the host environment variable NAME, swapped in
 /// for its placeholder in request headers to these hosts only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretRule {
     pub name: String,
     pub hosts: Vec<DomainPattern>,
@@ -145,7 +145,7 @@ pub struct SecretRule {
 
 /// `--resolve HOST:ADDR`: the user's statement that HOST lives at ADDR. Trusted,
 /// even for a private address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolveRule {
     /// Normalised name.
     pub host: String,
@@ -154,7 +154,7 @@ pub struct ResolveRule {
 }
 
 /// An extra trust root for the broker's upstream TLS (`--upstream-ca FILE`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamCa {
     /// Absolute path of a PEM file.
     pub file: PathBuf,
@@ -173,7 +173,7 @@ pub enum Verdict<'a> {
 }
 
 /// The network rules of a policy. Used only when the mode is `allowlist`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkRules {
     pub allow: Vec<DomainRule>,
     pub deny: Vec<DomainRule>,

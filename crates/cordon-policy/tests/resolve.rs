@@ -1666,3 +1666,22 @@ fn project_network_fields() {
         p.warnings[0]
     );
 }
+
+/// The resolved policy travels as JSON into the sandbox (to `cordon serve`'s
+/// agent): what arrives must be what was sent.
+#[test]
+fn policy_round_trips_through_json() {
+    let e = Env::new();
+    let flags = Flags {
+        allow_domain: vec!["api.example.com".into(), "*.example.org:8443".into()],
+        secret: vec!["TOKEN=api.example.com".into()],
+        resolve: vec!["api.example.com:10.0.0.1".into()],
+        timeout: Some(2.5),
+        memory: Some("1G".into()),
+        ..Flags::default()
+    };
+    let policy = e.resolve_with(flags).unwrap();
+    let json = serde_json::to_string(&policy).unwrap();
+    let back: Policy = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, policy);
+}
