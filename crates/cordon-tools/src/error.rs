@@ -1,0 +1,172 @@
+//! The one error type of every tool operation, and its JSON-RPC form
+//! (docs/serve.md, "Errors").
+
+use serde_json::{Value, json};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// JSON-RPC codes (docs/serve.md).
+pub const PARSE_ERROR: i64 = -32700;
+pub const INVALID_REQUEST: i64 = -32600;
+pub const METHOD_NOT_FOUND: i64 = -32601;
+pub const INVALID_PARAMS: i64 = -32602;
+pub const INTERNAL_ERROR: i64 = -32603;
+pub const DENIED: i64 = 1;
+pub const NOT_FOUND: i64 = 2;
+pub const OS_ERROR: i64 = 3;
+pub const CANCELLED: i64 = 4;
+pub const TIMED_OUT: i64 = 5;
+
+/// Why a request failed. `Display` is the human sentence sent as `message`.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("Parse error: the line is not valid JSON ({0}).")]
+    Parse(String),
+    #[error("Invalid request: {0}.")]
+    InvalidRequest(String),
+    #[error("Method not found: {0:?} is not a method of cordon serve.")]
+    MethodNotFound(String),
+    #[error("Invalid params: {param}: {reason}.")]
+    InvalidParams { param: String, reason: String },
+    /// Refused by the policy. `rule` is e.g. `deny /home/u/.ssh`; `what` says why
+    /// (`denied` or `read-only`).
+    #[error("{op} {}: {what} by the policy (rule {rule}, {origin}).", path.display())]
+    Denied {
+        op: &'static str,
+        what: &'static str,
+        path: PathBuf,
+        rule: String,
+        origin: String,
+    },
+    #[error("{op} {}: no such file or directory.", path.display())]
+    NotFound { op: &'static str, path: PathBuf },
+    #[error("{op} {}: {source} ({errno}).", path.display())]
+    Os {
+        op: &'static str,
+        path: PathBuf,
+        errno: String,
+        source: io::Error,
+    },
+    #[error("{0}: cancelled.")]
+    Cancelled(String),
+    #[error("{0}: timed out.")]
+    TimedOut(String),
+    #[error("Internal error: {0}.")]
+    Internal(String),
+}
+
+impl ToolError {
+    pub fn invalid(param: &str, reason: impl Into<String>) -> ToolError {
+        ToolError::InvalidParams {
+            param: param.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// An OS error on `path`; `NotFound` becomes error 2.
+    pub fn io(op: &'static str, path: &Path, e: io::Error) -> ToolError {
+        if e.kind() == io::ErrorKind::NotFound {
+            return ToolError::NotFound {
+                op,
+                path: path.to_path_buf(),
+            };
+        }
+        ToolError::Os {
+            op,
+            path: path.to_path_buf(),
+            errno: errno_name(e.raw_os_error()),
+            source: e,
+        }
+    }
+
+    /// An OS error with a given errno (for conditions cordon detects itself).
+    pub fn errno(op: &'static str, path: &Path, errno: i32) -> ToolError {
+        ToolError::io(op, path, io::Error::from_raw_os_error(errno))
+    }
+
+    pub fn code(&self) -> i64 {
+        match self {
+            ToolError::Parse(_) => PARSE_ERROR,
+            ToolError::InvalidRequest(_) => INVALID_REQUEST,
+            ToolError::MethodNotFound(_) => METHOD_NOT_FOUND,
+            ToolError::InvalidParams { .. } => INVALID_PARAMS,
+            ToolError::Denied { .. } => DENIED,
+            ToolError::NotFound { .. } => NOT_FOUND,
+            ToolError::Os { .. } => OS_ERROR,
+            ToolError::Cancelled(_) => CANCELLED,
+            ToolError::TimedOut(_) => TIMED_OUT,
+            ToolError::Internal(_) => INTERNAL_ERROR,
+        }
+    }
+
+    pub fn data(&self) -> Option<Value> {
+        match self {
+            ToolError::InvalidParams { param, .. } => Some(json!({ "param": param })),
+            ToolError::Denied {
+                path, rule, origin, ..
+            } => Some(json!({ "path": path, "rule": rule, "origin": origin })),
+            ToolError::NotFound { path, .. } => Some(json!({ "path": path })),
+            ToolError::Os { path, errno, .. } => Some(json!({ "path": path, "errno": errno })),
+            _ => None,
+        }
+    }
+
+    /// The JSON-RPC error object.
+    pub fn to_json(&self) -> Value {
+        let mut o = json!({ "code": self.code(), "message": self.to_string() });
+        if let Some(d) = self.data() {
+            o["data"] = d;
+        }
+        o
+    }
+}
+
+/// The symbolic name of an errno (`"EISDIR"`), or `"E<n>"` for a rare one.
+pub fn errno_name(errno: Option<i32>) -> String {
+    let Some(n) = errno else {
+        return "EIO".to_string();
+    };
+    let name = match n {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::EINTR => "EINTR",
+        libc::EIO => "EIO",
+        libc::ENXIO => "ENXIO",
+        libc::E2BIG => "E2BIG",
+        libc::ENOEXEC => "ENOEXEC",
+        libc::EBADF => "EBADF",
+        libc::ECHILD => "ECHILD",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::EXDEV => "EXDEV",
+        libc::ENODEV => "ENODEV",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EISDIR => "EISDIR",
+        libc::EINVAL => "EINVAL",
+        libc::ENFILE => "ENFILE",
+        libc::EMFILE => "EMFILE",
+        libc::ETXTBSY => "ETXTBSY",
+        libc::EFBIG => "EFBIG",
+        libc::ENOSPC => "ENOSPC",
+        libc::ESPIPE => "ESPIPE",
+        libc::EROFS => "EROFS",
+        libc::EMLINK => "EMLINK",
+        libc::EPIPE => "EPIPE",
+        libc::ERANGE => "ERANGE",
+        libc::ENAMETOOLONG => "ENAMETOOLONG",
+        libc::ENOSYS => "ENOSYS",
+        libc::ENOTEMPTY => "ENOTEMPTY",
+        libc::ELOOP => "ELOOP",
+        libc::EOVERFLOW => "EOVERFLOW",
+        libc::EDQUOT => "EDQUOT",
+        libc::ESTALE => "ESTALE",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        _ => return format!("E{n}"),
+    };
+    name.to_string()
+}

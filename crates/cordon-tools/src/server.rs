@@ -1,0 +1,416 @@
+//! The JSON-RPC loop: one request per line in, whole lines out behind one lock, a
+//! thread per request.
+
+use crate::error::ToolError;
+use crate::guard::Guard;
+use crate::params::Params;
+use crate::{AgentConfig, exec, fsops, search};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The longest request line accepted (a `write` carries the whole file).
+pub const MAX_LINE: usize = 256 << 20;
+/// Most requests in flight at once; more get error 3 (EAGAIN).
+pub const MAX_PENDING: usize = 1024;
+/// How long `serve` waits at EOF for cancelled requests to finish.
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The output channel: whole lines, one writer at a time.
+pub struct Out {
+    w: Mutex<Box<dyn Write + Send>>,
+}
+
+impl Out {
+    pub fn send(&self, v: &Value) {
+        let mut line = serde_json::to_vec(v).unwrap_or_default();
+        line.push(b'\n');
+        let mut w = lock(&self.w);
+        // A closed output is not fatal: the session ends when input closes.
+        let _ = w.write_all(&line).and_then(|()| w.flush());
+    }
+
+    pub fn notify(&self, method: &str, params: Value) {
+        self.send(&json!({ "jsonrpc": "2.0", "method": method, "params": params }));
+    }
+}
+
+/// Cancellation of one request; an `exec` registers a pipe to be woken through.
+#[derive(Default)]
+pub struct Token {
+    cancelled: AtomicBool,
+    wake: Mutex<Option<Arc<OwnedFd>>>,
+}
+
+impl Token {
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        if let Some(fd) = lock(&self.wake).as_ref() {
+            // SAFETY: a one-byte write to a pipe we own (non-blocking).
+            unsafe { libc::write(fd.as_raw_fd(), b"x".as_ptr().cast(), 1) };
+        }
+    }
+
+    pub fn set_wake(&self, fd: Option<Arc<OwnedFd>>) {
+        *lock(&self.wake) = fd;
+    }
+}
+
+struct State {
+    guard: Guard,
+    out: Out,
+    layers: Value,
+    /// Pending requests by the JSON text of their id.
+    pending: Mutex<HashMap<String, Arc<Token>>>,
+    /// Requests in flight (threads running), with a condvar for the end.
+    running: Mutex<usize>,
+    idle: Condvar,
+}
+
+/// Runs the agent: `ready`, then requests until `input` ends.
+pub fn serve<R, W>(config: AgentConfig, mut input: R, output: W) -> std::io::Result<()>
+where
+    R: BufRead + Send + 'static,
+    W: Write + Send + 'static,
+{
+    let st = Arc::new(State {
+        guard: Guard::new(config.policy),
+        out: Out {
+            w: Mutex::new(Box::new(output)),
+        },
+        layers: config.layers,
+        pending: Mutex::new(HashMap::new()),
+        running: Mutex::new(0),
+        idle: Condvar::new(),
+    });
+    st.out.notify(
+        "ready",
+        json!({
+            "version": config.version,
+            "backend": "os",
+            "workspace": st.guard.policy.workspace,
+        }),
+    );
+    let mut line = Vec::new();
+    let result = loop {
+        line.clear();
+        match read_line(&mut input, &mut line) {
+            Ok(Line::Eof) => break Ok(()),
+            Ok(Line::TooLong) => {
+                reply_err(
+                    &st.out,
+                    &Value::Null,
+                    &ToolError::InvalidRequest(format!("the line is longer than {MAX_LINE} bytes")),
+                );
+            }
+            Ok(Line::Ok) => handle_line(&st, &line),
+            Err(e) => break Err(e),
+        }
+    };
+    // End: cancel everything still running (kills exec process groups), then
+    // give the handlers a moment to finish.
+    for t in lock(&st.pending).values() {
+        t.cancel();
+    }
+    let mut n = lock(&st.running);
+    let deadline = std::time::Instant::now() + DRAIN_WAIT;
+    while *n > 0 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        n = st
+            .idle
+            .wait_timeout(n, left)
+            .map_or_else(|e| e.into_inner().0, |r| r.0);
+    }
+    result
+}
+
+enum Line {
+    Ok,
+    Eof,
+    TooLong,
+}
+
+/// Reads one line into `buf` (without the newline), refusing more than MAX_LINE.
+fn read_line<R: BufRead>(r: &mut R, buf: &mut Vec<u8>) -> std::io::Result<Line> {
+    let mut too_long = false;
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            return Ok(if too_long {
+                Line::TooLong
+            } else if buf.is_empty() {
+                Line::Eof
+            } else {
+                Line::Ok
+            });
+        }
+        let (chunk, done) = match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => (&avail[..i], i + 1),
+            None => (avail, avail.len()),
+        };
+        let found = done > chunk.len();
+        if !too_long {
+            if buf.len() + chunk.len() > MAX_LINE {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(chunk);
+            }
+        }
+        r.consume(done);
+        if found {
+            return Ok(if too_long { Line::TooLong } else { Line::Ok });
+        }
+    }
+}
+
+fn reply_err(out: &Out, id: &Value, e: &ToolError) {
+    out.send(&json!({ "jsonrpc": "2.0", "id": id, "error": e.to_json() }));
+}
+
+fn handle_line(st: &Arc<State>, line: &[u8]) {
+    let text = line.strip_suffix(b"\r").unwrap_or(line);
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return;
+    }
+    let mut req: Value = match serde_json::from_slice(text) {
+        Ok(v) => v,
+        Err(e) => return reply_err(&st.out, &Value::Null, &ToolError::Parse(e.to_string())),
+    };
+    let Some(obj) = req.as_object_mut() else {
+        return reply_err(
+            &st.out,
+            &Value::Null,
+            &ToolError::InvalidRequest(
+                "a request must be a JSON object (batches are not supported)".into(),
+            ),
+        );
+    };
+    // A request without an id is a notification: run it, answer nothing.
+    let id = obj.remove("id");
+    let reply_id = id.clone().unwrap_or(Value::Null);
+    if !matches!(
+        id,
+        None | Some(Value::Null | Value::Number(_) | Value::String(_))
+    ) {
+        return reply_err(
+            &st.out,
+            &Value::Null,
+            &ToolError::InvalidRequest("id must be a number, a string or null".into()),
+        );
+    }
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return reply_err(
+            &st.out,
+            &reply_id,
+            &ToolError::InvalidRequest("jsonrpc must be \"2.0\"".into()),
+        );
+    }
+    let method = match obj.remove("method") {
+        Some(Value::String(m)) => m,
+        _ => {
+            return reply_err(
+                &st.out,
+                &reply_id,
+                &ToolError::InvalidRequest("method must be a string".into()),
+            );
+        }
+    };
+    let params = obj.remove("params");
+    let notify_only = id.is_none();
+
+    // Cheap requests answer inline, in order.
+    if method == "cancel" || method == "status" {
+        let r = Params::new(params.as_ref()).and_then(|p| {
+            if method == "cancel" {
+                cancel(st, &p)
+            } else {
+                Ok(status(st))
+            }
+        });
+        if !notify_only {
+            respond(&st.out, &reply_id, r);
+        }
+        return;
+    }
+    if !is_method(&method) {
+        if !notify_only {
+            reply_err(&st.out, &reply_id, &ToolError::MethodNotFound(method));
+        }
+        return;
+    }
+    let key = (!notify_only && !reply_id.is_null()).then(|| reply_id.to_string());
+    let token = Arc::new(Token::default());
+    {
+        let mut pending = lock(&st.pending);
+        if pending.len() >= MAX_PENDING {
+            drop(pending);
+            if !notify_only {
+                let e = ToolError::errno("request", std::path::Path::new(&method), libc::EAGAIN);
+                reply_err(&st.out, &reply_id, &e);
+            }
+            return;
+        }
+        if let Some(k) = &key {
+            if pending.contains_key(k) {
+                drop(pending);
+                return reply_err(
+                    &st.out,
+                    &reply_id,
+                    &ToolError::InvalidRequest(format!(
+                        "id {k} is already in use by a pending request"
+                    )),
+                );
+            }
+            pending.insert(k.clone(), token.clone());
+        }
+    }
+    *lock(&st.running) += 1;
+    let st2 = st.clone();
+    let key2 = key.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("req-{method}"))
+        .spawn(move || {
+            let st = st2;
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                let p = Params::new(params.as_ref())?;
+                dispatch(&st, &method, &reply_id, &p, &token)
+            }))
+            .unwrap_or_else(|_| Err(ToolError::Internal(format!("{method} panicked"))));
+            // Remove from pending and read the cancel flag together, so a cancel
+            // that answered true always sees its effect.
+            let cancelled = {
+                let mut pending = lock(&st.pending);
+                if let Some(k) = &key2 {
+                    pending.remove(k);
+                }
+                token.is_cancelled()
+            };
+            let r = if cancelled && method != "exec" {
+                Err(ToolError::Cancelled(format!("{method} request {reply_id}")))
+            } else {
+                r
+            };
+            if !notify_only {
+                respond(&st.out, &reply_id, r);
+            }
+            let mut n = lock(&st.running);
+            *n -= 1;
+            st.idle.notify_all();
+        });
+    if let Err(e) = spawned {
+        if let Some(k) = key.as_ref() {
+            lock(&st.pending).remove(k);
+        }
+        let mut n = lock(&st.running);
+        *n -= 1;
+        drop(n);
+        if !notify_only {
+            reply_err(
+                &st.out,
+                &id.unwrap_or(Value::Null),
+                &ToolError::Internal(format!("cannot start a thread: {e}")),
+            );
+        }
+    }
+}
+
+fn respond(out: &Out, id: &Value, r: Result<Value, ToolError>) {
+    match r {
+        Ok(v) => out.send(&json!({ "jsonrpc": "2.0", "id": id, "result": v })),
+        Err(e) => reply_err(out, id, &e),
+    }
+}
+
+fn is_method(m: &str) -> bool {
+    matches!(
+        m,
+        "exec" | "read" | "write" | "stat" | "exists" | "readdir" | "mkdir" | "find" | "grep"
+    )
+}
+
+fn dispatch(
+    st: &State,
+    method: &str,
+    id: &Value,
+    p: &Params,
+    token: &Token,
+) -> Result<Value, ToolError> {
+    let g = &st.guard;
+    match method {
+        "exec" => exec::exec(g, &st.out, id, p, token),
+        "read" => fsops::read(g, p),
+        "write" => fsops::write(g, p),
+        "stat" => fsops::stat(g, p),
+        "exists" => fsops::exists(g, p),
+        "readdir" => fsops::readdir(g, p),
+        "mkdir" => fsops::mkdir(g, p),
+        "find" => search::find(g, p, token),
+        "grep" => search::grep(g, p, token),
+        other => Err(ToolError::MethodNotFound(other.to_string())),
+    }
+}
+
+fn cancel(st: &State, p: &Params) -> Result<Value, ToolError> {
+    let id = p
+        .raw("id")
+        .ok_or_else(|| ToolError::invalid("id", "is required"))?;
+    if !matches!(id, Value::Number(_) | Value::String(_)) {
+        return Err(ToolError::invalid("id", "must be a number or a string"));
+    }
+    let pending = lock(&st.pending);
+    let found = match pending.get(&id.to_string()) {
+        Some(t) => {
+            t.cancel();
+            true
+        }
+        None => false,
+    };
+    Ok(json!({ "cancelled": found }))
+}
+
+fn status(st: &State) -> Value {
+    let policy = &st.guard.policy;
+    let writable: Vec<_> = policy
+        .writable_roots()
+        .chain(policy.scratch.iter().map(|s| s.as_path()))
+        .collect();
+    let denied: Vec<_> = policy
+        .rules
+        .iter()
+        .filter(|r| r.access == cordon_policy::Access::Deny)
+        .map(|r| &r.path)
+        .collect();
+    json!({
+        "backend": "os",
+        "layers": st.layers,
+        "policy": {
+            "workspace": policy.workspace,
+            "net": policy.net.value,
+            "writable": writable,
+            "denied": denied,
+            "readOnly": policy.access_for(&policy.workspace) != cordon_policy::Access::Write,
+        },
+        "denials": st.guard.denials(),
+    })
+}
