@@ -36,6 +36,16 @@ pub enum Commands {
         #[command(flatten)]
         options: RunOptions,
     },
+    /// Serve tool operations (exec, read, write, find, grep, ...) in one sandbox
+    /// session, as JSON-RPC 2.0 lines on stdin/stdout (docs/serve.md). The session
+    /// ends when stdin closes.
+    Serve {
+        #[command(flatten)]
+        options: RunOptions,
+    },
+    /// Internal: the tool agent inside a `serve` sandbox.
+    #[command(name = "__agent", hide = true)]
+    Agent,
     /// Report which isolation layers work on this machine, and how to fix missing ones.
     Doctor {
         /// Print the report as JSON.
@@ -69,7 +79,7 @@ pub enum DegradedLayer {
     Landlock,
 }
 
-/// Options shared by `run`, `shell` and `policy`.
+/// Options shared by `run`, `shell`, `serve` and `policy`.
 #[derive(Args, Debug, Clone)]
 pub struct RunOptions {
     /// The project directory the sandbox may write (default: the current directory).

@@ -5,6 +5,7 @@ mod doctor;
 mod egress;
 mod policy;
 mod run;
+mod serve;
 
 use crate::cli::Commands;
 
@@ -12,6 +13,8 @@ pub fn dispatch(command: Commands) -> Result<u8, String> {
     match command {
         Commands::Run { options, command } => run::run(&options, command),
         Commands::Shell { options } => run::shell(&options),
+        Commands::Serve { options } => serve::serve(&options),
+        Commands::Agent => serve::agent(),
         Commands::Doctor { json } => doctor::doctor(json),
         Commands::Policy { options, json } => policy::show(&options, json),
     }

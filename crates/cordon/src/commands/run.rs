@@ -57,17 +57,29 @@ fn working_directory(policy: &Policy) -> Option<PathBuf> {
         .filter(|d| d.starts_with(&policy.workspace))
 }
 
-fn execute(options: &RunOptions, mut command: Command) -> Result<u8, String> {
+fn execute(options: &RunOptions, command: Command) -> Result<u8, String> {
     let policy = resolve_policy(options)?;
-    command.cwd = working_directory(&policy);
+    execute_in(options, &policy, command, Vec::new())
+}
+
+/// Runs `command` in a sandbox made from `policy`, with `env` set inside on top of
+/// the policy's environment, and maps the outcome to cordon's exit status.
+pub fn execute_in(
+    options: &RunOptions,
+    policy: &Policy,
+    mut command: Command,
+    env: Vec<(String, String)>,
+) -> Result<u8, String> {
+    command.cwd = working_directory(policy);
     for warning in &policy.warnings {
         eprintln!("cordon: warning: {warning}");
     }
     let degraded = Degraded {
         no_landlock: options.allow_degraded.contains(&DegradedLayer::Landlock),
     };
-    let additions = super::egress::additions(&policy)?;
-    match cordon_sandbox::run(&policy, &command, degraded, additions).map_err(|e| e.to_string())? {
+    let mut additions = super::egress::additions(policy)?;
+    additions.env.extend(env);
+    match cordon_sandbox::run(policy, &command, degraded, additions).map_err(|e| e.to_string())? {
         Outcome::Exited { status, message } => {
             if let Some(message) = message {
                 eprintln!("cordon: {message}");

@@ -1,0 +1,72 @@
+//! `cordon serve`: one sandbox session serving tool operations over JSON-RPC on
+//! stdin/stdout (docs/serve.md). The sandbox's command is this very binary in its
+//! hidden `__agent` mode, so every operation runs inside the sandbox, confined like
+//! any command; the policy travels to it as JSON in one environment variable,
+//! which the agent removes before it runs anything.
+
+use super::run::{execute_in, resolve_policy};
+use crate::cli::RunOptions;
+use cordon_sandbox::{Command, Terminal};
+use cordon_tools::AgentConfig;
+use std::ffi::OsString;
+
+/// The variable that carries the agent's configuration into the sandbox.
+const AGENT_CONFIG: &str = "CORDON_AGENT_CONFIG";
+
+pub fn serve(options: &RunOptions) -> Result<u8, String> {
+    let policy = resolve_policy(options)?;
+    let exe = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .map_err(|e| format!("cannot find cordon's own binary: {e}"))?;
+    if policy.access_for(&exe) == cordon_policy::Access::Deny {
+        return Err(format!(
+            "cordon's binary {} is in a path the policy hides, so the agent cannot run inside (hint: install cordon elsewhere)",
+            exe.display()
+        ));
+    }
+    let config = AgentConfig {
+        policy: policy.clone(),
+        layers: layers(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let config = serde_json::to_string(&config).map_err(|e| e.to_string())?;
+    let command = Command {
+        program: exe.into_os_string(),
+        args: vec![OsString::from("__agent")],
+        cwd: None,
+        terminal: Terminal::Inherit,
+    };
+    execute_in(
+        options,
+        &policy,
+        command,
+        vec![(AGENT_CONFIG.to_string(), config)],
+    )
+}
+
+/// The layers every `serve` sandbox has (cordon refuses to start without them),
+/// for the `status` method.
+fn layers() -> serde_json::Value {
+    let landlock = cordon_sandbox::confine::landlock::kernel_abi().unwrap_or(0);
+    serde_json::json!({
+        "namespaces": ["user", "mount", "pid", "net", "ipc", "uts", "cgroup"],
+        "landlock": landlock,
+        "seccomp": true,
+        "capabilities": "none",
+        "no_new_privs": true,
+    })
+}
+
+/// Inside the sandbox: serve requests on stdin/stdout until stdin closes.
+pub fn agent() -> Result<u8, String> {
+    let config = std::env::var(AGENT_CONFIG).map_err(|_| {
+        "__agent is cordon's own mode inside a `cordon serve` sandbox; run `cordon serve` instead".to_string()
+    })?;
+    // SAFETY: single-threaded here; nothing else reads the environment yet.
+    unsafe { std::env::remove_var(AGENT_CONFIG) };
+    let config: AgentConfig =
+        serde_json::from_str(&config).map_err(|e| format!("bad agent configuration: {e}"))?;
+    let stdin = std::io::BufReader::new(std::io::stdin());
+    cordon_tools::serve(config, stdin, std::io::stdout()).map_err(|e| format!("serve: {e}"))?;
+    Ok(0)
+}

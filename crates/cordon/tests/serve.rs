@@ -1,0 +1,343 @@
+//! `cordon serve` through the real sandbox: the protocol of docs/serve.md spoken to
+//! a live session, and the attacks a tool call can make, each asserted on the
+//! host. Every test runs as root and as the ordinary user `cordon-test`.
+
+mod common;
+
+use common::{Fixture, for_each_user};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+const REPLY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A live `cordon serve` session.
+struct Session {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<Value>,
+    next_id: u64,
+    /// Every notification seen so far, in order.
+    notifications: Vec<Value>,
+}
+
+impl Session {
+    fn start(fx: &Fixture, opts: &[&str]) -> Session {
+        let mut args = vec!["serve"];
+        args.extend_from_slice(opts);
+        let mut cmd = fx.cordon_cmd(&args);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("start cordon serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON from cordon serve: {e}: {line}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        let mut session = Session {
+            child,
+            stdin,
+            lines,
+            next_id: 1,
+            notifications: Vec::new(),
+        };
+        let ready = session.next_line();
+        assert_eq!(ready["method"], "ready", "first line: {ready}");
+        session
+    }
+
+    fn next_line(&mut self) -> Value {
+        match self.lines.recv_timeout(REPLY_DEADLINE) {
+            Ok(v) => v,
+            Err(RecvTimeoutError::Timeout) => panic!("cordon serve said nothing for 30 s"),
+            Err(RecvTimeoutError::Disconnected) => panic!("cordon serve closed its stdout"),
+        }
+    }
+
+    fn send(&mut self, method: &str, params: Value) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let line = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write a request");
+        stdin.flush().unwrap();
+        id
+    }
+
+    /// The response to request `id` (notifications on the way are kept).
+    fn response(&mut self, id: u64) -> Value {
+        loop {
+            let line = self.next_line();
+            if line.get("id") == Some(&json!(id)) && line.get("method").is_none() {
+                return line;
+            }
+            self.notifications.push(line);
+        }
+    }
+
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.send(method, params);
+        self.response(id)
+    }
+
+    /// The result of a call that must succeed.
+    fn ok(&mut self, method: &str, params: Value) -> Value {
+        let reply = self.call(method, params.clone());
+        assert!(
+            reply.get("error").is_none(),
+            "{method} {params} failed: {reply}"
+        );
+        reply["result"].clone()
+    }
+
+    /// An exec's result and its stdout.
+    fn exec(&mut self, command: &str) -> (Value, String) {
+        let id = self.send("exec", json!({"command": command}));
+        let result = self.response(id);
+        let mut stdout = Vec::new();
+        for n in &self.notifications {
+            if n["method"] == "exec.output"
+                && n["params"]["id"] == json!(id)
+                && n["params"]["stream"] == "stdout"
+            {
+                stdout.extend(base64_decode(n["params"]["data"].as_str().unwrap()));
+            }
+        }
+        (result, String::from_utf8_lossy(&stdout).into_owned())
+    }
+
+    /// Closes stdin and waits for the server to end.
+    fn close(mut self) -> std::process::ExitStatus {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + REPLY_DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "cordon serve outlived its stdin");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let mut buffer = 0u32;
+    let mut bits = 0;
+    for c in text.bytes().filter(|&c| c != b'=') {
+        let v = ALPHABET.iter().position(|&a| a == c).expect("base64") as u32;
+        buffer = (buffer << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+        }
+    }
+    out
+}
+
+fn base64_text(result: &Value) -> String {
+    String::from_utf8_lossy(&base64_decode(result["data"].as_str().unwrap_or(""))).into_owned()
+}
+
+#[test]
+fn exec_read_write_and_the_session_persists() {
+    for_each_user("serve_exec_read_write_and_the_session_persists", |fx| {
+        let mut s = Session::start(fx, &[]);
+        let (result, out) = s.exec("echo hello; echo err >&2; exit 3");
+        assert_eq!(result["result"]["exitCode"], 3, "{result}");
+        assert_eq!(out, "hello\n");
+
+        let path = fx.work.join("notes/a.txt");
+        s.ok("write", json!({"path": path, "content": "first\n"}));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "first\n");
+        let read = s.ok("read", json!({"path": "notes/a.txt"}));
+        assert_eq!(base64_text(&read), "first\n");
+
+        // /tmp and background processes live as long as the session.
+        s.exec("echo kept > /tmp/state; sleep 300 & echo $! > /tmp/bg");
+        let (_, out) = s.exec("cat /tmp/state; kill -0 $(cat /tmp/bg) && echo alive");
+        assert_eq!(out, "kept\nalive\n");
+        let status = s.close();
+        assert!(status.success(), "cordon serve ended with {status}");
+        // Nothing of the session is left on the host.
+        let ps = std::process::Command::new("ps")
+            .args(["-eo", "args"])
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&ps.stdout)
+                .lines()
+                .any(|l| l == "sleep 300"),
+            "a background process outlived the session"
+        );
+    });
+}
+
+#[test]
+fn secrets_are_refused_with_the_rule_named_in_every_path_form() {
+    for_each_user("serve_secrets_are_refused", |fx| {
+        let secret = fx.home.join(".ssh/id_rsa");
+        fx.symlink(&secret, &fx.work.join("innocent"));
+        fx.symlink(&fx.home.join(".ssh"), &fx.work.join("dotssh"));
+        let mut s = Session::start(fx, &[]);
+        let mut seen = String::new();
+        for path in [
+            secret.display().to_string(),
+            "innocent".to_string(),
+            "dotssh/id_rsa".to_string(),
+            format!("{}/../home/.ssh/id_rsa", fx.work.display()),
+        ] {
+            let reply = s.call("read", json!({"path": path}));
+            seen.push_str(&reply.to_string());
+            assert_eq!(reply["error"]["code"], 1, "read {path}: {reply}");
+            let rule = reply["error"]["data"]["rule"].as_str().unwrap_or("");
+            assert!(rule.contains(".ssh"), "the rule is not named: {reply}");
+        }
+        let grep = s.call("grep", json!({"pattern": "CRDNMARK", "path": fx.home}));
+        seen.push_str(&grep.to_string());
+        let (_, out) = s.exec(&format!("cat {} innocent dotssh/id_rsa", secret.display()));
+        seen.push_str(&out);
+        assert!(!seen.contains(&fx.marker), "a secret leaked: {seen}");
+        drop(s);
+    });
+}
+
+#[test]
+fn protected_and_outside_writes_are_refused_and_leave_no_trace() {
+    for_each_user("serve_protected_and_outside_writes", |fx| {
+        let mut s = Session::start(fx, &[]);
+        for path in [
+            fx.work.join(".git/hooks/post-checkout"),
+            fx.work.join(".pi/extensions/evil.ts"),
+            fx.outside.join("planted"),
+            fx.home.join(".bashrc"),
+        ] {
+            let reply = s.call(
+                "write",
+                json!({"path": path, "content": "#!/bin/sh\necho pwned\n"}),
+            );
+            assert_eq!(
+                reply["error"]["code"],
+                1,
+                "write {}: {reply}",
+                path.display()
+            );
+            let planted = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(!planted.contains("pwned"), "{} was written", path.display());
+        }
+        let mkdir = s.call("mkdir", json!({"path": fx.work.join(".git/hooks/sub")}));
+        assert_eq!(mkdir["error"]["code"], 1, "mkdir in .git/hooks: {mkdir}");
+        drop(s);
+        assert!(!fx.work.join(".git/hooks/post-checkout").exists());
+        assert!(!fx.work.join(".pi/extensions/evil.ts").exists());
+        assert!(!fx.outside.join("planted").exists());
+    });
+}
+
+#[test]
+fn a_symlink_swapped_during_reads_never_reaches_the_secret() {
+    for_each_user("serve_symlink_race", |fx| {
+        // A directory in the workspace is swapped again and again for a symlink to
+        // ~/.ssh while reads of dir/id_rsa run: every read sees the decoy, an
+        // error, or nothing, never the secret.
+        let dir = fx.work.join("dir");
+        fx.write(&dir.join("id_rsa"), "decoy\n");
+        let mut s = Session::start(fx, &[]);
+        let swapper = {
+            let dir = dir.clone();
+            let ssh = fx.home.join(".ssh");
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = stop.clone();
+            let handle = std::thread::spawn(move || {
+                let real = dir.with_file_name("dir.real");
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = std::fs::rename(&dir, &real);
+                    let _ = std::os::unix::fs::symlink(&ssh, &dir);
+                    std::thread::sleep(Duration::from_micros(300));
+                    let _ = std::fs::remove_file(&dir);
+                    let _ = std::fs::rename(&real, &dir);
+                    std::thread::sleep(Duration::from_micros(300));
+                }
+            });
+            (stop, handle)
+        };
+        let mut seen = String::new();
+        for _ in 0..300 {
+            let reply = s.call("read", json!({"path": dir.join("id_rsa")}));
+            seen.push_str(&base64_text(&reply["result"]));
+            seen.push_str(&reply["error"].to_string());
+        }
+        swapper.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        swapper.1.join().unwrap();
+        assert!(seen.contains("decoy"), "the reads never succeeded");
+        assert!(
+            seen.contains("\"code\""),
+            "no read ever met the symlink: the race did not happen"
+        );
+        assert!(!seen.contains(&fx.marker), "a read reached the secret");
+        drop(s);
+    });
+}
+
+#[test]
+fn network_is_refused_and_the_host_listener_sees_nothing() {
+    for_each_user("serve_network_refused", |fx| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut s = Session::start(fx, &[]);
+        let (result, _) = s.exec(&format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected"
+        ));
+        assert_ne!(result["result"]["exitCode"], 0, "{result}");
+        assert!(
+            listener.accept().is_err(),
+            "the host listener saw a connection"
+        );
+        drop(s);
+    });
+}
+
+#[test]
+fn cancel_and_timeout_kill_the_command_and_the_server_stays_up() {
+    for_each_user("serve_cancel_and_timeout", |fx| {
+        let mut s = Session::start(fx, &[]);
+        let slow = s.send("exec", json!({"command": "sleep 60"}));
+        // Other requests are served while it runs.
+        let started = Instant::now();
+        s.ok("exists", json!({"path": "README"}));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let cancel = s.ok("cancel", json!({"id": slow}));
+        assert_eq!(cancel["cancelled"], true);
+        let result = s.response(slow);
+        assert_eq!(result["result"]["cancelled"], true, "{result}");
+        let timed = s.ok("exec", json!({"command": "sleep 60", "timeout": 0.5}));
+        assert_eq!(timed["timedOut"], true, "{timed}");
+        // A command that crashes does not take the server down.
+        let (crashed, _) = s.exec("kill -SEGV $$");
+        assert_eq!(crashed["result"]["signal"], "SIGSEGV", "{crashed}");
+        let (after, out) = s.exec("echo still-here");
+        assert_eq!(after["result"]["exitCode"], 0);
+        assert_eq!(out, "still-here\n");
+        drop(s);
+    });
+}
