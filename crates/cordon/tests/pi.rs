@@ -13,6 +13,7 @@
 //!   <repo>/integrations/pi --mode json "go"` in the fixture's workspace with HOME =
 //!   the fixture's home (whose `.ssh/id_ed25519` holds the secret marker), once as root
 //!   and once as the ordinary test user (see common/mod.rs).
+//! - `CORDON_TEST_PI_DUMP=1` prints every tool call's result.
 //! - The user's own `!` commands are driven through `--mode rpc` (`{"type":"bash"}`),
 //!   which goes through the extension's `user_bash` handler.
 
@@ -410,6 +411,13 @@ impl Drive {
         let agent = agent_dir(fx, model.port);
         let out = run_cmd(pi_cmd(fx, &agent, cordon, "json", Some("go")), None, PI_DEADLINE);
         let ends = tool_ends(&out);
+        if std::env::var_os("CORDON_TEST_PI_DUMP").is_some() {
+            for (id, _, _) in calls {
+                if let Some(e) = ends.get(*id) {
+                    eprintln!("[{}] {id} ({}) error={}: {}", fx.user.label(), e.name, e.is_error, e.text);
+                }
+            }
+        }
         Drive { out, model, ends }
     }
 
