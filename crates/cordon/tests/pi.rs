@@ -59,7 +59,12 @@ fn node_major(node: &Path) -> Option<u32> {
         .output()
         .ok()?;
     let v = String::from_utf8_lossy(&out.stdout);
-    v.trim().trim_start_matches('v').split('.').next()?.parse().ok()
+    v.trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn which(name: &str) -> Option<PathBuf> {
@@ -77,7 +82,12 @@ fn open_up(dir: &Path) {
         .env("PATH", PATH)
         .output()
         .expect("run chmod");
-    assert!(out.status.success(), "chmod -R a+rX {}: {:?}", dir.display(), out);
+    assert!(
+        out.status.success(),
+        "chmod -R a+rX {}: {:?}",
+        dir.display(),
+        out
+    );
 }
 
 fn pi() -> &'static Pi {
@@ -189,7 +199,12 @@ fn text_of(content: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Array(parts) => parts
             .iter()
-            .map(|p| p.get("text").and_then(Value::as_str).unwrap_or("").to_string())
+            .map(|p| {
+                p.get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            })
             .collect::<Vec<_>>()
             .join("\n"),
         other => other.to_string(),
@@ -217,7 +232,11 @@ fn answer(script: &Script, log: &Mutex<ModelLog>, body: &[u8]) -> String {
         for m in msgs {
             if m.get("role").and_then(Value::as_str) == Some("tool") {
                 done += 1;
-                let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or("").to_string();
+                let id = m
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 let content = text_of(m.get("content").unwrap_or(&Value::Null));
                 log.results.insert(id, content);
             }
@@ -271,13 +290,20 @@ impl FakeModel {
                                 let (script, log) = (script.clone(), log.clone());
                                 async move {
                                     let is_chat = req.uri().path().ends_with("/chat/completions");
-                                    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                                    let body = req
+                                        .into_body()
+                                        .collect()
+                                        .await
+                                        .map(|b| b.to_bytes())
+                                        .unwrap_or_default();
                                     let resp = if is_chat {
                                         Response::builder()
                                             .status(StatusCode::OK)
                                             .header("content-type", "text/event-stream")
                                             .header("cache-control", "no-cache")
-                                            .body(Full::new(Bytes::from(answer(&script, &log, &body))))
+                                            .body(Full::new(Bytes::from(answer(
+                                                &script, &log, &body,
+                                            ))))
                                             .unwrap()
                                     } else {
                                         Response::builder()
@@ -330,23 +356,43 @@ fn agent_dir(fx: &Fixture, port: u16) -> PathBuf {
         "models": [{"id": "fake-model", "reasoning": false, "input": ["text"],
                     "contextWindow": 32000, "maxTokens": 1024}],
     }}});
-    fx.write(&dir.join("models.json"), &serde_json::to_string_pretty(&models).unwrap());
+    fx.write(
+        &dir.join("models.json"),
+        &serde_json::to_string_pretty(&models).unwrap(),
+    );
     dir
 }
 
 /// `pi ... --mode MODE` as the fixture's user in its workspace, HOME = its home.
-fn pi_cmd(fx: &Fixture, agent: &Path, cordon_bin: &Path, mode: &str, prompt: Option<&str>) -> Command {
+fn pi_cmd(
+    fx: &Fixture,
+    agent: &Path,
+    cordon_bin: &Path,
+    mode: &str,
+    prompt: Option<&str>,
+) -> Command {
     let pi = pi();
     let node = pi.node.to_string_lossy().into_owned();
     let cli = pi.cli.to_string_lossy().into_owned();
     let mut cmd = fx.host_cmd(&[&node, &cli]);
-    cmd.args(["--provider", "fake", "--model", "fake-model", "--no-session"])
-        .arg("-e")
-        .arg(extension_dir())
-        .args(["--tools", "read,bash,edit,write,grep,find,ls", "--mode", mode])
-        .env("PI_CODING_AGENT_DIR", agent)
-        .env("PI_OFFLINE", "1")
-        .env("CORDON_BIN", cordon_bin);
+    cmd.args([
+        "--provider",
+        "fake",
+        "--model",
+        "fake-model",
+        "--no-session",
+    ])
+    .arg("-e")
+    .arg(extension_dir())
+    .args([
+        "--tools",
+        "read,bash,edit,write,grep,find,ls",
+        "--mode",
+        mode,
+    ])
+    .env("PI_CODING_AGENT_DIR", agent)
+    .env("PI_OFFLINE", "1")
+    .env("CORDON_BIN", cordon_bin);
     if let Some(p) = prompt {
         cmd.arg(p);
     }
@@ -409,12 +455,22 @@ impl Drive {
         };
         let model = FakeModel::start(script);
         let agent = agent_dir(fx, model.port);
-        let out = run_cmd(pi_cmd(fx, &agent, cordon, "json", Some("go")), None, PI_DEADLINE);
+        let out = run_cmd(
+            pi_cmd(fx, &agent, cordon, "json", Some("go")),
+            None,
+            PI_DEADLINE,
+        );
         let ends = tool_ends(&out);
         if std::env::var_os("CORDON_TEST_PI_DUMP").is_some() {
             for (id, _, _) in calls {
                 if let Some(e) = ends.get(*id) {
-                    eprintln!("[{}] {id} ({}) error={}: {}", fx.user.label(), e.name, e.is_error, e.text);
+                    eprintln!(
+                        "[{}] {id} ({}) error={}: {}",
+                        fx.user.label(),
+                        e.name,
+                        e.is_error,
+                        e.text
+                    );
                 }
             }
         }
@@ -427,21 +483,36 @@ impl Drive {
 
     fn end(&self, id: &str) -> &ToolEnd {
         self.ends.get(id).unwrap_or_else(|| {
-            panic!("pi ran no tool call {id:?} (its result never came)\n{}", self.context())
+            panic!(
+                "pi ran no tool call {id:?} (its result never came)\n{}",
+                self.context()
+            )
         })
     }
 
     /// The call succeeded; returns its result text.
     fn ok(&self, id: &str) -> String {
         let e = self.end(id);
-        assert!(!e.is_error, "tool call {id} ({}) failed: {}\n{}", e.name, e.text, self.context());
+        assert!(
+            !e.is_error,
+            "tool call {id} ({}) failed: {}\n{}",
+            e.name,
+            e.text,
+            self.context()
+        );
         e.text.clone()
     }
 
     /// The call failed; returns its error text.
     fn err(&self, id: &str) -> String {
         let e = self.end(id);
-        assert!(e.is_error, "tool call {id} ({}) succeeded but must fail: {}\n{}", e.name, e.text, self.context());
+        assert!(
+            e.is_error,
+            "tool call {id} ({}) succeeded but must fail: {}\n{}",
+            e.name,
+            e.text,
+            self.context()
+        );
         e.text.clone()
     }
 
@@ -473,7 +544,10 @@ impl Listener {
         std::thread::sleep(Duration::from_millis(200));
         match self.sock.accept() {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Ok((_, peer)) => panic!("the host listener on port {} got a connection from {peer}", self.port),
+            Ok((_, peer)) => panic!(
+                "the host listener on port {} got a connection from {peer}",
+                self.port
+            ),
             Err(e) => panic!("accept: {e}"),
         }
     }
@@ -489,7 +563,10 @@ fn prepare(fx: &Fixture) {
     fx.write(&fx.work.join("src/lib.rs"), "pub fn needle_fn() {}\n");
     fx.mkdir(&fx.work.join(".git/hooks"));
     fx.write(&fx.work.join(".git/HEAD"), "ref: refs/heads/main\n");
-    fx.write(&fx.work.join(".git/config"), "[core]\n\trepositoryformatversion = 0\n");
+    fx.write(
+        &fx.work.join(".git/config"),
+        "[core]\n\trepositoryformatversion = 0\n",
+    );
     fx.symlink(&secret(fx), &fx.work.join("key"));
 }
 
@@ -511,32 +588,88 @@ fn pi_tools_run_in_the_sandbox() {
         let secret_before = snapshot(&secret(fx));
         let calls: Vec<(&str, &str, Value)> = vec![
             // Allowed effects.
-            ("write1", "write", json!({"path": "notes/new.txt", "content": "hello from pi\nsecond line\n"})),
-            ("edit1", "edit", json!({"path": "notes/new.txt", "edits": [{"oldText": "second line", "newText": "edited line"}]})),
+            (
+                "write1",
+                "write",
+                json!({"path": "notes/new.txt", "content": "hello from pi\nsecond line\n"}),
+            ),
+            (
+                "edit1",
+                "edit",
+                json!({"path": "notes/new.txt", "edits": [{"oldText": "second line", "newText": "edited line"}]}),
+            ),
             ("read1", "read", json!({"path": "notes/new.txt"})),
             ("ls1", "ls", json!({"path": "."})),
             ("find1", "find", json!({"pattern": "*.rs"})),
             ("grep1", "grep", json!({"pattern": "needle_fn"})),
-            ("bash1", "bash", json!({"command": "echo made-by-bash > bash.txt && echo bash-ok"})),
+            (
+                "bash1",
+                "bash",
+                json!({"command": "echo made-by-bash > bash.txt && echo bash-ok"}),
+            ),
             // Secrets: plain, through a symlink, in the @ and ~ forms.
             ("sec_plain", "read", json!({"path": key})),
             ("sec_link", "read", json!({"path": "key"})),
             ("sec_at", "read", json!({"path": "@~/.ssh/id_ed25519"})),
             ("sec_tilde", "read", json!({"path": "~/.ssh/id_ed25519"})),
-            ("sec_grep", "grep", json!({"pattern": "CRDNMARK", "path": format!("{home}/.ssh")})),
+            (
+                "sec_grep",
+                "grep",
+                json!({"pattern": "CRDNMARK", "path": format!("{home}/.ssh")}),
+            ),
             ("sec_grep_ws", "grep", json!({"pattern": "CRDNMARK"})),
-            ("sec_bash", "bash", json!({"command": "cat ~/.ssh/id_ed25519 key; cat ~/.ssh/id_ed25519 key | base64"})),
+            (
+                "sec_bash",
+                "bash",
+                json!({"command": "cat ~/.ssh/id_ed25519 key; cat ~/.ssh/id_ed25519 key | base64"}),
+            ),
             // Writes outside the workspace and to protected paths.
-            ("w_home", "write", json!({"path": format!("{home}/evil"), "content": "evil\n"})),
-            ("w_outside", "write", json!({"path": format!("{outside}/evil"), "content": "evil\n"})),
-            ("w_pi", "write", json!({"path": ".pi/x", "content": "evil\n"})),
-            ("w_hook", "write", json!({"path": ".git/hooks/post-checkout", "content": "#!/bin/sh\ntouch /tmp/pwned\n"})),
-            ("e_gitcfg", "edit", json!({"path": ".git/config", "edits": [{"oldText": "repositoryformatversion = 0", "newText": "repositoryformatversion = 0\n\tfsmonitor = touch /tmp/pwned"}]})),
-            ("b_hook", "bash", json!({"command": "echo evil > .git/hooks/pre-commit"})),
-            ("b_home", "bash", json!({"command": format!("echo evil > {home}/evil2")})),
-            ("b_pi", "bash", json!({"command": "mkdir -p .pi/extensions && echo evil > .pi/extensions/x.ts"})),
+            (
+                "w_home",
+                "write",
+                json!({"path": format!("{home}/evil"), "content": "evil\n"}),
+            ),
+            (
+                "w_outside",
+                "write",
+                json!({"path": format!("{outside}/evil"), "content": "evil\n"}),
+            ),
+            (
+                "w_pi",
+                "write",
+                json!({"path": ".pi/x", "content": "evil\n"}),
+            ),
+            (
+                "w_hook",
+                "write",
+                json!({"path": ".git/hooks/post-checkout", "content": "#!/bin/sh\ntouch /tmp/pwned\n"}),
+            ),
+            (
+                "e_gitcfg",
+                "edit",
+                json!({"path": ".git/config", "edits": [{"oldText": "repositoryformatversion = 0", "newText": "repositoryformatversion = 0\n\tfsmonitor = touch /tmp/pwned"}]}),
+            ),
+            (
+                "b_hook",
+                "bash",
+                json!({"command": "echo evil > .git/hooks/pre-commit"}),
+            ),
+            (
+                "b_home",
+                "bash",
+                json!({"command": format!("echo evil > {home}/evil2")}),
+            ),
+            (
+                "b_pi",
+                "bash",
+                json!({"command": "mkdir -p .pi/extensions && echo evil > .pi/extensions/x.ts"}),
+            ),
             // The network.
-            ("net", "bash", json!({"command": format!("curl -sS -m 5 http://127.0.0.1:{}/ && echo NET-OK", net.port)})),
+            (
+                "net",
+                "bash",
+                json!({"command": format!("curl -sS -m 5 http://127.0.0.1:{}/ && echo NET-OK", net.port)}),
+            ),
         ];
         let d = Drive::run(fx, &calls, &cordon_bin());
 
@@ -551,11 +684,23 @@ fn pi_tools_run_in_the_sandbox() {
         );
         assert!(d.ok("read1").contains("edited line"), "{}", d.context());
         let ls = d.ok("ls1");
-        assert!(ls.contains("notes/") && ls.contains("README"), "ls: {ls}\n{}", d.context());
+        assert!(
+            ls.contains("notes/") && ls.contains("README"),
+            "ls: {ls}\n{}",
+            d.context()
+        );
         assert!(d.ok("find1").contains("src/lib.rs"), "{}", d.context());
-        assert!(d.ok("grep1").contains("src/lib.rs:1: pub fn needle_fn() {}"), "{}", d.context());
+        assert!(
+            d.ok("grep1")
+                .contains("src/lib.rs:1: pub fn needle_fn() {}"),
+            "{}",
+            d.context()
+        );
         assert!(d.ok("bash1").contains("bash-ok"), "{}", d.context());
-        assert_eq!(fs::read_to_string(fx.work.join("bash.txt")).unwrap_or_default(), "made-by-bash\n");
+        assert_eq!(
+            fs::read_to_string(fx.work.join("bash.txt")).unwrap_or_default(),
+            "made-by-bash\n"
+        );
 
         // Secrets: nothing containing the marker, anywhere.
         d.assert_no_marker(&fx.marker);
@@ -570,7 +715,16 @@ fn pi_tools_run_in_the_sandbox() {
         assert_unchanged(&secret(fx), &secret_before);
 
         // Writes outside the workspace and to protected paths failed, without trace.
-        for id in ["w_home", "w_outside", "w_pi", "w_hook", "e_gitcfg", "b_hook", "b_home", "b_pi"] {
+        for id in [
+            "w_home",
+            "w_outside",
+            "w_pi",
+            "w_hook",
+            "e_gitcfg",
+            "b_hook",
+            "b_home",
+            "b_pi",
+        ] {
             d.err(id);
         }
         for p in [
@@ -585,7 +739,9 @@ fn pi_tools_run_in_the_sandbox() {
             assert_not_exists(&p);
         }
         assert!(
-            !fs::read_to_string(fx.work.join(".git/config")).unwrap().contains("fsmonitor"),
+            !fs::read_to_string(fx.work.join(".git/config"))
+                .unwrap()
+                .contains("fsmonitor"),
             ".git/config was changed"
         );
 
@@ -612,13 +768,25 @@ fn pi_tools_fail_closed_without_cordon() {
             fx.work.join("src/lib.rs"),
         ]);
         let calls: Vec<(&str, &str, Value)> = vec![
-            ("write", "write", json!({"path": "new.txt", "content": "x\n"})),
-            ("edit", "edit", json!({"path": "README", "edits": [{"oldText": "workspace-file", "newText": "changed"}]})),
+            (
+                "write",
+                "write",
+                json!({"path": "new.txt", "content": "x\n"}),
+            ),
+            (
+                "edit",
+                "edit",
+                json!({"path": "README", "edits": [{"oldText": "workspace-file", "newText": "changed"}]}),
+            ),
             ("read", "read", json!({"path": "README"})),
             ("ls", "ls", json!({"path": "."})),
             ("find", "find", json!({"pattern": "*.rs"})),
             ("grep", "grep", json!({"pattern": "needle_fn"})),
-            ("bash", "bash", json!({"command": format!("touch {trace_s} {token}; echo ran-on-host")})),
+            (
+                "bash",
+                "bash",
+                json!({"command": format!("touch {trace_s} {token}; echo ran-on-host")}),
+            ),
             ("secret", "read", json!({"path": "~/.ssh/id_ed25519"})),
         ];
         let missing = fx.root.join("no-such-dir/cordon");
@@ -638,7 +806,9 @@ fn pi_tools_fail_closed_without_cordon() {
         assert_not_exists(&fx.work.join(&token));
         d.assert_no_marker(&fx.marker);
         assert!(
-            fs::read_to_string(fx.work.join("README")).unwrap().contains("workspace-file"),
+            fs::read_to_string(fx.work.join("README"))
+                .unwrap()
+                .contains("workspace-file"),
             "README changed"
         );
     });
@@ -651,10 +821,23 @@ fn pi_tools_fail_closed_without_cordon() {
 /// Runs pi in RPC mode, sends `{"type":"bash"}` for each command, and returns each
 /// response's `data` (output, exitCode, ...) plus everything pi printed.
 fn rpc_bash(fx: &Fixture, cordon: &Path, commands: &[&str]) -> (Vec<Value>, String) {
+    let reqs: Vec<Value> = commands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| json!({"id": format!("b{i}"), "type": "bash", "command": c}))
+        .collect();
+    rpc(fx, cordon, &reqs)
+}
+
+/// Runs pi in RPC mode, sends each request (with an `id`) and waits for its response;
+/// returns the responses and everything pi printed.
+fn rpc(fx: &Fixture, cordon: &Path, requests: &[Value]) -> (Vec<Value>, String) {
     let model = FakeModel::start(Script { calls: vec![] });
     let agent = agent_dir(fx, model.port);
     let mut cmd = pi_cmd(fx, &agent, cordon, "rpc", None);
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let what = describe(&cmd);
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
     let mut stdin = child.stdin.take().unwrap();
@@ -677,9 +860,11 @@ fn rpc_bash(fx: &Fixture, cordon: &Path, commands: &[&str]) -> (Vec<Value>, Stri
     let mut transcript = String::new();
     let mut results = Vec::new();
     let start = Instant::now();
-    for (i, c) in commands.iter().enumerate() {
-        let id = format!("b{i}");
-        let req = json!({"id": id, "type": "bash", "command": c});
+    for req in requests {
+        let id = req["id"]
+            .as_str()
+            .expect("rpc requests carry an id")
+            .to_string();
         writeln!(stdin, "{req}").expect("write to pi's stdin");
         stdin.flush().unwrap();
         loop {
@@ -693,7 +878,9 @@ fn rpc_bash(fx: &Fixture, cordon: &Path, commands: &[&str]) -> (Vec<Value>, Stri
             };
             transcript.push_str(&line);
             transcript.push('\n');
-            let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
             if v["type"] == "response" && v["id"] == id.as_str() {
                 results.push(v.clone());
                 break;
@@ -723,10 +910,20 @@ fn pi_user_bash_runs_in_the_sandbox() {
             ],
         );
         let data = |i: usize| res[i]["data"].clone();
-        assert!(data(0)["output"].as_str().unwrap_or("").contains("user-ok"), "{transcript}");
+        assert!(
+            data(0)["output"].as_str().unwrap_or("").contains("user-ok"),
+            "{transcript}"
+        );
         assert_eq!(data(0)["exitCode"], 0, "{transcript}");
-        assert_eq!(fs::read_to_string(fx.work.join("user.txt")).unwrap_or_default(), "from-user\n", "{transcript}");
-        assert!(!transcript.contains(&fx.marker), "secret leaked through !cmd:\n{transcript}");
+        assert_eq!(
+            fs::read_to_string(fx.work.join("user.txt")).unwrap_or_default(),
+            "from-user\n",
+            "{transcript}"
+        );
+        assert!(
+            !transcript.contains(&fx.marker),
+            "secret leaked through !cmd:\n{transcript}"
+        );
         assert_ne!(data(2)["exitCode"], 0, "{transcript}");
         assert_not_exists(&fx.home.join("evil-user"));
     });
@@ -745,9 +942,39 @@ fn pi_user_bash_fails_closed_without_cordon() {
         );
         let d = &res[0]["data"];
         let out = d["output"].as_str().unwrap_or("");
-        assert!(out.contains("cordon") && out.contains("CORDON_BIN"), "{transcript}");
+        assert!(
+            out.contains("cordon") && out.contains("CORDON_BIN"),
+            "{transcript}"
+        );
         assert!(!out.contains("ran-on-host"), "{transcript}");
         assert_ne!(d["exitCode"], 0, "{transcript}");
         assert_not_exists(&trace);
+    });
+}
+
+/// /sandbox-status shows the backend, the layers, the policy and the denials.
+#[test]
+fn pi_sandbox_status_command() {
+    for_each_user("pi-status", |fx| {
+        prepare(fx);
+        let (_, transcript) = rpc(
+            fx,
+            &cordon_bin(),
+            &[json!({"id": "s1", "type": "prompt", "message": "/sandbox-status"})],
+        );
+        let work = fx.work.to_string_lossy().into_owned();
+        for needle in [
+            "os backend",
+            "layers:",
+            &format!("workspace: {work}"),
+            "network: none",
+            "denied:",
+            "recent denials",
+        ] {
+            assert!(
+                transcript.contains(needle),
+                "/sandbox-status lacks {needle:?}:\n{transcript}"
+            );
+        }
     });
 }
