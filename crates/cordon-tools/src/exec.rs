@@ -358,6 +358,7 @@ pub fn exec(
         .find(|(k, _)| *k == "PATH")
         .map(|(_, v)| OsString::from(v))
         .or_else(|| std::env::var_os("PATH"));
+    let same_cwd = std::env::current_dir().is_ok_and(|c| c == cwd);
     let build = |direct: Option<&(PathBuf, Vec<&str>)>| {
         let mut cmd = match direct {
             Some((prog, words)) => {
@@ -371,8 +372,12 @@ pub fn exec(
                 c
             }
         };
-        cmd.current_dir(&cwd)
-            .env("PWD", &cwd)
+        // std spawns with posix_spawn (vfork-fast) only without current_dir in a
+        // static binary: skip it when the agent already runs in `cwd`.
+        if !same_cwd {
+            cmd.current_dir(&cwd);
+        }
+        cmd.env("PWD", &cwd)
             .envs(env.iter().copied())
             .process_group(0)
             .stdin(if stdin.is_some() {
