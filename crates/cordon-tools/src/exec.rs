@@ -264,18 +264,29 @@ struct Stream {
 }
 
 impl Stream {
-    /// Reads what is available now (one chunk, or everything with `all`) and
-    /// forwards it. Closes the stream at EOF.
+    /// Reads what is available now (one chunk, or with `all` what the pipe holds
+    /// at this moment, so a process left writing cannot keep us here) and forwards
+    /// it. Closes the stream at EOF.
     fn pump(&mut self, out: &Out, id: &Value, buf: &mut [u8], all: bool) {
+        let mut budget = usize::MAX;
+        if all {
+            let mut n: libc::c_int = 0;
+            // SAFETY: FIONREAD stores the pipe's byte count in n.
+            if unsafe { libc::ioctl(self.raw(), libc::FIONREAD, &mut n) } == 0 {
+                budget = n.max(0) as usize;
+            }
+        }
         while let Some(f) = self.file.as_mut() {
-            match f.read(buf) {
+            let want = buf.len().min(budget.max(1));
+            match f.read(&mut buf[..want]) {
                 Ok(0) => self.file = None,
                 Ok(n) => {
+                    budget = budget.saturating_sub(n);
                     out.notify(
                         "exec.output",
                         json!({ "id": id, "stream": self.name, "data": B64.encode(&buf[..n]) }),
                     );
-                    if !all {
+                    if !all || budget == 0 {
                         return;
                     }
                 }

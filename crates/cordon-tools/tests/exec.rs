@@ -286,3 +286,19 @@ fn duplicate_pending_id_is_refused() {
     assert_eq!(r["result"]["exitCode"], 0, "{r}");
     a.close().unwrap();
 }
+
+#[test]
+fn endless_background_writer_does_not_hold_the_request() {
+    let a = Agent::start();
+    let t = Instant::now();
+    let id = a.send("exec", json!({ "command": "yes & echo $! >&2" }));
+    let r = a.wait(id);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(r["result"]["exitCode"], 0);
+    let (_, err) = a.take_output(id);
+    let pid: i32 = String::from_utf8(err).unwrap().trim().parse().unwrap();
+    // SAFETY: kill(2) on the pid our own command printed.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert!(process_gone(pid, Duration::from_secs(5)));
+    a.close().unwrap();
+}
