@@ -162,43 +162,64 @@ impl Guard {
 
 /// `fs::canonicalize`, except that a missing tail is appended (lexically) to the
 /// canonical form of its nearest existing ancestor. `..` in a missing tail pops.
+/// A dangling symlink in the tail is followed to where it points, so a link to a
+/// denied file (absent from the view) is judged by its target, not by its name.
 pub fn canonical(p: &Path) -> io::Result<PathBuf> {
-    match std::fs::canonicalize(p) {
-        Ok(c) => Ok(c),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            // Iterative: find the longest existing prefix.
-            let comps: Vec<Component> = p.components().collect();
-            let mut n = comps.len();
-            let base = loop {
-                if n == 0 {
-                    return Err(e);
-                }
-                n -= 1;
-                let prefix: PathBuf = comps[..n].iter().collect();
-                if prefix.as_os_str().is_empty() {
-                    return Err(e);
-                }
-                match std::fs::canonicalize(&prefix) {
-                    Ok(c) => break c,
-                    Err(e2) if e2.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e2) => return Err(e2),
-                }
-            };
-            let mut out = base;
-            for c in &comps[n..] {
-                match c {
-                    Component::Normal(name) => out.push(name),
-                    Component::ParentDir => {
-                        out.pop();
+    canonical_within(p, 0)
+}
+
+/// Symlinks followed at most, as the kernel does (ELOOP beyond).
+const MAX_LINKS: u32 = 40;
+
+fn canonical_within(p: &Path, links: u32) -> io::Result<PathBuf> {
+    if links > MAX_LINKS {
+        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    }
+    let e = match std::fs::canonicalize(p) {
+        Ok(c) => return Ok(c),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => e,
+        Err(e) => return Err(e),
+    };
+    // Find the longest existing prefix.
+    let comps: Vec<Component> = p.components().collect();
+    let mut n = comps.len();
+    let base = loop {
+        if n == 0 {
+            return Err(e);
+        }
+        n -= 1;
+        let prefix: PathBuf = comps[..n].iter().collect();
+        if prefix.as_os_str().is_empty() {
+            return Err(e);
+        }
+        match std::fs::canonicalize(&prefix) {
+            Ok(c) => break c,
+            Err(e2) if e2.kind() == io::ErrorKind::NotFound => continue,
+            Err(e2) => return Err(e2),
+        }
+    };
+    let mut out = base;
+    for (i, c) in comps[n..].iter().enumerate() {
+        match c {
+            Component::Normal(name) => {
+                out.push(name);
+                if let Ok(target) = std::fs::read_link(&out) {
+                    let dir = out.parent().map(Path::to_path_buf).unwrap_or_default();
+                    let mut next = dir.join(target);
+                    for rest in &comps[n + i + 1..] {
+                        next.push(rest);
                     }
-                    Component::CurDir => {}
-                    Component::RootDir | Component::Prefix(_) => return Err(e),
+                    return canonical_within(&next, links + 1);
                 }
             }
-            Ok(out)
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return Err(e),
         }
-        Err(e) => Err(e),
     }
+    Ok(out)
 }
 
 /// A path as UTF-8 for JSON (lossy for the rare non-UTF-8 name).

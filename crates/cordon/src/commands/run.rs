@@ -70,7 +70,9 @@ pub fn execute_in(
     mut command: Command,
     env: Vec<(String, String)>,
 ) -> Result<u8, String> {
-    command.cwd = working_directory(policy);
+    if command.cwd.is_none() {
+        command.cwd = working_directory(policy);
+    }
     for warning in &policy.warnings {
         eprintln!("cordon: warning: {warning}");
     }
