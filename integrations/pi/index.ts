@@ -440,7 +440,7 @@ export default function cordonExtension(pi: ExtensionAPI) {
 					if (e instanceof CordonError && e.rpcCode === ERR_METHOD_NOT_FOUND) {
 						say(
 							ctx,
-							`cordon: this cordon cannot allow a domain during a session yet. Add "${domain}" to allow_domains in your cordon config (or pass a --sandbox-config that does) and restart pi.`,
+							`cordon: this cordon cannot allow a domain during a session yet. Add "${domain}" to "allow_domain" in your cordon config (or pass a --sandbox-config that does) and restart pi.`,
 							"error",
 						);
 					} else throw e;

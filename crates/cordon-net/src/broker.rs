@@ -47,13 +47,24 @@ pub(crate) const RELAY_BUFFER: usize = 64 * 1024;
 
 pub(crate) struct Broker {
     pub config: BrokerConfig,
+    /// The rules in force: the policy's, plus what the session allowed since
+    /// (replaced whole on a change, so a connection decides on one snapshot).
+    rules: std::sync::RwLock<Arc<NetworkRules>>,
+    /// The ports the sandbox has listeners on: a rule added later can use no other.
+    ports: Vec<u16>,
     names: Mutex<SyntheticNames>,
     server_configs: Mutex<std::collections::HashMap<String, Arc<rustls::ServerConfig>>>,
 }
 
 /// Runs the broker on a runtime of its own until the process exits. Returns only
 /// if the runtime cannot be made or a socket cannot be registered with it.
-pub fn serve(config: BrokerConfig, sockets: Sockets) -> Result<(), NetError> {
+/// `control`, if given, is a stream on which the session may ask for more names
+/// (see [`control`]).
+pub fn serve(
+    config: BrokerConfig,
+    sockets: Sockets,
+    control: Option<std::os::unix::net::UnixStream>,
+) -> Result<(), NetError> {
     raise_descriptor_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -61,7 +72,10 @@ pub fn serve(config: BrokerConfig, sockets: Sockets) -> Result<(), NetError> {
         .enable_all()
         .build()
         .map_err(NetError::Runtime)?;
+    let ports = sockets.listeners.iter().map(|(port, _)| *port).collect();
     let broker = Arc::new(Broker {
+        rules: std::sync::RwLock::new(Arc::new(config.rules.clone())),
+        ports,
         config,
         names: Mutex::new(SyntheticNames::new()),
         server_configs: Mutex::new(Default::default()),
@@ -76,6 +90,11 @@ pub fn serve(config: BrokerConfig, sockets: Sockets) -> Result<(), NetError> {
         if let Some(listener) = sockets.proxy {
             let listener = TcpListener::from_std(listener).map_err(NetError::Runtime)?;
             tokio::spawn(accept(broker.clone(), listener, None));
+        }
+        if let Some(control) = control {
+            control.set_nonblocking(true).map_err(NetError::Runtime)?;
+            let control = tokio::net::UnixStream::from_std(control).map_err(NetError::Runtime)?;
+            tokio::spawn(crate::control::serve(broker.clone(), control));
         }
         std::future::pending::<Result<(), NetError>>().await
     })
@@ -140,9 +159,40 @@ enum Protocol {
 }
 
 impl Broker {
+    /// The rules in force now.
+    pub(crate) fn rules(&self) -> Arc<NetworkRules> {
+        self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Allows `pattern` for the rest of the session. Returns the rule as written.
+    pub(crate) fn allow_domain(&self, pattern: &str) -> Result<String, String> {
+        let pattern = cordon_policy::DomainPattern::parse(pattern)?;
+        if let Some(port) = pattern
+            .ports()
+            .into_iter()
+            .find(|p| !self.ports.contains(p))
+        {
+            return Err(format!(
+                "the sandbox has no listener on port {port}: a port can only be allowed when the session starts (pass --allow-domain {pattern})"
+            ));
+        }
+        let shown = pattern.to_string();
+        let mut rules = self.rules.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = NetworkRules::clone(&rules);
+        next.allow.push(cordon_policy::DomainRule {
+            pattern,
+            preset: None,
+            origin: cordon_policy::Origin::Flag {
+                flag: "allowDomain (this session)".into(),
+            },
+        });
+        *rules = Arc::new(next);
+        Ok(shown)
+    }
+
     /// The DNS stub's question: is `name` allowed, and at which address?
     fn lookup(&self, name: &str) -> Lookup {
-        let rules = &self.config.rules;
+        let rules = &*self.rules();
         if name == LOCAL_SERVICE_NAME && !rules.local.is_empty() {
             return Lookup::Address(Ipv4Addr::LOCALHOST);
         }
@@ -221,13 +271,8 @@ impl Broker {
     /// A connection to `--allow-local`'s service on `port`, if there is one.
     async fn local_service(self: Arc<Self>, mut stream: TcpStream, port: u16) {
         let host = "127.0.0.1";
-        let Some(service) = self
-            .config
-            .rules
-            .local
-            .iter()
-            .find(|l| l.addr.port() == port)
-        else {
+        let rules = self.rules();
+        let Some(service) = rules.local.iter().find(|l| l.addr.port() == port) else {
             self.refuse(
                 Event::Connect,
                 host,
@@ -262,15 +307,16 @@ impl Broker {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let rules = &self.config.rules;
+        let rules = self.rules();
         let rule = match rules.verdict(&name, port) {
             Verdict::Allowed(rule) => rule.pattern.to_string(),
             _ => {
-                let reason = verdict_reason(rules, &name, Some(port));
+                let reason = verdict_reason(&rules, &name, Some(port));
                 self.refuse(Event::Connect, &name, Some(port), &reason);
                 return;
             }
         };
+        drop(rules);
         let explicit_port = port != 80 && port != 443;
         let (bytes, protocol) = read_protocol(&mut stream, prefix, explicit_port).await;
         let secrets = !self.secrets_for(&name).is_empty();
@@ -326,7 +372,8 @@ impl Broker {
 
     /// Resolves and connects, recording why not when it cannot.
     pub(crate) async fn open_upstream(&self, name: &str, port: u16) -> Option<TcpStream> {
-        let result = match upstream::addresses(&self.config.rules, name, port).await {
+        let rules = self.rules();
+        let result = match upstream::addresses(&rules, name, port).await {
             Ok(addrs) => upstream::connect(&addrs).await,
             Err(e) => Err(e),
         };

@@ -16,6 +16,7 @@ pub mod sniff;
 pub mod audit;
 mod broker;
 pub mod ca;
+mod control;
 mod error;
 mod prefixed;
 mod proxy;

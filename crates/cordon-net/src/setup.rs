@@ -127,7 +127,12 @@ pub fn prepare(
     sandbox
         .files
         .push((resolv, overlay_target(Path::new("/etc/resolv.conf"))));
+    // 80 and 443 always: a domain allowed later in the session (`allowDomain`) can
+    // use only ports that have a listener from the start.
     sandbox.ports = rules.ports();
+    sandbox.ports.extend(cordon_policy::DEFAULT_PORTS);
+    sandbox.ports.sort_unstable();
+    sandbox.ports.dedup();
     sandbox.local_ports = rules.local.iter().map(|l| l.addr.port()).collect();
     if !sandbox.ports.contains(&PROXY_PORT) {
         sandbox.proxy_port = Some(PROXY_PORT);

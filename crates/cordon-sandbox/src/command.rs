@@ -14,6 +14,7 @@ use crate::signals;
 use crate::terminal::Pty;
 use std::ffi::CString;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::fd::BorrowedFd;
 
 /// Stack of the command's process until it execs.
@@ -123,6 +124,10 @@ fn exec(spawn: &Spawn) -> ! {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
+    // Except the one the caller hands to the command on purpose.
+    if let Some(fd) = &prepared.pass_fd {
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) };
+    }
     let (status, message) = exec_search(spawn);
     report_and_exit(spawn.report, status, &message)
 }

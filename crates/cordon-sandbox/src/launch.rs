@@ -63,6 +63,9 @@ pub struct Additions {
     pub files: Vec<FileOverlay>,
     /// Set after the policy's environment; the same name replaces its value.
     pub env: Vec<(String, String)>,
+    /// A descriptor the command inherits, at the same number (every other one
+    /// beyond stdio is closed at exec).
+    pub pass_fd: Option<std::os::fd::OwnedFd>,
     /// Called in the launcher right after the clone. Threads may be started here
     /// and not before: the clone copies only the calling thread.
     pub after_clone: Option<Box<dyn FnOnce()>>,
@@ -103,6 +106,8 @@ pub(crate) struct Prepared {
     pub net: NetMode,
     /// The egress broker's sockets to open in the network namespace.
     pub egress: Option<crate::egress::EndpointRequest>,
+    /// Inherited by the command (see [`Additions::pass_fd`]).
+    pub pass_fd: Option<std::os::fd::OwnedFd>,
     pub terminal: Terminal,
     /// How limits are enforced, chosen once per run.
     pub limits_mechanism: crate::limits::Mechanism,
@@ -179,6 +184,7 @@ impl Prepared {
             landlock,
             net: policy.net.value,
             egress: additions.endpoints.take(),
+            pass_fd: additions.pass_fd.take(),
             terminal: command.terminal,
             rlimits: limits_mechanism.uncovered(&policy.limits),
             limits_mechanism,
@@ -265,6 +271,7 @@ fn run_prepared(
     // The sandbox's end of the broker's channel: only the sandbox holds it now, so
     // the host end reads end-of-file if the sandbox ends before sending.
     drop(prepared.egress.take());
+    drop(prepared.pass_fd.take());
     if let Some(after_clone) = after_clone {
         after_clone();
     }

@@ -53,6 +53,9 @@ pub enum ToolError {
     TimedOut(String),
     #[error("Internal error: {0}.")]
     Internal(String),
+    /// The egress broker refused or cannot do what was asked (`allowDomain`).
+    #[error("{0}")]
+    Broker(String),
 }
 
 impl ToolError {
@@ -96,6 +99,7 @@ impl ToolError {
             ToolError::Cancelled(_) => CANCELLED,
             ToolError::TimedOut(_) => TIMED_OUT,
             ToolError::Internal(_) => INTERNAL_ERROR,
+            ToolError::Broker(_) => OS_ERROR,
         }
     }
 

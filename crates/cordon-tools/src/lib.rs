@@ -6,6 +6,7 @@
 //! checks each path against the [`Policy`](cordon_policy::Policy) so that a denied
 //! path gets an error naming the rule rather than an empty file.
 
+mod control;
 mod error;
 mod exec;
 mod fsops;
@@ -29,6 +30,10 @@ pub struct AgentConfig {
     pub layers: serde_json::Value,
     /// cordon's version, sent in `ready`.
     pub version: String,
+    /// The descriptor of the control stream to the egress broker (`allowDomain`),
+    /// when the session has one.
+    #[serde(default)]
+    pub control_fd: Option<i32>,
 }
 
 /// Serves requests from `input` (one JSON object per line) to `output`: sends

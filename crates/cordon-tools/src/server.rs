@@ -73,6 +73,8 @@ struct State {
     guard: Guard,
     out: Out,
     layers: Value,
+    /// The egress broker's control stream, if the session has a broker.
+    control: Option<crate::control::Control>,
     /// Pending requests by the JSON text of their id.
     pending: Mutex<HashMap<String, Arc<Token>>>,
     /// Requests in flight (threads running), with a condvar for the end.
@@ -92,6 +94,7 @@ where
             w: Mutex::new(Box::new(output)),
         },
         layers: config.layers,
+        control: config.control_fd.and_then(crate::control::Control::adopt),
         pending: Mutex::new(HashMap::new()),
         running: Mutex::new(0),
         idle: Condvar::new(),
@@ -345,7 +348,16 @@ fn respond(out: &Out, id: &Value, r: Result<Value, ToolError>) {
 fn is_method(m: &str) -> bool {
     matches!(
         m,
-        "exec" | "read" | "write" | "stat" | "exists" | "readdir" | "mkdir" | "find" | "grep"
+        "exec"
+            | "read"
+            | "write"
+            | "stat"
+            | "exists"
+            | "readdir"
+            | "mkdir"
+            | "find"
+            | "grep"
+            | "allowDomain"
     )
 }
 
@@ -367,6 +379,7 @@ fn dispatch(
         "mkdir" => fsops::mkdir(g, p),
         "find" => search::find(g, p, token),
         "grep" => search::grep(g, p, token),
+        "allowDomain" => crate::control::allow_domain(st.control.as_ref(), p.str("domain")?),
         other => Err(ToolError::MethodNotFound(other.to_string())),
     }
 }

@@ -341,3 +341,69 @@ fn cancel_and_timeout_kill_the_command_and_the_server_stays_up() {
         drop(s);
     });
 }
+
+#[test]
+fn allow_domain_widens_the_session_and_commands_cannot_reach_the_broker() {
+    for_each_user("serve_allow_domain", |fx| {
+        let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = upstream.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in upstream.incoming().flatten() {
+                let mut stream = stream;
+                let mut buf = [0u8; 1024];
+                let _ = std::io::Read::read(&mut stream, &mut buf);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nwidened\n",
+                );
+            }
+        });
+        // The session starts with another name on that port, so it has a listener.
+        let other = format!("other.test:{port}");
+        let resolve = "web.test:127.0.0.1";
+        let mut s = Session::start(fx, &["--allow-domain", &other, "--resolve", resolve]);
+        let fetch = format!("curl -sS -m 5 --noproxy '*' http://web.test:{port}/");
+        let (before, out) = s.exec(&fetch);
+        assert_ne!(
+            before["result"]["exitCode"], 0,
+            "reached before it was allowed: {out}"
+        );
+        let allowed = s.ok("allowDomain", json!({"domain": format!("web.test:{port}")}));
+        assert_eq!(allowed["allowed"], format!("web.test:{port}"));
+        let (after, out) = s.exec(&fetch);
+        assert_eq!(after["result"]["exitCode"], 0, "{after}");
+        assert_eq!(out, "widened\n");
+        // A port that had no listener from the start cannot be opened later.
+        let refused = s.call("allowDomain", json!({"domain": "web.test:1"}));
+        assert!(refused.get("error").is_some(), "{refused}");
+        // The command sees no descriptor beyond stdio, and cannot look into the
+        // agent (not dumpable) to borrow its control stream.
+        let (_, fds) = s.exec("ls /proc/self/fd");
+        assert_eq!(
+            fds.split_whitespace().collect::<Vec<_>>(),
+            ["0", "1", "2", "3"],
+            "ls's own fds: {fds}"
+        );
+        let (_, out) = s.exec(
+            "for f in /proc/$PPID/fd/*; do \
+               echo '{\"allow\":\"evil.test\"}' 2>/dev/null > $f && echo LEAK $f; \
+               readlink $f 2>/dev/null && echo LEAK $f; \
+             done; getent hosts evil.test && echo LEAK dns; true",
+        );
+        assert!(
+            !out.contains("LEAK"),
+            "a command reached the agent's descriptors: {out}"
+        );
+        drop(s);
+    });
+}
+
+#[test]
+fn allow_domain_without_a_broker_says_how_to_get_one() {
+    for_each_user("serve_allow_domain_no_broker", |fx| {
+        let mut s = Session::start(fx, &[]);
+        let reply = s.call("allowDomain", json!({"domain": "example.com"}));
+        let message = reply["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains("--net allowlist"), "{reply}");
+        drop(s);
+    });
+}

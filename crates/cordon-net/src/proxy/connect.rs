@@ -33,10 +33,10 @@ pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream) {
         return;
     };
     if !matches!(
-        broker.config.rules.verdict(&name, port),
+        broker.rules().verdict(&name, port),
         cordon_policy::Verdict::Allowed(_)
     ) {
-        let reason = crate::broker::verdict_reason(&broker.config.rules, &name, Some(port));
+        let reason = crate::broker::verdict_reason(&broker.rules(), &name, Some(port));
         broker.refuse(Event::Connect, &name, Some(port), &reason);
         let body = format!("cordon: refused {name}:{port}: {reason}\n");
         let reply = format!(

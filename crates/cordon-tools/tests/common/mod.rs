@@ -167,6 +167,7 @@ impl Agent {
             policy,
             layers: json!({ "userns": true, "landlock": 7, "seccomp": true }),
             version: "9.9.9-test".into(),
+            control_fd: None,
         };
         let server = std::thread::spawn(move || {
             serve(

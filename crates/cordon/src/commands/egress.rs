@@ -7,13 +7,16 @@ use cordon_net::{BrokerConfig, Dirs, Sockets};
 use cordon_policy::{NetMode, Policy};
 use cordon_sandbox::egress::{EndpointRequest, endpoint_channel, receive_endpoints};
 use cordon_sandbox::{Additions, FileOverlay};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 
 /// What the sandbox needs for the policy's network mode: nothing unless it is
-/// `allowlist`.
-pub fn additions(policy: &Policy) -> Result<Additions, String> {
+/// `allowlist`. With `control`, the command also inherits a stream to the broker
+/// on which it may allow more domains (`cordon serve`'s agent); its descriptor
+/// number is returned.
+pub fn additions(policy: &Policy, control: bool) -> Result<(Additions, Option<i32>), String> {
     if policy.net.value != NetMode::Allowlist {
-        return Ok(Additions::default());
+        return Ok((Additions::default(), None));
     }
     let dirs = Dirs::from_env(&policy.home);
     let egress = cordon_net::prepare(&policy.network, &dirs, |name| std::env::var(name).ok())
@@ -22,7 +25,15 @@ pub fn additions(policy: &Policy) -> Result<Additions, String> {
         endpoint_channel().map_err(|e| format!("cannot make the broker's channel: {e}"))?;
     let side = egress.sandbox;
     let config = egress.config;
-    Ok(Additions {
+    let (control_host, control_sandbox) = if control {
+        let (host, sandbox) = UnixStream::pair()
+            .map_err(|e| format!("cannot make the broker's control stream: {e}"))?;
+        (Some(host), Some(OwnedFd::from(sandbox)))
+    } else {
+        (None, None)
+    };
+    let control_fd = control_sandbox.as_ref().map(|fd| fd.as_raw_fd());
+    let additions = Additions {
         endpoints: Some(EndpointRequest {
             ports: side.ports,
             local_ports: side.local_ports,
@@ -35,13 +46,17 @@ pub fn additions(policy: &Policy) -> Result<Additions, String> {
             .map(|(source, target)| FileOverlay { source, target })
             .collect(),
         env: side.env,
-        after_clone: Some(Box::new(move || start_broker(config, host_end))),
-    })
+        pass_fd: control_sandbox,
+        after_clone: Some(Box::new(move || {
+            start_broker(config, host_end, control_host)
+        })),
+    };
+    Ok((additions, control_fd))
 }
 
 /// Serves the sandbox's sockets on a thread of its own, for as long as this
 /// process lives. If the sockets never arrive, the sandbox has no network at all.
-fn start_broker(config: BrokerConfig, channel: OwnedFd) {
+fn start_broker(config: BrokerConfig, channel: OwnedFd, control: Option<UnixStream>) {
     let spawned = std::thread::Builder::new()
         .name("cordon-broker".into())
         .spawn(move || {
@@ -53,7 +68,7 @@ fn start_broker(config: BrokerConfig, channel: OwnedFd) {
                         listeners: endpoints.listeners,
                         proxy: endpoints.proxy,
                     };
-                    cordon_net::serve(config, sockets).map_err(|e| e.to_string())
+                    cordon_net::serve(config, sockets, control).map_err(|e| e.to_string())
                 });
             if let Err(e) = served {
                 eprint!("cordon: the egress broker stopped, the sandbox has no network: {e}\r\n");

@@ -2,7 +2,7 @@
 
 use crate::cli::{DegradedLayer, NetArg, RunOptions};
 use cordon_policy::{Flags, Inputs, NetMode, Policy};
-use cordon_sandbox::{Command, Degraded, Outcome, Terminal};
+use cordon_sandbox::{Additions, Command, Degraded, Outcome, Terminal};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -59,16 +59,17 @@ fn working_directory(policy: &Policy) -> Option<PathBuf> {
 
 fn execute(options: &RunOptions, command: Command) -> Result<u8, String> {
     let policy = resolve_policy(options)?;
-    execute_in(options, &policy, command, Vec::new())
+    let additions = super::egress::additions(&policy, false)?.0;
+    execute_in(options, &policy, command, additions)
 }
 
-/// Runs `command` in a sandbox made from `policy`, with `env` set inside on top of
-/// the policy's environment, and maps the outcome to cordon's exit status.
+/// Runs `command` in a sandbox made from `policy` with `additions`, and maps the
+/// outcome to cordon's exit status.
 pub fn execute_in(
     options: &RunOptions,
     policy: &Policy,
     mut command: Command,
-    env: Vec<(String, String)>,
+    additions: Additions,
 ) -> Result<u8, String> {
     if command.cwd.is_none() {
         command.cwd = working_directory(policy);
@@ -79,8 +80,6 @@ pub fn execute_in(
     let degraded = Degraded {
         no_landlock: options.allow_degraded.contains(&DegradedLayer::Landlock),
     };
-    let mut additions = super::egress::additions(policy)?;
-    additions.env.extend(env);
     match cordon_sandbox::run(policy, &command, degraded, additions).map_err(|e| e.to_string())? {
         Outcome::Exited { status, message } => {
             if let Some(message) = message {

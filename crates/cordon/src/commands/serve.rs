@@ -24,10 +24,12 @@ pub fn serve(options: &RunOptions) -> Result<u8, String> {
             exe.display()
         ));
     }
+    let (mut additions, control_fd) = super::egress::additions(&policy, true)?;
     let config = AgentConfig {
         policy: policy.clone(),
         layers: layers(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        control_fd,
     };
     let config = serde_json::to_string(&config).map_err(|e| e.to_string())?;
     let command = Command {
@@ -38,12 +40,8 @@ pub fn serve(options: &RunOptions) -> Result<u8, String> {
         cwd: Some(policy.workspace.clone()),
         terminal: Terminal::Inherit,
     };
-    execute_in(
-        options,
-        &policy,
-        command,
-        vec![(AGENT_CONFIG.to_string(), config)],
-    )
+    additions.env.push((AGENT_CONFIG.to_string(), config));
+    execute_in(options, &policy, command, additions)
 }
 
 /// The layers every `serve` sandbox has (cordon refuses to start without them),
@@ -66,6 +64,10 @@ pub fn agent() -> Result<u8, String> {
     })?;
     // SAFETY: single-threaded here; nothing else reads the environment yet.
     unsafe { std::env::remove_var(AGENT_CONFIG) };
+    // Not dumpable: the commands the agent starts run as the same user, and must
+    // not ptrace it or reach its descriptors (the broker's control stream) through
+    // /proc. Their exec makes them dumpable again, as usual.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let config: AgentConfig =
         serde_json::from_str(&config).map_err(|e| format!("bad agent configuration: {e}"))?;
     let stdin = std::io::BufReader::new(std::io::stdin());

@@ -1,0 +1,67 @@
+//! `allowDomain`: the session's request to the egress broker, on the host, to
+//! allow one more domain. The broker listens on a stream whose other end only this
+//! agent holds (handed in as a descriptor, closed on exec so no command inherits
+//! it). The user's consent is the client's business (pi's extension asks first).
+
+use crate::error::ToolError;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+
+pub struct Control {
+    /// One request at a time: the protocol is a line each way.
+    stream: Mutex<BufReader<UnixStream>>,
+}
+
+impl Control {
+    /// Takes ownership of descriptor `fd` (made close-on-exec here).
+    pub fn adopt(fd: i32) -> Option<Control> {
+        if fd < 3 {
+            return None;
+        }
+        // SAFETY: the launcher passed this descriptor to this process for this use.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        Some(Control {
+            stream: Mutex::new(BufReader::new(UnixStream::from(owned))),
+        })
+    }
+}
+
+pub fn allow_domain(control: Option<&Control>, domain: &str) -> Result<Value, ToolError> {
+    let control = control.ok_or_else(|| {
+        ToolError::Broker(
+            "allowDomain: this session has no egress broker, so it has no network to widen (start it with --net allowlist, or allow a domain with --allow-domain)".into(),
+        )
+    })?;
+    let mut stream = control.stream.lock().unwrap_or_else(|e| e.into_inner());
+    let broken = |e: std::io::Error| {
+        ToolError::Broker(format!(
+            "allowDomain: the egress broker did not answer: {e}"
+        ))
+    };
+    let mut request = json!({ "allow": domain }).to_string();
+    request.push('\n');
+    stream
+        .get_mut()
+        .write_all(request.as_bytes())
+        .map_err(broken)?;
+    let mut reply = String::new();
+    stream.read_line(&mut reply).map_err(broken)?;
+    let reply: Value = serde_json::from_str(&reply).map_err(|e| {
+        ToolError::Broker(format!("allowDomain: a bad answer from the broker: {e}"))
+    })?;
+    match (reply.get("allowed"), reply.get("error")) {
+        (Some(allowed), _) => Ok(json!({ "allowed": allowed })),
+        (_, Some(error)) => Err(ToolError::Broker(format!(
+            "allowDomain {domain}: {}",
+            error.as_str().unwrap_or("refused")
+        ))),
+        _ => Err(ToolError::Broker(
+            "allowDomain: an empty answer from the broker".into(),
+        )),
+    }
+}
