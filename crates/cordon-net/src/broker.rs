@@ -54,6 +54,8 @@ pub(crate) struct Broker {
     ports: Vec<u16>,
     names: Mutex<SyntheticNames>,
     server_configs: Mutex<std::collections::HashMap<String, Arc<rustls::ServerConfig>>>,
+    /// Upstream TLS configurations by ALPN offer, kept for their session caches.
+    client_configs: Mutex<std::collections::HashMap<Vec<Vec<u8>>, Arc<rustls::ClientConfig>>>,
 }
 
 /// Runs the broker on a runtime of its own until the process exits. Returns only
@@ -79,6 +81,7 @@ pub fn serve(
         config,
         names: Mutex::new(SyntheticNames::new()),
         server_configs: Mutex::new(Default::default()),
+        client_configs: Mutex::new(Default::default()),
     });
     runtime.block_on(async move {
         let dns = UdpSocket::from_std(sockets.dns).map_err(NetError::Runtime)?;
@@ -269,7 +272,7 @@ impl Broker {
     }
 
     /// A connection to `--allow-local`'s service on `port`, if there is one.
-    async fn local_service(self: Arc<Self>, mut stream: TcpStream, port: u16) {
+    async fn local_service(self: Arc<Self>, stream: TcpStream, port: u16) {
         let host = "127.0.0.1";
         let rules = self.rules();
         let Some(service) = rules.local.iter().find(|l| l.addr.port() == port) else {
@@ -283,7 +286,7 @@ impl Broker {
         };
         let addr: SocketAddr = service.addr;
         match upstream::connect(&[addr]).await {
-            Ok(mut upstream) => {
+            Ok(upstream) => {
                 self.allow(
                     Event::Connect,
                     host,
@@ -291,22 +294,20 @@ impl Broker {
                     &format!("--allow-local {addr}"),
                     "local",
                 );
-                relay(&mut stream, &mut upstream).await;
+                let _ = crate::splice::relay(&stream, &upstream).await;
             }
             Err(e) => self.refuse(Event::Connect, host, Some(port), &e.to_string()),
         }
     }
 
     /// A connection meant for `name:port`, with `prefix` already read from it.
-    pub(crate) async fn named<S>(
+    pub(crate) async fn named(
         self: Arc<Self>,
-        mut stream: S,
+        mut stream: TcpStream,
         name: String,
         port: u16,
         prefix: Vec<u8>,
-    ) where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+    ) {
         let rules = self.rules();
         let rule = match rules.verdict(&name, port) {
             Verdict::Allowed(rule) => rule.pattern.to_string(),
@@ -348,24 +349,27 @@ impl Broker {
                 return;
             }
         };
-        let stream = crate::prefixed::Prefixed::new(bytes, stream);
         let allowed_by = format!("--allow-domain {rule}");
         if let Protocol::Http = protocol {
             // Upstream only once a request has passed its checks.
             self.allow(Event::Connect, &name, Some(port), &allowed_by, via);
+            let stream = crate::prefixed::Prefixed::new(bytes, stream);
             return proxy::http::plain(self.clone(), stream, name, port).await;
         }
-        let Some(upstream) = self.open_upstream(&name, port).await else {
+        let Some(mut upstream) = self.open_upstream(&name, port).await else {
             return;
         };
         self.allow(Event::Connect, &name, Some(port), &allowed_by, via);
         match protocol {
             Protocol::Tls(hello) if via == "terminated" => {
+                let stream = crate::prefixed::Prefixed::new(bytes, stream);
                 proxy::http::terminate(self.clone(), stream, upstream, name, port, hello).await
             }
             _ => {
-                let (mut stream, mut upstream) = (stream, upstream);
-                relay(&mut stream, &mut upstream).await
+                // What the client said first, then the kernel moves the rest.
+                if upstream.write_all(&bytes).await.is_ok() {
+                    let _ = crate::splice::relay(&stream, &upstream).await;
+                }
             }
         }
     }
@@ -392,6 +396,19 @@ impl Broker {
             .iter()
             .filter(|s| s.scoped_to(host))
             .collect()
+    }
+
+    /// The upstream TLS configuration offering `alpn`.
+    pub(crate) fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        let key: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
+        let mut configs = self
+            .client_configs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        configs
+            .entry(key)
+            .or_insert_with(|| upstream::client_config(self.config.roots.clone(), alpn))
+            .clone()
     }
 
     /// The TLS server configuration for `name`: cordon's certificate for it.

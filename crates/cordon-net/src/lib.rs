@@ -21,6 +21,7 @@ mod error;
 mod prefixed;
 mod proxy;
 pub mod setup;
+mod splice;
 pub mod upstream;
 
 pub use broker::{BrokerConfig, Sockets, serve};

@@ -122,9 +122,14 @@ pub fn root_store(extra: &[UpstreamCa]) -> Result<rustls::RootCertStore, NetErro
     Ok(roots)
 }
 
-/// A TLS client configuration offering `alpn` (the protocol the sandbox's client
-/// negotiated with the broker, so both sides speak the same HTTP version).
-pub fn client_config(roots: Arc<rustls::RootCertStore>, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
+/// A TLS client configuration offering `alpn` (what the sandbox's client offered
+/// the broker, so both sides end up speaking the same HTTP version). Keep it for
+/// reuse: its session cache makes later handshakes with the same upstream
+/// resumptions.
+pub fn client_config(
+    roots: Arc<rustls::RootCertStore>,
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -132,6 +137,6 @@ pub fn client_config(roots: Arc<rustls::RootCertStore>, alpn: &[u8]) -> Arc<rust
     .expect("ring supports the default protocol versions")
     .with_root_certificates(roots)
     .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }

@@ -113,16 +113,34 @@ pub(crate) fn open_and_send(request: &EndpointRequest, proc: Option<&OwnedFd>) -
     Ok(())
 }
 
+/// A non-blocking listener on `addr:port` with a deep accept queue: std's bind
+/// listens with a backlog of 128, which a burst of connections from the sandbox
+/// overflows (a dropped SYN costs the client a second).
 fn listen(addr: Ipv4Addr, port: u16) -> io::Result<TcpListener> {
-    let listener = TcpListener::bind(SocketAddrV4::new(addr, port)).map_err(|e| {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let context = |e: rustix::io::Errno| {
+        let e = io::Error::from(e);
         io::Error::new(
             e.kind(),
             format!("cannot listen on {addr}:{port} in the sandbox: {e}"),
         )
-    })?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
+    };
+    let socket = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )
+    .map_err(context)?;
+    rustix::net::sockopt::set_socket_reuseaddr(&socket, true).map_err(context)?;
+    rustix::net::bind(&socket, &SocketAddrV4::new(addr, port)).map_err(context)?;
+    rustix::net::listen(&socket, LISTEN_BACKLOG).map_err(context)?;
+    Ok(TcpListener::from(socket))
 }
+
+/// The accept queue of each listener (the kernel caps it at net.core.somaxconn,
+/// 4096 by default in a new network namespace).
+const LISTEN_BACKLOG: i32 = 4096;
 
 /// A connection the listeners' filter drops would otherwise retry its SYN for two
 /// minutes; nothing in this namespace is further than its loopback, so one retry

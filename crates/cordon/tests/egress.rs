@@ -582,7 +582,7 @@ fn denied_name_fails_and_reaches_nothing() {
             &[&ok],
             &["--resolve", &resolve],
             &format!(
-                "curl -sS {}; echo denied-rc=$?; python3 fetch.py {}; curl -sS {}",
+                "curl -sS -f {}; echo denied-rc=$?; python3 fetch.py {}; curl -sS {}",
                 denied.url("/"),
                 denied.url("/"),
                 ok.url("/"),

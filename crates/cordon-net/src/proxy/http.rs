@@ -81,12 +81,8 @@ pub async fn terminate<S>(
     let Ok(server_name) = ServerName::try_from(name.clone()) else {
         return fail("not a valid TLS server name".into());
     };
-    let mut client = rustls::ClientConfig::clone(&crate::upstream::client_config(
-        broker.config.roots.clone(),
-        HTTP1,
-    ));
-    client.alpn_protocols = offered.iter().map(|p| p.to_vec()).collect();
-    let upstream = match tokio_rustls::TlsConnector::from(Arc::new(client))
+    let client = broker.client_config(&offered);
+    let upstream = match tokio_rustls::TlsConnector::from(client)
         .connect(server_name, upstream)
         .await
     {
