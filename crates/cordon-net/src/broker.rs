@@ -54,6 +54,8 @@ pub(crate) struct Broker {
     ports: Vec<u16>,
     names: Mutex<SyntheticNames>,
     server_configs: Mutex<std::collections::HashMap<String, Arc<rustls::ServerConfig>>>,
+    /// The HTTP version (ALPN) each terminated upstream picked last, by name and port.
+    alpn_memory: Mutex<std::collections::HashMap<(String, u16), Vec<u8>>>,
     /// Upstream TLS configurations by ALPN offer, kept for their session caches.
     client_configs: Mutex<std::collections::HashMap<Vec<Vec<u8>>, Arc<rustls::ClientConfig>>>,
 }
@@ -82,6 +84,7 @@ pub fn serve(
         names: Mutex::new(SyntheticNames::new()),
         server_configs: Mutex::new(Default::default()),
         client_configs: Mutex::new(Default::default()),
+        alpn_memory: Mutex::new(Default::default()),
     });
     runtime.block_on(async move {
         let dns = UdpSocket::from_std(sockets.dns).map_err(NetError::Runtime)?;
@@ -396,6 +399,21 @@ impl Broker {
             .iter()
             .filter(|s| s.scoped_to(host))
             .collect()
+    }
+
+    pub(crate) fn remembered_alpn(&self, name: &str, port: u16) -> Option<Vec<u8>> {
+        let memory = self.alpn_memory.lock().unwrap_or_else(|e| e.into_inner());
+        memory.get(&(name.to_string(), port)).cloned()
+    }
+
+    pub(crate) fn remember_alpn(&self, name: &str, port: u16, alpn: &[u8]) {
+        let mut memory = self.alpn_memory.lock().unwrap_or_else(|e| e.into_inner());
+        memory.insert((name.to_string(), port), alpn.to_vec());
+    }
+
+    pub(crate) fn forget_alpn(&self, name: &str, port: u16) {
+        let mut memory = self.alpn_memory.lock().unwrap_or_else(|e| e.into_inner());
+        memory.remove(&(name.to_string(), port));
     }
 
     /// The upstream TLS configuration offering `alpn`.

@@ -59,8 +59,11 @@ where
 }
 
 /// TLS from the sandbox, terminated with cordon's certificate for `name`, and TLS
-/// again upstream, verified against the broker's roots. The upstream is asked
-/// first, with the client's ALPN offer, so both sides speak the version it picks.
+/// again upstream, verified against the broker's roots. Both sides must speak the
+/// HTTP version the upstream picks from the client's ALPN offer. When that is
+/// known in advance (the client offers one version or none, or this upstream
+/// picked before), the two handshakes run at once; otherwise the upstream is asked
+/// first, and its choice remembered.
 pub async fn terminate<S>(
     broker: Arc<Broker>,
     inside: S,
@@ -81,31 +84,31 @@ pub async fn terminate<S>(
     let Ok(server_name) = ServerName::try_from(name.clone()) else {
         return fail("not a valid TLS server name".into());
     };
-    let client = broker.client_config(&offered);
-    let upstream = match tokio_rustls::TlsConnector::from(client)
-        .connect(server_name, upstream)
-        .await
-    {
-        Ok(tls) => tls,
-        Err(e) => return fail(format!("upstream TLS failed: {e}")),
+    let known = match offered.as_slice() {
+        [] => Some(Vec::new()),
+        [only] => Some(only.to_vec()),
+        _ => broker.remembered_alpn(&name, port),
     };
-    let chosen = upstream
-        .get_ref()
-        .1
-        .alpn_protocol()
-        .unwrap_or(HTTP1)
-        .to_vec();
-    let config = match broker.server_config(&name, if offered.is_empty() { b"" } else { &chosen }) {
-        Ok(config) => config,
-        Err(e) => return fail(e.to_string()),
-    };
-    let inside = match tokio_rustls::TlsAcceptor::from(config).accept(inside).await {
-        Ok(tls) => tls,
-        Err(e) => {
-            return fail(format!(
-                "the sandbox's TLS client refused cordon's certificate: {e}"
-            ));
+    let handshakes = match known {
+        Some(alpn) => {
+            concurrent_handshakes(&broker, inside, upstream, server_name, &name, port, alpn).await
         }
+        None => {
+            sequential_handshakes(
+                &broker,
+                inside,
+                upstream,
+                server_name,
+                &name,
+                port,
+                &offered,
+            )
+            .await
+        }
+    };
+    let (inside, upstream, chosen) = match handshakes {
+        Ok(done) => done,
+        Err(reason) => return fail(reason),
     };
     let target = Arc::new(Target {
         broker,
@@ -114,6 +117,93 @@ pub async fn terminate<S>(
         via: "terminated",
     });
     serve(target, inside, upstream, chosen == H2).await;
+}
+
+type InsideTls<S> = tokio_rustls::server::TlsStream<S>;
+type UpstreamTls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Both handshakes at once, for an HTTP version known beforehand (`alpn`, empty
+/// for none). Fails if the upstream picks another one after all.
+async fn concurrent_handshakes<S>(
+    broker: &Broker,
+    inside: S,
+    upstream: TcpStream,
+    server_name: ServerName<'static>,
+    name: &str,
+    port: u16,
+    alpn: Vec<u8>,
+) -> Result<(InsideTls<S>, UpstreamTls, Vec<u8>), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let offer: Vec<&[u8]> = if alpn.is_empty() {
+        Vec::new()
+    } else {
+        vec![alpn.as_slice()]
+    };
+    let config = broker
+        .server_config(name, &alpn)
+        .map_err(|e| e.to_string())?;
+    let connector = tokio_rustls::TlsConnector::from(broker.client_config(&offer));
+    let (inside, upstream) = tokio::join!(
+        tokio_rustls::TlsAcceptor::from(config).accept(inside),
+        connector.connect(server_name, upstream)
+    );
+    let upstream = upstream.map_err(|e| format!("upstream TLS failed: {e}"))?;
+    let inside = inside.map_err(refused_by_client)?;
+    let picked = upstream.get_ref().1.alpn_protocol().unwrap_or(b"");
+    let agrees = picked == alpn.as_slice() || (picked.is_empty() && alpn == HTTP1);
+    if !agrees {
+        broker.forget_alpn(name, port);
+        return Err(
+            "the upstream changed the HTTP version it speaks; the next connection adapts".into(),
+        );
+    }
+    let chosen = if alpn.is_empty() {
+        HTTP1.to_vec()
+    } else {
+        alpn
+    };
+    Ok((inside, upstream, chosen))
+}
+
+/// The upstream first, offered what the client offered; then the sandbox's side
+/// with the version the upstream picked (remembered for next time).
+async fn sequential_handshakes<S>(
+    broker: &Broker,
+    inside: S,
+    upstream: TcpStream,
+    server_name: ServerName<'static>,
+    name: &str,
+    port: u16,
+    offered: &[&[u8]],
+) -> Result<(InsideTls<S>, UpstreamTls, Vec<u8>), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let upstream = tokio_rustls::TlsConnector::from(broker.client_config(offered))
+        .connect(server_name, upstream)
+        .await
+        .map_err(|e| format!("upstream TLS failed: {e}"))?;
+    let chosen = upstream
+        .get_ref()
+        .1
+        .alpn_protocol()
+        .unwrap_or(HTTP1)
+        .to_vec();
+    broker.remember_alpn(name, port, &chosen);
+    let config = broker
+        .server_config(name, &chosen)
+        .map_err(|e| e.to_string())?;
+    let inside = tokio_rustls::TlsAcceptor::from(config)
+        .accept(inside)
+        .await
+        .map_err(refused_by_client)?;
+    Ok((inside, upstream, chosen))
+}
+
+fn refused_by_client(e: std::io::Error) -> String {
+    format!("the sandbox's TLS client refused cordon's certificate: {e}")
 }
 
 async fn serve<I, U>(target: Arc<Target>, inside: I, upstream: U, http2: bool)
