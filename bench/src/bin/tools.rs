@@ -144,7 +144,7 @@ fn parse_options() -> Result<Options, String> {
 /// Files, directories and bytes under `dir`, not following symlinks, leaving out
 /// hidden entries of `dir` itself: `.git`, the scratch directory, and the empty
 /// placeholders (.cordon.json, .pi, .idea, .vscode) cordon creates in a workspace.
-fn tree_stats(dir: &Path) -> (usize, usize, u64) {
+fn tree_stats(dir: &Path, skip_hidden_root: bool) -> (usize, usize, u64) {
     let (mut files, mut dirs, mut bytes) = (0, 0, 0);
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -153,7 +153,7 @@ fn tree_stats(dir: &Path) -> (usize, usize, u64) {
         };
         for e in rd.flatten() {
             let Ok(ft) = e.file_type() else { continue };
-            if d == dir && e.file_name().to_string_lossy().starts_with('.') {
+            if skip_hidden_root && d == dir && e.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
             if ft.is_dir() {
@@ -213,13 +213,17 @@ fn registry_crates() -> Result<Vec<(OsString, PathBuf)>, String> {
 }
 
 /// The default tree: whole crates from the registry in name order until there are
-/// at least MIN_FILES files, copied once and reused while the list is the same. A
+/// at least MIN_FILES files, copied once and reused as long as it exists (the
+/// registry changes as builds fetch crates; tree.manifest lists the crates). A
 /// git repository (no commits) so rg and fd honour the crates' .gitignore files as
 /// the server does.
 fn default_tree() -> Result<PathBuf, String> {
     let base = PathBuf::from(DEFAULT_BASE);
     let tree = base.join("tree");
     let manifest_path = base.join("tree.manifest");
+    if tree.is_dir() && manifest_path.is_file() {
+        return Ok(tree);
+    }
     let mut manifest = String::new();
     let mut chosen = Vec::new();
     let mut files = 0;
@@ -227,7 +231,7 @@ fn default_tree() -> Result<PathBuf, String> {
         if files >= MIN_FILES {
             break;
         }
-        files += tree_stats(&path).0;
+        files += tree_stats(&path, false).0;
         let _ = writeln!(manifest, "{}", name.to_string_lossy());
         chosen.push((name, path));
     }
@@ -235,9 +239,6 @@ fn default_tree() -> Result<PathBuf, String> {
         return Err(format!(
             "cargo's registry holds only {files} files of crate sources (need {MIN_FILES}); pass --tree DIR"
         ));
-    }
-    if tree.is_dir() && std::fs::read_to_string(&manifest_path).is_ok_and(|m| m == manifest) {
-        return Ok(tree);
     }
     eprintln!(
         "bench/tools: copying {} crates ({files} files) to {}...",
@@ -744,7 +745,7 @@ fn bench(
     tree: &Path,
     scratch: &Path,
 ) -> Result<(String, bool), String> {
-    let (files, dirs, bytes) = tree_stats(tree);
+    let (files, dirs, bytes) = tree_stats(tree, true);
     if files < MIN_FILES {
         eprintln!(
             "bench/tools: warning: {} holds {files} files, fewer than {MIN_FILES}",
