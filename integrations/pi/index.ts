@@ -187,14 +187,20 @@ export default function cordonExtension(pi: ExtensionAPI) {
 		},
 	};
 	const editOps: EditOperations = { readFile, writeFile, access };
+	// pi's ls stats every entry readdir returned; readdir already says each entry's
+	// type, so those stats are answered from it (one request, not one per entry).
+	const entryTypes = new Map<string, string>();
 	const lsOps: LsOperations = {
 		exists,
 		stat: async (p) => {
-			const r = await call<{ type: string }>("stat", { path: p });
-			return { isDirectory: () => r.type === "dir" };
+			const known = entryTypes.get(p);
+			const type = known ?? (await call<{ type: string }>("stat", { path: p })).type;
+			return { isDirectory: () => type === "dir" };
 		},
 		readdir: async (p) => {
-			const r = await call<{ entries: { name: string }[] }>("readdir", { path: p });
+			const r = await call<{ entries: { name: string; type: string }[] }>("readdir", { path: p });
+			entryTypes.clear();
+			for (const e of r.entries ?? []) entryTypes.set(path.join(p, e.name), e.type);
 			return (r.entries ?? []).map((e) => e.name);
 		},
 	};

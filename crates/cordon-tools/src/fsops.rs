@@ -213,7 +213,11 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
             f.set_permissions(fs::Permissions::from_mode(mode))?;
         }
         f.write_all(bytes)?;
-        f.sync_all()?;
+        // No fsync, like pi's own write and editors: the rename alone makes the
+        // write atomic against a kill or a crash of any process (the target is the
+        // old file or the new one, never a mix). Against power loss, ext4 (default
+        // options) and btrfs flush a file that a rename replaces before committing
+        // the rename. An fsync would double the cost of every write.
         drop(f);
         fs::rename(&tmp, path)
     })();
