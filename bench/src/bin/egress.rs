@@ -25,6 +25,11 @@
 //! against the targets of the egress issue.
 
 use bytes::Bytes;
+use clap::Parser;
+use cordon_bench::{
+    at_least_one, cpu_model, exit_code, find_binary, find_cordon, invocation, kernel, kib_field,
+    loadavg, main_with, median, min_max, nproc, percentile, raise_nofile, read, verdict, workspace,
+};
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -32,7 +37,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use std::convert::Infallible;
-use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
@@ -56,52 +60,64 @@ const CHUNK: usize = 256 * 1024;
 /// The relay yardstick's buffers, as the broker's (cordon-net's RELAY_BUFFER).
 const RELAY_BUFFER: usize = 64 * 1024;
 
-const USAGE: &str = "\
-usage: bench/egress [OPTIONS]
-
-HTTPS through cordon's egress broker against direct, on loopback, in one run:
-throughput of one large download with TLS passed through and with TLS terminated
-(a secret swapped in), the median latency the broker adds to a request (on a new
-connection and on a keep-alive one), and many connections at once, with the memory
-of the broker (the cordon process) under that load.
-
-options:
-  --bytes SIZE         the download's size, e.g. 1G, 256M, 1000000 (default 1G)
-  --rounds N           rounds of each measurement; each round runs every mode once,
-                       interleaved (default 3)
-  --requests K         small requests of each kind per round, for the latency (default 200)
-  --concurrency C      connections open at once (default 1000)
-  --concurrency-rounds N
-                       rounds of the concurrency measurement (default: --rounds)
-  --cordon PATH        the cordon binary (default: next to this binary)
-  --client PATH        the client binary (default: egress_client next to this binary)
-  --workspace DIR      the sandbox's workspace, where the CA file goes too (default: a
-                       fresh directory under the cargo target directory; not under /tmp,
-                       which is private inside)
-  --json               print the results as one JSON object instead of text
-  --strict             exit with status 1 if a target is missed
-  -h, --help           this text
-
+/// HTTPS through cordon's egress broker against direct, on loopback, in one run:
+/// throughput of one large download with TLS passed through and with TLS terminated
+/// (a secret swapped in), the median latency the broker adds to a request (on a new
+/// connection and on a keep-alive one), and many connections at once, with the memory
+/// of the broker (the cordon process) under that load.
+#[derive(Parser)]
+#[command(
+    name = "bench/egress",
+    bin_name = "bench/egress",
+    after_help = "\
 Modes: direct (the client on the host, to 127.0.0.1); relay (a yardstick, not
 judged: the client on the host through a bare tokio relay in this process, the
 least a user-space hop costs here); passthrough (the client in `cordon run`, TLS
 relayed untouched); terminated (the same with --secret, so the broker ends TLS with
 cordon's CA, swaps the secret into the client's Authorization header and
 re-encrypts). Targets: passthrough throughput >= 80% of direct; median added
-latency <= 0.5 ms; no error with all the connections at once.
-";
-
+latency <= 0.5 ms; no error with all the connections at once."
+)]
 struct Options {
+    /// the download's size, e.g. 1G, 256M, 1000000 (default 1G)
+    #[arg(long, value_name = "SIZE", default_value = "1G", hide_default_value = true, value_parser = size_arg)]
     bytes: u64,
+    /// rounds of each measurement; each round runs every mode once, interleaved
+    /// (default 3)
+    #[arg(long, value_name = "N", default_value = "3", hide_default_value = true, value_parser = at_least_one::<usize>)]
     rounds: usize,
+    /// small requests of each kind per round, for the latency (default 200)
+    #[arg(long, value_name = "K", default_value = "200", hide_default_value = true, value_parser = at_least_one::<usize>)]
     requests: usize,
+    /// connections open at once (default 1000)
+    #[arg(long, value_name = "C", default_value = "1000", hide_default_value = true, value_parser = at_least_one::<usize>)]
     concurrency: usize,
+    /// rounds of the concurrency measurement (default: --rounds)
+    #[arg(long, value_name = "N", value_parser = at_least_one::<usize>)]
     concurrency_rounds: Option<usize>,
+    /// the cordon binary (default: next to this binary)
+    #[arg(long, value_name = "PATH")]
     cordon: Option<PathBuf>,
+    /// the client binary (default: egress_client next to this binary)
+    #[arg(long, value_name = "PATH")]
     client: Option<PathBuf>,
+    /// the sandbox's workspace, where the CA file goes too (default: a fresh directory
+    /// under the cargo target directory; not under /tmp, which is private inside)
+    #[arg(long, value_name = "DIR")]
     workspace: Option<PathBuf>,
+    /// print the results as one JSON object instead of text
+    #[arg(long)]
     json: bool,
+    /// exit with status 1 if a target is missed
+    #[arg(long)]
     strict: bool,
+}
+
+/// The value of `--bytes`: a size like 1G or 256M, not 0.
+fn size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("needs a size like 1G or 256M, got {s:?}"))
 }
 
 fn parse_size(s: &str) -> Option<u64> {
@@ -124,69 +140,6 @@ fn parse_size(s: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(1 << shift)
-}
-
-fn parse_options() -> Result<Options, String> {
-    let mut options = Options {
-        bytes: 1 << 30,
-        rounds: 3,
-        requests: 200,
-        concurrency: 1000,
-        concurrency_rounds: None,
-        cordon: None,
-        client: None,
-        workspace: None,
-        json: false,
-        strict: false,
-    };
-    let mut args = std::env::args_os().skip(1);
-    while let Some(arg) = args.next() {
-        let arg = arg
-            .into_string()
-            .map_err(|a| format!("unexpected argument {a:?}"))?;
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(OsString::from(v))),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        let number = |v: OsString, name: &str| {
-            v.to_str()
-                .and_then(|s| s.parse::<usize>().ok())
-                .ok_or_else(|| format!("{name} needs a number, got {v:?}"))
-        };
-        match name.as_str() {
-            "--bytes" => {
-                let v = value(&name)?;
-                options.bytes = v
-                    .to_str()
-                    .and_then(parse_size)
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| format!("--bytes needs a size like 1G or 256M, got {v:?}"))?;
-            }
-            "--rounds" => options.rounds = number(value(&name)?, &name)?.max(1),
-            "--requests" => options.requests = number(value(&name)?, &name)?.max(1),
-            "--concurrency" => options.concurrency = number(value(&name)?, &name)?.max(1),
-            "--concurrency-rounds" => {
-                options.concurrency_rounds = Some(number(value(&name)?, &name)?.max(1))
-            }
-            "--cordon" => options.cordon = Some(value(&name)?.into()),
-            "--client" => options.client = Some(value(&name)?.into()),
-            "--workspace" => options.workspace = Some(value(&name)?.into()),
-            "--json" => options.json = true,
-            "--strict" => options.strict = true,
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                std::process::exit(0);
-            }
-            _ => return Err(format!("unknown option {arg:?}\n\n{USAGE}")),
-        }
-    }
-    Ok(options)
 }
 
 // ---------------------------------------------------------------------------
@@ -402,13 +355,8 @@ fn make_tls(dir: &Path) -> Result<(Arc<rustls::ServerConfig>, PathBuf), String> 
     Ok((Arc::new(config), ca_path))
 }
 
-fn start_server(dir: &Path, token: &str) -> Result<Server, String> {
-    let (tls, ca_path) = make_tls(dir)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("bench-server")
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start tokio: {e}"))?;
+/// A listener on a free port of 127.0.0.1 (backlog 4096), and its port.
+fn listen(runtime: &tokio::runtime::Runtime) -> Result<(tokio::net::TcpListener, u16), String> {
     let listener = runtime
         .block_on(async {
             let socket = tokio::net::TcpSocket::new_v4()?;
@@ -418,15 +366,18 @@ fn start_server(dir: &Path, token: &str) -> Result<Server, String> {
         })
         .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-    let relay = runtime
-        .block_on(async {
-            let socket = tokio::net::TcpSocket::new_v4()?;
-            socket.set_reuseaddr(true)?;
-            socket.bind(([127, 0, 0, 1], 0).into())?;
-            socket.listen(4096)
-        })
-        .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
-    let relay_port = relay.local_addr().map_err(|e| e.to_string())?.port();
+    Ok((listener, port))
+}
+
+fn start_server(dir: &Path, token: &str) -> Result<Server, String> {
+    let (tls, ca_path) = make_tls(dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("bench-server")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start tokio: {e}"))?;
+    let (listener, port) = listen(&runtime)?;
+    let (relay, relay_port) = listen(&runtime)?;
     runtime.spawn(async move {
         loop {
             let Ok((inside, _)) = relay.accept().await else {
@@ -611,21 +562,6 @@ struct MemSample {
     hwm: u64,
 }
 
-fn read(path: impl AsRef<Path>) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn kib_field(text: &str, field: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(field)?
-            .strip_prefix(':')?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    })
-}
-
 fn mem_sample(pid: u32) -> Option<MemSample> {
     let status = read(format!("/proc/{pid}/status"));
     let rollup = read(format!("/proc/{pid}/smaps_rollup"));
@@ -774,47 +710,10 @@ fn run_client(
 // ---------------------------------------------------------------------------
 // Statistics
 
-fn median(samples: &[f64]) -> f64 {
-    if samples.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = samples.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
-/// Nearest-rank percentile.
-fn percentile(samples: &[f64], p: f64) -> f64 {
-    if samples.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = samples.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    s[((p / 100.0 * n as f64).ceil() as usize).clamp(1, n) - 1]
-}
-
-fn min_max(samples: &[f64]) -> (f64, f64) {
-    samples
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
-            (lo.min(x), hi.max(x))
-        })
-}
-
 fn numbers(v: &Value) -> Vec<f64> {
     v.as_array()
         .map(|a| a.iter().filter_map(Value::as_f64).collect())
         .unwrap_or_default()
-}
-
-fn verdict(pass: bool) -> &'static str {
-    if pass { "PASS" } else { "FAIL" }
 }
 
 // ---------------------------------------------------------------------------
@@ -845,27 +744,55 @@ struct Results {
     modes: [PerMode; 4],
 }
 
-fn loadavg() -> String {
-    read("/proc/loadavg")
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
+/// One measurement: the client's arguments for it, run for some rounds.
+struct Phase {
+    /// For the progress lines.
+    what: &'static str,
+    /// The client's arguments.
+    args: [String; 4],
+    rounds: usize,
+    /// How long one client run may take.
+    limit: Duration,
+    /// Sample the broker's memory during the judged modes' runs.
+    memory: bool,
 }
 
-fn raise_nofile() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain getrlimit/setrlimit on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+/// Runs `phase`: each round runs every mode once, the order rotating from round to
+/// round; `record` files each run's result under its mode, with what reached the
+/// server.
+fn run_phase(
+    setup: &Setup,
+    server: &Server,
+    phase: &Phase,
+    quiet: bool,
+    modes: &mut [PerMode; 4],
+    record: impl Fn(&mut PerMode, RunOutput),
+) -> Result<(), String> {
+    for round in 0..phase.rounds {
+        if !quiet {
+            eprintln!(
+                "bench/egress: {} round {}/{}",
+                phase.what,
+                round + 1,
+                phase.rounds
+            );
+        }
+        for i in 0..MODES.len() {
+            let mode = MODES[(round + i) % MODES.len()];
+            let out = run_client(
+                setup,
+                server,
+                mode,
+                &phase.args,
+                phase.memory && mode.judged(),
+                phase.limit,
+            )?;
+            let m = &mut modes[mode.index()];
+            m.server += out.server;
+            record(m, out);
         }
     }
+    Ok(())
 }
 
 fn bench(
@@ -887,7 +814,6 @@ fn bench(
         token,
     };
     let mut modes: [PerMode; 4] = Default::default();
-    let s = |v: usize| v.to_string();
     let load_start = loadavg();
     let start = Instant::now();
 
@@ -905,109 +831,61 @@ fn bench(
         .map_err(|e| format!("the {} check failed: {e}", mode.name()))?;
     }
 
-    // Each round runs every mode once; the order rotates from round to round.
-    let order = |round: usize| (0..MODES.len()).map(move |i| MODES[(round + i) % MODES.len()]);
-    let progress = |what: &str, round: usize, rounds: usize| {
-        if !options.json {
-            eprintln!("bench/egress: {what} round {}/{rounds}", round + 1);
-        }
+    let client_args =
+        |mode: &str, name: &str, value: String| ["--mode".into(), mode.into(), name.into(), value];
+    let quiet = options.json;
+    let throughput = Phase {
+        what: "throughput",
+        args: client_args("throughput", "--bytes", options.bytes.to_string()),
+        rounds: options.rounds,
+        limit: Duration::from_secs(1800),
+        memory: false,
     };
+    run_phase(&setup, &server, &throughput, quiet, &mut modes, |m, out| {
+        m.throughput_mib_s
+            .push(out.result["mib_per_s"].as_f64().unwrap_or(f64::NAN));
+        m.tls = format!(
+            "{} {}",
+            out.result["protocol"].as_str().unwrap_or("?"),
+            out.result["cipher"].as_str().unwrap_or("?")
+        );
+    })?;
 
-    let throughput = [
-        "--mode".into(),
-        "throughput".into(),
-        "--bytes".into(),
-        options.bytes.to_string(),
-    ];
-    for round in 0..options.rounds {
-        progress("throughput", round, options.rounds);
-        for mode in order(round) {
-            let out = run_client(
-                &setup,
-                &server,
-                mode,
-                &throughput,
-                false,
-                Duration::from_secs(1800),
-            )?;
-            let m = &mut modes[mode.index()];
-            m.throughput_mib_s
-                .push(out.result["mib_per_s"].as_f64().unwrap_or(f64::NAN));
-            m.tls = format!(
-                "{} {}",
-                out.result["protocol"].as_str().unwrap_or("?"),
-                out.result["cipher"].as_str().unwrap_or("?")
-            );
-            m.server += out.server;
-        }
-    }
+    let latency = Phase {
+        what: "latency",
+        args: client_args("latency", "--count", options.requests.to_string()),
+        rounds: options.rounds,
+        limit: Duration::from_secs(600),
+        memory: false,
+    };
+    run_phase(&setup, &server, &latency, quiet, &mut modes, |m, out| {
+        m.new_connection_us
+            .extend(numbers(&out.result["new_connection_us"]));
+        m.keep_alive_us
+            .extend(numbers(&out.result["keep_alive_us"]));
+    })?;
 
-    let latency = [
-        "--mode".into(),
-        "latency".into(),
-        "--count".into(),
-        s(options.requests),
-    ];
-    for round in 0..options.rounds {
-        progress("latency", round, options.rounds);
-        for mode in order(round) {
-            let out = run_client(
-                &setup,
-                &server,
-                mode,
-                &latency,
-                false,
-                Duration::from_secs(600),
-            )?;
-            let m = &mut modes[mode.index()];
-            m.new_connection_us
-                .extend(numbers(&out.result["new_connection_us"]));
-            m.keep_alive_us
-                .extend(numbers(&out.result["keep_alive_us"]));
-            m.server += out.server;
-        }
-    }
-
-    let concurrent = [
-        "--mode".into(),
-        "concurrent".into(),
-        "--connections".into(),
-        s(options.concurrency),
-    ];
-    let concurrency_rounds = options.concurrency_rounds.unwrap_or(options.rounds);
-    for round in 0..concurrency_rounds {
-        progress("concurrency", round, concurrency_rounds);
-        for mode in order(round) {
-            let out = run_client(
-                &setup,
-                &server,
-                mode,
-                &concurrent,
-                mode.judged(),
-                Duration::from_secs(600),
-            )?;
-            let m = &mut modes[mode.index()];
-            m.concurrent.push(out.result);
-            m.memory.extend(out.memory);
-            m.server += out.server;
-        }
-    }
+    let concurrent = Phase {
+        what: "concurrency",
+        args: client_args(
+            "concurrent",
+            "--connections",
+            options.concurrency.to_string(),
+        ),
+        rounds: options.concurrency_rounds.unwrap_or(options.rounds),
+        limit: Duration::from_secs(600),
+        memory: true,
+    };
+    run_phase(&setup, &server, &concurrent, quiet, &mut modes, |m, out| {
+        m.concurrent.push(out.result);
+        m.memory.extend(out.memory);
+    })?;
 
     Ok(Results {
-        invocation: invocation(),
-        nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        kernel: format!(
-            "Linux {} {}",
-            read("/proc/sys/kernel/osrelease").trim(),
-            std::env::consts::ARCH
-        ),
-        cpu: read("/proc/cpuinfo")
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
-            })
-            .unwrap_or_else(|| "unknown".into()),
+        invocation: invocation("bench/egress"),
+        nproc: nproc(),
+        kernel: kernel(),
+        cpu: cpu_model(),
         load_start,
         load_end: loadavg(),
         cordon,
@@ -1418,80 +1296,19 @@ fn size(bytes: u64) -> String {
 
 // ---------------------------------------------------------------------------
 
-fn next_to_me(name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.join(name);
-    path.is_file().then_some(path)
-}
-
-/// A fresh directory under the cargo target directory (this binary lives in
-/// <target>/<triple>/release), readable by everyone; under $HOME/.cache if that
-/// is below /tmp, which is private inside the sandbox.
-fn default_workspace() -> std::io::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let mut base = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    if base.starts_with("/tmp") {
-        base = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/".into())).join(".cache");
-    }
-    let dir = base.join(format!("bench-egress-workspace-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
-    Ok(dir)
-}
-
-fn invocation() -> String {
-    let mut s = String::from("bench/egress");
-    for a in std::env::args().skip(1) {
-        s.push(' ');
-        s.push_str(&a);
-    }
-    s
-}
-
 fn main() -> ExitCode {
-    match real_main() {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("bench/egress: {e}");
-            ExitCode::from(2)
-        }
-    }
+    main_with("bench/egress", real_main)
 }
 
 fn real_main() -> Result<ExitCode, String> {
-    let options = parse_options()?;
-    let find = |given: &Option<PathBuf>, name: &str, hint: &str| -> Result<PathBuf, String> {
-        let path = match given {
-            Some(p) => p.clone(),
-            None => next_to_me(name)
-                .ok_or_else(|| format!("no {name} binary next to this one; {hint}"))?,
-        };
-        std::fs::canonicalize(&path).map_err(|e| format!("{}: {e}", path.display()))
-    };
-    let cordon = find(
-        &options.cordon,
-        "cordon",
-        "build it with `cargo build --release -p cordon` or pass --cordon PATH",
-    )?;
-    let client = find(
-        &options.client,
+    let options = Options::parse();
+    let cordon = find_cordon(options.cordon.as_deref())?;
+    let client = find_binary(
+        options.client.as_deref(),
         "egress_client",
         "build it with `cargo build --release -p cordon-bench` or pass --client PATH",
     )?;
-    let (workspace, made) = match &options.workspace {
-        Some(w) => (
-            std::fs::canonicalize(w).map_err(|e| format!("{}: {e}", w.display()))?,
-            false,
-        ),
-        None => (
-            default_workspace().map_err(|e| format!("cannot create a workspace: {e}"))?,
-            true,
-        ),
-    };
+    let (workspace, made) = workspace(options.workspace.as_deref(), "egress")?;
     let json = options.json;
     let strict = options.strict;
     let result = bench(options, cordon, client, &workspace);
@@ -1503,9 +1320,5 @@ fn real_main() -> Result<ExitCode, String> {
     let results = result?;
     print!("{}", if json { results.json() } else { results.text() });
     let missed = results.verdicts().iter().any(|(_, pass)| !pass);
-    Ok(if strict && missed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_code(strict, missed))
 }

@@ -21,6 +21,8 @@
 //! $BENCH_TOKEN` when that is set, so that the broker's secret swap runs.
 
 use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use cordon_bench::{at_least_one, percentile, raise_nofile};
 use http::header::{AUTHORIZATION, HOST};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
@@ -37,120 +39,61 @@ use tokio::sync::Barrier;
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 
-const USAGE: &str = "\
-usage: egress_client --connect HOST:PORT --sni NAME (--ca FILE | --ca-env VAR) --mode MODE [OPTIONS]
+/// The client half of bench/egress; prints one JSON line.
+#[derive(Parser)]
+#[command(name = "egress_client")]
+struct Args {
+    /// where to connect (a name is resolved once, at start)
+    #[arg(long, value_name = "HOST:PORT", required = true)]
+    connect: String,
+    /// the TLS server name and the Host header's name
+    #[arg(long, value_name = "NAME", required = true)]
+    sni: String,
+    /// trust the CA certificates in FILE (PEM)
+    #[arg(long, value_name = "FILE")]
+    ca: Option<String>,
+    /// trust the CA certificates in the file named by $VAR
+    #[arg(long, value_name = "VAR")]
+    ca_env: Option<String>,
+    /// throughput, latency or concurrent
+    #[arg(
+        long,
+        value_name = "MODE",
+        value_enum,
+        required = true,
+        hide_possible_values = true
+    )]
+    mode: Mode,
+    /// throughput: bytes to download (default 1073741824)
+    #[arg(long, value_name = "N", default_value_t = 1 << 30, hide_default_value = true)]
+    bytes: u64,
+    /// latency: requests of each kind (default 200)
+    #[arg(long, value_name = "K", default_value = "200", hide_default_value = true, value_parser = at_least_one::<usize>)]
+    count: usize,
+    /// latency: untimed requests of each kind first (default 5)
+    #[arg(long, value_name = "N", default_value_t = 5, hide_default_value = true)]
+    warmup: usize,
+    /// concurrent: connections at once (default 1000)
+    #[arg(long, value_name = "C", default_value = "1000", hide_default_value = true, value_parser = at_least_one::<usize>)]
+    connections: usize,
+    /// concurrent: how long to hold them all open (default 300)
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 300,
+        hide_default_value = true
+    )]
+    hold_ms: u64,
+    /// per connection step (default 30)
+    #[arg(long, value_name = "S", default_value = "30", hide_default_value = true, value_parser = at_least_one::<u64>)]
+    timeout_s: u64,
+}
 
-The client half of bench/egress; prints one JSON line.
-
-  --connect HOST:PORT  where to connect (a name is resolved once, at start)
-  --sni NAME           the TLS server name and the Host header's name
-  --ca FILE            trust the CA certificates in FILE (PEM)
-  --ca-env VAR         trust the CA certificates in the file named by $VAR
-  --mode MODE          throughput, latency or concurrent
-  --bytes N            throughput: bytes to download (default 1073741824)
-  --count K            latency: requests of each kind (default 200)
-  --warmup N           latency: untimed requests of each kind first (default 5)
-  --connections C      concurrent: connections at once (default 1000)
-  --hold-ms MS         concurrent: how long to hold them all open (default 300)
-  --timeout-s S        per connection step (default 30)
-";
-
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum Mode {
     Throughput,
     Latency,
     Concurrent,
-}
-
-struct Args {
-    connect: String,
-    sni: String,
-    ca: Option<String>,
-    ca_env: Option<String>,
-    mode: Mode,
-    bytes: u64,
-    count: usize,
-    warmup: usize,
-    connections: usize,
-    hold_ms: u64,
-    timeout_s: u64,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        connect: String::new(),
-        sni: String::new(),
-        ca: None,
-        ca_env: None,
-        mode: Mode::Latency,
-        bytes: 1 << 30,
-        count: 200,
-        warmup: 5,
-        connections: 1000,
-        hold_ms: 300,
-        timeout_s: 30,
-    };
-    let mut mode = None;
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        if arg == "-h" || arg == "--help" {
-            print!("{USAGE}");
-            std::process::exit(0);
-        }
-        let value = it.next().ok_or_else(|| format!("{arg} needs a value"))?;
-        let number = |v: &str| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{arg} needs a number, got {v:?}"))
-        };
-        match arg.as_str() {
-            "--connect" => args.connect = value,
-            "--sni" => args.sni = value,
-            "--ca" => args.ca = Some(value),
-            "--ca-env" => args.ca_env = Some(value),
-            "--mode" => {
-                mode = Some(match value.as_str() {
-                    "throughput" => Mode::Throughput,
-                    "latency" => Mode::Latency,
-                    "concurrent" => Mode::Concurrent,
-                    _ => return Err(format!("unknown mode {value:?}")),
-                })
-            }
-            "--bytes" => args.bytes = number(&value)?,
-            "--count" => args.count = number(&value)?.max(1) as usize,
-            "--warmup" => args.warmup = number(&value)? as usize,
-            "--connections" => args.connections = number(&value)?.max(1) as usize,
-            "--hold-ms" => args.hold_ms = number(&value)?,
-            "--timeout-s" => args.timeout_s = number(&value)?.max(1),
-            _ => return Err(format!("unknown option {arg:?}\n\n{USAGE}")),
-        }
-    }
-    args.mode = mode.ok_or("--mode is required")?;
-    if args.connect.is_empty() || args.sni.is_empty() {
-        return Err(format!("--connect and --sni are required\n\n{USAGE}"));
-    }
-    Ok(args)
-}
-
-/// Raises the soft limit on open descriptors to the hard limit; returns the new
-/// soft limit.
-fn raise_nofile() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain getrlimit/setrlimit on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 0;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-            }
-        }
-    }
-    limit.rlim_cur
 }
 
 /// Everything one connection needs.
@@ -418,21 +361,20 @@ async fn concurrent(
         "open_all_s": open_all.as_secs_f64(),
         // How long each TCP connect took (to the broker, inside): a second or
         // more means the SYN was dropped (a full accept queue) and sent again.
-        "connect_ms_median": percentile(&mut connect_ms, 50.0),
-        "connect_ms_max": percentile(&mut connect_ms, 100.0),
+        "connect_ms_median": percentile_or_0(&connect_ms, 50.0),
+        "connect_ms_max": percentile_or_0(&connect_ms, 100.0),
         "connect_over_1s": connect_ms.iter().filter(|&&ms| ms >= 1000.0).count(),
         "wall_s": wall.as_secs_f64(),
     }))
 }
 
 /// Nearest-rank percentile (0 when empty).
-fn percentile(samples: &mut [f64], p: f64) -> f64 {
+fn percentile_or_0(samples: &[f64], p: f64) -> f64 {
     if samples.is_empty() {
-        return 0.0;
+        0.0
+    } else {
+        percentile(samples, p)
     }
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let n = samples.len();
-    samples[((p / 100.0 * n as f64).ceil() as usize).clamp(1, n) - 1]
 }
 
 fn say(line: &str) {
@@ -504,13 +446,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("egress_client: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

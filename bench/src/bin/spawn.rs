@@ -11,11 +11,16 @@
 //! memory of cordon's own processes (the launcher on the host and the supervisor,
 //! PID 1 of the sandbox; not the command) against the target (under 5 MiB).
 //!
-//! Only the standard library, so it builds wherever cordon builds.
+//! The standard library, clap and the bench's own library (src/lib.rs).
 
+use clap::{ArgAction, Parser};
+use cordon_bench::{
+    Stats, at_least_one, busy_window, cpu_model, exit_code, find_cordon, find_in_path, invocation,
+    kernel, kib_field, loadavg, machine_ticks, main_with, noisy, nproc, percent, read, verdict,
+    workspace,
+};
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -25,85 +30,42 @@ const RATIO_TARGET: f64 = 0.5;
 /// cordon's own processes together must stay under this (KiB).
 const MEMORY_TARGET_KIB: u64 = 5 * 1024;
 
-const USAGE: &str = "\
-usage: bench/spawn [OPTIONS]
-
-Times `cordon run -- /bin/true` next to a bare fork+exec of /bin/true and an
-equivalent bubblewrap command, interleaved in one run, and measures the memory of
-cordon's own processes during a run.
-
-options:
-  --iterations N   timed rounds; each round runs every contender once (default 300)
-  --warmup N       untimed rounds first (default 20)
-  --cordon PATH    the cordon binary (default: next to this binary, target/release/cordon)
-  --bwrap PATH     the bubblewrap binary (default: bwrap from PATH)
-  --workspace DIR  the workspace both sandboxes get (default: a fresh directory
-                   under the cargo target directory; not under /tmp)
-  --no-memory      skip the memory measurement
-  --json           print the results as one JSON object instead of text
-  --strict         exit with status 1 if a target is missed
-  -h, --help       this text
-";
-
+/// Times `cordon run -- /bin/true` next to a bare fork+exec of /bin/true and an
+/// equivalent bubblewrap command, interleaved in one run, and measures the memory of
+/// cordon's own processes during a run.
+#[derive(Parser)]
+#[command(name = "bench/spawn", bin_name = "bench/spawn")]
 struct Options {
+    /// timed rounds; each round runs every contender once (default 300)
+    #[arg(long, value_name = "N", default_value = "300", hide_default_value = true, value_parser = at_least_one::<usize>)]
     iterations: usize,
+    /// untimed rounds first (default 20)
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 20,
+        hide_default_value = true
+    )]
     warmup: usize,
+    /// the cordon binary (default: next to this binary, target/release/cordon)
+    #[arg(long, value_name = "PATH")]
     cordon: Option<PathBuf>,
+    /// the bubblewrap binary (default: bwrap from PATH)
+    #[arg(long, value_name = "PATH")]
     bwrap: Option<PathBuf>,
+    /// the workspace both sandboxes get (default: a fresh directory under the cargo
+    /// target directory; not under /tmp)
+    #[arg(long, value_name = "DIR")]
     workspace: Option<PathBuf>,
+    /// skip the memory measurement
+    #[arg(long = "no-memory", action = ArgAction::SetFalse)]
     memory: bool,
+    /// print the results as one JSON object instead of text
+    #[arg(long)]
     json: bool,
+    /// exit with status 1 if a target is missed
+    #[arg(long)]
     strict: bool,
-}
-
-fn parse_options() -> Result<Options, String> {
-    let mut options = Options {
-        iterations: 300,
-        warmup: 20,
-        cordon: None,
-        bwrap: None,
-        workspace: None,
-        memory: true,
-        json: false,
-        strict: false,
-    };
-    let mut args = std::env::args_os().skip(1);
-    while let Some(arg) = args.next() {
-        let arg = arg
-            .into_string()
-            .map_err(|a| format!("unexpected argument {a:?}"))?;
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(OsString::from(v))),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        let number = |v: OsString, name: &str| {
-            v.to_str()
-                .and_then(|s| s.parse::<usize>().ok())
-                .ok_or_else(|| format!("{name} needs a number, got {v:?}"))
-        };
-        match name.as_str() {
-            "--iterations" => options.iterations = number(value(&name)?, &name)?.max(1),
-            "--warmup" => options.warmup = number(value(&name)?, &name)?,
-            "--cordon" => options.cordon = Some(value(&name)?.into()),
-            "--bwrap" => options.bwrap = Some(value(&name)?.into()),
-            "--workspace" => options.workspace = Some(value(&name)?.into()),
-            "--no-memory" => options.memory = false,
-            "--json" => options.json = true,
-            "--strict" => options.strict = true,
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                std::process::exit(0);
-            }
-            _ => return Err(format!("unknown option {arg:?}\n\n{USAGE}")),
-        }
-    }
-    Ok(options)
 }
 
 // ---------------------------------------------------------------------------
@@ -188,23 +150,15 @@ struct Summary {
     overhead_ms: f64,
 }
 
-fn summarize(contender: &Contender, samples: &mut [f64], bare_median: Option<f64>) -> Summary {
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let n = samples.len();
-    let median = if n % 2 == 1 {
-        samples[n / 2]
-    } else {
-        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
-    };
-    // Nearest-rank percentile.
-    let p90 = samples[((0.9 * n as f64).ceil() as usize).clamp(1, n) - 1];
+fn summarize(contender: &Contender, samples: &[f64], bare_median: Option<f64>) -> Summary {
+    let stats = Stats::of(samples);
     Summary {
         name: contender.name,
         command: contender.display(),
-        min_ms: samples[0],
-        median_ms: median,
-        p90_ms: p90,
-        overhead_ms: median - bare_median.unwrap_or(median),
+        min_ms: stats.min,
+        median_ms: stats.median,
+        p90_ms: stats.p90,
+        overhead_ms: stats.median - bare_median.unwrap_or(stats.median),
     }
 }
 
@@ -229,26 +183,7 @@ struct Machine {
     others_during_pct: Option<f64>,
 }
 
-fn read(path: impl AsRef<Path>) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn loadavg() -> String {
-    read("/proc/loadavg")
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn machine() -> Machine {
-    let cpu = read("/proc/cpuinfo")
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
     let uid = read("/proc/self/status")
         .lines()
         .find_map(|l| {
@@ -257,13 +192,9 @@ fn machine() -> Machine {
         })
         .unwrap_or_else(|| "?".into());
     Machine {
-        nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        kernel: format!(
-            "Linux {} {}",
-            read("/proc/sys/kernel/osrelease").trim(),
-            std::env::consts::ARCH
-        ),
-        cpu,
+        nproc: nproc(),
+        kernel: kernel(),
+        cpu: cpu_model(),
         load_start: loadavg(),
         load_end: String::new(),
         uid,
@@ -271,32 +202,6 @@ fn machine() -> Machine {
         busy_after_pct: None,
         others_during_pct: None,
     }
-}
-
-/// (busy, total) clock ticks of all CPUs from /proc/stat; steal time is left out
-/// of both (on a VM it is the host's business, not this machine's).
-fn machine_ticks() -> Option<(u64, u64)> {
-    let stat = read("/proc/stat");
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .take(7) // user nice system idle iowait irq softirq
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let total: u64 = fields.iter().sum();
-    let idle = fields.get(3)? + fields.get(4)?;
-    Some((total - idle, total))
-}
-
-/// Percent of all CPUs busy during `window`, while this process only sleeps.
-fn busy_window(window: Duration) -> Option<f64> {
-    let (busy0, total0) = machine_ticks()?;
-    std::thread::sleep(window);
-    let (busy1, total1) = machine_ticks()?;
-    let total = total1.checked_sub(total0)?.max(1);
-    Some(100.0 * busy1.saturating_sub(busy0) as f64 / total as f64)
 }
 
 /// CPU ticks of every user-space process except this one, by (pid, start time) so
@@ -396,14 +301,7 @@ fn comm(pid: u32) -> String {
 }
 
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    read(format!("/proc/{pid}/status")).lines().find_map(|l| {
-        l.strip_prefix(field)?
-            .strip_prefix(':')?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    })
+    kib_field(&read(format!("/proc/{pid}/status")), field)
 }
 
 fn pss_kib(pid: u32) -> Result<u64, String> {
@@ -509,10 +407,6 @@ fn measure_memory(cordon: &Path, workspace: &Path) -> Result<MemoryReport, Strin
 // ---------------------------------------------------------------------------
 // Output
 
-fn verdict(pass: bool) -> &'static str {
-    if pass { "PASS" } else { "FAIL" }
-}
-
 fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
@@ -586,9 +480,7 @@ impl Results {
     /// Whether other work on the machine made these numbers noisy.
     fn noisy(&self) -> bool {
         let m = &self.machine;
-        [m.busy_before_pct, m.busy_after_pct, m.others_during_pct]
-            .iter()
-            .any(|p| p.is_some_and(|p| p > 10.0))
+        noisy(&[m.busy_before_pct, m.busy_after_pct, m.others_during_pct])
     }
 
     fn text(&self) -> String {
@@ -623,13 +515,12 @@ impl Results {
                 .join(", "),
             self.wall.as_secs_f64()
         );
-        let pct = |p: Option<f64>| p.map_or("?".into(), |p| format!("{p:.0}%"));
         let _ = writeln!(
             o,
             "quiet:      machine {} busy in 1 s before the run, {} after; other processes {} during it",
-            pct(m.busy_before_pct),
-            pct(m.busy_after_pct),
-            pct(m.others_during_pct)
+            percent(m.busy_before_pct),
+            percent(m.busy_after_pct),
+            percent(m.others_during_pct)
         );
         let _ = writeln!(
             o,
@@ -646,7 +537,7 @@ impl Results {
                     ("after", m.busy_after_pct)
                 ]
                 .iter()
-                .filter(|(_, p)| p.is_some_and(|p| p > 10.0))
+                .filter(|(_, p)| noisy(&[*p]))
                 .map(|(w, _)| *w)
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -878,78 +769,14 @@ impl Results {
 
 // ---------------------------------------------------------------------------
 
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
-fn default_cordon() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let cordon = exe.parent()?.join("cordon");
-    cordon.is_file().then_some(cordon)
-}
-
-/// A fresh directory under the cargo target directory (this binary lives in
-/// <target>/release), or under $HOME if that is below /tmp: bubblewrap's
-/// `--tmpfs /tmp` would otherwise cover the workspace.
-fn default_workspace() -> io::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let mut base = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    if base.starts_with("/tmp") {
-        base = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/".into())).join(".cache");
-    }
-    let dir = base.join(format!("bench-spawn-workspace-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-fn invocation() -> String {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut s = String::from("bench/spawn");
-    for a in args {
-        s.push(' ');
-        s.push_str(&a);
-    }
-    s
-}
-
 fn main() -> ExitCode {
-    match real_main() {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("bench/spawn: {e}");
-            ExitCode::from(2)
-        }
-    }
+    main_with("bench/spawn", real_main)
 }
 
 fn real_main() -> Result<ExitCode, String> {
-    let options = parse_options()?;
-    let cordon = match &options.cordon {
-        Some(p) => p.clone(),
-        None => default_cordon().ok_or(
-            "no cordon binary next to this one; build it with `cargo build --release -p cordon` or pass --cordon PATH",
-        )?,
-    };
-    let cordon =
-        std::fs::canonicalize(&cordon).map_err(|e| format!("{}: {e}", cordon.display()))?;
-    let (workspace, made_workspace) = match &options.workspace {
-        Some(w) => (
-            std::fs::canonicalize(w).map_err(|e| format!("{}: {e}", w.display()))?,
-            false,
-        ),
-        None => (
-            default_workspace().map_err(|e| format!("cannot create a workspace: {e}"))?,
-            true,
-        ),
-    };
+    let options = Options::parse();
+    let cordon = find_cordon(options.cordon.as_deref())?;
+    let (workspace, made_workspace) = workspace(options.workspace.as_deref(), "spawn")?;
     let result = bench(&options, cordon, &workspace);
     if made_workspace {
         let _ = std::fs::remove_dir_all(&workspace);
@@ -961,11 +788,7 @@ fn real_main() -> Result<ExitCode, String> {
         print!("{}", results.text());
     }
     let missed = results.ratio_pass() == Some(false) || results.memory_pass() == Some(false);
-    Ok(if options.strict && missed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_code(options.strict, missed))
 }
 
 fn bench(options: &Options, cordon: PathBuf, workspace: &Path) -> Result<Results, String> {
@@ -985,7 +808,7 @@ fn bench(options: &Options, cordon: PathBuf, workspace: &Path) -> Result<Results
     // and mount namespaces; read-only root; writable workspace; private /tmp).
     let mut bwrap_error = None;
     let mut bwrap_version = None;
-    let bwrap_path = options.bwrap.clone().or_else(|| find_in_path("bwrap"));
+    let bwrap_path = options.bwrap.clone().or_else(|| find_in_path(&["bwrap"]));
     let bwrap = match bwrap_path {
         None => {
             bwrap_error = Some(
@@ -1107,20 +930,17 @@ fn bench(options: &Options, cordon: PathBuf, workspace: &Path) -> Result<Results
     machine.busy_after_pct = busy_window(Duration::from_secs(1));
     machine.load_end = loadavg();
 
-    let bare_median = {
-        let mut s = samples[0].clone();
-        summarize(&bare, &mut s, None).median_ms
-    };
+    let bare_median = summarize(&bare, &samples[0], None).median_ms;
     let summaries = contenders
         .iter()
-        .zip(samples.iter_mut())
+        .zip(&samples)
         .map(|(c, s)| summarize(c, s, Some(bare_median)))
         .collect();
 
     let memory = options.memory.then(|| measure_memory(&cordon, workspace));
 
     Ok(Results {
-        invocation: invocation(),
+        invocation: invocation("bench/spawn"),
         machine,
         cordon,
         bwrap_version,

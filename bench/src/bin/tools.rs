@@ -19,6 +19,11 @@
 //! write within 1.25x of the local tool (Node).
 
 use base64::Engine as _;
+use clap::Parser;
+use cordon_bench::{
+    Stats, at_least_one, busy_window, cpu_model, exit_code, find_cordon, find_in_path, invocation,
+    kernel_release, loadavg, main_with, noisy, nproc, percent, verdict,
+};
 use serde_json::{Value, json};
 use std::cell::RefCell;
 use std::ffi::OsString;
@@ -35,6 +40,11 @@ const MIN_FILES: usize = 10_000;
 const EXEC_TARGET_MS: f64 = 1.0;
 /// read and write: at most this multiple of the local tool's median.
 const LOCAL_RATIO_TARGET: f64 = 1.25;
+/// The read and write target: cordon within LOCAL_RATIO_TARGET of node (contender 1).
+const WITHIN_LOCAL: Target = Target::Ratio {
+    peer: 1,
+    max: LOCAL_RATIO_TARGET,
+};
 /// Where the default tree is built and cached (not /tmp: the sandbox has its own).
 const DEFAULT_BASE: &str = "/var/tmp/cordon-bench-tools";
 /// The size of the file read, written and edited (bytes, about).
@@ -47,95 +57,43 @@ const LS_LIMIT: usize = 500;
 /// pi's local tools: Node's fs/promises as pi's read/write/edit/ls use it.
 const NODE_SCRIPT: &str = include_str!("../../tools.js");
 
-const USAGE: &str = "\
-usage: bench/tools [OPTIONS]
-
-Times read, write, edit, ls, find, grep and exec through one `cordon serve`
-session on a source tree of at least 10,000 files, next to pi's local
-implementations (Node's fs/promises), std::fs, and rg/fd on the same tree,
-interleaved in one run.
-
-options:
-  --tree DIR              the tree (the server's workspace); default: crate sources
-                          from ~/.cargo/registry/src copied (sorted, whole crates in
-                          name order until 10,000 files) to /var/tmp/cordon-bench-tools/tree
-                          and reused by later runs. A scratch directory .bench-scratch
-                          is made in it for the writes and removed at the end.
-  --iterations N          timed rounds of read, write, edit, readdir and exec (default 200)
-  --search-iterations N   timed rounds of find and grep, and of pi's ls (default 20)
-  --warmup N              untimed rounds first (default 3)
-  --cordon PATH           the cordon binary (default: next to this binary)
-  --node PATH             node (default: node from PATH)
-  --rg PATH               ripgrep (default: rg from PATH)
-  --fd PATH               fd (default: fd or fdfind from PATH)
-  --strict                exit with status 1 if a target is missed
-  -h, --help              this text
-";
-
+/// Times read, write, edit, ls, find, grep and exec through one `cordon serve`
+/// session on a source tree of at least 10,000 files, next to pi's local
+/// implementations (Node's fs/promises), std::fs, and rg/fd on the same tree,
+/// interleaved in one run.
+#[derive(Parser)]
+#[command(name = "bench/tools", bin_name = "bench/tools")]
 struct Options {
+    /// the tree (the server's workspace); default: crate sources from
+    /// ~/.cargo/registry/src copied (sorted, whole crates in name order until 10,000
+    /// files) to /var/tmp/cordon-bench-tools/tree and reused by later runs. A scratch
+    /// directory .bench-scratch is made in it for the writes and removed at the end.
+    #[arg(long, value_name = "DIR")]
     tree: Option<PathBuf>,
+    /// timed rounds of read, write, edit, readdir and exec (default 200)
+    #[arg(long, value_name = "N", default_value = "200", hide_default_value = true, value_parser = at_least_one::<usize>)]
     iterations: usize,
+    /// timed rounds of find and grep, and of pi's ls (default 20)
+    #[arg(long, value_name = "N", default_value = "20", hide_default_value = true, value_parser = at_least_one::<usize>)]
     search_iterations: usize,
+    /// untimed rounds first (default 3)
+    #[arg(long, value_name = "N", default_value_t = 3, hide_default_value = true)]
     warmup: usize,
+    /// the cordon binary (default: next to this binary)
+    #[arg(long, value_name = "PATH")]
     cordon: Option<PathBuf>,
+    /// node (default: node from PATH)
+    #[arg(long, value_name = "PATH")]
     node: Option<PathBuf>,
+    /// ripgrep (default: rg from PATH)
+    #[arg(long, value_name = "PATH")]
     rg: Option<PathBuf>,
+    /// fd (default: fd or fdfind from PATH)
+    #[arg(long, value_name = "PATH")]
     fd: Option<PathBuf>,
+    /// exit with status 1 if a target is missed
+    #[arg(long)]
     strict: bool,
-}
-
-fn parse_options() -> Result<Options, String> {
-    let mut options = Options {
-        tree: None,
-        iterations: 200,
-        search_iterations: 20,
-        warmup: 3,
-        cordon: None,
-        node: None,
-        rg: None,
-        fd: None,
-        strict: false,
-    };
-    let mut args = std::env::args_os().skip(1);
-    while let Some(arg) = args.next() {
-        let arg = arg
-            .into_string()
-            .map_err(|a| format!("unexpected argument {a:?}"))?;
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(OsString::from(v))),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        let number = |v: OsString, name: &str| {
-            v.to_str()
-                .and_then(|s| s.parse::<usize>().ok())
-                .ok_or_else(|| format!("{name} needs a number, got {v:?}"))
-        };
-        match name.as_str() {
-            "--tree" => options.tree = Some(value(&name)?.into()),
-            "--iterations" => options.iterations = number(value(&name)?, &name)?.max(1),
-            "--search-iterations" => {
-                options.search_iterations = number(value(&name)?, &name)?.max(1)
-            }
-            "--warmup" => options.warmup = number(value(&name)?, &name)?,
-            "--cordon" => options.cordon = Some(value(&name)?.into()),
-            "--node" => options.node = Some(value(&name)?.into()),
-            "--rg" => options.rg = Some(value(&name)?.into()),
-            "--fd" => options.fd = Some(value(&name)?.into()),
-            "--strict" => options.strict = true,
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                std::process::exit(0);
-            }
-            _ => return Err(format!("unknown option {arg:?}\n\n{USAGE}")),
-        }
-    }
-    Ok(options)
 }
 
 // ---------------------------------------------------------------------------
@@ -520,6 +478,18 @@ impl<'a> Op<'a> {
         self
     }
 
+    /// Holds cordon (contender 0) to `target`.
+    fn target(mut self, target: Target) -> Op<'a> {
+        self.targets.push(target);
+        self
+    }
+
+    /// The counts must agree; `label` says what they count.
+    fn counting(mut self, label: &'static str) -> Op<'a> {
+        self.count_label = Some(label);
+        self
+    }
+
     fn round(&mut self, reverse: bool, timed: bool) -> Result<(), String> {
         let n = self.contenders.len();
         for k in 0..n {
@@ -531,29 +501,6 @@ impl<'a> Op<'a> {
             }
         }
         Ok(())
-    }
-}
-
-struct Stats {
-    min: f64,
-    median: f64,
-    p90: f64,
-}
-
-fn stats(samples: &[f64]) -> Stats {
-    let mut s = samples.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    let median = if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    };
-    let p90 = s[((0.9 * n as f64).ceil() as usize).clamp(1, n) - 1];
-    Stats {
-        min: s[0],
-        median,
-        p90,
     }
 }
 
@@ -596,15 +543,6 @@ fn b64(v: &Value) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("bad base64: {e}"))
 }
 
-fn find_in_path(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    names.iter().find_map(|name| {
-        std::env::split_paths(&path)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
 fn version(bin: &Path) -> String {
     Command::new(bin)
         .arg("--version")
@@ -621,52 +559,6 @@ fn version(bin: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn read_proc(path: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn loadavg() -> String {
-    read_proc("/proc/loadavg")
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// (busy, total) clock ticks of all CPUs from /proc/stat, steal time left out.
-fn machine_ticks() -> Option<(u64, u64)> {
-    let stat = read_proc("/proc/stat");
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .take(7) // user nice system idle iowait irq softirq
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let total: u64 = fields.iter().sum();
-    let idle = fields.get(3)? + fields.get(4)?;
-    Some((total - idle, total))
-}
-
-/// Percent of all CPUs busy during `window`, while this process only sleeps.
-fn busy_window(window: Duration) -> Option<f64> {
-    let (busy0, total0) = machine_ticks()?;
-    std::thread::sleep(window);
-    let (busy1, total1) = machine_ticks()?;
-    let total = total1.checked_sub(total0)?.max(1);
-    Some(100.0 * busy1.saturating_sub(busy0) as f64 / total as f64)
-}
-
-fn invocation() -> String {
-    let mut s = String::from("bench/tools");
-    for a in std::env::args().skip(1) {
-        s.push(' ');
-        s.push_str(&a);
-    }
-    s
-}
-
 /// Atomic write as the server does it (temporary file, fsync, rename), locally.
 fn atomic_write(path: &Path, content: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
@@ -677,25 +569,12 @@ fn atomic_write(path: &Path, content: &[u8]) -> std::io::Result<()> {
 }
 
 fn main() -> ExitCode {
-    match real_main() {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("bench/tools: {e}");
-            ExitCode::from(2)
-        }
-    }
+    main_with("bench/tools", real_main)
 }
 
 fn real_main() -> Result<ExitCode, String> {
-    let options = parse_options()?;
-    let cordon = match &options.cordon {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()
-            .ok()
-            .and_then(|e| Some(e.parent()?.join("cordon")))
-            .filter(|p| p.is_file())
-            .ok_or("no cordon binary next to this one; build it with `cargo build --release -p cordon` or pass --cordon PATH")?,
-    };
+    let options = Options::parse();
+    let cordon = find_cordon(options.cordon.as_deref())?;
     let node = options
         .node
         .clone()
@@ -729,11 +608,7 @@ fn real_main() -> Result<ExitCode, String> {
     let _ = std::fs::remove_dir_all(&scratch);
     let (text, missed) = result?;
     print!("{text}");
-    Ok(if options.strict && missed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_code(options.strict, missed))
 }
 
 fn bench(
@@ -811,14 +686,10 @@ fn bench(
                     let d = std::fs::read(&f3).map_err(|e| e.to_string())?;
                     Ok((t.elapsed(), d.len() as u64))
                 }),
-            ),
+            )
+            .target(WITHIN_LOCAL)
+            .counting("bytes"),
         );
-        let last = ops.last_mut().expect("pushed");
-        last.targets.push(Target::Ratio {
-            peer: 1,
-            max: LOCAL_RATIO_TARGET,
-        });
-        last.count_label = Some("bytes");
     }
 
     // write
@@ -869,14 +740,10 @@ fn bench(
                     atomic_write(&w4, c4.as_bytes()).map_err(|e| e.to_string())?;
                     Ok((t.elapsed(), c4.len() as u64))
                 }),
-            ),
+            )
+            .target(WITHIN_LOCAL)
+            .counting("bytes"),
         );
-        let last = ops.last_mut().expect("pushed");
-        last.targets.push(Target::Ratio {
-            peer: 1,
-            max: LOCAL_RATIO_TARGET,
-        });
-        last.count_label = Some("bytes");
     }
 
     // edit: pi's edit (access, read, replace, write) with each side's operations.
@@ -940,11 +807,10 @@ fn bench(
                     i3 += 1;
                     Ok((t.elapsed(), out.len() as u64))
                 }),
-            ),
+            )
+            .target(Target::None)
+            .counting("bytes"),
         );
-        let last = ops.last_mut().expect("pushed");
-        last.targets.push(Target::None);
-        last.count_label = Some("bytes");
     }
 
     // ls (1): one readdir with types.
@@ -985,11 +851,10 @@ fn bench(
                     v.sort();
                     Ok((t.elapsed(), v.len() as u64))
                 }),
-            ),
+            )
+            .target(Target::None)
+            .counting("entries"),
         );
-        let last = ops.last_mut().expect("pushed");
-        last.targets.push(Target::None);
-        last.count_label = Some("entries");
     }
 
     // ls (2): pi's ls as the extension runs it: exists, stat, readdir; the stat of
@@ -1030,11 +895,10 @@ fn bench(
             .with(
                 "node: pi's ls (fs/promises)",
                 Box::new(move || node.borrow_mut().op(json!({"op": "ls", "path": d2}))),
-            ),
+            )
+            .target(Target::None)
+            .counting("entries"),
         );
-        let last = ops.last_mut().expect("pushed");
-        last.targets.push(Target::None);
-        last.count_label = Some("entries");
     }
 
     // find
@@ -1060,7 +924,7 @@ fn bench(
         ];
         let fd_line = format!("fd --glob --type f '{fd_glob}' TREE");
         let rg_line = format!("rg --files -g '{fd_glob}' TREE");
-        let mut op = Op::new(&format!("find {pattern}"), "the whole tree".into(), ns)
+        let op = Op::new(&format!("find {pattern}"), "the whole tree".into(), ns)
             .with(
                 format!("cordon serve: find {pattern}"),
                 Box::new(move || {
@@ -1076,14 +940,16 @@ fn bench(
                 }),
             )
             .with(fd_line, Box::new(move || process(&fd_argv)))
-            .with(rg_line, Box::new(move || process(&rg_argv)));
-        op.targets.push(Target::Ratio { peer: 1, max: 1.0 });
-        op.targets.push(Target::Ratio { peer: 2, max: 1.0 });
-        op.count_label = Some("files");
-        op.count_note = Some(format!(
-            "rg's -g globs are overrides, which also let hidden files through: rg lists hidden\n        files matching '{fd_glob}' (e.g. .rustfmt.toml) that the server (hidden=false) and fd leave out"
-        ));
-        ops.push(op);
+            .with(rg_line, Box::new(move || process(&rg_argv)))
+            .target(Target::Ratio { peer: 1, max: 1.0 })
+            .target(Target::Ratio { peer: 2, max: 1.0 })
+            .counting("files");
+        ops.push(Op {
+            count_note: Some(format!(
+                "rg's -g globs are overrides, which also let hidden files through: rg lists hidden\n        files matching '{fd_glob}' (e.g. .rustfmt.toml) that the server (hidden=false) and fd leave out"
+            )),
+            ..op
+        });
     }
 
     // grep
@@ -1096,7 +962,7 @@ fn bench(
         }
         argv.extend(["--".into(), pattern.into(), t]);
         let rg_line = format!("rg -n{} '{pattern}' TREE", if literal { " -F" } else { "" });
-        let mut op = Op::new(
+        let op = Op::new(
             &format!("grep {pattern}"),
             format!(
                 "{}, the whole tree, every match",
@@ -1123,15 +989,16 @@ fn bench(
             }),
         )
         .with(rg_line, Box::new(move || process(&argv)));
-        op.targets.push(Target::Ratio { peer: 1, max: 1.0 });
-        op.count_label = Some("matching lines");
-        ops.push(op);
+        ops.push(
+            op.target(Target::Ratio { peer: 1, max: 1.0 })
+                .counting("matching lines"),
+        );
     }
 
     // exec
     {
         let serve = &serve;
-        let mut op = Op::new("exec /bin/true", "one command, to its exit".into(), n)
+        let op = Op::new("exec /bin/true", "one command, to its exit".into(), n)
             .with(
                 "cordon serve: exec",
                 Box::new(move || {
@@ -1154,8 +1021,7 @@ fn bench(
                 "bash -c /bin/true (pi's local bash)",
                 Box::new(|| spawn_true(&["/bin/bash", "-c", "/bin/true"])),
             );
-        op.targets.push(Target::MaxMs(EXEC_TARGET_MS));
-        ops.push(op);
+        ops.push(op.target(Target::MaxMs(EXEC_TARGET_MS)));
     }
 
     // Warm-up, then timed rounds. Every op runs its contenders once per round, in
@@ -1189,34 +1055,24 @@ fn bench(
 
     // The report.
     let mut o = String::new();
-    let cpu = read_proc("/proc/cpuinfo")
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
     let _ = writeln!(
         o,
         "bench/tools: pi's tool operations through `cordon serve`, next to local tools"
     );
-    let _ = writeln!(o, "command:    {}", invocation());
+    let _ = writeln!(o, "command:    {}", invocation("bench/tools"));
     let _ = writeln!(
         o,
-        "machine:    {} CPUs, {cpu}, Linux {}; load {load_start} -> {load_end}",
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-        read_proc("/proc/sys/kernel/osrelease").trim()
+        "machine:    {} CPUs, {}, Linux {}; load {load_start} -> {load_end}",
+        nproc(),
+        cpu_model(),
+        kernel_release()
     );
-    let pct = |p: Option<f64>| p.map_or("?".into(), |p| format!("{p:.0}%"));
     let _ = writeln!(
         o,
         "busy:       {} of all CPUs in a quiet second before the run, {} after (while this bench slept){}",
-        pct(busy_before),
-        pct(busy_after),
-        if [busy_before, busy_after]
-            .iter()
-            .any(|p| p.is_some_and(|p| p > 10.0))
-        {
+        percent(busy_before),
+        percent(busy_after),
+        if noisy(&[busy_before, busy_after]) {
             "\n            NOISY: something else ran on the machine; the times are inflated"
         } else {
             ""
@@ -1257,7 +1113,11 @@ fn bench(
             "  {:<40} {:>5} {:>10} {:>10} {:>10} {:>11} {:>10}",
             "contender", "n", "min ms", "median ms", "p90 ms", "cordon/this", "count"
         );
-        let st: Vec<Stats> = op.contenders.iter().map(|c| stats(&c.samples)).collect();
+        let st: Vec<Stats> = op
+            .contenders
+            .iter()
+            .map(|c| Stats::of(&c.samples))
+            .collect();
         for (c, s) in op.contenders.iter().zip(&st) {
             let ratio = st[0].median / s.median;
             let _ = writeln!(
@@ -1344,11 +1204,7 @@ fn bench(
             peer,
             ratio,
             target,
-            match pass {
-                Some(true) => "PASS",
-                Some(false) => "FAIL",
-                None => "-",
-            }
+            pass.map_or("-", verdict)
         );
     }
     Ok((o, missed))
