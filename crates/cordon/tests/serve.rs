@@ -21,6 +21,9 @@ struct Session {
     next_id: u64,
     /// Every notification seen so far, in order.
     notifications: Vec<Value>,
+    /// Responses that arrived while another one was awaited (replies come in any
+    /// order: a cancelled exec's result may overtake the cancel's own reply).
+    early: Vec<Value>,
 }
 
 impl Session {
@@ -50,6 +53,7 @@ impl Session {
             lines,
             next_id: 1,
             notifications: Vec::new(),
+            early: Vec::new(),
         };
         let ready = session.next_line();
         assert_eq!(ready["method"], "ready", "first line: {ready}");
@@ -74,14 +78,25 @@ impl Session {
         id
     }
 
-    /// The response to request `id` (notifications on the way are kept).
+    /// The response to request `id` (notifications and other responses on the way
+    /// are kept).
     fn response(&mut self, id: u64) -> Value {
+        if let Some(i) = self
+            .early
+            .iter()
+            .position(|r| r.get("id") == Some(&json!(id)))
+        {
+            return self.early.remove(i);
+        }
         loop {
             let line = self.next_line();
-            if line.get("id") == Some(&json!(id)) && line.get("method").is_none() {
+            if line.get("method").is_some() {
+                self.notifications.push(line);
+            } else if line.get("id") == Some(&json!(id)) {
                 return line;
+            } else {
+                self.early.push(line);
             }
-            self.notifications.push(line);
         }
     }
 
