@@ -42,6 +42,8 @@ pub struct Sockets {
 /// explicitly, a silent client may be waiting for the server (SSH, SMTP...).
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
 const SILENT_CLIENT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How many refusals the broker keeps for `status`.
+const RECENT_REFUSALS: usize = 50;
 /// Socket buffer size for relaying bodies and tunnels.
 pub(crate) const RELAY_BUFFER: usize = 64 * 1024;
 
@@ -54,6 +56,8 @@ pub(crate) struct Broker {
     ports: Vec<u16>,
     names: Mutex<SyntheticNames>,
     server_configs: Mutex<std::collections::HashMap<String, Arc<rustls::ServerConfig>>>,
+    /// The last [`RECENT_REFUSALS`] refusals.
+    refusals: Mutex<std::collections::VecDeque<serde_json::Value>>,
     /// The HTTP version (ALPN) each terminated upstream picked last, by name and port.
     alpn_memory: Mutex<std::collections::HashMap<(String, u16), Vec<u8>>>,
     /// Upstream TLS configurations by ALPN offer, kept for their session caches.
@@ -85,6 +89,7 @@ pub fn serve(
         server_configs: Mutex::new(Default::default()),
         client_configs: Mutex::new(Default::default()),
         alpn_memory: Mutex::new(Default::default()),
+        refusals: Mutex::new(Default::default()),
     });
     runtime.block_on(async move {
         let dns = UdpSocket::from_std(sockets.dns).map_err(NetError::Runtime)?;
@@ -219,14 +224,34 @@ impl Broker {
 
     /// Logs a refusal (and, the first time for the host, tells the user).
     pub(crate) fn refuse(&self, event: Event, host: &str, port: Option<u16>, reason: &str) {
-        self.config.audit.record(&Record {
+        let record = Record {
             event,
             host,
             port,
             allowed: false,
             reason,
             via: None,
-        });
+        };
+        self.config.audit.record(&record);
+        let mut recent = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RECENT_REFUSALS {
+            recent.pop_front();
+        }
+        recent.push_back(serde_json::json!({
+            "time": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            "op": record.event,
+            "host": host,
+            "port": port,
+            "reason": reason,
+        }));
+    }
+
+    /// The last refusals, oldest first (for the session's `status`).
+    pub(crate) fn recent_refusals(&self) -> Vec<serde_json::Value> {
+        let recent = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        recent.iter().cloned().collect()
     }
 
     /// Logs what was allowed, by which rule, and how it is carried.

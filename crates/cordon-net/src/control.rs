@@ -1,7 +1,8 @@
 //! The session's control stream to the broker: one JSON object per line each way.
 //! A request `{"allow": "PATTERN"}` allows a domain for the rest of the session
 //! (`cordon serve`'s `allowDomain`, after the user agreed); the answer is
-//! `{"allowed": "PATTERN"}` or `{"error": "..."}`. Only the session's agent holds
+//! `{"allowed": "PATTERN"}` or `{"error": "..."}`. `{"refusals": true}` answers
+//! `{"refusals": [...]}`, the broker's recent refusals (for `status`). Only the session's agent holds
 //! the other end; nothing the sandbox runs inherits it.
 
 use crate::audit::Event;
@@ -36,8 +37,11 @@ fn answer(broker: &Broker, line: &str) -> Value {
         Ok(v) => v,
         Err(e) => return json!({"error": format!("not JSON: {e}")}),
     };
+    if request.get("refusals").is_some() {
+        return json!({"refusals": broker.recent_refusals()});
+    }
     let Some(pattern) = request.get("allow").and_then(Value::as_str) else {
-        return json!({"error": "unknown request (expected {\"allow\": PATTERN})"});
+        return json!({"error": "unknown request (expected {\"allow\": PATTERN} or {\"refusals\": true})"});
     };
     match broker.allow_domain(pattern) {
         Ok(shown) => {

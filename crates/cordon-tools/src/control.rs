@@ -16,6 +16,17 @@ pub struct Control {
 }
 
 impl Control {
+    /// One request, one answer.
+    fn ask(&self, request: &Value) -> std::io::Result<Value> {
+        let mut stream = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+        let mut line = request.to_string();
+        line.push('\n');
+        stream.get_mut().write_all(line.as_bytes())?;
+        let mut reply = String::new();
+        stream.read_line(&mut reply)?;
+        serde_json::from_str(&reply).map_err(std::io::Error::other)
+    }
+
     /// Takes ownership of descriptor `fd` (made close-on-exec here).
     pub fn adopt(fd: i32) -> Option<Control> {
         if fd < 3 {
@@ -31,28 +42,49 @@ impl Control {
     }
 }
 
+/// The broker's recent refusals, as denial records like the agent's own
+/// (`{time, op: "network", path: "host:port", rule: reason}`); none without a broker.
+pub fn network_denials(control: Option<&Control>) -> Vec<Value> {
+    let Some(control) = control else {
+        return Vec::new();
+    };
+    let Ok(reply) = control.ask(&json!({ "refusals": true })) else {
+        return Vec::new();
+    };
+    let refusals = reply
+        .get("refusals")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    refusals
+        .iter()
+        .map(|r| {
+            let secs = r["time"].as_f64().unwrap_or(0.0).max(0.0);
+            let host = r["host"].as_str().unwrap_or("?");
+            let target = match r["port"].as_u64() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_string(),
+            };
+            json!({
+                "time": crate::guard::rfc3339(std::time::Duration::from_secs_f64(secs)),
+                "op": "network",
+                "path": target,
+                "rule": r["reason"],
+            })
+        })
+        .collect()
+}
+
 pub fn allow_domain(control: Option<&Control>, domain: &str) -> Result<Value, ToolError> {
     let control = control.ok_or_else(|| {
         ToolError::Broker(
             "allowDomain: this session has no egress broker, so it has no network to widen (start it with --net allowlist, or allow a domain with --allow-domain)".into(),
         )
     })?;
-    let mut stream = control.stream.lock().unwrap_or_else(|e| e.into_inner());
-    let broken = |e: std::io::Error| {
+    let reply = control.ask(&json!({ "allow": domain })).map_err(|e| {
         ToolError::Broker(format!(
             "allowDomain: the egress broker did not answer: {e}"
         ))
-    };
-    let mut request = json!({ "allow": domain }).to_string();
-    request.push('\n');
-    stream
-        .get_mut()
-        .write_all(request.as_bytes())
-        .map_err(broken)?;
-    let mut reply = String::new();
-    stream.read_line(&mut reply).map_err(broken)?;
-    let reply: Value = serde_json::from_str(&reply).map_err(|e| {
-        ToolError::Broker(format!("allowDomain: a bad answer from the broker: {e}"))
     })?;
     match (reply.get("allowed"), reply.get("error")) {
         (Some(allowed), _) => Ok(json!({ "allowed": allowed })),

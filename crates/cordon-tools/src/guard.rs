@@ -229,9 +229,15 @@ pub fn lossy(p: &OsStr) -> String {
 
 /// Now, as `2024-05-01T12:34:56.789Z`.
 pub fn now_rfc3339() -> String {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    rfc3339(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
+/// A time since the Unix epoch, as `2024-05-01T12:34:56.789Z`.
+pub fn rfc3339(d: std::time::Duration) -> String {
     let secs = d.as_secs() as i64;
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);

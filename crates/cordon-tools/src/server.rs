@@ -404,6 +404,10 @@ fn cancel(st: &State, p: &Params) -> Result<Value, ToolError> {
 
 fn status(st: &State) -> Value {
     let policy = &st.guard.policy;
+    // The agent's own and the broker's, oldest first (times are comparable text).
+    let mut denials = st.guard.denials();
+    denials.extend(crate::control::network_denials(st.control.as_ref()));
+    denials.sort_by(|a, b| a["time"].as_str().cmp(&b["time"].as_str()));
     let writable: Vec<_> = policy
         .writable_roots()
         .chain(policy.scratch.iter().map(|s| s.as_path()))
@@ -424,6 +428,6 @@ fn status(st: &State) -> Value {
             "denied": denied,
             "readOnly": policy.access_for(&policy.workspace) != cordon_policy::Access::Write,
         },
-        "denials": st.guard.denials(),
+        "denials": denials,
     })
 }

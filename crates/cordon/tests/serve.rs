@@ -408,6 +408,16 @@ fn allow_domain_widens_the_session_and_commands_cannot_reach_the_broker() {
             !out.contains("LEAK"),
             "a command reached the agent's descriptors: {out}"
         );
+        // status lists the broker's refusals (evil.test's lookup) with the agent's own.
+        let status = s.ok("status", json!({}));
+        let denials = status["denials"].as_array().cloned().unwrap_or_default();
+        assert!(
+            denials
+                .iter()
+                .any(|d| d["op"] == "network"
+                    && d["path"].as_str().unwrap_or("").contains("evil.test")),
+            "no network refusal in status: {status}"
+        );
         drop(s);
     });
 }
@@ -419,6 +429,34 @@ fn allow_domain_without_a_broker_says_how_to_get_one() {
         let reply = s.call("allowDomain", json!({"domain": "example.com"}));
         let message = reply["error"]["message"].as_str().unwrap_or("");
         assert!(message.contains("--net allowlist"), "{reply}");
+        drop(s);
+    });
+}
+
+#[test]
+fn killing_the_server_ends_every_sandboxed_process() {
+    for_each_user("serve_killed", |fx| {
+        let mut s = Session::start(fx, &[]);
+        let marker = format!("sleep 3{}", common::random_u32(10_000, 80_000));
+        s.exec(&format!(
+            "setsid {marker} > /dev/null 2>&1 < /dev/null & echo started"
+        ));
+        let running = || {
+            let ps = std::process::Command::new("ps")
+                .args(["-eo", "args"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&ps.stdout)
+                .lines()
+                .any(|l| l == marker)
+        };
+        assert!(running(), "the background process did not start");
+        unsafe { libc::kill(s.child.id() as i32, libc::SIGKILL) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!running(), "a sandboxed process outlived the killed server");
         drop(s);
     });
 }
