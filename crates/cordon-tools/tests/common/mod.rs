@@ -27,8 +27,13 @@ pub struct Dirs {
 
 impl Dirs {
     pub fn new() -> Dirs {
-        // Not under /tmp: that is a scratch directory (writable) in the policy.
-        let t = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        // Not under /tmp, where a checkout (and so the cargo target dir) may well
+        // be: /tmp is a scratch directory (writable) in the policy, which would
+        // change what "outside the workspace" means.
+        let t = tempfile::Builder::new()
+            .prefix("cordon-tools-test-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
         let root = fs::canonicalize(t.path()).unwrap();
         let mk = |n: &str| {
             let p = root.join(n);
