@@ -11,11 +11,11 @@ use crate::proxy;
 use crate::secrets::Secret;
 use crate::sniff::{self, Sniff};
 use crate::upstream;
-use cordon_policy::{LOCAL_SERVICE_NAME, NetworkRules, Verdict, normalize_name};
+use cordon_policy::{LOCAL_SERVICE_NAME, NetworkRules, Verdict};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 /// Everything the broker decides with, made on the host before the sandbox starts.
@@ -569,20 +569,4 @@ fn classify(buf: &[u8]) -> Option<Protocol> {
         Sniff::Done(_) => Some(Protocol::Http),
         Sniff::Invalid(_) => Some(Protocol::Other),
     }
-}
-
-/// Copies both ways until both sides are done.
-pub(crate) async fn relay<A, B>(a: &mut A, b: &mut B)
-where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-{
-    let _ = tokio::io::copy_bidirectional_with_sizes(a, b, RELAY_BUFFER, RELAY_BUFFER).await;
-    let _ = a.shutdown().await;
-    let _ = b.shutdown().await;
-}
-
-/// A name from the sandbox (SNI, Host, CONNECT), normalised, or `None`.
-pub(crate) fn name_of(host: &str) -> Option<String> {
-    normalize_name(host)
 }

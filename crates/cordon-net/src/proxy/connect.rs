@@ -4,8 +4,9 @@
 //! absolute form (`GET http://host/...`) is plain HTTP to that host.
 
 use crate::audit::Event;
-use crate::broker::{Broker, name_of};
+use crate::broker::Broker;
 use crate::sniff::{self, Sniff};
+use cordon_policy::normalize_name;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,7 +26,7 @@ pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream) {
         return;
     };
     let port = port.unwrap_or(if connect { 443 } else { 80 });
-    let Some(name) = name_of(&host) else {
+    let Some(name) = normalize_name(&host) else {
         broker.refuse(Event::Connect, &host, Some(port), "not a name");
         let _ = stream
             .write_all(b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\n\r\n")

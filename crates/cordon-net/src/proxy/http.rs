@@ -5,10 +5,11 @@
 //! stream through; WebSocket upgrades become a relay.
 
 use crate::audit::Event;
-use crate::broker::{Broker, name_of, relay};
+use crate::broker::{Broker, RELAY_BUFFER};
 use crate::secrets::{self, Secret};
 use crate::sniff::tls::ClientHelloInfo;
 use bytes::Bytes;
+use cordon_policy::normalize_name;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
@@ -341,7 +342,7 @@ fn request_host<B>(req: &Request<B>) -> Option<String> {
             crate::sniff::http::split_authority(value)?.0
         }
     };
-    name_of(&authority)
+    normalize_name(&authority)
 }
 
 fn wants_upgrade<B>(req: &Request<B>) -> bool {
@@ -372,4 +373,17 @@ fn refusal(status: StatusCode, reason: &str) -> Response<Body> {
     let mut response = Response::new(body);
     *response.status_mut() = status;
     response
+}
+
+/// Copies both ways until both sides are done (an upgraded connection: a
+/// WebSocket, say).
+async fn relay<A, B>(a: &mut A, b: &mut B)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::io::copy_bidirectional_with_sizes(a, b, RELAY_BUFFER, RELAY_BUFFER).await;
+    let _ = a.shutdown().await;
+    let _ = b.shutdown().await;
 }
