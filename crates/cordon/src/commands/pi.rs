@@ -87,6 +87,7 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
     let program = find_pi()?;
     let home = home_dir()?;
     let custom_dir = std::env::var_os("PI_CODING_AGENT_DIR").filter(|d| !d.is_empty());
+    // (Inside, PI_CODING_AGENT_DIR names the run's own config dir, see below.)
     let agent_dir = agent_dir(&home, custom_dir.as_deref());
     let sessions = agent_dir.join("sessions");
     std::fs::create_dir_all(&sessions).map_err(|e| {
@@ -101,15 +102,26 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
         eprintln!("cordon: warning: {warning}");
     }
 
+    // pi locks its config files by making `<file>.lock` directories next to them,
+    // so it needs a writable config dir: inside, its config dir is one made for
+    // this run, of symlinks to the real entries (which stay read-only, but for
+    // sessions/), where the locks and pi's caches land and are dropped after.
+    let run_dir = run_dir(&home, &agent_dir)?;
+    if !found
+        .files
+        .iter()
+        .any(|(t, _)| *t == agent_dir.join("auth.json"))
+    {
+        // No copy to show (none, or unreadable): pi makes an empty one here.
+        let _ = std::fs::remove_file(run_dir.join("auth.json"));
+    }
     let mut options = options.clone();
     options.allow_write.push(agent_dir.join("sessions"));
+    options.allow_write.push(run_dir.clone());
     options.deny_read.push(agent_dir.join("auth.json"));
-    if custom_dir.is_some() {
-        options.env.push(format!(
-            "PI_CODING_AGENT_DIR={}",
-            agent_dir.to_string_lossy()
-        ));
-    }
+    options
+        .env
+        .push(format!("PI_CODING_AGENT_DIR={}", run_dir.to_string_lossy()));
     for (name, secret) in &found.secrets {
         let hosts: Vec<&str> = secret.hosts.iter().map(String::as_str).collect();
         options.secret.push(format!("{name}={}", hosts.join(",")));
@@ -190,7 +202,28 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
     };
     let result = execute_in(&options, &policy, command, additions);
     let _ = std::fs::remove_dir_all(&overlay_dir);
+    let _ = std::fs::remove_dir_all(&run_dir);
     result
+}
+
+/// A fresh directory for pi's config dir inside the sandbox, below cordon's cache
+/// dir: a symlink to every entry of the real one.
+fn run_dir(home: &Path, agent_dir: &Path) -> Result<PathBuf, String> {
+    let base = cordon_net::Dirs::from_env(home).cache.join("pi");
+    let dir = base.join(format!("agent-{}", std::process::id()));
+    let fail = |e: std::io::Error| format!("cannot make pi's config dir {}: {e}", dir.display());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    if let Ok(entries) = std::fs::read_dir(agent_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.to_string_lossy().ends_with(".lock") {
+                continue;
+            }
+            std::os::unix::fs::symlink(agent_dir.join(&name), dir.join(&name)).map_err(fail)?;
+        }
+    }
+    Ok(dir.canonicalize().unwrap_or(dir))
 }
 
 fn side_value(side: &SandboxSide, name: &str) -> Option<String> {
