@@ -122,6 +122,20 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
     options
         .env
         .push(format!("PI_CODING_AGENT_DIR={}", run_dir.to_string_lossy()));
+    // pi turns on node's compile cache, kept in $TMPDIR: the sandbox's /tmp is new
+    // every run, and compiling pi afresh costs more than the whole sandbox. A cache
+    // of cordon's own, shared only by sandboxed pi runs (never the host's node).
+    let compile_cache = cordon_net::Dirs::from_env(&home)
+        .cache
+        .join("pi/node-compile-cache");
+    if std::fs::create_dir_all(&compile_cache).is_ok() {
+        let compile_cache = compile_cache.canonicalize().unwrap_or(compile_cache);
+        options.allow_write.push(compile_cache.clone());
+        options.env.push(format!(
+            "NODE_COMPILE_CACHE={}",
+            compile_cache.to_string_lossy()
+        ));
+    }
     for (name, secret) in &found.secrets {
         let hosts: Vec<&str> = secret.hosts.iter().map(String::as_str).collect();
         options.secret.push(format!("{name}={}", hosts.join(",")));
