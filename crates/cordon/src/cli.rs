@@ -36,6 +36,19 @@ pub enum Commands {
         #[command(flatten)]
         options: RunOptions,
     },
+    /// Run pi (the coding agent) inside the sandbox in the workspace, with a full
+    /// terminal. pi's config dir is read-only but for its sessions/, auth.json is
+    /// hidden, and every LLM key pi would use stays outside: inside are
+    /// placeholders the broker swaps for the keys in requests to their providers,
+    /// which are allowed on the network (docs/pi.md). pi is found on PATH, or at
+    /// $CORDON_PI.
+    Pi {
+        #[command(flatten)]
+        options: RunOptions,
+        /// pi's own arguments, after `--`.
+        #[arg(last = true, value_name = "PI_ARGS")]
+        args: Vec<OsString>,
+    },
     /// Serve tool operations (exec, read, write, find, grep, ...) in one sandbox
     /// session, as JSON-RPC 2.0 lines on stdin/stdout (docs/serve.md). The session
     /// ends when stdin closes.
@@ -79,7 +92,7 @@ pub enum DegradedLayer {
     Landlock,
 }
 
-/// Options shared by `run`, `shell`, `serve` and `policy`.
+/// Options shared by `run`, `shell`, `pi`, `serve` and `policy`.
 #[derive(Args, Debug, Clone)]
 pub struct RunOptions {
     /// The project directory the sandbox may write (default: the current directory).

@@ -3,6 +3,7 @@
 
 mod doctor;
 mod egress;
+mod pi;
 mod policy;
 mod run;
 mod serve;
@@ -13,6 +14,7 @@ pub fn dispatch(command: Commands) -> Result<u8, String> {
     match command {
         Commands::Run { options, command } => run::run(&options, command),
         Commands::Shell { options } => run::shell(&options),
+        Commands::Pi { options, args } => pi::pi(&options, args),
         Commands::Serve { options } => serve::serve(&options),
         Commands::Agent => serve::agent(),
         Commands::Doctor { json } => doctor::doctor(json),

@@ -136,7 +136,7 @@ pub fn resolve_policy(options: &RunOptions) -> Result<Policy, String> {
 
 /// $HOME, else the invoking user's entry in /etc/passwd. (Not getpwuid: cordon is
 /// a static binary, and glibc's NSS modules cannot be loaded into one reliably.)
-fn home_dir() -> Result<PathBuf, String> {
+pub fn home_dir() -> Result<PathBuf, String> {
     if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         return Ok(PathBuf::from(home));
     }

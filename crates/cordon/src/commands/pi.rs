@@ -1,0 +1,684 @@
+//! `cordon pi`: the whole pi agent inside the sandbox, its credentials outside.
+//!
+//! pi's config dir is visible read-only, its `sessions/` read-write, `auth.json`
+//! hidden. Every LLM credential pi would use — provider keys in the environment,
+//! keys and OAuth tokens in `auth.json`, keys `models.json` names or holds — becomes
+//! a broker secret scoped to its provider's hosts; inside, pi sees placeholders
+//! (in its environment, and in copies of `models.json` and `auth.json` laid over
+//! the real ones). The providers pi is configured for are allowed on the network.
+
+use super::run::{execute_in, home_dir, resolve_policy};
+use crate::cli::RunOptions;
+use cordon_net::SandboxSide;
+use cordon_sandbox::{Command, FileOverlay, Terminal};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// How to install pi, for the message when it is missing.
+const INSTALL_HINT: &str = "npm install -g @earendil-works/pi-coding-agent";
+
+/// Providers pi knows: its id, the environment variables it takes a key from
+/// (pi-ai's env-api-keys), and the hosts its API (and sign-in) lives at.
+const PROVIDERS: &[(&str, &[&str], &[&str])] = &[
+    (
+        "anthropic",
+        &[
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_OAUTH_TOKEN",
+            "ANTHROPIC_AUTH_TOKEN",
+        ],
+        &["api.anthropic.com", "console.anthropic.com"],
+    ),
+    ("openai", &["OPENAI_API_KEY"], &["api.openai.com"]),
+    (
+        "google",
+        &["GEMINI_API_KEY"],
+        &["generativelanguage.googleapis.com"],
+    ),
+    ("openrouter", &["OPENROUTER_API_KEY"], &["openrouter.ai"]),
+    ("groq", &["GROQ_API_KEY"], &["api.groq.com"]),
+    ("mistral", &["MISTRAL_API_KEY"], &["api.mistral.ai"]),
+    ("xai", &["XAI_API_KEY"], &["api.x.ai"]),
+    ("deepseek", &["DEEPSEEK_API_KEY"], &["api.deepseek.com"]),
+    ("cerebras", &["CEREBRAS_API_KEY"], &["api.cerebras.ai"]),
+    ("huggingface", &["HF_TOKEN"], &["router.huggingface.co"]),
+    ("fireworks", &["FIREWORKS_API_KEY"], &["api.fireworks.ai"]),
+    ("together", &["TOGETHER_API_KEY"], &["api.together.ai"]),
+    ("zai", &["ZAI_API_KEY"], &["api.z.ai"]),
+    ("moonshotai", &["MOONSHOT_API_KEY"], &["api.moonshot.ai"]),
+    ("minimax", &["MINIMAX_API_KEY"], &["api.minimax.io"]),
+    ("nvidia", &["NVIDIA_API_KEY"], &["integrate.api.nvidia.com"]),
+    (
+        "vercel-ai-gateway",
+        &["AI_GATEWAY_API_KEY"],
+        &["ai-gateway.vercel.sh"],
+    ),
+    ("opencode", &["OPENCODE_API_KEY"], &["opencode.ai"]),
+    ("kimi-coding", &["KIMI_API_KEY"], &["api.kimi.com"]),
+    (
+        "github-copilot",
+        &["COPILOT_GITHUB_TOKEN"],
+        &[
+            "api.githubcopilot.com",
+            "*.githubcopilot.com",
+            "copilot-proxy.githubusercontent.com",
+            "api.github.com",
+            "github.com",
+        ],
+    ),
+    ("openai-codex", &[], &["chatgpt.com", "auth.openai.com"]),
+    (
+        "google-gemini-cli",
+        &[],
+        &["cloudcode-pa.googleapis.com", "oauth2.googleapis.com"],
+    ),
+];
+
+fn provider_hosts(id: &str) -> Option<Vec<String>> {
+    PROVIDERS
+        .iter()
+        .find(|(p, _, _)| *p == id)
+        .map(|(_, _, hosts)| hosts.iter().map(|h| h.to_string()).collect())
+}
+
+pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
+    let program = find_pi()?;
+    let home = home_dir()?;
+    let custom_dir = std::env::var_os("PI_CODING_AGENT_DIR").filter(|d| !d.is_empty());
+    // (Inside, PI_CODING_AGENT_DIR names the run's own config dir, see below.)
+    let agent_dir = agent_dir(&home, custom_dir.as_deref());
+    let sessions = agent_dir.join("sessions");
+    std::fs::create_dir_all(&sessions).map_err(|e| {
+        format!(
+            "cannot create pi's sessions dir {}: {e}",
+            sessions.display()
+        )
+    })?;
+    let agent_dir = agent_dir.canonicalize().unwrap_or(agent_dir);
+    let found = Found::gather(&agent_dir, |name| std::env::var(name).ok());
+    for warning in &found.warnings {
+        eprintln!("cordon: warning: {warning}");
+    }
+
+    // pi locks its config files by making `<file>.lock` directories next to them,
+    // so it needs a writable config dir: inside, its config dir is one made for
+    // this run, of symlinks to the real entries (which stay read-only, but for
+    // sessions/), where the locks and pi's caches land and are dropped after.
+    let run_dir = run_dir(&home, &agent_dir)?;
+    if !found
+        .files
+        .iter()
+        .any(|(t, _)| *t == agent_dir.join("auth.json"))
+    {
+        // No copy to show (none, or unreadable): pi makes an empty one here.
+        let _ = std::fs::remove_file(run_dir.join("auth.json"));
+    }
+    let mut options = options.clone();
+    options.allow_write.push(agent_dir.join("sessions"));
+    options.allow_write.push(run_dir.clone());
+    options.deny_read.push(agent_dir.join("auth.json"));
+    options
+        .env
+        .push(format!("PI_CODING_AGENT_DIR={}", run_dir.to_string_lossy()));
+    // pi turns on node's compile cache, kept in $TMPDIR: the sandbox's /tmp is new
+    // every run, and compiling pi afresh costs more than the whole sandbox. A cache
+    // of cordon's own, shared only by sandboxed pi runs (never the host's node).
+    let compile_cache = cordon_net::Dirs::from_env(&home)
+        .cache
+        .join("pi/node-compile-cache");
+    if std::fs::create_dir_all(&compile_cache).is_ok() {
+        let compile_cache = compile_cache.canonicalize().unwrap_or(compile_cache);
+        options.allow_write.push(compile_cache.clone());
+        options.env.push(format!(
+            "NODE_COMPILE_CACHE={}",
+            compile_cache.to_string_lossy()
+        ));
+    }
+    for (name, secret) in &found.secrets {
+        let hosts: Vec<&str> = secret.hosts.iter().map(String::as_str).collect();
+        options.secret.push(format!("{name}={}", hosts.join(",")));
+    }
+    options.allow_domain.extend(found.domains.iter().cloned());
+    let policy = resolve_policy(&options)?;
+    if policy.access_for(&program) == cordon_policy::Access::Deny {
+        return Err(format!(
+            "pi ({}) is in a path the policy hides, so it cannot run inside (hint: install pi elsewhere: {INSTALL_HINT})",
+            program.display()
+        ));
+    }
+
+    let overlay_dir = std::env::temp_dir().join(format!("cordon-pi-{}", std::process::id()));
+    let write_overlays =
+        |placeholder: &dyn Fn(&str) -> String| -> Result<Vec<FileOverlay>, String> {
+            let mut overlays = Vec::new();
+            if found.files.is_empty() {
+                return Ok(overlays);
+            }
+            std::fs::create_dir_all(&overlay_dir)
+                .map_err(|e| format!("cannot create {}: {e}", overlay_dir.display()))?;
+            for (target, content) in &found.files {
+                let mut text = content.clone();
+                for name in found.secrets.keys().chain(found.redacted.iter()) {
+                    text = text.replace(&token(name), &placeholder(name));
+                }
+                let source = overlay_dir.join(target.file_name().unwrap_or_default());
+                std::fs::write(&source, text)
+                    .map_err(|e| format!("cannot write {}: {e}", source.display()))?;
+                overlays.push(FileOverlay {
+                    source: source.canonicalize().unwrap_or(source),
+                    target: target.clone(),
+                });
+            }
+            Ok(overlays)
+        };
+    let values = |name: &str| {
+        found
+            .secrets
+            .get(name)
+            .map(|s| s.value.clone())
+            .or_else(|| std::env::var(name).ok())
+    };
+    let synthetic: BTreeSet<String> = found
+        .secrets
+        .iter()
+        .filter(|(_, s)| s.synthetic)
+        .map(|(n, _)| n.clone())
+        .collect();
+    let mut file_overlays = None;
+    let (mut additions, _) = super::egress::additions_with(&policy, false, values, |side| {
+        let placeholders = |name: &str| {
+            side_value(side, name).unwrap_or_else(|| "cordon-secret-unavailable".to_string())
+        };
+        let overlays = write_overlays(&placeholders)?;
+        side.env.retain(|(name, _)| !synthetic.contains(name));
+        file_overlays = Some(overlays);
+        Ok(())
+    })?;
+    let overlays = match file_overlays {
+        Some(o) => o,
+        // No broker (--net none or host): the files still must not show the keys.
+        None => write_overlays(&|_| "cordon-secret-unavailable".to_string())?,
+    };
+    additions.files.extend(overlays);
+
+    let interactive = unsafe { libc::isatty(libc::STDIN_FILENO) == 1 };
+    let command = Command {
+        program: program.into_os_string(),
+        args,
+        cwd: None,
+        terminal: if interactive {
+            Terminal::Pty
+        } else {
+            Terminal::Inherit
+        },
+    };
+    let result = execute_in(&options, &policy, command, additions);
+    let _ = std::fs::remove_dir_all(&overlay_dir);
+    let _ = std::fs::remove_dir_all(&run_dir);
+    result
+}
+
+/// A fresh directory for pi's config dir inside the sandbox, below cordon's cache
+/// dir: a symlink to every entry of the real one.
+fn run_dir(home: &Path, agent_dir: &Path) -> Result<PathBuf, String> {
+    let base = cordon_net::Dirs::from_env(home).cache.join("pi");
+    let dir = base.join(format!("agent-{}", std::process::id()));
+    let fail = |e: std::io::Error| format!("cannot make pi's config dir {}: {e}", dir.display());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    if let Ok(entries) = std::fs::read_dir(agent_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.to_string_lossy().ends_with(".lock") {
+                continue;
+            }
+            std::os::unix::fs::symlink(agent_dir.join(&name), dir.join(&name)).map_err(fail)?;
+        }
+    }
+    Ok(dir.canonicalize().unwrap_or(dir))
+}
+
+fn side_value(side: &SandboxSide, name: &str) -> Option<String> {
+    side.env
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+}
+
+/// `$CORDON_PI`, else `pi` on PATH, with its symlinks followed.
+fn find_pi() -> Result<PathBuf, String> {
+    if let Some(pi) = std::env::var_os("CORDON_PI").filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(&pi);
+        return path.canonicalize().map_err(|e| {
+            format!(
+                "CORDON_PI={} cannot be used: {e} (hint: point it at pi's executable, or unset it and install pi: {INSTALL_HINT})",
+                path.display()
+            )
+        });
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("pi"))
+        .find(|p| p.is_file())
+        .and_then(|p| p.canonicalize().ok())
+        .ok_or_else(|| {
+            format!(
+                "pi is not on PATH (hint: install it with `{INSTALL_HINT}`, or set CORDON_PI to its executable)"
+            )
+        })
+}
+
+/// pi's config dir: `$PI_CODING_AGENT_DIR` (a leading `~` is home), else `~/.pi/agent`.
+fn agent_dir(home: &Path, custom: Option<&std::ffi::OsStr>) -> PathBuf {
+    match custom.map(|d| d.to_string_lossy().into_owned()) {
+        Some(d) if d == "~" => home.to_path_buf(),
+        Some(d) if d.starts_with("~/") => home.join(&d[2..]),
+        Some(d) => std::env::current_dir()
+            .map(|cwd| cwd.join(&d))
+            .unwrap_or_else(|_| PathBuf::from(d)),
+        None => home.join(".pi/agent"),
+    }
+}
+
+/// The marker left in a rewritten config file where a secret's placeholder goes.
+fn token(name: &str) -> String {
+    format!("@@cordon-pi:{name}@@")
+}
+
+/// One secret for the broker.
+#[derive(Debug)]
+struct FoundSecret {
+    value: String,
+    /// Host patterns (no ports).
+    hosts: BTreeSet<String>,
+    /// A name cordon made up (the value is from a file): not in pi's environment.
+    synthetic: bool,
+}
+
+/// What pi's environment and config dir need from the sandbox.
+#[derive(Debug, Default)]
+struct Found {
+    secrets: BTreeMap<String, FoundSecret>,
+    /// Values hidden without a secret (no host to scope them to).
+    redacted: BTreeSet<String>,
+    /// Domain patterns to allow (with a port where the URL has one).
+    domains: BTreeSet<String>,
+    /// Config files to lay over the real ones: target path, content with tokens.
+    files: Vec<(PathBuf, String)>,
+    warnings: Vec<String>,
+}
+
+impl Found {
+    fn gather(agent_dir: &Path, env: impl Fn(&str) -> Option<String>) -> Found {
+        let mut found = Found::default();
+        let env = |name: &str| env(name).filter(|v| !v.is_empty());
+        // Keys in the environment.
+        for (provider, vars, hosts) in PROVIDERS {
+            for var in *vars {
+                if let Some(value) = env(var) {
+                    found.secret(var, value, hosts.iter().map(|h| h.to_string()), false);
+                    found.allow(provider, hosts.iter().map(|h| h.to_string()));
+                }
+            }
+        }
+        // The default provider of pi's settings.
+        if let Some(settings) = read_json(&agent_dir.join("settings.json"), &mut found.warnings)
+            && let Some(provider) = settings.get("defaultProvider").and_then(Value::as_str)
+            && let Some(hosts) = provider_hosts(provider)
+        {
+            found.allow(provider, hosts);
+        }
+        // models.json: custom providers and overrides of built-in ones.
+        let models_path = agent_dir.join("models.json");
+        let mut custom_hosts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if let Some(mut models) = read_json(&models_path, &mut found.warnings) {
+            let mut changed = false;
+            if let Some(providers) = models.get_mut("providers").and_then(Value::as_object_mut) {
+                for (id, provider) in providers.iter_mut() {
+                    let (hosts, domain, local) = match provider
+                        .get("baseUrl")
+                        .and_then(Value::as_str)
+                    {
+                        Some(url) => match url_host(url) {
+                            Some((host, port)) if is_local(&host) => (
+                                Vec::new(),
+                                None,
+                                Some(host + ":" + &port.map(|p| p.to_string()).unwrap_or_default()),
+                            ),
+                            Some((host, port)) => {
+                                let domain = match port {
+                                    Some(p) => format!("{host}:{p}"),
+                                    None => host.clone(),
+                                };
+                                (vec![host], Some(domain), None)
+                            }
+                            None => {
+                                found.warnings.push(format!("{}: provider {id:?} has a baseUrl cordon cannot read ({url:?}); allow its host with --allow-domain", models_path.display()));
+                                (Vec::new(), None, None)
+                            }
+                        },
+                        None => (provider_hosts(id).unwrap_or_default(), None, None),
+                    };
+                    if let Some(domain) = domain {
+                        found.domains.insert(domain);
+                    } else if local.is_none() && !hosts.is_empty() {
+                        found.allow(id, hosts.clone());
+                    }
+                    custom_hosts.insert(id.clone(), hosts.clone());
+                    let secret_name = format!("CORDON_PI_MODELS_{}", env_suffix(id));
+                    if let Some(key) = provider.get_mut("apiKey") {
+                        changed |=
+                            found.config_value(key, &secret_name, &hosts, local.is_some(), &env);
+                    }
+                    if let Some(headers) =
+                        provider.get_mut("headers").and_then(Value::as_object_mut)
+                    {
+                        for (header, value) in headers.iter_mut() {
+                            let name = format!("{secret_name}_H_{}", env_suffix(header));
+                            changed |=
+                                found.config_value(value, &name, &hosts, local.is_some(), &env);
+                        }
+                    }
+                }
+            }
+            if changed {
+                found.push_file(models_path, &models);
+            }
+        }
+        // auth.json: API keys and OAuth tokens pi stored at /login.
+        let auth_path = agent_dir.join("auth.json");
+        if let Some(mut auth) = read_json(&auth_path, &mut found.warnings) {
+            if let Some(entries) = auth.as_object_mut() {
+                for (id, entry) in entries.iter_mut() {
+                    let hosts = custom_hosts
+                        .get(id)
+                        .filter(|h| !h.is_empty())
+                        .cloned()
+                        .or_else(|| provider_hosts(id))
+                        .unwrap_or_default();
+                    if hosts.is_empty() {
+                        found.warnings.push(format!("auth.json: cordon does not know the hosts of provider {id:?}; its credential is hidden and cannot be used inside (hint: name the provider's baseUrl in models.json)"));
+                    } else {
+                        found.allow(id, hosts.clone());
+                    }
+                    let base = format!("CORDON_PI_AUTH_{}", env_suffix(id));
+                    match entry.get("type").and_then(Value::as_str) {
+                        Some("oauth") => {
+                            if let Some(expires) = entry.get("expires").and_then(Value::as_f64) {
+                                let now = std::time::SystemTime::now()
+                                    .duration_since(std::time::UNIX_EPOCH)
+                                    .map_or(0.0, |d| d.as_millis() as f64);
+                                if expires <= now {
+                                    found.warnings.push(format!("the OAuth token of {id:?} in auth.json has expired, and pi cannot refresh it inside the sandbox (hint: run pi once outside to refresh it, then cordon pi)"));
+                                }
+                            }
+                            for field in ["access", "refresh"] {
+                                let name = format!("{base}_{}", field.to_ascii_uppercase());
+                                if let Some(value) = entry.get_mut(field) {
+                                    found.literal(value, &name, &hosts);
+                                }
+                            }
+                        }
+                        _ => {
+                            if let Some(key) = entry.get_mut("key") {
+                                found.config_value(key, &base, &hosts, false, &env);
+                            }
+                        }
+                    }
+                }
+            }
+            found.push_file(auth_path, &auth);
+        }
+        found
+    }
+
+    fn allow(&mut self, _provider: &str, hosts: impl IntoIterator<Item = String>) {
+        self.domains.extend(hosts);
+    }
+
+    fn secret(
+        &mut self,
+        name: &str,
+        value: String,
+        hosts: impl IntoIterator<Item = String>,
+        synthetic: bool,
+    ) {
+        let entry = self
+            .secrets
+            .entry(name.to_string())
+            .or_insert_with(|| FoundSecret {
+                value,
+                hosts: BTreeSet::new(),
+                synthetic,
+            });
+        entry.hosts.extend(hosts);
+    }
+
+    /// A value of pi's config (an API key or header): `!command`, a template of
+    /// `$VAR`s, or a literal. Variables become secrets; a literal is replaced in
+    /// the copy by a secret's placeholder. Returns whether `value` changed.
+    fn config_value(
+        &mut self,
+        value: &mut Value,
+        name: &str,
+        hosts: &[String],
+        local: bool,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> bool {
+        let Some(text) = value.as_str().map(str::to_string) else {
+            return false;
+        };
+        if local {
+            // A local service: no host name to scope a secret to. Left as it is.
+            return false;
+        }
+        if text.starts_with('!') {
+            self.warnings.push(format!("pi's config runs a command for a key ({text:?}); inside the sandbox that command's output is visible to the agent"));
+            return false;
+        }
+        let vars = template_vars(&text);
+        if vars.is_empty() {
+            // A bare name of a set variable is also what older pi versions read.
+            if cordon_policy::valid_env_name(&text)
+                && let Some(v) = env(&text)
+                && !hosts.is_empty()
+            {
+                self.secret(&text, v, hosts.iter().cloned(), false);
+            }
+            return self.literal(value, name, hosts);
+        }
+        for var in vars {
+            if let Some(v) = env(&var)
+                && !hosts.is_empty()
+            {
+                self.secret(&var, v, hosts.iter().cloned(), false);
+            }
+        }
+        false
+    }
+
+    /// A literal credential: a synthetic secret (or redacted without hosts); the
+    /// copy holds its token.
+    fn literal(&mut self, value: &mut Value, name: &str, hosts: &[String]) -> bool {
+        let Some(text) = value.as_str().map(str::to_string) else {
+            return false;
+        };
+        if text.is_empty() {
+            return false;
+        }
+        if hosts.is_empty() {
+            self.redacted.insert(name.to_string());
+        } else {
+            self.secret(name, text, hosts.iter().cloned(), true);
+        }
+        *value = Value::String(token(name));
+        true
+    }
+
+    fn push_file(&mut self, path: PathBuf, value: &Value) {
+        let text = serde_json::to_string_pretty(value).unwrap_or_default();
+        self.files.push((path, text));
+    }
+}
+
+fn read_json(path: &Path, warnings: &mut Vec<String>) -> Option<Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match serde_json::from_str(text.trim_start_matches('\u{feff}')) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            warnings.push(format!(
+                "cannot read {}: {e}; cordon finds no credentials in it",
+                path.display()
+            ));
+            None
+        }
+    }
+}
+
+/// The variables a pi config value names: `$NAME` and `${NAME}` (`$$` escapes).
+fn template_vars(text: &str) -> Vec<String> {
+    let bytes = text.as_bytes();
+    let mut vars = Vec::new();
+    let mut i = 0;
+    let is_start = |b: u8| b.is_ascii_alphabetic() || b == b'_';
+    let is_part = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    while i < bytes.len() {
+        if bytes[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        match bytes.get(i + 1) {
+            Some(b'$') | Some(b'!') => i += 2,
+            Some(b'{') => match text[i + 2..].find('}') {
+                Some(end) => {
+                    let name = &text[i + 2..i + 2 + end];
+                    if cordon_policy::valid_env_name(name) {
+                        vars.push(name.to_string());
+                    }
+                    i += 3 + end;
+                }
+                None => i += 1,
+            },
+            Some(&b) if is_start(b) => {
+                let len = bytes[i + 1..].iter().take_while(|&&b| is_part(b)).count();
+                vars.push(text[i + 1..i + 1 + len].to_string());
+                i += 1 + len;
+            }
+            _ => i += 1,
+        }
+    }
+    vars
+}
+
+/// `https://host:port/path` → (host, port if given).
+fn url_host(url: &str) -> Option<(String, Option<u16>)> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    if authority.starts_with('[') {
+        let end = authority.find(']')?;
+        let port = authority[end + 1..]
+            .strip_prefix(':')
+            .and_then(|p| p.parse().ok());
+        return Some((authority[1..end].to_string(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) => Some((h.to_ascii_lowercase(), Some(p.parse().ok()?))),
+        None => Some((authority.to_ascii_lowercase(), None)),
+    }
+}
+
+/// A host on this machine or a literal address: reached with `--allow-local`, no
+/// name to scope a secret to.
+fn is_local(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok()
+}
+
+fn env_suffix(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_and_urls() {
+        assert_eq!(template_vars("$A_B"), vec!["A_B"]);
+        assert_eq!(template_vars("x${KEY}y$$z$OTHER"), vec!["KEY", "OTHER"]);
+        assert!(template_vars("sk-literal").is_empty());
+        assert_eq!(
+            url_host("https://Fake.test:8443/v1"),
+            Some(("fake.test".into(), Some(8443)))
+        );
+        assert_eq!(
+            url_host("https://api.example.com/v1"),
+            Some(("api.example.com".into(), None))
+        );
+        assert!(is_local("127.0.0.1") && is_local("localhost") && !is_local("a.b"));
+    }
+
+    #[test]
+    fn credentials_become_secrets_and_files_hold_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("models.json"),
+            r#"{"providers":{"fake":{"baseUrl":"https://fake.test:8443/v1","apiKey":"$FAKE_KEY"},
+                "lit":{"baseUrl":"https://lit.example/v1","apiKey":"sk-literal-123"},
+                "ollama":{"baseUrl":"http://127.0.0.1:11434/v1","apiKey":"ollama"}}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("auth.json"),
+            r#"{"anthropic":{"type":"oauth","access":"sk-ant-oat-xyz","refresh":"r-123","expires":99999999999999},
+                "openai":{"type":"api_key","key":"sk-openai-abc"}}"#,
+        )
+        .unwrap();
+        let env = |name: &str| match name {
+            "FAKE_KEY" => Some("real-secret".to_string()),
+            "GEMINI_API_KEY" => Some("g-key".to_string()),
+            _ => None,
+        };
+        let found = Found::gather(dir.path(), env);
+        let hosts = |n: &str| found.secrets[n].hosts.iter().cloned().collect::<Vec<_>>();
+        assert_eq!(hosts("FAKE_KEY"), vec!["fake.test"]);
+        assert_eq!(found.secrets["FAKE_KEY"].value, "real-secret");
+        assert!(!found.secrets["FAKE_KEY"].synthetic);
+        assert_eq!(
+            hosts("GEMINI_API_KEY"),
+            vec!["generativelanguage.googleapis.com"]
+        );
+        assert_eq!(
+            found.secrets["CORDON_PI_MODELS_LIT"].value,
+            "sk-literal-123"
+        );
+        assert_eq!(
+            found.secrets["CORDON_PI_AUTH_ANTHROPIC_ACCESS"].value,
+            "sk-ant-oat-xyz"
+        );
+        assert_eq!(
+            found.secrets["CORDON_PI_AUTH_OPENAI"].value,
+            "sk-openai-abc"
+        );
+        assert!(found.domains.contains("fake.test:8443"));
+        assert!(found.domains.contains("api.anthropic.com"));
+        let all: String = found.files.iter().map(|(_, t)| t.as_str()).collect();
+        for secret in ["sk-literal-123", "sk-ant-oat-xyz", "r-123", "sk-openai-abc"] {
+            assert!(!all.contains(secret), "{secret} in {all}");
+        }
+        assert!(
+            all.contains("$FAKE_KEY") && all.contains("\"ollama\""),
+            "{all}"
+        );
+    }
+}
