@@ -57,8 +57,10 @@ impl Dirs {
                 .unwrap_or_else(|| home.join(default))
                 .join("cordon")
         };
+        // The one definition of the data dir: the policy denies it to every sandbox.
+        let xdg_data_home = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from);
         Dirs {
-            data: xdg("XDG_DATA_HOME", ".local/share"),
+            data: cordon_policy::defaults::cordon_data_dir(home, xdg_data_home.as_deref()),
             cache: xdg("XDG_CACHE_HOME", ".cache"),
             state: xdg("XDG_STATE_HOME", ".local/state"),
         }
