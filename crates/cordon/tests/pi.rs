@@ -19,12 +19,8 @@
 
 mod common;
 
-use bytes::Bytes;
+use common::fake_model::FakeModel;
 use common::*;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::fs;
@@ -33,7 +29,7 @@ use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The pi version the extension is tested against (notes/pi.md: the newest the
@@ -171,177 +167,6 @@ fn extension_dir() -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------------
-// The scripted fake model
-// ---------------------------------------------------------------------------------
-
-#[derive(Default)]
-struct ModelLog {
-    requests: usize,
-    /// tool_call_id -> the content of the tool result pi sent back.
-    results: HashMap<String, String>,
-    /// Every request body, for failure messages and leak checks.
-    bodies: Vec<String>,
-}
-
-/// An OpenAI-compatible chat-completions server that replays scripted tool calls.
-struct FakeModel {
-    port: u16,
-    log: Arc<Mutex<ModelLog>>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-struct Script {
-    calls: Vec<(String, String, Value)>, // (id, tool name, arguments)
-}
-
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| {
-                p.get("text")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string()
-            })
-            .collect::<Vec<_>>()
-            .join("\n"),
-        other => other.to_string(),
-    }
-}
-
-fn sse_chunk(delta: Value, finish: Option<&str>) -> String {
-    let chunk = json!({
-        "id": "chatcmpl-fake",
-        "object": "chat.completion.chunk",
-        "created": 0,
-        "model": "fake-model",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    });
-    format!("data: {chunk}\n\n")
-}
-
-fn answer(script: &Script, log: &Mutex<ModelLog>, body: &[u8]) -> String {
-    let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let mut done = 0;
-    let mut log = log.lock().unwrap();
-    log.requests += 1;
-    log.bodies.push(String::from_utf8_lossy(body).into_owned());
-    if let Some(msgs) = req.get("messages").and_then(Value::as_array) {
-        for m in msgs {
-            if m.get("role").and_then(Value::as_str) == Some("tool") {
-                done += 1;
-                let id = m
-                    .get("tool_call_id")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                let content = text_of(m.get("content").unwrap_or(&Value::Null));
-                log.results.insert(id, content);
-            }
-        }
-    }
-    let mut out = String::new();
-    match script.calls.get(done) {
-        Some((id, name, args)) => {
-            out += &sse_chunk(
-                json!({"role": "assistant", "content": null, "tool_calls": [{
-                    "index": 0, "id": id, "type": "function",
-                    "function": {"name": name, "arguments": args.to_string()},
-                }]}),
-                None,
-            );
-            out += &sse_chunk(json!({}), Some("tool_calls"));
-        }
-        None => {
-            out += &sse_chunk(json!({"role": "assistant", "content": "All done."}), None);
-            out += &sse_chunk(json!({}), Some("stop"));
-        }
-    }
-    out += "data: [DONE]\n\n";
-    out
-}
-
-impl FakeModel {
-    fn start(script: Script) -> FakeModel {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake model");
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let log = Arc::new(Mutex::new(ModelLog::default()));
-        let script = Arc::new(script);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let serve = async {
-                    loop {
-                        let Ok((stream, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let (script, log) = (script.clone(), log2.clone());
-                        tokio::spawn(async move {
-                            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                                let (script, log) = (script.clone(), log.clone());
-                                async move {
-                                    let is_chat = req.uri().path().ends_with("/chat/completions");
-                                    let body = req
-                                        .into_body()
-                                        .collect()
-                                        .await
-                                        .map(|b| b.to_bytes())
-                                        .unwrap_or_default();
-                                    let resp = if is_chat {
-                                        Response::builder()
-                                            .status(StatusCode::OK)
-                                            .header("content-type", "text/event-stream")
-                                            .header("cache-control", "no-cache")
-                                            .body(Full::new(Bytes::from(answer(
-                                                &script, &log, &body,
-                                            ))))
-                                            .unwrap()
-                                    } else {
-                                        Response::builder()
-                                            .status(StatusCode::NOT_FOUND)
-                                            .body(Full::new(Bytes::from_static(b"not found\n")))
-                                            .unwrap()
-                                    };
-                                    Ok::<_, std::convert::Infallible>(resp)
-                                }
-                            });
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), svc)
-                                .await;
-                        });
-                    }
-                };
-                tokio::select! {
-                    _ = stopped => {}
-                    _ = serve => {}
-                }
-            });
-        });
-        FakeModel {
-            port,
-            log,
-            _stop: stop,
-        }
-    }
-
-    fn all_text(&self) -> String {
-        let log = self.log.lock().unwrap();
-        let mut s: Vec<String> = log.results.values().cloned().collect();
-        s.extend(log.bodies.iter().cloned());
-        s.join("\n")
-    }
-}
-
-// ---------------------------------------------------------------------------------
 // Driving pi
 // ---------------------------------------------------------------------------------
 
@@ -447,13 +272,11 @@ struct Drive {
 
 impl Drive {
     fn run(fx: &Fixture, calls: &[(&str, &str, Value)], cordon: &Path) -> Drive {
-        let script = Script {
-            calls: calls
-                .iter()
-                .map(|(id, name, args)| (id.to_string(), name.to_string(), args.clone()))
-                .collect(),
-        };
-        let model = FakeModel::start(script);
+        let script = calls
+            .iter()
+            .map(|(id, name, args)| (id.to_string(), name.to_string(), args.clone()))
+            .collect();
+        let model = FakeModel::http(script);
         let agent = agent_dir(fx, model.port);
         let out = run_cmd(
             pi_cmd(fx, &agent, cordon, "json", Some("go")),
@@ -832,7 +655,7 @@ fn rpc_bash(fx: &Fixture, cordon: &Path, commands: &[&str]) -> (Vec<Value>, Stri
 /// Runs pi in RPC mode, sends each request (with an `id`) and waits for its response;
 /// returns the responses and everything pi printed.
 fn rpc(fx: &Fixture, cordon: &Path, requests: &[Value]) -> (Vec<Value>, String) {
-    let model = FakeModel::start(Script { calls: vec![] });
+    let model = FakeModel::http(vec![]);
     let agent = agent_dir(fx, model.port);
     let mut cmd = pi_cmd(fx, &agent, cordon, "rpc", None);
     cmd.stdin(Stdio::piped())

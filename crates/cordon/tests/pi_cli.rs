@@ -14,20 +14,15 @@
 
 mod common;
 
-use bytes::Bytes;
+use common::fake_model::FakeModel;
 use common::upstream::test_ca;
 use common::*;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::fs;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const PI_SPEC: &str = "@earendil-works/pi-coding-agent@0.87";
@@ -98,147 +93,6 @@ fn node() -> PathBuf {
     node
 }
 
-#[derive(Default)]
-struct ModelLog {
-    bodies: Vec<String>,
-    authorizations: Vec<String>,
-    /// Tool results in call order: (tool_call_id, text).
-    results: Vec<(String, String)>,
-}
-
-fn sse(delta: Value, finish: Option<&str>) -> String {
-    let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 0,
-        "model": "fake-model", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-    format!("data: {chunk}\n\n")
-}
-
-fn answer(calls: &[(String, String)], log: &Mutex<ModelLog>, auth: String, body: &[u8]) -> String {
-    let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let mut log = log.lock().unwrap();
-    log.bodies.push(String::from_utf8_lossy(body).into_owned());
-    log.authorizations.push(auth);
-    let mut done = 0;
-    log.results.clear();
-    for m in req["messages"].as_array().into_iter().flatten() {
-        if m["role"] == "tool" {
-            done += 1;
-            let text = match &m["content"] {
-                Value::String(s) => s.clone(),
-                Value::Array(parts) => parts
-                    .iter()
-                    .filter_map(|p| p["text"].as_str())
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-                other => other.to_string(),
-            };
-            log.results
-                .push((m["tool_call_id"].as_str().unwrap_or("").into(), text));
-        }
-    }
-    let mut out = match calls.get(done) {
-        Some((id, command)) => {
-            sse(
-                json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": id,
-                    "type": "function", "function": {"name": "bash",
-                    "arguments": json!({"command": command}).to_string()}}]}),
-                None,
-            ) + &sse(json!({}), Some("tool_calls"))
-        }
-        None => {
-            sse(json!({"role": "assistant", "content": "All done."}), None)
-                + &sse(json!({}), Some("stop"))
-        }
-    };
-    out += "data: [DONE]\n\n";
-    out
-}
-
-/// An OpenAI-compatible model over HTTPS on 127.0.0.1 (certificate for fake.test)
-/// that runs the scripted bash commands one after the other.
-struct FakeModel {
-    port: u16,
-    log: Arc<Mutex<ModelLog>>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl FakeModel {
-    fn start(calls: Vec<(String, String)>) -> FakeModel {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let tls = tokio_rustls::TlsAcceptor::from(
-            test_ca().server_config(&["fake.test"], &[b"http/1.1"]),
-        );
-        let log = Arc::new(Mutex::new(ModelLog::default()));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (log2, calls) = (log.clone(), Arc::new(calls));
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let serve = async {
-                    loop {
-                        let Ok((tcp, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let (tls, log, calls) = (tls.clone(), log2.clone(), calls.clone());
-                        tokio::spawn(async move {
-                            let Ok(stream) = tls.accept(tcp).await else {
-                                return;
-                            };
-                            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                                let (log, calls) = (log.clone(), calls.clone());
-                                async move {
-                                    let auth = req
-                                        .headers()
-                                        .get("authorization")
-                                        .and_then(|v| v.to_str().ok())
-                                        .unwrap_or("")
-                                        .to_string();
-                                    let chat = req.uri().path().ends_with("/chat/completions");
-                                    let body = req
-                                        .into_body()
-                                        .collect()
-                                        .await
-                                        .map(|b| b.to_bytes())
-                                        .unwrap_or_default();
-                                    let resp = if chat {
-                                        Response::builder()
-                                            .status(StatusCode::OK)
-                                            .header("content-type", "text/event-stream")
-                                            .body(Full::new(Bytes::from(answer(
-                                                &calls, &log, auth, &body,
-                                            ))))
-                                            .unwrap()
-                                    } else {
-                                        Response::builder()
-                                            .status(StatusCode::NOT_FOUND)
-                                            .body(Full::new(Bytes::from_static(b"not found\n")))
-                                            .unwrap()
-                                    };
-                                    Ok::<_, std::convert::Infallible>(resp)
-                                }
-                            });
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), svc)
-                                .await;
-                        });
-                    }
-                };
-                tokio::select! { _ = stopped => {} _ = serve => {} }
-            });
-        });
-        FakeModel {
-            port,
-            log,
-            _stop: stop,
-        }
-    }
-}
-
 /// pi's session dir name for a working directory.
 fn session_subdir(cwd: &Path) -> String {
     let s = cwd.to_string_lossy();
@@ -295,7 +149,11 @@ fn pi_runs_inside_with_its_keys_outside() {
                 ),
             ),
         ];
-        let model = FakeModel::start(script);
+        let script = script
+            .into_iter()
+            .map(|(id, command)| (id, "bash".to_string(), json!({ "command": command })))
+            .collect();
+        let model = FakeModel::https("fake.test", script);
         // The model's provider, its key by variable; another with a literal key; a key
         // that pi stored with /login.
         fx.write(

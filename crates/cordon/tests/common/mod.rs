@@ -18,6 +18,7 @@
 //! `CORDON_TEST_KEEP=1` keeps the fixtures of failed tests for inspection.
 #![allow(dead_code)] // each test crate uses a different part of the harness
 
+pub mod fake_model;
 pub mod upstream;
 
 use std::ffi::OsStr;
