@@ -25,7 +25,8 @@ pub struct BrokerConfig {
     pub secrets: Vec<Secret>,
     /// Present when some secret needs TLS terminated.
     pub ca: Option<CertificateAuthority>,
-    /// Roots for the broker's own upstream TLS (host roots plus `--upstream-ca`).
+    /// Roots for the broker's own upstream TLS (host roots plus `--upstream-ca`);
+    /// used only where it terminates TLS, so empty when `ca` is `None`.
     pub roots: Arc<rustls::RootCertStore>,
     pub audit: Audit,
 }

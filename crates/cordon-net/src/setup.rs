@@ -115,7 +115,8 @@ pub fn prepare(
     } else {
         Some(CertificateAuthority::load_or_create(&dirs.data.join("ca"))?)
     };
-    let bundle = trust_bundle(rules, ca.as_ref(), dirs, &mut sandbox)?;
+    let upstream_cas = crate::upstream::read_upstream_cas(&rules.upstream_ca)?;
+    let bundle = trust_bundle(&upstream_cas, ca.as_ref(), dirs, &mut sandbox)?;
     for var in BUNDLE_VARIABLES {
         sandbox
             .env
@@ -154,7 +155,14 @@ pub fn prepare(
         path: audit_log,
         source,
     })?;
-    let roots = Arc::new(crate::upstream::root_store(&rules.upstream_ca)?);
+    // The broker's own roots serve only where it terminates TLS, which only a
+    // secret makes it do; loading the host's roots costs milliseconds a run.
+    let roots = if secrets.is_empty() {
+        rustls::RootCertStore::empty()
+    } else {
+        crate::upstream::root_store(&upstream_cas)?
+    };
+    let roots = Arc::new(roots);
     Ok(Egress {
         config: BrokerConfig {
             rules: rules.clone(),
@@ -171,7 +179,7 @@ pub fn prepare(
 /// and cordon's CA. Laid over every system bundle path the host has; returns the
 /// path the variables name.
 fn trust_bundle(
-    rules: &NetworkRules,
+    upstream_cas: &[crate::upstream::UpstreamCaFile],
     ca: Option<&CertificateAuthority>,
     dirs: &Dirs,
     sandbox: &mut SandboxSide,
@@ -184,12 +192,8 @@ fn trust_bundle(
         .first()
         .and_then(|p| fs::read(p).ok())
         .unwrap_or_default();
-    for extra in &rules.upstream_ca {
-        let pem = fs::read(&extra.file).map_err(|e| NetError::UpstreamCa {
-            file: extra.file.clone(),
-            message: e.to_string(),
-        })?;
-        append_pem(&mut bundle, &pem);
+    for extra in upstream_cas {
+        append_pem(&mut bundle, &extra.pem);
     }
     if let Some(ca) = ca {
         append_pem(&mut bundle, ca.cert_pem().as_bytes());

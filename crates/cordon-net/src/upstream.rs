@@ -6,8 +6,10 @@
 use crate::addr::{self, AddrClass};
 use crate::error::NetError;
 use cordon_policy::{NetworkRules, UpstreamCa};
+use rustls::pki_types::CertificateDer;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -89,31 +91,49 @@ pub async fn connect(addrs: &[SocketAddr]) -> Result<TcpStream, ConnectFailure> 
     Err(ConnectFailure::Failed(last))
 }
 
+/// One `--upstream-ca` file, read and parsed once: its bytes go into the sandbox's
+/// trust bundle, its certificates into the broker's roots.
+pub struct UpstreamCaFile {
+    pub file: PathBuf,
+    pub pem: Vec<u8>,
+    pub certs: Vec<CertificateDer<'static>>,
+}
+
+/// Reads and parses every `--upstream-ca` file; an unreadable file, or one with
+/// no PEM certificate, is an error naming it.
+pub fn read_upstream_cas(extra: &[UpstreamCa]) -> Result<Vec<UpstreamCaFile>, NetError> {
+    extra
+        .iter()
+        .map(|ca| {
+            let error = |message: String| NetError::UpstreamCa {
+                file: ca.file.clone(),
+                message,
+            };
+            let pem = std::fs::read(&ca.file).map_err(|e| error(e.to_string()))?;
+            let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+                .collect::<Result<_, _>>()
+                .map_err(|e| error(format!("not a PEM certificate file: {e}")))?;
+            if certs.is_empty() {
+                return Err(error("holds no PEM certificate".into()));
+            }
+            Ok(UpstreamCaFile {
+                file: ca.file.clone(),
+                pem,
+                certs,
+            })
+        })
+        .collect()
+}
+
 /// The broker's TLS client roots: the host's trusted roots plus `--upstream-ca`.
-pub fn root_store(extra: &[UpstreamCa]) -> Result<rustls::RootCertStore, NetError> {
+pub fn root_store(extra: &[UpstreamCaFile]) -> Result<rustls::RootCertStore, NetError> {
     let mut roots = rustls::RootCertStore::empty();
     // Unparseable system certificates are skipped, as every TLS client does.
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
     for ca in extra {
-        let pem = std::fs::read(&ca.file).map_err(|e| NetError::UpstreamCa {
-            file: ca.file.clone(),
-            message: e.to_string(),
-        })?;
-        let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
-            .collect::<Result<_, _>>()
-            .map_err(|e| NetError::UpstreamCa {
-                file: ca.file.clone(),
-                message: format!("not a PEM certificate file: {e}"),
-            })?;
-        if certs.is_empty() {
-            return Err(NetError::UpstreamCa {
-                file: ca.file.clone(),
-                message: "holds no PEM certificate".into(),
-            });
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| NetError::UpstreamCa {
+        for cert in &ca.certs {
+            roots.add(cert.clone()).map_err(|e| NetError::UpstreamCa {
                 file: ca.file.clone(),
                 message: e.to_string(),
             })?;
