@@ -298,10 +298,11 @@ fn run_prepared(
         signals: &signals,
         report: report_read,
         timeout: policy.timeout.as_ref().map(|t| t.value),
-        // Placeholders are removed on the host after the run; while the supervisor
-        // still holds them mounted, each removal detaches a mount (an RCU grace
-        // period each), which costs more than waiting for its exit.
-        until_reaped: cgroup.is_some() || !prepared.view.placeholders.is_empty(),
+        // The cgroup can be removed only once empty. Placeholders need no wait: the
+        // sandbox is empty once the supervisor reported, and removing one that the
+        // supervisor still has mounted detaches that mount (an RCU grace period),
+        // which costs less than waiting for the supervisor's exit.
+        until_reaped: cgroup.is_some(),
     }
     .wait();
     drop(cgroup);

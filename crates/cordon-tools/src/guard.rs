@@ -177,7 +177,7 @@ fn canonical_within(p: &Path, links: u32) -> io::Result<PathBuf> {
     }
     let e = match std::fs::canonicalize(p) {
         Ok(c) => return Ok(c),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => e,
+        Err(e) if is_missing(&e) => e,
         Err(e) => return Err(e),
     };
     // Find the longest existing prefix.
@@ -194,7 +194,7 @@ fn canonical_within(p: &Path, links: u32) -> io::Result<PathBuf> {
         }
         match std::fs::canonicalize(&prefix) {
             Ok(c) => break c,
-            Err(e2) if e2.kind() == io::ErrorKind::NotFound => continue,
+            Err(e2) if is_missing(&e2) => continue,
             Err(e2) => return Err(e2),
         }
     };
@@ -220,6 +220,16 @@ fn canonical_within(p: &Path, links: u32) -> io::Result<PathBuf> {
         }
     }
     Ok(out)
+}
+
+/// Whether a path does not exist: nothing by that name, or a file where a
+/// directory on the way should be (a protected path's placeholder is a file, and
+/// what lies below it is judged by the rule that protects it).
+fn is_missing(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
 }
 
 /// A path as UTF-8 for JSON (lossy for the rare non-UTF-8 name).

@@ -71,16 +71,14 @@ pub struct ViewPlan {
 /// Paths the view builds itself; rules below them are not applied.
 const SYNTHETIC_ROOTS: [&str; 2] = ["/proc", "/dev"];
 
-/// Names of protected paths that are files; any other missing protected path is
-/// created as an empty directory.
-const PROTECTED_FILE_NAMES: [&str; 4] = ["config", "config.worktree", ".cordon.json", "commondir"];
-
 /// What a placeholder file holds, where empty would not do: a `commondir` of `.`
 /// names the git dir itself, so git works as before while it is there (an empty
 /// one makes git fail).
 fn placeholder_content(path: &Path) -> &'static [u8] {
     match path.file_name().and_then(|n| n.to_str()) {
         Some("commondir") => b".\n",
+        // A `.git` file names the git dir; git then says this one does not exist.
+        Some(".git") => b"gitdir: /cordon-protected-placeholder\n",
         _ => b"",
     }
 }
@@ -272,7 +270,7 @@ impl Planner<'_> {
             }
             Ok(meta) => (meta.is_dir(), false),
             Err(_) => {
-                let as_file = target == path && is_file_name(path);
+                let as_file = placeholder_is_file(&target, &root);
                 self.plan.to_create.push(Placeholder {
                     path: target.clone(),
                     as_file,
@@ -374,10 +372,21 @@ fn is_synthetic(path: &Path) -> bool {
     SYNTHETIC_ROOTS.iter().any(|root| path.starts_with(root))
 }
 
-fn is_file_name(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| PROTECTED_FILE_NAMES.contains(&n))
+/// Whether the placeholder for the missing protected path `target` (below the
+/// writable root `root`) is a file. A file blocks what a directory would (nothing
+/// can be made in it or below it) and costs a tenth as much to create and remove
+/// on ext4 (about 20 µs against 200), which every run pays. The one exception: a
+/// missing `.git` in a workspace inside another repository stays a directory, which
+/// git passes over to find the outer repository, where a `.git` file would stop it.
+fn placeholder_is_file(target: &Path, root: &Path) -> bool {
+    target.file_name() != Some(".git".as_ref()) || !inside_a_repository(root)
+}
+
+/// Whether a directory above `root` holds a `.git`.
+fn inside_a_repository(root: &Path) -> bool {
+    root.ancestors()
+        .skip(1)
+        .any(|dir| fs::symlink_metadata(dir.join(".git")).is_ok())
 }
 
 /// Whether a placeholder file still holds exactly what cordon put there.
