@@ -147,6 +147,10 @@ pub struct RunOptions {
     /// TLS (repeatable).
     #[arg(long = "upstream-ca", value_name = "FILE")]
     pub upstream_ca: Vec<PathBuf>,
+    /// Show a host path at another path inside: SOURCE:TARGET, read-only, or
+    /// SOURCE:TARGET:rw (repeatable). A missing TARGET is made inside.
+    #[arg(long, value_name = "SOURCE:TARGET[:ro|rw]")]
+    pub mount: Vec<String>,
     /// Memory limit, e.g. 512M or 2G.
     #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,

@@ -129,6 +129,8 @@ pub fn resolve_policy(options: &RunOptions) -> Result<Policy, String> {
             memory: options.memory.clone(),
             pids: options.pids,
             cpus: options.cpus,
+            mount: options.mount.clone(),
+            pi: None,
         },
     };
     cordon_policy::resolve(&inputs).map_err(|e| e.to_string())
