@@ -72,6 +72,10 @@ pub enum Commands {
         /// Print the policy as JSON.
         #[arg(long)]
         json: bool,
+        /// The policy of `cordon pi`: with the "pi" sections of the configs, and
+        /// the config dir, providers and keys (by name) that pi mode adds.
+        #[arg(long)]
+        pi: bool,
     },
 }
 
