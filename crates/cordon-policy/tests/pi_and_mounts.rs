@@ -80,7 +80,9 @@ fn the_pi_section_applies_to_cordon_pi_only() {
     assert!(plain.network.secrets.is_empty());
 
     let pi = e.pi().unwrap();
-    let section = Origin::UserPiConfig { file: e.user_file() };
+    let section = Origin::UserPiConfig {
+        file: e.user_file(),
+    };
     let memory = pi.limits.memory.as_ref().unwrap();
     assert_eq!((memory.value, &memory.origin), (4 << 30, &section));
     assert_eq!(pi.limits.cpus.as_ref().unwrap().value, 2.0);
@@ -124,12 +126,23 @@ fn a_project_pi_section_may_only_tighten() {
     let pi = e.pi().unwrap();
     assert_eq!(pi.limits.memory.as_ref().unwrap().value, 2 << 30);
     assert_eq!(pi.limits.cpus.as_ref().unwrap().value, 2.0);
-    assert!(pi.network.allow.iter().all(|r| r.pattern.to_string() != "evil.com"));
+    assert!(
+        pi.network
+            .allow
+            .iter()
+            .all(|r| r.pattern.to_string() != "evil.com")
+    );
     assert_eq!(pi.mounts.len(), 2);
-    assert_eq!(pi.network.secrets[0].hosts[0].to_string(), "api.example.com");
+    assert_eq!(
+        pi.network.secrets[0].hosts[0].to_string(),
+        "api.example.com"
+    );
     let warnings = pi.warnings.join("\n");
     for field in ["pi.cpus", "pi.allow_domain", "pi.mount", "pi.secret"] {
-        assert!(warnings.contains(&format!("ignored \"{field}\"")), "{warnings}");
+        assert!(
+            warnings.contains(&format!("ignored \"{field}\"")),
+            "{warnings}"
+        );
     }
     // Outside pi mode, the project's pi section does nothing.
     let plain = e.resolve(Flags::default()).unwrap();
@@ -138,7 +151,11 @@ fn a_project_pi_section_may_only_tighten() {
     e.project(r#"{"mount": ["/:/host"]}"#);
     let plain = e.resolve(Flags::default()).unwrap();
     assert!(plain.mounts.is_empty());
-    assert!(plain.warnings[0].contains("ignored \"mount\""), "{:?}", plain.warnings);
+    assert!(
+        plain.warnings[0].contains("ignored \"mount\""),
+        "{:?}",
+        plain.warnings
+    );
 }
 
 #[test]
@@ -146,14 +163,26 @@ fn unknown_fields_in_the_pi_section_name_field_and_file() {
     let e = Env::new();
     e.user("{\"pi\": {\n  \"memroy\": \"4G\"}}");
     let msg = e.pi().unwrap_err().to_string();
-    assert!(msg.contains("unknown field \"memroy\", did you mean \"memory\"?"), "{msg}");
+    assert!(
+        msg.contains("unknown field \"memroy\", did you mean \"memory\"?"),
+        "{msg}"
+    );
     assert!(msg.contains(&e.user_file().display().to_string()), "{msg}");
     assert!(msg.contains("line 2"), "{msg}");
     for (json, want) in [
         (r#"{"pi": {"pi": {}}}"#, "cannot hold another \"pi\""),
-        (r#"{"pi": {"mount": [{"source": "/a"}]}}"#, "missing field `target`"),
-        (r#"{"pi": {"mount": [{"source": "/a", "target": "/b", "mode": "rx"}]}}"#, "invalid mode"),
-        (r#"{"pi": {"mount": [{"source": "/a", "target": "/b", "x": 1}]}}"#, "unknown field"),
+        (
+            r#"{"pi": {"mount": [{"source": "/a"}]}}"#,
+            "missing field `target`",
+        ),
+        (
+            r#"{"pi": {"mount": [{"source": "/a", "target": "/b", "mode": "rx"}]}}"#,
+            "invalid mode",
+        ),
+        (
+            r#"{"pi": {"mount": [{"source": "/a", "target": "/b", "x": 1}]}}"#,
+            "unknown field",
+        ),
         (r#"{"mount": ["/a"]}"#, "expected SOURCE:TARGET"),
         (r#"{"mount": ["/a:relative"]}"#, "must be an absolute path"),
     ] {
@@ -181,14 +210,25 @@ fn mounts_never_loosen_the_policy() {
     // A hidden source is refused, naming the rule.
     let msg = mount_err(&e, &format!("{home}/.ssh:/data"));
     assert!(msg.starts_with("flag --mount: mount "), "{msg}");
-    assert!(msg.contains(&format!("the source lies in the hidden path {home}/.ssh (built-in default)")), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "the source lies in the hidden path {home}/.ssh (built-in default)"
+        )),
+        "{msg}"
+    );
     fs::write(e.home.join(".ssh/id_rsa"), "KEY").unwrap();
     let msg = mount_err(&e, &format!("{home}/.ssh/id_rsa:/data/key"));
     assert!(msg.contains("hidden path"), "{msg}");
     // A target in a hidden or protected path, or over one, or over the workspace.
     for (arg, want) in [
-        (format!("{home}/datasets:{home}/.ssh:rw"), "the target lies in the hidden path"),
-        (format!("{home}/datasets:{ws}/.git/hooks:rw"), "the target lies in the protected path"),
+        (
+            format!("{home}/datasets:{home}/.ssh:rw"),
+            "the target lies in the hidden path",
+        ),
+        (
+            format!("{home}/datasets:{ws}/.git/hooks:rw"),
+            "the target lies in the protected path",
+        ),
         (format!("{home}/datasets:{home}"), "the target would cover"),
         (format!("{home}/datasets:/"), "cannot be /"),
         (format!("{home}/datasets:/proc/x"), "cannot be /"),
@@ -202,7 +242,10 @@ fn mounts_never_loosen_the_policy() {
     // An rw source inside a protected path is refused (it would make it writable).
     fs::create_dir_all(e.ws.join(".git/hooks")).unwrap();
     let msg = mount_err(&e, &format!("{ws}/.git/hooks:/data:rw"));
-    assert!(msg.contains("may not be inside the protected path"), "{msg}");
+    assert!(
+        msg.contains("may not be inside the protected path"),
+        "{msg}"
+    );
     // Read-only, it is only shown (read-only) elsewhere.
     let p = e
         .resolve(Flags {
