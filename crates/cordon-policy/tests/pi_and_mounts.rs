@@ -234,7 +234,7 @@ fn mounts_never_loosen_the_policy() {
         (format!("{home}/datasets:/proc/x"), "cannot be /"),
         (format!("{home}/datasets:/tmp"), "private /tmp"),
         (format!("{ws}/.git:/data:rw"), "the source does not exist"),
-        (format!("/dev/null:/data/null"), "/proc or /dev"),
+        ("/dev/null:/data/null".to_string(), "/proc or /dev"),
     ] {
         let msg = mount_err(&e, &arg);
         assert!(msg.contains(want), "{arg}: {msg}");
