@@ -36,6 +36,8 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "cpus",
     "nested_userns",
     "unix_sockets",
+    "mount",
+    "pi",
 ];
 
 /// `net` as written in a config file.
@@ -109,6 +111,90 @@ pub struct ConfigFile {
     pub nested_userns: Option<bool>,
     #[serde(default)]
     pub unix_sockets: Option<bool>,
+    /// Host paths shown at another path inside: `{"source", "target", "mode"}` or
+    /// `"SOURCE:TARGET[:ro|rw]"`.
+    #[serde(default)]
+    pub mount: Vec<MountSpec>,
+    /// Settings for `cordon pi` only: the same fields (but `pi`), layered over
+    /// this file's.
+    #[serde(
+        default,
+        deserialize_with = "de_pi",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pi: Option<Box<ConfigFile>>,
+}
+
+/// One mount as written: a host path shown at `target` inside, read-only unless
+/// `mode` is `rw`. Paths stay as written (expanded when the workspace is known).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MountSpec {
+    pub source: String,
+    pub target: String,
+    pub writable: bool,
+}
+
+/// The object form of a mount in a config file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MountObject {
+    source: String,
+    target: String,
+    #[serde(default)]
+    mode: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for MountSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MountSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a mount: {\"source\": PATH, \"target\": PATH, \"mode\": \"ro\" or \"rw\"} or \"SOURCE:TARGET[:ro|rw]\"",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<MountSpec, E> {
+                crate::values::parse_mount_arg(v).map_err(|m| E::custom(format!("\"mount\": {m}")))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<MountSpec, A::Error> {
+                let o = MountObject::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let writable = match o.mode.as_deref() {
+                    None | Some("ro") => false,
+                    Some("rw") => true,
+                    Some(other) => {
+                        return Err(de::Error::custom(format!(
+                            "\"mount\": invalid mode {other:?}: expected \"ro\" or \"rw\""
+                        )));
+                    }
+                };
+                crate::values::check_mount_paths(&o.source, &o.target)
+                    .map_err(|m| de::Error::custom(format!("\"mount\": {m}")))?;
+                Ok(MountSpec {
+                    source: o.source,
+                    target: o.target,
+                    writable,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The `pi` section: a config of its own, which may not hold another `pi`.
+fn de_pi<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<ConfigFile>>, D::Error> {
+    let section = Option::<Box<ConfigFile>>::deserialize(d)?;
+    if section.as_ref().is_some_and(|s| s.pi.is_some()) {
+        return Err(de::Error::custom(
+            "\"pi\": a pi section cannot hold another \"pi\" section",
+        ));
+    }
+    if section.as_ref().is_some_and(|s| s.schema.is_some()) {
+        return Err(de::Error::custom(
+            "\"pi\": \"$schema\" belongs at the top level, not in the pi section",
+        ));
+    }
+    Ok(section)
 }
 
 fn positive_f64(v: Option<f64>, what: &str) -> Result<Option<f64>, String> {

@@ -6,7 +6,7 @@ use crate::config::{ConfigFile, ConfigNet, Trust, default_user_config, load_conf
 use crate::defaults::{DEFAULT_PIDS, SCRATCH, default_env, default_rules};
 use crate::error::PolicyError;
 use crate::model::{
-    Access, EnvVar, Limits, NetMode, Origin, PathRule, Policy, RuleKind, Sourced, Switches,
+    Access, EnvVar, Limits, Mount, NetMode, Origin, PathRule, Policy, RuleKind, Sourced, Switches,
     rule_for_in,
 };
 use crate::network::{
@@ -15,9 +15,10 @@ use crate::network::{
 use crate::paths::{Vars, canonicalize_lenient, expand, normalize_lexical, resolve_path};
 use crate::protect::protected_paths;
 use crate::values::{
-    parse_env_arg, parse_local_service, parse_resolve_arg, parse_secret_arg, parse_size,
+    parse_env_arg, parse_local_service, parse_mount_arg, parse_resolve_arg, parse_secret_arg,
+    parse_size,
 };
-use crate::{Flags, Inputs};
+use crate::{Flags, Inputs, PiMode};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -57,12 +58,27 @@ pub(crate) fn resolve(inputs: &Inputs) -> Result<Policy, PolicyError> {
     // cordon's data directory (the broker's CA key) is hidden wherever it is.
     let xdg_data_home = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from);
     let mut layers = Layers::defaults(vars, xdg_data_home.as_deref(), warnings);
+    let pi = inputs.flags.pi.as_ref();
+    if let Some(mode) = pi {
+        layers.apply_pi_mode(mode)?;
+    }
     if let Some(c) = &user {
-        layers.apply_user(c, &user_file)?;
+        let file = user_file.clone();
+        layers.apply_user(c, Origin::UserConfig { file })?;
+        if let (Some(section), Some(_)) = (&c.pi, pi) {
+            let file = user_file.clone();
+            layers.apply_user(section, Origin::UserPiConfig { file })?;
+        }
     }
     layers.apply_flags(&inputs.flags, cwd)?;
     if let Some(c) = &project {
-        layers.apply_project(c, &project_file)?;
+        let file = project_file.clone();
+        layers.apply_project(c, &project_file, Origin::ProjectConfig { file }, "")?;
+        if let (Some(section), Some(_)) = (&c.pi, pi) {
+            let file = project_file.clone();
+            let origin = Origin::ProjectPiConfig { file };
+            layers.apply_project(section, &project_file, origin, "pi.")?;
+        }
     }
     layers.finish()
 }
@@ -125,6 +141,10 @@ struct Layers {
     limits: Limits,
     timeout: Option<Sourced<Duration>>,
     switches: Switches,
+    /// Mounts as written, their paths resolved; checked in `finish`.
+    mounts: Vec<Mount>,
+    /// Put before a field's name in a project config's warnings (`pi.`).
+    field_prefix: &'static str,
     warnings: Vec<String>,
 }
 
@@ -214,6 +234,8 @@ impl Layers {
                 nested_userns: off(),
                 unix_sockets: off(),
             },
+            mounts: Vec::new(),
+            field_prefix: "",
             warnings,
         }
     }
@@ -506,11 +528,39 @@ impl Layers {
         Ok(())
     }
 
-    /// The user's config: trusted, everything allowed.
-    fn apply_user(&mut self, c: &ConfigFile, file: &Path) -> Result<(), PolicyError> {
-        let origin = Origin::UserConfig {
-            file: file.to_path_buf(),
+    /// What `cordon pi` adds: trusted, like a flag.
+    fn apply_pi_mode(&mut self, mode: &PiMode) -> Result<(), PolicyError> {
+        let pi = |reason: &str| Origin::Pi {
+            reason: reason.to_string(),
         };
+        for (path, reason) in &mode.allow_write {
+            self.rules
+                .push(plain(path.clone(), Access::Write, &pi(reason)));
+        }
+        for (path, reason) in &mode.deny_read {
+            self.rules
+                .push(plain(path.clone(), Access::Deny, &pi(reason)));
+        }
+        for (arg, reason) in &mode.env {
+            self.set_env(arg, &pi(reason), "")?;
+        }
+        for (raw, reason) in &mode.allow_domain {
+            self.allow_domain(raw, &pi(reason), "")?;
+        }
+        for (raw, reason) in &mode.secret {
+            self.secret(raw, &pi(reason), "")?;
+        }
+        Ok(())
+    }
+
+    /// A mount; a later one at the same target replaces the earlier.
+    fn push_mount(&mut self, mount: Mount) {
+        self.mounts.retain(|m| m.target != mount.target);
+        self.mounts.push(mount);
+    }
+
+    /// The user's config (or its `pi` section): trusted, everything allowed.
+    fn apply_user(&mut self, c: &ConfigFile, origin: Origin) -> Result<(), PolicyError> {
         self.add_config_rules(&c.allow_write, "allow_write", Access::Write, &origin)?;
         self.add_config_rules(&c.deny_read, "deny_read", Access::Deny, &origin)?;
         for raw in &c.allow_read {
@@ -562,6 +612,15 @@ impl Layers {
         if let Some(b) = c.unix_sockets {
             self.switches.unix_sockets = Sourced::new(b, origin.clone());
         }
+        for m in &c.mount {
+            let mount = Mount {
+                source: self.config_path(&m.source, "mount", &origin)?,
+                target: self.config_path(&m.target, "mount", &origin)?,
+                writable: m.writable,
+                origin: origin.clone(),
+            };
+            self.push_mount(mount);
+        }
         Ok(())
     }
 
@@ -583,6 +642,17 @@ impl Layers {
         let o = flag("--env");
         for e in &f.env {
             self.set_env(e, &o, "")?;
+        }
+        let o = flag("--mount");
+        for raw in &f.mount {
+            let m = parse_mount_arg(raw).map_err(|e| value_err(&o, e))?;
+            let mount = Mount {
+                source: self.flag_path(Path::new(&m.source), cwd, &o)?,
+                target: self.flag_path(Path::new(&m.target), cwd, &o)?,
+                writable: m.writable,
+                origin: o.clone(),
+            };
+            self.push_mount(mount);
         }
         if let Some(t) = f.timeout {
             let o = flag("--timeout");
@@ -625,16 +695,33 @@ impl Layers {
 
     fn ignored(&mut self, file: &Path, field: &str, detail: &str, hint: &str) {
         self.warnings.push(format!(
-            "project config {}: ignored \"{field}\"{detail} (a project config may only tighten the policy; {hint})",
-            file.display()
+            "project config {}: ignored \"{}{field}\"{detail} (a project config may only tighten the policy; {hint})",
+            file.display(),
+            self.field_prefix
         ));
     }
 
-    /// The project's config: untrusted, may only tighten.
-    fn apply_project(&mut self, c: &ConfigFile, file: &Path) -> Result<(), PolicyError> {
-        let origin = Origin::ProjectConfig {
-            file: file.to_path_buf(),
-        };
+    /// The project's config (or its `pi` section, whose fields warnings name with
+    /// `prefix`): untrusted, may only tighten.
+    fn apply_project(
+        &mut self,
+        c: &ConfigFile,
+        file: &Path,
+        origin: Origin,
+        prefix: &'static str,
+    ) -> Result<(), PolicyError> {
+        self.field_prefix = prefix;
+        let result = self.apply_project_fields(c, file, origin);
+        self.field_prefix = "";
+        result
+    }
+
+    fn apply_project_fields(
+        &mut self,
+        c: &ConfigFile,
+        file: &Path,
+        origin: Origin,
+    ) -> Result<(), PolicyError> {
         self.add_config_rules(&c.deny_read, "deny_read", Access::Deny, &origin)?;
         for raw in &c.deny_domain {
             self.deny_domain(raw, &origin, "deny_domain")?;
@@ -642,7 +729,7 @@ impl Layers {
         if c.read_only == Some(true) && self.read_only.is_none() {
             self.read_only = Some(origin.clone());
         }
-        let loosening: [(&str, bool, String); 10] = [
+        let loosening: [(&str, bool, String); 11] = [
             (
                 "allow_write",
                 !c.allow_write.is_empty(),
@@ -692,6 +779,13 @@ impl Layers {
                 !c.resolve.is_empty(),
                 format!(
                     "it could point an allowed name at a private address; {USER_CONFIG_HINT} or pass --resolve"
+                ),
+            ),
+            (
+                "mount",
+                !c.mount.is_empty(),
+                format!(
+                    "it would show host paths elsewhere in the sandbox; {USER_CONFIG_HINT} or pass --mount"
                 ),
             ),
             (
@@ -844,6 +938,8 @@ impl Layers {
             None => plain(ws.clone(), Access::Write, &Origin::Default),
         };
         rules.insert(1.min(rules.len()), ws_rule);
+        let scratch = vec![canonicalize_lenient(Path::new(SCRATCH))];
+        rules.extend(crate::mounts::source_rules(&self.mounts, &rules, &scratch)?);
 
         // `allow_read` never takes write access away.
         let allow_read: Vec<PathRule> = std::mem::take(&mut self.allow_read)
@@ -880,6 +976,7 @@ impl Layers {
         rules.extend(protected);
 
         let rules = sort_dedup(rules);
+        crate::mounts::check_targets(&mut self.mounts, &rules, &scratch)?;
         if let Some(r) = rule_for_in(&rules, &ws) {
             if r.access == Access::Deny {
                 return Err(PolicyError::Workspace {
@@ -897,7 +994,8 @@ impl Layers {
             workspace: ws,
             home: self.vars.home,
             rules,
-            scratch: vec![canonicalize_lenient(Path::new(SCRATCH))],
+            scratch,
+            mounts: self.mounts,
             net,
             network: self.network,
             env: self.env,

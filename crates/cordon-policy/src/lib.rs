@@ -10,6 +10,7 @@ pub mod defaults;
 mod error;
 mod layer;
 mod model;
+mod mounts;
 mod network;
 mod paths;
 pub mod presets;
@@ -17,15 +18,16 @@ mod protect;
 mod values;
 
 pub use config::{
-    ConfigFile, ConfigNet, KNOWN_FIELDS, MAX_CONFIG_BYTES, default_user_config, parse_config,
+    ConfigFile, ConfigNet, KNOWN_FIELDS, MAX_CONFIG_BYTES, MountSpec, default_user_config,
+    parse_config,
 };
 pub use error::PolicyError;
 pub use model::*;
 pub use network::*;
 pub use presets::{PRESETS, preset};
 pub use values::{
-    parse_env_arg, parse_local_service, parse_resolve_arg, parse_secret_arg, parse_size,
-    valid_env_name,
+    parse_env_arg, parse_local_service, parse_mount_arg, parse_resolve_arg, parse_secret_arg,
+    parse_size, valid_env_name,
 };
 
 use std::path::PathBuf;
@@ -67,6 +69,28 @@ pub struct Flags {
     pub pids: Option<u64>,
     /// `--cpus N`.
     pub cpus: Option<f64>,
+    /// `--mount SOURCE:TARGET[:ro|rw]` (repeatable), unparsed. Relative sources are
+    /// relative to `cwd`.
+    pub mount: Vec<String>,
+    /// Set by `cordon pi`: the `pi` sections of the config files apply, and these
+    /// rules are added.
+    pub pi: Option<PiMode>,
+}
+
+/// What `cordon pi` adds to the policy, layered after the built-in defaults and
+/// before the user's config. Each entry carries the reason shown as its origin.
+#[derive(Debug, Clone, Default)]
+pub struct PiMode {
+    /// Absolute paths made writable (pi's sessions dir, its per-run config dir).
+    pub allow_write: Vec<(PathBuf, String)>,
+    /// Absolute paths hidden (`auth.json`).
+    pub deny_read: Vec<(PathBuf, String)>,
+    /// `NAME=VALUE` environment entries.
+    pub env: Vec<(String, String)>,
+    /// Domain patterns of pi's providers.
+    pub allow_domain: Vec<(String, String)>,
+    /// `NAME=HOST[,HOST...]` secrets for pi's keys.
+    pub secret: Vec<(String, String)>,
 }
 
 /// Everything `resolve` needs from the invoking environment.

@@ -18,6 +18,12 @@ pub enum Origin {
     ProjectConfig { file: PathBuf },
     /// A command-line flag, e.g. `--allow-write`.
     Flag { flag: String },
+    /// The `pi` section of the user's config (used by `cordon pi` only).
+    UserPiConfig { file: PathBuf },
+    /// The `pi` section of the workspace's `.cordon.json` (may only tighten).
+    ProjectPiConfig { file: PathBuf },
+    /// Added by `cordon pi` itself: pi's config dir, its providers and their keys.
+    Pi { reason: String },
 }
 
 impl fmt::Display for Origin {
@@ -27,6 +33,13 @@ impl fmt::Display for Origin {
             Origin::UserConfig { file } => write!(f, "user config {}", file.display()),
             Origin::ProjectConfig { file } => write!(f, "project config {}", file.display()),
             Origin::Flag { flag } => write!(f, "flag {flag}"),
+            Origin::UserPiConfig { file } => {
+                write!(f, "user config {}, \"pi\" section", file.display())
+            }
+            Origin::ProjectPiConfig { file } => {
+                write!(f, "project config {}, \"pi\" section", file.display())
+            }
+            Origin::Pi { reason } => write!(f, "cordon pi: {reason}"),
         }
     }
 }
@@ -142,6 +155,19 @@ pub struct Switches {
     pub unix_sockets: Sourced<bool>,
 }
 
+/// A host path shown at another path inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Absolute, canonical host path; what the view shows there is what the
+    /// target shows (so a mount never reveals what the view hides).
+    pub source: PathBuf,
+    /// Absolute path inside the sandbox.
+    pub target: PathBuf,
+    /// Read-write (its source is then a writable root as well).
+    pub writable: bool,
+    pub origin: Origin,
+}
+
 /// The whole resolved policy for one workspace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Policy {
@@ -153,6 +179,9 @@ pub struct Policy {
     pub rules: Vec<PathRule>,
     /// Private, writable, empty tmpfs directories (always includes `/tmp`).
     pub scratch: Vec<PathBuf>,
+    /// Host paths shown at other paths, in target order (parents first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
     pub net: Sourced<NetMode>,
     /// What the egress broker allows; used when `net` is `Allowlist`.
     pub network: crate::NetworkRules,

@@ -230,6 +230,41 @@ pub fn parse_resolve_arg(s: &str) -> Result<(String, IpAddr), String> {
     Ok((name, ip))
 }
 
+/// Parse a mount argument: `SOURCE:TARGET`, optionally followed by `:ro` (the
+/// default) or `:rw`. SOURCE cannot hold a `:`; paths stay as written.
+pub fn parse_mount_arg(s: &str) -> Result<crate::config::MountSpec, String> {
+    let (rest, writable) = match s.rsplit_once(':') {
+        Some((rest, "rw")) => (rest, true),
+        Some((rest, "ro")) => (rest, false),
+        _ => (s, false),
+    };
+    let Some((source, target)) = rest.split_once(':') else {
+        return Err(format!(
+            "invalid mount {s:?}: expected SOURCE:TARGET[:ro|rw], e.g. ~/datasets:/data:ro"
+        ));
+    };
+    check_mount_paths(source, target).map_err(|m| format!("invalid mount {s:?}: {m}"))?;
+    Ok(crate::config::MountSpec {
+        source: source.to_string(),
+        target: target.to_string(),
+        writable,
+    })
+}
+
+/// The shape of a mount's paths: neither empty; the target absolute (after `~`
+/// or a leading variable).
+pub(crate) fn check_mount_paths(source: &str, target: &str) -> Result<(), String> {
+    if source.is_empty() || target.is_empty() {
+        return Err("the source and the target must not be empty".into());
+    }
+    if !(target.starts_with('/') || target.starts_with('~') || target.starts_with("${")) {
+        return Err(format!(
+            "the target {target:?} must be an absolute path inside the sandbox, e.g. /data"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

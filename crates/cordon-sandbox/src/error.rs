@@ -15,6 +15,12 @@ pub enum SandboxError {
     View { path: PathBuf, source: io::Error },
     #[error("{path}: {problem}")]
     ProtectedPath { path: PathBuf, problem: String },
+    #[error("mount {} → {}: {problem}", .from.display(), .target.display())]
+    Mount {
+        from: PathBuf,
+        target: PathBuf,
+        problem: String,
+    },
     #[error(
         "Landlock is not available on this kernel ({detail})\n  fix: use a kernel with Landlock (5.13+, `lsm=` including landlock), or pass --allow-degraded landlock to run with the mount view and seccomp only"
     )]

@@ -72,6 +72,10 @@ pub enum Commands {
         /// Print the policy as JSON.
         #[arg(long)]
         json: bool,
+        /// The policy of `cordon pi`: with the "pi" sections of the configs, and
+        /// the config dir, providers and keys (by name) that pi mode adds.
+        #[arg(long)]
+        pi: bool,
     },
 }
 
@@ -147,6 +151,10 @@ pub struct RunOptions {
     /// TLS (repeatable).
     #[arg(long = "upstream-ca", value_name = "FILE")]
     pub upstream_ca: Vec<PathBuf>,
+    /// Show a host path at another path inside: SOURCE:TARGET, read-only, or
+    /// SOURCE:TARGET:rw (repeatable). A missing TARGET is made inside.
+    #[arg(long, value_name = "SOURCE:TARGET[:ro|rw]")]
+    pub mount: Vec<String>,
     /// Memory limit, e.g. 512M or 2G.
     #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,

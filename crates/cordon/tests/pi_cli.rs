@@ -20,7 +20,7 @@ use common::*;
 use serde_json::json;
 use std::fs;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -102,22 +102,57 @@ fn session_subdir(cwd: &Path) -> String {
     )
 }
 
+/// A launcher that runs pi with the node this test checked, as `fx`'s user.
+fn launcher(fx: &Fixture, cli: &Path) -> PathBuf {
+    let launcher = fx.root.join("bin/pi");
+    fx.write(
+        &launcher,
+        &format!(
+            "#!/bin/sh\nexec {} {} \"$@\"\n",
+            node().display(),
+            cli.display()
+        ),
+    );
+    fs::set_permissions(&launcher, fs::Permissions::from_mode(0o755)).unwrap();
+    launcher
+}
+
+/// A models.json provider entry for the fake model at `base_url`.
+fn provider(base_url: &str, api_key: &str, model: &str) -> serde_json::Value {
+    json!({
+        "baseUrl": base_url,
+        "api": "openai-completions",
+        "apiKey": api_key,
+        "compat": {"supportsDeveloperRole": false, "supportsReasoningEffort": false},
+        "models": [{"id": model, "reasoning": false, "input": ["text"],
+                    "contextWindow": 32000, "maxTokens": 1024}]
+    })
+}
+
+/// `cordon pi OPTIONS -- --provider P --model M --tools bash --mode json PI_ARGS... go`.
+fn pi_cmd(
+    fx: &Fixture,
+    launcher: &Path,
+    options: &[&str],
+    provider: &str,
+    pi_args: &[&str],
+) -> Command {
+    let mut args = vec!["pi"];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&["--", "--provider", provider, "--model", "fake-model"]);
+    args.extend_from_slice(&["--tools", "bash", "--mode", "json"]);
+    args.extend_from_slice(pi_args);
+    args.push("go");
+    let mut cmd = fx.cordon_cmd(&args);
+    cmd.env("PI_OFFLINE", "1").env("CORDON_PI", launcher);
+    cmd
+}
+
 #[test]
 fn pi_runs_inside_with_its_keys_outside() {
     let cli = pi_cli();
     for_each_user("pi-cli", |fx| {
-        // A launcher that runs pi with the node this test checked.
-        let launcher = fx.root.join("bin/pi");
-        fx.write(
-            &launcher,
-            &format!(
-                "#!/bin/sh\nexec {} {} \"$@\"\n",
-                node().display(),
-                cli.display()
-            ),
-        );
-        fs::set_permissions(&launcher, fs::Permissions::from_mode(0o755)).unwrap();
-
+        let launcher = launcher(fx, &cli);
         let work = fx.work.canonicalize().unwrap();
         let agent = fx.home.join(".pi/agent");
         let sessions = agent.join("sessions").join(session_subdir(&work));
@@ -133,6 +168,18 @@ fn pi_runs_inside_with_its_keys_outside() {
         );
         let literal = format!("LITERAL{}", fx.marker);
         let auth_key = format!("AUTHKEY{}", fx.marker);
+        // The user config's pi section: a read-only and a read-write mount, limits.
+        let datasets = fx.root.join("datasets");
+        let results_dir = fx.root.join("results");
+        fx.write(&datasets.join("f"), "dataset-original\n");
+        fx.mkdir(&results_dir);
+        fx.write(
+            &fx.home.join(".config/cordon/config.json"),
+            &json!({"pi": {"memory": "2G", "mount": [
+                {"source": datasets, "target": "/data", "mode": "ro"},
+                {"source": results_dir, "target": "/results", "mode": "rw"}]}})
+            .to_string(),
+        );
         let script = vec![
             (
                 "c1".to_string(),
@@ -144,7 +191,11 @@ fn pi_runs_inside_with_its_keys_outside() {
             (
                 "c2".to_string(),
                 format!(
-                    "echo made-inside > inside.txt && echo ok-inside; echo bad > {}/escaped.txt; echo rc=$?; ls ~/.pi/agent/sessions/*/",
+                    "echo made-inside > inside.txt && echo ok-inside; echo bad > {}/escaped.txt; echo rc=$?; \
+                     echo bad > ~/.pi/agent/models.json; echo bad > ~/.pi/agent/settings.json; \
+                     echo '{{}}' > $PI_CODING_AGENT_DIR/models.json; echo cfg=$?; \
+                     cat /data/f; echo bad > /data/f; echo ro=$?; echo from-pi > /results/r && echo rw-ok; \
+                     ls ~/.pi/agent/sessions/*/",
                     fx.outside.display()
                 ),
             ),
@@ -156,51 +207,32 @@ fn pi_runs_inside_with_its_keys_outside() {
         let model = FakeModel::https("fake.test", script);
         // The model's provider, its key by variable; another with a literal key; a key
         // that pi stored with /login.
+        let fake_url = format!("https://fake.test:{}/v1", model.port);
         fx.write(
             &agent.join("models.json"),
             &serde_json::to_string_pretty(&json!({"providers": {
-                "fake": {
-                    "baseUrl": format!("https://fake.test:{}/v1", model.port),
-                    "api": "openai-completions",
-                    "apiKey": "$FAKE_KEY",
-                    "compat": {"supportsDeveloperRole": false, "supportsReasoningEffort": false},
-                    "models": [{"id": "fake-model", "reasoning": false, "input": ["text"],
-                                "contextWindow": 32000, "maxTokens": 1024}]},
-                "other": {
-                    "baseUrl": "https://other.test/v1",
-                    "api": "openai-completions",
-                    "apiKey": literal,
-                    "models": [{"id": "other-model", "reasoning": false, "input": ["text"],
-                                "contextWindow": 32000, "maxTokens": 1024}]}
+                "fake": provider(&fake_url, "$FAKE_KEY", "fake-model"),
+                "other": provider("https://other.test/v1", &literal, "other-model"),
             }}))
             .unwrap(),
         );
+
+        fx.write(&agent.join("settings.json"), "{}\n");
         fx.write(
             &agent.join("auth.json"),
             &json!({"anthropic": {"type": "api_key", "key": auth_key}}).to_string(),
         );
+        let config_dir_before = snapshots(&[
+            agent.join("models.json"),
+            agent.join("settings.json"),
+            agent.join("auth.json"),
+            datasets.join("f"),
+        ]);
 
         let ca = test_ca().path_str();
-        let mut cmd = fx.cordon_cmd(&[
-            "pi",
-            "--resolve",
-            "fake.test:127.0.0.1",
-            "--upstream-ca",
-            &ca,
-            "--",
-            "--provider",
-            "fake",
-            "--model",
-            "fake-model",
-            "--tools",
-            "bash",
-            "--mode",
-            "json",
-            "go",
-        ]);
-        cmd.env("FAKE_KEY", REAL_KEY)
-            .env("PI_OFFLINE", "1")
-            .env("CORDON_PI", &launcher);
+        let options = ["--resolve", "fake.test:127.0.0.1", "--upstream-ca", &ca];
+        let mut cmd = pi_cmd(fx, &launcher, &options, "fake", &[]);
+        cmd.env("FAKE_KEY", REAL_KEY);
         let out = run_cmd(cmd, None, PI_DEADLINE);
         let log = model.log.lock().unwrap();
         let context = format!(
@@ -254,6 +286,23 @@ fn pi_runs_inside_with_its_keys_outside() {
             .assert_success();
         assert!(probe.is_file(), "the user cannot write {}", probe.display());
         assert!(c2.contains("ok-inside") && !c2.contains("rc=0"), "{c2}");
+        // pi's config dir is read-only (but sessions/), also through the run's dir.
+        assert!(!c2.contains("cfg=0"), "{c2}");
+        assert_all_unchanged(&config_dir_before);
+        // The pi section's mounts: /data read-only, /results written on the host.
+        assert!(
+            c2.contains("dataset-original") && !c2.contains("ro=0"),
+            "{c2}"
+        );
+        assert!(c2.contains("rw-ok"), "{c2}");
+        let r = results_dir.join("r");
+        assert_eq!(
+            fs::read_to_string(&r).unwrap_or_default(),
+            "from-pi\n",
+            "{c2}"
+        );
+        let meta = fs::metadata(&r).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (fx.user.uid, fx.user.gid));
         // The session made on the host is listed inside; the one pi wrote is on the host.
         assert!(c2.contains(old_session), "{c2}");
         let written: Vec<String> = fs::read_dir(&sessions)
@@ -284,5 +333,107 @@ fn missing_pi_says_how_to_install_it() {
         let out = run_cmd(cmd, None, RUN_DEADLINE);
         out.assert_status(125);
         out.assert_stderr_contains("npm install -g @earendil-works/pi-coding-agent");
+    });
+}
+
+#[test]
+fn pi_continues_a_session_written_on_the_host() {
+    let cli = pi_cli();
+    for_each_user("pi-continue", |fx| {
+        let launcher = launcher(fx, &cli);
+        let work = fx.work.canonicalize().unwrap();
+        let agent = fx.home.join(".pi/agent");
+        let sessions = agent.join("sessions").join(session_subdir(&work));
+        let id = "11111111-1111-4111-8111-111111111111";
+        let file = sessions.join(format!("2020-01-01T00-00-00-000Z_{id}.jsonl"));
+        let said = format!("HOST-SESSION-{}", random_hex(6));
+        let lines = [
+            json!({"type": "session", "version": 3, "id": id,
+                   "timestamp": "2020-01-01T00:00:00.000Z", "cwd": work}),
+            json!({"type": "message", "id": "a0000001", "parentId": null,
+                   "timestamp": "2020-01-01T00:00:01.000Z",
+                   "message": {"role": "user", "content": [{"type": "text", "text": said}],
+                               "timestamp": 1577836801000u64}}),
+        ];
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        fx.write(&file, &text);
+        let model = FakeModel::https("fake.test", Vec::new());
+        let url = format!("https://fake.test:{}/v1", model.port);
+        fx.write(
+            &agent.join("models.json"),
+            &json!({"providers": {"fake": provider(&url, "$FAKE_KEY", "fake-model")}}).to_string(),
+        );
+        let ca = test_ca().path_str();
+        let options = ["--resolve", "fake.test:127.0.0.1", "--upstream-ca", &ca];
+        let mut cmd = pi_cmd(fx, &launcher, &options, "fake", &["-c"]);
+        cmd.env("FAKE_KEY", REAL_KEY);
+        let out = run_cmd(cmd, None, PI_DEADLINE);
+        out.assert_success();
+        let log = model.log.lock().unwrap();
+        // pi inside found the session written on the host and sent it on.
+        assert!(
+            log.bodies.first().is_some_and(|b| b.contains(&said)),
+            "{out}\n{:?}",
+            log.bodies
+        );
+        // And what it added is in the same file on the host.
+        let after = fs::read_to_string(&file).unwrap();
+        assert!(
+            after.starts_with(&text) && after.contains("All done."),
+            "{after}"
+        );
+    });
+}
+
+#[test]
+fn a_local_provider_is_reached_only_with_allow_local() {
+    let cli = pi_cli();
+    for_each_user("pi-local", |fx| {
+        let launcher = launcher(fx, &cli);
+        let agent = fx.home.join(".pi/agent");
+        let script = vec![(
+            "l1".to_string(),
+            "bash".to_string(),
+            json!({"command": "echo local-ran"}),
+        )];
+        let model = FakeModel::http(script);
+        let addr = format!("127.0.0.1:{}", model.port);
+        // As pi's users write it: localhost, which inside is 127.0.0.1 too.
+        let url = format!("http://localhost:{}/v1", model.port);
+        fx.write(
+            &agent.join("models.json"),
+            &json!({"providers": {"local": provider(&url, "local-key", "fake-model")}}).to_string(),
+        );
+        fx.write(
+            &agent.join("settings.json"),
+            r#"{"retry": {"enabled": false}}"#,
+        );
+        // Not allowed: one warning naming the flag, and nothing reaches the model.
+        let cmd = pi_cmd(fx, &launcher, &["--timeout", "60"], "local", &[]);
+        let out = run_cmd(cmd, None, PI_DEADLINE);
+        let hint = format!("pass --allow-local localhost:{}", model.port);
+        out.assert_stderr_contains(&format!(
+            "pi's provider \"local\" (models.json) is at localhost:{}",
+            model.port
+        ));
+        out.assert_stderr_contains(&hint);
+        assert_eq!(
+            out.stderr_str().matches("warning: pi's provider").count(),
+            1,
+            "{out}"
+        );
+        assert!(model.log.lock().unwrap().bodies.is_empty(), "{out}");
+        // Allowed: pi inside reaches it, with its key as it is (no name to scope it to).
+        let cmd = pi_cmd(fx, &launcher, &["--allow-local", &addr], "local", &[]);
+        let out = run_cmd(cmd, None, PI_DEADLINE);
+        out.assert_success();
+        assert!(!out.stderr_str().contains("pi's provider"), "{out}");
+        let log = model.log.lock().unwrap();
+        assert!(log.bodies.len() >= 2, "{out}");
+        assert!(
+            log.authorizations.iter().all(|a| a == "Bearer local-key"),
+            "{out}"
+        );
+        assert!(log.bodies.last().unwrap().contains("local-ran"), "{out}");
     });
 }

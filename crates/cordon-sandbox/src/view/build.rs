@@ -7,7 +7,10 @@
 //! 2. clone each host path a mount needs *before* anything is mounted over it;
 //! 3. make the whole tree read-only, nosuid and nodev;
 //! 4. apply the planned mounts (binds, pins, empty dirs and files, `/tmp`);
-//! 5. a minimal `/dev` and a fresh `/proc` with its global knobs read-only.
+//! 5. a minimal `/dev` and a fresh `/proc` with its global knobs read-only;
+//! 6. the policy's mounts (host paths shown elsewhere), each cloned from the view
+//!    built so far; a target that does not exist is made in a tmpfs that mirrors
+//!    its nearest existing ancestor (for `/`, that tmpfs becomes the root).
 //!
 //! What is mounted over stays unreachable: the sandboxed process has no capability
 //! to unmount, seccomp refuses the mount syscalls, and no descriptor opened before
@@ -15,7 +18,7 @@
 //! `openat2(RESOLVE_NO_SYMLINKS)`, so a symlink swapped in on the host cannot
 //! redirect a mount.
 
-use super::plan::{MountKind, MountOp, ViewPlan};
+use super::plan::{MountKind, MountOp, MountPlan, ViewPlan};
 use crate::error::SandboxError;
 use crate::sys;
 use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
@@ -25,6 +28,7 @@ use rustix::mount::{
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// Device nodes the sandbox gets: the harmless ones.
@@ -115,11 +119,131 @@ pub fn enter(plan: &ViewPlan, placeholders_ready: &mut dyn FnMut()) -> Result<()
     for path in read_only_tmpfs {
         remount_read_only(root.as_fd(), &path, EMPTY_DIR_FLAGS)?;
     }
+    make_mounts(root.as_fd(), &plan.mounts)?;
     // Closing a mount that was never attached tears it down at once (waiting for
     // an RCU grace period); left open, it goes when the supervisor exits, after
     // the command's status is reported.
     std::mem::forget(empty);
     rustix::process::chdir("/").map_err(rustix_err("/"))
+}
+
+/// The policy's mounts. Every source is cloned first, from the view as built so
+/// far (what it hides stays hidden below the target); then the targets that exist,
+/// or lie in a tmpfs of ours, get theirs; then each mirror, deepest first, so a
+/// shallower mirror takes the deeper ones in. A mirror of `/` becomes the root
+/// (the old root stays beneath it, out of reach), so it must come last.
+fn make_mounts(root: BorrowedFd<'_>, mounts: &[MountPlan]) -> Result<(), SandboxError> {
+    let sources = mounts
+        .iter()
+        .map(|m| {
+            let tree = clone_tree(root, &m.source, true)?;
+            if !m.writable {
+                set_attrs(tree.as_fd(), READ_ONLY, &m.source)?;
+            }
+            Ok(tree)
+        })
+        .collect::<Result<Vec<_>, SandboxError>>()?;
+    let attach = |base: BorrowedFd<'_>, inside: &Path, m: &MountPlan, source: &OwnedFd| {
+        if m.create_mount_point {
+            create_mount_point(base, inside, m.is_dir)?;
+        }
+        let target = open_in(base, inside)?;
+        attach_at(source.as_fd(), target.as_fd(), &m.target)
+    };
+    for (m, source) in mounts.iter().zip(&sources) {
+        if m.mirror.is_none() {
+            attach(root, &m.target, m, source)?;
+        }
+    }
+    let mut mirrors: Vec<&Path> = mounts.iter().filter_map(|m| m.mirror.as_deref()).collect();
+    mirrors.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    mirrors.dedup();
+    for dir in mirrors {
+        let base = mirror(root, dir)?;
+        for (m, source) in mounts.iter().zip(&sources) {
+            if m.mirror.as_deref() == Some(dir) {
+                let inside = Path::new("/").join(m.target.strip_prefix(dir).unwrap_or(&m.target));
+                attach(base.as_fd(), &inside, m, source)?;
+            }
+        }
+        let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | MIRROR_FLAGS;
+        sys::mount(None, &fd_path(base.as_fd()), None, flags, None).map_err(err(dir))?;
+        if dir == Path::new("/") {
+            rustix::process::fchdir(&base).map_err(rustix_err(dir))?;
+            rustix::process::chroot(".").map_err(rustix_err(dir))?;
+        }
+    }
+    Ok(())
+}
+
+/// Mount flags of a mirror's tmpfs.
+const MIRROR_FLAGS: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
+
+/// Covers `dir` with a tmpfs holding what it held: every directory and file bound
+/// from the view (with the mounts below it), every symlink copied. Returns the
+/// tmpfs, still writable so mount points can be made in it.
+fn mirror(root: BorrowedFd<'_>, dir: &Path) -> Result<OwnedFd, SandboxError> {
+    enum Entry {
+        Tree(OwnedFd, bool),
+        Link(std::ffi::CString),
+    }
+    let listing = open_dir_in(root, dir)?;
+    let mut entries = Vec::new();
+    for entry in rfs::Dir::read_from(&listing).map_err(rustix_err(dir))? {
+        let entry = entry.map_err(rustix_err(dir))?;
+        let name = entry.file_name().to_owned();
+        if name.as_bytes() == b"." || name.as_bytes() == b".." {
+            continue;
+        }
+        let path = dir.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
+        let kind = match entry.file_type() {
+            rfs::FileType::Unknown => {
+                rfs::statat(&listing, name.as_c_str(), rfs::AtFlags::SYMLINK_NOFOLLOW)
+                    .map(|st| rfs::FileType::from_raw_mode(st.st_mode))
+                    .map_err(rustix_err(&path))?
+            }
+            kind => kind,
+        };
+        let made = match kind {
+            rfs::FileType::Directory | rfs::FileType::RegularFile => Entry::Tree(
+                clone_tree(root, &path, true)?,
+                kind == rfs::FileType::Directory,
+            ),
+            rfs::FileType::Symlink => Entry::Link(
+                rfs::readlinkat(&listing, name.as_c_str(), Vec::new())
+                    .map_err(rustix_err(&path))?,
+            ),
+            _ => continue,
+        };
+        entries.push((name, made));
+    }
+    let fail = rustix_err(dir);
+    let fs = rmount::fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(fail)?;
+    rmount::fsconfig_set_string(fs.as_fd(), "mode", "0755").map_err(rustix_err(dir))?;
+    rmount::fsconfig_create(fs.as_fd()).map_err(rustix_err(dir))?;
+    let base = rmount::fsmount(
+        fs.as_fd(),
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
+    )
+    .map_err(rustix_err(dir))?;
+    let target = open_in(root, dir)?;
+    attach_at(base.as_fd(), target.as_fd(), dir)?;
+    for (name, entry) in entries {
+        let path = dir.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
+        match entry {
+            Entry::Link(to) => {
+                rfs::symlinkat(to.as_c_str(), &base, name.as_c_str()).map_err(rustix_err(&path))?
+            }
+            Entry::Tree(tree, is_dir) => {
+                let inside = Path::new("/").join(std::ffi::OsStr::from_bytes(name.as_bytes()));
+                create_mount_point(base.as_fd(), &inside, is_dir)?;
+                let node = open_in(base.as_fd(), &inside)?;
+                attach_at(tree.as_fd(), node.as_fd(), &path)?;
+            }
+        }
+    }
+    Ok(base)
 }
 
 /// A detached tmpfs holding an empty file and an empty directory: the source of

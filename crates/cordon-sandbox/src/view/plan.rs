@@ -48,6 +48,23 @@ pub struct MountOp {
     pub placeholder: bool,
 }
 
+/// A mount of the policy (a host path shown at another path), planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountPlan {
+    /// The path in the view whose content the target shows (cloned once the rest
+    /// of the view is built, so the target shows no more than the view does).
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub writable: bool,
+    pub is_dir: bool,
+    /// The target does not exist where it goes and must be made.
+    pub create_mount_point: bool,
+    /// The target's nearest existing ancestor, read-only in the view, which gets a
+    /// tmpfs holding its entries (bound from the view) so the target can be made
+    /// there; `None` when the target exists or lies in a tmpfs of ours.
+    pub mirror: Option<PathBuf>,
+}
+
 /// A placeholder to create on the host for a protected path that does not exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placeholder {
@@ -65,6 +82,8 @@ pub struct ViewPlan {
     pub overlays: Vec<crate::FileOverlay>,
     pub to_create: Vec<Placeholder>,
     pub placeholders: Vec<PathBuf>,
+    /// The policy's mounts, made after everything else.
+    pub mounts: Vec<MountPlan>,
     pub warnings: Vec<String>,
 }
 
@@ -106,6 +125,7 @@ impl ViewPlan {
         for rule in &policy.rules {
             planner.plan_rule(rule)?;
         }
+        planner.plan_mounts()?;
         let mut plan = planner.finish();
         plan.overlays = overlays;
         Ok(plan)
@@ -287,6 +307,77 @@ impl Planner<'_> {
         self.add(&target, MountKind::Bind { writable: false }, is_dir);
         if let Some(op) = self.ops.get_mut(&target) {
             op.placeholder = placeholder;
+        }
+        Ok(())
+    }
+
+    /// Where each mount's target goes: onto an existing path, into a tmpfs of
+    /// ours, or into a tmpfs mirror of its nearest existing, read-only ancestor.
+    fn plan_mounts(&mut self) -> Result<(), SandboxError> {
+        for m in &self.policy.mounts {
+            let fail = |problem: String| SandboxError::Mount {
+                from: m.source.clone(),
+                target: m.target.clone(),
+                problem,
+            };
+            let is_dir = fs::metadata(&m.source)
+                .map_err(|e| fail(format!("cannot read the source: {e}")))?
+                .is_dir();
+            if let Some(outer) = self
+                .plan
+                .mounts
+                .iter()
+                .find(|o| m.target.starts_with(&o.target))
+            {
+                return Err(fail(format!(
+                    "the target is inside the target of another mount ({}); mount targets cannot nest",
+                    outer.target.display()
+                )));
+            }
+            let (create_mount_point, mirror) = if self.under_tmpfs(&m.target) {
+                (true, None)
+            } else {
+                match fs::symlink_metadata(&m.target) {
+                    Ok(meta) if meta.is_dir() != is_dir || meta.is_symlink() => {
+                        let kind = |dir: bool| if dir { "a directory" } else { "a file" };
+                        return Err(fail(format!(
+                            "the source is {} but the target is not",
+                            kind(is_dir)
+                        )));
+                    }
+                    Ok(_) => (false, None),
+                    Err(_) => {
+                        let ancestor = m
+                            .target
+                            .ancestors()
+                            .skip(1)
+                            .find(|a| fs::symlink_metadata(a).is_ok())
+                            .unwrap_or(Path::new("/"))
+                            .to_path_buf();
+                        if !ancestor.is_dir() {
+                            return Err(fail(format!(
+                                "{} is not a directory, so the target cannot be made in it",
+                                ancestor.display()
+                            )));
+                        }
+                        if self.policy.access_for(&ancestor) != Access::Read {
+                            return Err(fail(format!(
+                                "the target does not exist, and cordon makes no directories in {}, which the sandbox may write or cannot see (hint: create the target first)",
+                                ancestor.display()
+                            )));
+                        }
+                        (true, Some(ancestor))
+                    }
+                }
+            };
+            self.plan.mounts.push(MountPlan {
+                source: m.source.clone(),
+                target: m.target.clone(),
+                writable: m.writable,
+                is_dir,
+                create_mount_point,
+                mirror,
+            });
         }
         Ok(())
     }

@@ -18,6 +18,6 @@ pub fn dispatch(command: Commands) -> Result<u8, String> {
         Commands::Serve { options } => serve::serve(&options),
         Commands::Agent => serve::agent(),
         Commands::Doctor { json } => doctor::doctor(json),
-        Commands::Policy { options, json } => policy::show(&options, json),
+        Commands::Policy { options, json, pi } => policy::show(&options, json, pi),
     }
 }

@@ -7,9 +7,10 @@
 //! (in its environment, and in copies of `models.json` and `auth.json` laid over
 //! the real ones). The providers pi is configured for are allowed on the network.
 
-use super::run::{execute_in, home_dir, resolve_policy};
+use super::run::{execute_in, home_dir, resolve_policy_with};
 use crate::cli::RunOptions;
 use cordon_net::SandboxSide;
+use cordon_policy::{NetMode, Policy};
 use cordon_sandbox::{Command, FileOverlay, Terminal};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -83,66 +84,153 @@ fn provider_hosts(id: &str) -> Option<Vec<String>> {
         .map(|(_, _, hosts)| hosts.iter().map(|h| h.to_string()).collect())
 }
 
-pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
-    let program = find_pi()?;
-    let home = home_dir()?;
-    let custom_dir = std::env::var_os("PI_CODING_AGENT_DIR").filter(|d| !d.is_empty());
-    // (Inside, PI_CODING_AGENT_DIR names the run's own config dir, see below.)
-    let agent_dir = agent_dir(&home, custom_dir.as_deref());
-    let sessions = agent_dir.join("sessions");
-    std::fs::create_dir_all(&sessions).map_err(|e| {
-        format!(
-            "cannot create pi's sessions dir {}: {e}",
-            sessions.display()
-        )
-    })?;
-    let agent_dir = agent_dir.canonicalize().unwrap_or(agent_dir);
-    let found = Found::gather(&agent_dir, |name| std::env::var(name).ok());
-    for warning in &found.warnings {
-        eprintln!("cordon: warning: {warning}");
+/// What `cordon pi` adds to a run, worked out before its policy: pi's config
+/// dir, the credentials found in it and the environment, and the rules for them.
+pub struct PiSetup {
+    /// pi's real config dir (canonical).
+    agent_dir: PathBuf,
+    /// pi's config dir inside: one made for the run (see [`run_dir`]).
+    run_dir: PathBuf,
+    /// node's compile cache for sandboxed pi runs.
+    compile_cache: PathBuf,
+    found: Found,
+}
+
+impl PiSetup {
+    /// Finds pi's config dir and credentials. With `prepare`, also makes what a
+    /// run needs on the host (the sessions dir, the run's config dir, the cache).
+    pub fn gather(prepare: bool) -> Result<PiSetup, String> {
+        let home = home_dir()?;
+        let custom_dir = std::env::var_os("PI_CODING_AGENT_DIR").filter(|d| !d.is_empty());
+        // (Inside, PI_CODING_AGENT_DIR names the run's own config dir, see below.)
+        let agent_dir = agent_dir(&home, custom_dir.as_deref());
+        let sessions = agent_dir.join("sessions");
+        if prepare {
+            std::fs::create_dir_all(&sessions).map_err(|e| {
+                format!(
+                    "cannot create pi's sessions dir {}: {e}",
+                    sessions.display()
+                )
+            })?;
+        }
+        let agent_dir = agent_dir.canonicalize().unwrap_or(agent_dir);
+        let found = Found::gather(&agent_dir, |name| std::env::var(name).ok());
+        let cache = cordon_net::Dirs::from_env(&home).cache.join("pi");
+        // pi turns on node's compile cache, kept in $TMPDIR: the sandbox's /tmp is
+        // new every run, and compiling pi afresh costs more than the whole sandbox.
+        // A cache of cordon's own, shared only by sandboxed pi runs (never the
+        // host's node).
+        let mut compile_cache = cache.join("node-compile-cache");
+        // pi locks its config files by making `<file>.lock` directories next to
+        // them, so it needs a writable config dir: inside, its config dir is one
+        // made for this run, of symlinks to the real entries (which stay
+        // read-only, but for sessions/), where the locks and pi's caches land and
+        // are dropped after.
+        let mut run_dir = cache.join(format!("agent-{}", std::process::id()));
+        if prepare {
+            run_dir = make_run_dir(&run_dir, &agent_dir)?;
+            if !found
+                .files
+                .iter()
+                .any(|(t, _)| *t == agent_dir.join("auth.json"))
+            {
+                // No copy to show (none, or unreadable): pi makes an empty one here.
+                let _ = std::fs::remove_file(run_dir.join("auth.json"));
+            }
+            if std::fs::create_dir_all(&compile_cache).is_ok() {
+                compile_cache = compile_cache.canonicalize().unwrap_or(compile_cache);
+            }
+        }
+        Ok(PiSetup {
+            agent_dir,
+            run_dir,
+            compile_cache,
+            found,
+        })
     }
 
-    // pi locks its config files by making `<file>.lock` directories next to them,
-    // so it needs a writable config dir: inside, its config dir is one made for
-    // this run, of symlinks to the real entries (which stay read-only, but for
-    // sessions/), where the locks and pi's caches land and are dropped after.
-    let run_dir = run_dir(&home, &agent_dir)?;
-    if !found
-        .files
-        .iter()
-        .any(|(t, _)| *t == agent_dir.join("auth.json"))
-    {
-        // No copy to show (none, or unreadable): pi makes an empty one here.
-        let _ = std::fs::remove_file(run_dir.join("auth.json"));
+    /// The rules `cordon pi` adds to the policy, each with its reason.
+    pub fn mode(&self) -> cordon_policy::PiMode {
+        let text = |p: &Path| p.to_string_lossy().into_owned();
+        let config_dir = "pi's config dir for this run".to_string();
+        let cache = "node's compile cache for sandboxed pi".to_string();
+        let mut mode = cordon_policy::PiMode {
+            allow_write: vec![
+                (
+                    self.agent_dir.join("sessions"),
+                    "pi's sessions, kept on the host".to_string(),
+                ),
+                (self.run_dir.clone(), config_dir.clone()),
+            ],
+            deny_read: vec![(
+                self.agent_dir.join("auth.json"),
+                "pi's credentials (inside, a copy holding placeholders)".to_string(),
+            )],
+            env: vec![(
+                format!("PI_CODING_AGENT_DIR={}", text(&self.run_dir)),
+                config_dir,
+            )],
+            ..Default::default()
+        };
+        if self.compile_cache.is_dir() {
+            mode.allow_write
+                .push((self.compile_cache.clone(), cache.clone()));
+            mode.env.push((
+                format!("NODE_COMPILE_CACHE={}", text(&self.compile_cache)),
+                cache,
+            ));
+        }
+        for (name, secret) in &self.found.secrets {
+            let hosts: Vec<&str> = secret.hosts.iter().map(String::as_str).collect();
+            mode.secret
+                .push((format!("{name}={}", hosts.join(",")), secret.why.clone()));
+        }
+        for (domain, why) in &self.found.domains {
+            mode.allow_domain.push((domain.clone(), why.clone()));
+        }
+        mode
     }
-    let mut options = options.clone();
-    options.allow_write.push(agent_dir.join("sessions"));
-    options.allow_write.push(run_dir.clone());
-    options.deny_read.push(agent_dir.join("auth.json"));
-    options
-        .env
-        .push(format!("PI_CODING_AGENT_DIR={}", run_dir.to_string_lossy()));
-    // pi turns on node's compile cache, kept in $TMPDIR: the sandbox's /tmp is new
-    // every run, and compiling pi afresh costs more than the whole sandbox. A cache
-    // of cordon's own, shared only by sandboxed pi runs (never the host's node).
-    let compile_cache = cordon_net::Dirs::from_env(&home)
-        .cache
-        .join("pi/node-compile-cache");
-    if std::fs::create_dir_all(&compile_cache).is_ok() {
-        let compile_cache = compile_cache.canonicalize().unwrap_or(compile_cache);
-        options.allow_write.push(compile_cache.clone());
-        options.env.push(format!(
-            "NODE_COMPILE_CACHE={}",
-            compile_cache.to_string_lossy()
-        ));
+
+    /// The warnings found while reading pi's config, and one for each local
+    /// provider the policy does not let through.
+    pub fn warnings(&self, policy: &Policy) -> Vec<String> {
+        let mut warnings = self.found.warnings.clone();
+        if policy.net.value == NetMode::Host {
+            return warnings;
+        }
+        for (id, addr) in &self.found.locals {
+            let allowed = cordon_policy::parse_local_service(addr).is_ok_and(|a| {
+                policy.network.local.iter().any(|l| l.addr == a)
+                    && policy.net.value == NetMode::Allowlist
+            });
+            if !allowed {
+                warnings.push(format!(
+                    "pi's provider {id:?} (models.json) is at {addr}, on this machine, which the sandbox cannot reach (hint: pass --allow-local {addr}, or add \"{addr}\" to \"allow_local\" in your config)"
+                ));
+            }
+        }
+        warnings
     }
-    for (name, secret) in &found.secrets {
-        let hosts: Vec<&str> = secret.hosts.iter().map(String::as_str).collect();
-        options.secret.push(format!("{name}={}", hosts.join(",")));
+}
+
+pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
+    let program = find_pi()?;
+    let setup = PiSetup::gather(true)?;
+    let policy = resolve_policy_with(options, Some(setup.mode()));
+    let policy = match policy {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&setup.run_dir);
+            return Err(e);
+        }
+    };
+    for warning in setup.warnings(&policy) {
+        eprintln!("cordon: warning: {warning}");
     }
-    options.allow_domain.extend(found.domains.iter().cloned());
-    let policy = resolve_policy(&options)?;
+    let found = &setup.found;
+    let run_dir = &setup.run_dir;
     if policy.access_for(&program) == cordon_policy::Access::Deny {
+        let _ = std::fs::remove_dir_all(run_dir);
         return Err(format!(
             "pi ({}) is in a path the policy hides, so it cannot run inside (hint: install pi elsewhere: {INSTALL_HINT})",
             program.display()
@@ -214,17 +302,16 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
             Terminal::Inherit
         },
     };
-    let result = execute_in(&options, &policy, command, additions);
+    let result = execute_in(options, &policy, command, additions);
     let _ = std::fs::remove_dir_all(&overlay_dir);
-    let _ = std::fs::remove_dir_all(&run_dir);
+    let _ = std::fs::remove_dir_all(run_dir);
     result
 }
 
-/// A fresh directory for pi's config dir inside the sandbox, below cordon's cache
-/// dir: a symlink to every entry of the real one.
-fn run_dir(home: &Path, agent_dir: &Path) -> Result<PathBuf, String> {
-    let base = cordon_net::Dirs::from_env(home).cache.join("pi");
-    let dir = base.join(format!("agent-{}", std::process::id()));
+/// A fresh directory `dir` for pi's config dir inside the sandbox: a symlink to
+/// every entry of the real one.
+fn make_run_dir(dir: &Path, agent_dir: &Path) -> Result<PathBuf, String> {
+    let dir = dir.to_path_buf();
     let fail = |e: std::io::Error| format!("cannot make pi's config dir {}: {e}", dir.display());
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(fail)?;
@@ -295,6 +382,8 @@ struct FoundSecret {
     hosts: BTreeSet<String>,
     /// A name cordon made up (the value is from a file): not in pi's environment.
     synthetic: bool,
+    /// Where it was found, for `cordon policy --pi`.
+    why: String,
 }
 
 /// What pi's environment and config dir need from the sandbox.
@@ -303,11 +392,17 @@ struct Found {
     secrets: BTreeMap<String, FoundSecret>,
     /// Values hidden without a secret (no host to scope them to).
     redacted: BTreeSet<String>,
-    /// Domain patterns to allow (with a port where the URL has one).
-    domains: BTreeSet<String>,
+    /// Domain patterns to allow (with a port where the URL has one), each with
+    /// the reason.
+    domains: BTreeMap<String, String>,
+    /// Providers on this machine or at an address: id, `HOST:PORT` as
+    /// `--allow-local` takes it.
+    locals: Vec<(String, String)>,
     /// Config files to lay over the real ones: target path, content with tokens.
     files: Vec<(PathBuf, String)>,
     warnings: Vec<String>,
+    /// The provider being read, for the reasons of what it adds.
+    why: String,
 }
 
 impl Found {
@@ -318,6 +413,7 @@ impl Found {
         for (provider, vars, hosts) in PROVIDERS {
             for var in *vars {
                 if let Some(value) = env(var) {
+                    found.why = format!("${var} in the environment, for provider {provider:?}");
                     found.secret(var, value, hosts.iter().map(|h| h.to_string()), false);
                     found.allow(provider, hosts.iter().map(|h| h.to_string()));
                 }
@@ -328,6 +424,7 @@ impl Found {
             && let Some(provider) = settings.get("defaultProvider").and_then(Value::as_str)
             && let Some(hosts) = provider_hosts(provider)
         {
+            found.why = format!("defaultProvider {provider:?} in settings.json");
             found.allow(provider, hosts);
         }
         // models.json: custom providers and overrides of built-in ones.
@@ -337,16 +434,25 @@ impl Found {
             let mut changed = false;
             if let Some(providers) = models.get_mut("providers").and_then(Value::as_object_mut) {
                 for (id, provider) in providers.iter_mut() {
+                    found.why = format!("provider {id:?} in models.json");
                     let (hosts, domain, local) = match provider
                         .get("baseUrl")
                         .and_then(Value::as_str)
                     {
                         Some(url) => match url_host(url) {
-                            Some((host, port)) if is_local(&host) => (
-                                Vec::new(),
-                                None,
-                                Some(host + ":" + &port.map(|p| p.to_string()).unwrap_or_default()),
-                            ),
+                            Some((host, port)) if is_local(&host) => {
+                                let port = port.unwrap_or(if url.starts_with("https:") {
+                                    443
+                                } else {
+                                    80
+                                });
+                                let addr = if host.contains(':') {
+                                    format!("[{host}]:{port}")
+                                } else {
+                                    format!("{host}:{port}")
+                                };
+                                (Vec::new(), None, Some((url.to_string(), host, addr)))
+                            }
                             Some((host, port)) => {
                                 let domain = match port {
                                     Some(p) => format!("{host}:{p}"),
@@ -362,9 +468,19 @@ impl Found {
                         None => (provider_hosts(id).unwrap_or_default(), None, None),
                     };
                     if let Some(domain) = domain {
-                        found.domains.insert(domain);
+                        found.domains.entry(domain).or_insert(found.why.clone());
                     } else if local.is_none() && !hosts.is_empty() {
                         found.allow(id, hosts.clone());
+                    }
+                    if let Some((url, host, addr)) = &local {
+                        found.locals.push((id.clone(), addr.clone()));
+                        // Inside, a local service is at 127.0.0.1:PORT.
+                        if host != "127.0.0.1"
+                            && let Some(inside) = with_host(url, host, "127.0.0.1")
+                        {
+                            provider["baseUrl"] = Value::String(inside);
+                            changed = true;
+                        }
                     }
                     custom_hosts.insert(id.clone(), hosts.clone());
                     let secret_name = format!("CORDON_PI_MODELS_{}", env_suffix(id));
@@ -392,6 +508,7 @@ impl Found {
         if let Some(mut auth) = read_json(&auth_path, &mut found.warnings) {
             if let Some(entries) = auth.as_object_mut() {
                 for (id, entry) in entries.iter_mut() {
+                    found.why = format!("provider {id:?} in auth.json");
                     let hosts = custom_hosts
                         .get(id)
                         .filter(|h| !h.is_empty())
@@ -435,7 +552,9 @@ impl Found {
     }
 
     fn allow(&mut self, _provider: &str, hosts: impl IntoIterator<Item = String>) {
-        self.domains.extend(hosts);
+        for host in hosts {
+            self.domains.entry(host).or_insert_with(|| self.why.clone());
+        }
     }
 
     fn secret(
@@ -452,6 +571,7 @@ impl Found {
                 value,
                 hosts: BTreeSet::new(),
                 synthetic,
+                why: self.why.clone(),
             });
         entry.hosts.extend(hosts);
     }
@@ -590,6 +710,23 @@ fn url_host(url: &str) -> Option<(String, Option<u16>)> {
     }
 }
 
+/// `url` with its host `host` replaced by `new` (the first occurrence after the
+/// scheme, brackets of an IPv6 address included).
+fn with_host(url: &str, host: &str, new: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let written = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let at = rest.to_ascii_lowercase().find(&written)?;
+    Some(format!(
+        "{scheme}://{}{new}{}",
+        &rest[..at],
+        &rest[at + written.len()..]
+    ))
+}
+
 /// A host on this machine or a literal address: reached with `--allow-local`, no
 /// name to scope a secret to.
 fn is_local(host: &str) -> bool {
@@ -670,8 +807,15 @@ mod tests {
             found.secrets["CORDON_PI_AUTH_OPENAI"].value,
             "sk-openai-abc"
         );
-        assert!(found.domains.contains("fake.test:8443"));
-        assert!(found.domains.contains("api.anthropic.com"));
+        assert_eq!(
+            found.domains["fake.test:8443"],
+            "provider \"fake\" in models.json"
+        );
+        assert!(found.domains.contains_key("api.anthropic.com"));
+        assert_eq!(
+            found.locals,
+            vec![("ollama".to_string(), "127.0.0.1:11434".to_string())]
+        );
         let all: String = found.files.iter().map(|(_, t)| t.as_str()).collect();
         for secret in ["sk-literal-123", "sk-ant-oat-xyz", "r-123", "sk-openai-abc"] {
             assert!(!all.contains(secret), "{secret} in {all}");

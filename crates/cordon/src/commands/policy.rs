@@ -1,16 +1,29 @@
 //! `cordon policy`: the resolved policy, every rule with where it came from.
 
-use super::run::resolve_policy;
+use super::pi::PiSetup;
+use super::run::resolve_policy_with;
 use crate::cli::RunOptions;
 use cordon_policy::{LOCAL_SERVICE_NAME, NetMode, Policy};
 use std::fmt::Write;
 
-pub fn show(options: &RunOptions, json: bool) -> Result<u8, String> {
-    let policy = resolve_policy(options)?;
+/// `pi`: the policy `cordon pi` would run with (nothing is made on the host).
+pub fn show(options: &RunOptions, json: bool, pi: bool) -> Result<u8, String> {
+    let setup = if pi {
+        Some(PiSetup::gather(false)?)
+    } else {
+        None
+    };
+    let mut policy = resolve_policy_with(options, setup.as_ref().map(PiSetup::mode))?;
+    if let Some(setup) = &setup {
+        policy.warnings.extend(setup.warnings(&policy));
+    }
     let limits = cordon_sandbox::limits_mechanism(&policy.limits);
     if json {
         let mut value = serde_json::to_value(&policy).map_err(|e| e.to_string())?;
         value["limits_mechanism"] = serde_json::Value::String(limits.describe());
+        if pi {
+            value["mode"] = serde_json::Value::String("pi".into());
+        }
         println!(
             "{}",
             serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?
@@ -50,6 +63,22 @@ fn render(policy: &Policy, limits_mechanism: &str) -> String {
             "tmpfs",
             scratch.display()
         );
+    }
+    if !policy.mounts.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nmounts (the target shows what the sandbox sees at the source)"
+        );
+        for m in &policy.mounts {
+            let _ = writeln!(
+                out,
+                "  {:<6} {} → {}    ← {}",
+                if m.writable { "rw" } else { "ro" },
+                m.source.display(),
+                m.target.display(),
+                m.origin
+            );
+        }
     }
     render_network(&mut out, policy);
     let _ = writeln!(out, "\nenvironment");

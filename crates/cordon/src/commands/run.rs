@@ -99,6 +99,14 @@ pub fn execute_in(
 
 /// Resolves the policy from the options, the environment and the config files.
 pub fn resolve_policy(options: &RunOptions) -> Result<Policy, String> {
+    resolve_policy_with(options, None)
+}
+
+/// [`resolve_policy`] for `cordon pi`, with the rules it adds.
+pub fn resolve_policy_with(
+    options: &RunOptions,
+    pi: Option<cordon_policy::PiMode>,
+) -> Result<Policy, String> {
     let cwd =
         std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
     let inputs = Inputs {
@@ -129,6 +137,8 @@ pub fn resolve_policy(options: &RunOptions) -> Result<Policy, String> {
             memory: options.memory.clone(),
             pids: options.pids,
             cpus: options.cpus,
+            mount: options.mount.clone(),
+            pi,
         },
     };
     cordon_policy::resolve(&inputs).map_err(|e| e.to_string())
