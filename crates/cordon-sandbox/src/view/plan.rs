@@ -580,7 +580,11 @@ mod tests {
         assert!(!git.exists(), "planning creates nothing");
         assert!(op(&plan, &git).placeholder);
         plan.create_placeholders().unwrap();
-        assert!(git.is_dir(), "placeholder made on the host");
+        assert!(git.is_file(), "placeholder made on the host, as a file");
+        assert_eq!(
+            fs::read(&git).unwrap(),
+            b"gitdir: /cordon-protected-placeholder\n"
+        );
         assert_eq!(op(&plan, &git).kind, MountKind::Bind { writable: false });
         // .git/hooks, .git/config and the other .git paths are covered by it.
         assert!(
@@ -625,10 +629,26 @@ mod tests {
         let mut plan = ViewPlan::prepare(&policy_for(&work, home.path()), Vec::new()).unwrap();
         plan.create_placeholders().unwrap();
         fs::write(work.join(".cordon.json"), "{}").unwrap();
-        fs::write(work.join(".vscode/settings.json"), "{}").unwrap();
+        fs::write(work.join(".vscode"), "{}").unwrap();
         plan.remove_placeholders();
         assert!(work.join(".cordon.json").exists());
-        assert!(work.join(".vscode/settings.json").exists());
+        assert!(work.join(".vscode").exists());
         assert!(!work.join(".idea").exists());
+    }
+
+    #[test]
+    fn a_missing_git_dir_inside_an_outer_repository_is_a_directory() {
+        // git passes over an empty `.git` directory to find the outer repository.
+        let outer = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        fs::create_dir(outer.path().join(".git")).unwrap();
+        let work = outer.path().canonicalize().unwrap().join("sub");
+        fs::create_dir(&work).unwrap();
+        let mut plan = ViewPlan::prepare(&policy_for(&work, home.path()), Vec::new()).unwrap();
+        plan.create_placeholders().unwrap();
+        assert!(work.join(".git").is_dir());
+        assert!(work.join(".pi").is_file(), "the others are files");
+        plan.remove_placeholders();
+        assert!(!work.join(".git").exists() && !work.join(".pi").exists());
     }
 }
