@@ -2,14 +2,15 @@
 //! ring of recent denials that `status` reports.
 
 use crate::error::ToolError;
-use cordon_policy::{Access, PathRule, Policy};
+use cordon_policy::{Access, Mount, PathRule, Policy, RuleKind};
 use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The longest path accepted (bytes), like Linux's PATH_MAX.
@@ -18,7 +19,8 @@ pub const MAX_PATH: usize = 4096;
 pub const DENIALS_KEPT: usize = 50;
 
 pub struct Guard {
-    pub policy: Policy,
+    /// Shared with walks, whose filters outlive a borrow.
+    pub policy: Arc<Policy>,
     denials: Mutex<VecDeque<Value>>,
 }
 
@@ -34,7 +36,7 @@ pub enum Need {
 impl Guard {
     pub fn new(policy: Policy) -> Guard {
         Guard {
-            policy,
+            policy: Arc::new(policy),
             denials: Mutex::new(VecDeque::new()),
         }
     }
@@ -95,28 +97,18 @@ impl Guard {
         Ok(path)
     }
 
-    /// Refuses `path` (canonical) if its rule does not grant `need`.
+    /// Refuses `path` (canonical, as seen inside) if what the view grants there
+    /// falls short of `need` (see [`verdict`]).
     pub fn check(&self, op: &'static str, path: &Path, need: Need) -> Result<(), ToolError> {
-        let Some(rule) = self.policy.rule_for(path) else {
+        let Some(v) = verdict(&self.policy, path) else {
             return Ok(());
         };
-        // A scratch directory (a private tmpfs such as /tmp) is writable, unless a
-        // rule at least as deep decides (e.g. a workspace inside /tmp).
-        let depth = rule.path.components().count();
-        if self
-            .policy
-            .scratch
-            .iter()
-            .any(|s| path.starts_with(s) && s.components().count() > depth)
-        {
-            return Ok(());
-        }
-        let what = match (rule.access, need) {
+        let what = match (v.access, need) {
             (Access::Deny, _) => "denied",
             (Access::Read, Need::Write) => "read-only",
             _ => return Ok(()),
         };
-        Err(self.deny(op, what, path, rule))
+        Err(self.deny(op, what, path, &v.rule))
     }
 
     fn deny(
@@ -150,13 +142,81 @@ impl Guard {
         d.iter().cloned().collect()
     }
 
-    /// Whether any deny rule lies strictly under `root` (then a walk must check
-    /// each entry).
+    /// Whether any denied path lies strictly under `root` (then a walk must check
+    /// each entry), mount targets included.
     pub fn denies_under(&self, root: &Path) -> bool {
-        self.policy
-            .rules
-            .iter()
-            .any(|r| r.access == Access::Deny && r.path.starts_with(root) && r.path != root)
+        let denies_in = |dir: &Path| {
+            self.policy
+                .rules
+                .iter()
+                .any(|r| r.access == Access::Deny && r.path.starts_with(dir) && r.path != dir)
+        };
+        denies_in(&through_mount(&self.policy, root).0)
+            || self
+                .policy
+                .mounts
+                .iter()
+                .any(|m| m.target.starts_with(root) && m.target != root && denies_in(&m.source))
+    }
+}
+
+/// What the sandbox's view grants at a path, and the rule that decides it.
+pub struct Verdict<'a> {
+    pub access: Access,
+    pub rule: Cow<'a, PathRule>,
+}
+
+/// What the view grants at `path` (canonical, as seen inside), as exec inside
+/// meets it: the deciding rule's access, except that a private scratch directory
+/// (`/tmp`) is writable unless a rule at least as deep decides (a workspace in
+/// /tmp, say). Below a mount's target, the path is judged as the same place
+/// below its source (what the view hides or protects there stays so), and a
+/// read-only mount grants read, by a rule naming its target, where the source
+/// is not hidden. `None`
+/// when no rule matches (never for a resolved policy: `/` has one).
+pub fn verdict<'a>(policy: &'a Policy, path: &Path) -> Option<Verdict<'a>> {
+    let (host, mount) = through_mount(policy, path);
+    let rule = policy.rule_for(&host)?;
+    let depth = rule.path.components().count();
+    let in_scratch = policy
+        .scratch
+        .iter()
+        .any(|s| host.starts_with(s) && s.components().count() > depth);
+    let access = if in_scratch {
+        Access::Write
+    } else {
+        rule.access
+    };
+    Some(match mount {
+        Some(m) if !m.writable && access != Access::Deny => Verdict {
+            access: Access::Read,
+            rule: Cow::Owned(PathRule {
+                path: m.target.clone(),
+                access: Access::Read,
+                kind: RuleKind::Plain,
+                origin: m.origin.clone(),
+            }),
+        },
+        _ => Verdict {
+            access,
+            rule: Cow::Borrowed(rule),
+        },
+    })
+}
+
+/// `path` (as seen inside) as the host path whose rules decide it: below a
+/// mount's target, the same place below its source (the view shows the source
+/// there as the view has it); elsewhere itself. With the mount, if any.
+fn through_mount<'a>(policy: &'a Policy, path: &'a Path) -> (Cow<'a, Path>, Option<&'a Mount>) {
+    let mount = policy
+        .mounts
+        .iter()
+        .filter(|m| path.starts_with(&m.target))
+        .max_by_key(|m| m.target.components().count());
+    match mount.and_then(|m| Some((m, path.strip_prefix(&m.target).ok()?))) {
+        Some((m, rest)) if rest.as_os_str().is_empty() => (Cow::Borrowed(&m.source), Some(m)),
+        Some((m, rest)) => (Cow::Owned(m.source.join(rest)), Some(m)),
+        None => (Cow::Borrowed(path), None),
     }
 }
 
@@ -284,6 +344,159 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(19_723), (2024, 1, 1));
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+
+    /// A workspace, a home with a secret, and `data/` (a repository with a file
+    /// and a hidden `secret`) to mount, under /var/tmp (not in /tmp, a scratch
+    /// dir of the policy).
+    struct Mounted {
+        _t: tempfile::TempDir,
+        ws: PathBuf,
+        home: PathBuf,
+        data: PathBuf,
+    }
+
+    impl Mounted {
+        fn new() -> Mounted {
+            let t = tempfile::Builder::new()
+                .prefix("cordon-guard-test-")
+                .tempdir_in("/var/tmp")
+                .unwrap();
+            let root = std::fs::canonicalize(t.path()).unwrap();
+            let (ws, home, data) = (root.join("ws"), root.join("home"), root.join("data"));
+            for d in [&ws, &home.join(".ssh"), &data.join(".git/hooks")] {
+                std::fs::create_dir_all(d).unwrap();
+            }
+            std::fs::write(home.join(".ssh/id_ed25519"), "secret").unwrap();
+            std::fs::write(data.join("f"), "data").unwrap();
+            std::fs::write(data.join("secret"), "hidden").unwrap();
+            Mounted {
+                _t: t,
+                ws,
+                home,
+                data,
+            }
+        }
+
+        /// The guard of a policy with these `--mount` flags, `data/secret` hidden.
+        fn guard(&self, mounts: &[String]) -> Guard {
+            let flags = cordon_policy::Flags {
+                mount: mounts.to_vec(),
+                deny_read: vec![self.data.join("secret")],
+                ..Default::default()
+            };
+            let policy = cordon_policy::resolve(&cordon_policy::Inputs {
+                workspace: self.ws.clone(),
+                cwd: self.ws.clone(),
+                home: self.home.clone(),
+                tmp: PathBuf::from("/tmp"),
+                config: None,
+                xdg_config_home: Some(self.home.join(".config")),
+                flags,
+            })
+            .unwrap();
+            Guard::new(policy)
+        }
+    }
+
+    /// The error of a refused check: (what, rule, origin).
+    fn refused(g: &Guard, path: &str, need: Need) -> (&'static str, String, String) {
+        match g.check("test", Path::new(path), need) {
+            Err(ToolError::Denied {
+                what, rule, origin, ..
+            }) => (what, rule, origin),
+            other => panic!("{path} not refused: {other:?}"),
+        }
+    }
+
+    fn allowed(g: &Guard, path: &str, need: Need) {
+        if let Err(e) = g.check("test", Path::new(path), need) {
+            panic!("{path} refused: {e}");
+        }
+    }
+
+    #[test]
+    fn a_read_write_target_is_judged_by_its_source() {
+        let m = Mounted::new();
+        let g = m.guard(&[format!("{}:/cordon-data:rw", m.data.display())]);
+        // Host rules alone make /cordon-data read-only; the mount makes it writable.
+        allowed(&g, "/cordon-data", Need::Write);
+        allowed(&g, "/cordon-data/new/file", Need::Write);
+        allowed(&g, "/cordon-data/f", Need::Read);
+        // What is protected or hidden at the source is so at the target.
+        let hooks = m.data.join(".git/hooks");
+        let (what, rule, _) = refused(&g, "/cordon-data/.git/hooks/pre-commit", Need::Write);
+        assert_eq!(
+            (what, rule),
+            ("read-only", format!("read {}", hooks.display()))
+        );
+        let config = refused(&g, "/cordon-data/.git/config", Need::Write);
+        assert_eq!(config.0, "read-only");
+        let secret = m.data.join("secret");
+        let (what, rule, origin) = refused(&g, "/cordon-data/secret", Need::Read);
+        assert_eq!(
+            (what, rule, origin.as_str()),
+            (
+                "denied",
+                format!("deny {}", secret.display()),
+                "flag --deny-read"
+            )
+        );
+        // A name that merely begins like the target is not below it.
+        refused(&g, "/cordon-database/x", Need::Write);
+        // The source keeps its own rules at its own path.
+        allowed(&g, &format!("{}/new", m.data.display()), Need::Write);
+    }
+
+    #[test]
+    fn a_read_only_target_grants_read_at_most_naming_the_mount() {
+        let m = Mounted::new();
+        let sub = m.ws.join("sub");
+        std::fs::create_dir_all(&sub).unwrap();
+        let g = m.guard(&[
+            // In /tmp, a scratch dir the guard would let be written.
+            format!("{}:/tmp/cordon-data", m.data.display()),
+            // A writable source (in the workspace), shown read-only.
+            format!("{}:/cordon-sub:ro", sub.display()),
+            format!("{}:/cordon-home", m.home.display()),
+        ]);
+        for (path, target) in [
+            ("/tmp/cordon-data/f", "/tmp/cordon-data"),
+            ("/tmp/cordon-data/new", "/tmp/cordon-data"),
+            ("/cordon-sub/x", "/cordon-sub"),
+        ] {
+            let (what, rule, origin) = refused(&g, path, Need::Write);
+            assert_eq!(
+                (what, rule, origin.as_str()),
+                ("read-only", format!("read {target}"), "flag --mount")
+            );
+            allowed(&g, path, Need::Read);
+        }
+        allowed(&g, "/tmp/other", Need::Write);
+        allowed(&g, &format!("{}/x", sub.display()), Need::Write);
+        let (what, rule, _) = refused(&g, "/tmp/cordon-data/secret", Need::Read);
+        assert_eq!(what, "denied");
+        assert!(rule.ends_with("/data/secret"), "{rule}");
+        let (what, rule, origin) = refused(&g, "/cordon-home/.ssh/id_ed25519", Need::Read);
+        assert_eq!(what, "denied");
+        assert_eq!(rule, format!("deny {}", m.home.join(".ssh").display()));
+        assert_eq!(origin, "built-in default");
+    }
+
+    #[test]
+    fn walks_see_the_denied_paths_below_targets() {
+        let m = Mounted::new();
+        let clean = m.ws.join("clean");
+        std::fs::create_dir_all(&clean).unwrap();
+        let g = m.guard(&[
+            format!("{}:/cordon-data:rw", m.data.display()),
+            format!("{}:/cordon-clean", clean.display()),
+        ]);
+        assert!(g.denies_under(Path::new("/cordon-data")));
+        assert!(g.denies_under(Path::new("/cordon-data/")));
+        assert!(g.denies_under(Path::new("/")));
+        assert!(!g.denies_under(Path::new("/cordon-clean")));
+        assert!(!g.denies_under(Path::new("/cordon-data/.git")));
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! `find` and `grep`: parallel walks with ripgrep's crates.
 
 use crate::error::ToolError;
-use crate::guard::{Guard, Need, lossy};
+use crate::guard::{Guard, Need, lossy, verdict};
 use crate::params::Params;
 use crate::server::Token;
-use cordon_policy::{Access, PathRule, rule_for_in};
+use cordon_policy::Access;
 use globset::{GlobBuilder, GlobMatcher};
 use grep_regex::{RegexMatcher, RegexMatcherBuilder};
 use grep_searcher::{BinaryDetection, Searcher, SearcherBuilder, Sink, SinkContext, SinkMatch};
@@ -63,17 +63,14 @@ fn walker(g: &Guard, root: &Path, hidden: bool, gitignore: bool) -> WalkBuilder 
         .git_exclude(gitignore)
         .require_git(false)
         .follow_links(false);
-    let rules: Option<Arc<Vec<PathRule>>> = g
-        .denies_under(root)
-        .then(|| Arc::new(g.policy.rules.clone()));
+    let policy = g.denies_under(root).then(|| Arc::clone(&g.policy));
     b.filter_entry(move |e| {
         if e.depth() > 0 && e.file_name() == ".git" {
             return false;
         }
-        match &rules {
-            Some(r) => rule_for_in(r, e.path()).is_none_or(|r| r.access != Access::Deny),
-            None => true,
-        }
+        policy
+            .as_ref()
+            .is_none_or(|p| verdict(p, e.path()).is_none_or(|v| v.access != Access::Deny))
     });
     b
 }

@@ -411,6 +411,13 @@ fn status(st: &State) -> Value {
     let writable: Vec<_> = policy
         .writable_roots()
         .chain(policy.scratch.iter().map(|s| s.as_path()))
+        .chain(
+            policy
+                .mounts
+                .iter()
+                .filter(|m| m.writable)
+                .map(|m| m.target.as_path()),
+        )
         .collect();
     let denied: Vec<_> = policy
         .rules
