@@ -4,9 +4,10 @@
 
 mod common;
 
-use common::{Fixture, for_each_user};
+use common::{Fixture, for_each_user, random_hex};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
 use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
@@ -265,6 +266,149 @@ fn protected_and_outside_writes_are_refused_and_leave_no_trace() {
         assert!(!fx.work.join(".git/hooks/post-checkout").exists());
         assert!(!fx.work.join(".pi/extensions/evil.ts").exists());
         assert!(!fx.outside.join("planted").exists());
+    });
+}
+
+#[test]
+fn file_operations_through_mounts_obey_them_as_exec_does() {
+    for_each_user("serve_mounts", |fx| {
+        // A repository of the user's, with a file the policy hides, mounted
+        // read-write; another directory mounted read-only at a target in /tmp
+        // (a scratch dir, writable but for the mount).
+        let rw_src = fx.root.join("datasets");
+        fx.write(&rw_src.join("f"), "dataset-original\n");
+        fx.write(&rw_src.join(".git/HEAD"), "ref: refs/heads/main\n");
+        fx.mkdir(&rw_src.join(".git/hooks"));
+        let private = rw_src.join("private");
+        fx.write(&private, &fx.secret_content("datasets/private"));
+        let ro_src = fx.root.join("reference");
+        fx.write(&ro_src.join("f"), "reference-original\n");
+        let rw = format!("/cordon-test-data-{}", random_hex(4));
+        let ro = format!("/tmp/cordon-test-ref-{}", random_hex(4));
+        let mut s = Session::start(
+            fx,
+            &[
+                "--mount",
+                &format!("{}:{rw}:rw", rw_src.display()),
+                "--mount",
+                &format!("{}:{ro}:ro", ro_src.display()),
+                "--deny-read",
+                &private.display().to_string(),
+            ],
+        );
+        let refused = |s: &mut Session, method: &str, params: Value, rule: &str| {
+            let reply = s.call(method, params.clone());
+            assert_eq!(reply["error"]["code"], 1, "{method} {params}: {reply}");
+            let named = reply["error"]["data"]["rule"].as_str().unwrap_or("");
+            assert!(
+                named.contains(rule),
+                "{method} {params}: not {rule}: {reply}"
+            );
+            reply.to_string()
+        };
+
+        // Read-write: lands in the source, as the invoking user.
+        s.ok(
+            "write",
+            json!({"path": format!("{rw}/new"), "content": "made-by-serve\n"}),
+        );
+        s.ok(
+            "write",
+            json!({"path": format!("{rw}/f"), "content": "changed\n"}),
+        );
+        s.ok("mkdir", json!({"path": format!("{rw}/dir/sub")}));
+        let made = rw_src.join("new");
+        assert_eq!(std::fs::read_to_string(&made).unwrap(), "made-by-serve\n");
+        assert_eq!(
+            std::fs::read_to_string(rw_src.join("f")).unwrap(),
+            "changed\n"
+        );
+        for path in [&made, &rw_src.join("dir/sub")] {
+            let meta = std::fs::metadata(path).unwrap();
+            assert_eq!(
+                (meta.uid(), meta.gid()),
+                (fx.user.uid, fx.user.gid),
+                "{}",
+                path.display()
+            );
+        }
+
+        // Read-only: refused naming the mount; the host is unchanged.
+        let read = s.ok("read", json!({"path": format!("{ro}/f")}));
+        assert_eq!(base64_text(&read), "reference-original\n");
+        for path in [format!("{ro}/f"), format!("{ro}/new")] {
+            refused(
+                &mut s,
+                "write",
+                json!({"path": path, "content": "pwned\n"}),
+                &ro,
+            );
+        }
+        refused(&mut s, "mkdir", json!({"path": format!("{ro}/d")}), &ro);
+        assert_eq!(
+            std::fs::read_to_string(ro_src.join("f")).unwrap(),
+            "reference-original\n"
+        );
+        let listed: Vec<_> = std::fs::read_dir(&ro_src).unwrap().flatten().collect();
+        assert_eq!(listed.len(), 1, "the read-only source changed: {listed:?}");
+
+        // Protected below the read-write source: refused through the target too.
+        let hook = format!("{rw}/.git/hooks/pre-commit");
+        refused(
+            &mut s,
+            "write",
+            json!({"path": hook, "content": "#!/bin/sh\n"}),
+            ".git/hooks",
+        );
+        refused(
+            &mut s,
+            "mkdir",
+            json!({"path": format!("{rw}/.git/hooks/d")}),
+            ".git/hooks",
+        );
+        refused(
+            &mut s,
+            "write",
+            json!({"path": format!("{rw}/.git/config"), "content": "x"}),
+            ".git/config",
+        );
+        assert!(!rw_src.join(".git/hooks/pre-commit").exists());
+        assert!(!rw_src.join(".git/hooks/d").exists());
+        // (A placeholder, empty, stands for the missing config while the session lives.)
+        let config = std::fs::read_to_string(rw_src.join(".git/config")).unwrap_or_default();
+        assert_eq!(config, "", "the protected .git/config was written");
+
+        // Hidden below the source: refused through the target, and out of walks.
+        let mut seen = refused(
+            &mut s,
+            "read",
+            json!({"path": format!("{rw}/private")}),
+            "private",
+        );
+        seen.push_str(&refused(
+            &mut s,
+            "stat",
+            json!({"path": format!("{rw}/private")}),
+            "private",
+        ));
+        let grep = s.ok(
+            "grep",
+            json!({"pattern": "CRDNMARK", "path": rw, "hidden": true}),
+        );
+        assert_eq!(grep["matches"], json!([]), "{grep}");
+        let find = s.ok("find", json!({"pattern": "*", "path": rw}));
+        seen.push_str(&find.to_string());
+        assert!(!find["paths"].to_string().contains("private"), "{find}");
+        let status = s.ok("status", json!({}));
+        assert!(
+            status["policy"]["writable"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(rw)),
+            "{status}"
+        );
+        assert!(!seen.contains(&fx.marker), "a hidden file leaked: {seen}");
+        drop(s);
     });
 }
 
