@@ -223,4 +223,15 @@ impl Policy {
             .filter(|r| r.access == Access::Write)
             .map(|r| r.path.as_path())
     }
+
+    /// The paths the sandbox may write below, as seen inside: the writable roots
+    /// and the targets of read-write mounts.
+    pub fn writable_in_view(&self) -> impl Iterator<Item = &Path> {
+        self.writable_roots().chain(
+            self.mounts
+                .iter()
+                .filter(|m| m.writable)
+                .map(|m| m.target.as_path()),
+        )
+    }
 }

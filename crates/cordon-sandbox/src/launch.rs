@@ -180,17 +180,7 @@ impl Prepared {
             path_dirs,
             uid_map: format!("{uid} {uid} 1\n"),
             gid_map: format!("{gid} {gid} 1\n"),
-            writable: policy
-                .writable_roots()
-                .chain(
-                    policy
-                        .mounts
-                        .iter()
-                        .filter(|m| m.writable)
-                        .map(|m| m.target.as_path()),
-                )
-                .map(PathBuf::from)
-                .collect(),
+            writable: policy.writable_in_view().map(PathBuf::from).collect(),
             landlock,
             net: policy.net.value,
             egress: additions.endpoints.take(),

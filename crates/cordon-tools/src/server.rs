@@ -409,15 +409,8 @@ fn status(st: &State) -> Value {
     denials.extend(crate::control::network_denials(st.control.as_ref()));
     denials.sort_by(|a, b| a["time"].as_str().cmp(&b["time"].as_str()));
     let writable: Vec<_> = policy
-        .writable_roots()
+        .writable_in_view()
         .chain(policy.scratch.iter().map(|s| s.as_path()))
-        .chain(
-            policy
-                .mounts
-                .iter()
-                .filter(|m| m.writable)
-                .map(|m| m.target.as_path()),
-        )
         .collect();
     let denied: Vec<_> = policy
         .rules
