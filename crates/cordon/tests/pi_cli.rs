@@ -337,6 +337,57 @@ fn missing_pi_says_how_to_install_it() {
 }
 
 #[test]
+fn the_runs_config_dir_is_removed_however_the_run_ends() {
+    for_each_user("pi-cleanup", |fx| {
+        // A stand-in for pi: what is tested happens before and after it runs.
+        let bin = fx.root.join("bin");
+        let fake_pi = bin.join("pi");
+        fx.write(&fake_pi, "#!/bin/sh\nexit 0\n");
+        fs::set_permissions(&fake_pi, fs::Permissions::from_mode(0o755)).unwrap();
+        let no_certs = fx.root.join("no-certs.pem");
+        fx.write(&no_certs, "");
+        let (bin, no_certs) = (bin.display().to_string(), no_certs.display().to_string());
+        let cache = fx.home.join(".cache/cordon/pi");
+        for (options, status, says) in [
+            // The policy fails.
+            (vec!["--memory", "lots"], 125, "memory"),
+            // pi lies in a path the policy hides.
+            (vec!["--deny-read", bin.as_str()], 125, "the policy hides"),
+            // The egress broker cannot start.
+            (
+                vec!["--allow-domain", "example.com", "--upstream-ca", &no_certs],
+                125,
+                "no PEM certificate",
+            ),
+            // The run ends as it should.
+            (vec![], 0, ""),
+        ] {
+            let mut args = vec!["pi"];
+            args.extend_from_slice(&options);
+            args.extend_from_slice(&["--", "--version"]);
+            let mut cmd = fx.cordon_cmd(&args);
+            cmd.env("CORDON_PI", &fake_pi);
+            let out = run_cmd(cmd, None, RUN_DEADLINE);
+            out.assert_status(status);
+            out.assert_stderr_contains(says);
+            // The run got as far as making its dirs.
+            assert!(cache.is_dir(), "{options:?}: no {}\n{out}", cache.display());
+            let left: Vec<_> = fs::read_dir(&cache)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .filter(|n| n.to_string_lossy().starts_with("agent-"))
+                .collect();
+            assert!(
+                left.is_empty(),
+                "{options:?} left {left:?} in {}",
+                cache.display()
+            );
+        }
+    });
+}
+
+#[test]
 fn pi_continues_a_session_written_on_the_host() {
     let cli = pi_cli();
     for_each_user("pi-continue", |fx| {

@@ -94,6 +94,19 @@ pub struct PiSetup {
     /// node's compile cache for sandboxed pi runs.
     compile_cache: PathBuf,
     found: Found,
+    /// Removes the run's config dir when the setup is dropped, however the run
+    /// ends (`None` when nothing was made on the host).
+    _run_dir_removal: Option<RemoveOnDrop>,
+}
+
+/// A directory of one run's, removed with what it holds when this is dropped, so
+/// that every way out of `cordon pi` (an error or the end of the run) cleans up.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl PiSetup {
@@ -127,7 +140,9 @@ impl PiSetup {
         // read-only, but for sessions/), where the locks and pi's caches land and
         // are dropped after.
         let mut run_dir = cache.join(format!("agent-{}", std::process::id()));
+        let mut run_dir_removal = None;
         if prepare {
+            run_dir_removal = Some(RemoveOnDrop(run_dir.clone()));
             run_dir = make_run_dir(&run_dir, &agent_dir)?;
             if !found
                 .files
@@ -146,6 +161,7 @@ impl PiSetup {
             run_dir,
             compile_cache,
             found,
+            _run_dir_removal: run_dir_removal,
         })
     }
 
@@ -216,35 +232,28 @@ impl PiSetup {
 pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
     let program = find_pi()?;
     let setup = PiSetup::gather(true)?;
-    let policy = resolve_policy_with(options, Some(setup.mode()));
-    let policy = match policy {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&setup.run_dir);
-            return Err(e);
-        }
-    };
+    let policy = resolve_policy_with(options, Some(setup.mode()))?;
     for warning in setup.warnings(&policy) {
         eprintln!("cordon: warning: {warning}");
     }
     let found = &setup.found;
-    let run_dir = &setup.run_dir;
     if policy.access_for(&program) == cordon_policy::Access::Deny {
-        let _ = std::fs::remove_dir_all(run_dir);
         return Err(format!(
             "pi ({}) is in a path the policy hides, so it cannot run inside (hint: install pi elsewhere: {INSTALL_HINT})",
             program.display()
         ));
     }
 
-    let overlay_dir = std::env::temp_dir().join(format!("cordon-pi-{}", std::process::id()));
+    let overlay_dir =
+        RemoveOnDrop(std::env::temp_dir().join(format!("cordon-pi-{}", std::process::id())));
+    let overlay_dir = &overlay_dir.0;
     let write_overlays =
         |placeholder: &dyn Fn(&str) -> String| -> Result<Vec<FileOverlay>, String> {
             let mut overlays = Vec::new();
             if found.files.is_empty() {
                 return Ok(overlays);
             }
-            std::fs::create_dir_all(&overlay_dir)
+            std::fs::create_dir_all(overlay_dir)
                 .map_err(|e| format!("cannot create {}: {e}", overlay_dir.display()))?;
             for (target, content) in &found.files {
                 let mut text = content.clone();
@@ -302,10 +311,7 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
             Terminal::Inherit
         },
     };
-    let result = execute_in(options, &policy, command, additions);
-    let _ = std::fs::remove_dir_all(&overlay_dir);
-    let _ = std::fs::remove_dir_all(run_dir);
-    result
+    execute_in(options, &policy, command, additions)
 }
 
 /// A fresh directory `dir` for pi's config dir inside the sandbox: a symlink to
