@@ -189,7 +189,11 @@ fn exec_read_write_and_the_session_persists() {
         assert_eq!(base64_text(&read), "first\n");
 
         // /tmp and background processes live as long as the session.
-        s.exec("echo kept > /tmp/state; sleep 300 & echo $! > /tmp/bg");
+        // A duration no other process on the machine is likely to sleep for.
+        let sleeper = format!("sleep 3{}", common::random_u32(10_000, 80_000));
+        s.exec(&format!(
+            "echo kept > /tmp/state; {sleeper} & echo $! > /tmp/bg"
+        ));
         let (_, out) = s.exec("cat /tmp/state; kill -0 $(cat /tmp/bg) && echo alive");
         assert_eq!(out, "kept\nalive\n");
         let status = s.close();
@@ -202,7 +206,7 @@ fn exec_read_write_and_the_session_persists() {
         assert!(
             !String::from_utf8_lossy(&ps.stdout)
                 .lines()
-                .any(|l| l == "sleep 300"),
+                .any(|l| l == sleeper),
             "a background process outlived the session"
         );
     });
