@@ -132,6 +132,10 @@ struct Layers {
     /// Paths removed from the protected set (each as written, normalised, and
     /// canonicalised).
     unprotect: Vec<PathBuf>,
+    /// Writable roots of cordon's own (pi's sessions and caches under `cordon pi`)
+    /// that no host tool runs code from, so nothing is protected in them: no
+    /// placeholder ever appears among pi's sessions.
+    own_roots: Vec<PathBuf>,
     /// The network mode as set by a config or a flag, or the default.
     net: Sourced<NetMode>,
     /// Whether a config or a flag set `net` (else it follows [`NetworkRules::allows_anything`]).
@@ -220,6 +224,7 @@ impl Layers {
             allow_read: Vec::new(),
             read_only: None,
             unprotect: Vec::new(),
+            own_roots: Vec::new(),
             net: Sourced::new(NetMode::None, Origin::Default),
             net_explicit: false,
             network: NetworkRules::default(),
@@ -536,6 +541,7 @@ impl Layers {
         for (path, reason) in &mode.allow_write {
             self.rules
                 .push(plain(path.clone(), Access::Write, &pi(reason)));
+            self.own_roots.push(path.clone());
         }
         for (path, reason) in &mode.deny_read {
             self.rules
@@ -951,7 +957,10 @@ impl Layers {
         // Protected paths inside every writable root (the workspace always counts).
         let mut roots: Vec<PathBuf> = vec![ws.clone()];
         for r in &rules {
-            if r.access == Access::Write && !roots.contains(&r.path) {
+            if r.access == Access::Write
+                && !roots.contains(&r.path)
+                && !self.own_roots.contains(&r.path)
+            {
                 roots.push(r.path.clone());
             }
         }

@@ -267,3 +267,30 @@ fn mounts_never_loosen_the_policy() {
     assert_eq!(p.mounts.len(), 1);
     assert!(p.mounts[0].writable);
 }
+
+#[test]
+fn cordon_pis_own_writable_dirs_protect_nothing_but_the_workspace_still_does() {
+    let env = Env::new();
+    let sessions = env.home.join(".pi/agent/sessions");
+    fs::create_dir_all(&sessions).unwrap();
+    let policy = env
+        .resolve(Flags {
+            pi: Some(PiMode {
+                allow_write: vec![(sessions.clone(), "pi's sessions".into())],
+                ..PiMode::default()
+            }),
+            ..Flags::default()
+        })
+        .unwrap();
+    assert_eq!(policy.access_for(&sessions), Access::Write);
+    let protected_under = |root: &PathBuf| {
+        policy
+            .rules
+            .iter()
+            .filter(|r| r.path.starts_with(root) && r.path != *root)
+            .count()
+    };
+    assert_eq!(protected_under(&sessions), 0, "{:#?}", policy.rules);
+    assert_eq!(policy.access_for(&env.ws.join(".git/hooks")), Access::Read);
+    assert!(protected_under(&env.ws) > 0);
+}
