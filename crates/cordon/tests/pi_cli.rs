@@ -388,6 +388,32 @@ fn the_runs_config_dir_is_removed_however_the_run_ends() {
 }
 
 #[test]
+fn a_run_removes_the_dirs_of_runs_that_died_without_cleaning_up() {
+    for_each_user("pi-stale", |fx| {
+        let fake_pi = fx.root.join("bin/pi");
+        fx.write(&fake_pi, "#!/bin/sh\nexit 0\n");
+        fs::set_permissions(&fake_pi, fs::Permissions::from_mode(0o755)).unwrap();
+        // What a cordon pi killed by SIGKILL leaves: its run's config dir, named
+        // by a PID no process has now.
+        let mut exited = std::process::Command::new("true").spawn().unwrap();
+        let dead = exited.id();
+        exited.wait().unwrap();
+        let cache = fx.home.join(".cache/cordon/pi");
+        let stale = cache.join(format!("agent-{dead}"));
+        fx.write(&stale.join("settings.json.lock/pid"), "1");
+        // PID 1 is alive: its dir is not cordon's to judge.
+        let alive = cache.join("agent-1");
+        fx.mkdir(&alive);
+        let mut cmd = fx.cordon_cmd(&["pi", "--", "--version"]);
+        cmd.env("CORDON_PI", &fake_pi);
+        let out = run_cmd(cmd, None, RUN_DEADLINE);
+        out.assert_status(0);
+        assert!(!stale.exists(), "{} is left\n{out}", stale.display());
+        assert!(alive.is_dir(), "a live PID's dir was removed");
+    });
+}
+
+#[test]
 fn pi_continues_a_session_written_on_the_host() {
     let cli = pi_cli();
     for_each_user("pi-continue", |fx| {

@@ -99,6 +99,9 @@ pub struct PiSetup {
     _run_dir_removal: Option<RemoveOnDrop>,
 }
 
+/// The name of a run's overlay dir in $TMPDIR, before its PID.
+const OVERLAY_DIR_PREFIX: &str = "cordon-pi-";
+
 /// A directory of one run's, removed with what it holds when this is dropped, so
 /// that every way out of `cordon pi` (an error or the end of the run) cleans up.
 struct RemoveOnDrop(PathBuf);
@@ -106,6 +109,31 @@ struct RemoveOnDrop(PathBuf);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Removes the dirs named `PREFIX<pid>` in `parent` whose run has ended without
+/// cleaning up (cordon killed by SIGKILL, or the machine reset): no process of that
+/// PID is alive. A live process that reused the PID keeps its dir, which is harmless.
+fn remove_stale_run_dirs(parent: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|pid| pid.parse::<libc::pid_t>().ok())
+            .filter(|&pid| pid > 0)
+        else {
+            continue;
+        };
+        let gone = unsafe { libc::kill(pid, 0) } == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -142,6 +170,8 @@ impl PiSetup {
         let mut run_dir = cache.join(format!("agent-{}", std::process::id()));
         let mut run_dir_removal = None;
         if prepare {
+            remove_stale_run_dirs(&cache, "agent-");
+            remove_stale_run_dirs(&std::env::temp_dir(), OVERLAY_DIR_PREFIX);
             run_dir_removal = Some(RemoveOnDrop(run_dir.clone()));
             run_dir = make_run_dir(&run_dir, &agent_dir)?;
             if !found
@@ -244,8 +274,9 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
         ));
     }
 
-    let overlay_dir =
-        RemoveOnDrop(std::env::temp_dir().join(format!("cordon-pi-{}", std::process::id())));
+    let overlay_dir = RemoveOnDrop(
+        std::env::temp_dir().join(format!("{OVERLAY_DIR_PREFIX}{}", std::process::id())),
+    );
     let overlay_dir = &overlay_dir.0;
     let write_overlays =
         |placeholder: &dyn Fn(&str) -> String| -> Result<Vec<FileOverlay>, String> {
