@@ -14,6 +14,7 @@ mod guard;
 mod params;
 mod search;
 mod server;
+mod workers;
 
 pub use error::ToolError;
 pub use fsops::MAX_READ;

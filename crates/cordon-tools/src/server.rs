@@ -1,9 +1,10 @@
-//! The JSON-RPC loop: one request per line in, whole lines out behind one lock, a
-//! thread per request.
+//! The JSON-RPC loop: one request per line in, whole lines out behind one lock,
+//! each request on a thread of its own (see `workers.rs`).
 
 use crate::error::ToolError;
 use crate::guard::Guard;
 use crate::params::Params;
+use crate::workers::Workers;
 use crate::{AgentConfig, exec, fsops, search};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -80,6 +81,7 @@ struct State {
     /// Requests in flight (threads running), with a condvar for the end.
     running: Mutex<usize>,
     idle: Condvar,
+    workers: Workers,
 }
 
 /// Runs the agent: `ready`, then requests until `input` ends.
@@ -98,6 +100,7 @@ where
         pending: Mutex::new(HashMap::new()),
         running: Mutex::new(0),
         idle: Condvar::new(),
+        workers: Workers::new(),
     });
     st.out.notify(
         "ready",
@@ -291,36 +294,34 @@ fn handle_line(st: &Arc<State>, line: &[u8]) {
     *lock(&st.running) += 1;
     let st2 = st.clone();
     let key2 = key.clone();
-    let spawned = std::thread::Builder::new()
-        .name(format!("req-{method}"))
-        .spawn(move || {
-            let st = st2;
-            let r = catch_unwind(AssertUnwindSafe(|| {
-                let p = Params::new(params.as_ref())?;
-                dispatch(&st, &method, &reply_id, &p, &token)
-            }))
-            .unwrap_or_else(|_| Err(ToolError::Internal(format!("{method} panicked"))));
-            // Remove from pending and read the cancel flag together, so a cancel
-            // that answered true always sees its effect.
-            let cancelled = {
-                let mut pending = lock(&st.pending);
-                if let Some(k) = &key2 {
-                    pending.remove(k);
-                }
-                token.is_cancelled()
-            };
-            let r = if cancelled && method != "exec" {
-                Err(ToolError::Cancelled(format!("{method} request {reply_id}")))
-            } else {
-                r
-            };
-            if !notify_only {
-                respond(&st.out, &reply_id, r);
+    let spawned = st.workers.run(move || {
+        let st = st2;
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let p = Params::new(params.as_ref())?;
+            dispatch(&st, &method, &reply_id, &p, &token)
+        }))
+        .unwrap_or_else(|_| Err(ToolError::Internal(format!("{method} panicked"))));
+        // Remove from pending and read the cancel flag together, so a cancel
+        // that answered true always sees its effect.
+        let cancelled = {
+            let mut pending = lock(&st.pending);
+            if let Some(k) = &key2 {
+                pending.remove(k);
             }
-            let mut n = lock(&st.running);
-            *n -= 1;
-            st.idle.notify_all();
-        });
+            token.is_cancelled()
+        };
+        let r = if cancelled && method != "exec" {
+            Err(ToolError::Cancelled(format!("{method} request {reply_id}")))
+        } else {
+            r
+        };
+        if !notify_only {
+            respond(&st.out, &reply_id, r);
+        }
+        let mut n = lock(&st.running);
+        *n -= 1;
+        st.idle.notify_all();
+    });
     if let Err(e) = spawned {
         if let Some(k) = key.as_ref() {
             lock(&st.pending).remove(k);
