@@ -132,10 +132,6 @@ struct Layers {
     /// Paths removed from the protected set (each as written, normalised, and
     /// canonicalised).
     unprotect: Vec<PathBuf>,
-    /// Writable roots of cordon's own (pi's sessions and caches under `cordon pi`)
-    /// that no host tool runs code from, so nothing is protected in them: no
-    /// placeholder ever appears among pi's sessions.
-    own_roots: Vec<PathBuf>,
     /// The network mode as set by a config or a flag, or the default.
     net: Sourced<NetMode>,
     /// Whether a config or a flag set `net` (else it follows [`NetworkRules::allows_anything`]).
@@ -224,7 +220,6 @@ impl Layers {
             allow_read: Vec::new(),
             read_only: None,
             unprotect: Vec::new(),
-            own_roots: Vec::new(),
             net: Sourced::new(NetMode::None, Origin::Default),
             net_explicit: false,
             network: NetworkRules::default(),
@@ -541,7 +536,6 @@ impl Layers {
         for (path, reason) in &mode.allow_write {
             self.rules
                 .push(plain(path.clone(), Access::Write, &pi(reason)));
-            self.own_roots.push(path.clone());
         }
         for (path, reason) in &mode.deny_read {
             self.rules
@@ -959,7 +953,9 @@ impl Layers {
         for r in &rules {
             if r.access == Access::Write
                 && !roots.contains(&r.path)
-                && !self.own_roots.contains(&r.path)
+                // cordon pi's own dirs (pi's sessions, its caches): no host tool
+                // runs code from them, so no placeholder appears among the sessions.
+                && !matches!(r.origin, Origin::Pi { .. })
             {
                 roots.push(r.path.clone());
             }
