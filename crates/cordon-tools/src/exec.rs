@@ -4,6 +4,7 @@ use crate::error::ToolError;
 use crate::guard::{Guard, Need};
 use crate::params::Params;
 use crate::server::{Out, Token};
+use crate::spawn;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
@@ -12,9 +13,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -369,57 +369,48 @@ pub fn exec(
         .find(|(k, _)| *k == "PATH")
         .map(|(_, v)| OsString::from(v))
         .or_else(|| std::env::var_os("PATH"));
+    // Starting in the agent's own directory spares the child a chdir.
     let same_cwd = std::env::current_dir().is_ok_and(|c| c == cwd);
-    let build = |direct: Option<&(PathBuf, Vec<&str>)>| {
-        let mut cmd = match direct {
-            Some((prog, words)) => {
-                let mut c = Command::new(prog);
-                c.arg0(words[0]).args(&words[1..]);
-                c
-            }
-            None => {
-                let mut c = Command::new(shell());
-                c.arg("-c").arg(command);
-                c
-            }
-        };
-        // std spawns with posix_spawn (vfork-fast) only without current_dir in a
-        // static binary: skip it when the agent already runs in `cwd`.
-        if !same_cwd {
-            cmd.current_dir(&cwd);
+    let mut vars: Vec<(&str, &OsStr)> = vec![("PWD", cwd.as_os_str())];
+    vars.extend(env.iter().map(|(k, v)| (*k, OsStr::new(*v))));
+    let start = |program: &Path, args: &[&OsStr]| {
+        spawn::spawn(&spawn::Command {
+            program,
+            args,
+            env: &vars,
+            cwd: (!same_cwd).then_some(cwd.as_path()),
+            stdin_piped: stdin.is_some(),
+        })
+    };
+    let by_shell = || {
+        start(
+            shell(),
+            &[shell().as_os_str(), OsStr::new("-c"), OsStr::new(command)],
+        )
+    };
+    let spawned = match direct_argv(command, path_var.as_deref(), &cwd) {
+        Some((program, words)) => {
+            let args: Vec<&OsStr> = words.iter().map(OsStr::new).collect();
+            start(&program, &args).or_else(|_| by_shell())
         }
-        cmd.env("PWD", &cwd)
-            .envs(env.iter().copied())
-            .process_group(0)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd
+        None => by_shell(),
     };
-    let direct = direct_argv(command, path_var.as_deref(), &cwd);
-    let spawned = match &direct {
-        Some(d) => build(Some(d)).spawn().or_else(|_| build(None).spawn()),
-        None => build(None).spawn(),
-    };
-    let mut child = spawned.map_err(|e| ToolError::io(OP, shell(), e))?;
-    run(out, id, token, &mut child, stdin, timeout)
+    let child = spawned.map_err(|e| ToolError::io(OP, shell(), e))?;
+    run(out, id, token, child, stdin, timeout)
 }
 
 fn run(
     out: &Out,
     id: &Value,
     token: &Token,
-    child: &mut Child,
+    child: spawn::Child,
     stdin: Option<&str>,
     timeout: Option<Duration>,
 ) -> Result<Value, ToolError> {
-    let pid = child.id();
+    let pid = child.pid;
     let internal = |e: io::Error| ToolError::Internal(format!("exec: {e}"));
-    if let (Some(mut w), Some(data)) = (child.stdin.take(), stdin) {
+    if let (Some(w), Some(data)) = (child.stdin, stdin) {
+        let mut w = File::from(w);
         let data = data.to_owned();
         let _ = std::thread::Builder::new()
             .name("exec-stdin".into())
@@ -431,16 +422,13 @@ fn run(
     let mut streams = [
         Stream {
             name: "stdout",
-            file: child.stdout.take().map(|s| File::from(OwnedFd::from(s))),
+            file: Some(File::from(child.stdout)),
         },
         Stream {
             name: "stderr",
-            file: child.stderr.take().map(|s| File::from(OwnedFd::from(s))),
+            file: Some(File::from(child.stderr)),
         },
     ];
-    for s in &streams {
-        set_nonblocking(s.raw(), true);
-    }
     let (wake_rd, wake_wr) = pipe().map_err(internal)?;
     let wake_wr = Arc::new(wake_wr);
     token.set_wake(Some(wake_wr.clone()));
@@ -452,7 +440,7 @@ fn run(
         std::thread::Builder::new()
             .name("exec-wait".into())
             .spawn(move || {
-                // SAFETY: waitid with WNOWAIT leaves the child for Child::wait to reap.
+                // SAFETY: waitid with WNOWAIT leaves the child for spawn::wait to reap.
                 unsafe {
                     let mut info: libc::siginfo_t = std::mem::zeroed();
                     while libc::waitid(
@@ -506,7 +494,7 @@ fn run(
                 continue;
             }
             kill_group(pid);
-            let _ = child.wait();
+            let _ = spawn::wait(pid);
             return Err(internal(e));
         }
         if fds[3].revents != 0 {
@@ -526,7 +514,7 @@ fn run(
     if !matches!(end, End::Exited) {
         kill_group(pid);
     }
-    let status = child.wait();
+    let status = spawn::wait(pid);
     token.set_wake(None);
     for s in streams.iter_mut() {
         s.pump(out, id, &mut buf, true);

@@ -14,6 +14,7 @@ mod guard;
 mod params;
 mod search;
 mod server;
+mod spawn;
 mod workers;
 
 pub use error::ToolError;

@@ -107,6 +107,73 @@ fn fast_path_matches_the_shell() {
     a.close().unwrap();
 }
 
+/// A mask line of /proc/self/status (`SigBlk:`, `SigIgn:`) as a number.
+fn signal_mask(status: &str, field: &str) -> u64 {
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("no {field} in {status}"));
+    u64::from_str_radix(line[field.len()..].trim(), 16).unwrap()
+}
+
+#[test]
+fn commands_start_with_no_signal_blocked_and_sigpipe_at_its_default() {
+    // The agent blocks every signal around the clone and ignores SIGPIPE (Rust's
+    // runtime does); the command must get neither, on both ways of starting it.
+    let a = Agent::start();
+    for cmd in ["cat /proc/self/status", "cat /proc/self/status;"] {
+        let (r, out, _) = a.exec(json!({ "command": cmd }));
+        assert_eq!(r["exitCode"], 0, "{cmd}");
+        let status = String::from_utf8(out).unwrap();
+        assert_eq!(signal_mask(&status, "SigBlk:"), 0, "{cmd}: {status}");
+        let sigpipe = 1u64 << (libc::SIGPIPE - 1);
+        assert_eq!(signal_mask(&status, "SigIgn:") & sigpipe, 0, "{cmd}");
+    }
+    // And SIGPIPE kills a writer to a closed pipe, as in a terminal.
+    let (r, _, _) =
+        a.exec(json!({ "command": "yes | head -c 1 >/dev/null; echo ${PIPESTATUS[0]}" }));
+    assert_eq!(r["exitCode"], 0);
+    let (_, out, _) =
+        a.exec(json!({ "command": "yes | head -c 1 >/dev/null; echo ${PIPESTATUS[0]}" }));
+    assert_eq!(out, b"141\n");
+    a.close().unwrap();
+}
+
+#[test]
+fn direct_commands_started_at_once_from_many_threads_each_get_their_own() {
+    // Each start clones on a stack in its own thread's frame while the agent's
+    // other threads run: 60 at once must each run their own argv, env and cwd.
+    let a = Agent::start();
+    let ws = a.ws().to_path_buf();
+    for i in 0..6 {
+        fs::create_dir(ws.join(format!("d{i}"))).unwrap();
+    }
+    let ids: Vec<(u64, usize)> = (0..60)
+        .map(|i| {
+            let params = json!({
+                "command": format!("/usr/bin/env ARG={i}"),
+                "cwd": format!("d{}", i % 6),
+                "env": { "MINE": i.to_string() },
+            });
+            (a.send("exec", params), i)
+        })
+        .collect();
+    for (id, i) in ids {
+        assert_eq!(a.wait(id)["result"]["exitCode"], 0);
+        let (out, _) = a.take_output(id);
+        let out = String::from_utf8(out).unwrap();
+        let pwd = ws.join(format!("d{}", i % 6));
+        for want in [
+            format!("ARG={i}\n"),
+            format!("MINE={i}\n"),
+            format!("PWD={}\n", pwd.display()),
+        ] {
+            assert!(out.contains(&want), "request {i}: no {want:?} in {out}");
+        }
+    }
+    a.close().unwrap();
+}
+
 /// Runs `sleep 300` in the background, prints its pid, then blocks.
 const WITH_GRANDCHILD: &str = "sleep 300 & echo $!; sleep 300";
 
