@@ -14,6 +14,7 @@ use crate::signals;
 use crate::terminal::Pty;
 use std::ffi::CString;
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 use std::os::fd::BorrowedFd;
 
@@ -59,22 +60,18 @@ impl<'a> Spawn<'a> {
 
     /// Starts the command; returns its pid once it has exec'd (or failed).
     pub fn start(&self) -> io::Result<libc::pid_t> {
-        let mut stack = vec![0u8; CHILD_STACK];
-        // The stack grows down: pass its (16-byte aligned) top.
-        let top = unsafe { stack.as_mut_ptr().add(CHILD_STACK) };
-        let top = ((top as usize) & !15) as *mut libc::c_void;
-        let pid = unsafe {
-            libc::clone(
+        // On the heap: only the pages the child touches are faulted in, where a
+        // frame this large would be probed page by page.
+        let mut stack = vec![MaybeUninit::uninit(); CHILD_STACK];
+        // SAFETY: `child_main` makes raw system calls only until exec, except on
+        // failure paths, which run while this single-threaded supervisor is
+        // suspended; `self` outlives the child's use of it.
+        unsafe {
+            crate::vfork::clone_vfork(
+                &mut stack,
                 child_main,
-                top,
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
                 self as *const Spawn as *mut libc::c_void,
             )
-        };
-        if pid == -1 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(pid)
         }
     }
 }
