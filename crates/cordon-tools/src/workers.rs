@@ -1,5 +1,6 @@
-//! The threads that run requests. An idle thread takes the next request; when none
-//! is idle a new one starts, so a slow `exec` never holds up a `read`. A thread idle
+//! The threads that read and run requests (see `server.rs`: each job handed here
+//! is "read the next request"). An idle thread takes the next job; when none is
+//! idle a new one starts, so a slow `exec` never holds up a `read`. A thread idle
 //! for [`IDLE_EXIT`] ends. Reusing threads saves starting one per request (its
 //! stack mapping, guard page and clone), about a fifth of a small write's cost.
 
