@@ -368,35 +368,31 @@ struct Request {
 
 impl Request {
     fn run(self, st: &State) {
-        let Request {
-            method,
-            params,
-            reply_id,
-            key,
-            token,
-            notify_only,
-        } = self;
+        let method = &self.method;
         let r = catch_unwind(AssertUnwindSafe(|| {
-            let p = Params::new(params.as_ref())?;
-            dispatch(st, &method, &reply_id, &p, &token)
+            let p = Params::new(self.params.as_ref())?;
+            dispatch(st, method, &self.reply_id, &p, &self.token)
         }))
         .unwrap_or_else(|_| Err(ToolError::Internal(format!("{method} panicked"))));
         // Remove from pending and read the cancel flag together, so a cancel
         // that answered true always sees its effect.
         let cancelled = {
             let mut pending = lock(&st.pending);
-            if let Some(k) = &key {
+            if let Some(k) = &self.key {
                 pending.remove(k);
             }
-            token.is_cancelled()
+            self.token.is_cancelled()
         };
         let r = if cancelled && method != "exec" {
-            Err(ToolError::Cancelled(format!("{method} request {reply_id}")))
+            Err(ToolError::Cancelled(format!(
+                "{method} request {}",
+                self.reply_id
+            )))
         } else {
             r
         };
-        if !notify_only {
-            respond(&st.out, &reply_id, r);
+        if !self.notify_only {
+            respond(&st.out, &self.reply_id, r);
         }
         st.done();
     }
