@@ -213,17 +213,6 @@ fn signal_name(sig: i32) -> String {
     name.to_string()
 }
 
-/// A pipe with both ends close-on-exec and non-blocking.
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds has room for two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 returned two fresh descriptors we now own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 fn set_nonblocking(fd: RawFd, on: bool) {
     // SAFETY: fcntl on a descriptor we own.
     unsafe {
@@ -369,8 +358,6 @@ pub fn exec(
         .find(|(k, _)| *k == "PATH")
         .map(|(_, v)| OsString::from(v))
         .or_else(|| std::env::var_os("PATH"));
-    // Starting in the agent's own directory spares the child a chdir.
-    let same_cwd = std::env::current_dir().is_ok_and(|c| c == cwd);
     let mut vars: Vec<(&str, &OsStr)> = vec![("PWD", cwd.as_os_str())];
     vars.extend(env.iter().map(|(k, v)| (*k, OsStr::new(*v))));
     let start = |program: &Path, args: &[&OsStr]| {
@@ -378,7 +365,7 @@ pub fn exec(
             program,
             args,
             env: &vars,
-            cwd: (!same_cwd).then_some(cwd.as_path()),
+            cwd: &cwd,
             stdin_piped: stdin.is_some(),
         })
     };
@@ -429,7 +416,8 @@ fn run(
             file: Some(File::from(child.stderr)),
         },
     ];
-    let (wake_rd, wake_wr) = pipe().map_err(internal)?;
+    // Both ends non-blocking: a cancel's write must never wait.
+    let (wake_rd, wake_wr) = spawn::pipe(libc::O_CLOEXEC | libc::O_NONBLOCK).map_err(internal)?;
     let wake_wr = Arc::new(wake_wr);
     token.set_wake(Some(wake_wr.clone()));
     // The child's exit: a pidfd, else a thread that waits without reaping.

@@ -241,7 +241,7 @@ fn reply_err(out: &Out, id: &Value, e: &ToolError) {
 }
 
 /// Answers what is answered inline; returns a request that needs a thread.
-fn handle_line(st: &Arc<State>, line: &[u8]) -> Option<Request> {
+fn handle_line(st: &State, line: &[u8]) -> Option<Request> {
     let text = line.strip_suffix(b"\r").unwrap_or(line);
     if text.iter().all(u8::is_ascii_whitespace) {
         return None;

@@ -37,8 +37,8 @@ pub struct Command<'a> {
     pub args: &'a [&'a OsStr],
     /// Variables set on top of the agent's environment.
     pub env: &'a [(&'a str, &'a OsStr)],
-    /// Where it starts; `None` keeps the agent's working directory.
-    pub cwd: Option<&'a Path>,
+    /// Where it starts.
+    pub cwd: &'a Path,
     /// A pipe for stdin if true, else `/dev/null`.
     pub stdin_piped: bool,
 }
@@ -57,7 +57,7 @@ struct Spawn {
     program: CString,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
-    cwd: Option<CString>,
+    cwd: CString,
     /// The fds that become 0, 1 and 2.
     stdio: [RawFd; 3],
     /// Signals whose disposition goes back to the default before exec.
@@ -70,11 +70,11 @@ fn cstring(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-/// A pipe, both ends close-on-exec.
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+/// A pipe made with `flags` (`O_CLOEXEC`, `O_NONBLOCK`) on both ends.
+pub fn pipe(flags: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: fds has room for two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), flags) } == -1 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: pipe2 returned two fresh descriptors we now own.
@@ -83,7 +83,7 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// A pipe whose read end (ours) does not block; the child's end does.
 fn output_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let (read, write) = pipe()?;
+    let (read, write) = pipe(libc::O_CLOEXEC)?;
     // SAFETY: fcntl on a descriptor we own; a fresh pipe's read end has no other flags.
     if unsafe { libc::fcntl(read.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } == -1 {
         return Err(io::Error::last_os_error());
@@ -135,12 +135,9 @@ pub fn spawn(cmd: &Command) -> io::Result<Child> {
         .map(|a| cstring(a.as_bytes()))
         .collect::<io::Result<Vec<_>>>()?;
     let env = environment(cmd.env)?;
-    let cwd = cmd
-        .cwd
-        .map(|c| cstring(c.as_os_str().as_bytes()))
-        .transpose()?;
+    let cwd = cstring(cmd.cwd.as_os_str().as_bytes())?;
     let (stdin_parent, stdin_child) = if cmd.stdin_piped {
-        let (read, write) = pipe()?;
+        let (read, write) = pipe(libc::O_CLOEXEC)?;
         (Some(write), Some(read))
     } else {
         (None, None)
@@ -255,10 +252,8 @@ fn exec_child(spawn: &Spawn) -> libc::c_int {
                 return errno();
             }
         }
-        if let Some(cwd) = &spawn.cwd {
-            if libc::chdir(cwd.as_ptr()) == -1 {
-                return errno();
-            }
+        if libc::chdir(spawn.cwd.as_ptr()) == -1 {
+            return errno();
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);

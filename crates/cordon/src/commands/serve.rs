@@ -35,8 +35,7 @@ pub fn serve(options: &RunOptions) -> Result<u8, String> {
     let command = Command {
         program: exe.into_os_string(),
         args: vec![OsString::from("__agent")],
-        // The workspace, where execs run by default: spawning without a change of
-        // directory is the agent's fast path.
+        // The workspace, where execs run by default.
         cwd: Some(policy.workspace.clone()),
         terminal: Terminal::Inherit,
     };
