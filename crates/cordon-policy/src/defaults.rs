@@ -80,6 +80,10 @@ pub const PROTECTED: &[&str] = &[
     ".idea",
 ];
 
+/// The settings files of a git dir that is itself a writable root (relative to it).
+pub const GIT_DIR_PROTECTED: &[&str] =
+    &["hooks", "config", "config.worktree", "commondir", "modules"];
+
 /// The default process limit.
 pub const DEFAULT_PIDS: u64 = 4096;
 

@@ -966,8 +966,15 @@ impl Layers {
                 if self.unprotect.contains(&p) {
                     continue;
                 }
-                // Never make a hidden path visible.
-                if rule_for_in(&rules, &p).map(|r| r.access) == Some(Access::Deny) {
+                // A hidden protected path stays hidden, and protected: the deny
+                // covering it becomes a protected one, so it is absent *and*
+                // read-only even when it does not exist (a plain deny of a missing
+                // path makes no mount, and the sandbox could create it).
+                if let Some(deny) = rule_for_in(&rules, &p).filter(|r| r.access == Access::Deny) {
+                    protected.push(PathRule {
+                        kind: RuleKind::Protected,
+                        ..deny.clone()
+                    });
                     continue;
                 }
                 protected.push(PathRule {

@@ -1,7 +1,7 @@
 //! Protected paths inside a writable root, including the real git directory of a
 //! git worktree (whose `.git` is a file pointing elsewhere).
 
-use crate::defaults::PROTECTED;
+use crate::defaults::{GIT_DIR_PROTECTED, PROTECTED};
 use crate::paths::canonicalize_lenient;
 use std::fs;
 use std::io::Read;
@@ -23,6 +23,22 @@ pub(crate) fn protected_paths(root: &Path, warnings: &mut Vec<String>) -> Vec<Pa
         }
         out.push(p);
     };
+    if is_git_dir(root) {
+        // A git dir made writable (a worktree's main `.git`, as the README advises):
+        // its own settings files, and those of its linked worktrees, stay read-only.
+        for name in GIT_DIR_PROTECTED {
+            add(root.join(name));
+        }
+        for worktree in fs::read_dir(root.join("worktrees"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            add(worktree.path().join("config.worktree"));
+            add(worktree.path().join("commondir"));
+        }
+        return out;
+    }
     for name in PROTECTED {
         add(root.join(name));
     }
@@ -69,6 +85,12 @@ pub(crate) fn protected_paths(root: &Path, warnings: &mut Vec<String>) -> Vec<Pa
         }
     }
     out
+}
+
+/// Whether `dir` is a git dir itself (`HEAD`, and `objects` or a `commondir`), as
+/// git would take it.
+fn is_git_dir(dir: &Path) -> bool {
+    dir.join("HEAD").is_file() && (dir.join("objects").is_dir() || dir.join("commondir").is_file())
 }
 
 /// Read a small pointer file (`.git`, `commondir`) as UTF-8 text.
@@ -190,6 +212,25 @@ mod tests {
         let mut w = Vec::new();
         protected_paths(&root, &mut w);
         assert!(w.len() == 1 && w[0].contains("commondir"), "{w:?}");
+    }
+
+    #[test]
+    fn a_git_dir_made_writable_keeps_its_own_settings_read_only() {
+        let (_t, base) = canon_tmp();
+        let gitdir = base.join("main/.git");
+        fs::create_dir_all(gitdir.join("objects")).unwrap();
+        fs::create_dir_all(gitdir.join("worktrees/feat")).unwrap();
+        fs::write(gitdir.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        let p = protected_paths(&gitdir, &mut Vec::new());
+        for name in GIT_DIR_PROTECTED {
+            assert!(p.contains(&gitdir.join(name)), "{name}: {p:?}");
+        }
+        assert!(p.contains(&gitdir.join("worktrees/feat/commondir")));
+        assert!(p.contains(&gitdir.join("worktrees/feat/config.worktree")));
+        assert!(
+            !p.iter().any(|x| x.starts_with(gitdir.join(".git"))),
+            "{p:?}"
+        );
     }
 
     #[test]

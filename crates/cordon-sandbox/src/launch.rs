@@ -17,7 +17,7 @@ use crate::supervisor;
 use crate::sys;
 use crate::view::ViewPlan;
 use crate::waiter::{Waited, Waiter, kill_and_reap};
-use crate::workspace_lock::WorkspaceLock;
+use crate::workspace_lock::RootLocks;
 use cordon_policy::{NetMode, Policy};
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -225,13 +225,18 @@ pub fn run(
             "the allowlist network mode needs the egress broker, which was not started".into(),
         ));
     }
-    let lock = WorkspaceLock::acquire(&policy.workspace);
+    let locks = RootLocks::acquire(policy.writable_roots());
     let mut prepared = Prepared::new(policy, command, degraded, &mut additions)?;
+    let to_create: Vec<PathBuf> = prepared
+        .view
+        .to_create
+        .iter()
+        .map(|p| p.path.clone())
+        .collect();
+    locks.record(&to_create);
     let result = run_prepared(policy, &mut prepared, additions.after_clone.take());
-    // Placeholders go only if no other sandbox is using this workspace.
-    if lock.is_sole_user() {
-        prepared.view.remove_placeholders();
-    }
+    // Placeholders go only from roots no other sandbox is using.
+    locks.release();
     result
 }
 

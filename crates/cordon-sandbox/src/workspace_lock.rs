@@ -1,55 +1,158 @@
-//! A shared lock per workspace, held by every sandbox using it, so that the last
-//! one out (and only it) removes the placeholders cordon made for protected paths.
-//! Removing a placeholder while another sandbox still has it mounted would detach
-//! that sandbox's protection.
+//! Shared locks on writable roots, held by every sandbox of the user that mounts
+//! placeholders in them, so that the last one out (and only it) removes the
+//! placeholders. Removing a placeholder while another sandbox still has it mounted
+//! would detach that sandbox's mount, and with it the protection.
+//!
+//! - One lock per canonical writable root and user, whatever the environment: the
+//!   lock files live in `/tmp/cordon-UID/`, a fixed place (not `$TMPDIR` or
+//!   `$XDG_RUNTIME_DIR`, which differ between two terminals of one user), that no
+//!   sandbox sees (its `/tmp` is its own), so no sandbox can hold a lock itself.
+//! - Each root's placeholders are recorded in a list beside its lock before they
+//!   are made, so those a killed run leaves behind are removed by the next run that
+//!   finds itself the root's only user.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-pub struct WorkspaceLock {
-    file: Option<File>,
+use rustix::fs::{FlockOperation, flock};
+
+/// The locks of one run, one per writable root.
+pub struct RootLocks {
+    held: Vec<RootLock>,
 }
 
-/// The lock file's path, named by a hash of the workspace's path. The hash must
-/// not change between cordon builds (std's DefaultHasher may), or two builds
-/// would take different locks for one workspace: FNV-1a, 64 bits.
-fn lock_path(workspace: &Path) -> PathBuf {
-    let hash = workspace
+struct RootLock {
+    root: PathBuf,
+    lock: File,
+    list: PathBuf,
+}
+
+/// The directory of the user's lock files; `None` if it cannot be had safely (then
+/// nothing is locked, and placeholders are left, which is safe).
+fn lock_dir() -> Option<PathBuf> {
+    let uid = rustix::process::geteuid().as_raw();
+    let dir = PathBuf::from(format!("/tmp/cordon-{uid}"));
+    let _ = fs::DirBuilder::new().mode(0o700).create(&dir);
+    // Someone else's directory, or a symlink, under that name: not ours to trust.
+    let meta = fs::symlink_metadata(&dir).ok()?;
+    (meta.is_dir() && meta.uid() == uid && meta.mode() & 0o022 == 0).then_some(dir)
+}
+
+/// A root's file name stem: a hash of its path that must not change between cordon
+/// builds (std's DefaultHasher may), or two builds would take different locks for
+/// one root: FNV-1a, 64 bits.
+fn stem(root: &Path) -> String {
+    let hash = root
         .as_os_str()
         .as_bytes()
         .iter()
         .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
         });
-    let uid = rustix::process::geteuid().as_raw();
-    let dir = std::env::var_os("XDG_RUNTIME_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    dir.join(format!("cordon-{uid}-{hash:016x}.lock"))
+    format!("{hash:016x}")
 }
 
-impl WorkspaceLock {
-    /// Takes a shared lock; if the lock file cannot be made, the lock is absent and
-    /// `is_sole_user` answers false (placeholders are then left, which is safe).
-    pub fn acquire(workspace: &Path) -> WorkspaceLock {
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(lock_path(workspace))
-            .ok()
-            .filter(|f| unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH) } == 0);
-        WorkspaceLock { file }
+impl RootLocks {
+    /// Takes a shared lock on each root. A root found with no other user first has
+    /// the placeholders a killed run left there removed.
+    pub fn acquire<'a>(roots: impl Iterator<Item = &'a Path>) -> RootLocks {
+        let Some(dir) = lock_dir() else {
+            return RootLocks { held: Vec::new() };
+        };
+        let mut held = Vec::new();
+        for root in roots {
+            let stem = stem(root);
+            let Ok(lock) = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(dir.join(format!("{stem}.lock")))
+            else {
+                continue;
+            };
+            let lock = RootLock {
+                root: root.to_path_buf(),
+                lock,
+                list: dir.join(format!("{stem}.placeholders")),
+            };
+            if flock(lock.lock.as_fd(), FlockOperation::NonBlockingLockExclusive).is_ok() {
+                lock.remove_listed();
+            }
+            // From exclusive to shared (or a first shared lock): waits only while
+            // another run holds it exclusively, which is as long as its cleanup.
+            if flock(lock.lock.as_fd(), FlockOperation::LockShared).is_ok() {
+                held.push(lock);
+            }
+        }
+        RootLocks { held }
     }
 
-    /// Upgrades to an exclusive lock without waiting: true if no other sandbox holds
-    /// this workspace's lock.
-    pub fn is_sole_user(&self) -> bool {
-        self.file.as_ref().is_some_and(
-            |f| unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0,
-        )
+    /// Records placeholders about to be made, each in the list of the deepest
+    /// locked root holding it.
+    pub fn record(&self, placeholders: &[PathBuf]) {
+        for lock in &self.held {
+            let mine: Vec<&PathBuf> = placeholders
+                .iter()
+                .filter(|p| self.owner(p).is_some_and(|o| o.root == lock.root))
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let mut text = Vec::new();
+            for p in mine {
+                text.extend_from_slice(p.as_os_str().as_bytes());
+                text.push(b'\n');
+            }
+            // One write with O_APPEND: lines of concurrent runs do not interleave.
+            let _ = fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&lock.list)
+                .and_then(|mut f| f.write_all(&text));
+        }
+    }
+
+    fn owner(&self, path: &Path) -> Option<&RootLock> {
+        self.held
+            .iter()
+            .filter(|l| path.starts_with(&l.root) && path != l.root)
+            .max_by_key(|l| l.root.components().count())
+    }
+
+    /// Ends the run's use of its roots: in each root no other sandbox uses, the
+    /// listed placeholders are removed.
+    pub fn release(self) {
+        for lock in &self.held {
+            if flock(lock.lock.as_fd(), FlockOperation::NonBlockingLockExclusive).is_ok() {
+                lock.remove_listed();
+            }
+        }
+    }
+}
+
+impl RootLock {
+    /// Removes the untouched placeholders of the list, then empties it. Called with
+    /// the exclusive lock held.
+    fn remove_listed(&self) {
+        let Ok(text) = fs::read(&self.list) else {
+            return;
+        };
+        for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let path = Path::new(std::ffi::OsStr::from_bytes(line));
+            // Only below this root: the list is cordon's, but checked all the same.
+            if path.starts_with(&self.root) && path != self.root {
+                crate::view::plan::remove_placeholder(path);
+            }
+        }
+        let _ = fs::remove_file(&self.list);
     }
 }
 
@@ -58,11 +161,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_lock_name_is_a_fixed_function_of_the_path() {
+    fn the_name_is_a_fixed_function_of_the_path() {
         // FNV-1a of "/w": fixed, so every cordon build agrees on the file.
-        let name = lock_path(Path::new("/w"));
-        let name = name.file_name().unwrap().to_str().unwrap();
-        assert!(name.ends_with("-07d65107b49cb3cb.lock"), "{name}");
-        assert_ne!(lock_path(Path::new("/w")), lock_path(Path::new("/x")));
+        assert_eq!(stem(Path::new("/w")), "07d65107b49cb3cb");
+        assert_ne!(stem(Path::new("/w")), stem(Path::new("/x")));
+    }
+
+    #[test]
+    fn the_last_user_removes_placeholders_and_a_killed_runs_are_removed_next_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let placeholder = root.join(".vscode");
+        let a = RootLocks::acquire([root.as_path()].into_iter());
+        let b = RootLocks::acquire([root.as_path()].into_iter());
+        a.record(std::slice::from_ref(&placeholder));
+        fs::write(&placeholder, b"").unwrap();
+        a.release();
+        assert!(placeholder.exists(), "b still uses the root");
+        // b is killed: its lock goes with its process, its list stays.
+        drop(b);
+        assert!(placeholder.exists());
+        let c = RootLocks::acquire([root.as_path()].into_iter());
+        assert!(!placeholder.exists(), "the next sole user removes it");
+        c.release();
     }
 }

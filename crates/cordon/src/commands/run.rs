@@ -5,6 +5,7 @@ use cordon_policy::{Flags, Inputs, NetMode, Policy};
 use cordon_sandbox::{Additions, Command, Degraded, Outcome, Terminal};
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 /// Exit status when `--timeout` expired (DESIGN.md).
 const TIMED_OUT: u8 = 124;
@@ -80,7 +81,11 @@ pub fn execute_in(
     let degraded = Degraded {
         no_landlock: options.allow_degraded.contains(&DegradedLayer::Landlock),
     };
-    match cordon_sandbox::run(policy, &command, degraded, additions).map_err(|e| e.to_string())? {
+    let read_only = cordon_sandbox::view::read_only_during_run(policy);
+    let since = SystemTime::now() - COARSE_CLOCK;
+    let outcome = cordon_sandbox::run(policy, &command, degraded, additions);
+    audit_git(policy, &read_only, since);
+    match outcome.map_err(|e| e.to_string())? {
         Outcome::Exited { status, message } => {
             if let Some(message) = message {
                 eprintln!("cordon: {message}");
@@ -94,6 +99,27 @@ pub fn execute_in(
             );
             Ok(TIMED_OUT)
         }
+    }
+}
+
+/// How far a file's change time may lag the clock: the kernel stamps files with a
+/// coarse clock, so a file written just after the run began can look older.
+const COARSE_CLOCK: Duration = Duration::from_secs(1);
+
+/// Neutralises what the run left in its writable roots that would make the host's
+/// git run code (cordon-gitguard), and says what it did.
+fn audit_git(policy: &Policy, read_only: &[PathBuf], since: SystemTime) {
+    let roots: Vec<PathBuf> = policy.writable_roots().map(PathBuf::from).collect();
+    let report = cordon_gitguard::audit(&cordon_gitguard::Audit {
+        roots: &roots,
+        read_only,
+        since,
+    });
+    for finding in &report.neutralised {
+        eprintln!("cordon: {finding}");
+    }
+    for problem in &report.unchecked {
+        eprintln!("cordon: warning: {problem}");
     }
 }
 
