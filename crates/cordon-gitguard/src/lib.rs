@@ -184,7 +184,7 @@ impl Auditor<'_> {
     fn walk(&mut self, root: &Path) {
         let mut stack = vec![root.to_path_buf()];
         while let Some(dir) = stack.pop() {
-            let entries = match fs::read_dir(&dir) {
+            let entries = match fs::read_dir(&dir).or_else(|e| self.make_readable(&dir, e)) {
                 Ok(e) => e,
                 Err(e) => {
                     self.unreadable_dir(&dir, &e);
@@ -222,6 +222,25 @@ impl Auditor<'_> {
                 stack.push(dir.join(name));
             }
         }
+    }
+
+    /// A directory of the user's that the user cannot list: the sandbox may have
+    /// taken the read bit away after planting a repository in it, which the
+    /// user's git still reaches by name. It gets the bits back to be walked.
+    fn make_readable(&mut self, dir: &Path, error: io::Error) -> io::Result<fs::ReadDir> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = fs::symlink_metadata(dir)?;
+        let ours = meta.uid() == rustix::process::geteuid().as_raw();
+        if error.kind() != io::ErrorKind::PermissionDenied || !ours || !meta.is_dir() {
+            return Err(error);
+        }
+        let mode = meta.permissions().mode() | 0o700;
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode))?;
+        self.report.unchecked.push(format!(
+            "{}: was not readable by you; cordon gave you read access back to check it for git settings",
+            dir.display()
+        ));
+        fs::read_dir(dir)
     }
 
     fn unreadable_dir(&mut self, dir: &Path, error: &io::Error) {
@@ -446,7 +465,16 @@ fn parse_gitfile(text: &str) -> Option<PathBuf> {
 /// Reads a small text file, following symlinks as git does.
 fn read_small(path: &Path) -> Result<String, String> {
     use std::io::Read;
-    let file = fs::File::open(path).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Looked at before opening: opening a FIFO would wait for a writer forever.
+    if !fs::metadata(path).map_err(|e| e.to_string())?.is_file() {
+        return Err("it is not a regular file".into());
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_nonblock())
+        .open(path)
+        .map_err(|e| e.to_string())?;
     let meta = file.metadata().map_err(|e| e.to_string())?;
     if !meta.is_file() {
         return Err("it is not a regular file".into());
@@ -461,6 +489,12 @@ fn read_small(path: &Path) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".into())
 }
 
+/// `O_NONBLOCK`: a file swapped for a FIFO between the check and the open does not
+/// block the open.
+fn libc_nonblock() -> i32 {
+    rustix::fs::OFlags::NONBLOCK.bits() as i32
+}
+
 fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
     fs::OpenOptions::new()
@@ -468,4 +502,90 @@ fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .create_new(true)
         .open(path)?
         .write_all(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    fn repo(root: &Path, rel: &str, config: &str) -> PathBuf {
+        let gitdir = root.join(rel);
+        fs::create_dir_all(gitdir.join("objects")).unwrap();
+        fs::create_dir_all(gitdir.join("refs")).unwrap();
+        fs::write(gitdir.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        fs::write(gitdir.join("config"), config).unwrap();
+        gitdir
+    }
+
+    fn audit_since(root: &Path, since: SystemTime) -> Report {
+        audit(&Audit {
+            roots: &[root.to_path_buf()],
+            read_only: &[],
+            since,
+        })
+    }
+
+    const PAGER: &str = "[core]\n\tpager = touch /tmp/x\n";
+
+    #[test]
+    fn what_changed_before_the_run_is_left_alone() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        let gitdir = repo(&root, "vendor/lib/.git", PAGER);
+        let report = audit_since(&root, SystemTime::now() + Duration::from_secs(5));
+        assert!(report.neutralised.is_empty(), "{report:?}");
+        assert_eq!(fs::read_to_string(gitdir.join("config")).unwrap(), PAGER);
+        // Written during the run: neutralised, the original kept.
+        let report = audit_since(&root, SystemTime::now() - Duration::from_secs(5));
+        assert_eq!(report.neutralised.len(), 1, "{report:?}");
+        assert_eq!(report.neutralised[0].settings, ["core.pager"]);
+        assert!(
+            !fs::read_to_string(gitdir.join("config"))
+                .unwrap()
+                .contains("pager")
+        );
+        assert_eq!(
+            fs::read_to_string(gitdir.join("config.cordon-quarantine")).unwrap(),
+            PAGER
+        );
+    }
+
+    #[test]
+    fn a_fifo_for_a_config_does_not_hang_the_audit() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        let gitdir = repo(&root, ".git", "");
+        fs::remove_file(gitdir.join("config")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &gitdir.join("config"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+            0,
+        )
+        .unwrap();
+        let report = audit_since(&root, SystemTime::now() - Duration::from_secs(5));
+        assert_eq!(report.neutralised.len(), 1, "{report:?}");
+        assert!(report.neutralised[0].unreadable.is_some());
+    }
+
+    #[test]
+    fn a_directory_made_unreadable_is_walked_all_the_same() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        let gitdir = repo(&root, "d/.git", PAGER);
+        let d = root.join("d");
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o100)).unwrap();
+        let report = audit_since(&root, SystemTime::now() - Duration::from_secs(5));
+        if rustix::process::geteuid().is_root() {
+            // Root reads it anyway.
+            assert!(report.unchecked.is_empty(), "{report:?}");
+        } else {
+            assert_eq!(report.unchecked.len(), 1, "{report:?}");
+        }
+        assert_eq!(report.neutralised.len(), 1, "{report:?}");
+        assert!(gitdir.join("config.cordon-quarantine").exists());
+    }
 }

@@ -125,6 +125,14 @@ const CASES: &[Case] = &[
         probe_in: &["vendor/lib"],
     },
     Case {
+        // A directory made unlistable: the user's git still reaches `d/.git` by name.
+        name: "unlistable-dir",
+        setup: "",
+        inside: &["git init -q d && git -C d commit -q --allow-empty -m x && \
+                   git -C d config core.pager 'touch MARK; cat' && chmod 100 d"],
+        probe_in: &["d"],
+    },
+    Case {
         // Old content moved into place by a later run: the first run leaves a
         // repository that git does not take for one (no HEAD), the second makes it
         // one by a rename, which keeps the files' old change times.
