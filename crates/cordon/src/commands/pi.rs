@@ -293,11 +293,21 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
                 for name in found.secrets.keys().chain(found.redacted.iter()) {
                     text = text.replace(&token(name), &placeholder(name));
                 }
-                let source = overlay_dir.join(target.file_name().unwrap_or_default());
-                std::fs::write(&source, text)
+                let name = target.file_name().unwrap_or_default();
+                let source = overlay_dir.join(name);
+                std::fs::write(&source, &text)
                     .map_err(|e| format!("cannot write {}: {e}", source.display()))?;
+
+                let source = source.canonicalize().unwrap_or(source);
+                // The copy also sits on the run's config dir's symlink itself: pi
+                // 1.x locks a file beside its real path (`auth.json.lock`), which
+                // must be the writable run dir, not the read-only real config dir.
                 overlays.push(FileOverlay {
-                    source: source.canonicalize().unwrap_or(source),
+                    source: source.clone(),
+                    target: setup.run_dir.join(name),
+                });
+                overlays.push(FileOverlay {
+                    source,
                     target: target.clone(),
                 });
             }
