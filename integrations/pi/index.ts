@@ -8,6 +8,11 @@
  *   uses the server's `find` as its glob (pi's fd is never run).
  * - grep is replaced wholesale (pi's grep always runs the host's rg): its execute calls
  *   the server's `grep` and formats the result as pi's grep does.
+ * - pi's config dir (`$PI_CODING_AGENT_DIR`, else ~/.pi/agent): its credential files
+ *   are hidden from the sandbox, the whole dir when it lies in the workspace.
+ * - MCP (pi 1.x): pi's own MCP support with a transport of ours (mcp.ts), which
+ *   replaces the built-in one: stdio servers run in a cordon sandbox, HTTP servers
+ *   are refused.
  * - Fail closed: when cordon is missing, cannot start or dies, every tool call fails
  *   with a message saying why and how to fix it, and the user's `!` commands print
  *   that message. Nothing ever runs on the host; the `user_bash` handler never throws.
@@ -17,9 +22,11 @@
  * Commands: /sandbox-status, /sandbox-allow-domain DOMAIN.
  */
 
+import { realpathSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import * as piPackage from "@earendil-works/pi-coding-agent";
 import type {
 	BashOperations,
 	EditOperations,
@@ -53,6 +60,7 @@ import {
 	ERR_NOT_FOUND,
 	findCordon,
 } from "./client.ts";
+import { sandboxedMcpTransport } from "./mcp.ts";
 
 const GREP_DEFAULT_LIMIT = 100;
 const GREP_MAX_LINE_LENGTH = 500;
@@ -89,7 +97,47 @@ function enoent(p: string): Error {
 
 const SIGNALS = os.constants.signals as Record<string, number>;
 
-export default function cordonExtension(pi: ExtensionAPI) {
+/** The files of pi's config dir that hold credentials: never readable inside. */
+const AGENT_SECRETS = ["auth.json", "models.json", "mcp.json", "mcp-auth.json"];
+
+/** The config dir pi uses: `$PI_CODING_AGENT_DIR` (`~` expanded), else `~/.pi/agent`,
+ * as pi's own `getAgentDir` says, made absolute. */
+export function piAgentDir(): string {
+	const get = (piPackage as { getAgentDir?: () => string }).getAgentDir;
+	let dir: string | undefined;
+	try {
+		dir = typeof get === "function" ? get() : undefined;
+	} catch {
+		dir = undefined;
+	}
+	if (!dir) {
+		const env = process.env.PI_CODING_AGENT_DIR;
+		dir = env ? resolveToolPath(env, process.cwd()) : path.join(os.homedir(), ".pi", "agent");
+	}
+	return path.resolve(dir);
+}
+
+/** `cordon` options hiding pi's config dir from the sandbox: its credential files
+ * (in the dir pi uses, and in the default one), and the whole dir when it lies in
+ * the workspace (where the agent could change what pi loads on the host). */
+export function agentDirArgs(workspace: string, agentDir = piAgentDir()): string[] {
+	const dirs = new Set([agentDir, path.join(os.homedir(), ".pi", "agent")]);
+	for (const d of [...dirs]) {
+		try {
+			dirs.add(realpathSync(d));
+		} catch {
+			/* not there (yet): the path itself is denied */
+		}
+	}
+	const args: string[] = [];
+	for (const d of dirs) {
+		if (isInside(workspace, d)) args.push("--deny-read", d);
+		else for (const f of AGENT_SECRETS) args.push("--deny-read", path.join(d, f));
+	}
+	return args;
+}
+
+export default async function cordonExtension(pi: ExtensionAPI) {
 	const startCwd = process.cwd();
 
 	pi.registerFlag("sandbox-config", {
@@ -107,6 +155,26 @@ export default function cordonExtension(pi: ExtensionAPI) {
 	let workspace = startCwd;
 	const warnings: string[] = [];
 
+	/** The sandbox options of this session for workspace `cwd` (`cordon serve` and
+	 * `cordon run` take the same). Throws `CordonUnavailable` when they cannot be
+	 * safe. */
+	function sandboxArgs(cwd: string): string[] {
+		const args = ["--workspace", cwd];
+		const config = pi.getFlag("sandbox-config");
+		if (typeof config === "string" && config !== "") {
+			const abs = resolveToolPath(config, cwd);
+			if (isInside(cwd, abs)) {
+				throw new CordonUnavailable(
+					`cordon sandbox unavailable: the sandbox config ${abs} is inside the workspace, where the agent could rewrite it for the next session. Fix: move it outside the workspace (e.g. ~/.config/cordon/) and pass that path to --sandbox-config.`,
+				);
+			}
+			args.push("--config", abs);
+		}
+		if (pi.getFlag("sandbox-read-only") === true) args.push("--read-only");
+		args.push(...agentDirArgs(cwd));
+		return args;
+	}
+
 	/** Starts `cordon serve` once per session. Never throws; failures are kept in
 	 * `startError` and reported by every tool call. */
 	function start(cwd: string): void {
@@ -114,18 +182,7 @@ export default function cordonExtension(pi: ExtensionAPI) {
 		workspace = cwd;
 		try {
 			const bin = findCordon();
-			const args = ["--workspace", cwd];
-			const config = pi.getFlag("sandbox-config");
-			if (typeof config === "string" && config !== "") {
-				const abs = resolveToolPath(config, cwd);
-				if (isInside(cwd, abs)) {
-					throw new CordonUnavailable(
-						`cordon sandbox unavailable: the sandbox config ${abs} is inside the workspace, where the agent could rewrite it for the next session. Fix: move it outside the workspace (e.g. ~/.config/cordon/) and pass that path to --sandbox-config.`,
-					);
-				}
-				args.push("--config", abs);
-			}
-			if (pi.getFlag("sandbox-read-only") === true) args.push("--read-only");
+			const args = sandboxArgs(cwd);
 			if (EXTENSION_DIR && isInside(cwd, EXTENSION_DIR)) {
 				warnings.push(
 					`the cordon extension itself (${EXTENSION_DIR}) is inside the workspace: the agent can change the code pi loads next time. Install it outside the workspace.`,
@@ -364,6 +421,21 @@ export default function cordonExtension(pi: ExtensionAPI) {
 	});
 
 	// ---------------------------------------------------------------------------
+	// MCP (pi 1.x): pi's own MCP support, with every server in a sandbox
+	// ---------------------------------------------------------------------------
+
+	// Registering it here registers `/mcp`, which makes pi leave its built-in MCP
+	// support out (it would start stdio servers on the host). pi 0.87 has no MCP.
+	const createMcpExtension = (piPackage as { createMcpExtension?: (o: object) => (pi: ExtensionAPI) => unknown })
+		.createMcpExtension;
+	const mcpReady =
+		typeof createMcpExtension === "function"
+			? createMcpExtension({
+					createTransport: sandboxedMcpTransport(findCordon, () => sandboxArgs(workspace)),
+				})(pi)
+			: undefined;
+
+	// ---------------------------------------------------------------------------
 	// Session
 	// ---------------------------------------------------------------------------
 
@@ -456,6 +528,7 @@ export default function cordonExtension(pi: ExtensionAPI) {
 			}
 		},
 	});
+	await mcpReady;
 }
 
 function say(ctx: ExtensionContext, text: string, level: "info" | "warning" | "error") {

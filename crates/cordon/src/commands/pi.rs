@@ -77,6 +77,11 @@ const PROVIDERS: &[(&str, &[&str], &[&str])] = &[
     ),
 ];
 
+/// The fields of an auth.json entry that are not credentials: its kind, when its
+/// token expires, and names a provider's login records (Google's project, the
+/// account's e-mail, a GitHub Enterprise host). Every other string is one.
+const AUTH_PLAIN_FIELDS: &[&str] = &["type", "expires", "projectId", "email", "enterpriseUrl"];
+
 fn provider_hosts(id: &str) -> Option<Vec<String>> {
     PROVIDERS
         .iter()
@@ -174,13 +179,13 @@ impl PiSetup {
             remove_stale_run_dirs(&std::env::temp_dir(), OVERLAY_DIR_PREFIX);
             run_dir_removal = Some(RemoveOnDrop(run_dir.clone()));
             run_dir = make_run_dir(&run_dir, &agent_dir)?;
-            if !found
-                .files
-                .iter()
-                .any(|(t, _)| *t == agent_dir.join("auth.json"))
-            {
-                // No copy to show (none, or unreadable): pi makes an empty one here.
-                let _ = std::fs::remove_file(run_dir.join("auth.json"));
+            for (hidden, _) in &found.hidden {
+                if !found.files.iter().any(|(t, _)| t == hidden)
+                    && let Some(name) = hidden.file_name()
+                {
+                    // No copy to show (none, or unreadable): pi sees none.
+                    let _ = std::fs::remove_file(run_dir.join(name));
+                }
             }
             if std::fs::create_dir_all(&compile_cache).is_ok() {
                 compile_cache = compile_cache.canonicalize().unwrap_or(compile_cache);
@@ -208,10 +213,7 @@ impl PiSetup {
                 ),
                 (self.run_dir.clone(), config_dir.clone()),
             ],
-            deny_read: vec![(
-                self.agent_dir.join("auth.json"),
-                "pi's credentials (inside, a copy holding placeholders)".to_string(),
-            )],
+            deny_read: self.found.hidden.clone(),
             env: vec![(
                 format!("PI_CODING_AGENT_DIR={}", text(&self.run_dir)),
                 config_dir,
@@ -291,11 +293,21 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
                 for name in found.secrets.keys().chain(found.redacted.iter()) {
                     text = text.replace(&token(name), &placeholder(name));
                 }
-                let source = overlay_dir.join(target.file_name().unwrap_or_default());
-                std::fs::write(&source, text)
+                let name = target.file_name().unwrap_or_default();
+                let source = overlay_dir.join(name);
+                std::fs::write(&source, &text)
                     .map_err(|e| format!("cannot write {}: {e}", source.display()))?;
+
+                let source = source.canonicalize().unwrap_or(source);
+                // The copy also sits on the run's config dir's symlink itself: pi
+                // 1.x locks a file beside its real path (`auth.json.lock`), which
+                // must be the writable run dir, not the read-only real config dir.
                 overlays.push(FileOverlay {
-                    source: source.canonicalize().unwrap_or(source),
+                    source: source.clone(),
+                    target: setup.run_dir.join(name),
+                });
+                overlays.push(FileOverlay {
+                    source,
                     target: target.clone(),
                 });
             }
@@ -437,6 +449,9 @@ struct Found {
     locals: Vec<(String, String)>,
     /// Config files to lay over the real ones: target path, content with tokens.
     files: Vec<(PathBuf, String)>,
+    /// Files of pi's config dir hidden inside, each with the reason (a copy in
+    /// `files` may be laid over one).
+    hidden: Vec<(PathBuf, String)>,
     warnings: Vec<String>,
     /// The provider being read, for the reasons of what it adds.
     why: String,
@@ -456,6 +471,14 @@ impl Found {
                 }
             }
         }
+        found.hidden.push((
+            agent_dir.join("auth.json"),
+            "pi's credentials (inside, a copy holding placeholders)".to_string(),
+        ));
+        found.hidden.push((
+            agent_dir.join("mcp-auth.json"),
+            "pi's sign-ins to MCP servers".to_string(),
+        ));
         // The default provider of pi's settings.
         if let Some(settings) = read_json(&agent_dir.join("settings.json"), &mut found.warnings)
             && let Some(provider) = settings.get("defaultProvider").and_then(Value::as_str)
@@ -521,17 +544,41 @@ impl Found {
                     }
                     custom_hosts.insert(id.clone(), hosts.clone());
                     let secret_name = format!("CORDON_PI_MODELS_{}", env_suffix(id));
+                    let local = local.is_some();
                     if let Some(key) = provider.get_mut("apiKey") {
-                        changed |=
-                            found.config_value(key, &secret_name, &hosts, local.is_some(), &env);
+                        changed |= found.config_value(key, &secret_name, &hosts, local, &env);
                     }
-                    if let Some(headers) =
-                        provider.get_mut("headers").and_then(Value::as_object_mut)
-                    {
-                        for (header, value) in headers.iter_mut() {
-                            let name = format!("{secret_name}_H_{}", env_suffix(header));
-                            changed |=
-                                found.config_value(value, &name, &hosts, local.is_some(), &env);
+                    // Header values, of the provider, its models and its overrides of
+                    // built-in models: each resolved like apiKey.
+                    let Some(fields) = provider.as_object_mut() else {
+                        continue;
+                    };
+                    for (field, item) in fields.iter_mut() {
+                        match field.as_str() {
+                            "headers" => {
+                                let name = format!("{secret_name}_H");
+                                changed |= found.headers(item, &name, &hosts, local, &env);
+                            }
+                            "models" => {
+                                for (i, model) in
+                                    item.as_array_mut().into_iter().flatten().enumerate()
+                                {
+                                    if let Some(h) = model.get_mut("headers") {
+                                        let name = format!("{secret_name}_M{i}_H");
+                                        changed |= found.headers(h, &name, &hosts, local, &env);
+                                    }
+                                }
+                            }
+                            "modelOverrides" => {
+                                for (model, o) in item.as_object_mut().into_iter().flatten() {
+                                    if let Some(h) = o.get_mut("headers") {
+                                        let name =
+                                            format!("{secret_name}_O_{}_H", env_suffix(model));
+                                        changed |= found.headers(h, &name, &hosts, local, &env);
+                                    }
+                                }
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -539,53 +586,106 @@ impl Found {
             if changed {
                 found.push_file(models_path, &models);
             }
+        } else if models_path.symlink_metadata().is_ok() {
+            // pi may read what cordon cannot: it is not shown to pi inside.
+            found.warnings.push(format!("{} is hidden inside, since cordon cannot read it to keep its keys outside (hint: fix the file; `pi --list-models` outside shows what pi makes of it)", models_path.display()));
+            found.hidden.push((
+                models_path,
+                "pi's models.json, which cordon cannot read".to_string(),
+            ));
         }
-        // auth.json: API keys and OAuth tokens pi stored at /login.
+        // auth.json: API keys and OAuth tokens pi stored at /login. Every string
+        // of it is a credential, but an entry's type and a few names that are not.
         let auth_path = agent_dir.join("auth.json");
         if let Some(mut auth) = read_json(&auth_path, &mut found.warnings) {
-            if let Some(entries) = auth.as_object_mut() {
-                for (id, entry) in entries.iter_mut() {
-                    found.why = format!("provider {id:?} in auth.json");
-                    let hosts = custom_hosts
-                        .get(id)
-                        .filter(|h| !h.is_empty())
-                        .cloned()
-                        .or_else(|| provider_hosts(id))
-                        .unwrap_or_default();
-                    if hosts.is_empty() {
-                        found.warnings.push(format!("auth.json: cordon does not know the hosts of provider {id:?}; its credential is hidden and cannot be used inside (hint: name the provider's baseUrl in models.json)"));
-                    } else {
-                        found.allow(id, hosts.clone());
+            match auth.as_object_mut() {
+                Some(entries) => {
+                    for (id, entry) in entries.iter_mut() {
+                        found.auth_entry(id, entry, &custom_hosts, &env);
                     }
-                    let base = format!("CORDON_PI_AUTH_{}", env_suffix(id));
-                    match entry.get("type").and_then(Value::as_str) {
-                        Some("oauth") => {
-                            if let Some(expires) = entry.get("expires").and_then(Value::as_f64) {
-                                let now = std::time::SystemTime::now()
-                                    .duration_since(std::time::UNIX_EPOCH)
-                                    .map_or(0.0, |d| d.as_millis() as f64);
-                                if expires <= now {
-                                    found.warnings.push(format!("the OAuth token of {id:?} in auth.json has expired, and pi cannot refresh it inside the sandbox (hint: run pi once outside to refresh it, then cordon pi)"));
-                                }
-                            }
-                            for field in ["access", "refresh"] {
-                                let name = format!("{base}_{}", field.to_ascii_uppercase());
-                                if let Some(value) = entry.get_mut(field) {
-                                    found.literal(value, &name, &hosts);
-                                }
-                            }
-                        }
-                        _ => {
-                            if let Some(key) = entry.get_mut("key") {
-                                found.config_value(key, &base, &hosts, false, &env);
-                            }
-                        }
-                    }
+                }
+                None => {
+                    found.why = "auth.json".to_string();
+                    found.literal_tree(&mut auth, "CORDON_PI_AUTH", &[]);
                 }
             }
             found.push_file(auth_path, &auth);
         }
         found
+    }
+
+    /// One provider's entry of auth.json.
+    fn auth_entry(
+        &mut self,
+        id: &str,
+        entry: &mut Value,
+        custom_hosts: &BTreeMap<String, Vec<String>>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) {
+        self.why = format!("provider {id:?} in auth.json");
+        let hosts = custom_hosts
+            .get(id)
+            .filter(|h| !h.is_empty())
+            .cloned()
+            .or_else(|| provider_hosts(id))
+            .unwrap_or_default();
+        if hosts.is_empty() {
+            self.warnings.push(format!("auth.json: cordon does not know the hosts of provider {id:?}; its credential is hidden and cannot be used inside (hint: name the provider's baseUrl in models.json)"));
+        } else {
+            self.allow(id, hosts.clone());
+        }
+        let base = format!("CORDON_PI_AUTH_{}", env_suffix(id));
+        let Some(fields) = entry.as_object_mut() else {
+            self.literal_tree(entry, &base, &hosts);
+            return;
+        };
+        let kind = fields
+            .get("type")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if kind.as_deref() == Some("oauth")
+            && let Some(expires) = fields.get("expires").and_then(Value::as_f64)
+        {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_millis() as f64);
+            if expires <= now {
+                self.warnings.push(format!("the OAuth token of {id:?} in auth.json has expired, and pi cannot refresh it inside the sandbox (hint: run pi once outside to refresh it, then cordon pi)"));
+            }
+        }
+        for (field, value) in fields.iter_mut() {
+            if AUTH_PLAIN_FIELDS.contains(&field.as_str()) {
+                continue;
+            }
+            if kind.as_deref() == Some("api_key") && field == "key" {
+                // pi resolves an API key like models.json's apiKey.
+                self.config_value(value, &base, &hosts, false, env);
+            } else {
+                let name = format!("{base}_{}", env_suffix(field));
+                self.literal_tree(value, &name, &hosts);
+            }
+        }
+    }
+
+    /// A `headers` object of models.json: each value resolved like an apiKey.
+    fn headers(
+        &mut self,
+        headers: &mut Value,
+        name: &str,
+        hosts: &[String],
+        local: bool,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> bool {
+        let Some(headers) = headers.as_object_mut() else {
+            // Not what pi takes; whatever it holds stays outside.
+            return !local && self.literal_tree(headers, name, &[]);
+        };
+        let mut changed = false;
+        for (header, value) in headers.iter_mut() {
+            let name = format!("{name}_{}", env_suffix(header));
+            changed |= self.config_value(value, &name, hosts, local, env);
+        }
+        changed
     }
 
     fn allow(&mut self, _provider: &str, hosts: impl IntoIterator<Item = String>) {
@@ -613,9 +713,13 @@ impl Found {
         entry.hosts.extend(hosts);
     }
 
-    /// A value of pi's config (an API key or header): `!command`, a template of
-    /// `$VAR`s, or a literal. Variables become secrets; a literal is replaced in
-    /// the copy by a secret's placeholder. Returns whether `value` changed.
+    /// A value of pi's config (an API key or header value), read as pi reads it
+    /// ([`ConfigValue`]). One whole `$NAME` stays in the copy and its variable
+    /// becomes a secret (inside, the variable holds the placeholder); anything else
+    /// that is credential-shaped never enters: a literal, or a template that mixes
+    /// text and variables, becomes a secret of the value pi would send, and a
+    /// `!command` (which cordon does not run) a placeholder no host accepts. Returns
+    /// whether `value` changed.
     fn config_value(
         &mut self,
         value: &mut Value,
@@ -631,47 +735,98 @@ impl Found {
             // A local service: no host name to scope a secret to. Left as it is.
             return false;
         }
-        if text.starts_with('!') {
-            self.warnings.push(format!("pi's config runs a command for a key ({text:?}); inside the sandbox that command's output is visible to the agent"));
-            return false;
-        }
-        let vars = template_vars(&text);
-        if vars.is_empty() {
-            // A bare name of a set variable is also what older pi versions read.
-            if cordon_policy::valid_env_name(&text)
-                && let Some(v) = env(&text)
-                && !hosts.is_empty()
-            {
-                self.secret(&text, v, hosts.iter().cloned(), false);
+        match ConfigValue::parse(&text) {
+            ConfigValue::Command(_) => {
+                self.warnings.push(format!("pi's config gets a key from a command ({}: {name}); cordon runs no command of pi's config, on the host or inside, so that key is not available inside (hint: put the key in an environment variable and write \"$NAME\" in pi's config, or store it with pi's /login)", self.why));
+                self.redact(value, name)
             }
-            return self.literal(value, name, hosts);
-        }
-        for var in vars {
-            if let Some(v) = env(&var)
-                && !hosts.is_empty()
-            {
-                self.secret(&var, v, hosts.iter().cloned(), false);
+            ConfigValue::Template(parts) => {
+                if let [Part::Var(var)] = parts.as_slice() {
+                    if let Some(v) = env(var)
+                        && !hosts.is_empty()
+                    {
+                        self.secret(var, v, hosts.iter().cloned(), false);
+                    }
+                    return false;
+                }
+                if parts.iter().all(|p| matches!(p, Part::Literal(_))) {
+                    // A bare name of a set variable is also what older pi versions read.
+                    if cordon_policy::valid_env_name(&text)
+                        && let Some(v) = env(&text)
+                        && !hosts.is_empty()
+                    {
+                        self.secret(&text, v, hosts.iter().cloned(), false);
+                    }
+                }
+                match ConfigValue::resolve(&parts, env) {
+                    Some(resolved) => self.literal(value, name, resolved, hosts),
+                    // pi sends no key when a variable is unset: neither does the copy.
+                    None => self.redact(value, name),
+                }
             }
         }
-        false
     }
 
-    /// A literal credential: a synthetic secret (or redacted without hosts); the
-    /// copy holds its token.
-    fn literal(&mut self, value: &mut Value, name: &str, hosts: &[String]) -> bool {
-        let Some(text) = value.as_str().map(str::to_string) else {
-            return false;
-        };
-        if text.is_empty() {
+    /// A literal credential `secret` held in `value`: a synthetic secret (or
+    /// redacted when there are no hosts); the copy holds its token.
+    fn literal(&mut self, value: &mut Value, name: &str, secret: String, hosts: &[String]) -> bool {
+        if secret.is_empty() && value.as_str().is_some_and(str::is_empty) {
             return false;
         }
-        if hosts.is_empty() {
-            self.redacted.insert(name.to_string());
-        } else {
-            self.secret(name, text, hosts.iter().cloned(), true);
+        if hosts.is_empty() || secret.is_empty() {
+            return self.redact(value, name);
         }
-        *value = Value::String(token(name));
+        // Two credentials whose names differ only in punctuation (providers "a-b"
+        // and "a_b") stay two secrets, each scoped to its own hosts.
+        let mut unique = name.to_string();
+        let mut n = 1;
+        while self
+            .secrets
+            .get(&unique)
+            .is_some_and(|s| s.value != secret || !s.synthetic || s.why != self.why)
+            || self.redacted.contains(&unique)
+        {
+            n += 1;
+            unique = format!("{name}_{n}");
+        }
+        self.secret(&unique, secret, hosts.iter().cloned(), true);
+        *value = Value::String(token(&unique));
         true
+    }
+
+    /// `value` replaced in the copy by a placeholder no host accepts.
+    fn redact(&mut self, value: &mut Value, name: &str) -> bool {
+        let name = format!("{name}_REDACTED");
+        self.redacted.insert(name.clone());
+        *value = Value::String(token(&name));
+        true
+    }
+
+    /// Every string in `value` (at any depth) is a credential: each becomes a
+    /// literal secret named `name` (plus its key or index below the top).
+    fn literal_tree(&mut self, value: &mut Value, name: &str, hosts: &[String]) -> bool {
+        match value {
+            Value::String(s) => {
+                let secret = s.clone();
+                self.literal(value, name, secret, hosts)
+            }
+            Value::Array(items) => {
+                let mut changed = false;
+                for (i, item) in items.iter_mut().enumerate() {
+                    changed |= self.literal_tree(item, &format!("{name}_{i}"), hosts);
+                }
+                changed
+            }
+            Value::Object(fields) => {
+                let mut changed = false;
+                for (key, item) in fields.iter_mut() {
+                    changed |=
+                        self.literal_tree(item, &format!("{name}_{}", env_suffix(key)), hosts);
+                }
+                changed
+            }
+            _ => false,
+        }
     }
 
     fn push_file(&mut self, path: PathBuf, value: &Value) {
@@ -682,7 +837,7 @@ impl Found {
 
 fn read_json(path: &Path, warnings: &mut Vec<String>) -> Option<Value> {
     let text = std::fs::read_to_string(path).ok()?;
-    match serde_json::from_str(text.trim_start_matches('\u{feff}')) {
+    match serde_json::from_str(&strip_json_comments(text.trim_start_matches('\u{feff}'))) {
         Ok(v) => Some(v),
         Err(e) => {
             warnings.push(format!(
@@ -694,39 +849,129 @@ fn read_json(path: &Path, warnings: &mut Vec<String>) -> Option<Value> {
     }
 }
 
-/// The variables a pi config value names: `$NAME` and `${NAME}` (`$$` escapes).
-fn template_vars(text: &str) -> Vec<String> {
-    let bytes = text.as_bytes();
-    let mut vars = Vec::new();
+/// A value of pi's config (an `apiKey`, a header value, an auth.json `key`), as
+/// pi reads it (pi's resolve-config-value, the same in 0.87 and 1.x).
+#[derive(Debug, PartialEq)]
+enum ConfigValue {
+    /// `!command`: pi runs the command and takes its output.
+    Command(String),
+    /// Literal text and `$NAME` / `${NAME}` variables; `$$` is `$` and `$!` is `!`.
+    Template(Vec<Part>),
+}
+
+#[derive(Debug, PartialEq)]
+enum Part {
+    Literal(String),
+    Var(String),
+}
+
+impl ConfigValue {
+    fn parse(text: &str) -> ConfigValue {
+        if let Some(command) = text.strip_prefix('!') {
+            return ConfigValue::Command(command.to_string());
+        }
+        let mut parts: Vec<Part> = Vec::new();
+        let literal = |parts: &mut Vec<Part>, s: &str| {
+            if s.is_empty() {
+                return;
+            }
+            match parts.last_mut() {
+                Some(Part::Literal(l)) => l.push_str(s),
+                _ => parts.push(Part::Literal(s.to_string())),
+            }
+        };
+        let is_start = |c: char| c.is_ascii_alphabetic() || c == '_';
+        let is_part = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        let mut rest = text;
+        while let Some(at) = rest.find('$') {
+            literal(&mut parts, &rest[..at]);
+            let after = &rest[at + 1..];
+            match after.chars().next() {
+                Some(c @ ('$' | '!')) => {
+                    literal(&mut parts, &c.to_string());
+                    rest = &after[1..];
+                }
+                Some('{') => match after.find('}') {
+                    Some(end) => {
+                        let name = &after[1..end];
+                        if name.starts_with(is_start) && name.chars().all(is_part) {
+                            parts.push(Part::Var(name.to_string()));
+                        } else {
+                            literal(&mut parts, &rest[at..at + 2 + end]);
+                        }
+                        rest = &after[end + 1..];
+                    }
+                    None => {
+                        literal(&mut parts, "$");
+                        rest = after;
+                    }
+                },
+                Some(c) if is_start(c) => {
+                    let len = after.find(|c: char| !is_part(c)).unwrap_or(after.len());
+                    parts.push(Part::Var(after[..len].to_string()));
+                    rest = &after[len..];
+                }
+                _ => {
+                    literal(&mut parts, "$");
+                    rest = after;
+                }
+            }
+        }
+        literal(&mut parts, rest);
+        ConfigValue::Template(parts)
+    }
+
+    /// The value pi makes of a template with the environment `env`: `None` when a
+    /// variable is unset or empty (pi then has no value).
+    fn resolve(parts: &[Part], env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+        let mut out = String::new();
+        for part in parts {
+            match part {
+                Part::Literal(l) => out.push_str(l),
+                Part::Var(v) => out.push_str(&env(v).filter(|v| !v.is_empty())?),
+            }
+        }
+        Some(out)
+    }
+}
+
+/// `text` without what pi drops before parsing models.json: `//` comments, then
+/// commas before a closing bracket, outside strings (pi's stripJsonComments).
+fn strip_json_comments(text: &str) -> String {
+    let comments = outside_strings(text, |rest| {
+        rest.starts_with("//")
+            .then(|| rest.find('\n').unwrap_or(rest.len()))
+    });
+    outside_strings(&comments, |rest| {
+        (rest.starts_with(',') && rest[1..].trim_start().starts_with(['}', ']'])).then_some(1)
+    })
+}
+
+/// `text` with the bytes `cut` names dropped: at each position outside a JSON
+/// string, `cut(rest)` may say how many bytes of `rest` to drop.
+fn outside_strings(text: &str, cut: impl Fn(&str) -> Option<usize>) -> String {
+    let mut out = String::with_capacity(text.len());
     let mut i = 0;
-    let is_start = |b: u8| b.is_ascii_alphabetic() || b == b'_';
-    let is_part = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    while i < bytes.len() {
-        if bytes[i] != b'$' {
-            i += 1;
+    let mut in_string = false;
+    while let Some(c) = text[i..].chars().next() {
+        if in_string {
+            if c == '\\' {
+                let escaped = text[i + 1..].chars().next().map_or(0, char::len_utf8);
+                out.push_str(&text[i..i + 1 + escaped]);
+                i += 1 + escaped;
+                continue;
+            }
+            in_string = c != '"';
+        } else if c == '"' {
+            in_string = true;
+        } else if let Some(n) = cut(&text[i..]) {
+            i += n;
             continue;
         }
-        match bytes.get(i + 1) {
-            Some(b'$') | Some(b'!') => i += 2,
-            Some(b'{') => match text[i + 2..].find('}') {
-                Some(end) => {
-                    let name = &text[i + 2..i + 2 + end];
-                    if cordon_policy::valid_env_name(name) {
-                        vars.push(name.to_string());
-                    }
-                    i += 3 + end;
-                }
-                None => i += 1,
-            },
-            Some(&b) if is_start(b) => {
-                let len = bytes[i + 1..].iter().take_while(|&&b| is_part(b)).count();
-                vars.push(text[i + 1..i + 1 + len].to_string());
-                i += 1 + len;
-            }
-            _ => i += 1,
-        }
+        out.push(c);
+        i += c.len_utf8();
     }
-    vars
+    out
 }
 
 /// `https://host:port/path` → (host, port if given).
@@ -788,9 +1033,50 @@ mod tests {
 
     #[test]
     fn templates_and_urls() {
-        assert_eq!(template_vars("$A_B"), vec!["A_B"]);
-        assert_eq!(template_vars("x${KEY}y$$z$OTHER"), vec!["KEY", "OTHER"]);
-        assert!(template_vars("sk-literal").is_empty());
+        use ConfigValue::{Command, Template};
+        use Part::{Literal, Var};
+        let lit = |s: &str| Literal(s.to_string());
+        let var = |s: &str| Var(s.to_string());
+        assert_eq!(ConfigValue::parse("$A_B"), Template(vec![var("A_B")]));
+        assert_eq!(
+            ConfigValue::parse("x${KEY}y$$z$OTHER"),
+            Template(vec![lit("x"), var("KEY"), lit("y$z"), var("OTHER")])
+        );
+        assert_eq!(
+            ConfigValue::parse("sk-literal"),
+            Template(vec![lit("sk-literal")])
+        );
+        // pi's escapes and the `$`s it takes literally.
+        assert_eq!(
+            ConfigValue::parse("a$!b$1c${no-name}d${e"),
+            Template(vec![lit("a!b$1c${no-name}d${e")])
+        );
+        assert_eq!(ConfigValue::parse("sk$"), Template(vec![lit("sk$")]));
+        assert_eq!(
+            ConfigValue::parse("!op read x"),
+            Command("op read x".into())
+        );
+        assert_eq!(ConfigValue::parse("$!op"), Template(vec![lit("!op")]));
+        assert_eq!(
+            ConfigValue::parse("${A}${B}"),
+            Template(vec![var("A"), var("B")])
+        );
+        let env = |n: &str| (n == "SET").then(|| "v".to_string());
+        let resolve = |t: &str| match ConfigValue::parse(t) {
+            Template(parts) => ConfigValue::resolve(&parts, &env),
+            Command(_) => None,
+        };
+        assert_eq!(resolve("a$$b${SET}c$SET"), Some("a$bvcv".into()));
+        assert_eq!(resolve("a$UNSET"), None);
+        // pi's JSON leniency in models.json: `//` comments and trailing commas.
+        assert_eq!(
+            strip_json_comments("{\"a\": \"x//y,}\", // c\n \"b\": [1,2,],\n}"),
+            "{\"a\": \"x//y,}\", \n \"b\": [1,2]\n}"
+        );
+        assert_eq!(
+            strip_json_comments(r#"{"a":"q\"//,]", } // end"#),
+            r#"{"a":"q\"//,]" } "#
+        );
         assert_eq!(
             url_host("https://Fake.test:8443/v1"),
             Some(("fake.test".into(), Some(8443)))
@@ -861,5 +1147,122 @@ mod tests {
             all.contains("$FAKE_KEY") && all.contains("\"ollama\""),
             "{all}"
         );
+    }
+
+    /// Every credential-shaped value of auth.json and models.json is out of the
+    /// copies pi sees inside: as a secret of the value pi would send, or redacted.
+    #[test]
+    fn no_credential_enters_verbatim() {
+        let dir = tempfile::tempdir().unwrap();
+        // Commented like pi allows; literals with `$`, mixed templates, a command,
+        // headers of the provider, a model and an override.
+        std::fs::write(
+            dir.path().join("models.json"),
+            r#"{"providers": {
+                // a comment pi skips
+                "p": {"baseUrl": "https://p.example/v1", "apiKey": "sk-a$$b-M1",
+                      "headers": {"X-Lit": "M5h", "X-Mix": "Bearer M3-${SET_VAR}",
+                                  "X-Unset": "M2-$UNSET_VAR", "X-Cmd": "!echo M4"},
+                      "models": [{"id": "m", "headers": {"X-M": "M6m", "X-V": "$SET_VAR"}}],
+                      "modelOverrides": {"gpt": {"headers": {"X-O": "M7o"}}},},
+                "q": {"baseUrl": "https://q.example/v1", "apiKey": "$SET_VAR"},
+                "r-s": {"baseUrl": "https://r.example/v1", "apiKey": "M8r"},
+                "r_s": {"baseUrl": "https://rs.example/v1", "apiKey": "M9rs"},
+            }}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("auth.json"),
+            r#"{"anthropic": {"type": "oauth", "access": "A1", "refresh": "A2", "idToken": "A3",
+                              "expires": 99999999999999, "projectId": "proj-1",
+                              "extra": {"deep": ["A4"]}},
+                "openai": {"type": "api_key", "key": "k$$A5", "note": "A6"},
+                "p": "A7",
+                "odd": {"type": "something", "key": "A8"}}"#,
+        )
+        .unwrap();
+        let env = |name: &str| (name == "SET_VAR").then(|| "setvalue".to_string());
+        let found = Found::gather(dir.path(), env);
+        let all: String = found.files.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(found.files.len(), 2, "{all}");
+        for secret in [
+            "M1", "M2", "M3", "M4", "M5", "M6", "M7", "M8", "M9", "A1", "A2", "A3", "A4", "A5",
+            "A6", "A7", "A8", "setvalue",
+        ] {
+            assert!(!all.contains(secret), "{secret} in {all}");
+        }
+        // What the copies keep: a whole variable, and what is no credential.
+        assert!(
+            all.contains("\"$SET_VAR\"") && all.contains("proj-1"),
+            "{all}"
+        );
+        let value = |v: &str| {
+            found
+                .secrets
+                .values()
+                .filter(|s| s.value == v)
+                .map(|s| s.hosts.iter().cloned().collect::<Vec<_>>())
+                .next()
+                .unwrap_or_else(|| panic!("no secret {v}: {:?}", found.secrets))
+        };
+        // The values pi would send, each for its provider's hosts.
+        assert_eq!(value("sk-a$b-M1"), vec!["p.example"]);
+        assert_eq!(value("Bearer M3-setvalue"), vec!["p.example"]);
+        assert_eq!(value("M5h"), vec!["p.example"]);
+        assert_eq!(value("M6m"), vec!["p.example"]);
+        assert_eq!(value("M7o"), vec!["p.example"]);
+        assert_eq!(value("M8r"), vec!["r.example"]);
+        assert_eq!(value("M9rs"), vec!["rs.example"]);
+        assert_eq!(
+            value("A3"),
+            vec!["api.anthropic.com", "console.anthropic.com"]
+        );
+        assert_eq!(
+            value("A4"),
+            vec!["api.anthropic.com", "console.anthropic.com"]
+        );
+        assert_eq!(value("k$A5"), vec!["api.openai.com"]);
+        assert_eq!(value("A7"), vec!["p.example"]);
+        assert_eq!(found.secrets["SET_VAR"].value, "setvalue");
+        // An unset variable and a command: no value pi would send, so none inside;
+        // an unknown provider's credential: no host to use it at.
+        let redacted: Vec<&str> = found.redacted.iter().map(String::as_str).collect();
+        assert_eq!(
+            redacted,
+            [
+                "CORDON_PI_AUTH_ODD_KEY_REDACTED",
+                "CORDON_PI_MODELS_P_H_X_CMD_REDACTED",
+                "CORDON_PI_MODELS_P_H_X_UNSET_REDACTED"
+            ]
+        );
+        assert!(
+            found.warnings.iter().any(|w| w.contains("command")),
+            "{:?}",
+            found.warnings
+        );
+    }
+
+    /// A models.json cordon cannot read is hidden, not shown as it is; auth.json
+    /// that is not an object of entries has every string replaced.
+    #[test]
+    fn unreadable_config_stays_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("models.json"),
+            r#"{"providers": {"p": {"apiKey": "M1" /* pi rejects this too */}}}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("auth.json"), r#"["A1", {"k": "A2"}]"#).unwrap();
+        let found = Found::gather(dir.path(), |_| None);
+        let hidden: Vec<_> = found.hidden.iter().map(|(p, _)| p.clone()).collect();
+        for name in ["auth.json", "mcp-auth.json", "models.json"] {
+            assert!(
+                hidden.contains(&dir.path().join(name)),
+                "{name}: {hidden:?}"
+            );
+        }
+        let all: String = found.files.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(found.files.len(), 1, "{all}");
+        assert!(!all.contains("A1") && !all.contains("A2"), "{all}");
     }
 }
