@@ -560,7 +560,7 @@ mod tests {
         fs::remove_file(gitdir.join("config")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &gitdir.join("config"),
+            gitdir.join("config"),
             rustix::fs::FileType::Fifo,
             rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
             0,
