@@ -68,25 +68,25 @@ pub struct Finding {
 
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let what = if let Some(why) = &self.unreadable {
-            format!(
-                "a git config that git would read but cordon cannot check ({why}) at {}; it was replaced by an empty one",
-                self.path.display()
+        let path = self.path.display();
+        let kept = self.kept_at.display();
+        if let Some(why) = &self.unreadable {
+            write!(
+                f,
+                "neutralised {path}: the sandbox wrote a git config there that cordon cannot check ({why}); it is now empty, and the original is at {kept}"
             )
         } else if self.settings.is_empty() {
-            format!("a git hook at {}", self.path.display())
-        } else {
-            format!(
-                "git settings that run programs ({}) in {}; the rest was kept",
-                self.settings.join(", "),
-                self.path.display()
+            write!(
+                f,
+                "neutralised the git hook {path}, which the sandbox wrote: it is now {kept}, which git does not run"
             )
-        };
-        write!(
-            f,
-            "neutralised {what}: the sandbox wrote it, and the host's git would run it. The original is at {} (read it before you restore anything)",
-            self.kept_at.display()
-        )
+        } else {
+            write!(
+                f,
+                "neutralised {} in {path}, which the sandbox wrote and the host's git would run; the other settings stay, and the original is at {kept} (read it before restoring anything)",
+                self.settings.join(", ")
+            )
+        }
     }
 }
 

@@ -130,10 +130,6 @@ pub fn read_only_during_run(policy: &Policy) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Entries directly in a writable root that cordon protects: if one of them is a
-/// symlink, the sandbox could point it elsewhere, so cordon refuses to start.
-const PROTECTED_TOP_NAMES: [&str; 5] = [".git", ".pi", ".cordon.json", ".vscode", ".idea"];
-
 impl ViewPlan {
     /// Plans the view for `policy`, with a placeholder for each protected path that
     /// is missing (so it can be mounted read-only); nothing is created yet.
@@ -146,7 +142,6 @@ impl ViewPlan {
             ops: BTreeMap::new(),
             plan: ViewPlan::default(),
         };
-        planner.refuse_symlinked_protected_entries()?;
         for scratch in &policy.scratch {
             planner.add(scratch, MountKind::Scratch, true);
         }
@@ -186,30 +181,6 @@ struct Planner<'a> {
 }
 
 impl Planner<'_> {
-    fn refuse_symlinked_protected_entries(&self) -> Result<(), SandboxError> {
-        for root in self.policy.writable_roots() {
-            for name in PROTECTED_TOP_NAMES {
-                let path = root.join(name);
-                let protected = self
-                    .policy
-                    .rules
-                    .iter()
-                    .any(|r| r.kind == RuleKind::Protected && r.path.starts_with(&path));
-                let is_symlink = fs::symlink_metadata(&path).is_ok_and(|m| m.is_symlink());
-                if protected && is_symlink {
-                    return Err(SandboxError::ProtectedPath {
-                        path,
-                        problem: "is a symlink, so the sandbox could point it elsewhere; \
-                                  replace it with what it points to, or unprotect it \
-                                  (\"unprotect\" in your config)"
-                            .into(),
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
     fn plan_rule(&mut self, rule: &PathRule) -> Result<(), SandboxError> {
         if rule.path == Path::new("/") || is_synthetic(&rule.path) {
             return Ok(());
@@ -240,6 +211,17 @@ impl Planner<'_> {
             }
         };
         if meta.as_ref().is_some_and(|m| m.is_symlink()) {
+            // A protected path that is a symlink (`.vscode -> realvs`): its target
+            // has a rule of its own (the policy protects both); the link gets an
+            // empty read-only file laid on it, a mount point that the sandbox can
+            // neither remove nor point elsewhere.
+            if rule.kind == RuleKind::Protected
+                && matches!(rule.access, Access::Read | Access::Deny)
+                && parent_access == Access::Write
+            {
+                self.add(&rule.path, MountKind::EmptyFile, false);
+                return Ok(());
+            }
             return Err(SandboxError::View {
                 path: rule.path.clone(),
                 source: io::Error::other("became a symlink after the policy was resolved"),
