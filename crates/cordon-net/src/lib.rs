@@ -11,6 +11,7 @@
 pub mod addr;
 pub mod dns;
 pub mod secrets;
+pub mod scrub;
 pub mod sniff;
 
 pub mod audit;
