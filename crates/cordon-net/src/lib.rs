@@ -10,8 +10,8 @@
 
 pub mod addr;
 pub mod dns;
-pub mod secrets;
 pub mod scrub;
+pub mod secrets;
 pub mod sniff;
 
 pub mod audit;

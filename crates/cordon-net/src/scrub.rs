@@ -14,8 +14,8 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use hyper::body::{Body, Frame, SizeHint};
 use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 /// What a value's bytes are overwritten with.
 pub const MASK: u8 = b'*';
@@ -172,7 +172,8 @@ impl StreamScrub {
                     return chunk;
                 }
                 let keep = chunk.len() - pending;
-                self.carry.extend_from_slice(chunk.get(keep..).unwrap_or_default());
+                self.carry
+                    .extend_from_slice(chunk.get(keep..).unwrap_or_default());
                 return chunk.slice(..keep);
             }
         }
@@ -186,7 +187,8 @@ impl StreamScrub {
         }
         let pending = self.scrubber.pending(&buf, end);
         let keep = buf.len() - pending;
-        self.carry.extend_from_slice(buf.get(keep..).unwrap_or_default());
+        self.carry
+            .extend_from_slice(buf.get(keep..).unwrap_or_default());
         buf.truncate(keep);
         buf.freeze()
     }
@@ -355,7 +357,10 @@ mod tests {
         // where the shorter completes first, each is still broken.
         let s = scrubber(&["key", "monkey-key"]);
         assert_eq!(stream(&s, &[b"a monkey-key b key"]), b"a ********** b ***");
-        assert_eq!(stream(&s, &[b"a monkey-k", b"ey b key"]), b"a mon***-*** b ***");
+        assert_eq!(
+            stream(&s, &[b"a monkey-k", b"ey b key"]),
+            b"a mon***-*** b ***"
+        );
         // A repeated prefix: "aab" in "aaab".
         let s = scrubber(&["aab"]);
         assert_eq!(stream(&s, &[b"aa", b"a", b"b"]), b"a***");

@@ -43,8 +43,7 @@ impl std::fmt::Display for ConnectFailure {
             }
             ConnectFailure::OwnAddress { addr } => write!(
                 f,
-                "resolves to {addr}, an address of this host, which the sandbox may not reach \
-                 (a service on this host is reached with --allow-local ADDR:PORT)"
+                "resolves to {addr}, an address of this host, which the sandbox may not reach"
             ),
             ConnectFailure::Failed(e) => write!(f, "connection failed: {e}"),
         }
@@ -88,6 +87,10 @@ pub async fn addresses(
 
 /// Why the host resolver's answer `a` may not be connected to, if it may not.
 fn refusal(rules: &NetworkRules, a: SocketAddr) -> Option<ConnectFailure> {
+    // A service the user named is reachable anyway (at 127.0.0.1:PORT inside).
+    if rules.local.iter().any(|l| l.addr == a) {
+        return None;
+    }
     let class = addr::classify(a.ip());
     if class != AddrClass::Public {
         return Some(ConnectFailure::Private {
@@ -95,8 +98,7 @@ fn refusal(rules: &NetworkRules, a: SocketAddr) -> Option<ConnectFailure> {
             class,
         });
     }
-    let named = rules.local.iter().any(|l| l.addr == a);
-    (!named && is_own_address(a.ip())).then_some(ConnectFailure::OwnAddress { addr: a.ip() })
+    is_own_address(a.ip()).then_some(ConnectFailure::OwnAddress { addr: a.ip() })
 }
 
 /// Is `ip` one of this host's own addresses (an interface's, or any the kernel
@@ -117,7 +119,14 @@ pub fn is_own_address(ip: IpAddr) -> bool {
             .local_addr()
             .map_or(true, |local| local.ip() == ip || local.ip().is_loopback()),
         // No route to it: not local (and no connection will get there either).
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) => false,
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENETUNREACH | libc::EHOSTUNREACH)
+            ) =>
+        {
+            false
+        }
         Err(_) => true,
     }
 }

@@ -6,10 +6,10 @@
 
 use crate::audit::Event;
 use crate::broker::{Broker, RELAY_BUFFER};
+use crate::scrub::{ScrubBody, Scrubber, StreamScrub};
 use crate::secrets::{self, Secret};
 use crate::sniff::tls::ClientHelloInfo;
 use bytes::Bytes;
-use crate::scrub::{ScrubBody, Scrubber, StreamScrub};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
@@ -290,8 +290,10 @@ async fn forward(
     if target.scrubber.is_some() {
         // What comes back must be readable to be scrubbed: no compression, of the
         // body or of WebSocket messages.
-        req.headers_mut()
-            .insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        req.headers_mut().insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
         req.headers_mut().remove(header::SEC_WEBSOCKET_EXTENSIONS);
     }
     broker.allow(
@@ -429,7 +431,13 @@ fn content_coding<B>(response: &Response<B>) -> Option<String> {
         .headers()
         .get_all(header::CONTENT_ENCODING)
         .iter()
-        .flat_map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned().split(',').map(|c| c.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .flat_map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .into_owned()
+                .split(',')
+                .map(|c| c.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
         .filter(|c| !c.is_empty() && c != "identity")
         .collect();
     (!codings.is_empty()).then(|| codings.join(", "))
