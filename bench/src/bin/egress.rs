@@ -11,7 +11,9 @@
 //!   the TLS bytes untouched;
 //! - terminated: the same with `--secret BENCH_TOKEN=bench.test`: the broker ends
 //!   the client's TLS with cordon's CA, swaps the secret into the `Authorization`
-//!   header the client sends, and opens its own TLS to the server.
+//!   header the client sends, opens its own TLS to the server, and scrubs the
+//!   secret's value from everything that comes back (every byte of the download is
+//!   scanned).
 //!
 //! A fourth, `relay`, is a yardstick, not judged: the client on the host through a
 //! bare tokio relay in this process (copy_bidirectional, the broker's buffer size),

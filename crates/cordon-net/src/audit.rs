@@ -118,6 +118,12 @@ impl Audit {
 
 /// The flag that would have allowed what `record` refused.
 fn hint(record: &Record<'_>) -> String {
+    if record.reason.contains("an address of this host") {
+        return format!(
+            "to reach a service on this host: --allow-local ADDR:{}",
+            record.port.unwrap_or(0)
+        );
+    }
     if record.reason.contains("--allow-local") {
         return format!(
             "to reach a service on the host: --allow-local 127.0.0.1:{}",

@@ -61,6 +61,9 @@ pub(crate) struct Broker {
     refusals: Mutex<std::collections::VecDeque<serde_json::Value>>,
     /// The HTTP version (ALPN) each terminated upstream picked last, by name and port.
     alpn_memory: Mutex<std::collections::HashMap<(String, u16), Vec<u8>>>,
+    /// Masks the secrets' values in what comes back from a host they may go to
+    /// (`None` without secrets).
+    scrubber: Option<Arc<crate::scrub::Scrubber>>,
     /// Upstream TLS configurations by ALPN offer, kept for their session caches.
     client_configs: Mutex<std::collections::HashMap<Vec<Vec<u8>>, Arc<rustls::ClientConfig>>>,
 }
@@ -82,7 +85,9 @@ pub fn serve(
         .build()
         .map_err(NetError::Runtime)?;
     let ports = sockets.listeners.iter().map(|(port, _)| *port).collect();
+    let scrubber = crate::scrub::Scrubber::new(&config.secrets).map(Arc::new);
     let broker = Arc::new(Broker {
+        scrubber,
         rules: std::sync::RwLock::new(Arc::new(config.rules.clone())),
         ports,
         config,
@@ -425,6 +430,16 @@ impl Broker {
             .iter()
             .filter(|s| s.scoped_to(host))
             .collect()
+    }
+
+    /// The scrubber for what comes back from `host`: every secret's value, when
+    /// some secret may go there (any secret's, since one host may be in several
+    /// scopes); `None` when none may.
+    pub(crate) fn scrubber_for(&self, host: &str) -> Option<Arc<crate::scrub::Scrubber>> {
+        if self.secrets_for(host).is_empty() {
+            return None;
+        }
+        self.scrubber.clone()
     }
 
     pub(crate) fn remembered_alpn(&self, name: &str, port: u16) -> Option<Vec<u8>> {

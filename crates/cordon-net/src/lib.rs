@@ -10,6 +10,7 @@
 
 pub mod addr;
 pub mod dns;
+pub mod scrub;
 pub mod secrets;
 pub mod sniff;
 

@@ -24,6 +24,9 @@ pub enum ConnectFailure {
     NoAddress(io::Error),
     /// Every address the name resolves to is one the sandbox may not reach.
     Private { addr: IpAddr, class: AddrClass },
+    /// Every address the name resolves to is one the sandbox may not reach, the
+    /// first being one of this host's own (an interface's) addresses.
+    OwnAddress { addr: IpAddr },
     /// The connection itself failed or timed out.
     Failed(io::Error),
 }
@@ -38,13 +41,18 @@ impl std::fmt::Display for ConnectFailure {
                     "resolves to {addr}, {class}, which the sandbox may not reach"
                 )
             }
+            ConnectFailure::OwnAddress { addr } => write!(
+                f,
+                "resolves to {addr}, an address of this host, which the sandbox may not reach"
+            ),
             ConnectFailure::Failed(e) => write!(f, "connection failed: {e}"),
         }
     }
 }
 
 /// The addresses to try for `host:port`: the `--resolve` address if the user gave
-/// one (trusted whatever it is), else the host resolver's public answers.
+/// one (trusted whatever it is), else the host resolver's answers that are public
+/// and not this host's own (unless `--allow-local` names that address and port).
 pub async fn addresses(
     rules: &NetworkRules,
     host: &str,
@@ -57,21 +65,69 @@ pub async fn addresses(
         .await
         .map_err(ConnectFailure::NoAddress)?
         .collect();
-    let public: Vec<SocketAddr> = resolved
-        .iter()
-        .copied()
-        .filter(|a| addr::is_public(a.ip()))
-        .collect();
-    match (public.is_empty(), resolved.first()) {
-        (false, _) => Ok(public),
-        (true, Some(first)) => Err(ConnectFailure::Private {
-            addr: first.ip(),
-            class: addr::classify(first.ip()),
-        }),
+    let mut first_refusal = None;
+    let mut allowed = Vec::new();
+    for a in resolved {
+        match refusal(rules, a) {
+            None => allowed.push(a),
+            Some(why) => {
+                first_refusal.get_or_insert(why);
+            }
+        }
+    }
+    match (allowed.is_empty(), first_refusal) {
+        (false, _) => Ok(allowed),
+        (true, Some(why)) => Err(why),
         (true, None) => Err(ConnectFailure::NoAddress(io::Error::new(
             io::ErrorKind::NotFound,
             "no addresses",
         ))),
+    }
+}
+
+/// Why the host resolver's answer `a` may not be connected to, if it may not.
+fn refusal(rules: &NetworkRules, a: SocketAddr) -> Option<ConnectFailure> {
+    // A service the user named is reachable anyway (at 127.0.0.1:PORT inside).
+    if rules.local.iter().any(|l| l.addr == a) {
+        return None;
+    }
+    let class = addr::classify(a.ip());
+    if class != AddrClass::Public {
+        return Some(ConnectFailure::Private {
+            addr: a.ip(),
+            class,
+        });
+    }
+    is_own_address(a.ip()).then_some(ConnectFailure::OwnAddress { addr: a.ip() })
+}
+
+/// Is `ip` one of this host's own addresses (an interface's, or any the kernel
+/// routes to this host)? The kernel's routing answers: for a local destination it
+/// picks the destination itself as the source address, or the loopback's (a local
+/// route with a preferred source, like 127.0.0.0/8's). Fails closed: when the
+/// question cannot be asked, the address counts as the host's own.
+pub fn is_own_address(ip: IpAddr) -> bool {
+    let any: IpAddr = match ip {
+        IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let Ok(socket) = std::net::UdpSocket::bind((any, 0)) else {
+        return true;
+    };
+    match socket.connect((ip, 9)) {
+        Ok(()) => socket
+            .local_addr()
+            .map_or(true, |local| local.ip() == ip || local.ip().is_loopback()),
+        // No route to it: not local (and no connection will get there either).
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENETUNREACH | libc::EHOSTUNREACH)
+            ) =>
+        {
+            false
+        }
+        Err(_) => true,
     }
 }
 
@@ -159,4 +215,52 @@ pub fn client_config(
     .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    /// This host's address towards the documentation range, if it has a route
+    /// there (a UDP connect sends nothing).
+    fn an_interface_address() -> Option<IpAddr> {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+        s.connect("203.0.113.9:9").ok()?;
+        Some(s.local_addr().ok()?.ip()).filter(|ip| !ip.is_loopback())
+    }
+
+    #[test]
+    fn own_addresses() {
+        assert!(is_own_address(Ipv4Addr::LOCALHOST.into()));
+        assert!(is_own_address(Ipv4Addr::new(127, 0, 0, 2).into()));
+        assert!(is_own_address(std::net::Ipv6Addr::LOCALHOST.into()));
+        assert!(!is_own_address(Ipv4Addr::new(203, 0, 113, 9).into()));
+        match an_interface_address() {
+            Some(ip) => assert!(is_own_address(ip), "{ip} is this host's"),
+            None => eprintln!("note: no non-loopback interface address to check"),
+        }
+    }
+
+    #[tokio::test]
+    async fn own_public_address_refused_unless_allow_local_names_it() {
+        let Some(ip) = an_interface_address().filter(|ip| addr::is_public(*ip)) else {
+            eprintln!("note: no public-class interface address: skipped");
+            return;
+        };
+        // The host resolver answers a literal address with itself.
+        let host = ip.to_string();
+        let mut rules = NetworkRules::default();
+        match addresses(&rules, &host, 8080).await {
+            Err(ConnectFailure::OwnAddress { addr }) => assert_eq!(addr, ip),
+            other => panic!("{other:?}"),
+        }
+        rules.local.push(cordon_policy::LocalService {
+            addr: SocketAddr::new(ip, 8080),
+            origin: cordon_policy::Origin::Default,
+        });
+        let got = addresses(&rules, &host, 8080).await.unwrap();
+        assert_eq!(got, vec![SocketAddr::new(ip, 8080)]);
+        assert!(addresses(&rules, &host, 8081).await.is_err());
+    }
 }

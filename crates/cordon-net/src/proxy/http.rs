@@ -6,11 +6,11 @@
 
 use crate::audit::Event;
 use crate::broker::{Broker, RELAY_BUFFER};
+use crate::scrub::{ScrubBody, Scrubber, StreamScrub};
 use crate::secrets::{self, Secret};
 use crate::sniff::tls::ClientHelloInfo;
 use bytes::Bytes;
-use cordon_policy::normalize_name;
-use http::{Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -41,7 +41,26 @@ struct Target {
     broker: Arc<Broker>,
     name: String,
     port: u16,
+    /// The scheme's port (80 or 443), which a Host header may leave out.
+    default_port: u16,
     via: &'static str,
+    /// Set when a secret may go to this host: what comes back is scrubbed.
+    scrubber: Option<Arc<Scrubber>>,
+}
+
+impl Target {
+    fn new(broker: Arc<Broker>, name: String, port: u16, via: &'static str) -> Arc<Target> {
+        let scrubber = broker.scrubber_for(&name);
+        let default_port = if via == "terminated" { 443 } else { 80 };
+        Arc::new(Target {
+            broker,
+            name,
+            port,
+            default_port,
+            via,
+            scrubber,
+        })
+    }
 }
 
 /// Plain HTTP/1.1 from the sandbox to `name:port`; the upstream connection is
@@ -50,12 +69,7 @@ pub async fn plain<S>(broker: Arc<Broker>, inside: S, name: String, port: u16)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let target = Arc::new(Target {
-        broker,
-        name,
-        port,
-        via: "http",
-    });
+    let target = Target::new(broker, name, port, "http");
     serve_http1(target, TokioIo::new(inside), None).await;
 }
 
@@ -111,12 +125,7 @@ pub async fn terminate<S>(
         Ok(done) => done,
         Err(reason) => return fail(reason),
     };
-    let target = Arc::new(Target {
-        broker,
-        name,
-        port,
-        via: "terminated",
-    });
+    let target = Target::new(broker, name, port, "terminated");
     serve(target, inside, upstream, chosen == H2).await;
 }
 
@@ -264,15 +273,9 @@ async fn forward(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, hyper::Error> {
     let broker = &target.broker;
-    let host = request_host(&req);
-    if host.as_deref() != Some(target.name.as_str()) {
-        let reason = format!(
-            "the request names {}, not {}, the name the connection was made for",
-            host.as_deref().unwrap_or("no host"),
-            target.name
-        );
+    if let Err((status, reason)) = check_authority(&mut req, &target) {
         broker.refuse(Event::Request, &target.name, Some(target.port), &reason);
-        return Ok(refusal(StatusCode::MISDIRECTED_REQUEST, &reason));
+        return Ok(refusal(status, &reason));
     }
     let uri = req.uri().clone();
     let secrets: &[Secret] = &broker.config.secrets;
@@ -284,6 +287,15 @@ async fn forward(
         broker.refuse(Event::Request, &target.name, Some(target.port), &reason);
         return Ok(refusal(StatusCode::FORBIDDEN, &reason));
     }
+    if target.scrubber.is_some() {
+        // What comes back must be readable to be scrubbed: no compression, of the
+        // body or of WebSocket messages.
+        req.headers_mut().insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        req.headers_mut().remove(header::SEC_WEBSOCKET_EXTENSIONS);
+    }
     broker.allow(
         Event::Request,
         &target.name,
@@ -291,6 +303,7 @@ async fn forward(
         req.method().as_str(),
         target.via,
     );
+    let bodiless_request = req.method() == Method::HEAD;
     let upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
     let mut response = match sender {
         Sender::Http1(sender) => {
@@ -319,30 +332,114 @@ async fn forward(
             sender.send_request(req).await?
         }
     };
+    let scrubber = target.scrubber.clone();
+    if let Some(scrubber) = &scrubber {
+        let bodiless = bodiless_request
+            || matches!(
+                response.status(),
+                StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+            );
+        if let Some(coding) = content_coding(&response).filter(|_| !bodiless) {
+            let reason = format!(
+                "the response is encoded ({coding}) although the broker asked for identity: \
+                 it cannot be scrubbed of the secrets' values"
+            );
+            broker.refuse(Event::Request, &target.name, Some(target.port), &reason);
+            return Ok(refusal(StatusCode::BAD_GATEWAY, &reason));
+        }
+        scrubber.headers(response.headers_mut());
+        let reason = response.extensions().get::<hyper::ext::ReasonPhrase>();
+        if reason.is_some_and(|r| scrubber.contains(r.as_bytes())) {
+            response
+                .extensions_mut()
+                .remove::<hyper::ext::ReasonPhrase>();
+        }
+    }
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(inside) = upgrade {
             let outside = hyper::upgrade::on(&mut response);
+            let scrubber = scrubber.clone();
             tokio::spawn(async move {
                 if let (Ok(inside), Ok(outside)) = (inside.await, outside.await) {
-                    relay(&mut TokioIo::new(inside), &mut TokioIo::new(outside)).await;
+                    relay(TokioIo::new(inside), TokioIo::new(outside), scrubber).await;
                 }
             });
         }
     }
-    Ok(response.map(|b| b.boxed()))
+    Ok(match scrubber {
+        Some(scrubber) => response.map(|b| ScrubBody::new(b, scrubber).boxed()),
+        None => response.map(|b| b.boxed()),
+    })
 }
 
-/// The host a request names: its URI's authority (HTTP/2, absolute form), else
-/// its Host header. Normalised, port dropped.
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let authority = match req.uri().authority() {
-        Some(a) => a.host().to_string(),
-        None => {
-            let value = req.headers().get(header::HOST)?.to_str().ok()?;
-            crate::sniff::http::split_authority(value)?.0
+/// Every request on a connection must name, wherever it names a host (its URI's
+/// authority, which is HTTP/2's `:authority`; its Host header), the one host the
+/// connection was allowed for (and which the TLS SNI named), and no other port.
+/// A request that names none is HTTP/1.0 and gets a Host header for that host;
+/// otherwise it is refused. On refusal: the status and why.
+fn check_authority<B>(req: &mut Request<B>, target: &Target) -> Result<(), (StatusCode, String)> {
+    let bad = |why: String| (StatusCode::BAD_REQUEST, why);
+    let mut stated: Vec<(&str, String)> = Vec::new();
+    if let Some(authority) = req.uri().authority() {
+        stated.push(("the URL's authority", authority.as_str().to_string()));
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    if let Some(value) = hosts.next() {
+        if hosts.next().is_some() {
+            return Err(bad("the request has more than one Host header".into()));
         }
-    };
-    normalize_name(&authority)
+        let value = value
+            .to_str()
+            .map_err(|_| bad("the Host header is not text".into()))?;
+        stated.push(("the Host header", value.trim().to_string()));
+    }
+    if stated.is_empty() {
+        if req.version() > Version::HTTP_10 {
+            return Err(bad("the request names no host (no Host header)".into()));
+        }
+        let host = if target.port == target.default_port {
+            target.name.clone()
+        } else {
+            format!("{}:{}", target.name, target.port)
+        };
+        let value = HeaderValue::from_str(&host)
+            .map_err(|_| bad(format!("{host} is not a valid Host header")))?;
+        req.headers_mut().insert(header::HOST, value);
+        return Ok(());
+    }
+    for (place, authority) in stated {
+        let Some((host, port)) = crate::sniff::http::split_authority(&authority) else {
+            return Err(bad(format!("{place} is not a host name: {authority:?}")));
+        };
+        let wrong_port = port.is_some_and(|p| p != target.port);
+        if host != target.name || wrong_port {
+            return Err((
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "{place} names {authority}, but the connection is for {}:{}",
+                    target.name, target.port
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The content coding of a response, if it has one other than `identity`.
+fn content_coding<B>(response: &Response<B>) -> Option<String> {
+    let codings: Vec<String> = response
+        .headers()
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .split(',')
+                .map(|c| c.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .filter(|c| !c.is_empty() && c != "identity")
+        .collect();
+    (!codings.is_empty()).then(|| codings.join(", "))
 }
 
 fn wants_upgrade<B>(req: &Request<B>) -> bool {
@@ -352,7 +449,13 @@ fn wants_upgrade<B>(req: &Request<B>) -> bool {
 /// An HTTP/1 request as an origin server expects it: `GET /path`, not the
 /// absolute form a proxy client sends, and without proxy-only headers.
 fn to_origin_form<B>(req: &mut Request<B>) {
-    if req.uri().authority().is_some() {
+    if let Some(authority) = req.uri().authority() {
+        // The authority was checked against the Host header, if there is one.
+        if !req.headers().contains_key(header::HOST) {
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                req.headers_mut().insert(header::HOST, host);
+            }
+        }
         let path = req
             .uri()
             .path_and_query()
@@ -376,14 +479,46 @@ fn refusal(status: StatusCode, reason: &str) -> Response<Body> {
 }
 
 /// Copies both ways until both sides are done (an upgraded connection: a
-/// WebSocket, say).
-async fn relay<A, B>(a: &mut A, b: &mut B)
+/// WebSocket, say). With a scrubber, what comes from the upstream is scrubbed.
+async fn relay<A, B>(mut inside: A, mut outside: B, scrubber: Option<Arc<Scrubber>>)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    use tokio::io::AsyncWriteExt;
-    let _ = tokio::io::copy_bidirectional_with_sizes(a, b, RELAY_BUFFER, RELAY_BUFFER).await;
-    let _ = a.shutdown().await;
-    let _ = b.shutdown().await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(scrubber) = scrubber else {
+        let _ = tokio::io::copy_bidirectional_with_sizes(
+            &mut inside,
+            &mut outside,
+            RELAY_BUFFER,
+            RELAY_BUFFER,
+        )
+        .await;
+        let _ = inside.shutdown().await;
+        let _ = outside.shutdown().await;
+        return;
+    };
+    let (mut in_read, mut in_write) = tokio::io::split(inside);
+    let (mut out_read, mut out_write) = tokio::io::split(outside);
+    let up = async {
+        let _ = tokio::io::copy(&mut in_read, &mut out_write).await;
+        let _ = out_write.shutdown().await;
+    };
+    let down = async {
+        let mut scrub = StreamScrub::new(scrubber);
+        let mut buf = vec![0u8; RELAY_BUFFER];
+        loop {
+            let n = match out_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let chunk = scrub.push(Bytes::copy_from_slice(buf.get(..n).unwrap_or_default()));
+            if in_write.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = in_write.write_all(&scrub.finish()).await;
+        let _ = in_write.shutdown().await;
+    };
+    tokio::join!(up, down);
 }

@@ -20,7 +20,13 @@
 //! - on a git server, `/repo.git/...`: the bare repository, through `git http-backend`.
 //!
 //! No response ever contains what the request carried (headers, body): a secret the
-//! broker swapped in must not travel back into the sandbox through the test's own echo.
+//! broker swapped in must not travel back into the sandbox through the test's own
+//! echo. The one exception is on purpose: the echo servers ([`Upstream::echo_http`],
+//! [`Upstream::echo_https`]) answer `GET /echo` with every request header twice,
+//! as a response header `x-echo-NAME: VALUE` and as a body line `NAME: VALUE`; with
+//! `?split=1` the body goes out in two writes 200 ms apart, cut in the middle of the
+//! `authorization` value; with `?gzip=1` it is gzip-encoded whatever the request's
+//! `Accept-Encoding` says (as a server that ignores it would).
 #![allow(dead_code)] // each test crate uses a different part
 
 use super::{PATH, cordon_bin, random_hex};
@@ -175,6 +181,8 @@ struct Log {
     messages: Mutex<Vec<Vec<u8>>>,
     sse_acked: AtomicUsize,
     sse_unacked: AtomicUsize,
+    /// Whether `/echo` answers.
+    echo: std::sync::atomic::AtomicBool,
 }
 
 // ---------------------------------------------------------------------------------
@@ -215,6 +223,24 @@ impl Upstream {
     /// Plain HTTP/1.1 (and h2c with prior knowledge) on 127.0.0.1.
     pub fn http(name: &str) -> Upstream {
         Self::http_server(name, None, false, None)
+    }
+
+    /// [`Upstream::http`] that also answers `/echo` (see the module's documentation).
+    pub fn echo_http(name: &str) -> Upstream {
+        let up = Self::http_server(name, None, false, None);
+        up.set_echo();
+        up
+    }
+
+    /// [`Upstream::https`] that also answers `/echo`.
+    pub fn echo_https(name: &str) -> Upstream {
+        let up = Self::https(name);
+        up.set_echo();
+        up
+    }
+
+    fn set_echo(&self) {
+        self.log.echo.store(true, SeqCst);
     }
 
     /// HTTPS with a leaf of the [`test_ca`] for `name`, ALPN h2 and http/1.1.
@@ -569,6 +595,7 @@ impl App {
                 text(StatusCode::OK, "ack\n".into())
             }
             "/ws" => self.websocket(req),
+            "/echo" if self.log.echo.load(SeqCst) => echo(&req),
             _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
         }
     }
@@ -639,6 +666,73 @@ impl App {
             .body(Full::new(Bytes::new()).boxed())
             .unwrap()
     }
+}
+
+/// The `/echo` answer described in the module's documentation.
+fn echo(req: &Request<Incoming>) -> Resp {
+    let mut resp = Response::builder().header("content-type", "text/plain");
+    let mut body = Vec::new();
+    let mut cut = None;
+    for (n, v) in req.headers() {
+        resp = resp.header(format!("x-echo-{n}"), v.clone());
+        body.extend_from_slice(format!("{n}: ").as_bytes());
+        if n == "authorization" {
+            cut = Some(body.len() + v.len() / 2);
+        }
+        body.extend_from_slice(v.as_bytes());
+        body.push(b'\n');
+    }
+    if query_param(req, "gzip").is_some() {
+        return resp
+            .header("content-encoding", "gzip")
+            .body(Full::new(Bytes::from(gzip_stored(&body))).boxed())
+            .unwrap();
+    }
+    match cut.filter(|_| query_param(req, "split").is_some()) {
+        Some(cut) => {
+            let (tx, rx) = mpsc::channel::<Bytes>(2);
+            let second = Bytes::copy_from_slice(&body[cut..]);
+            body.truncate(cut);
+            tokio::spawn(async move {
+                if tx.send(Bytes::from(body)).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let _ = tx.send(second).await;
+                }
+            });
+            resp.body(ChanBody(rx).boxed()).unwrap()
+        }
+        None => resp.body(Full::new(Bytes::from(body)).boxed()).unwrap(),
+    }
+}
+
+/// `data` as a gzip member of stored (uncompressed) deflate blocks.
+fn gzip_stored(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    let mut chunks = data.chunks(0xffff).peekable();
+    if chunks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(chunk) = chunks.next() {
+        out.push(u8::from(chunks.peek().is_none()));
+        let len = chunk.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    out.extend_from_slice(&(!crc).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
 }
 
 /// A response body fed by a channel: each message goes out as soon as it is sent.
