@@ -784,6 +784,42 @@ fn protected_paths_that_exist_stay_unchanged() {
     });
 }
 
+/// A protected path that is a symlink works (the run starts), and neither the link
+/// nor its target can be changed: the docs promise both are protected.
+#[test]
+fn protected_symlinked_paths_keep_link_and_target() {
+    for_each_user("protected_symlinked_paths_keep_link_and_target", |fx| {
+        fx.write(&fx.work.join("realvs/tasks.json"), "{\"tasks\": []}\n");
+        fx.write(&fx.work.join("real.json"), "{}\n");
+        fx.symlink(Path::new("realvs"), &fx.work.join(".vscode"));
+        fx.symlink(Path::new("real.json"), &fx.work.join(".cordon.json"));
+        let watched = [
+            fx.work.join("realvs/tasks.json"),
+            fx.work.join("real.json"),
+            fx.work.join("realvs"),
+        ];
+        let before = snapshots(&watched);
+        let out = fx.sh(
+            "echo evil > .vscode/tasks.json; echo evil > realvs/tasks.json; \
+             echo evil > .vscode/settings.json; echo '{\"allow_write\": [\"/\"]}' > .cordon.json; \
+             echo evil > real.json; rm -rf .vscode; mv .cordon.json moved.json; \
+             ln -sfn /tmp .vscode; echo script-done",
+        );
+        out.assert_stdout_contains("script-done");
+        assert_all_unchanged(&before);
+        assert_eq!(fs::read_link(fx.work.join(".vscode")).unwrap(), Path::new("realvs"));
+        assert_eq!(
+            fs::read_link(fx.work.join(".cordon.json")).unwrap(),
+            Path::new("real.json")
+        );
+        assert_not_exists(&fx.work.join("realvs/settings.json"));
+        assert_not_exists(&fx.work.join("moved.json"));
+        // Control: without cordon the same writes land.
+        fx.host_sh("echo evil > .vscode/settings.json").assert_success();
+        assert!(fx.work.join("realvs/settings.json").exists());
+    });
+}
+
 #[test]
 fn protected_paths_that_do_not_exist_cannot_be_created() {
     for_each_user(
