@@ -1,7 +1,7 @@
 //! File operations: read, write (atomic), stat, exists, readdir, mkdir.
 
 use crate::error::ToolError;
-use crate::guard::{Guard, Need, canonical, lossy};
+use crate::guard::{Guard, Need, canonical, is_placeholder, lossy};
 use crate::params::Params;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -280,6 +280,9 @@ pub fn readdir(g: &Guard, p: &Params) -> Result<Value, ToolError> {
     let mut entries = Vec::new();
     for e in rd {
         let e = e.map_err(|e| ToolError::io(OP, &path, e))?;
+        if is_placeholder(&g.policy, &e.path()) {
+            continue;
+        }
         let t = e.file_type().map(type_name).unwrap_or("other");
         entries.push((lossy(&e.file_name()), t));
     }

@@ -160,6 +160,17 @@ impl Guard {
     }
 }
 
+/// Whether `path` is one of cordon's placeholders: a protected path that held
+/// nothing when the run began, now an empty read-only file. Listings leave them
+/// out: they are cordon's, not the project's (reading one by name still works).
+pub fn is_placeholder(policy: &Policy, path: &Path) -> bool {
+    policy
+        .rules
+        .iter()
+        .any(|r| r.kind == RuleKind::Protected && r.access != Access::Write && r.path == path)
+        && std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0)
+}
+
 /// What the sandbox's view grants at a path, and the rule that decides it.
 pub struct Verdict<'a> {
     pub access: Access,

@@ -1,7 +1,7 @@
 //! `find` and `grep`: parallel walks with ripgrep's crates.
 
 use crate::error::ToolError;
-use crate::guard::{Guard, Need, lossy, verdict};
+use crate::guard::{Guard, Need, is_placeholder, lossy, verdict};
 use crate::params::Params;
 use crate::server::Token;
 use cordon_policy::Access;
@@ -63,14 +63,16 @@ fn walker(g: &Guard, root: &Path, hidden: bool, gitignore: bool) -> WalkBuilder 
         .git_exclude(gitignore)
         .require_git(false)
         .follow_links(false);
-    let policy = g.denies_under(root).then(|| Arc::clone(&g.policy));
+    let denies = g.denies_under(root);
+    let policy = Arc::clone(&g.policy);
     b.filter_entry(move |e| {
         if e.depth() > 0 && e.file_name() == ".git" {
             return false;
         }
-        policy
-            .as_ref()
-            .is_none_or(|p| verdict(p, e.path()).is_none_or(|v| v.access != Access::Deny))
+        if hidden && is_placeholder(&policy, e.path()) {
+            return false;
+        }
+        !denies || verdict(&policy, e.path()).is_none_or(|v| v.access != Access::Deny)
     });
     b
 }
