@@ -30,18 +30,91 @@ pub const DEFAULT_ENV: &[&str] = &[
     "LINES",
 ];
 
-/// Secrets under the home directory, denied by default (relative to `$HOME`).
+/// Secrets under the home directory, denied by default (relative to `$HOME`): the
+/// credential stores of common developer tools. docs/config.md says what each holds.
 pub const HOME_SECRETS: &[&str] = &[
+    // ssh, gpg.
     ".ssh",
-    ".aws",
     ".gnupg",
+    // Clouds and their orchestration tools.
+    ".aws",
     ".config/gcloud",
+    ".azure",
+    ".oci",
     ".kube",
     ".docker/config.json",
+    ".config/containers/auth.json",
+    ".terraform.d/credentials.tfrc.json",
+    ".terraformrc",
+    ".vault-token",
+    // git hosts and HTTP logins.
+    ".config/gh",
+    ".config/hub",
     ".netrc",
     ".git-credentials",
+    ".config/git/credentials",
+    // Package registries.
     ".npmrc",
+    ".yarnrc",
+    ".config/configstore",
+    ".cargo/credentials.toml",
+    ".cargo/credentials",
+    ".pypirc",
+    ".config/pypoetry/auth.toml",
+    ".gem/credentials",
+    ".m2/settings.xml",
+    ".m2/settings-security.xml",
+    ".gradle/gradle.properties",
+    ".composer/auth.json",
+    ".config/composer/auth.json",
+    // Storage and databases.
+    ".config/rclone",
+    ".s3cfg",
+    ".boto",
+    ".pgpass",
+    ".my.cnf",
+    // Password managers and keyrings.
+    ".config/op",
+    ".1password",
+    ".password-store",
+    ".config/gopass",
+    ".local/share/gopass",
+    ".local/share/keyrings",
+    ".local/share/kwalletd",
+    ".local/share/python_keyring",
+    ".config/sops/age",
+    ".config/age",
+    // Browser profiles (cookies, saved passwords).
+    ".mozilla",
+    ".config/google-chrome",
+    ".config/chromium",
+    ".config/BraveSoftware",
+    ".config/microsoft-edge",
+    ".config/vivaldi",
+    ".config/opera",
+    "snap/firefox",
+    "snap/chromium",
+    ".var/app/org.mozilla.firefox",
+    ".var/app/com.google.Chrome",
+    ".var/app/org.chromium.Chromium",
+    // Shell and REPL histories (tokens typed on command lines).
+    ".bash_history",
+    ".zsh_history",
+    ".zhistory",
+    ".local/share/fish/fish_history",
+    ".python_history",
+    ".node_repl_history",
+    ".psql_history",
+    ".mysql_history",
+    ".sqlite_history",
+    ".rediscli_history",
+    // Coding agents' logins.
     ".pi/agent/auth.json",
+    ".claude/.credentials.json",
+    ".codex/auth.json",
+    ".gemini/oauth_creds.json",
+    ".config/github-copilot",
+    // cordon's own cache and data (the broker's CA key).
     ".cache/cordon",
     ".local/share/cordon",
 ];
