@@ -1,7 +1,7 @@
 //! cordon's built-in defaults: the first layer of every policy.
 
 use crate::model::{Access, EnvVar, Origin, PathRule, RuleKind};
-use crate::paths::canonicalize_lenient;
+use crate::paths::{canonicalize_below, canonicalize_lenient};
 use std::path::{Path, PathBuf};
 
 /// Environment variables passed through from the invoking environment by default.
@@ -188,7 +188,12 @@ pub(crate) fn default_rules(home: &Path, xdg_data_home: Option<&Path>) -> Vec<Pa
         rules.push(rule(Path::new(d), Access::Deny, RuleKind::Plain));
     }
     for s in HOME_SECRETS {
-        rules.push(rule(&home.join(s), Access::Deny, RuleKind::Secret));
+        rules.push(PathRule {
+            path: canonicalize_below(home, &home.join(s)),
+            access: Access::Deny,
+            kind: RuleKind::Secret,
+            origin: Origin::Default,
+        });
     }
     let data = cordon_data_dir(home, xdg_data_home);
     if !data.starts_with(home.join(".local/share/cordon")) {

@@ -9,7 +9,7 @@
 //! ordinary workspace gets no placeholders from them.
 
 use crate::model::{Access, PathRule, rule_for_in};
-use crate::paths::{canonicalize_lenient, normalize_lexical};
+use crate::paths::{canonicalize_below, canonicalize_lenient, normalize_lexical};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -222,7 +222,7 @@ pub(crate) fn protected_in_roots(
         if unprotect.contains(p) {
             continue;
         }
-        let c = canonicalize_lenient(p);
+        let c = canonicalize_below(home, p);
         if let Some(root) = roots.iter().find(|r| p.starts_with(r)) {
             match first_link_below(p, root) {
                 // A symlink of yours on the way, which the sandbox could replace.
