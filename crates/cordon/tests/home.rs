@@ -53,7 +53,7 @@ const MISSING: &[&str] = &[
     "zdot/.zshrc",
     "tools/bin/git",
 ];
-/// Secrets the fixture does not make: they must not be made inside either.
+/// Secrets removed from the fixture: they must not be made inside either.
 const MISSING_SECRETS: &[&str] = &[
     ".azure/accessTokens.json",
     ".terraformrc",
@@ -195,6 +195,16 @@ fn secrets_in_a_home_workspace_stay_hidden_and_cannot_be_created() {
     for_each_user(
         "secrets_in_a_home_workspace_stay_hidden_and_cannot_be_created",
         |fx| {
+            // The fixture makes every secret: these ones are removed first.
+            for rel in [
+                ".azure",
+                ".terraformrc",
+                ".vault-token",
+                ".config/containers",
+            ] {
+                let p = fx.home.join(rel);
+                let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
+            }
             let secrets = &MISSING_SECRETS[..MISSING_SECRETS.len() - 1];
             let control = fx.home.join(MISSING_SECRETS[MISSING_SECRETS.len() - 1]);
             let existing = [".ssh", ".kube", ".aws"];
