@@ -21,6 +21,8 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "deny_read",
     "read_only",
     "unprotect",
+    "hide_home",
+    "home_visible",
     "env",
     "net",
     "allow_domain",
@@ -69,6 +71,13 @@ pub struct ConfigFile {
     pub read_only: Option<bool>,
     #[serde(default)]
     pub unprotect: Vec<String>,
+    /// `true`: the home directory is an empty private tmpfs inside, but for the
+    /// workspace, the writable roots and `home_visible`.
+    #[serde(default)]
+    pub hide_home: Option<bool>,
+    /// Paths in the home directory that stay visible (read-only) with `hide_home`.
+    #[serde(default)]
+    pub home_visible: Vec<String>,
     #[serde(default)]
     pub env: Vec<String>,
     #[serde(default)]

@@ -1,7 +1,7 @@
 //! cordon's built-in defaults: the first layer of every policy.
 
 use crate::model::{Access, EnvVar, Origin, PathRule, RuleKind};
-use crate::paths::canonicalize_lenient;
+use crate::paths::{canonicalize_below, canonicalize_lenient};
 use std::path::{Path, PathBuf};
 
 /// Environment variables passed through from the invoking environment by default.
@@ -30,18 +30,91 @@ pub const DEFAULT_ENV: &[&str] = &[
     "LINES",
 ];
 
-/// Secrets under the home directory, denied by default (relative to `$HOME`).
+/// Secrets under the home directory, denied by default (relative to `$HOME`): the
+/// credential stores of common developer tools. docs/config.md says what each holds.
 pub const HOME_SECRETS: &[&str] = &[
+    // ssh, gpg.
     ".ssh",
-    ".aws",
     ".gnupg",
+    // Clouds and their orchestration tools.
+    ".aws",
     ".config/gcloud",
+    ".azure",
+    ".oci",
     ".kube",
     ".docker/config.json",
+    ".config/containers/auth.json",
+    ".terraform.d/credentials.tfrc.json",
+    ".terraformrc",
+    ".vault-token",
+    // git hosts and HTTP logins.
+    ".config/gh",
+    ".config/hub",
     ".netrc",
     ".git-credentials",
+    ".config/git/credentials",
+    // Package registries.
     ".npmrc",
+    ".yarnrc",
+    ".config/configstore",
+    ".cargo/credentials.toml",
+    ".cargo/credentials",
+    ".pypirc",
+    ".config/pypoetry/auth.toml",
+    ".gem/credentials",
+    ".m2/settings.xml",
+    ".m2/settings-security.xml",
+    ".gradle/gradle.properties",
+    ".composer/auth.json",
+    ".config/composer/auth.json",
+    // Storage and databases.
+    ".config/rclone",
+    ".s3cfg",
+    ".boto",
+    ".pgpass",
+    ".my.cnf",
+    // Password managers and keyrings.
+    ".config/op",
+    ".1password",
+    ".password-store",
+    ".config/gopass",
+    ".local/share/gopass",
+    ".local/share/keyrings",
+    ".local/share/kwalletd",
+    ".local/share/python_keyring",
+    ".config/sops/age",
+    ".config/age",
+    // Browser profiles (cookies, saved passwords).
+    ".mozilla",
+    ".config/google-chrome",
+    ".config/chromium",
+    ".config/BraveSoftware",
+    ".config/microsoft-edge",
+    ".config/vivaldi",
+    ".config/opera",
+    "snap/firefox",
+    "snap/chromium",
+    ".var/app/org.mozilla.firefox",
+    ".var/app/com.google.Chrome",
+    ".var/app/org.chromium.Chromium",
+    // Shell and REPL histories (tokens typed on command lines).
+    ".bash_history",
+    ".zsh_history",
+    ".zhistory",
+    ".local/share/fish/fish_history",
+    ".python_history",
+    ".node_repl_history",
+    ".psql_history",
+    ".mysql_history",
+    ".sqlite_history",
+    ".rediscli_history",
+    // Coding agents' logins.
     ".pi/agent/auth.json",
+    ".claude/.credentials.json",
+    ".codex/auth.json",
+    ".gemini/oauth_creds.json",
+    ".config/github-copilot",
+    // cordon's own cache and data (the broker's CA key).
     ".cache/cordon",
     ".local/share/cordon",
 ];
@@ -119,7 +192,12 @@ pub(crate) fn default_rules(home: &Path, xdg_data_home: Option<&Path>) -> Vec<Pa
         rules.push(rule(Path::new(d), Access::Deny, RuleKind::Plain));
     }
     for s in HOME_SECRETS {
-        rules.push(rule(&home.join(s), Access::Deny, RuleKind::Secret));
+        rules.push(PathRule {
+            path: canonicalize_below(home, &home.join(s)),
+            access: Access::Deny,
+            kind: RuleKind::Secret,
+            origin: Origin::Default,
+        });
     }
     let data = cordon_data_dir(home, xdg_data_home);
     if !data.starts_with(home.join(".local/share/cordon")) {

@@ -71,6 +71,10 @@ pub enum PolicyError {
     #[error("workspace {}: {reason}", .path.display())]
     Workspace { path: PathBuf, reason: String },
 
+    /// A path cordon must protect cannot be.
+    #[error("cannot protect {}: {reason}", .path.display())]
+    Protect { path: PathBuf, reason: String },
+
     /// An input from the environment (`$HOME`, the current directory, ...) is unusable.
     #[error("{what} {}: {reason}", .path.display())]
     Environment {

@@ -5,6 +5,7 @@
 use crate::config::{ConfigFile, ConfigNet, Trust, default_user_config, load_config};
 use crate::defaults::{DEFAULT_PIDS, SCRATCH, default_env, default_rules};
 use crate::error::PolicyError;
+use crate::home::HomeEnv;
 use crate::model::{
     Access, EnvVar, Limits, Mount, NetMode, Origin, PathRule, Policy, RuleKind, Sourced, Switches,
     rule_for_in,
@@ -58,6 +59,11 @@ pub(crate) fn resolve(inputs: &Inputs) -> Result<Policy, PolicyError> {
     // cordon's data directory (the broker's CA key) is hidden wherever it is.
     let xdg_data_home = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from);
     let mut layers = Layers::defaults(vars, xdg_data_home.as_deref(), warnings);
+    layers.home_env = HomeEnv::from_vars(|name| match name {
+        "XDG_CONFIG_HOME" => inputs.xdg_config_home.clone().map(Into::into),
+        _ => std::env::var_os(name),
+    });
+    layers.cwd = cwd.to_path_buf();
     let pi = inputs.flags.pi.as_ref();
     if let Some(mode) = pi {
         layers.apply_pi_mode(mode)?;
@@ -145,6 +151,14 @@ struct Layers {
     mounts: Vec<Mount>,
     /// Put before a field's name in a project config's warnings (`pi.`).
     field_prefix: &'static str,
+    /// Who asked to hide the home directory, if anyone.
+    hide_home: Option<Origin>,
+    /// Paths that stay visible in a hidden home, and who named them.
+    home_visible: Vec<(PathBuf, Origin)>,
+    /// The environment that moves home files.
+    home_env: HomeEnv,
+    /// The current directory.
+    cwd: PathBuf,
     warnings: Vec<String>,
 }
 
@@ -236,6 +250,10 @@ impl Layers {
             },
             mounts: Vec::new(),
             field_prefix: "",
+            hide_home: None,
+            home_visible: Vec::new(),
+            home_env: HomeEnv::default(),
+            cwd: PathBuf::from("/"),
             warnings,
         }
     }
@@ -541,6 +559,9 @@ impl Layers {
             self.rules
                 .push(plain(path.clone(), Access::Deny, &pi(reason)));
         }
+        for (path, reason) in &mode.home_visible {
+            self.home_visible.push((path.clone(), pi(reason)));
+        }
         for (arg, reason) in &mode.env {
             self.set_env(arg, &pi(reason), "")?;
         }
@@ -576,6 +597,15 @@ impl Layers {
             Some(true) => self.read_only = Some(origin.clone()),
             Some(false) => self.read_only = None,
             None => {}
+        }
+        match c.hide_home {
+            Some(true) => self.hide_home = Some(origin.clone()),
+            Some(false) => self.hide_home = None,
+            None => {}
+        }
+        for raw in &c.home_visible {
+            let p = self.config_path(raw, "home_visible", &origin)?;
+            self.home_visible.push((p, origin.clone()));
         }
         for raw in &c.unprotect {
             let written = expand(raw, &self.vars)
@@ -638,6 +668,14 @@ impl Layers {
         }
         if f.read_only {
             self.read_only = Some(flag("--read-only"));
+        }
+        if f.hide_home {
+            self.hide_home = Some(flag("--hide-home"));
+        }
+        let o = flag("--home-visible");
+        for p in &f.home_visible {
+            let p = self.flag_path(p, cwd, &o)?;
+            self.home_visible.push((p, o.clone()));
         }
         let o = flag("--env");
         for e in &f.env {
@@ -729,7 +767,10 @@ impl Layers {
         if c.read_only == Some(true) && self.read_only.is_none() {
             self.read_only = Some(origin.clone());
         }
-        let loosening: [(&str, bool, String); 11] = [
+        if c.hide_home == Some(true) && self.hide_home.is_none() {
+            self.hide_home = Some(origin.clone());
+        }
+        let loosening: [(&str, bool, String); 12] = [
             (
                 "allow_write",
                 !c.allow_write.is_empty(),
@@ -744,6 +785,13 @@ impl Layers {
                 "unprotect",
                 !c.unprotect.is_empty(),
                 USER_CONFIG_HINT.into(),
+            ),
+            (
+                "home_visible",
+                !c.home_visible.is_empty(),
+                format!(
+                    "it would show parts of your home directory; {USER_CONFIG_HINT} or pass --home-visible"
+                ),
             ),
             (
                 "env",
@@ -938,7 +986,11 @@ impl Layers {
             None => plain(ws.clone(), Access::Write, &Origin::Default),
         };
         rules.insert(1.min(rules.len()), ws_rule);
-        let scratch = vec![canonicalize_lenient(Path::new(SCRATCH))];
+        let mut scratch = vec![canonicalize_lenient(Path::new(SCRATCH))];
+        let home_hidden = self.hidden_home(&ws)?;
+        if let Some(h) = &home_hidden {
+            scratch.push(h.value.clone());
+        }
         rules.extend(crate::mounts::source_rules(&self.mounts, &rules, &scratch)?);
 
         // `allow_read` never takes write access away.
@@ -947,6 +999,9 @@ impl Layers {
             .filter(|r| rule_for_in(&rules, &r.path).map(|w| w.access) != Some(Access::Write))
             .collect();
         rules.extend(allow_read);
+        if let Some(h) = &home_hidden {
+            self.show_in_hidden_home(&h.value, &mut rules);
+        }
 
         // Protected paths inside every writable root (the workspace always counts).
         let mut roots: Vec<PathBuf> = vec![ws.clone()];
@@ -960,32 +1015,48 @@ impl Layers {
                 roots.push(r.path.clone());
             }
         }
-        let mut protected = Vec::new();
+        let mut candidates = Vec::new();
         for root in &roots {
-            for p in protected_paths(root, &mut self.warnings) {
-                if self.unprotect.contains(&p) {
-                    continue;
+            candidates.extend(protected_paths(root, &mut self.warnings));
+        }
+        candidates.extend(self.home_protected(&roots, &rules)?);
+        let mut protected = Vec::new();
+        for p in candidates {
+            if self.unprotect.contains(&p) {
+                continue;
+            }
+            // Never make a hidden path visible; but keep it from being created: the
+            // rule that hides it is protected too (deny wins the tie, so nothing
+            // shows, and a missing one gets a hidden placeholder).
+            let path = match rule_for_in(&rules, &p) {
+                Some(r) if r.access == Access::Deny => {
+                    if !roots.iter().any(|root| r.path.starts_with(root)) {
+                        continue;
+                    }
+                    r.path.clone()
                 }
-                // A hidden protected path stays hidden, and protected: the deny
-                // covering it becomes a protected one, so it is absent *and*
-                // read-only even when it does not exist (a plain deny of a missing
-                // path makes no mount, and the sandbox could create it).
-                if let Some(deny) = rule_for_in(&rules, &p).filter(|r| r.access == Access::Deny) {
-                    protected.push(PathRule {
-                        kind: RuleKind::Protected,
-                        ..deny.clone()
-                    });
-                    continue;
-                }
-                protected.push(PathRule {
-                    path: p,
-                    access: Access::Read,
-                    kind: RuleKind::Protected,
-                    origin: Origin::Default,
-                });
+                _ => p,
+            };
+            protected.push(protected_rule(path));
+        }
+        // So are the secrets a writable root holds (`~/.ssh/config`, `~/.kube/config`
+        // run commands): they stay hidden, and cannot be created.
+        for r in &rules {
+            if r.kind == RuleKind::Secret
+                && rule_for_in(&rules, &r.path).is_some_and(|d| d.access == Access::Deny)
+                && roots
+                    .iter()
+                    .any(|root| r.path.starts_with(root) && r.path != *root)
+            {
+                protected.push(protected_rule(r.path.clone()));
             }
         }
         rules.extend(protected);
+        for root in &roots {
+            if let Some(w) = crate::home::home_root_warning(root, &ws, &self.vars.home) {
+                self.warnings.push(w);
+            }
+        }
 
         let rules = sort_dedup(rules);
         crate::mounts::check_targets(&mut self.mounts, &rules, &scratch)?;
@@ -1007,6 +1078,7 @@ impl Layers {
             home: self.vars.home,
             rules,
             scratch,
+            home_hidden,
             mounts: self.mounts,
             net,
             network: self.network,
@@ -1016,6 +1088,110 @@ impl Layers {
             switches: self.switches,
             warnings: self.warnings,
         })
+    }
+}
+
+impl Layers {
+    /// The home directory, when it is to be hidden: it must not be (or hold) the
+    /// workspace. `None` when nobody asked, or there is no home directory to hide.
+    fn hidden_home(&mut self, ws: &Path) -> Result<Option<Sourced<PathBuf>>, PolicyError> {
+        let Some(origin) = self.hide_home.clone() else {
+            return Ok(None);
+        };
+        let home = self.vars.home.clone();
+        if home.starts_with(ws) {
+            return Err(value_err(
+                &origin,
+                format!(
+                    "cannot hide the home directory {}: the workspace {} is or holds it (hint: use a project directory as the workspace)",
+                    home.display(),
+                    ws.display()
+                ),
+            ));
+        }
+        if !home.is_dir() {
+            self.warnings.push(format!(
+                "the home directory {} does not exist, so there is nothing to hide",
+                home.display()
+            ));
+            return Ok(None);
+        }
+        Ok(Some(Sourced::new(home, origin)))
+    }
+
+    /// With a hidden `home`: a read rule for each `home_visible` path (never one that a
+    /// deny rule hides), and no deny rule left where nothing is shown anyway.
+    fn show_in_hidden_home(&mut self, home: &Path, rules: &mut Vec<PathRule>) {
+        for (p, origin) in std::mem::take(&mut self.home_visible) {
+            if !p.starts_with(home) || p == home {
+                self.warnings.push(format!(
+                    "{origin}: {} is not in the home directory {}, so it is not hidden anyway",
+                    p.display(),
+                    home.display()
+                ));
+                continue;
+            }
+            match rule_for_in(rules, &p) {
+                Some(r) if r.access == Access::Deny => self.warnings.push(format!(
+                    "{origin}: {} stays hidden by the rule denying {} ({}); to show it, add it to \"allow_read\" in your config",
+                    p.display(),
+                    r.path.display(),
+                    r.origin
+                )),
+                Some(r) if r.access == Access::Write && r.path != *home => {}
+                _ => rules.push(plain(p, Access::Read, &origin)),
+            }
+        }
+        // A deny rule in the hidden home outside every path shown there hides what
+        // is not there: dropped, so the empty tmpfs gets no mounts of its own.
+        let shown: Vec<PathBuf> = rules
+            .iter()
+            .filter(|r| r.access != Access::Deny && r.path.starts_with(home) && r.path != home)
+            .map(|r| r.path.clone())
+            .collect();
+        rules.retain(|r| {
+            !(r.access == Access::Deny
+                && r.path.starts_with(home)
+                && r.path != home
+                && !shown
+                    .iter()
+                    .any(|s| r.path.starts_with(s) || s.starts_with(&r.path)))
+        });
+    }
+
+    /// The home files to protect that the writable `roots` hold.
+    fn home_protected(
+        &self,
+        roots: &[PathBuf],
+        rules: &[PathRule],
+    ) -> Result<Vec<PathBuf>, PolicyError> {
+        let home = &self.vars.home;
+        let mut candidates = crate::home::candidates(home, &self.home_env, &self.cwd);
+        candidates.extend(crate::home::path_dirs(
+            &self.home_env,
+            &self.vars.workspace,
+            home,
+        ));
+        crate::home::protected_in_roots(&candidates, home, roots, rules, &self.unprotect).map_err(
+            |u| PolicyError::Protect {
+                path: u.path,
+                reason: format!(
+                    "cordon protects it because your machine runs it or it configures cordon or pi, but {} is a symlink in the writable root {}, which the sandbox could replace (hint: use a project directory as the workspace, or list {} under \"unprotect\" in your config)",
+                    u.link.display(),
+                    u.root.display(),
+                    u.link.display()
+                ),
+            },
+        )
+    }
+}
+
+fn protected_rule(path: PathBuf) -> PathRule {
+    PathRule {
+        path,
+        access: Access::Read,
+        kind: RuleKind::Protected,
+        origin: Origin::Default,
     }
 }
 

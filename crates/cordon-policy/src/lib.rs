@@ -8,6 +8,7 @@
 mod config;
 pub mod defaults;
 mod error;
+mod home;
 mod layer;
 mod model;
 mod mounts;
@@ -22,6 +23,7 @@ pub use config::{
     parse_config,
 };
 pub use error::PolicyError;
+pub use home::{CONFIG_PROTECTED, HOME_PROTECTED, pi_agent_dir};
 pub use model::*;
 pub use network::*;
 pub use presets::{PRESETS, preset};
@@ -41,6 +43,11 @@ pub struct Flags {
     pub deny_read: Vec<PathBuf>,
     /// `--read-only`: the workspace too.
     pub read_only: bool,
+    /// `--hide-home`: the home directory is an empty private tmpfs inside.
+    pub hide_home: bool,
+    /// `--home-visible PATH` (repeatable): stays visible, read-only, with
+    /// `hide_home`. Relative paths are relative to `cwd`.
+    pub home_visible: Vec<PathBuf>,
     /// `--env NAME[=VALUE]` (repeatable), unparsed.
     pub env: Vec<String>,
     /// `--timeout SECONDS`.
@@ -85,6 +92,9 @@ pub struct PiMode {
     pub allow_write: Vec<(PathBuf, String)>,
     /// Absolute paths hidden (`auth.json`).
     pub deny_read: Vec<(PathBuf, String)>,
+    /// Absolute paths that stay visible when the home directory is hidden (pi's
+    /// config dir).
+    pub home_visible: Vec<(PathBuf, String)>,
     /// `NAME=VALUE` environment entries.
     pub env: Vec<(String, String)>,
     /// Domain patterns of pi's providers.
@@ -116,7 +126,9 @@ pub struct Inputs {
 /// Resolve the policy for one run: built-in defaults, then the user's config, then
 /// `inputs.flags`, then the workspace's `.cordon.json` (tighten-only; loosening
 /// fields become [`Policy::warnings`]), then the protected paths of every writable
-/// root. Reads the config files; never panics.
+/// root and the home files a writable root holds. Reads the config files and the
+/// environment variables that move home files (`XDG_*`, `ZDOTDIR`,
+/// `PI_CODING_AGENT_DIR`, `GIT_CONFIG_GLOBAL`, `PATH`); never panics.
 pub fn resolve(inputs: &Inputs) -> Result<Policy, PolicyError> {
     layer::resolve(inputs)
 }

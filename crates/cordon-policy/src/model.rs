@@ -177,8 +177,13 @@ pub struct Policy {
     pub home: PathBuf,
     /// Rules sorted by path (shortest first); `/` always has a rule.
     pub rules: Vec<PathRule>,
-    /// Private, writable, empty tmpfs directories (always includes `/tmp`).
+    /// Private, writable, empty tmpfs directories (always includes `/tmp`; the home
+    /// directory too when it is hidden).
     pub scratch: Vec<PathBuf>,
+    /// The home directory, when `hide_home` hides it (it is then in `scratch`), and
+    /// who asked for that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_hidden: Option<Sourced<PathBuf>>,
     /// Host paths shown at other paths, in target order (parents first).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<Mount>,

@@ -124,6 +124,30 @@ pub(crate) fn canonicalize_lenient(path: &Path) -> PathBuf {
     out
 }
 
+/// [`canonicalize_lenient`] of `path` below the canonical directory `base`, cheaply
+/// for the common case: one `lstat` per existing component up to the first missing
+/// one, after which the rest is as written. A symlink, `.` or `..` on the way
+/// hands the whole path to [`canonicalize_lenient`]. For the many home paths
+/// cordon checks on every run, most of which do not exist.
+pub(crate) fn canonicalize_below(base: &Path, path: &Path) -> PathBuf {
+    let Ok(rest) = path.strip_prefix(base) else {
+        return canonicalize_lenient(path);
+    };
+    let mut at = base.to_path_buf();
+    for c in rest.components() {
+        let Component::Normal(name) = c else {
+            return canonicalize_lenient(path);
+        };
+        at.push(name);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => return canonicalize_lenient(path),
+            Ok(_) => {}
+            Err(_) => return path.to_path_buf(),
+        }
+    }
+    at
+}
+
 /// Push `path`'s components onto `todo` so that the first one is popped first.
 fn push_components(todo: &mut Vec<OsString>, path: &Path) {
     let start = todo.len();
@@ -241,6 +265,26 @@ mod tests {
         assert_eq!(
             canonicalize_lenient(&root.join("file/x")),
             root.join("file/x")
+        );
+    }
+
+    #[test]
+    fn canonical_below_a_base() {
+        let t = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(t.path()).unwrap();
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        symlink(root.join("a"), root.join("l")).unwrap();
+        for p in ["a/b/c/d", "a/b", "l/b/x", "missing/x", "a/../l"] {
+            let p = root.join(p);
+            assert_eq!(
+                canonicalize_below(&root, &p),
+                canonicalize_lenient(&p),
+                "{p:?}"
+            );
+        }
+        assert_eq!(
+            canonicalize_below(Path::new("/nonexistent-base"), &root.join("l")),
+            root.join("a")
         );
     }
 

@@ -180,7 +180,11 @@ impl Prepared {
             path_dirs,
             uid_map: format!("{uid} {uid} 1\n"),
             gid_map: format!("{gid} {gid} 1\n"),
-            writable: policy.writable_in_view().map(PathBuf::from).collect(),
+            // The private tmpfs dirs too (a hidden home; /tmp is always writable).
+            writable: (policy.writable_in_view())
+                .chain(policy.scratch.iter().map(PathBuf::as_path))
+                .map(PathBuf::from)
+                .collect(),
             landlock,
             net: policy.net.value,
             egress: additions.endpoints.take(),

@@ -114,6 +114,14 @@ pub struct RunOptions {
     /// Make the workspace read-only too.
     #[arg(long = "read-only")]
     pub read_only: bool,
+    /// Hide your home directory: inside, it is an empty private tmpfs but for the
+    /// workspace, the writable roots and the --home-visible paths.
+    #[arg(long = "hide-home")]
+    pub hide_home: bool,
+    /// With --hide-home: keep PATH in your home directory visible, read-only, e.g.
+    /// ~/.cargo or ~/.nvm for the tools on PATH there (repeatable).
+    #[arg(long = "home-visible", value_name = "PATH")]
+    pub home_visible: Vec<PathBuf>,
     /// Pass one environment variable in: NAME takes cordon's value, NAME=VALUE sets it (repeatable).
     #[arg(long, value_name = "NAME[=VALUE]")]
     pub env: Vec<String>,

@@ -96,12 +96,13 @@ pub fn enter(plan: &ViewPlan, placeholders_ready: &mut dyn FnMut()) -> Result<()
             waited = true;
         }
         let source = match op.kind {
-            _ if op.placeholder => {
-                Some(clone_source(root.as_fd(), op)?.expect("a placeholder is a bind"))
-            }
+            // (A placeholder may be hidden: then it is only the mount point.)
             MountKind::EmptyFile => Some(clone_read_only(empty.as_fd(), "empty", &op.path)?),
             MountKind::EmptyDir if !op.holds_mount_points => {
                 Some(clone_read_only(empty.as_fd(), "dir", &op.path)?)
+            }
+            MountKind::Bind { .. } if op.placeholder => {
+                Some(clone_source(root.as_fd(), op)?.expect("a placeholder is a bind"))
             }
             _ => source,
         };

@@ -237,13 +237,6 @@ impl Planner<'_> {
                 };
                 self.add(&rule.path, kind, is_dir);
             }
-            // A hidden protected path that does not exist: held by a read-only
-            // placeholder, so the sandbox cannot create it.
-            (Access::Deny, false)
-                if rule.kind == RuleKind::Protected && parent_access == Access::Write =>
-            {
-                self.protect(&rule.path)?;
-            }
             // A protected path below a read-only parent is read-only already.
             (Access::Read, _)
                 if rule.kind == RuleKind::Protected && parent_access == Access::Write =>
@@ -256,6 +249,11 @@ impl Planner<'_> {
             }
             (Access::Write, true) if parent_access != Access::Write || hidden_parent => {
                 self.add(&rule.path, MountKind::Bind { writable: true }, is_dir);
+            }
+            // A hidden path that is protected too (a secret, say, in a workspace
+            // that is $HOME): missing, it must not be made either.
+            (Access::Deny, false) if parent_access == Access::Write && !hidden_parent => {
+                self.hide_missing_protected(&rule.path)?;
             }
             (Access::Write, false) => self.plan.warnings.push(format!(
                 "{} does not exist, so it is not made writable",
@@ -318,6 +316,36 @@ impl Planner<'_> {
         self.add(&target, MountKind::Bind { writable: false }, is_dir);
         if let Some(op) = self.ops.get_mut(&target) {
             op.placeholder = placeholder;
+        }
+        Ok(())
+    }
+
+    /// A missing path that a deny rule hides and that is protected as well: made
+    /// read-only like any protected path (with a placeholder), then shown empty, so
+    /// that something the host makes there meanwhile stays hidden too.
+    fn hide_missing_protected(&mut self, path: &Path) -> Result<(), SandboxError> {
+        let protected = self
+            .policy
+            .rules
+            .iter()
+            .any(|r| r.path == path && r.kind == RuleKind::Protected);
+        if !protected {
+            return Ok(());
+        }
+        self.protect(path)?;
+        let root = self.writable_root_of(path);
+        let target = (path.ancestors())
+            .take_while(|a| *a != root)
+            .find(|a| {
+                (self.ops.get(*a)).is_some_and(|op| op.kind == MountKind::Bind { writable: false })
+            })
+            .map(Path::to_path_buf);
+        if let Some(op) = target.and_then(|t| self.ops.get_mut(&t)) {
+            op.kind = if op.is_dir {
+                MountKind::EmptyDir
+            } else {
+                MountKind::EmptyFile
+            };
         }
         Ok(())
     }

@@ -214,6 +214,10 @@ impl PiSetup {
                 (self.run_dir.clone(), config_dir.clone()),
             ],
             deny_read: self.found.hidden.clone(),
+            home_visible: vec![(
+                self.agent_dir.clone(),
+                "pi's config dir (its entries in the run's config dir link there)".to_string(),
+            )],
             env: vec![(
                 format!("PI_CODING_AGENT_DIR={}", text(&self.run_dir)),
                 config_dir,
@@ -406,16 +410,11 @@ fn find_pi() -> Result<PathBuf, String> {
         })
 }
 
-/// pi's config dir: `$PI_CODING_AGENT_DIR` (a leading `~` is home), else `~/.pi/agent`.
+/// pi's config dir: `$PI_CODING_AGENT_DIR` (a leading `~` is home), else `~/.pi/agent`
+/// (the policy protects the same one where a writable root holds it).
 fn agent_dir(home: &Path, custom: Option<&std::ffi::OsStr>) -> PathBuf {
-    match custom.map(|d| d.to_string_lossy().into_owned()) {
-        Some(d) if d == "~" => home.to_path_buf(),
-        Some(d) if d.starts_with("~/") => home.join(&d[2..]),
-        Some(d) => std::env::current_dir()
-            .map(|cwd| cwd.join(&d))
-            .unwrap_or_else(|_| PathBuf::from(d)),
-        None => home.join(".pi/agent"),
-    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    cordon_policy::pi_agent_dir(home, custom.map(Path::new), &cwd)
 }
 
 /// The marker left in a rewritten config file where a secret's placeholder goes.

@@ -57,12 +57,11 @@ fn render(policy: &Policy, limits_mechanism: &str) -> String {
         );
     }
     for scratch in &policy.scratch {
-        let _ = writeln!(
-            out,
-            "  {:<6} {}    ← private tmpfs",
-            "tmpfs",
-            scratch.display()
-        );
+        let why = match &policy.home_hidden {
+            Some(h) if h.value == *scratch => format!("home hidden: private tmpfs ({})", h.origin),
+            _ => "private tmpfs".to_string(),
+        };
+        let _ = writeln!(out, "  {:<6} {}    ← {why}", "tmpfs", scratch.display());
     }
     if !policy.mounts.is_empty() {
         let _ = writeln!(

@@ -146,6 +146,8 @@ pub fn resolve_policy_with(
             allow_write: options.allow_write.clone(),
             deny_read: options.deny_read.clone(),
             read_only: options.read_only,
+            hide_home: options.hide_home,
+            home_visible: options.home_visible.clone(),
             env: options.env.clone(),
             timeout: options.timeout,
             net: options.net.map(|n| match n {
