@@ -202,10 +202,23 @@ pub struct Policy {
 /// broken by [`Access::precedence`]. The one implementation of that logic;
 /// [`Policy::rule_for`] calls it, and resolution uses it on partial rule lists.
 pub fn rule_for_in<'a>(rules: &'a [PathRule], path: &Path) -> Option<&'a PathRule> {
+    // Of the rules whose path is a prefix of `path`, the longer in bytes is the
+    // deeper. Bytes, not components: a run plans with a hundred rules and asks
+    // this a few hundred times, and comparing components costs ten times as much.
     rules
         .iter()
-        .filter(|r| path.starts_with(&r.path))
-        .max_by_key(|r| (r.path.components().count(), r.access.precedence()))
+        .filter(|r| is_path_prefix(&r.path, path))
+        .max_by_key(|r| (r.path.as_os_str().len(), r.access.precedence()))
+}
+
+/// Whether `prefix` is `path` or one of its ancestors, for absolute, normalised
+/// paths (no `.`, `..`, repeated or trailing `/`): what `Path::starts_with` says,
+/// compared as bytes.
+pub fn is_path_prefix(prefix: &Path, path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let (prefix, path) = (prefix.as_os_str().as_bytes(), path.as_os_str().as_bytes());
+    path.starts_with(prefix)
+        && (path.len() == prefix.len() || prefix.ends_with(b"/") || path[prefix.len()] == b'/')
 }
 
 impl Policy {
@@ -238,5 +251,31 @@ impl Policy {
                 .filter(|m| m.writable)
                 .map(|m| m.target.as_path()),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_prefix_is_what_path_starts_with_says() {
+        for (prefix, path) in [
+            ("/", "/"),
+            ("/", "/a"),
+            ("/a", "/a"),
+            ("/a", "/a/b"),
+            ("/a", "/ab"),
+            ("/a/b", "/a"),
+            ("/a/b", "/a/bc/d"),
+            ("/a/bc", "/a/bc/d"),
+        ] {
+            let (prefix, path) = (Path::new(prefix), Path::new(path));
+            assert_eq!(
+                is_path_prefix(prefix, path),
+                path.starts_with(prefix),
+                "{prefix:?} {path:?}"
+            );
+        }
     }
 }

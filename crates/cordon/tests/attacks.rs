@@ -807,7 +807,10 @@ fn protected_symlinked_paths_keep_link_and_target() {
         );
         out.assert_stdout_contains("script-done");
         assert_all_unchanged(&before);
-        assert_eq!(fs::read_link(fx.work.join(".vscode")).unwrap(), Path::new("realvs"));
+        assert_eq!(
+            fs::read_link(fx.work.join(".vscode")).unwrap(),
+            Path::new("realvs")
+        );
         assert_eq!(
             fs::read_link(fx.work.join(".cordon.json")).unwrap(),
             Path::new("real.json")
@@ -815,7 +818,8 @@ fn protected_symlinked_paths_keep_link_and_target() {
         assert_not_exists(&fx.work.join("realvs/settings.json"));
         assert_not_exists(&fx.work.join("moved.json"));
         // Control: without cordon the same writes land.
-        fx.host_sh("echo evil > .vscode/settings.json").assert_success();
+        fx.host_sh("echo evil > .vscode/settings.json")
+            .assert_success();
         assert!(fx.work.join("realvs/settings.json").exists());
     });
 }

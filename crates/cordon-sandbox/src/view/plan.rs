@@ -5,7 +5,7 @@
 //! protected path's parent. Paths in the view equal paths on the host.
 
 use crate::error::SandboxError;
-use cordon_policy::{Access, PathRule, Policy, RuleKind};
+use cordon_policy::{Access, PathRule, Policy, RuleKind, is_path_prefix};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
@@ -122,7 +122,7 @@ pub fn read_only_during_run(policy: &Policy) -> Vec<PathBuf> {
         .filter(|r| {
             let root = policy
                 .writable_roots()
-                .filter(|w| r.path.starts_with(w) && *w != r.path)
+                .filter(|w| is_path_prefix(w, &r.path) && *w != r.path)
                 .max_by_key(|w| w.components().count());
             root.is_none_or(|root| !left_to_the_audit(&r.path, root))
         })
@@ -425,7 +425,9 @@ impl Planner<'_> {
         self.policy
             .rules
             .iter()
-            .filter(|r| r.access == Access::Write && path.starts_with(&r.path) && r.path != path)
+            .filter(|r| {
+                r.access == Access::Write && is_path_prefix(&r.path, path) && r.path != path
+            })
             .max_by_key(|r| r.path.components().count())
             .map_or_else(|| PathBuf::from("/"), |r| r.path.clone())
     }
@@ -439,7 +441,7 @@ impl Planner<'_> {
     /// Whether a read-only mount already planned covers `path` (itself or a parent).
     fn covered_read_only(&self, path: &Path) -> bool {
         self.ops.values().any(|op| {
-            path.starts_with(&op.path)
+            is_path_prefix(&op.path, path)
                 && matches!(
                     op.kind,
                     MountKind::Bind { writable: false }
@@ -454,7 +456,7 @@ impl Planner<'_> {
     fn under_tmpfs(&self, path: &Path) -> bool {
         self.ops
             .values()
-            .any(|op| op.kind.is_tmpfs() && path.starts_with(&op.path) && path != op.path)
+            .any(|op| op.kind.is_tmpfs() && is_path_prefix(&op.path, path) && path != op.path)
     }
 
     fn add(&mut self, path: &Path, kind: MountKind, is_dir: bool) {
@@ -491,7 +493,7 @@ impl Planner<'_> {
             op.holds_mount_points = op.kind.is_tmpfs()
                 && nested
                     .iter()
-                    .any(|p| p.starts_with(&op.path) && p != &op.path);
+                    .any(|p| is_path_prefix(&op.path, p) && p != &op.path);
         }
         self.plan.ops = ops;
         self.plan
