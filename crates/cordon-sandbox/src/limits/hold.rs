@@ -119,10 +119,24 @@ pub fn assess(limits: &Limits, mechanism: &Mechanism) -> Vec<Assessment> {
             }
         } else if euid == 0 {
             Hold::Unenforceable {
-                why: "no cgroup pids controller is available, and the kernel does not apply \
-                      RLIMIT_NPROC to uid 0 (the sandbox's user is root on the host)"
-                    .into(),
-                fix: fix(),
+                why: format!(
+                    "{}, and the kernel does not apply RLIMIT_NPROC to uid 0 (the sandbox's \
+                     user is root on the host)",
+                    if explicit(&p.origin) {
+                        "no cgroup pids controller is available"
+                    } else {
+                        "the built-in default is an rlimit"
+                    }
+                ),
+                // The built-in default never goes to a cgroup (joining one costs
+                // milliseconds on cgroup v1); a limit the user asks for does.
+                fix: if explicit(&p.origin) {
+                    fix()
+                } else {
+                    "pass --pids N (or set \"pids\" in your config): a limit you ask for goes to \
+                     a cgroup where one can be had"
+                        .into()
+                },
                 best_effort: "none: RLIMIT_NPROC is set but the kernel ignores it for root".into(),
             }
         } else {
