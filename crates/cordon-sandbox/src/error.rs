@@ -31,6 +31,15 @@ pub enum SandboxError {
     Seccomp(String),
     #[error("cannot set resource limits: {0}")]
     Limits(String),
+    #[error(
+        "{flag} cannot be enforced here: {why}\n  fix: {fix}\n  or pass --allow-degraded limits to run with best effort: {best_effort}"
+    )]
+    UnenforceableLimit {
+        flag: String,
+        why: String,
+        fix: String,
+        best_effort: String,
+    },
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
     #[error("{0}")]
@@ -38,6 +47,24 @@ pub enum SandboxError {
 }
 
 impl SandboxError {
+    /// The refusal to run with a limit that does not hold (see `limits::assess`).
+    pub fn unenforceable_limit(a: &crate::limits::Assessment) -> Self {
+        let (why, fix, best_effort) = match &a.hold {
+            crate::limits::Hold::Unenforceable {
+                why,
+                fix,
+                best_effort,
+            } => (why.clone(), fix.clone(), best_effort.clone()),
+            crate::limits::Hold::Enforced { how } => (how.clone(), String::new(), String::new()),
+        };
+        SandboxError::UnenforceableLimit {
+            flag: a.flag.clone(),
+            why,
+            fix,
+            best_effort,
+        }
+    }
+
     pub fn io(what: impl Into<String>, source: io::Error) -> Self {
         SandboxError::Io {
             what: what.into(),

@@ -75,6 +75,9 @@ pub struct Additions {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Degraded {
     pub no_landlock: bool,
+    /// Run with limits that do not hold here, enforced as far as they go
+    /// (`--allow-degraded limits`), rather than refuse.
+    pub best_effort_limits: bool,
 }
 
 /// How the sandboxed command ended, already mapped to the exit statuses of DESIGN.md.
@@ -113,6 +116,12 @@ pub(crate) struct Prepared {
     pub limits_mechanism: crate::limits::Mechanism,
     /// The limits no cgroup covers, applied as rlimits by the command.
     pub rlimits: cordon_policy::Limits,
+    /// The CPUs the supervisor restricts the sandbox to when no cgroup holds
+    /// `--cpus`; seccomp then refuses `sched_setaffinity`.
+    pub affinity: Option<usize>,
+    /// The memory limit's name and value, for the message when the sandbox's
+    /// cgroup OOM-killed something.
+    pub memory_flag: Option<String>,
 }
 
 fn cstring(bytes: &[u8], what: &str) -> Result<CString, SandboxError> {
@@ -142,6 +151,19 @@ impl Prepared {
         };
         crate::limits::validate(&policy.limits).map_err(|e| SandboxError::Limits(e.to_string()))?;
         let limits_mechanism = limits_mechanism(&policy.limits);
+        let assessed = crate::limits::assess(&policy.limits, &limits_mechanism);
+        if !degraded.best_effort_limits {
+            if let Some(refused) = assessed.iter().find(|a| a.refuses()) {
+                return Err(SandboxError::unenforceable_limit(refused));
+            }
+        }
+        let rlimits = limits_mechanism.uncovered(&policy.limits);
+        let affinity = rlimits
+            .cpus
+            .as_ref()
+            .and_then(|c| crate::limits::affinity_cpus(c.value, crate::limits::available_cpus()));
+        // Best effort for memory no cgroup holds: the private tmpfs mounts no larger.
+        let tmpfs_size = rlimits.memory.as_ref().map(|m| m.value);
         let mut env = build_env(policy);
         for (name, value) in additions.env.drain(..) {
             env.retain(|(k, _)| *k != name);
@@ -169,10 +191,12 @@ impl Prepared {
             .unwrap_or_else(|| policy.workspace.clone());
         let uid = rustix::process::geteuid().as_raw();
         let gid = rustix::process::getegid().as_raw();
-        let seccomp = SeccompPlan::build(&policy.switches)?;
+        let seccomp = SeccompPlan::build(&policy.switches, affinity.is_some())?;
+        // Last: it creates placeholders on the host, which nothing after may leak.
+        let mut view = ViewPlan::prepare(policy, std::mem::take(&mut additions.files))?;
+        view.tmpfs_size = tmpfs_size;
         Ok(Prepared {
-            // Last: it creates placeholders on the host, which nothing after may leak.
-            view: ViewPlan::prepare(policy, std::mem::take(&mut additions.files))?,
+            view,
             seccomp,
             argv,
             envp,
@@ -190,7 +214,12 @@ impl Prepared {
             egress: additions.endpoints.take(),
             pass_fd: additions.pass_fd.take(),
             terminal: command.terminal,
-            rlimits: limits_mechanism.uncovered(&policy.limits),
+            memory_flag: assessed
+                .iter()
+                .find(|a| a.controller == crate::limits::Controller::Memory)
+                .map(|a| a.flag.clone()),
+            rlimits,
+            affinity,
             limits_mechanism,
         })
     }
@@ -314,6 +343,7 @@ fn run_prepared(
         until_reaped: cgroup.is_some(),
     }
     .wait();
+    let out_of_memory = out_of_memory(cgroup.as_ref(), prepared.memory_flag.as_deref());
     drop(cgroup);
     drop(saved_terminal);
     Ok(match waited? {
@@ -322,13 +352,35 @@ fn run_prepared(
             let status = report.exited.or(supervisor).unwrap_or(125);
             match report.failure {
                 Some((125, message)) => return Err(SandboxError::Child(message)),
-                failure => Outcome::Exited {
-                    status,
-                    message: failure.map(|(_, message)| message),
-                },
+                failure => {
+                    let messages: Vec<String> = failure
+                        .map(|(_, message)| message)
+                        .into_iter()
+                        .chain(out_of_memory)
+                        .collect();
+                    Outcome::Exited {
+                        status,
+                        message: (!messages.is_empty()).then(|| messages.join("\n")),
+                    }
+                }
             }
         }
     })
+}
+
+/// What to say when the sandbox's cgroup OOM-killed something: the command (or
+/// one of its processes) died of the memory limit, not of a bug of its own.
+fn out_of_memory(
+    cgroup: Option<&crate::limits::SandboxCgroup>,
+    memory_flag: Option<&str>,
+) -> Option<String> {
+    let kills = cgroup?.oom_kills().filter(|&n| n > 0)?;
+    Some(format!(
+        "the sandbox reached its memory limit ({}): the kernel killed {kills} process{} in it \
+         (raise the limit to give it more)",
+        memory_flag.unwrap_or("--memory"),
+        if kills == 1 { "" } else { "es" }
+    ))
 }
 
 /// Creates the sandbox's cgroup, if its limits use one, and moves the supervisor

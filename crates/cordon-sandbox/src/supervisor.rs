@@ -60,6 +60,11 @@ fn run(
     let signals =
         SignalFd::block_forwardable().map_err(|e| crate::SandboxError::io("signals", e))?;
     go.wait();
+    // Before seccomp, which then refuses the sandbox any change of it.
+    if let Some(cpus) = prepared.affinity {
+        crate::limits::restrict_affinity(cpus)
+            .map_err(|e| crate::SandboxError::Limits(format!("CPU affinity: {e}")))?;
+    }
     confine_self(prepared, ruleset)?;
     let command_pid = Spawn::new(prepared, pty.as_ref(), report)
         .start()

@@ -94,6 +94,9 @@ pub enum NetArg {
 pub enum DegradedLayer {
     /// Run without Landlock on kernels that lack it (the mount view and seccomp still apply).
     Landlock,
+    /// Run with resource limits this host cannot enforce (--memory without a
+    /// cgroup, say), applied as far as they go, rather than refuse.
+    Limits,
 }
 
 /// Options shared by `run`, `shell`, `pi`, `serve` and `policy`.

@@ -118,9 +118,14 @@ fn any_new_namespace_flag(arg: u8) -> Result<Vec<SeccompRule>, SandboxError> {
 }
 
 impl SeccompPlan {
-    pub fn build(switches: &Switches) -> Result<SeccompPlan, SandboxError> {
+    /// `pinned`: the sandbox's CPU affinity is its CPU limit, so it may not
+    /// change it (`sched_setaffinity` is refused).
+    pub fn build(switches: &Switches, pinned: bool) -> Result<SeccompPlan, SandboxError> {
         let mut denied: BTreeMap<i64, Vec<SeccompRule>> =
             DENIED.iter().map(|&nr| (nr, Vec::new())).collect();
+        if pinned {
+            denied.insert(libc::SYS_sched_setaffinity, Vec::new());
+        }
         if !switches.nested_userns.value {
             denied.extend(NAMESPACE_SYSCALLS.iter().map(|&nr| (nr, Vec::new())));
             denied.insert(libc::SYS_clone, any_new_namespace_flag(0)?);
@@ -228,7 +233,7 @@ mod tests {
 
     #[test]
     fn builds_two_programs_with_the_x32_guard_after_the_arch_check() {
-        let plan = SeccompPlan::build(&switches(false, false)).unwrap();
+        let plan = SeccompPlan::build(&switches(false, false), false).unwrap();
         assert_eq!(plan.programs.len(), 2);
         let first = &plan.programs[0];
         assert_eq!(first[1].code, 0x15, "arch check jump stays in place");
@@ -237,8 +242,8 @@ mod tests {
 
     #[test]
     fn switches_shrink_the_first_program() {
-        let strict = SeccompPlan::build(&switches(false, false)).unwrap();
-        let loose = SeccompPlan::build(&switches(true, true)).unwrap();
+        let strict = SeccompPlan::build(&switches(false, false), false).unwrap();
+        let loose = SeccompPlan::build(&switches(true, true), false).unwrap();
         assert!(loose.programs[0].len() < strict.programs[0].len());
     }
 }

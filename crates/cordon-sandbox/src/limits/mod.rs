@@ -8,12 +8,14 @@
 //! 2. **cgroup v1**, where the v1 controllers are writable (root on a v1 host):
 //!    one fresh cgroup per controller hierarchy.
 //! 3. **rlimits** otherwise, set in the sandboxed process just before exec:
-//!    `RLIMIT_DATA` (per process), `RLIMIT_NPROC` (per user namespace), and CPU
-//!    affinity to `ceil(cpus)` CPUs.
+//!    `RLIMIT_NPROC` (per user namespace), and CPU affinity to `floor(cpus)` CPUs
+//!    (set by the supervisor; seccomp then refuses `sched_setaffinity`).
 //!
 //! A cgroup mechanism may cover only some of the requested limits (a controller not
 //! delegated); the rest fall back to rlimits: pass [`Mechanism::uncovered`] to
-//! [`apply_rlimits`].
+//! [`apply_rlimits`]. Not every limit holds that way (memory never does): [`assess`]
+//! says which holds how, and cordon refuses to run with one that does not unless
+//! the user accepts best effort.
 //!
 //! The flow for `cordon run`: [`choose`] (cheap: a few reads), then in the host-side
 //! parent [`SandboxCgroup::create`], [`SandboxCgroup::add_pid`] for the sandbox's
@@ -22,11 +24,16 @@
 //! whatever is left in it and removes it.
 
 mod cgroup;
+mod hold;
 
 #[cfg(test)]
 mod tests;
 
 pub use cgroup::{CgroupSurvey, SandboxCgroup, V1Survey, V2Survey, survey};
+pub use hold::{
+    Assessment, Hold, affinity_cpus, assess, available_cpus, cgroup_fix, controller_summary,
+    size_text,
+};
 
 use cordon_policy::{Limits, Sourced};
 use rustix::io::Errno;
@@ -64,9 +71,9 @@ impl Controller {
     /// What the rlimits fallback does for this controller's limit.
     fn rlimit_fallback(self) -> &'static str {
         match self {
-            Controller::Memory => "RLIMIT_DATA per process",
+            Controller::Memory => "none holds (best effort: RLIMIT_DATA per process)",
             Controller::Pids => "RLIMIT_NPROC per user namespace",
-            Controller::Cpu => "CPU affinity to ceil(cpus) CPUs",
+            Controller::Cpu => "CPU affinity to floor(cpus) CPUs",
         }
     }
 }
@@ -175,17 +182,14 @@ impl Mechanism {
                     fallback_text(fallback)
                 )
             }
-            Mechanism::Rlimits => {
-                let root = rustix::process::geteuid().is_root();
-                format!(
-                    "rlimits: RLIMIT_DATA per process, RLIMIT_NPROC per user namespace, CPU affinity to ceil(cpus) CPUs{}",
-                    if root {
-                        " (RLIMIT_NPROC is not enforced for global root)"
-                    } else {
-                        ""
-                    }
-                )
-            }
+            Mechanism::Rlimits => format!(
+                "no cgroup: rlimits ({})",
+                Controller::ALL
+                    .iter()
+                    .map(|c| format!("{c}: {}", c.rlimit_fallback()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 
@@ -373,23 +377,24 @@ pub fn choose_from(survey: &CgroupSurvey, needed: &[Controller]) -> Mechanism {
 
 /// Sets the rlimit side of `limits` on the calling process: call it in the
 /// sandbox's process after it has entered its user namespace, just before exec.
+/// Checks every number; CPU affinity is [`restrict_affinity`]'s (the supervisor
+/// sets it before seccomp refuses `sched_setaffinity`).
 ///
-/// Async-signal-safe: no allocation, no locks; only getrlimit/setrlimit and
-/// sched_{get,set}affinity (rustix's direct syscalls).
+/// Async-signal-safe: no allocation, no locks; only getrlimit/setrlimit
+/// (rustix's direct syscalls).
 ///
-/// - memory → `RLIMIT_DATA` (soft = hard = the limit). Not `RLIMIT_AS`: V8, the
-///   JVM, Go and sanitizers reserve huge address ranges up front (V8's pointer
-///   cage alone is 4 GiB+) without using them, so an address-space cap breaks them
-///   long before they use the memory. `RLIMIT_DATA` (Linux 4.7+) counts only
-///   private writable mappings and the heap, which is what they actually touch.
-///   It is per process, not a total for the sandbox.
+/// - memory → `RLIMIT_DATA` (soft = hard = the limit), best effort only: it counts
+///   private writable mappings and the heap of one process, not shared mappings,
+///   tmpfs files or memfds, nor several processes together ([`assess`] calls that
+///   not enforced). Not `RLIMIT_AS`: V8, the JVM, Go and sanitizers reserve huge
+///   address ranges up front (V8's pointer cage alone is 4 GiB+) without using
+///   them, so an address-space cap breaks them long before they use the memory,
+///   and it would be per process all the same.
 /// - pids → `RLIMIT_NPROC`. Since Linux 5.14 the count is per user namespace
 ///   (ucounts), so inside the sandbox's own user namespace it counts the sandbox's
-///   processes, not all of the user's. It is NOT enforced for global root (uid 0
-///   in the initial user namespace) nor for holders of CAP_SYS_ADMIN or
-///   CAP_SYS_RESOURCE there: that is why root gets cgroups.
-/// - cpus → `sched_setaffinity` to the first `ceil(cpus)` CPUs of the current
-///   affinity mask (a fraction cannot be expressed without a cgroup).
+///   processes, not all of the user's. It is NOT enforced for uid 0 on the host
+///   (a sandbox started by root), nor for holders of CAP_SYS_ADMIN or
+///   CAP_SYS_RESOURCE there: that is why root needs cgroups.
 ///
 /// Limits are only ever lowered: a hard limit already below the request is kept.
 pub fn apply_rlimits(limits: &Limits) -> Result<(), Errno> {
@@ -409,19 +414,8 @@ pub fn apply_rlimits(limits: &Limits) -> Result<(), Errno> {
         if !cpus_valid(*value) {
             return Err(Errno::INVAL);
         }
-        restrict_affinity(cpus_to_count(*value))?;
     }
     Ok(())
-}
-
-/// `ceil(cpus)` as a CPU count, saturating (for valid `cpus`).
-fn cpus_to_count(cpus: f64) -> usize {
-    let c = cpus.ceil();
-    if c >= 1_000_000.0 {
-        1_000_000
-    } else {
-        (c as usize).max(1)
-    }
 }
 
 fn lower_rlimit(resource: Resource, value: u64) -> Result<(), Errno> {
@@ -440,8 +434,8 @@ fn lower_rlimit(resource: Resource, value: u64) -> Result<(), Errno> {
 }
 
 /// Restricts the calling thread (and so its future children) to the first
-/// `count` CPUs it may currently run on.
-fn restrict_affinity(count: usize) -> Result<(), Errno> {
+/// `count` CPUs it may currently run on ([`affinity_cpus`] says how many).
+pub fn restrict_affinity(count: usize) -> Result<(), Errno> {
     let set = rustix::thread::sched_getaffinity(None)?;
     if count >= set.count() as usize {
         return Ok(());

@@ -256,7 +256,7 @@ fn choose_prefers_full_coverage_and_reports_fallback() {
     assert!(
         Mechanism::Rlimits
             .describe()
-            .starts_with("rlimits: RLIMIT_DATA")
+            .starts_with("no cgroup: rlimits")
     );
 }
 
@@ -437,12 +437,17 @@ fn rlimit_nproc_counts_per_user_namespace() {
 }
 
 #[test]
-fn rlimit_cpus_sets_affinity() {
+fn rlimit_cpus_sets_affinity_to_whole_cpus_rounded_down() {
+    assert_eq!(affinity_cpus(1.5, 4), Some(1));
+    assert_eq!(affinity_cpus(2.0, 4), Some(2));
+    assert_eq!(affinity_cpus(0.5, 4), Some(1), "best effort below one CPU");
+    assert_eq!(affinity_cpus(4.0, 4), None, "all of them: no restriction");
+    assert_eq!(affinity_cpus(1e300, 4), None);
     let child = Child::start(|| {
         let before = rustix::thread::sched_getaffinity(None)
             .map(|s| s.count())
             .unwrap_or(0);
-        if apply_rlimits(&limits(None, None, Some(0.5))).is_err() {
+        if restrict_affinity(1).is_err() {
             return 30;
         }
         let after = rustix::thread::sched_getaffinity(None)
@@ -457,4 +462,43 @@ fn rlimit_cpus_sets_affinity() {
     child.go();
     let (status, _) = child.wait(Duration::from_secs(10));
     assert_eq!(exit_code(status), Some(0), "status {status:#x}");
+}
+
+#[test]
+fn memory_without_a_cgroup_is_never_claimed() {
+    let explicit = |memory: Option<u64>, pids: Option<u64>, cpus: Option<f64>| {
+        let flag = Origin::Flag {
+            flag: "--memory".into(),
+        };
+        Limits {
+            memory: memory.map(|v| Sourced::new(v, flag.clone())),
+            pids: pids.map(|v| Sourced::new(v, flag.clone())),
+            cpus: cpus.map(|v| Sourced::new(v, flag.clone())),
+        }
+    };
+    let l = explicit(Some(64 << 20), Some(100), Some(0.5));
+    let rlimits = assess(&l, &Mechanism::Rlimits);
+    let memory = &rlimits[0];
+    assert_eq!(memory.flag, "--memory 64M");
+    assert!(memory.refuses(), "{memory:?}");
+    assert!(
+        rlimits[2].refuses(),
+        "half a CPU without a cgroup: {:?}",
+        rlimits[2]
+    );
+    // Under a cgroup covering everything, every limit holds.
+    let v1 = Mechanism::CgroupV1 {
+        dirs: Controller::ALL
+            .iter()
+            .map(|&c| V1Dir {
+                controller: c,
+                dir: "/x".into(),
+            })
+            .collect(),
+        fallback: vec![],
+    };
+    assert!(assess(&l, &v1).iter().all(Assessment::holds));
+    // A default that does not hold is reported, not refused.
+    let default = limits(Some(64 << 20), None, None);
+    assert!(!assess(&default, &Mechanism::Rlimits)[0].refuses());
 }

@@ -274,6 +274,9 @@ fn cgroups() -> Outcome {
         let _ = write!(detail, "\ncgroup v1: {} (writable)", v1.join(", "));
     }
     let _ = write!(detail, "\nlimits will use: {}", mechanism.describe());
+    for line in crate::limits::controller_summary(&mechanism) {
+        let _ = write!(detail, "\n  {line}");
+    }
     let all_cgroup = match &mechanism {
         Mechanism::CgroupV2 { fallback, .. } | Mechanism::CgroupV1 { fallback, .. } => {
             fallback.is_empty()
@@ -298,29 +301,12 @@ fn cgroups() -> Outcome {
     if causes.is_empty() {
         causes.push("no cgroup hierarchy offers memory, pids and cpu to this user".into());
     }
-    let root = s.euid == 0;
-    let v1_host = s.v1.iter().any(|v| v.mount.is_some()) && s.v2.usable.is_empty();
-    let fix = if v1_host && !root {
-        "this host keeps the controllers on cgroup v1, which only root can write: limits apply through rlimits \
-         (memory per process, whole CPUs). For cgroup limits run cordon as root, or boot with \
-         systemd.unified_cgroup_hierarchy=1 and run cordon in a delegated scope (`systemd-run --user --scope -p Delegate=yes cordon run ...`)"
-    } else if v1_host {
-        "mount the cgroup v1 controllers memory, pids and cpu read-write, or boot with cgroup v2 \
-         (systemd.unified_cgroup_hierarchy=1); meanwhile the uncovered limits apply through rlimits"
-    } else if !root {
-        "limits still apply through rlimits (weaker: memory per process, whole CPUs). For cgroup limits run cordon in a \
-         delegated systemd scope: `systemd-run --user --scope -p Delegate=yes cordon run ...` (cordon moves the scope's \
-         processes into a cordon-host/ leaf to enable the controllers), or delegate more controllers to user sessions: \
-         `sudo systemctl edit user@.service` with [Service] Delegate=memory pids cpu"
-    } else {
-        "enable the controllers at the cgroup v2 root: `echo +memory +pids +cpu > /sys/fs/cgroup/cgroup.subtree_control`; \
-         meanwhile the uncovered limits apply through rlimits"
-    };
+    let fix = crate::limits::cgroup_fix(&s);
     Outcome {
         ok: false,
         detail,
         cause: Some(causes.join("\n")),
-        fix: Some(fix.into()),
+        fix: Some(fix),
     }
 }
 

@@ -34,10 +34,36 @@ use std::path::{Path, PathBuf};
 /// Device nodes the sandbox gets: the harmless ones.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
-/// /proc entries made read-only: a sandbox started by root is uid 0 on the host,
-/// and these are writable by mode bits alone (`/proc/sys/kernel/core_pattern`,
-/// `/proc/sysrq-trigger`).
-const PROC_READ_ONLY: [&str; 2] = ["sys", "sysrq-trigger"];
+/// /proc entries made read-only, the set runc and Docker make read-only plus
+/// `mtrr`. A sandbox started by root is uid 0 on the host, and the files below them
+/// are writable by mode bits alone: `/proc/sys/kernel/core_pattern`,
+/// `/proc/sysrq-trigger`, `/proc/irq/*/smp_affinity` and
+/// `/proc/irq/default_smp_affinity` (global interrupt routing), `/proc/bus/pci/*`
+/// (PCI config space), `/proc/fs/*` (nfsd, xfs statistics).
+pub const PROC_READ_ONLY: [&str; 6] = ["bus", "fs", "irq", "mtrr", "sys", "sysrq-trigger"];
+
+/// /proc entries masked (covered by an empty read-only file or directory): Docker's
+/// `maskedPaths`. They show the host's state across the PID namespace (timers and
+/// run queues name host processes, `interrupts` counts host devices' interrupts,
+/// `keys` lists keys) or hardware (`acpi`, `asound`, `scsi`, whose files also take
+/// writes), or memory (`kcore`).
+pub const PROC_MASKED: [&str; 10] = [
+    "acpi",
+    "asound",
+    "interrupts",
+    "kcore",
+    "keys",
+    "latency_stats",
+    "sched_debug",
+    "scsi",
+    "timer_list",
+    "timer_stats",
+];
+
+/// /sys paths masked (the rest of /sys is the host's, read-only): Docker's
+/// `maskedPaths` there. Firmware tables and EFI variables; the energy counters of
+/// powercap (RAPL), a side channel on what the host computes.
+pub const SYS_MASKED: [&str; 2] = ["/sys/firmware", "/sys/devices/virtual/powercap"];
 
 const READ_ONLY: u64 = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
 
@@ -97,9 +123,9 @@ pub fn enter(plan: &ViewPlan, placeholders_ready: &mut dyn FnMut()) -> Result<()
         }
         let source = match op.kind {
             // (A placeholder may be hidden: then it is only the mount point.)
-            MountKind::EmptyFile => Some(clone_read_only(empty.as_fd(), "empty", &op.path)?),
+            MountKind::EmptyFile => Some(clone_empty(empty.as_fd(), "empty", &op.path)?),
             MountKind::EmptyDir if !op.holds_mount_points => {
-                Some(clone_read_only(empty.as_fd(), "dir", &op.path)?)
+                Some(clone_empty(empty.as_fd(), "dir", &op.path)?)
             }
             MountKind::Bind { .. } if op.placeholder => {
                 Some(clone_source(root.as_fd(), op)?.expect("a placeholder is a bind"))
@@ -109,14 +135,15 @@ pub fn enter(plan: &ViewPlan, placeholders_ready: &mut dyn FnMut()) -> Result<()
         if op.kind == MountKind::EmptyDir && source.is_none() {
             read_only_tmpfs.push(op.path.clone());
         }
-        apply(root.as_fd(), op, source)?;
+        apply(root.as_fd(), op, source, plan.tmpfs_size)?;
     }
     for (overlay, source) in plan.overlays.iter().zip(overlays) {
         let target = open_in(root.as_fd(), &overlay.target)?;
         attach_at(source.as_fd(), target.as_fd(), &overlay.target)?;
     }
-    build_dev(root.as_fd(), &devices)?;
-    build_proc(root.as_fd())?;
+    build_dev(root.as_fd(), &devices, plan.tmpfs_size)?;
+    build_proc(root.as_fd(), empty.as_fd())?;
+    mask_sys(root.as_fd(), empty.as_fd())?;
     for path in read_only_tmpfs {
         remount_read_only(root.as_fd(), &path, EMPTY_DIR_FLAGS)?;
     }
@@ -247,16 +274,20 @@ fn mirror(root: BorrowedFd<'_>, dir: &Path) -> Result<OwnedFd, SandboxError> {
     Ok(base)
 }
 
-/// A detached tmpfs holding an empty file and an empty directory: the source of
-/// every denied path's read-only bind (cheaper than a tmpfs per denied directory).
+/// A detached tmpfs holding an empty file and an empty directory, read-only: the
+/// source of every denied path's bind and every mask (cheaper than a tmpfs per
+/// denied directory). A clone keeps the flags, so each costs one `open_tree`.
 fn empty_source() -> Result<OwnedFd, SandboxError> {
     let fail = rustix_err("tmpfs");
     let fs = rmount::fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(fail)?;
+    rmount::fsconfig_set_string(fs.as_fd(), "size", "4k").map_err(rustix_err("tmpfs"))?;
     rmount::fsconfig_create(fs.as_fd()).map_err(rustix_err("tmpfs"))?;
     let mnt = rmount::fsmount(
         fs.as_fd(),
         FsMountFlags::FSMOUNT_CLOEXEC,
-        MountAttrFlags::empty(),
+        MountAttrFlags::MOUNT_ATTR_NOSUID
+            | MountAttrFlags::MOUNT_ATTR_NODEV
+            | MountAttrFlags::MOUNT_ATTR_NOEXEC,
     )
     .map_err(rustix_err("tmpfs"))?;
     rfs::openat(
@@ -267,23 +298,18 @@ fn empty_source() -> Result<OwnedFd, SandboxError> {
     )
     .map_err(rustix_err("tmpfs"))?;
     rfs::mkdirat(mnt.as_fd(), "dir", Mode::from_raw_mode(0o755)).map_err(rustix_err("tmpfs"))?;
+    set_attrs(mnt.as_fd(), READ_ONLY, "tmpfs")?;
     Ok(mnt)
 }
 
-/// A read-only bind of `name` below the detached mount `dir`.
-fn clone_read_only(
-    dir: BorrowedFd<'_>,
-    name: &str,
-    for_path: &Path,
-) -> Result<OwnedFd, SandboxError> {
-    let tree = rmount::open_tree(
+/// A bind of `name` (`empty` or `dir`) of the read-only [`empty_source`].
+fn clone_empty(dir: BorrowedFd<'_>, name: &str, for_path: &Path) -> Result<OwnedFd, SandboxError> {
+    rmount::open_tree(
         dir,
         name,
         OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
     )
-    .map_err(rustix_err(for_path))?;
-    set_attrs(tree.as_fd(), READ_ONLY, for_path)?;
-    Ok(tree)
+    .map_err(rustix_err(for_path))
 }
 
 /// Clones, before anything is mounted over them, the host paths that binds take
@@ -378,7 +404,20 @@ fn fd_path(fd: BorrowedFd<'_>) -> CString {
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
 }
 
-fn apply(root: BorrowedFd<'_>, op: &MountOp, source: Option<OwnedFd>) -> Result<(), SandboxError> {
+/// The options of a private, writable tmpfs (`/tmp`, `/dev/shm`).
+fn scratch_options(size: Option<u64>) -> String {
+    match size {
+        Some(bytes) => format!("mode=1777,size={bytes}"),
+        None => "mode=1777".into(),
+    }
+}
+
+fn apply(
+    root: BorrowedFd<'_>,
+    op: &MountOp,
+    source: Option<OwnedFd>,
+    tmpfs_size: Option<u64>,
+) -> Result<(), SandboxError> {
     if op.create_mount_point {
         create_mount_point(root, &op.path, op.is_dir)?;
     }
@@ -395,7 +434,7 @@ fn apply(root: BorrowedFd<'_>, op: &MountOp, source: Option<OwnedFd>) -> Result<
         .map_err(err(&op.path)),
         (MountKind::Scratch, _) => mount_tmpfs(
             &fd_path(target.as_fd()),
-            "mode=1777",
+            &scratch_options(tmpfs_size),
             libc::MS_NOSUID | libc::MS_NODEV,
         )
         .map_err(err(&op.path)),
@@ -482,7 +521,11 @@ fn remount_read_only(
 }
 
 /// A tmpfs `/dev` with only harmless devices, a private devpts and `/dev/shm`.
-fn build_dev(root: BorrowedFd<'_>, devices: &[OwnedFd]) -> Result<(), SandboxError> {
+fn build_dev(
+    root: BorrowedFd<'_>,
+    devices: &[OwnedFd],
+    shm_size: Option<u64>,
+) -> Result<(), SandboxError> {
     let dev = Path::new("/dev");
     let target = open_in(root, dev)?;
     mount_tmpfs(&fd_path(target.as_fd()), "mode=0755,size=64k", DEV_FLAGS).map_err(err(dev))?;
@@ -514,7 +557,7 @@ fn build_dev(root: BorrowedFd<'_>, devices: &[OwnedFd]) -> Result<(), SandboxErr
     let shm = open_in(root, &dev.join("shm"))?;
     mount_tmpfs(
         &fd_path(shm.as_fd()),
-        "mode=1777",
+        &scratch_options(shm_size),
         libc::MS_NOSUID | libc::MS_NODEV,
     )
     .map_err(err("/dev/shm"))?;
@@ -530,8 +573,10 @@ fn build_dev(root: BorrowedFd<'_>, devices: &[OwnedFd]) -> Result<(), SandboxErr
     remount_read_only(root, dev, DEV_FLAGS)
 }
 
-/// A fresh procfs for the sandbox's PID namespace, its global knobs read-only.
-fn build_proc(root: BorrowedFd<'_>) -> Result<(), SandboxError> {
+/// A fresh procfs for the sandbox's PID namespace, its global knobs read-only and
+/// the entries that show the host masked. Each read-only entry is one bind of
+/// itself; each mask one clone of the shared empty file or directory.
+fn build_proc(root: BorrowedFd<'_>, empty: BorrowedFd<'_>) -> Result<(), SandboxError> {
     let proc = Path::new("/proc");
     let target = open_in(root, proc)?;
     sys::mount(
@@ -547,16 +592,39 @@ fn build_proc(root: BorrowedFd<'_>) -> Result<(), SandboxError> {
         let Ok(node) = open_in(root, &path) else {
             continue; // not on this kernel
         };
-        let node_path = fd_path(node.as_fd());
-        sys::mount(
-            Some(&node_path),
-            &node_path,
-            None,
-            libc::MS_BIND | libc::MS_REC,
-            None,
+        let tree = rmount::open_tree(
+            node.as_fd(),
+            "",
+            OpenTreeFlags::OPEN_TREE_CLONE
+                | OpenTreeFlags::OPEN_TREE_CLOEXEC
+                | OpenTreeFlags::AT_EMPTY_PATH,
         )
-        .map_err(err(&path))?;
-        remount_read_only(root, &path, PROC_FLAGS)?;
+        .map_err(rustix_err(&path))?;
+        set_attrs(tree.as_fd(), READ_ONLY, &path)?;
+        attach_at(tree.as_fd(), node.as_fd(), &path)?;
+    }
+    for entry in PROC_MASKED {
+        mask(root, empty, &proc.join(entry))?;
     }
     Ok(())
+}
+
+/// Masks the /sys paths of [`SYS_MASKED`] that exist.
+fn mask_sys(root: BorrowedFd<'_>, empty: BorrowedFd<'_>) -> Result<(), SandboxError> {
+    for path in SYS_MASKED {
+        mask(root, empty, Path::new(path))?;
+    }
+    Ok(())
+}
+
+/// Covers `path`, if it exists, with the shared empty file or directory (read-only).
+fn mask(root: BorrowedFd<'_>, empty: BorrowedFd<'_>, path: &Path) -> Result<(), SandboxError> {
+    let Ok(node) = open_in(root, path) else {
+        return Ok(()); // not on this kernel, or hidden by the policy
+    };
+    let is_dir = rfs::fstat(&node)
+        .map(|st| rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory)
+        .map_err(rustix_err(path))?;
+    let source = clone_empty(empty, if is_dir { "dir" } else { "empty" }, path)?;
+    attach_at(source.as_fd(), node.as_fd(), path)
 }

@@ -87,6 +87,9 @@ pub struct ViewPlan {
     /// The policy's mounts, made after everything else.
     pub mounts: Vec<MountPlan>,
     pub warnings: Vec<String>,
+    /// The size of the private tmpfs mounts (`/tmp`, `/dev/shm`), when a memory
+    /// limit no cgroup holds bounds them; else the kernel's default.
+    pub tmpfs_size: Option<u64>,
 }
 
 /// Paths the view builds itself; rules below them are not applied.

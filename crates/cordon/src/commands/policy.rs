@@ -4,6 +4,7 @@ use super::pi::PiSetup;
 use super::run::resolve_policy_with;
 use crate::cli::RunOptions;
 use cordon_policy::{LOCAL_SERVICE_NAME, NetMode, Policy};
+use cordon_sandbox::limits::{Assessment, Controller, Hold, size_text};
 use std::fmt::Write;
 
 /// `pi`: the policy `cordon pi` would run with (nothing is made on the host).
@@ -18,9 +19,11 @@ pub fn show(options: &RunOptions, json: bool, pi: bool) -> Result<u8, String> {
         policy.warnings.extend(setup.warnings(&policy));
     }
     let limits = cordon_sandbox::limits_mechanism(&policy.limits);
+    let assessed = cordon_sandbox::limits::assess(&policy.limits, &limits);
     if json {
         let mut value = serde_json::to_value(&policy).map_err(|e| e.to_string())?;
         value["limits_mechanism"] = serde_json::Value::String(limits.describe());
+        value["limits_enforcement"] = serde_json::to_value(&assessed).map_err(|e| e.to_string())?;
         if pi {
             value["mode"] = serde_json::Value::String("pi".into());
         }
@@ -29,12 +32,12 @@ pub fn show(options: &RunOptions, json: bool, pi: bool) -> Result<u8, String> {
             serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?
         );
     } else {
-        print!("{}", render(&policy, &limits.describe()));
+        print!("{}", render(&policy, &limits.describe(), &assessed));
     }
     Ok(0)
 }
 
-fn render(policy: &Policy, limits_mechanism: &str) -> String {
+fn render(policy: &Policy, limits_mechanism: &str, assessed: &[Assessment]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "workspace  {}", policy.workspace.display());
     let _ = writeln!(out, "home       {}", policy.home.display());
@@ -91,32 +94,62 @@ fn render(policy: &Policy, limits_mechanism: &str) -> String {
             }
         }
     }
-    let _ = writeln!(out, "\nlimits     enforced by {limits_mechanism}");
-    let show = |name: &str, value: Option<String>, origin: Option<&cordon_policy::Origin>| {
-        format!(
-            "  {name:<7}{}{}\n",
+    let _ = writeln!(out, "\nlimits     {limits_mechanism}");
+    let show = |out: &mut String,
+                name: &str,
+                controller: Controller,
+                value: Option<String>,
+                origin: Option<&cordon_policy::Origin>| {
+        let _ = writeln!(
+            out,
+            "  {name:<7}{}{}",
             value.unwrap_or_else(|| "unlimited".into()),
             origin.map(|o| format!("    ← {o}")).unwrap_or_default()
-        )
+        );
+        let Some(limit) = assessed.iter().find(|a| a.controller == controller) else {
+            return;
+        };
+        match &limit.hold {
+            Hold::Enforced { how } => {
+                let _ = writeln!(out, "         holds: {how}");
+            }
+            Hold::Unenforceable {
+                why,
+                fix,
+                best_effort,
+            } => {
+                let refusal = if limit.explicit {
+                    "cordon refuses to run with it unless you pass --allow-degraded limits"
+                } else {
+                    "a built-in default, so cordon runs all the same"
+                };
+                let _ = writeln!(out, "         NOT enforced here: {why}");
+                let _ = writeln!(out, "         {refusal}; best effort: {best_effort}");
+                let _ = writeln!(out, "         fix: {fix}");
+            }
+        }
     };
-    out += &show(
+    let limits = &policy.limits;
+    show(
+        &mut out,
         "memory",
-        policy
-            .limits
-            .memory
-            .as_ref()
-            .map(|m| format!("{} bytes", m.value)),
-        policy.limits.memory.as_ref().map(|m| &m.origin),
+        Controller::Memory,
+        limits.memory.as_ref().map(|m| size_text(m.value)),
+        limits.memory.as_ref().map(|m| &m.origin),
     );
-    out += &show(
+    show(
+        &mut out,
         "pids",
-        policy.limits.pids.as_ref().map(|m| m.value.to_string()),
-        policy.limits.pids.as_ref().map(|m| &m.origin),
+        Controller::Pids,
+        limits.pids.as_ref().map(|m| m.value.to_string()),
+        limits.pids.as_ref().map(|m| &m.origin),
     );
-    out += &show(
+    show(
+        &mut out,
         "cpus",
-        policy.limits.cpus.as_ref().map(|m| m.value.to_string()),
-        policy.limits.cpus.as_ref().map(|m| &m.origin),
+        Controller::Cpu,
+        limits.cpus.as_ref().map(|m| m.value.to_string()),
+        limits.cpus.as_ref().map(|m| &m.origin),
     );
     if let Some(timeout) = &policy.timeout {
         let _ = writeln!(
@@ -273,7 +306,7 @@ mod tests {
             hosts: vec![DomainPattern::parse("*.example.com").unwrap()],
             origin: o,
         });
-        let text = render(&p, "rlimits");
+        let text = render(&p, "rlimits", &[]);
         assert!(
             text.contains("network    allowlist (out only through"),
             "{text}"
@@ -292,7 +325,7 @@ mod tests {
         );
         assert!(!text.contains("not used"), "{text}");
         p.net = Sourced::new(NetMode::None, Origin::Default);
-        let text = render(&p, "rlimits");
+        let text = render(&p, "rlimits", &[]);
         assert!(text.contains("network    none (only"), "{text}");
         assert!(text.contains("not used"), "{text}");
     }

@@ -80,7 +80,21 @@ pub fn execute_in(
     }
     let degraded = Degraded {
         no_landlock: options.allow_degraded.contains(&DegradedLayer::Landlock),
+        best_effort_limits: options.allow_degraded.contains(&DegradedLayer::Limits),
     };
+    if degraded.best_effort_limits {
+        let mechanism = cordon_sandbox::limits_mechanism(&policy.limits);
+        for limit in cordon_sandbox::limits::assess(&policy.limits, &mechanism) {
+            if let cordon_sandbox::limits::Hold::Unenforceable { best_effort, .. } = &limit.hold {
+                if limit.explicit {
+                    eprintln!(
+                        "cordon: warning: {} does not hold here, best effort only (--allow-degraded limits): {best_effort}",
+                        limit.flag
+                    );
+                }
+            }
+        }
+    }
     let read_only = cordon_sandbox::view::read_only_during_run(policy);
     let since = SystemTime::now() - COARSE_CLOCK;
     let outcome = cordon_sandbox::run(policy, &command, degraded, additions);
