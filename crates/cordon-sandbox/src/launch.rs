@@ -12,6 +12,7 @@
 use crate::confine::{landlock, seccomp::SeccompPlan};
 use crate::env::build_env;
 use crate::error::SandboxError;
+use crate::git_excludes::GitExcludes;
 use crate::signals::SignalFd;
 use crate::supervisor;
 use crate::sys;
@@ -114,6 +115,9 @@ pub(crate) struct Prepared {
     pub terminal: Terminal,
     /// How limits are enforced, chosen once per run.
     pub limits_mechanism: crate::limits::Mechanism,
+    /// The file that keeps placeholders out of git inside, written once the view
+    /// is built.
+    pub git_excludes: Option<GitExcludes>,
     /// The limits no cgroup covers, applied as rlimits by the command.
     pub rlimits: cordon_policy::Limits,
     /// The CPUs the supervisor restricts the sandbox to when no cgroup holds
@@ -169,6 +173,11 @@ impl Prepared {
             env.retain(|(k, _)| *k != name);
             env.push((name, value));
         }
+        // Plans only; the placeholders are made after the clone.
+        let mut view = ViewPlan::prepare(policy, std::mem::take(&mut additions.files))?;
+        view.tmpfs_size = tmpfs_size;
+        let git_excludes = git_excludes(policy, &view, &env);
+        env.extend(git_excludes.iter().flat_map(GitExcludes::env));
         let path_dirs = env
             .iter()
             .find_map(|(k, v)| (k == "PATH").then(|| v.clone()))
@@ -192,11 +201,9 @@ impl Prepared {
         let uid = rustix::process::geteuid().as_raw();
         let gid = rustix::process::getegid().as_raw();
         let seccomp = SeccompPlan::build(&policy.switches, affinity.is_some())?;
-        // Last: it creates placeholders on the host, which nothing after may leak.
-        let mut view = ViewPlan::prepare(policy, std::mem::take(&mut additions.files))?;
-        view.tmpfs_size = tmpfs_size;
         Ok(Prepared {
             view,
+            git_excludes,
             seccomp,
             argv,
             envp,
@@ -223,6 +230,23 @@ impl Prepared {
             limits_mechanism,
         })
     }
+}
+
+/// The git excludes for the placeholders of this run (to be made, or left by a
+/// sandbox still running: protected paths that are empty files now).
+fn git_excludes(policy: &Policy, view: &ViewPlan, env: &[(String, String)]) -> Option<GitExcludes> {
+    use cordon_policy::{Access, RuleKind};
+    let mut placeholders: Vec<PathBuf> = view.to_create.iter().map(|p| p.path.clone()).collect();
+    placeholders.extend(
+        (policy.rules.iter())
+            .filter(|r| r.kind == RuleKind::Protected && r.access != Access::Write)
+            .filter(|r| {
+                std::fs::symlink_metadata(&r.path).is_ok_and(|m| m.is_file() && m.len() == 0)
+            })
+            .map(|r| r.path.clone()),
+    );
+    let roots: Vec<&std::path::Path> = policy.writable_roots().collect();
+    GitExcludes::new(&placeholders, &roots, policy.scratch.first()?, env)
 }
 
 /// Limits the user asked for go to a cgroup where one can be had; the built-in

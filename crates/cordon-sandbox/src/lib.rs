@@ -13,6 +13,7 @@ pub mod confine;
 pub mod egress;
 mod env;
 mod error;
+mod git_excludes;
 pub mod launch;
 pub mod limits;
 mod netns;

@@ -83,6 +83,9 @@ fn finish_sandbox(prepared: &Prepared, go: &mut GoAhead) -> Result<(), crate::Sa
     map_identity(prepared)
         .map_err(|e| crate::SandboxError::io("cannot map the user into the sandbox", e))?;
     view::build::enter(&prepared.view, &mut || go.wait())?;
+    if let Some(excludes) = &prepared.git_excludes {
+        excludes.write();
+    }
     let _ = rustix::system::sethostname(b"cordon");
     // Not dumpable: the command and its children (same uid) cannot ptrace this
     // process or read its memory.

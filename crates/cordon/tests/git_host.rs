@@ -473,3 +473,38 @@ fn placeholders_of_a_killed_run_are_removed_by_the_next() {
         },
     );
 }
+
+/// Placeholders never get into git: inside, `git status` does not list them and
+/// `git add -A` does not commit them, in an existing repository and in one made
+/// inside; on the host, `git status` stays clean.
+#[test]
+fn placeholders_stay_out_of_git() {
+    for_each_user("placeholders_stay_out_of_git", |fx| {
+        fx.host_sh(&format!(
+            "{IDENTITY} git init -q . && git add -A && git commit -q -m base"
+        ))
+        .assert_success();
+        let out = fx.sh(&format!(
+            "{IDENTITY} test -f .vscode && echo placeholder-present; \
+             echo status:; git status --porcelain; echo end; \
+             git add -A && git commit -q -m inside; git show --name-only --format= HEAD; \
+             mkdir fresh && cd fresh && git init -q && echo x > f && git add -A && \
+             git commit -q -m new && git show --name-only --format= HEAD"
+        ));
+        // Control: the placeholders are there inside.
+        out.assert_stdout_contains("placeholder-present");
+        let text = out.stdout_str();
+        for name in [".vscode", ".idea", ".pi", ".cordon.json"] {
+            assert!(!text.contains(name), "git inside saw {name}\n{out}");
+        }
+        let host = fx.host_sh("git status --porcelain -- . ':!fresh'");
+        host.assert_success();
+        assert!(
+            host.stdout_str().trim().is_empty(),
+            "the host's git status is not clean\n{host}"
+        );
+        // The commit made inside holds nothing of cordon's.
+        let files = fx.host_sh("git show --name-only --format= HEAD");
+        assert!(!files.stdout_str().contains(".vscode"), "{files}");
+    });
+}
