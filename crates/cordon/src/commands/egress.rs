@@ -60,6 +60,7 @@ pub fn additions_with(
             .collect(),
         env: side.env,
         pass_fd: control_sandbox,
+        exec_fd: None,
         after_clone: Some(Box::new(move || {
             start_broker(config, host_end, control_host)
         })),
