@@ -47,7 +47,10 @@ fn run(
         })?;
     }
     let ruleset = if prepared.landlock {
-        Some(landlock::build(&prepared.writable)?)
+        Some(landlock::build(
+            &prepared.writable,
+            prepared.exec_fd.as_ref().map(|fd| fd.as_fd()),
+        )?)
     } else {
         None
     };
