@@ -191,3 +191,64 @@ fn bg_stops_pi_again_until_fg() {
         assert!(left.is_empty(), "processes left: {left:?}");
     });
 }
+
+/// A refusal of the egress broker during an interactive run is not drawn over
+/// pi's screen: it waits for pi's end, then comes as one line naming the host,
+/// the hint and the audit log.
+#[test]
+fn refusals_wait_for_pi_to_end_and_come_as_one_line() {
+    for_each_user("refusals_wait_for_pi_to_end_and_come_as_one_line", |fx| {
+        let host = format!("refused-{}.example", random_hex(4));
+        let pi = script(
+            fx,
+            "pi",
+            &format!(
+                "#!/bin/sh\n\
+                 echo STANDIN-START\n\
+                 curl -s --max-time 10 https://{host}/ >/dev/null\n\
+                 echo STANDIN-DONE\n"
+            ),
+        );
+        let mut sh = HostShell::start(fx);
+        sh.line(&format!(
+            "CORDON_PI={} {} pi --allow-domain allowed.example",
+            pi.display(),
+            cordon_bin().display()
+        ));
+        sh.expect("STANDIN-START");
+        let start = sh.pos;
+        sh.expect("STANDIN-DONE");
+        let during = String::from_utf8_lossy(&sh.pty.seen[start..sh.pos]).into_owned();
+        assert!(
+            !during.contains("refused"),
+            "a refusal was printed over pi's screen:\n{}",
+            sh.transcript()
+        );
+        sh.expect(&format!(
+            "cordon: while pi ran, network: refused {host}:443: not in the allowlist; to allow it: --allow-domain {host}; each decision is in the audit log "
+        ));
+        sh.prompt();
+    });
+}
+
+/// pi's own settings (PI_OFFLINE: no downloads of fd and rg, no version check)
+/// reach pi; a PI_ variable that is not one of them (it could hold anything, a
+/// key) does not.
+#[test]
+fn pi_settings_reach_pi_and_nothing_else_named_pi() {
+    for_each_user("pi_settings_reach_pi_and_nothing_else_named_pi", |fx| {
+        let pi = script(fx, "pi", "#!/bin/sh\nenv | grep '^PI_' | sort\n");
+        let mut cmd = fx.cordon_cmd(&["pi"]);
+        cmd.env("CORDON_PI", &pi)
+            .env("PI_OFFLINE", "1")
+            .env("PI_SKIP_VERSION_CHECK", "1")
+            .env("PI_TELEMETRY", "0")
+            .env("PI_API_KEY", &fx.marker);
+        let out = run_cmd(cmd, None, RUN_DEADLINE);
+        out.assert_success()
+            .assert_stdout_contains("PI_OFFLINE=1\n")
+            .assert_stdout_contains("PI_SKIP_VERSION_CHECK=1\n")
+            .assert_stdout_contains("PI_TELEMETRY=0\n");
+        assert_absent(&out, &fx.marker);
+    });
+}

@@ -381,16 +381,22 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
         .filter(|(_, s)| s.synthetic)
         .map(|(n, _)| n.clone())
         .collect();
+    let interactive = unsafe { libc::isatty(libc::STDIN_FILENO) == 1 };
+    // pi's screen is on the terminal cordon's stderr shares: a refusal printed
+    // during the run would be drawn over it, so the refusals wait for its end.
+    let held = (interactive && unsafe { libc::isatty(libc::STDERR_FILENO) == 1 })
+        .then(cordon_net::audit::HeldNotices::default);
     let mut file_overlays = None;
-    let (mut additions, _) = super::egress::additions_with(&policy, false, values, |side| {
-        let placeholders = |name: &str| {
-            side_value(side, name).unwrap_or_else(|| "cordon-secret-unavailable".to_string())
-        };
-        let overlays = write_overlays(&placeholders)?;
-        side.env.retain(|(name, _)| !synthetic.contains(name));
-        file_overlays = Some(overlays);
-        Ok(())
-    })?;
+    let (mut additions, _) =
+        super::egress::additions_with(&policy, false, held.clone(), values, |side| {
+            let placeholders = |name: &str| {
+                side_value(side, name).unwrap_or_else(|| "cordon-secret-unavailable".to_string())
+            };
+            let overlays = write_overlays(&placeholders)?;
+            side.env.retain(|(name, _)| !synthetic.contains(name));
+            file_overlays = Some(overlays);
+            Ok(())
+        })?;
     let overlays = match file_overlays {
         Some(o) => o,
         // No broker (--net none or host): the files still must not show the keys.
@@ -398,7 +404,6 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
     };
     additions.files.extend(overlays);
 
-    let interactive = unsafe { libc::isatty(libc::STDIN_FILENO) == 1 };
     let command = Command {
         program: program.into_os_string(),
         args,
@@ -409,7 +414,19 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
             Terminal::Inherit
         },
     };
-    execute_in(options, &policy, command, additions)
+    let status = execute_in(options, &policy, command, additions);
+    if let Some(held) = held {
+        let refused = held.take();
+        if !refused.is_empty() {
+            let log = cordon_net::Dirs::from_env(&policy.home).audit_log();
+            eprintln!(
+                "cordon: while pi ran, {}; each decision is in the audit log {}",
+                refused.join("; "),
+                log.display()
+            );
+        }
+    }
+    status
 }
 
 /// A fresh directory `dir` for pi's config dir inside the sandbox: a symlink to
