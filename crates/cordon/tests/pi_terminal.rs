@@ -252,3 +252,46 @@ fn pi_settings_reach_pi_and_nothing_else_named_pi() {
         assert_absent(&out, &fx.marker);
     });
 }
+
+/// The real pi 1.x (`$CORDON_TEST_PI1_PREFIX`, default /opt/cordon-pi1, as .ci/run
+/// installs it): its Ctrl+Z key stops cordon as a job of the shell, `fg` brings
+/// pi's screen back, and pi then quits on Ctrl+C twice with status 0.
+#[test]
+fn real_pi_ctrl_z_and_fg() {
+    let prefix = std::env::var_os("CORDON_TEST_PI1_PREFIX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/cordon-pi1"));
+    let bin = prefix.join("node_modules/.bin");
+    assert!(
+        bin.join("pi").exists() && bin.join("node").exists(),
+        "pi 1.x is not installed at {} (set CORDON_TEST_PI1_PREFIX, as .ci/run does)",
+        prefix.display()
+    );
+    for_each_user("real_pi_ctrl_z_and_fg", |fx| {
+        let mut sh = HostShell::start(fx);
+        sh.line(&format!(
+            "PATH={}:$PATH PI_OFFLINE=1 {} pi",
+            bin.display(),
+            cordon_bin().display()
+        ));
+        // pi has drawn its screen (the end of a synchronized update).
+        sh.expect("\x1b[?2026l");
+        std::thread::sleep(Duration::from_millis(500));
+        sh.pty.send(b"\x1a");
+        sh.expect("Stopped");
+        sh.prompt();
+        sh.line("echo HOST-SIDE-$((40+2))");
+        sh.expect("HOST-SIDE-42");
+        sh.prompt();
+        sh.line("fg");
+        sh.expect("\x1b[?2026l");
+        std::thread::sleep(Duration::from_millis(500));
+        sh.pty.send(b"\x03");
+        std::thread::sleep(Duration::from_millis(200));
+        sh.pty.send(b"\x03");
+        sh.prompt();
+        sh.line("echo EXIT:$?");
+        sh.expect("EXIT:0");
+        sh.prompt();
+    });
+}
