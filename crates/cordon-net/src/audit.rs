@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What the broker was deciding about.
@@ -45,12 +45,26 @@ struct Line<'a> {
     record: &'a Record<'a>,
 }
 
+/// Refusal notices held back instead of printed, while a full-screen program
+/// (pi's) owns the terminal cordon's stderr is on: a line there would be drawn
+/// over its screen. The caller prints them after the run ([`HeldNotices::take`]).
+#[derive(Clone, Debug, Default)]
+pub struct HeldNotices(Arc<Mutex<Vec<String>>>);
+
+impl HeldNotices {
+    /// The notices held so far (each without the `cordon: ` prefix), emptied.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 /// Where records go. Writing is best effort: a full disk must not stop the
 /// sandbox's network, so failures to write are ignored after the file was opened.
 pub struct Audit {
     file: Option<Mutex<File>>,
     notices: bool,
     noticed: Mutex<HashSet<String>>,
+    held: Option<HeldNotices>,
 }
 
 impl Audit {
@@ -65,6 +79,7 @@ impl Audit {
             file: Some(Mutex::new(file)),
             notices,
             noticed: Mutex::new(HashSet::new()),
+            held: None,
         })
     }
 
@@ -74,7 +89,13 @@ impl Audit {
             file: None,
             notices: true,
             noticed: Mutex::new(HashSet::new()),
+            held: None,
         }
+    }
+
+    /// Holds the notices in `held` from now on instead of printing them.
+    pub fn hold_notices(&mut self, held: HeldNotices) {
+        self.held = Some(held);
     }
 
     pub fn record(&self, record: &Record<'_>) {
@@ -107,12 +128,16 @@ impl Audit {
             Some(port) => format!("{}:{port}", record.host),
             None => record.host.to_string(),
         };
-        // \r too: with `cordon shell` the terminal may be in raw mode.
-        eprint!(
-            "cordon: network: refused {what}: {}; {}\r\n",
+        let line = format!(
+            "network: refused {what}: {}; {}",
             record.reason,
             hint(record)
         );
+        match &self.held {
+            Some(held) => held.0.lock().unwrap_or_else(|e| e.into_inner()).push(line),
+            // \r too: with `cordon shell` the terminal may be in raw mode.
+            None => eprint!("cordon: {line}\r\n"),
+        }
     }
 }
 

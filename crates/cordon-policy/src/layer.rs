@@ -555,6 +555,10 @@ impl Layers {
             self.rules
                 .push(plain(path.clone(), Access::Write, &pi(reason)));
         }
+        for (path, reason) in &mode.allow_read {
+            self.allow_read
+                .push(plain(path.clone(), Access::Read, &pi(reason)));
+        }
         for (path, reason) in &mode.deny_read {
             self.rules
                 .push(plain(path.clone(), Access::Deny, &pi(reason)));

@@ -90,6 +90,10 @@ pub struct Flags {
 pub struct PiMode {
     /// Absolute paths made writable (pi's sessions dir, its per-run config dir).
     pub allow_write: Vec<(PathBuf, String)>,
+    /// Absolute paths shown read-only, even below a directory the sandbox
+    /// replaces (pi's install or config dir under `/tmp`). Like `allow_read`, they
+    /// never take write access away; unlike it, they remove no deny below them.
+    pub allow_read: Vec<(PathBuf, String)>,
     /// Absolute paths hidden (`auth.json`).
     pub deny_read: Vec<(PathBuf, String)>,
     /// Absolute paths that stay visible when the home directory is hidden (pi's

@@ -132,6 +132,28 @@ fn exec(spawn: &Spawn) -> ! {
 /// execvpe over the prebuilt candidates. Returns only on failure: 126 when a
 /// candidate exists but cannot be executed, 127 when none exists.
 fn exec_search(spawn: &Spawn) -> (u8, String) {
+    if let Some(fd) = &spawn.prepared.exec_fd {
+        // SAFETY: a descriptor the supervisor holds, and NUL-terminated arrays
+        // built before the clone.
+        unsafe {
+            libc::syscall(
+                libc::SYS_execveat,
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                spawn.argv.as_ptr(),
+                spawn.envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        return (
+            126,
+            format!(
+                "{}: cannot execute: {}",
+                shown(spawn),
+                io::Error::last_os_error()
+            ),
+        );
+    }
     let mut denied = None;
     for candidate in &spawn.candidates {
         unsafe { libc::execve(candidate.as_ptr(), spawn.argv.as_ptr(), spawn.envp.as_ptr()) };

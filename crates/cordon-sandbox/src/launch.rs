@@ -67,6 +67,12 @@ pub struct Additions {
     /// A descriptor the command inherits, at the same number (every other one
     /// beyond stdio is closed at exec).
     pub pass_fd: Option<std::os::fd::OwnedFd>,
+    /// The program's file, opened on the host (`O_PATH`, close-on-exec): executed
+    /// from this descriptor instead of by the command's name, so it runs even where
+    /// the view does not show its path (cordon's own binary under the private
+    /// `/tmp`). The descriptor is closed by the exec, and the command's
+    /// `argv[0]` is still the name given.
+    pub exec_fd: Option<std::os::fd::OwnedFd>,
     /// Called in the launcher right after the clone. Threads may be started here
     /// and not before: the clone copies only the calling thread.
     pub after_clone: Option<Box<dyn FnOnce()>>,
@@ -112,6 +118,8 @@ pub(crate) struct Prepared {
     pub egress: Option<crate::egress::EndpointRequest>,
     /// Inherited by the command (see [`Additions::pass_fd`]).
     pub pass_fd: Option<std::os::fd::OwnedFd>,
+    /// See [`Additions::exec_fd`].
+    pub exec_fd: Option<std::os::fd::OwnedFd>,
     pub terminal: Terminal,
     /// How limits are enforced, chosen once per run.
     pub limits_mechanism: crate::limits::Mechanism,
@@ -220,6 +228,7 @@ impl Prepared {
             net: policy.net.value,
             egress: additions.endpoints.take(),
             pass_fd: additions.pass_fd.take(),
+            exec_fd: additions.exec_fd.take(),
             terminal: command.terminal,
             memory_flag: assessed
                 .iter()
@@ -334,6 +343,7 @@ fn run_prepared(
     // the host end reads end-of-file if the sandbox ends before sending.
     drop(prepared.egress.take());
     drop(prepared.pass_fd.take());
+    drop(prepared.exec_fd.take());
     if let Some(after_clone) = after_clone {
         after_clone();
     }
@@ -365,6 +375,7 @@ fn run_prepared(
         // supervisor still has mounted detaches that mount (an RCU grace period),
         // which costs less than waiting for the supervisor's exit.
         until_reaped: cgroup.is_some(),
+        pty: (prepared.terminal == Terminal::Pty).then_some(&saved_terminal),
     }
     .wait();
     let out_of_memory = out_of_memory(cgroup.as_ref(), prepared.memory_flag.as_deref());

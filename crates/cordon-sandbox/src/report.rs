@@ -2,7 +2,9 @@
 //! - `F status len message`: a failure before exec (from the supervisor, status 125,
 //!   or from the command's process, 126/127), then that process exits;
 //! - `X status`: the command has ended with this status and every other process
-//!   of the sandbox has been killed and reaped; only the supervisor is left, exiting.
+//!   of the sandbox has been killed and reaped; only the supervisor is left, exiting;
+//! - `S`: the command, on a pty, has stopped (job control: the launcher stops too,
+//!   and continues the sandbox when it is continued).
 //!
 //! A successful exec closes the command's copy of the pipe (close-on-exec) with
 //! nothing written.
@@ -11,6 +13,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 const FAILED: u8 = b'F';
 const EXITED: u8 = b'X';
+const STOPPED: u8 = b'S';
 
 /// What the launcher learned from the pipe.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -19,6 +22,8 @@ pub struct Report {
     pub failure: Option<(i32, String)>,
     /// The command's exit status, once the supervisor has cleaned up after it.
     pub exited: Option<i32>,
+    /// How many times the command has stopped so far.
+    pub stops: usize,
 }
 
 fn write_all(fd: BorrowedFd<'_>, bytes: &[u8]) {
@@ -52,6 +57,11 @@ pub fn report_exit(report: BorrowedFd<'_>, status: u8) {
     write_all(report, &[EXITED, status]);
 }
 
+/// Reports that the command has stopped.
+pub fn report_stop(report: BorrowedFd<'_>) {
+    write_all(report, &[STOPPED]);
+}
+
 impl Report {
     /// Parses the records in `bytes`; an incomplete record at the end is ignored.
     pub fn parse(bytes: &[u8]) -> Report {
@@ -59,6 +69,10 @@ impl Report {
         let mut rest = bytes;
         loop {
             match rest {
+                [STOPPED, tail @ ..] => {
+                    report.stops += 1;
+                    rest = tail;
+                }
                 [EXITED, status, tail @ ..] => {
                     report.exited = Some(*status as i32);
                     rest = tail;
@@ -88,10 +102,11 @@ mod tests {
     fn parses_failure_then_exit_and_ignores_a_torn_tail() {
         let mut bytes = vec![FAILED, 127, 3, 0, 0, 0];
         bytes.extend_from_slice(b"abc");
-        bytes.extend_from_slice(&[EXITED, 127, FAILED, 1]);
+        bytes.extend_from_slice(&[STOPPED, STOPPED, EXITED, 127, FAILED, 1]);
         let report = Report::parse(&bytes);
         assert_eq!(report.failure, Some((127, "abc".to_string())));
         assert_eq!(report.exited, Some(127));
+        assert_eq!(report.stops, 2);
     }
 
     #[test]

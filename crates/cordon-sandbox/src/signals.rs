@@ -45,15 +45,17 @@ fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
 }
 
 impl SignalFd {
-    /// Blocks SIGCHLD, SIGWINCH and the forwarded signals, and reads them from a
-    /// signalfd instead. Children inherit the mask: the command unblocks all.
+    /// Blocks SIGCHLD, SIGWINCH, SIGCONT and the forwarded signals, and reads them
+    /// from a signalfd instead. Children inherit the mask: the command unblocks all.
+    /// (A blocked SIGCONT still continues a stopped process; read from the
+    /// signalfd, it tells that this happened.)
     ///
     /// SIGCHLD goes back to its default disposition first: a parent that ignored
     /// it passes that on across exec, and with SIGCHLD ignored the kernel reaps
     /// children itself and sends no signal, so cordon would wait forever.
     pub fn block_forwardable() -> io::Result<SignalFd> {
         let mut all = FORWARDED.to_vec();
-        all.extend([libc::SIGCHLD, libc::SIGWINCH]);
+        all.extend([libc::SIGCHLD, libc::SIGWINCH, libc::SIGCONT]);
         let set = sigset(&all);
         unsafe {
             libc::signal(libc::SIGCHLD, libc::SIG_DFL);

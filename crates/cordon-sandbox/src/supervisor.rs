@@ -8,7 +8,7 @@ use crate::command::Spawn;
 use crate::confine::{caps, landlock};
 use crate::launch::{Prepared, Terminal};
 use crate::netns::NetworkMaker;
-use crate::report::{report_and_exit, report_exit};
+use crate::report::{report_and_exit, report_exit, report_stop};
 use crate::signals::{SignalFd, forwardable};
 use crate::terminal::{self, Pty};
 use crate::waiter::decode_status;
@@ -47,14 +47,22 @@ fn run(
         })?;
     }
     let ruleset = if prepared.landlock {
-        Some(landlock::build(&prepared.writable)?)
+        Some(landlock::build(
+            &prepared.writable,
+            prepared.exec_fd.as_ref().map(|fd| fd.as_fd()),
+        )?)
     } else {
         None
     };
     let pty = match prepared.terminal {
-        Terminal::Pty => Some(
-            Pty::open().map_err(|e| crate::SandboxError::io("cannot open a pseudo-terminal", e))?,
-        ),
+        Terminal::Pty => {
+            let mut pty = Pty::open()
+                .map_err(|e| crate::SandboxError::io("cannot open a pseudo-terminal", e))?;
+            pty.lead_session().map_err(|e| {
+                crate::SandboxError::io("cannot make the pseudo-terminal's session", e)
+            })?;
+            Some(pty)
+        }
         Terminal::Inherit => None,
     };
     let signals =
@@ -71,7 +79,7 @@ fn run(
         .map_err(|e| crate::SandboxError::io("cannot start the command", e))?;
     // Done here, while the command runs, rather than on the way to starting it.
     set_process_title(b"cordon-supervisor");
-    let status = supervise(command_pid, &signals, pty.as_ref())
+    let status = supervise(command_pid, &signals, pty.as_ref(), report)
         .map_err(|e| crate::SandboxError::io("supervising", e))?;
     empty_the_sandbox();
     report_exit(report, status.clamp(0, 255) as u8);
@@ -191,14 +199,25 @@ fn map_identity(prepared: &Prepared) -> io::Result<()> {
 
 /// Reaps every child (PID 1 inherits orphans), forwards signals the launcher
 /// passes on, relays the terminal; returns the command's status once it ends.
-fn supervise(command: libc::pid_t, signals: &SignalFd, pty: Option<&Pty>) -> io::Result<i32> {
+///
+/// With a pty, a stop of the command is reported to the launcher, and the relay
+/// pauses until the launcher continues the sandbox (SIGCONT): meanwhile the host
+/// shell owns the terminal, and its input is not the sandbox's.
+fn supervise(
+    command: libc::pid_t,
+    signals: &SignalFd,
+    pty: Option<&Pty>,
+    report: BorrowedFd<'_>,
+) -> io::Result<i32> {
     if let Some(pty) = pty {
         pty.copy_window_size();
         terminal::make_raw(libc::STDIN_FILENO);
     }
     let mut stdin_open = pty.is_some();
+    let mut stopped = false;
     loop {
-        // The signalfd, then with a pty its master and cordon's own terminal.
+        // The signalfd, then with a pty (not stopped) its master and cordon's own
+        // terminal.
         let mut fds = [
             sys::readable(signals.as_fd().as_raw_fd()),
             sys::readable(pty.map_or(-1, |p| p.master.as_raw_fd())),
@@ -206,15 +225,16 @@ fn supervise(command: libc::pid_t, signals: &SignalFd, pty: Option<&Pty>) -> io:
         ];
         let count = match pty {
             None => 1,
+            Some(_) if stopped => 1,
             Some(_) if stdin_open => 3,
             Some(_) => 2,
         };
         sys::poll(&mut fds[..count], -1)?;
-        if let Some(pty) = pty {
+        if let Some(pty) = pty.filter(|_| count > 1) {
             if fds[1].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
                 terminal::pump(pty.master.as_raw_fd(), libc::STDOUT_FILENO);
             }
-            if stdin_open && fds[2].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
+            if count > 2 && fds[2].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
                 stdin_open = terminal::pump(libc::STDIN_FILENO, pty.master.as_raw_fd());
                 if !stdin_open {
                     // cordon's terminal is gone: hang up the sandbox's session, as a
@@ -231,8 +251,17 @@ fn supervise(command: libc::pid_t, signals: &SignalFd, pty: Option<&Pty>) -> io:
                         pty.copy_window_size();
                     }
                 }
-                // With a pty the command leads a session of its own that no
-                // terminal signal reaches: pass every signal to its process group.
+                // The launcher was continued: so is the command's group, with the
+                // relay.
+                libc::SIGCONT => {
+                    if let Some(pty) = pty {
+                        pty.copy_window_size();
+                        stopped = false;
+                        unsafe { libc::kill(-command, libc::SIGCONT) };
+                    }
+                }
+                // With a pty the command leads a process group that no terminal
+                // signal of cordon's reaches: pass every signal to that group.
                 signo if pty.is_some() => unsafe {
                     libc::kill(-command, signo);
                 },
@@ -242,39 +271,57 @@ fn supervise(command: libc::pid_t, signals: &SignalFd, pty: Option<&Pty>) -> io:
                 _ => {}
             }
         }
-        if let Some(status) = reap_all(command) {
-            if let Some(pty) = pty {
-                drain(pty);
+        match reap_all(command, pty.is_some()) {
+            Reaped::Exited(status) => {
+                if let Some(pty) = pty {
+                    terminal::drain_ready(pty.master.as_raw_fd());
+                }
+                return Ok(status);
             }
-            return Ok(status);
+            Reaped::Stopped if !stopped => {
+                // What the command wrote before it stopped (restoring the
+                // terminal's screen) reaches the terminal before the launcher
+                // hands it back to the shell.
+                if let Some(pty) = pty {
+                    terminal::drain_ready(pty.master.as_raw_fd());
+                }
+                stopped = true;
+                report_stop(report);
+            }
+            _ => {}
         }
     }
 }
 
-/// Reaps every exited child; returns the command's status if it was among them.
-fn reap_all(command: libc::pid_t) -> Option<i32> {
-    let mut result = None;
+enum Reaped {
+    Running,
+    Stopped,
+    Exited(i32),
+}
+
+/// Reaps every exited child; says whether the command was among them, or (when
+/// `job_control`) whether it has stopped.
+fn reap_all(command: libc::pid_t, job_control: bool) -> Reaped {
+    let mut result = Reaped::Running;
+    let flags = if job_control {
+        libc::WNOHANG | libc::WUNTRACED
+    } else {
+        libc::WNOHANG
+    };
     loop {
         let mut status = 0;
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        let pid = unsafe { libc::waitpid(-1, &mut status, flags) };
         if pid <= 0 {
             return result;
         }
         if pid == command {
-            result = Some(decode_status(status));
+            if libc::WIFSTOPPED(status) {
+                if !matches!(result, Reaped::Exited(_)) {
+                    result = Reaped::Stopped;
+                }
+            } else {
+                result = Reaped::Exited(decode_status(status));
+            }
         }
     }
-}
-
-/// Copies what the command wrote to the terminal before it exited.
-fn drain(pty: &Pty) {
-    unsafe {
-        let flags = libc::fcntl(pty.master.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(
-            pty.master.as_raw_fd(),
-            libc::F_SETFL,
-            flags | libc::O_NONBLOCK,
-        );
-    }
-    while terminal::pump(pty.master.as_raw_fd(), libc::STDOUT_FILENO) {}
 }

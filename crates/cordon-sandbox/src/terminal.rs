@@ -1,6 +1,17 @@
-//! The pseudo-terminal of `cordon shell`: allocated in the sandbox's own devpts,
-//! relayed to cordon's terminal by the supervisor. The host terminal is put in raw
-//! mode for the relay and restored by the launcher, even if the sandbox is killed.
+//! The pseudo-terminal of `cordon shell` and interactive `cordon pi`: allocated in
+//! the sandbox's own devpts, relayed to cordon's terminal by the supervisor. The
+//! host terminal is put in raw mode for the relay and restored by the launcher,
+//! even if the sandbox is killed.
+//!
+//! Job control passes through. The supervisor leads the pty's session, and the
+//! command runs in a process group of its own, the pty's foreground group: a child
+//! of a process in the same session, so its group is not orphaned and a stop
+//! signal stops it (the kernel discards SIGTSTP to an orphaned group, which is
+//! what a session leader's group is; pi suspends with `kill(0, SIGTSTP)` and would
+//! hang). When the command stops, the supervisor tells the launcher, which gives
+//! the host terminal back in its own mode and stops itself as a job of the host
+//! shell; when the shell continues it (`fg`), the launcher puts the terminal back
+//! in raw mode and continues the command.
 
 use crate::launch::Terminal;
 use std::ffi::CString;
@@ -21,17 +32,38 @@ impl SavedMode {
     }
 }
 
-impl Drop for SavedMode {
-    fn drop(&mut self) {
+impl SavedMode {
+    /// Puts the host terminal back in the mode it had before the run.
+    pub fn restore(&self) {
         if let Some(mode) = &self.0 {
+            // SAFETY: a termios captured by tcgetattr, on cordon's own stdin.
             unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSADRAIN, mode) };
         }
     }
+
+    /// Whether there is a terminal mode to manage (a pty run on a terminal).
+    pub fn is_terminal(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl Drop for SavedMode {
+    fn drop(&mut self) {
+        self.restore();
+    }
+}
+
+/// Whether this process's group is the foreground group of the terminal on stdin.
+pub fn in_foreground() -> bool {
+    // SAFETY: plain queries of this process's own state.
+    unsafe { libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp() }
 }
 
 pub struct Pty {
     pub master: OwnedFd,
     pub slave_path: CString,
+    /// The slave, opened by [`Pty::lead_session`] (close-on-exec).
+    slave: Option<OwnedFd>,
 }
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -56,22 +88,46 @@ impl Pty {
             let mut number: libc::c_uint = 0;
             check(libc::ioctl(fd, libc::TIOCGPTN, &mut number))?;
             let slave_path = CString::new(format!("/dev/pts/{number}")).expect("no NUL");
-            Ok(Pty { master, slave_path })
+            Ok(Pty {
+                master,
+                slave_path,
+                slave: None,
+            })
         }
     }
 
-    /// In the command: a new session whose controlling terminal is the slave, on
-    /// stdin, stdout and stderr.
-    pub fn attach_slave(&self) -> io::Result<()> {
+    /// In the supervisor: a new session whose controlling terminal is the slave,
+    /// so that the command, a process group of this session, has job control.
+    pub fn lead_session(&mut self) -> io::Result<()> {
+        // SAFETY: plain system calls; the descriptor is owned at once.
         unsafe {
             check(libc::setsid())?;
-            let slave = check(libc::open(self.slave_path.as_ptr(), libc::O_RDWR))?;
-            check(libc::ioctl(slave, libc::TIOCSCTTY, 0))?;
+            let slave = check(libc::open(
+                self.slave_path.as_ptr(),
+                libc::O_RDWR | libc::O_CLOEXEC,
+            ))?;
+            let slave = OwnedFd::from_raw_fd(slave);
+            check(libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0))?;
+            self.slave = Some(slave);
+        }
+        Ok(())
+    }
+
+    /// In the command, before exec (raw system calls only: it shares the
+    /// supervisor's memory): a process group of its own, made the terminal's
+    /// foreground group, and the slave on stdin, stdout and stderr. Every signal
+    /// is blocked here, so `tcsetpgrp` from a background group raises no SIGTTOU.
+    pub fn attach_slave(&self) -> io::Result<()> {
+        let Some(slave) = &self.slave else {
+            return Err(io::Error::other("the pty has no session"));
+        };
+        let slave = slave.as_raw_fd();
+        // SAFETY: plain system calls on descriptors this process holds.
+        unsafe {
+            check(libc::setpgid(0, 0))?;
+            check(libc::tcsetpgrp(slave, libc::getpid()))?;
             for target in 0..3 {
                 check(libc::dup2(slave, target))?;
-            }
-            if slave > 2 {
-                libc::close(slave);
             }
         }
         Ok(())
@@ -95,6 +151,19 @@ pub fn make_raw(fd: RawFd) {
         if libc::tcgetattr(fd, &mut mode) == 0 {
             libc::cfmakeraw(&mut mode);
             libc::tcsetattr(fd, libc::TCSADRAIN, &mode);
+        }
+    }
+}
+
+/// Copies what the master has ready to cordon's stdout, without waiting.
+pub fn drain_ready(master: RawFd) {
+    loop {
+        let mut fd = crate::sys::readable(master);
+        if crate::sys::poll(std::slice::from_mut(&mut fd), 0).is_err()
+            || fd.revents & (libc::POLLIN | libc::POLLHUP) == 0
+            || !pump(master, libc::STDOUT_FILENO)
+        {
+            return;
         }
     }
 }

@@ -9,8 +9,9 @@
 
 use crate::error::SandboxError;
 use crate::report::Report;
-use crate::signals::{SignalFd, forwardable};
+use crate::signals::{SignalFd, SignalInfo, forwardable};
 use crate::sys;
+use crate::terminal::{self, SavedMode};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -31,6 +32,9 @@ pub struct Waiter<'a> {
     pub timeout: Option<Duration>,
     /// Wait until the supervisor is reaped even after it reported.
     pub until_reaped: bool,
+    /// With a pty: the host terminal's own mode, given back while the command is
+    /// stopped (job control, see terminal.rs).
+    pub pty: Option<&'a SavedMode>,
 }
 
 impl Waiter<'_> {
@@ -39,6 +43,7 @@ impl Waiter<'_> {
         let deadline = self.timeout.map(|t| (Instant::now() + t, t));
         let mut bytes = Vec::new();
         let mut report_open = true;
+        let mut stops_handled = 0;
         loop {
             if let Some(status) = try_reap(self.supervisor).map_err(fail)? {
                 if report_open {
@@ -69,13 +74,68 @@ impl Waiter<'_> {
             sys::poll(&mut fds[..count], ms).map_err(fail)?;
             if report_open && fds[1].revents != 0 {
                 report_open = read_some(&self.report, &mut bytes);
-            }
-            while let Some(info) = self.signals.read().map_err(fail)? {
-                if info.signo != libc::SIGCHLD && forwardable(&info) {
-                    unsafe { libc::kill(self.supervisor, info.signo) };
+                let stops = Report::parse(&bytes).stops;
+                if stops > stops_handled {
+                    stops_handled = stops;
+                    self.stop_with_the_command().map_err(fail)?;
                 }
             }
+            while let Some(info) = self.signals.read().map_err(fail)? {
+                self.pass_on(&info);
+            }
         }
+    }
+
+    /// Passes a signal cordon received on to the sandbox: those sent to cordon;
+    /// with a pty also a resize and a continue, which the kernel sends to cordon's
+    /// group only (the supervisor leads a session of its own).
+    fn pass_on(&self, info: &SignalInfo) {
+        let pass = match info.signo {
+            libc::SIGCHLD => false,
+            libc::SIGWINCH | libc::SIGCONT => self.pty.is_some(),
+            _ => forwardable(info),
+        };
+        if pass {
+            unsafe { libc::kill(self.supervisor, info.signo) };
+        }
+    }
+
+    /// The command stopped itself (Ctrl+Z in pi): hand the terminal back to the
+    /// host shell in its own mode and stop as its job, as the command would have
+    /// without cordon; once continued in the foreground, take the terminal back
+    /// and continue the command. Continued in the background (`bg`), stop again,
+    /// as a program that needs the terminal does (SIGTTOU).
+    fn stop_with_the_command(&self) -> io::Result<()> {
+        let Some(saved) = self.pty.filter(|s| s.is_terminal()) else {
+            // No terminal to hand back: continue the command at once.
+            unsafe { libc::kill(self.supervisor, libc::SIGCONT) };
+            return Ok(());
+        };
+        saved.restore();
+        let mut signal = libc::SIGTSTP;
+        loop {
+            // Stops this whole job, as the terminal's Ctrl+Z would. The kernel
+            // discards it if the job cannot stop (an orphaned process group, or
+            // the signal ignored): then no SIGCONT follows.
+            unsafe { libc::kill(0, signal) };
+            let mut continued = false;
+            while let Some(info) = self.signals.read()? {
+                if info.signo == libc::SIGCONT {
+                    continued = true;
+                } else {
+                    self.pass_on(&info);
+                }
+            }
+            if !continued || terminal::in_foreground() {
+                break;
+            }
+            signal = libc::SIGTTOU;
+        }
+        if terminal::in_foreground() {
+            terminal::make_raw(libc::STDIN_FILENO);
+        }
+        unsafe { libc::kill(self.supervisor, libc::SIGCONT) };
+        Ok(())
     }
 }
 

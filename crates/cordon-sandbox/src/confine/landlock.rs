@@ -4,10 +4,10 @@
 
 use crate::error::SandboxError;
 use landlock::{
-    ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreatedAttr,
-    Scope, path_beneath_rules,
+    ABI, Access, AccessFs, CompatLevel, Compatible, PathBeneath, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, Scope, path_beneath_rules,
 };
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 /// The newest ABI cordon knows; older kernels get what they support.
@@ -45,8 +45,13 @@ pub fn restrict_self(fd: std::os::fd::RawFd) -> std::io::Result<()> {
 }
 
 /// Builds the ruleset (paths are opened in the current root, so call this inside
-/// the view); the sandboxed process enforces it with `restrict_self`.
-pub fn build(writable: &[PathBuf]) -> Result<OwnedFd, SandboxError> {
+/// the view); the sandboxed process enforces it with `restrict_self`. `program`,
+/// a file opened outside the view (see `Additions::exec_fd`), may be read and
+/// executed, and nothing else beside it.
+pub fn build(
+    writable: &[PathBuf],
+    program: Option<BorrowedFd<'_>>,
+) -> Result<OwnedFd, SandboxError> {
     let fail = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
     let mut roots: Vec<PathBuf> = writable.to_vec();
     roots.extend(["/tmp", "/dev", "/proc"].map(PathBuf::from));
@@ -61,6 +66,13 @@ pub fn build(writable: &[PathBuf]) -> Result<OwnedFd, SandboxError> {
         .add_rules(path_beneath_rules(["/"], AccessFs::from_read(TARGET_ABI)))
         .map_err(fail)?
         .add_rules(path_beneath_rules(roots, AccessFs::from_all(TARGET_ABI)))
+        .map_err(fail)?
+        .add_rules(program.map(|fd| {
+            Ok::<_, landlock::RulesetError>(PathBeneath::new(
+                fd,
+                AccessFs::Execute | AccessFs::ReadFile,
+            ))
+        }))
         .map_err(fail)
         .and_then(|ruleset| {
             Option::<OwnedFd>::from(ruleset).ok_or_else(|| {

@@ -3,6 +3,7 @@
 //! network helper opens its sockets, and a thread of this process serves them once
 //! the sandbox exists.
 
+use cordon_net::audit::HeldNotices;
 use cordon_net::{BrokerConfig, Dirs, SandboxSide, Sockets};
 use cordon_policy::{NetMode, Policy};
 use cordon_sandbox::egress::{EndpointRequest, endpoint_channel, receive_endpoints};
@@ -15,15 +16,23 @@ use std::os::unix::net::UnixStream;
 /// on which it may allow more domains (`cordon serve`'s agent); its descriptor
 /// number is returned.
 pub fn additions(policy: &Policy, control: bool) -> Result<(Additions, Option<i32>), String> {
-    additions_with(policy, control, |name| std::env::var(name).ok(), |_| Ok(()))
+    additions_with(
+        policy,
+        control,
+        None,
+        |name| std::env::var(name).ok(),
+        |_| Ok(()),
+    )
 }
 
 /// [`additions`] with the secrets' values read by `host_env`, and `adjust` given
 /// the sandbox's side once the placeholders exist (to lay files holding them over
-/// the view, or drop variables).
+/// the view, or drop variables). With `held`, the broker's refusal notices are
+/// held there instead of printed (a full-screen program owns the terminal).
 pub fn additions_with(
     policy: &Policy,
     control: bool,
+    held: Option<HeldNotices>,
     host_env: impl Fn(&str) -> Option<String>,
     adjust: impl FnOnce(&mut SandboxSide) -> Result<(), String>,
 ) -> Result<(Additions, Option<i32>), String> {
@@ -34,6 +43,9 @@ pub fn additions_with(
     let mut egress =
         cordon_net::prepare(&policy.network, &dirs, host_env).map_err(|e| e.to_string())?;
     adjust(&mut egress.sandbox)?;
+    if let Some(held) = held {
+        egress.config.audit.hold_notices(held);
+    }
     let (host_end, sandbox_end) =
         endpoint_channel().map_err(|e| format!("cannot make the broker's channel: {e}"))?;
     let side = egress.sandbox;
@@ -60,6 +72,7 @@ pub fn additions_with(
             .collect(),
         env: side.env,
         pass_fd: control_sandbox,
+        exec_fd: None,
         after_clone: Some(Box::new(move || {
             start_broker(config, host_end, control_host)
         })),

@@ -99,6 +99,11 @@ pub struct PiSetup {
     /// node's compile cache for sandboxed pi runs.
     compile_cache: PathBuf,
     found: Found,
+    /// What pi needs that lies below `/tmp` (its install, node, its config dir),
+    /// shown read-only in the sandbox's private `/tmp`, each with the reason.
+    shown: Vec<(PathBuf, String)>,
+    /// pi's own settings in cordon's environment, passed to pi.
+    pi_env: Vec<String>,
     /// Removes the run's config dir when the setup is dropped, however the run
     /// ends (`None` when nothing was made on the host).
     _run_dir_removal: Option<RemoveOnDrop>,
@@ -191,11 +196,25 @@ impl PiSetup {
                 compile_cache = compile_cache.canonicalize().unwrap_or(compile_cache);
             }
         }
+        let pi_env: Vec<String> = PI_SETTINGS
+            .iter()
+            .filter(|name| std::env::var_os(name).is_some())
+            .map(|name| name.to_string())
+            .collect();
+        let mut needed = vec![(agent_dir.clone(), "pi's config dir".to_string())];
+        if let Ok(program) = find_pi() {
+            needed.extend(program_paths(&program));
+        }
+        if let Some(dir) = std::env::var_os("PI_PACKAGE_DIR").filter(|d| !d.is_empty()) {
+            needed.push((PathBuf::from(dir), "PI_PACKAGE_DIR, pi's package".into()));
+        }
         Ok(PiSetup {
             agent_dir,
             run_dir,
             compile_cache,
             found,
+            shown: below_tmp(needed),
+            pi_env,
             _run_dir_removal: run_dir_removal,
         })
     }
@@ -213,6 +232,7 @@ impl PiSetup {
                 ),
                 (self.run_dir.clone(), config_dir.clone()),
             ],
+            allow_read: self.shown.clone(),
             deny_read: self.found.hidden.clone(),
             home_visible: vec![(
                 self.agent_dir.clone(),
@@ -224,6 +244,12 @@ impl PiSetup {
             )],
             ..Default::default()
         };
+        for name in &self.pi_env {
+            mode.env.push((
+                name.clone(),
+                "pi's own setting, from the environment".into(),
+            ));
+        }
         if self.compile_cache.is_dir() {
             mode.allow_write
                 .push((self.compile_cache.clone(), cache.clone()));
@@ -243,10 +269,38 @@ impl PiSetup {
         mode
     }
 
+    /// What pi needs below `/tmp` that the policy hides (a rule of the user's
+    /// denying a directory above it): pi cannot run then.
+    fn check_shown(&self, policy: &Policy) -> Result<(), String> {
+        for (path, why) in &self.shown {
+            let hiding = policy
+                .rules
+                .iter()
+                .filter(|r| path.starts_with(&r.path) && r.path != *path)
+                .max_by_key(|r| r.path.components().count())
+                .filter(|r| r.access == cordon_policy::Access::Deny);
+            if let Some(rule) = hiding {
+                return Err(format!(
+                    "{why} ({}) is in {}, which the policy hides ({}), so pi cannot run inside (hint: drop that rule, or move it elsewhere)",
+                    path.display(),
+                    rule.path.display(),
+                    rule.origin
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The warnings found while reading pi's config, and one for each local
     /// provider the policy does not let through.
     pub fn warnings(&self, policy: &Policy) -> Vec<String> {
         let mut warnings = self.found.warnings.clone();
+        if std::env::var_os("PI_CODING_AGENT_SESSION_DIR").is_some() {
+            warnings.push(format!(
+                "PI_CODING_AGENT_SESSION_DIR is not passed to pi: inside, pi keeps its sessions in {}, the one dir of pi's it may write",
+                self.agent_dir.join("sessions").display()
+            ));
+        }
         if policy.net.value == NetMode::Host {
             return warnings;
         }
@@ -273,6 +327,7 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
         eprintln!("cordon: warning: {warning}");
     }
     let found = &setup.found;
+    setup.check_shown(&policy)?;
     if policy.access_for(&program) == cordon_policy::Access::Deny {
         return Err(format!(
             "pi ({}) is in a path the policy hides, so it cannot run inside (hint: install pi elsewhere: {INSTALL_HINT})",
@@ -330,16 +385,22 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
         .filter(|(_, s)| s.synthetic)
         .map(|(n, _)| n.clone())
         .collect();
+    let interactive = unsafe { libc::isatty(libc::STDIN_FILENO) == 1 };
+    // pi's screen is on the terminal cordon's stderr shares: a refusal printed
+    // during the run would be drawn over it, so the refusals wait for its end.
+    let held = (interactive && unsafe { libc::isatty(libc::STDERR_FILENO) == 1 })
+        .then(cordon_net::audit::HeldNotices::default);
     let mut file_overlays = None;
-    let (mut additions, _) = super::egress::additions_with(&policy, false, values, |side| {
-        let placeholders = |name: &str| {
-            side_value(side, name).unwrap_or_else(|| "cordon-secret-unavailable".to_string())
-        };
-        let overlays = write_overlays(&placeholders)?;
-        side.env.retain(|(name, _)| !synthetic.contains(name));
-        file_overlays = Some(overlays);
-        Ok(())
-    })?;
+    let (mut additions, _) =
+        super::egress::additions_with(&policy, false, held.clone(), values, |side| {
+            let placeholders = |name: &str| {
+                side_value(side, name).unwrap_or_else(|| "cordon-secret-unavailable".to_string())
+            };
+            let overlays = write_overlays(&placeholders)?;
+            side.env.retain(|(name, _)| !synthetic.contains(name));
+            file_overlays = Some(overlays);
+            Ok(())
+        })?;
     let overlays = match file_overlays {
         Some(o) => o,
         // No broker (--net none or host): the files still must not show the keys.
@@ -347,7 +408,6 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
     };
     additions.files.extend(overlays);
 
-    let interactive = unsafe { libc::isatty(libc::STDIN_FILENO) == 1 };
     let command = Command {
         program: program.into_os_string(),
         args,
@@ -358,7 +418,19 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
             Terminal::Inherit
         },
     };
-    execute_in(options, &policy, command, additions)
+    let status = execute_in(options, &policy, command, additions);
+    if let Some(held) = held {
+        let refused = held.take();
+        if !refused.is_empty() {
+            let log = cordon_net::Dirs::from_env(&policy.home).audit_log();
+            eprintln!(
+                "cordon: while pi ran, {}; each decision is in the audit log {}",
+                refused.join("; "),
+                log.display()
+            );
+        }
+    }
+    status
 }
 
 /// A fresh directory `dir` for pi's config dir inside the sandbox: a symlink to
@@ -408,6 +480,122 @@ fn find_pi() -> Result<PathBuf, String> {
                 "pi is not on PATH (hint: install it with `{INSTALL_HINT}`, or set CORDON_PI to its executable)"
             )
         })
+}
+
+/// pi's own settings (its docs' environment-variables.md, and what 0.87 and 1.x
+/// read from `process.env`), passed to pi from cordon's environment: none holds a
+/// credential. Not among them: PI_CODING_AGENT_DIR (inside, it names the run's
+/// config dir), PI_CODING_AGENT_SESSION_DIR (pi may write its sessions only in
+/// its config dir's sessions/), and the variables pi sets for the commands it
+/// runs (PI_SESSION_ID, PI_SESSION_FILE, PI_PROVIDER, PI_MODEL, ...).
+const PI_SETTINGS: &[&str] = &[
+    "PI_OFFLINE",
+    "PI_SKIP_VERSION_CHECK",
+    "PI_TELEMETRY",
+    "PI_PACKAGE_DIR",
+    "PI_SELF_UPDATE_COMMAND",
+    "PI_CODEMODE_MAX_WORKERS",
+    "PI_CACHE_RETENTION",
+    "PI_SHARE_VIEWER_URL",
+    "PI_RADIUS_GATEWAY",
+    "PI_CLEAR_ON_SHRINK",
+    "PI_HARDWARE_CURSOR",
+    "PI_CLIPBOARD_OSC52",
+    "PI_HYPERLINKS",
+    "PI_PROGRAM_STATUS",
+    "PI_IMAGE_PROTOCOL",
+    "PI_TRUE_COLOR",
+    "PI_TUI_ESC_TIMEOUT",
+    "PI_TUI_WRITE_LOG",
+    "PI_TUI_DEBUG",
+    "PI_TUI_DEBUG_REDRAW",
+    "PI_EXPERIMENTAL",
+    "PI_TIMING",
+    "PI_STARTUP_BENCHMARK",
+    "PI_OAUTH_CALLBACK_HOST",
+];
+
+/// What running `program` (pi, canonical) needs to see: its package (the whole
+/// `node_modules` tree it lies in, where its dependencies are), and the
+/// interpreter its `#!` line names, found in PATH when through `env`: the PATH
+/// directory it is found in, and its own package or directory.
+fn program_paths(program: &Path) -> Vec<(PathBuf, String)> {
+    let mut paths = vec![(package_of(program), "pi's package".to_string())];
+    let Some(words) = shebang(program) else {
+        return paths;
+    };
+    let mut words = words.iter().map(String::as_str);
+    let Some(interpreter) = words.next() else {
+        return paths;
+    };
+    let found = if Path::new(interpreter).file_name() == Some("env".as_ref()) {
+        let Some(name) = words.find(|w| !w.starts_with('-') && !w.contains('=')) else {
+            return paths;
+        };
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    } else {
+        Some(PathBuf::from(interpreter))
+    };
+    if let Some(found) = found {
+        let why = format!("pi's interpreter ({})", found.display());
+        if let Some(dir) = found.parent().and_then(|d| d.canonicalize().ok()) {
+            paths.push((dir, why.clone()));
+        }
+        if let Ok(real) = found.canonicalize() {
+            paths.push((package_of(&real), why));
+        }
+    }
+    paths
+}
+
+/// The words of `file`'s `#!` line, if it has one.
+fn shebang(file: &Path) -> Option<Vec<String>> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(file).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|&b| b == b'\n')?];
+    Some(
+        String::from_utf8_lossy(line)
+            .split_whitespace()
+            .map(String::from)
+            .collect(),
+    )
+}
+
+/// The outermost `node_modules` directory `file` lies in, else its directory.
+fn package_of(file: &Path) -> PathBuf {
+    file.ancestors()
+        .filter(|a| a.file_name() == Some("node_modules".as_ref()))
+        .last()
+        .or_else(|| file.parent())
+        .unwrap_or(file)
+        .to_path_buf()
+}
+
+/// Of `paths`, those below `/tmp`, which the sandbox replaces with a private one
+/// (elsewhere the host is visible read-only as the policy says), canonical, and
+/// none inside another.
+fn below_tmp(paths: Vec<(PathBuf, String)>) -> Vec<(PathBuf, String)> {
+    let tmp = Path::new("/tmp")
+        .canonicalize()
+        .unwrap_or_else(|_| "/tmp".into());
+    let mut shown: Vec<(PathBuf, String)> = paths
+        .into_iter()
+        .filter_map(|(p, why)| Some((p.canonicalize().ok()?, why)))
+        .filter(|(p, _)| p.starts_with(&tmp) && *p != tmp)
+        .collect();
+    shown.sort();
+    let mut kept: Vec<(PathBuf, String)> = Vec::new();
+    for (path, why) in shown {
+        if !kept.iter().any(|(k, _)| path.starts_with(k)) {
+            kept.push((path, why));
+        }
+    }
+    kept
 }
 
 /// pi's config dir: `$PI_CODING_AGENT_DIR` (a leading `~` is home), else `~/.pi/agent`

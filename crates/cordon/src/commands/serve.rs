@@ -9,22 +9,25 @@ use crate::cli::RunOptions;
 use cordon_sandbox::{Command, Terminal};
 use cordon_tools::AgentConfig;
 use std::ffi::OsString;
+use std::os::unix::fs::OpenOptionsExt;
 
 /// The variable that carries the agent's configuration into the sandbox.
 const AGENT_CONFIG: &str = "CORDON_AGENT_CONFIG";
 
 pub fn serve(options: &RunOptions) -> Result<u8, String> {
     let policy = resolve_policy(options)?;
-    let exe = std::env::current_exe()
-        .and_then(|p| p.canonicalize())
-        .map_err(|e| format!("cannot find cordon's own binary: {e}"))?;
-    if policy.access_for(&exe) == cordon_policy::Access::Deny {
-        return Err(format!(
-            "cordon's binary {} is in a path the policy hides, so the agent cannot run inside (hint: install cordon elsewhere)",
-            exe.display()
-        ));
-    }
+    let exe = std::env::current_exe().unwrap_or_else(|_| "cordon".into());
     let (mut additions, control_fd) = super::egress::additions(&policy, true)?;
+    // The agent is this very binary, run from a descriptor of it: its path need
+    // not be visible inside (it may lie in /tmp, which the sandbox replaces, or in
+    // a directory the policy hides). Close-on-exec: the exec closes it, so the
+    // agent and what it starts never hold it.
+    let own_binary = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open("/proc/self/exe")
+        .map_err(|e| format!("cannot open cordon's own binary (/proc/self/exe): {e}"))?;
+    additions.exec_fd = Some(own_binary.into());
     let config = AgentConfig {
         policy: policy.clone(),
         layers: layers(),

@@ -327,7 +327,11 @@ pub fn cordon_bin() -> PathBuf {
         let source = std::env::var_os("CORDON_TEST_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_cordon")));
-        fs::copy(&source, &bin).expect("copy the cordon binary");
+        // By cp, not in this process: a write descriptor open here would be
+        // inherited by a child another test thread forks meanwhile, and running the
+        // copy would fail with ETXTBSY until that child execs.
+        let copied = Command::new("cp").arg(&source).arg(&bin).status();
+        assert!(copied.is_ok_and(|s| s.success()), "copy the cordon binary");
         fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
         bin
     })
