@@ -41,12 +41,14 @@ done
 out=$(mkdir -p "$1" && cd "$1" && pwd)
 
 case $target in
-    x86_64-unknown-linux-gnu | x86_64-unknown-linux-musl) os=linux cpu=x64 ;;
-    aarch64-unknown-linux-gnu | aarch64-unknown-linux-musl) os=linux cpu=arm64 ;;
+    x86_64-unknown-linux-gnu | x86_64-unknown-linux-musl) os=linux cpu=x64 elf_machine="3e 00" ;;
+    aarch64-unknown-linux-gnu | aarch64-unknown-linux-musl) os=linux cpu=arm64 elf_machine="b7 00" ;;
     *) echo "pack.sh: no npm platform for target $target (known: x86_64- and aarch64-unknown-linux-gnu/musl)" >&2; exit 2 ;;
 esac
 binary=${binary:-$repo/target/$target/release/cordon}
 [[ -x $binary ]] || { echo "pack.sh: $binary is not an executable; build it: cargo build --release --locked --target $target" >&2; exit 1; }
+machine=$(od -An -tx1 -j18 -N2 "$binary" | xargs)
+[[ $machine == "$elf_machine" ]] || { echo "pack.sh: $binary is not a binary for $target (ELF machine $machine); pass the right --binary or --target" >&2; exit 1; }
 
 # One version for the binary and both packages.
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n1)
@@ -54,7 +56,7 @@ ext_version=$(node -p 'require(process.argv[1]).version' "$repo/integrations/pi/
 dep_version=$(node -p 'require(process.argv[1]).optionalDependencies[process.argv[2]] || ""' \
     "$repo/integrations/pi/package.json" "@cordon-sandbox/cordon-$os-$cpu")
 [[ $ext_version == "$version" && $dep_version == "$version" ]] || {
-    echo "pack.sh: versions differ: Cargo.toml $version, integrations/pi/package.json $ext_version, its optional dependency on @cordon-sandbox/cordon-$os-$cpu '$dep_version'; make them equal" >&2
+    echo "pack.sh: versions differ: Cargo.toml $version, integrations/pi/package.json $ext_version, its optionalDependencies[\"@cordon-sandbox/cordon-$os-$cpu\"] '$dep_version' (a new platform is added there); make them all $version" >&2
     exit 1
 }
 "$binary" --version | grep -qx "cordon $version" || {

@@ -127,7 +127,8 @@ pub struct RunOptions {
     /// Use this user config instead of ~/.config/cordon/config.json.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Make PATH writable too (repeatable).
+    /// Make PATH writable too (repeatable). A missing PATH in your home directory
+    /// is made (every directory from the home down must be yours).
     #[arg(long = "allow-write", value_name = "PATH")]
     pub allow_write: Vec<PathBuf>,
     /// Hide PATH from the sandbox (repeatable).
@@ -147,7 +148,8 @@ pub struct RunOptions {
     #[arg(long, value_enum, value_name = "MODE")]
     pub net: Option<NetArg>,
     /// Let the sandbox reach a domain: example.com, or *.example.com (names below
-    /// it, not itself), with an optional :PORT (else 80 and 443) (repeatable).
+    /// it, not itself), with an optional :PORT (else 80 and 443); or a URL, for its
+    /// host and port (https://example.com is example.com:443) (repeatable).
     #[arg(long = "allow-domain", value_name = "PATTERN")]
     pub allow_domain: Vec<String>,
     /// Refuse a domain even when allowed (same patterns; deny wins) (repeatable).
@@ -157,8 +159,9 @@ pub struct RunOptions {
     /// openrouter, github, npm, pypi, crates (repeatable; see docs/config.md).
     #[arg(long = "allow-preset", value_name = "NAME")]
     pub allow_preset: Vec<String>,
-    /// Let the sandbox reach one service on this machine, e.g. 127.0.0.1:11434;
-    /// inside it is at 127.0.0.1:PORT and host.cordon.internal:PORT (repeatable).
+    /// Let the sandbox reach one service on this machine, e.g. 127.0.0.1:11434 or
+    /// http://localhost:11434; inside it is at 127.0.0.1:PORT and
+    /// host.cordon.internal:PORT (repeatable).
     #[arg(long = "allow-local", value_name = "HOST:PORT")]
     pub allow_local: Vec<String>,
     /// Pass the secret in environment variable NAME by placeholder: the broker puts
