@@ -80,8 +80,11 @@ pub enum Commands {
         #[arg(long)]
         json: bool,
     },
-    /// Print a shell completion script: `cordon completions bash > ~/.local/share/bash-completion/completions/cordon`
-    /// (zsh: a file `_cordon` in a directory of $fpath; fish: ~/.config/fish/completions/cordon.fish).
+    /// Print the shell completion script for bash, zsh or fish.
+    ///
+    /// bash: `cordon completions bash > ~/.local/share/bash-completion/completions/cordon`;
+    /// zsh: into a file `_cordon` in a directory of $fpath; fish:
+    /// `cordon completions fish > ~/.config/fish/completions/cordon.fish`.
     Completions {
         /// The shell.
         #[arg(value_enum)]
