@@ -9,6 +9,7 @@
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { accessSync, constants, statSync } from "node:fs";
+import { createRequire } from "node:module";
 import path from "node:path";
 
 /** How long `cordon serve` may take to send `ready`. */
@@ -35,7 +36,31 @@ const ENV_ALLOW = [
 ];
 
 const FIX_INSTALL =
-	"Install cordon and put it on PATH, or set CORDON_BIN to the cordon binary, then restart pi.";
+	"Install the extension with `pi install npm:@cordon-sandbox/pi` (it brings cordon for Linux x64), or install cordon and put it on PATH, or set CORDON_BIN to the cordon binary, then restart pi.";
+
+/** The npm package that carries the cordon binary for this platform, installed
+ * beside this extension as an optional dependency (packaging/npm/pack.sh). */
+export const PLATFORM_PACKAGE = `@cordon-sandbox/cordon-${process.platform}-${process.arch}`;
+
+/** cordon from the platform package next to this extension: `undefined` when the
+ * package is not installed (a checkout, or a platform without one). Throws
+ * `CordonUnavailable` when it is installed but its binary cannot run, rather than
+ * quietly taking another cordon from PATH. */
+function bundledCordon(): string | undefined {
+	let manifest: string;
+	try {
+		manifest = createRequire(import.meta.url).resolve(`${PLATFORM_PACKAGE}/package.json`);
+	} catch {
+		return undefined;
+	}
+	const bin = path.join(path.dirname(manifest), "bin", "cordon");
+	if (!isExecutableFile(bin)) {
+		throw new CordonUnavailable(
+			`cordon sandbox unavailable: ${PLATFORM_PACKAGE} is installed (${path.dirname(manifest)}) but ${bin} is not an executable file, so no tool can run (nothing was run on this machine). Fix: reinstall the extension (pi install npm:@cordon-sandbox/pi), or set CORDON_BIN to a cordon binary, then restart pi.`,
+		);
+	}
+	return bin;
+}
 
 /** The sandbox cannot serve: nothing ran. `message` says why and how to fix it. */
 export class CordonUnavailable extends Error {
@@ -63,9 +88,10 @@ export const ERR_NOT_FOUND = 2;
 export const ERR_CANCELLED = 4;
 export const ERR_METHOD_NOT_FOUND = -32601;
 
-/** Where the cordon binary is: $CORDON_BIN, else `cordon` on PATH. Throws
- * `CordonUnavailable` when there is none. Never falls back from a CORDON_BIN that is
- * set but wrong to another binary. */
+/** Where the cordon binary is: $CORDON_BIN, else the one of the platform package
+ * installed with this extension, else `cordon` on PATH. Throws `CordonUnavailable`
+ * when there is none. Never falls back from a CORDON_BIN that is set but wrong, or
+ * a platform package that is installed but broken, to another binary. */
 export function findCordon(env: NodeJS.ProcessEnv = process.env): string {
 	const explicit = env.CORDON_BIN;
 	if (explicit !== undefined && explicit !== "") {
@@ -76,13 +102,15 @@ export function findCordon(env: NodeJS.ProcessEnv = process.env): string {
 		}
 		return path.resolve(explicit);
 	}
+	const bundled = bundledCordon();
+	if (bundled) return bundled;
 	for (const dir of (env.PATH ?? "").split(path.delimiter)) {
 		if (!dir) continue;
 		const candidate = path.join(dir, "cordon");
 		if (isExecutableFile(candidate)) return candidate;
 	}
 	throw new CordonUnavailable(
-		`cordon sandbox unavailable: the cordon binary was not found (not on PATH, and CORDON_BIN is not set), so no tool can run (nothing was run on this machine). Fix: ${FIX_INSTALL}`,
+		`cordon sandbox unavailable: the cordon binary was not found (no ${PLATFORM_PACKAGE} beside the extension, none on PATH, and CORDON_BIN is not set), so no tool can run (nothing was run on this machine). Fix: ${FIX_INSTALL}`,
 	);
 }
 

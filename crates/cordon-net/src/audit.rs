@@ -30,7 +30,8 @@ pub struct Record<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     pub allowed: bool,
-    /// Why: the rule that allowed it, or the reason it was refused.
+    /// Why: the rule that allowed or denied it with its origin ([`rule_reason`]),
+    /// or the reason it was refused.
     pub reason: &'a str,
     /// How an allowed connection is carried: passthrough, terminated, http, raw, local.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -141,6 +142,20 @@ impl Audit {
     }
 }
 
+/// A rule as an audit reason: what it matches, its preset, and where it came
+/// from, as `cordon policy` lists it (`registry.npmjs.org (preset npm) ← flag
+/// --allow-preset`), so the log names the flag or config line to change.
+pub fn rule_reason(
+    what: impl std::fmt::Display,
+    preset: Option<&str>,
+    origin: &cordon_policy::Origin,
+) -> String {
+    match preset {
+        Some(preset) => format!("{what} (preset {preset}) ← {origin}"),
+        None => format!("{what} ← {origin}"),
+    }
+}
+
 /// The flag that would have allowed what `record` refused.
 fn hint(record: &Record<'_>) -> String {
     if record.reason.contains("an address of this host") {
@@ -148,6 +163,9 @@ fn hint(record: &Record<'_>) -> String {
             "to reach a service on this host: --allow-local ADDR:{}",
             record.port.unwrap_or(0)
         );
+    }
+    if record.reason.starts_with("denied by ") {
+        return "a deny rule wins over every allow: drop that rule to reach it".into();
     }
     if record.reason.contains("--allow-local") {
         return format!(

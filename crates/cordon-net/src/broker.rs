@@ -2,7 +2,7 @@
 //! (a DNS socket, transparent listeners, the HTTP proxy listener), decides every
 //! name and connection against the policy, and carries what it allows.
 
-use crate::audit::{Audit, Event, Record};
+use crate::audit::{Audit, Event, Record, rule_reason};
 use crate::ca::CertificateAuthority;
 use crate::dns::names::{SyntheticNames, is_synthetic};
 use crate::dns::stub::{self, Lookup};
@@ -325,7 +325,7 @@ impl Broker {
                     Event::Connect,
                     host,
                     Some(port),
-                    &format!("--allow-local {addr}"),
+                    &rule_reason(format!("local {addr}"), None, &service.origin),
                     "local",
                 );
                 let _ = crate::splice::relay(&stream, &upstream).await;
@@ -343,8 +343,10 @@ impl Broker {
         prefix: Vec<u8>,
     ) {
         let rules = self.rules();
-        let rule = match rules.verdict(&name, port) {
-            Verdict::Allowed(rule) => rule.pattern.to_string(),
+        let allowed_by = match rules.verdict(&name, port) {
+            Verdict::Allowed(rule) => {
+                rule_reason(&rule.pattern, rule.preset.as_deref(), &rule.origin)
+            }
             _ => {
                 let reason = verdict_reason(&rules, &name, Some(port));
                 self.refuse(Event::Connect, &name, Some(port), &reason);
@@ -383,7 +385,6 @@ impl Broker {
                 return;
             }
         };
-        let allowed_by = format!("--allow-domain {rule}");
         if let Protocol::Http = protocol {
             // Upstream only once a request has passed its checks.
             self.allow(Event::Connect, &name, Some(port), &allowed_by, via);
@@ -530,7 +531,10 @@ pub(crate) fn verdict_reason(rules: &NetworkRules, name: &str, port: Option<u16>
     };
     match verdict {
         Verdict::Denied(rule) => {
-            format!("denied by --deny-domain {} ({})", rule.pattern, rule.origin)
+            format!(
+                "denied by {}",
+                rule_reason(&rule.pattern, rule.preset.as_deref(), &rule.origin)
+            )
         }
         Verdict::NotAllowed if port.is_some() && rules.name_allowed(name) => {
             "this port is not allowed for the name".into()

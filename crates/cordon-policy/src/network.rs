@@ -28,11 +28,51 @@ pub struct DomainPattern {
 }
 
 impl DomainPattern {
-    /// Parse `example.com`, `*.example.com`, `example.com:8443`. The error says
-    /// what is wrong with the pattern, for the caller to prefix with its origin.
+    /// Parse `example.com`, `*.example.com`, `example.com:8443`, or a URL of
+    /// http or https, which stands for its host and port (`https://example.com`
+    /// is `example.com:443`, `http://example.com:8080/` is `example.com:8080`). A
+    /// URL with a path, query or user is refused: cordon allows hosts, not parts of
+    /// them. The error says what is wrong with the pattern, for the caller to
+    /// prefix with its origin.
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let (host, port) = match text.rsplit_once(':') {
+        if let Some((scheme, rest)) = text.split_once("://") {
+            return Self::parse_url(text, scheme, rest);
+        }
+        Self::parse_host_port(text, text)
+    }
+
+    /// `SCHEME://HOST[:PORT][/]`: the scheme gives the port unless one is written.
+    fn parse_url(text: &str, scheme: &str, rest: &str) -> Result<Self, String> {
+        let default_port = match scheme.to_ascii_lowercase().as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => {
+                return Err(format!(
+                    "invalid domain pattern {text:?}: only http:// and https:// URLs stand for a host and port; write NAME:PORT, e.g. example.com:8443"
+                ));
+            }
+        };
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        if !tail.is_empty() && tail != "/" {
+            return Err(format!(
+                "invalid domain pattern {text:?}: cordon allows whole hosts, not paths; write {scheme}://{authority} (or {authority}), which allows every path of it"
+            ));
+        }
+        if authority.contains('@') {
+            return Err(format!(
+                "invalid domain pattern {text:?}: a pattern names a host, without a user or password"
+            ));
+        }
+        let mut pattern = Self::parse_host_port(text, authority)?;
+        pattern.port.get_or_insert(default_port);
+        Ok(pattern)
+    }
+
+    /// `HOST[:PORT]` of `text`.
+    fn parse_host_port(text: &str, host_port: &str) -> Result<Self, String> {
+        let (host, port) = match host_port.rsplit_once(':') {
             Some((h, p)) => {
                 let port: u16 =
                     p.parse().ok().filter(|&p| p != 0).ok_or_else(|| {
@@ -40,7 +80,7 @@ impl DomainPattern {
                     })?;
                 (h, Some(port))
             }
-            None => (text, None),
+            None => (host_port, None),
         };
         let (wildcard, name) = match host.strip_prefix("*.") {
             Some(rest) => (true, rest),
@@ -265,6 +305,34 @@ mod tests {
             "a..b",
         ] {
             assert!(DomainPattern::parse(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn urls_stand_for_their_host_and_port() {
+        for (url, want) in [
+            ("http://example.com", "example.com:80"),
+            ("https://example.com", "example.com:443"),
+            ("HTTPS://API.Example.com/", "api.example.com:443"),
+            ("http://example.com:8080", "example.com:8080"),
+            ("https://*.example.com/", "*.example.com:443"),
+        ] {
+            let p = DomainPattern::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(p.to_string(), want, "{url}");
+        }
+        for (bad, says) in [
+            ("http://example.com/api", "not paths"),
+            ("https://example.com?q=1", "not paths"),
+            ("https://example.com#x", "not paths"),
+            ("https://user:pw@example.com", "without a user"),
+            ("ftp://example.com", "only http:// and https://"),
+            ("http://", "invalid domain pattern"),
+            ("http://1.2.3.4", "not a domain"),
+            ("http://example.com:0", "invalid port"),
+        ] {
+            let e = DomainPattern::parse(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(e.contains(bad), "{bad}: the error names the pattern: {e}");
         }
     }
 

@@ -115,16 +115,40 @@ pub fn valid_env_name(name: &str) -> bool {
 
 /// Parse an `--allow-local` argument: `HOST:PORT`, where HOST is an IPv4 address,
 /// an IPv6 address in brackets (`[::1]:8080`) or `localhost` (127.0.0.1), and
-/// PORT is required.
+/// PORT is required; or the service's http or https URL without a path
+/// (`http://localhost:11434`), whose scheme gives the port if it has none.
 pub fn parse_local_service(s: &str) -> Result<SocketAddr, String> {
     let hint = "expected HOST:PORT, e.g. 127.0.0.1:11434, localhost:8080 or [::1]:8080";
-    let t = s.trim();
+    let mut t = s.trim();
+    let mut scheme_port = None;
+    if let Some((scheme, rest)) = t.split_once("://") {
+        scheme_port = match scheme.to_ascii_lowercase().as_str() {
+            "http" => Some("80"),
+            "https" => Some("443"),
+            _ => {
+                return Err(format!(
+                    "invalid local service {s:?}: only an http:// or https:// URL stands for a service ({hint})"
+                ));
+            }
+        };
+        t = rest.strip_suffix('/').unwrap_or(rest);
+        if t.contains(['/', '?', '#', '@']) {
+            return Err(format!(
+                "invalid local service {s:?}: cordon forwards a whole port, so write the URL without a path or user ({hint})"
+            ));
+        }
+    }
     let split = match t.strip_prefix('[') {
         // `[v6]:PORT`: the port follows the bracket.
         Some(_) => t
             .find(']')
             .and_then(|i| t[i + 1..].strip_prefix(':').map(|p| (&t[..=i], p))),
         None => t.rsplit_once(':'),
+    };
+    let split = match (split, scheme_port) {
+        (Some(split), _) => Some(split),
+        (None, Some(port)) => Some((t, port)),
+        (None, None) => None,
     };
     let Some((host, port)) = split else {
         return Err(format!("invalid local service {s:?}: no port ({hint})"));
@@ -376,6 +400,11 @@ mod tests {
         assert_eq!(ok("LocalHost:8080"), "127.0.0.1:8080");
         assert_eq!(ok("[::1]:8080"), "[::1]:8080");
         assert_eq!(ok("10.0.0.5:5432"), "10.0.0.5:5432");
+        // The service's URL, as its own docs give it.
+        assert_eq!(ok("http://localhost:11434"), "127.0.0.1:11434");
+        assert_eq!(ok("http://127.0.0.1:11434/"), "127.0.0.1:11434");
+        assert_eq!(ok("http://localhost"), "127.0.0.1:80");
+        assert_eq!(ok("HTTPS://[::1]"), "[::1]:443");
         for (bad, want) in [
             ("127.0.0.1", "no port"),
             ("localhost", "no port"),
@@ -391,6 +420,10 @@ mod tests {
             ("[::]:80", "not the address of one host"),
             ("224.0.0.1:80", "not the address of one host"),
             ("", "no port"),
+            ("http://localhost:11434/api", "without a path"),
+            ("http://u@localhost:11434", "without a path or user"),
+            ("ftp://localhost:21", "only an http:// or https://"),
+            ("http://example.com", "not an IP address or localhost"),
         ] {
             let e = parse_local_service(bad).unwrap_err();
             assert!(e.contains(want), "{bad}: {e}");

@@ -24,11 +24,16 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Commands {
     /// Run one command sandboxed in the workspace and exit with its status.
+    ///
+    /// cordon's options come first; the first word that is not one of them starts
+    /// the command, and everything after it is the command's (`cordon run ls -la`).
+    /// `--` before the command works too.
     Run {
         #[command(flatten)]
         options: RunOptions,
-        /// The command and its arguments, after `--`.
-        #[arg(required = true, last = true, value_name = "COMMAND")]
+        /// The command and its arguments: everything from the first word that is
+        /// not one of cordon's options on.
+        #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
         command: Vec<OsString>,
     },
     /// Open your shell ($SHELL, else bash, else sh) sandboxed in the workspace.
@@ -42,11 +47,21 @@ pub enum Commands {
     /// placeholders the broker swaps for the keys in requests to their providers,
     /// which are allowed on the network (docs/pi.md). pi is found on PATH, or at
     /// $CORDON_PI.
+    ///
+    /// cordon's options come first; from the first argument that is not one of
+    /// them on, everything goes to pi (`cordon pi --memory 2G --provider x -c`):
+    /// pi's own flags, and any word. `--` hands everything after it to pi, also a
+    /// flag cordon has too (`cordon pi -- --help`).
     Pi {
         #[command(flatten)]
         options: RunOptions,
-        /// pi's own arguments, after `--`.
-        #[arg(last = true, value_name = "PI_ARGS")]
+        /// pi's own arguments: everything from the first argument that is not one
+        /// of cordon's options on (or after `--`).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "PI_ARGS"
+        )]
         args: Vec<OsString>,
     },
     /// Serve tool operations (exec, read, write, find, grep, ...) in one sandbox
@@ -64,6 +79,16 @@ pub enum Commands {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Print the shell completion script for bash, zsh or fish.
+    ///
+    /// bash: `cordon completions bash > ~/.local/share/bash-completion/completions/cordon`;
+    /// zsh: into a file `_cordon` in a directory of $fpath; fish:
+    /// `cordon completions fish > ~/.config/fish/completions/cordon.fish`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Print the resolved policy for the workspace: every rule and where it came from.
     Policy {
@@ -108,7 +133,8 @@ pub struct RunOptions {
     /// Use this user config instead of ~/.config/cordon/config.json.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Make PATH writable too (repeatable).
+    /// Make PATH writable too (repeatable). A missing PATH in your home directory
+    /// is made (every directory from the home down must be yours).
     #[arg(long = "allow-write", value_name = "PATH")]
     pub allow_write: Vec<PathBuf>,
     /// Hide PATH from the sandbox (repeatable).
@@ -136,7 +162,8 @@ pub struct RunOptions {
     #[arg(long, value_enum, value_name = "MODE")]
     pub net: Option<NetArg>,
     /// Let the sandbox reach a domain: example.com, or *.example.com (names below
-    /// it, not itself), with an optional :PORT (else 80 and 443) (repeatable).
+    /// it, not itself), with an optional :PORT (else 80 and 443); or a URL, for its
+    /// host and port (https://example.com is example.com:443) (repeatable).
     #[arg(long = "allow-domain", value_name = "PATTERN")]
     pub allow_domain: Vec<String>,
     /// Refuse a domain even when allowed (same patterns; deny wins) (repeatable).
@@ -146,8 +173,9 @@ pub struct RunOptions {
     /// openrouter, github, npm, pypi, crates (repeatable; see docs/config.md).
     #[arg(long = "allow-preset", value_name = "NAME")]
     pub allow_preset: Vec<String>,
-    /// Let the sandbox reach one service on this machine, e.g. 127.0.0.1:11434;
-    /// inside it is at 127.0.0.1:PORT and host.cordon.internal:PORT (repeatable).
+    /// Let the sandbox reach one service on this machine, e.g. 127.0.0.1:11434 or
+    /// http://localhost:11434; inside it is at 127.0.0.1:PORT and
+    /// host.cordon.internal:PORT (repeatable).
     #[arg(long = "allow-local", value_name = "HOST:PORT")]
     pub allow_local: Vec<String>,
     /// Pass the secret in environment variable NAME by placeholder: the broker puts
@@ -178,4 +206,98 @@ pub struct RunOptions {
     /// Run without a layer this kernel lacks (named, explicit; never implied).
     #[arg(long = "allow-degraded", value_enum, value_name = "LAYER")]
     pub allow_degraded: Vec<DegradedLayer>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Commands, clap::Error> {
+        Cli::try_parse_from(std::iter::once("cordon").chain(args.iter().copied()))
+            .map(|cli| cli.command)
+    }
+
+    fn words(v: &[OsString]) -> Vec<&str> {
+        v.iter().map(|w| w.to_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn run_takes_the_command_from_the_first_word_that_is_not_an_option() {
+        for (args, want, memory) in [
+            (&["run", "ls"][..], &["ls"][..], None),
+            (
+                &["run", "ls", "-la", "--color"],
+                &["ls", "-la", "--color"],
+                None,
+            ),
+            (&["run", "--", "ls", "-la"], &["ls", "-la"], None),
+            (
+                &["run", "--memory", "1G", "sh", "-c", "echo --memory"],
+                &["sh", "-c", "echo --memory"],
+                Some("1G"),
+            ),
+            // After the command's first word, cordon's own flags are the command's.
+            (
+                &["run", "env", "--memory", "2G"],
+                &["env", "--memory", "2G"],
+                None,
+            ),
+        ] {
+            let Commands::Run { options, command } = parse(args).unwrap() else {
+                panic!("not run: {args:?}");
+            };
+            assert_eq!(words(&command), want, "{args:?}");
+            assert_eq!(options.memory.as_deref(), memory, "{args:?}");
+        }
+        // A misspelt option of cordon's is an error, not a command.
+        let err = parse(&["run", "--memroy", "1G", "ls"]).unwrap_err();
+        assert!(err.to_string().contains("--memroy"), "{err}");
+        assert!(parse(&["run"]).is_err());
+    }
+
+    #[test]
+    fn pi_gets_every_argument_from_the_first_that_is_not_cordons() {
+        for (args, want, memory) in [
+            (&["pi"][..], &[][..], None),
+            (&["pi", "--provider", "fake"], &["--provider", "fake"], None),
+            (&["pi", "-c"], &["-c"], None),
+            (
+                &[
+                    "pi",
+                    "--memory",
+                    "2G",
+                    "--provider",
+                    "fake",
+                    "--memory",
+                    "x",
+                ],
+                &["--provider", "fake", "--memory", "x"],
+                Some("2G"),
+            ),
+            (&["pi", "fix the bug"], &["fix the bug"], None),
+            (&["pi", "--", "--help"], &["--help"], None),
+            (
+                &["pi", "--memory", "2G", "--", "--memory", "1G"],
+                &["--memory", "1G"],
+                Some("2G"),
+            ),
+        ] {
+            let Commands::Pi { options, args: pi } = parse(args).unwrap() else {
+                panic!("not pi: {args:?}");
+            };
+            assert_eq!(words(&pi), want, "{args:?}");
+            assert_eq!(options.memory.as_deref(), memory, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn completions_for_each_shell() {
+        for shell in ["bash", "zsh", "fish"] {
+            assert!(matches!(
+                parse(&["completions", shell]),
+                Ok(Commands::Completions { .. })
+            ));
+        }
+        assert!(parse(&["completions", "tcsh"]).is_err());
+    }
 }

@@ -33,7 +33,7 @@ fn cpu_has_virt() -> Option<bool> {
     Some(flags.split_whitespace().any(|f| f == "vmx" || f == "svm"))
 }
 
-const TCG_NOTE: &str = "without KVM the VM backend (--backend vm) runs QEMU with TCG: slower, still isolated; the OS backend does not need KVM";
+const TCG_NOTE: &str = "without KVM a VM would run on QEMU's TCG: slower, still isolated; the OS backend does not use KVM";
 
 /// The KVM probe: open /dev/kvm, then time a guest loop (x86-64).
 pub(crate) fn kvm(budget: Duration) -> Outcome {
@@ -157,8 +157,8 @@ fn speed_test(kvm: i32, budget: Duration) -> Outcome {
                     ),
                     cause,
                     format!(
-                        "nothing to do for cordon: the VM backend uses QEMU's TCG on this host. For KVM speed, run on a host (or a cloud VM \
-                         with nested virtualization) whose CPU exposes vmx/svm with kvm_intel/kvm_amd. ({TCG_NOTE})"
+                        "for KVM speed, run on a host (or a cloud VM with nested virtualization) whose CPU exposes vmx/svm \
+                         with kvm_intel/kvm_amd ({TCG_NOTE})"
                     ),
                 )
             }
@@ -524,7 +524,7 @@ pub(crate) fn qemu() -> Outcome {
     let Some(path) = found else {
         return Outcome::fail(
             format!("{name} not found on PATH"),
-            "QEMU is not installed (needed only by the VM backend, --backend vm)",
+            "QEMU is not installed (the OS backend does not use it)",
             "Debian/Ubuntu: `sudo apt-get install qemu-system-x86`; Fedora: `sudo dnf install qemu-system-x86-core`; Arch: `sudo pacman -S qemu-system-x86`",
         );
     };

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Layer {
     /// Stable identifier for scripts: `userns`, `mountns`, `pidns`, `netns`,
-    /// `landlock`, `seccomp`, `cgroups`, `kvm`, `qemu`.
+    /// `landlock`, `seccomp`, `cgroups` (and `kvm`, `qemu` of [`run_vm_backend`]).
     pub id: String,
     /// Human name.
     pub name: String,
@@ -121,9 +121,9 @@ struct Probe {
     run: Box<dyn FnOnce() -> Outcome>,
 }
 
-fn probes(timeout: Duration) -> Vec<Probe> {
-    // The KVM speed test interrupts itself well before the probe's deadline.
-    let kvm_budget = (timeout / 4).min(kvm::BUDGET);
+/// What `cordon doctor` checks: the layers of the OS backend, the one backend
+/// this release has.
+fn probes() -> Vec<Probe> {
     vec![
         Probe {
             id: "userns",
@@ -167,6 +167,16 @@ fn probes(timeout: Duration) -> Vec<Probe> {
             required: false,
             run: Box::new(cgroups),
         },
+    ]
+}
+
+/// What a VM backend would need: KVM that runs ordinary guests at hardware
+/// speed, and QEMU. Not part of `cordon doctor`'s report: this release has no VM
+/// backend, and advice for one would name what does not exist.
+fn vm_backend_probes(timeout: Duration) -> Vec<Probe> {
+    // The KVM speed test interrupts itself well before the probe's deadline.
+    let kvm_budget = (timeout / 4).min(kvm::BUDGET);
+    vec![
         Probe {
             id: "kvm",
             name: "KVM",
@@ -182,18 +192,35 @@ fn probes(timeout: Duration) -> Vec<Probe> {
     ]
 }
 
-/// Runs every probe, concurrently, each in a child killed after
-/// `timeout_per_probe`. Never hangs longer than about that.
+/// Runs every probe of `cordon doctor`, concurrently, each in a child killed
+/// after `timeout_per_probe`. Never hangs longer than about that.
 pub fn run_all(timeout_per_probe: Duration) -> Report {
     let started = Instant::now();
-    let running: Vec<_> = probes(timeout_per_probe)
+    let layers = run_probes(probes(), timeout_per_probe);
+    Report {
+        ok: !layers.iter().any(Layer::is_missing_required),
+        kernel: host::kernel_release(),
+        uid: rustix::process::geteuid().as_raw(),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        layers,
+    }
+}
+
+/// The probes a VM backend will need (KVM at hardware speed, QEMU), run as
+/// [`run_all`] runs its own; none is required by anything in this release.
+pub fn run_vm_backend(timeout_per_probe: Duration) -> Vec<Layer> {
+    run_probes(vm_backend_probes(timeout_per_probe), timeout_per_probe)
+}
+
+fn run_probes(probes: Vec<Probe>, timeout_per_probe: Duration) -> Vec<Layer> {
+    let running: Vec<_> = probes
         .into_iter()
         .map(|p| {
             let child = child::spawn(timeout_per_probe, p.run);
             (p.id, p.name, p.required, child)
         })
         .collect();
-    let layers = running
+    running
         .into_iter()
         .map(|(id, name, required, child)| {
             let (outcome, elapsed) = match child {
@@ -218,14 +245,7 @@ pub fn run_all(timeout_per_probe: Duration) -> Report {
                 elapsed_ms: elapsed.as_millis() as u64,
             }
         })
-        .collect::<Vec<_>>();
-    Report {
-        ok: !layers.iter().any(Layer::is_missing_required),
-        kernel: host::kernel_release(),
-        uid: rustix::process::geteuid().as_raw(),
-        elapsed_ms: started.elapsed().as_millis() as u64,
-        layers,
-    }
+        .collect()
 }
 
 /// The cgroups probe: which controllers cordon can use, where, and the mechanism

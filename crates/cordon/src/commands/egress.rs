@@ -10,6 +10,7 @@ use cordon_sandbox::egress::{EndpointRequest, endpoint_channel, receive_endpoint
 use cordon_sandbox::{Additions, FileOverlay};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
 
 /// What the sandbox needs for the policy's network mode: nothing unless it is
 /// `allowlist`. With `control`, the command also inherits a stream to the broker
@@ -80,23 +81,41 @@ pub fn additions_with(
     Ok((additions, control_fd))
 }
 
+/// Why the broker never got the sandbox's sockets, if it did not: said by
+/// [`startup_failure`] only once the run is known to have started.
+static NO_SOCKETS: Mutex<Option<String>> = Mutex::new(None);
+
+/// Why the broker of a sandbox that did run never got its sockets (the sandbox
+/// then had no network). A sandbox that failed to start never sends them: its
+/// own error says why, and this is not worth a word.
+pub fn startup_failure() -> Option<String> {
+    NO_SOCKETS.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
 /// Serves the sandbox's sockets on a thread of its own, for as long as this
 /// process lives. If the sockets never arrive, the sandbox has no network at all.
 fn start_broker(config: BrokerConfig, channel: OwnedFd, control: Option<UnixStream>) {
     let spawned = std::thread::Builder::new()
         .name("cordon-broker".into())
         .spawn(move || {
-            let served = receive_endpoints(&channel)
-                .map_err(|e| e.to_string())
-                .and_then(|endpoints| {
-                    let sockets = Sockets {
-                        dns: endpoints.dns,
-                        listeners: endpoints.listeners,
-                        proxy: endpoints.proxy,
-                    };
-                    cordon_net::serve(config, sockets, control).map_err(|e| e.to_string())
-                });
-            if let Err(e) = served {
+            let endpoints = match receive_endpoints(&channel) {
+                Ok(endpoints) => endpoints,
+                Err(e) => {
+                    // Mostly a sandbox that failed to start (its network helper
+                    // opens the sockets, and its failure ends the run): printed
+                    // now, this would come before the real cause.
+                    *NO_SOCKETS.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!(
+                        "the egress broker never got the sandbox's sockets, the sandbox had no network: {e}"
+                    ));
+                    return;
+                }
+            };
+            let sockets = Sockets {
+                dns: endpoints.dns,
+                listeners: endpoints.listeners,
+                proxy: endpoints.proxy,
+            };
+            if let Err(e) = cordon_net::serve(config, sockets, control) {
                 eprint!("cordon: the egress broker stopped, the sandbox has no network: {e}\r\n");
             }
         });

@@ -7,6 +7,7 @@ mod pi;
 mod policy;
 mod run;
 mod serve;
+mod writable;
 
 use crate::cli::Commands;
 
@@ -19,5 +20,15 @@ pub fn dispatch(command: Commands) -> Result<u8, String> {
         Commands::Agent => serve::agent(),
         Commands::Doctor { json } => doctor::doctor(json),
         Commands::Policy { options, json, pi } => policy::show(&options, json, pi),
+        Commands::Completions { shell } => completions(shell),
     }
+}
+
+/// `cordon completions SHELL`: the completion script, generated from the same
+/// definitions that parse the command line, so it cannot drift from them.
+fn completions(shell: clap_complete::Shell) -> Result<u8, String> {
+    use clap::CommandFactory;
+    let mut command = crate::cli::Cli::command();
+    clap_complete::generate(shell, &mut command, "cordon", &mut std::io::stdout());
+    Ok(0)
 }

@@ -72,11 +72,14 @@ pub fn execute_in(
     mut command: Command,
     additions: Additions,
 ) -> Result<u8, String> {
-    if command.cwd.is_none() {
-        command.cwd = working_directory(policy);
-    }
     for warning in &policy.warnings {
         eprintln!("cordon: warning: {warning}");
+    }
+    for made in super::writable::ensure(policy)? {
+        eprintln!("cordon: {made}");
+    }
+    if command.cwd.is_none() {
+        command.cwd = working_directory(policy);
     }
     let degraded = Degraded {
         no_landlock: options.allow_degraded.contains(&DegradedLayer::Landlock),
@@ -99,7 +102,11 @@ pub fn execute_in(
     let since = SystemTime::now() - COARSE_CLOCK;
     let outcome = cordon_sandbox::run(policy, &command, degraded, additions);
     audit_git(policy, &read_only, since);
-    match outcome.map_err(|e| e.to_string())? {
+    let outcome = outcome.map_err(|e| e.to_string())?;
+    if let Some(failure) = super::egress::startup_failure() {
+        eprintln!("cordon: {failure}");
+    }
+    match outcome {
         Outcome::Exited { status, message } => {
             if let Some(message) = message {
                 eprintln!("cordon: {message}");
