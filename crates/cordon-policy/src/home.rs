@@ -225,6 +225,11 @@ pub(crate) fn protected_in_roots(
         let c = canonicalize_below(home, p);
         if let Some(root) = roots.iter().find(|r| p.starts_with(r)) {
             match first_link_below(p, root) {
+                // The file itself is a symlink (a dotfile manager's `.bashrc ->
+                // dotfiles/bashrc`): the view lays an empty read-only file on the
+                // link, so it can be neither removed nor repointed, and its target
+                // is protected below.
+                Some(link) if link == *p => out.push(p.clone()),
                 // A symlink of yours on the way, which the sandbox could replace.
                 Some(link) if link.starts_with(home) && link != home => {
                     let writable =
@@ -407,14 +412,36 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        // $HOME as the workspace: the symlinked .bashrc cannot be protected.
+        // $HOME as the workspace: the symlinked .bashrc is protected, link and
+        // target (the view lays an empty read-only file on the link).
         let roots = vec![home.clone()];
         let rules = vec![write_rule(&home)];
+        let p = protected_in_roots(&cands, &home, &roots, &rules, &[]).unwrap();
+        assert_eq!(
+            p,
+            vec![
+                home.join(".bashrc"),
+                home.join("dotfiles/bashrc"),
+                home.join(".zshrc")
+            ]
+        );
+        // A symlinked directory on the way cannot be: the sandbox could replace it.
+        std::fs::create_dir_all(home.join("dotfiles/config/git")).unwrap();
+        std::os::unix::fs::symlink(home.join("dotfiles/config"), home.join(".config")).unwrap();
+        let cands = vec![home.join(".config/git/config")];
         let e = protected_in_roots(&cands, &home, &roots, &rules, &[]).unwrap_err();
-        assert_eq!(e.link, home.join(".bashrc"));
-        // Unless unprotected; the rest is protected.
-        let p = protected_in_roots(&cands, &home, &roots, &rules, &[home.join(".bashrc")]).unwrap();
-        assert_eq!(p, vec![home.join(".zshrc")]);
+        assert_eq!(e.link, home.join(".config"));
+        // Unless unprotected.
+        let p = protected_in_roots(
+            &cands,
+            &home,
+            &roots,
+            &rules,
+            &[home.join(".config/git/config")],
+        )
+        .unwrap();
+        assert!(p.is_empty(), "{p:?}");
+        let cands = vec![home.join(".bashrc"), home.join(".zshrc")];
         // A root that holds only the link's target protects the target.
         let roots = vec![home.join("dotfiles")];
         let rules = vec![write_rule(&home.join("dotfiles"))];

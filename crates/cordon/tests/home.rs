@@ -248,32 +248,39 @@ fn secrets_in_a_home_workspace_stay_hidden_and_cannot_be_created() {
 }
 
 #[test]
-fn a_symlinked_dotfile_in_a_home_workspace_is_refused() {
-    for_each_user("a_symlinked_dotfile_in_a_home_workspace_is_refused", |fx| {
-        fs::remove_file(fx.home.join(".bashrc")).unwrap();
-        fx.write(&fx.home.join("dotfiles/bashrc"), "# managed\n");
-        fx.symlink(Path::new("dotfiles/bashrc"), &fx.home.join(".bashrc"));
-        let before = snapshots(&[fx.home.join(".bashrc"), fx.home.join("dotfiles/bashrc")]);
-        let script = "rm ~/.bashrc; echo pwned > ~/.bashrc; echo script-done";
-        let out = run_cmd(home_cmd(fx, &[], script), None, RUN_DEADLINE);
-        out.assert_status(125)
-            .assert_stderr_contains(".bashrc")
-            .assert_stderr_contains("unprotect");
-        assert!(!out.stdout_str().contains("script-done"), "{out}");
-        assert_all_unchanged(&before);
-        // With the link unprotected in the user's config, it runs, and the link is
-        // the sandbox's to replace (the control that the attack is real).
-        fx.write(
-            &fx.home.join("xdg/cordon/config.json"),
-            "{\"unprotect\": [\"~/.bashrc\"]}",
-        );
-        let out = run_cmd(home_cmd(fx, &[], script), None, RUN_DEADLINE);
-        out.assert_stdout_contains("script-done");
-        assert_eq!(
-            fs::read_to_string(fx.home.join(".bashrc")).unwrap(),
-            "pwned\n"
-        );
-    });
+fn a_symlinked_dotfile_in_a_home_workspace_keeps_link_and_target() {
+    for_each_user(
+        "a_symlinked_dotfile_in_a_home_workspace_keeps_link_and_target",
+        |fx| {
+            fs::remove_file(fx.home.join(".bashrc")).unwrap();
+            fx.write(&fx.home.join("dotfiles/bashrc"), "# managed\n");
+            fx.symlink(Path::new("dotfiles/bashrc"), &fx.home.join(".bashrc"));
+            let before = snapshots(&[fx.home.join(".bashrc"), fx.home.join("dotfiles/bashrc")]);
+            let script = "rm ~/.bashrc; echo pwned > ~/.bashrc; echo pwned > ~/dotfiles/bashrc; \
+                      ln -sf /tmp/x ~/.bashrc; echo script-done";
+            let out = run_cmd(home_cmd(fx, &[], script), None, RUN_DEADLINE);
+            out.assert_stdout_contains("script-done");
+            assert_all_unchanged(&before);
+            assert_eq!(
+                fs::read_link(fx.home.join(".bashrc")).unwrap(),
+                Path::new("dotfiles/bashrc")
+            );
+            // With the link unprotected in the user's config, the link is the
+            // sandbox's to replace (the control that the attack is real).
+            fx.write(
+                &fx.home.join("xdg/cordon/config.json"),
+                "{\"unprotect\": [\"~/.bashrc\", \"~/dotfiles/bashrc\"]}",
+            );
+            let out = run_cmd(home_cmd(fx, &[], script), None, RUN_DEADLINE);
+            out.assert_stdout_contains("script-done");
+            assert!(
+                fs::symlink_metadata(fx.home.join(".bashrc")).is_ok_and(|m| !m.is_symlink()
+                    || fs::read_link(fx.home.join(".bashrc")).unwrap()
+                        != Path::new("dotfiles/bashrc")),
+                "control: the unprotected link was not replaced\n{out}"
+            );
+        },
+    );
 }
 
 #[test]
