@@ -42,6 +42,11 @@ pub(crate) fn protected_paths(root: &Path, warnings: &mut Vec<String>) -> Vec<Pa
     for name in PROTECTED {
         add(root.join(name));
     }
+    // Code the repository's own (protected) config names inside the root: a
+    // relative `core.hooksPath` (husky's `.husky/_`), an fsmonitor script.
+    for path in code_named_by(&root.join(".git/config"), root) {
+        add(path);
+    }
     let dotgit = root.join(".git");
     if fs::metadata(&dotgit).map(|m| m.is_file()).unwrap_or(false) {
         // A worktree (or submodule): `.git` names the real git dir. Protect the
@@ -91,6 +96,38 @@ pub(crate) fn protected_paths(root: &Path, warnings: &mut Vec<String>) -> Vec<Pa
 /// git would take it.
 fn is_git_dir(dir: &Path) -> bool {
     dir.join("HEAD").is_file() && (dir.join("objects").is_dir() || dir.join("commondir").is_file())
+}
+
+/// The paths inside `root` that the git config `config` runs code from:
+/// `core.hooksPath` (relative to the root, as git takes it) and a `core.fsmonitor`
+/// that names a file rather than `true`/`false`.
+fn code_named_by(config: &Path, root: &Path) -> Vec<PathBuf> {
+    let Ok(text) = read_pointer(config) else {
+        return Vec::new();
+    };
+    let Ok(entries) = cordon_gitguard::config::parse(&text) else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter(|e| e.section == "core" && e.subsection.is_none())
+        .filter_map(|e| match (e.key.as_str(), e.value.as_deref()) {
+            ("hookspath", Some(v)) => Some(v),
+            ("fsmonitor", Some(v))
+                if !v.contains(char::is_whitespace)
+                    && !matches!(
+                        v.to_ascii_lowercase().as_str(),
+                        "true" | "false" | "yes" | "no" | "on" | "off" | "1" | "0" | ""
+                    ) =>
+            {
+                Some(v)
+            }
+            _ => None,
+        })
+        .filter(|v| !v.starts_with('~'))
+        .map(|v| crate::paths::normalize_lexical(&root.join(v)))
+        .filter(|p| p.starts_with(root) && p != root)
+        .collect()
 }
 
 /// Read a small pointer file (`.git`, `commondir`) as UTF-8 text.
@@ -230,6 +267,30 @@ mod tests {
         assert!(
             !p.iter().any(|x| x.starts_with(gitdir.join(".git"))),
             "{p:?}"
+        );
+    }
+
+    #[test]
+    fn code_the_repository_config_names_inside_the_root_is_protected() {
+        let (_t, root) = canon_tmp();
+        fs::create_dir(root.join(".git")).unwrap();
+        fs::write(
+            root.join(".git/config"),
+            "[core]\n\thooksPath = .husky/_\n\tfsmonitor = scripts/fsmon.sh\n",
+        )
+        .unwrap();
+        let p = protected_paths(&root, &mut Vec::new());
+        assert!(p.contains(&root.join(".husky/_")), "{p:?}");
+        assert!(p.contains(&root.join("scripts/fsmon.sh")), "{p:?}");
+        // Outside the root, or the built-in fsmonitor: nothing more.
+        fs::write(
+            root.join(".git/config"),
+            "[core]\n\thooksPath = ../elsewhere\n\tfsmonitor = true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            protected_paths(&root, &mut Vec::new()).len(),
+            PROTECTED.len()
         );
     }
 

@@ -125,6 +125,16 @@ const CASES: &[Case] = &[
         probe_in: &["vendor/lib"],
     },
     Case {
+        // The repository's own config points hooks into the workspace (husky).
+        name: "hooks-path-in-workspace",
+        setup: "git init -q . && git config core.hooksPath .husky && mkdir .husky && \
+                git commit -q --allow-empty -m b",
+        inside: &[
+            "printf '#!/bin/sh\\ntouch MARK\\n' > .husky/pre-commit && chmod +x .husky/pre-commit",
+        ],
+        probe_in: &["."],
+    },
+    Case {
         // A directory made unlistable: the user's git still reaches `d/.git` by name.
         name: "unlistable-dir",
         setup: "",
