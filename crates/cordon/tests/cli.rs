@@ -96,8 +96,8 @@ fn pi_gets_its_own_arguments() {
         );
         // cordon's own options before pi's keep working; after them, all is pi's.
         assert_eq!(
-            got(&["--memory", "1G", "--provider", "fake", "--memory", "x"]),
-            "--provider|fake|--memory|x|"
+            got(&["--timeout", "600", "--provider", "fake", "--timeout", "x"]),
+            "--provider|fake|--timeout|x|"
         );
         // `--` gives pi even a flag cordon has.
         assert_eq!(got(&["--", "--help"]), "--help|");
