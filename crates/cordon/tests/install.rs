@@ -70,9 +70,7 @@ fn node_major(node: &Path) -> u32 {
 fn pi() -> &'static Pi {
     static PI: OnceLock<Pi> = OnceLock::new();
     PI.get_or_init(|| {
-        let prefix = std::env::var_os("CORDON_TEST_PI1_PREFIX")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("pi1-e2e"));
+        let prefix = common::pi1::pi1_prefix();
         let cli = prefix.join("node_modules/@earendil-works/pi-coding-agent/dist/bundle/cli.js");
         assert!(
             cli.is_file(),

@@ -253,20 +253,12 @@ fn pi_settings_reach_pi_and_nothing_else_named_pi() {
     });
 }
 
-/// The real pi 1.x (`$CORDON_TEST_PI1_PREFIX`, default /opt/cordon-pi1, as .ci/run
-/// installs it): its Ctrl+Z key stops cordon as a job of the shell, `fg` brings
+/// The real pi 1.x (common/pi1.rs): its Ctrl+Z key stops cordon as a job of the shell, `fg` brings
 /// pi's screen back, and pi then quits on Ctrl+C twice with status 0.
 #[test]
 fn real_pi_ctrl_z_and_fg() {
-    let prefix = std::env::var_os("CORDON_TEST_PI1_PREFIX")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/cordon-pi1"));
+    let prefix = common::pi1::pi1_prefix();
     let bin = prefix.join("node_modules/.bin");
-    assert!(
-        bin.join("pi").exists() && bin.join("node").exists(),
-        "pi 1.x is not installed at {} (set CORDON_TEST_PI1_PREFIX, as .ci/run does)",
-        prefix.display()
-    );
     for_each_user("real_pi_ctrl_z_and_fg", |fx| {
         let mut sh = HostShell::start(fx);
         sh.line(&format!(

