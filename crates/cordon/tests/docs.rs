@@ -602,3 +602,88 @@ fn cordon_commands_in_docs_exist() {
         problems.join("\n")
     );
 }
+
+/// The code spans of the paragraph (or list item) that holds `marker`.
+fn spans_after(doc: &Doc, marker: &str) -> Vec<String> {
+    let text = doc.prose_text();
+    let start = text
+        .find(marker)
+        .unwrap_or_else(|| panic!("{}: no {marker:?}", rel(&doc.path)));
+    let rest = &text[start..];
+    // To the end of the list item or paragraph.
+    let end = ["\n- ", "\n\n"]
+        .iter()
+        .filter_map(|e| rest.find(e))
+        .min()
+        .unwrap_or(rest.len());
+    let part = Doc {
+        path: doc.path.clone(),
+        prose: rest[..end].lines().map(str::to_string).collect(),
+        blocks: Vec::new(),
+    };
+    part.code_spans()
+}
+
+/// The environment allowlist, as config.md and the README list it, is DEFAULT_ENV.
+#[test]
+fn environment_allowlist_is_the_defaults() {
+    let code: Vec<String> = cordon_policy::defaults::DEFAULT_ENV
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    for (file, marker) in [
+        (
+            "docs/config.md",
+            "- Environment: only these variables are passed",
+        ),
+        ("README.md", "- **Environment.** An allowlist"),
+    ] {
+        let doc = Doc::load(&repo().join(file));
+        let spans = spans_after(&doc, marker);
+        let listed: Vec<String> = spans
+            .into_iter()
+            .filter(|s| s.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+            .take(code.len())
+            .collect();
+        assert_eq!(
+            listed, code,
+            "{file}: the environment allowlist differs from defaults::DEFAULT_ENV"
+        );
+    }
+}
+
+/// The protected paths config.md lists are defaults::PROTECTED, and the home
+/// files table names every entry of HOME_PROTECTED and CONFIG_PROTECTED.
+#[test]
+fn protected_paths_are_the_defaults() {
+    let doc = config_md();
+    let spans = spans_after(&doc, "- Protected paths: inside every writable root");
+    let listed: Vec<&str> = spans
+        .iter()
+        .map(String::as_str)
+        .filter(|s| s.starts_with('.'))
+        .take(cordon_policy::defaults::PROTECTED.len())
+        .collect();
+    assert_eq!(
+        listed,
+        cordon_policy::defaults::PROTECTED,
+        "docs/config.md's protected paths differ from defaults::PROTECTED"
+    );
+    let table: BTreeSet<String> = table_keys(&doc, "### Protected home files")
+        .into_iter()
+        .collect();
+    let missing: Vec<String> = cordon_policy::HOME_PROTECTED
+        .iter()
+        .map(|p| p.to_string())
+        .chain(
+            cordon_policy::CONFIG_PROTECTED
+                .iter()
+                .map(|p| format!(".config/{p}")),
+        )
+        .filter(|p| !table.contains(p))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/config.md's Protected home files table lacks {missing:?}"
+    );
+}
