@@ -26,8 +26,16 @@ fn cordon_in_tmp(fx: &Fixture) -> (PathBuf, Defer<impl FnMut()>) {
     // Copied by cp, not in this process: a write descriptor open here would be
     // inherited by a child that another test thread forks meanwhile, and running
     // the copy would fail with ETXTBSY until that child execs.
-    let copied = Command::new("cp").arg(cordon_bin()).arg(&bin).status().unwrap();
-    assert!(copied.success(), "cp the cordon binary to {}", bin.display());
+    let copied = Command::new("cp")
+        .arg(cordon_bin())
+        .arg(&bin)
+        .status()
+        .unwrap();
+    assert!(
+        copied.success(),
+        "cp the cordon binary to {}",
+        bin.display()
+    );
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
     fx.chown(&dir);
