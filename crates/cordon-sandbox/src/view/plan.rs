@@ -442,7 +442,7 @@ impl Planner<'_> {
                     outer.target.display()
                 )));
             }
-            let (create_mount_point, mirror) = if self.under_tmpfs(&m.target) {
+            let (create_mount_point, mirror) = if self.directly_in_tmpfs(&m.target) {
                 (true, None)
             } else {
                 match fs::symlink_metadata(&m.target) {
@@ -526,6 +526,17 @@ impl Planner<'_> {
         self.ops
             .values()
             .any(|op| op.kind.is_tmpfs() && is_path_prefix(&op.path, path) && path != op.path)
+    }
+
+    /// Whether the deepest mount planned above `path` is a tmpfs of ours, so a
+    /// missing `path` can be made in it. Not so below a bind in such a tmpfs (a
+    /// path of a hidden home shown read-only, `~/.cargo`): that shows the host's.
+    fn directly_in_tmpfs(&self, path: &Path) -> bool {
+        self.ops
+            .values()
+            .filter(|op| is_path_prefix(&op.path, path) && path != op.path)
+            .max_by_key(|op| op.path.as_os_str().len())
+            .is_some_and(|op| op.kind.is_tmpfs())
     }
 
     fn add(&mut self, path: &Path, kind: MountKind, is_dir: bool) {
