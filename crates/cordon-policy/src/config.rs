@@ -39,6 +39,7 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "nested_userns",
     "unix_sockets",
     "mount",
+    "caches",
     "pi",
 ];
 
@@ -124,6 +125,9 @@ pub struct ConfigFile {
     /// `"SOURCE:TARGET[:ro|rw]"`.
     #[serde(default)]
     pub mount: Vec<MountSpec>,
+    /// `false` turns the managed caches off ([`crate::caches`]); on by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caches: Option<bool>,
     /// Settings for `cordon pi` only: the same fields (but `pi`), layered over
     /// this file's.
     #[serde(

@@ -159,6 +159,8 @@ struct Layers {
     home_env: HomeEnv,
     /// The current directory.
     cwd: PathBuf,
+    /// Whether the managed caches are on, and who said so.
+    caches: Sourced<bool>,
     warnings: Vec<String>,
 }
 
@@ -254,6 +256,7 @@ impl Layers {
             home_visible: Vec::new(),
             home_env: HomeEnv::default(),
             cwd: PathBuf::from("/"),
+            caches: Sourced::new(true, Origin::Default),
             warnings,
         }
     }
@@ -646,6 +649,9 @@ impl Layers {
         if let Some(b) = c.unix_sockets {
             self.switches.unix_sockets = Sourced::new(b, origin.clone());
         }
+        if let Some(b) = c.caches {
+            self.caches = Sourced::new(b, origin.clone());
+        }
         for m in &c.mount {
             let mount = Mount {
                 source: self.config_path(&m.source, "mount", &origin)?,
@@ -773,6 +779,13 @@ impl Layers {
         }
         if c.hide_home == Some(true) && self.hide_home.is_none() {
             self.hide_home = Some(origin.clone());
+        }
+        match c.caches {
+            Some(false) if self.caches.value => self.caches = Sourced::new(false, origin.clone()),
+            Some(true) if !self.caches.value => {
+                self.ignored(file, "caches", ": true", USER_CONFIG_HINT)
+            }
+            _ => {}
         }
         let loosening: [(&str, bool, String); 12] = [
             (
@@ -1062,8 +1075,27 @@ impl Layers {
             }
         }
 
-        let rules = sort_dedup(rules);
+        let sanitized = sanitized_copies(&rules, &self.vars.home, home_hidden.is_some());
+        let mut rules = sort_dedup(rules);
+        let caches = crate::caches::plan(&crate::caches::Inputs {
+            home: &self.vars.home,
+            workspace: &ws,
+            xdg_cache_home: self.home_env.xdg_cache_home.as_deref(),
+            enabled: &self.caches,
+            rules: &rules,
+            env: &self.env,
+            mounts: &self.mounts,
+            scratch: &scratch,
+        });
+        if !caches.rules.is_empty() {
+            rules.extend(caches.rules);
+            rules = sort_dedup(rules);
+        }
+        self.env.extend(caches.env);
         crate::mounts::check_targets(&mut self.mounts, &rules, &scratch)?;
+        // Checked one by one when planned: a mount that cannot be is left out.
+        self.mounts.extend(caches.mounts);
+        self.mounts.sort_by(|a, b| a.target.cmp(&b.target));
         if let Some(r) = rule_for_in(&rules, &ws) {
             if r.access == Access::Deny {
                 return Err(PolicyError::Workspace {
@@ -1090,6 +1122,8 @@ impl Layers {
             limits: self.limits,
             timeout: self.timeout,
             switches: self.switches,
+            caches: caches.caches,
+            sanitized,
             warnings: self.warnings,
         })
     }
@@ -1187,6 +1221,35 @@ impl Layers {
                 ),
             },
         )
+    }
+}
+
+/// The hidden settings files shown as copies without their credentials: `~/.npmrc`
+/// while the built-in secret rule alone hides it (not when you hide it yourself,
+/// show it with `allow_read`, or hide the whole home) and it is a file. `rules`
+/// are not yet deduplicated.
+fn sanitized_copies(
+    rules: &[PathRule],
+    home: &Path,
+    home_hidden: bool,
+) -> Vec<crate::sanitize::SanitizedCopy> {
+    if home_hidden {
+        return Vec::new();
+    }
+    let path = canonicalize_lenient(&home.join(".npmrc"));
+    // (Before deduplication, which keeps the secret rule over a deny of yours.)
+    let default_secret = |r: &PathRule| r.kind == RuleKind::Secret && r.origin == Origin::Default;
+    let hidden_by_default = rule_for_in(rules, &path)
+        .is_some_and(|r| r.path == path && r.access == Access::Deny)
+        && rules.iter().filter(|r| r.path == path).all(default_secret)
+        && rules.iter().any(|r| r.path == path && default_secret(r));
+    if hidden_by_default && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+        vec![crate::sanitize::SanitizedCopy {
+            path,
+            format: crate::sanitize::SanitizeFormat::Npmrc,
+        }]
+    } else {
+        Vec::new()
     }
 }
 

@@ -5,6 +5,7 @@
 //! The crate is pure apart from reading config files (and a worktree's `.git`
 //! pointer) and canonicalising paths.
 
+pub mod caches;
 mod config;
 pub mod defaults;
 mod error;
@@ -16,8 +17,10 @@ mod network;
 mod paths;
 pub mod presets;
 mod protect;
+pub mod sanitize;
 mod values;
 
+pub use caches::{CacheUse, Caches, ManagedCache, UnmanagedCache};
 pub use config::{
     ConfigFile, ConfigNet, KNOWN_FIELDS, MAX_CONFIG_BYTES, MountSpec, default_user_config,
     parse_config,
@@ -27,6 +30,7 @@ pub use home::{CONFIG_PROTECTED, HOME_PROTECTED, pi_agent_dir};
 pub use model::*;
 pub use network::*;
 pub use presets::{PRESETS, preset};
+pub use sanitize::{SanitizeFormat, SanitizedCopy};
 pub use values::{
     parse_env_arg, parse_local_service, parse_mount_arg, parse_resolve_arg, parse_secret_arg,
     parse_size, valid_env_name,

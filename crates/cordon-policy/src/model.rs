@@ -24,6 +24,8 @@ pub enum Origin {
     ProjectPiConfig { file: PathBuf },
     /// Added by `cordon pi` itself: pi's config dir, its providers and their keys.
     Pi { reason: String },
+    /// A managed cache ([`crate::caches`]): a tool's cache of its own inside.
+    Cache { tool: String },
 }
 
 impl fmt::Display for Origin {
@@ -40,6 +42,7 @@ impl fmt::Display for Origin {
                 write!(f, "project config {}, \"pi\" section", file.display())
             }
             Origin::Pi { reason } => write!(f, "cordon pi: {reason}"),
+            Origin::Cache { tool } => write!(f, "built-in default: managed cache ({tool})"),
         }
     }
 }
@@ -194,6 +197,12 @@ pub struct Policy {
     pub limits: Limits,
     pub timeout: Option<Sourced<Duration>>,
     pub switches: Switches,
+    /// The tools' caches cordon provides (and those it leaves alone, with why).
+    #[serde(default)]
+    pub caches: crate::caches::Caches,
+    /// Hidden files shown inside as copies without their credentials (`~/.npmrc`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sanitized: Vec<crate::sanitize::SanitizedCopy>,
     /// Warnings produced while resolving (loosening project fields ignored, ...).
     pub warnings: Vec<String>,
 }

@@ -192,11 +192,14 @@ fn defaults() {
     assert_eq!(p.access_for(&e.ws.join("src/main.rs")), Access::Write);
     assert_eq!(p.access_for(Path::new("/usr/bin/env")), Access::Read);
 
-    let names: Vec<&str> = p.env.iter().map(|v| v.name.as_str()).collect();
+    // (Besides the managed caches' variables, tested in managed_caches_*.)
+    let own: Vec<_> = (p.env.iter())
+        .filter(|v| !matches!(v.origin, Origin::Cache { .. }))
+        .collect();
+    let names: Vec<&str> = own.iter().map(|v| v.name.as_str()).collect();
     assert_eq!(names, defaults::DEFAULT_ENV);
     assert!(
-        p.env
-            .iter()
+        own.iter()
             .all(|v| v.value.is_none() && v.origin == Origin::Default)
     );
     for n in ["PATH", "HOME", "LC_ALL", "NO_COLOR", "LINES"] {
@@ -211,7 +214,12 @@ fn defaults() {
     assert!(p.timeout.is_none());
     assert!(!p.switches.nested_userns.value && !p.switches.unix_sockets.value);
     assert_eq!(p.switches.unix_sockets.origin, Origin::Default);
-    assert_eq!(p.writable_roots().collect::<Vec<_>>(), vec![e.ws.as_path()]);
+    assert_eq!(
+        (p.writable_roots())
+            .filter(|r| Some(*r) != p.caches.dir.as_deref())
+            .collect::<Vec<_>>(),
+        vec![e.ws.as_path()]
+    );
 }
 
 #[test]
@@ -689,7 +697,13 @@ fn read_only_wins_over_a_write_rule_on_the_workspace() {
         .unwrap();
     assert_eq!(origin(&p, &e.ws, Access::Read), &flag("--read-only"));
     assert!(find(&p, &e.ws.join(".git/hooks"), Access::Read).is_some());
-    assert_eq!(p.writable_roots().count(), 0);
+    // (But the managed caches' dir.)
+    assert_eq!(
+        (p.writable_roots())
+            .filter(|r| Some(*r) != p.caches.dir.as_deref())
+            .count(),
+        0
+    );
     // A user config saying false is overridden by the flag.
     e.user(r#"{"read_only": false}"#);
     let p = e
@@ -781,7 +795,10 @@ fn env_layers() {
     assert_eq!(get("RUST_LOG").origin, flag("--env"));
     assert_eq!(get("CARGO_HOME").value, None);
     assert_eq!(get("FOO").value.as_deref(), Some(""));
-    assert_eq!(p.env.len(), defaults::DEFAULT_ENV.len() + 3);
+    let cache_vars = (p.env.iter())
+        .filter(|v| matches!(v.origin, Origin::Cache { .. }))
+        .count();
+    assert_eq!(p.env.len(), defaults::DEFAULT_ENV.len() + 3 + cache_vars);
 
     let e = Env::new();
     e.user(r#"{"env": ["A B"]}"#);
@@ -1684,4 +1701,162 @@ fn policy_round_trips_through_json() {
     let json = serde_json::to_string(&policy).unwrap();
     let back: Policy = serde_json::from_str(&json).unwrap();
     assert_eq!(back, policy);
+}
+
+fn cache_env<'a>(p: &'a Policy, name: &str) -> Option<&'a str> {
+    (p.env.iter())
+        .find(|v| v.name == name && matches!(v.origin, Origin::Cache { .. }))
+        .and_then(|v| v.value.as_deref())
+}
+
+#[test]
+fn managed_caches_by_default() {
+    let e = Env::new();
+    let p = e.resolve();
+    let dir = p.caches.dir.clone().expect("a cache dir");
+    let key = cordon_policy::caches::workspace_key(&e.ws).unwrap();
+    assert_eq!(dir, e.home.join(".cache/cordon/caches").join(&key));
+    assert_eq!(p.access_for(&dir.join("npm/x")), Access::Write);
+    // Another workspace's cache, and the rest of cordon's cache, stay hidden.
+    let other = e.home.join(".cache/cordon/caches/other");
+    assert_eq!(p.access_for(&other), Access::Deny);
+    assert_eq!(
+        p.access_for(&e.home.join(".cache/cordon/ca.pem")),
+        Access::Deny
+    );
+    // The host's caches stay read-only.
+    for c in [".npm", ".cache/pip", ".cargo/registry"] {
+        assert_eq!(p.access_for(&e.home.join(c)), Access::Read, "{c}");
+    }
+    assert_eq!(
+        cache_env(&p, "npm_config_cache"),
+        Some(dir.join("npm").to_str().unwrap())
+    );
+    assert_eq!(
+        cache_env(&p, "PIP_CACHE_DIR"),
+        Some(dir.join("pip").to_str().unwrap())
+    );
+    // No ~/.cargo: CARGO_HOME is a managed one, and nothing is mounted.
+    assert_eq!(
+        cache_env(&p, "CARGO_HOME"),
+        Some(dir.join("cargo").to_str().unwrap())
+    );
+    assert!(p.mounts.is_empty());
+    assert!(p.caches.unmanaged.is_empty(), "{:?}", p.caches.unmanaged);
+
+    // With ~/.cargo, its config stays: the cache is bound over registry and git.
+    fs::create_dir_all(e.home.join(".cargo/registry")).unwrap();
+    let p = e.resolve();
+    assert!(cache_env(&p, "CARGO_HOME").is_none());
+    let targets: Vec<_> = p.mounts.iter().map(|m| m.target.clone()).collect();
+    assert_eq!(
+        targets,
+        [e.home.join(".cargo/git"), e.home.join(".cargo/registry")]
+    );
+    assert!(
+        p.mounts
+            .iter()
+            .all(|m| m.writable && m.source.starts_with(&dir))
+    );
+
+    // Under another $XDG_CACHE_HOME the caches root is hidden by a rule of its own.
+    // (Not set here: the policy reads it from the process environment.)
+}
+
+#[test]
+fn managed_caches_leave_your_choices_alone() {
+    let e = Env::new();
+    fs::create_dir_all(e.home.join(".cargo")).unwrap();
+    std::os::unix::fs::symlink(e.root.join("elsewhere"), e.home.join(".cargo/registry")).unwrap();
+    let p = e
+        .resolve_with(Flags {
+            allow_write: vec![e.home.join(".npm")],
+            env: vec!["PIP_CACHE_DIR=/x".into()],
+            ..Flags::default()
+        })
+        .unwrap();
+    let why = |tool: &str| {
+        (p.caches.unmanaged.iter())
+            .find(|u| u.tool == tool)
+            .unwrap_or_else(|| panic!("{tool}: {:?}", p.caches))
+            .clone()
+    };
+    assert!(why("npm").writable && why("npm").why.contains("writable"));
+    assert!(why("pip").why.contains("PIP_CACHE_DIR is set inside"));
+    assert!(
+        why("cargo").why.contains("not a directory"),
+        "{:?}",
+        why("cargo")
+    );
+    assert!(cache_env(&p, "npm_config_cache").is_none());
+    assert_eq!(
+        p.env
+            .iter()
+            .find(|v| v.name == "PIP_CACHE_DIR")
+            .unwrap()
+            .value
+            .as_deref(),
+        Some("/x")
+    );
+    // git is still managed.
+    assert_eq!(p.mounts.len(), 1);
+    assert_eq!(p.mounts[0].target, e.home.join(".cargo/git"));
+
+    // Off in your config: nothing managed, every tool says why.
+    let e = Env::new();
+    e.user(r#"{"caches": false}"#);
+    let p = e.resolve();
+    assert!(p.caches.dir.is_none() && p.caches.managed.is_empty());
+    assert!(
+        p.caches
+            .unmanaged
+            .iter()
+            .all(|u| u.why.contains("\"caches\": false"))
+    );
+    assert!(
+        !p.env
+            .iter()
+            .any(|v| matches!(v.origin, Origin::Cache { .. }))
+    );
+    // A project may turn them off, not on.
+    e.project(r#"{"caches": true}"#);
+    let p = e.resolve();
+    assert!(p.caches.dir.is_none());
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("ignored \"caches\": true")),
+        "{:?}",
+        p.warnings
+    );
+    let e = Env::new();
+    e.project(r#"{"caches": false}"#);
+    assert!(e.resolve().caches.dir.is_none());
+
+    // A workspace that is $HOME: the host's caches are writable anyway.
+    let e = Env::new();
+    let p = resolve(&Inputs {
+        workspace: e.home.clone(),
+        ..e.inputs()
+    })
+    .unwrap();
+    assert!(p.caches.dir.is_none(), "{:?}", p.caches);
+}
+
+#[test]
+fn npmrc_is_shown_without_credentials_only_while_the_default_hides_it() {
+    let e = Env::new();
+    assert!(e.resolve().sanitized.is_empty(), "no ~/.npmrc, no copy");
+    fs::write(e.home.join(".npmrc"), "fund=false\n").unwrap();
+    let p = e.resolve();
+    assert_eq!(p.sanitized.len(), 1);
+    assert_eq!(p.sanitized[0].path, e.home.join(".npmrc"));
+    assert_eq!(p.access_for(&e.home.join(".npmrc")), Access::Deny);
+    // Shown whole with allow_read, hidden whole with your own deny, or a hidden home.
+    e.user(r#"{"allow_read": ["~/.npmrc"]}"#);
+    assert!(e.resolve().sanitized.is_empty());
+    e.user(r#"{"deny_read": ["~/.npmrc"]}"#);
+    assert!(e.resolve().sanitized.is_empty());
+    e.user(r#"{"hide_home": true}"#);
+    assert!(e.resolve().sanitized.is_empty());
 }

@@ -18,7 +18,7 @@
 //! `openat2(RESOLVE_NO_SYMLINKS)`, so a symlink swapped in on the host cannot
 //! redirect a mount.
 
-use super::plan::{MountKind, MountOp, MountPlan, ViewPlan};
+use super::plan::{MountKind, MountOp, MountPlan, SyntheticFile, ViewPlan};
 use crate::error::SandboxError;
 use crate::sys;
 use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
@@ -141,6 +141,7 @@ pub fn enter(plan: &ViewPlan, placeholders_ready: &mut dyn FnMut()) -> Result<()
         let target = open_in(root.as_fd(), &overlay.target)?;
         attach_at(source.as_fd(), target.as_fd(), &overlay.target)?;
     }
+    lay_synthesized(root.as_fd(), &plan.synthesized)?;
     build_dev(root.as_fd(), &devices, plan.tmpfs_size)?;
     build_proc(root.as_fd(), empty.as_fd())?;
     mask_sys(root.as_fd(), empty.as_fd())?;
@@ -300,6 +301,55 @@ fn empty_source() -> Result<OwnedFd, SandboxError> {
     rfs::mkdirat(mnt.as_fd(), "dir", Mode::from_raw_mode(0o755)).map_err(rustix_err("tmpfs"))?;
     set_attrs(mnt.as_fd(), READ_ONLY, "tmpfs")?;
     Ok(mnt)
+}
+
+/// Makes each synthesized file in a small tmpfs of its own (read-only once
+/// written) and binds it over its target, which the view shows (a hidden file's
+/// empty stand-in). The tmpfs is never attached itself: only the file is.
+fn lay_synthesized(root: BorrowedFd<'_>, files: &[SyntheticFile]) -> Result<(), SandboxError> {
+    for (i, file) in files.iter().enumerate() {
+        let fail = rustix_err(&file.target);
+        let fs = rmount::fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(fail)?;
+        let size = (file.content.len() as u64 + 4096).to_string();
+        rmount::fsconfig_set_string(fs.as_fd(), "size", size.as_str())
+            .map_err(rustix_err(&file.target))?;
+        rmount::fsconfig_create(fs.as_fd()).map_err(rustix_err(&file.target))?;
+        let mnt = rmount::fsmount(
+            fs.as_fd(),
+            FsMountFlags::FSMOUNT_CLOEXEC,
+            MountAttrFlags::MOUNT_ATTR_NOSUID
+                | MountAttrFlags::MOUNT_ATTR_NODEV
+                | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+        )
+        .map_err(rustix_err(&file.target))?;
+        let name = format!("f{i}");
+        let fd = rfs::openat(
+            mnt.as_fd(),
+            name.as_str(),
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o444),
+        )
+        .map_err(rustix_err(&file.target))?;
+        let mut rest = file.content.as_slice();
+        while !rest.is_empty() {
+            let n = rustix::io::write(&fd, rest).map_err(rustix_err(&file.target))?;
+            rest = &rest[n..];
+        }
+        drop(fd);
+        set_attrs(mnt.as_fd(), READ_ONLY, &file.target)?;
+        let source = rmount::open_tree(
+            mnt.as_fd(),
+            name.as_str(),
+            OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+        )
+        .map_err(rustix_err(&file.target))?;
+        let target = open_in(root, &file.target)?;
+        attach_at(source.as_fd(), target.as_fd(), &file.target)?;
+        // As with the empty source: closing the unattached mount now would wait for
+        // an RCU grace period; it goes when the supervisor exits.
+        std::mem::forget(mnt);
+    }
+    Ok(())
 }
 
 /// A bind of `name` (`empty` or `dir`) of the read-only [`empty_source`].

@@ -65,6 +65,67 @@ pub struct MountPlan {
     pub mirror: Option<PathBuf>,
 }
 
+/// A file whose content the launcher worked out, shown read-only at `target`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SyntheticFile {
+    pub target: PathBuf,
+    pub content: Vec<u8>,
+}
+
+impl std::fmt::Debug for SyntheticFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SyntheticFile({}, {} bytes)",
+            self.target.display(),
+            self.content.len()
+        )
+    }
+}
+
+/// The most of a settings file cordon reads to show a sanitized copy of it.
+const MAX_SANITIZED_BYTES: u64 = 1024 * 1024;
+
+/// The copies without credentials of the hidden files `policy` shows so: each read
+/// on the host (a regular file, not through a symlink, at most 1 MiB) and cleaned;
+/// one that cannot be read stays hidden as it is. The original's bytes are
+/// overwritten once cleaned: the sandbox's first process is a copy of this one.
+fn synthesize(policy: &Policy) -> Vec<SyntheticFile> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut out = Vec::new();
+    for copy in &policy.sanitized {
+        let Ok(file) = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&copy.path)
+        else {
+            continue;
+        };
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        let mut raw = Vec::new();
+        if file
+            .take(MAX_SANITIZED_BYTES)
+            .read_to_end(&mut raw)
+            .is_err()
+        {
+            raw.fill(0);
+            std::hint::black_box(&raw);
+            continue;
+        }
+        let content = copy.sanitize(&raw).into_bytes();
+        raw.fill(0);
+        std::hint::black_box(&raw);
+        out.push(SyntheticFile {
+            target: copy.path.clone(),
+            content,
+        });
+    }
+    out
+}
+
 /// A placeholder to create on the host for a protected path that does not exist:
 /// an empty file (or a `commondir` naming its own git dir), even for a directory,
 /// since nothing can be made in or below a file, and a file costs ext4 a tenth of
@@ -82,6 +143,10 @@ pub struct ViewPlan {
     pub ops: Vec<MountOp>,
     /// Host files laid over view paths after every other mount.
     pub overlays: Vec<crate::FileOverlay>,
+    /// Files made inside (read-only, in a tmpfs of their own) and laid over view
+    /// paths with the overlays: the copies of hidden settings files without their
+    /// credentials.
+    pub synthesized: Vec<SyntheticFile>,
     pub to_create: Vec<Placeholder>,
     pub placeholders: Vec<PathBuf>,
     /// The policy's mounts, made after everything else.
@@ -154,6 +219,7 @@ impl ViewPlan {
         planner.plan_mounts()?;
         let mut plan = planner.finish();
         plan.overlays = overlays;
+        plan.synthesized = synthesize(policy);
         Ok(plan)
     }
 
@@ -376,7 +442,7 @@ impl Planner<'_> {
                     outer.target.display()
                 )));
             }
-            let (create_mount_point, mirror) = if self.under_tmpfs(&m.target) {
+            let (create_mount_point, mirror) = if self.directly_in_tmpfs(&m.target) {
                 (true, None)
             } else {
                 match fs::symlink_metadata(&m.target) {
@@ -460,6 +526,17 @@ impl Planner<'_> {
         self.ops
             .values()
             .any(|op| op.kind.is_tmpfs() && is_path_prefix(&op.path, path) && path != op.path)
+    }
+
+    /// Whether the deepest mount planned above `path` is a tmpfs of ours, so a
+    /// missing `path` can be made in it. Not so below a bind in such a tmpfs (a
+    /// path of a hidden home shown read-only, `~/.cargo`): that shows the host's.
+    fn directly_in_tmpfs(&self, path: &Path) -> bool {
+        self.ops
+            .values()
+            .filter(|op| is_path_prefix(&op.path, path) && path != op.path)
+            .max_by_key(|op| op.path.as_os_str().len())
+            .is_some_and(|op| op.kind.is_tmpfs())
     }
 
     fn add(&mut self, path: &Path, kind: MountKind, is_dir: bool) {

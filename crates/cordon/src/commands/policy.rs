@@ -37,6 +37,42 @@ pub fn show(options: &RunOptions, json: bool, pi: bool) -> Result<u8, String> {
     Ok(0)
 }
 
+/// The managed caches, those left alone (with why), and the sanitized copies.
+fn render_caches(out: &mut String, policy: &Policy) {
+    let caches = &policy.caches;
+    if !caches.managed.is_empty() || !caches.unmanaged.is_empty() {
+        let _ = writeln!(
+            out,
+            "\ncaches (each tool's cache of its own inside; the host's own stay read-only)"
+        );
+    }
+    for c in &caches.managed {
+        let how = match &c.uses {
+            cordon_policy::CacheUse::Env { name } => format!("{name}={}", c.dir.display()),
+            cordon_policy::CacheUse::Mount { target } => {
+                format!("{} → {}", c.dir.display(), target.display())
+            }
+        };
+        let _ = writeln!(out, "  {:<6} {how}", c.tool);
+    }
+    for c in &caches.unmanaged {
+        let _ = writeln!(
+            out,
+            "  {:<6} {} not managed: {}",
+            c.tool,
+            c.path.display(),
+            c.why
+        );
+    }
+    for s in &policy.sanitized {
+        let _ = writeln!(
+            out,
+            "\nshown without credentials\n  {}    ← built-in default: a copy without tokens, passwords and per-registry settings",
+            s.path.display()
+        );
+    }
+}
+
 fn render(policy: &Policy, limits_mechanism: &str, assessed: &[Assessment]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "workspace  {}", policy.workspace.display());
@@ -82,6 +118,7 @@ fn render(policy: &Policy, limits_mechanism: &str, assessed: &[Assessment]) -> S
             );
         }
     }
+    render_caches(&mut out, policy);
     render_network(&mut out, policy);
     let _ = writeln!(out, "\nenvironment");
     for var in &policy.env {

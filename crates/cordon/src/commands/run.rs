@@ -1,7 +1,7 @@
 //! `cordon run` and `cordon shell`.
 
 use crate::cli::{DegradedLayer, NetArg, RunOptions};
-use cordon_policy::{Flags, Inputs, NetMode, Policy};
+use cordon_policy::{Access, Flags, Inputs, NetMode, Origin, Policy};
 use cordon_sandbox::{Additions, Command, Degraded, Outcome, Terminal};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -111,6 +111,9 @@ pub fn execute_in(
             if let Some(message) = message {
                 eprintln!("cordon: {message}");
             }
+            if status != 0 {
+                cache_hint(policy, &command);
+            }
             Ok(status.clamp(0, 255) as u8)
         }
         Outcome::TimedOut(after) => {
@@ -123,6 +126,20 @@ pub fn execute_in(
     }
 }
 
+/// After a failed command that names a package manager whose cache is read-only
+/// inside (one cordon does not manage): why, and what to do.
+fn cache_hint(policy: &Policy, command: &Command) {
+    let words: Vec<String> = std::iter::once(&command.program)
+        .chain(&command.args)
+        .map(|w| w.to_string_lossy().into_owned())
+        .collect();
+    if let Some(hint) = cordon_policy::caches::hint(&policy.caches, &policy.home, &words) {
+        for line in hint.lines() {
+            eprintln!("cordon: hint: {line}");
+        }
+    }
+}
+
 /// How far a file's change time may lag the clock: the kernel stamps files with a
 /// coarse clock, so a file written just after the run began can look older.
 const COARSE_CLOCK: Duration = Duration::from_secs(1);
@@ -130,7 +147,11 @@ const COARSE_CLOCK: Duration = Duration::from_secs(1);
 /// Neutralises what the run left in its writable roots that would make the host's
 /// git run code (cordon-gitguard), and says what it did.
 fn audit_git(policy: &Policy, read_only: &[PathBuf], since: SystemTime) {
-    let roots: Vec<PathBuf> = policy.writable_roots().map(PathBuf::from).collect();
+    // The managed caches are the sandboxes' own: no host tool uses them.
+    let roots: Vec<PathBuf> = (policy.rules.iter())
+        .filter(|r| r.access == Access::Write && !matches!(r.origin, Origin::Cache { .. }))
+        .map(|r| r.path.clone())
+        .collect();
     let report = cordon_gitguard::audit(&cordon_gitguard::Audit {
         roots: &roots,
         read_only,

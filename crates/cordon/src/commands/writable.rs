@@ -12,8 +12,10 @@ use std::os::fd::OwnedFd;
 use std::path::{Component, Path};
 
 /// Makes every missing writable root the policy names, or says why it cannot.
-/// Returns the directories made, for the caller to mention.
+/// Returns the directories made, for the caller to mention. The managed caches'
+/// directories are made first, without a word: they are cordon's.
 pub fn ensure(policy: &Policy) -> Result<Vec<String>, String> {
+    ensure_caches(policy)?;
     let mut made = Vec::new();
     for rule in policy.rules.iter().filter(|r| r.access == Access::Write) {
         match std::fs::symlink_metadata(&rule.path) {
@@ -31,56 +33,76 @@ pub fn ensure(policy: &Policy) -> Result<Vec<String>, String> {
     Ok(made)
 }
 
+/// Makes the managed caches' directories (the workspace's cache dir and each
+/// tool's in it) below your cache directory, as [`create`] makes a writable root.
+fn ensure_caches(policy: &Policy) -> Result<(), String> {
+    let caches = &policy.caches;
+    let (Some(dir), Some(base)) = (&caches.dir, &caches.base) else {
+        return Ok(());
+    };
+    // Below the home directory, from the home down (~/.cache may be missing).
+    let base = if base.starts_with(&policy.home) {
+        policy.home.as_path()
+    } else {
+        base.as_path()
+    };
+    let dirs = std::iter::once(dir).chain(caches.managed.iter().map(|c| &c.dir));
+    for path in dirs {
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        make_below(base, path).map_err(|why| {
+            format!(
+                "cannot make the managed cache directory {}: {why} (hint: make it yourself, or turn the managed caches off with \"caches\": false in ~/.config/cordon/config.json)",
+                path.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Creates `rule.path` below `home`, one component at a time, each opened
 /// without following a symlink and checked to be the caller's.
 fn create(rule: &PathRule, home: &Path) -> Result<(), String> {
     let path = &rule.path;
-    let fix = format!(
-        "create it yourself (mkdir -p {}) or drop the rule",
-        path.display()
-    );
-    let refuse = |why: String| {
-        Err(format!(
-            "{}: the writable path ({}) does not exist, and {why}; {fix}",
+    make_below(home, path).map_err(|why| {
+        format!(
+            "{}: the writable path ({}) does not exist, and {why}; create it yourself (mkdir -p {}) or drop the rule",
             path.display(),
-            rule.origin
-        ))
-    };
+            rule.origin,
+            path.display()
+        )
+    })
+}
+
+/// Creates `path` below the existing directory `base`, one component at a time,
+/// each opened without following a symlink and checked to be the caller's; the
+/// error says why not.
+fn make_below(base: &Path, path: &Path) -> Result<(), String> {
     let Some(below) = path
-        .strip_prefix(home)
+        .strip_prefix(base)
         .ok()
         .filter(|b| !b.as_os_str().is_empty())
     else {
-        return refuse(format!(
+        return Err(format!(
             "cordon makes a missing one only inside your home directory ({})",
-            home.display()
+            base.display()
         ));
     };
     let me = rustix::process::geteuid();
-    let mut dir = match rustix::fs::open(home, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(e) => {
-            return refuse(format!(
-                "your home directory {} cannot be opened: {e}",
-                home.display()
-            ));
-        }
-    };
-    let mut here = home.to_path_buf();
+    let mut dir = rustix::fs::open(base, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| format!("{} cannot be opened: {e}", base.display()))?;
+    let mut here = base.to_path_buf();
     for part in below.components() {
-        if let Err(why) = owned_by(&dir, me, &here) {
-            return refuse(why);
-        }
+        owned_by(&dir, me, &here)?;
         let Component::Normal(name) = part else {
-            return refuse(format!("{} is not a plain path", path.display()));
+            return Err(format!("{} is not a plain path", path.display()));
         };
         here.push(name);
-        dir = match open_or_make(&dir, name) {
-            Ok(next) => next,
-            Err(e) => return refuse(format!("cordon cannot make {}: {e}", here.display())),
-        };
+        dir = open_or_make(&dir, name)
+            .map_err(|e| format!("cordon cannot make {}: {e}", here.display()))?;
     }
-    owned_by(&dir, me, &here).or_else(refuse)
+    owned_by(&dir, me, &here)
 }
 
 /// Opens directory `name` in `dir`, making it first if it is missing (mode 0777
