@@ -24,6 +24,9 @@ pub enum Origin {
     ProjectPiConfig { file: PathBuf },
     /// Added by `cordon pi` itself: pi's config dir, its providers and their keys.
     Pi { reason: String },
+    /// Added while a session ran (`cordon serve`'s `allowDomain`), with who asked
+    /// (e.g. the user's consent through pi's extension).
+    Session { reason: String },
 }
 
 impl fmt::Display for Origin {
@@ -40,6 +43,7 @@ impl fmt::Display for Origin {
                 write!(f, "project config {}, \"pi\" section", file.display())
             }
             Origin::Pi { reason } => write!(f, "cordon pi: {reason}"),
+            Origin::Session { reason } => write!(f, "this session: {reason}"),
         }
     }
 }
