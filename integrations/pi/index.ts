@@ -512,7 +512,7 @@ export default async function cordonExtension(pi: ExtensionAPI) {
 				}
 				const c = await sandbox(ctx.cwd);
 				try {
-					await c.request("allowDomain", { domain });
+					await c.request("allowDomain", { domain, origin: ALLOW_DOMAIN_ORIGIN });
 					say(ctx, `cordon: the sandbox may now reach ${domain} (this session only).`, "info");
 				} catch (e) {
 					if (e instanceof CordonError && e.rpcCode === ERR_METHOD_NOT_FOUND) {
@@ -531,6 +531,9 @@ export default async function cordonExtension(pi: ExtensionAPI) {
 	await mcpReady;
 }
 
+/** Who asked, as the audit log and `/sandbox-status` name a domain allowed here. */
+const ALLOW_DOMAIN_ORIGIN = "the user agreed in pi (/sandbox-allow-domain)";
+
 function say(ctx: ExtensionContext, text: string, level: "info" | "warning" | "error") {
 	if (ctx.hasUI) ctx.ui.notify(text, level);
 	else process.stderr.write(`${text}\n`);
@@ -545,6 +548,14 @@ function formatStatus(st: any, c: CordonClient, warnings: string[]): string {
 	const p = st?.policy ?? {};
 	out.push(`workspace: ${p.workspace ?? c.info?.workspace ?? "?"}${p.readOnly ? " (read-only)" : ""}`);
 	out.push(`network: ${p.net ?? "?"}`);
+	if (p.net === "allowlist") {
+		const allowed = Array.isArray(p.allowDomains) ? p.allowDomains : [];
+		const shown = allowed.map((a: any) => {
+			const from = String(a?.origin ?? "").startsWith("this session") ? " (this session)" : "";
+			return `${a?.domain ?? "?"}${a?.preset ? ` (preset ${a.preset})` : ""}${from}`;
+		});
+		out.push(`allowed domains: ${shown.length ? shown.join(", ") : "none (/sandbox-allow-domain DOMAIN adds one)"}`);
+	}
 	if (Array.isArray(p.writable) && p.writable.length) out.push(`writable: ${p.writable.join(", ")}`);
 	if (Array.isArray(p.denied) && p.denied.length) out.push(`denied: ${p.denied.join(", ")}`);
 	const denials = Array.isArray(st?.denials) ? st.denials : [];

@@ -20,6 +20,9 @@ pub enum Event {
     Connect,
     /// One HTTP request on a connection the broker reads.
     Request,
+    /// A domain allowed while the session ran (`allowDomain`): `host` is the
+    /// pattern, `reason` names who asked.
+    AllowDomain,
 }
 
 /// One line of the audit log.

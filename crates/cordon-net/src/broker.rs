@@ -181,8 +181,9 @@ impl Broker {
         self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Allows `pattern` for the rest of the session. Returns the rule as written.
-    pub(crate) fn allow_domain(&self, pattern: &str) -> Result<String, String> {
+    /// Allows `pattern` for the rest of the session, the rule's origin saying who
+    /// asked (`reason`), and logs the widening. Returns the rule as written.
+    pub(crate) fn allow_domain(&self, pattern: &str, reason: String) -> Result<String, String> {
         let pattern = cordon_policy::DomainPattern::parse(pattern)?;
         if let Some(port) = pattern
             .ports()
@@ -194,17 +195,43 @@ impl Broker {
             ));
         }
         let shown = pattern.to_string();
-        let mut rules = self.rules.write().unwrap_or_else(|e| e.into_inner());
-        let mut next = NetworkRules::clone(&rules);
-        next.allow.push(cordon_policy::DomainRule {
-            pattern,
-            preset: None,
-            origin: cordon_policy::Origin::Flag {
-                flag: "allowDomain (this session)".into(),
-            },
+        let origin = cordon_policy::Origin::Session { reason };
+        let logged = rule_reason(&shown, None, &origin);
+        {
+            let mut rules = self.rules.write().unwrap_or_else(|e| e.into_inner());
+            let mut next = NetworkRules::clone(&rules);
+            next.allow.push(cordon_policy::DomainRule {
+                pattern,
+                preset: None,
+                origin,
+            });
+            *rules = Arc::new(next);
+        }
+        self.config.audit.record(&Record {
+            event: Event::AllowDomain,
+            host: &shown,
+            port: None,
+            allowed: true,
+            reason: &logged,
+            via: None,
         });
-        *rules = Arc::new(next);
         Ok(shown)
+    }
+
+    /// The allow rules in force (the policy's and the session's), as
+    /// `{"domain", "preset", "origin"}`, in the order they were added.
+    pub(crate) fn allowed_domains(&self) -> Vec<serde_json::Value> {
+        self.rules()
+            .allow
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "domain": r.pattern.to_string(),
+                    "preset": r.preset,
+                    "origin": r.origin.to_string(),
+                })
+            })
+            .collect()
     }
 
     /// The DNS stub's question: is `name` allowed, and at which address?

@@ -1,11 +1,16 @@
 //! The session's control stream to the broker: one JSON object per line each way.
-//! A request `{"allow": "PATTERN"}` allows a domain for the rest of the session
-//! (`cordon serve`'s `allowDomain`, after the user agreed); the answer is
-//! `{"allowed": "PATTERN"}` or `{"error": "..."}`. `{"refusals": true}` answers
-//! `{"refusals": [...]}`, the broker's recent refusals (for `status`). Only the session's agent holds
-//! the other end; nothing the sandbox runs inherits it.
+//!
+//! - `{"allow": "PATTERN", "origin": "WHO"}` allows a domain for the rest of the
+//!   session (`cordon serve`'s `allowDomain`, after the user agreed); `origin`
+//!   (optional) says who asked, and goes into the rule's origin and the audit log.
+//!   The answer is `{"allowed": "PATTERN"}` or `{"error": "..."}`.
+//! - `{"refusals": true}` answers `{"refusals": [...]}`, the broker's recent
+//!   refusals (for `status`).
+//! - `{"rules": true}` answers `{"allow": [{"domain", "preset", "origin"}]}`, the
+//!   allow rules in force: the policy's and the session's (for `status`).
+//!
+//! Only the session's agent holds the other end; nothing the sandbox runs inherits it.
 
-use crate::audit::Event;
 use crate::broker::Broker;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -14,6 +19,8 @@ use tokio::net::UnixStream;
 
 /// The longest request line read.
 const MAX_LINE: usize = 4096;
+/// The longest `origin` kept (characters).
+const MAX_ORIGIN: usize = 200;
 
 pub(crate) async fn serve(broker: Arc<Broker>, stream: UnixStream) {
     let (read, mut write) = stream.into_split();
@@ -40,20 +47,53 @@ fn answer(broker: &Broker, line: &str) -> Value {
     if request.get("refusals").is_some() {
         return json!({"refusals": broker.recent_refusals()});
     }
+    if request.get("rules").is_some() {
+        return json!({"allow": broker.allowed_domains()});
+    }
     let Some(pattern) = request.get("allow").and_then(Value::as_str) else {
-        return json!({"error": "unknown request (expected {\"allow\": PATTERN} or {\"refusals\": true})"});
+        return json!({"error": "unknown request (expected {\"allow\": PATTERN}, {\"refusals\": true} or {\"rules\": true})"});
     };
-    match broker.allow_domain(pattern) {
-        Ok(shown) => {
-            broker.allow(
-                Event::Dns,
-                &shown,
-                None,
-                "allowDomain (this session)",
-                "rule",
-            );
-            json!({"allowed": shown})
-        }
+    let origin = request.get("origin").and_then(Value::as_str);
+    match broker.allow_domain(pattern, origin_reason(origin)) {
+        Ok(shown) => json!({"allowed": shown}),
         Err(e) => json!({"error": e}),
+    }
+}
+
+/// The origin of a rule `allowDomain` added: the method, and who asked when the
+/// client said so (one line, control characters dropped, at most [`MAX_ORIGIN`]
+/// characters).
+fn origin_reason(origin: Option<&str>) -> String {
+    let who: String = origin
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_ORIGIN)
+        .collect();
+    let who = who.trim();
+    if who.is_empty() {
+        "allowDomain".to_string()
+    } else {
+        format!("allowDomain, {who}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_reason;
+
+    #[test]
+    fn the_origin_is_one_short_line() {
+        assert_eq!(origin_reason(None), "allowDomain");
+        assert_eq!(origin_reason(Some("  ")), "allowDomain");
+        assert_eq!(
+            origin_reason(Some("the user agreed\n\u{1b}[2Jin pi")),
+            "allowDomain, the user agreed[2Jin pi"
+        );
+        let long = "x".repeat(1000);
+        assert_eq!(
+            origin_reason(Some(&long)).len(),
+            "allowDomain, ".len() + 200
+        );
     }
 }

@@ -869,9 +869,13 @@ impl Layers {
         if let Some(n) = c.net {
             // A mode no more open than the current one is taken; a more open one is
             // ignored (`none` < `allowlist` < `host`).
+            // `none` where nothing set a mode is taken too: it makes the network off
+            // on purpose, which a session then keeps (`cordon serve` would otherwise
+            // start its broker, to let the user allow names later).
             let want = net_mode(n);
             let current = self.effective_net().value;
-            if openness(want) < openness(current) {
+            let keeps_off = want == NetMode::None && current == NetMode::None && !self.net_explicit;
+            if openness(want) < openness(current) || keeps_off {
                 self.set_net(want, &origin);
             } else if openness(want) > openness(current) {
                 let (name, flag_arg) = match want {

@@ -26,6 +26,9 @@ pub enum Origin {
     Pi { reason: String },
     /// A managed cache ([`crate::caches`]): a tool's cache of its own inside.
     Cache { tool: String },
+    /// Added while a session ran (`cordon serve`'s `allowDomain`), with who asked
+    /// (e.g. the user's consent through pi's extension).
+    Session { reason: String },
 }
 
 impl fmt::Display for Origin {
@@ -43,6 +46,7 @@ impl fmt::Display for Origin {
             }
             Origin::Pi { reason } => write!(f, "cordon pi: {reason}"),
             Origin::Cache { tool } => write!(f, "built-in default: managed cache ({tool})"),
+            Origin::Session { reason } => write!(f, "this session: {reason}"),
         }
     }
 }

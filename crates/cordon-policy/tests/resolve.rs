@@ -671,13 +671,19 @@ fn project_tightening_fields_take_effect() {
         .unwrap();
     assert_eq!(p.timeout.unwrap().value, Duration::from_secs(10));
 
-    // Equal values change nothing and warn about nothing.
+    // Equal values change nothing and warn about nothing; but `"net": "none"` where
+    // nothing set a mode is taken: it turns the network off on purpose, which a
+    // `cordon serve` session then keeps (it would otherwise run its broker, to let
+    // the user allow names later).
     let e = Env::new();
     e.project(r#"{"pids": 4096, "net": "none", "nested_userns": false}"#);
     let p = e.resolve();
     assert!(p.warnings.is_empty());
     assert_eq!(p.limits.pids.unwrap().origin, Origin::Default);
-    assert_eq!(p.net.origin, Origin::Default);
+    assert_eq!(
+        p.net,
+        cordon_policy::Sourced::new(NetMode::None, e.project_origin())
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! it). The user's consent is the client's business (pi's extension asks first).
 
 use crate::error::ToolError;
+use cordon_policy::{NetMode, Origin, Policy};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -75,13 +76,47 @@ pub fn network_denials(control: Option<&Control>) -> Vec<Value> {
         .collect()
 }
 
-pub fn allow_domain(control: Option<&Control>, domain: &str) -> Result<Value, ToolError> {
-    let control = control.ok_or_else(|| {
-        ToolError::Broker(
-            "allowDomain: this session has no egress broker, so it has no network to widen (start it with --net allowlist, or allow a domain with --allow-domain)".into(),
-        )
-    })?;
-    let reply = control.ask(&json!({ "allow": domain })).map_err(|e| {
+/// The allow rules in force, as `{"domain", "preset", "origin"}`: the broker's
+/// (the policy's and those this session added), else the policy's (none: without a
+/// broker the network is off, or the host's).
+pub fn allowed_domains(control: Option<&Control>, policy: &Policy) -> Vec<Value> {
+    if let Some(reply) = control.and_then(|c| c.ask(&json!({ "rules": true })).ok())
+        && let Some(allow) = reply.get("allow").and_then(Value::as_array)
+    {
+        return allow.clone();
+    }
+    if policy.net.value != NetMode::Allowlist {
+        return Vec::new();
+    }
+    policy
+        .network
+        .allow
+        .iter()
+        .map(|r| {
+            json!({
+                "domain": r.pattern.to_string(),
+                "preset": r.preset,
+                "origin": r.origin.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Allows `domain` for the rest of the session through the broker; `origin` says
+/// who asked (the audit log and the rule's origin name it). Without a broker, the
+/// error says why the session has none and what would give it one.
+pub fn allow_domain(
+    control: Option<&Control>,
+    policy: &Policy,
+    domain: &str,
+    origin: Option<&str>,
+) -> Result<Value, ToolError> {
+    let control = control.ok_or_else(|| ToolError::Broker(no_broker(policy, domain)))?;
+    let mut request = json!({ "allow": domain });
+    if let Some(origin) = origin {
+        request["origin"] = json!(origin);
+    }
+    let reply = control.ask(&request).map_err(|e| {
         ToolError::Broker(format!(
             "allowDomain: the egress broker did not answer: {e}"
         ))
@@ -95,5 +130,34 @@ pub fn allow_domain(control: Option<&Control>, domain: &str) -> Result<Value, To
         _ => Err(ToolError::Broker(
             "allowDomain: an empty answer from the broker".into(),
         )),
+    }
+}
+
+/// Why a session has no broker to widen, naming the setting that made it so.
+fn no_broker(policy: &Policy, domain: &str) -> String {
+    let origin = &policy.net.origin;
+    let mode = net_name(policy.net.value);
+    let set_by = match origin {
+        Origin::Flag { flag } => format!("{flag} {mode}"),
+        _ => format!("\"net\": \"{mode}\" of the {origin}"),
+    };
+    match policy.net.value {
+        NetMode::None => format!(
+            "allowDomain {domain}: this session's network is off by {set_by}, and stays off: a session started with --net none cannot be widened. To allow domains during a session, start it without --net none (the default starts with nothing allowed and lets allowDomain add names)"
+        ),
+        NetMode::Host => format!(
+            "allowDomain {domain}: this session has the host's whole network ({set_by}): there is no allowlist to widen"
+        ),
+        NetMode::Allowlist => format!(
+            "allowDomain {domain}: this session has no egress broker (cordon started it without one), so it has no network to widen"
+        ),
+    }
+}
+
+fn net_name(mode: NetMode) -> &'static str {
+    match mode {
+        NetMode::None => "none",
+        NetMode::Host => "host",
+        NetMode::Allowlist => "allowlist",
     }
 }

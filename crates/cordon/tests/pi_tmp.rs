@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn pi1_prefix() -> PathBuf {
-    common::pi1::pi1_prefix()
+    common::pi::pi1().prefix.clone()
 }
 
 /// A fresh directory under /tmp, removed by the guard.

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::upstream::Upstream;
 use common::{Fixture, for_each_user, random_hex};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
@@ -524,7 +525,7 @@ fn allow_domain_widens_the_session_and_commands_cannot_reach_the_broker() {
         let other = format!("other.test:{port}");
         let resolve = "web.test:127.0.0.1";
         let mut s = Session::start(fx, &["--allow-domain", &other, "--resolve", resolve]);
-        let fetch = format!("curl -sS -m 5 --noproxy '*' http://web.test:{port}/");
+        let fetch = format!("curl -fsS -m 5 --noproxy '*' http://web.test:{port}/");
         let (before, out) = s.exec(&fetch);
         assert_ne!(
             before["result"]["exitCode"], 0,
@@ -538,24 +539,7 @@ fn allow_domain_widens_the_session_and_commands_cannot_reach_the_broker() {
         // A port that had no listener from the start cannot be opened later.
         let refused = s.call("allowDomain", json!({"domain": "web.test:1"}));
         assert!(refused.get("error").is_some(), "{refused}");
-        // The command sees no descriptor beyond stdio, and cannot look into the
-        // agent (not dumpable) to borrow its control stream.
-        let (_, fds) = s.exec("ls /proc/self/fd");
-        assert_eq!(
-            fds.split_whitespace().collect::<Vec<_>>(),
-            ["0", "1", "2", "3"],
-            "ls's own fds: {fds}"
-        );
-        let (_, out) = s.exec(
-            "for f in /proc/$PPID/fd/*; do \
-               echo '{\"allow\":\"evil.test\"}' 2>/dev/null > $f && echo LEAK $f; \
-               readlink $f 2>/dev/null && echo LEAK $f; \
-             done; getent hosts evil.test && echo LEAK dns; true",
-        );
-        assert!(
-            !out.contains("LEAK"),
-            "a command reached the agent's descriptors: {out}"
-        );
+        assert_commands_cannot_reach_the_broker(&mut s);
         // status lists the broker's refusals (evil.test's lookup) with the agent's own.
         let status = s.ok("status", json!({}));
         let denials = status["denials"].as_array().cloned().unwrap_or_default();
@@ -570,13 +554,180 @@ fn allow_domain_widens_the_session_and_commands_cannot_reach_the_broker() {
     });
 }
 
+/// The commands a session runs hold no descriptor beyond stdio, and cannot look
+/// into the agent (it is not dumpable) to borrow its control stream to the
+/// broker: writing an allow request to each of its descriptors reaches nothing.
+fn assert_commands_cannot_reach_the_broker(s: &mut Session) {
+    let (_, fds) = s.exec("ls /proc/self/fd");
+    assert_eq!(
+        fds.split_whitespace().collect::<Vec<_>>(),
+        ["0", "1", "2", "3"],
+        "ls's own fds: {fds}"
+    );
+    let (_, out) = s.exec(
+        "for f in /proc/$PPID/fd/*; do \
+           echo '{\"allow\":\"evil.test\"}' 2>/dev/null > $f && echo LEAK $f; \
+           readlink $f 2>/dev/null && echo LEAK $f; \
+         done; getent hosts evil.test && echo LEAK dns; true",
+    );
+    assert!(
+        !out.contains("LEAK"),
+        "a command reached the agent's descriptors: {out}"
+    );
+}
+
+/// The audit log's lines (JSON) for `fx`'s user.
+fn audit_lines(fx: &Fixture) -> Vec<Value> {
+    std::fs::read_to_string(fx.home.join(".local/state/cordon/audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Reaches `name` three ways from inside (through the HTTP proxy the environment
+/// names, directly on port 80, and by the upstream's address) and looks it up;
+/// returns each command's output.
+fn try_to_reach(s: &mut Session, name: &str, ip: &str) -> String {
+    let mut all = String::new();
+    for command in [
+        format!("getent hosts {name} && echo RESOLVED"),
+        format!("curl -fsS -m 5 http://{name}/ && echo FETCHED-PROXY"),
+        format!("curl -fsS -m 5 --noproxy '*' http://{name}/ && echo FETCHED-DIRECT"),
+        format!("curl -fsS -m 5 --noproxy '*' http://{ip}/ && echo FETCHED-ADDRESS"),
+    ] {
+        let (_, out) = s.exec(&command);
+        all.push_str(&out);
+    }
+    all
+}
+
+/// A session started with nothing allowed and no `--net` has the network off
+/// (DNS answers no name, the host's upstream sees nothing, by name or address),
+/// yet its broker runs: `allowDomain` opens the one name, for the rest of the
+/// session, and the audit log records it with who asked; `status` lists it.
 #[test]
-fn allow_domain_without_a_broker_says_how_to_get_one() {
-    for_each_user("serve_allow_domain_no_broker", |fx| {
-        let mut s = Session::start(fx, &[]);
-        let reply = s.call("allowDomain", json!({"domain": "example.com"}));
-        let message = reply["error"]["message"].as_str().unwrap_or("");
-        assert!(message.contains("--net allowlist"), "{reply}");
+fn a_default_session_is_closed_until_allow_domain_opens_a_name() {
+    for_each_user("serve_default_widens", |fx| {
+        let up = Upstream::http_on_port_80("web.test");
+        let ip = up.addr.ip().to_string();
+        let mut s = Session::start(fx, &["--resolve", &format!("web.test:{ip}")]);
+        let status = s.ok("status", json!({}));
+        assert_eq!(status["policy"]["net"], "allowlist", "{status}");
+        assert_eq!(status["policy"]["allowDomains"], json!([]), "{status}");
+        let before = try_to_reach(&mut s, "web.test", &ip);
+        assert!(
+            !before.contains("RESOLVED") && !before.contains("FETCHED"),
+            "reached before it was allowed: {before}"
+        );
+        assert_eq!(
+            up.connections(),
+            0,
+            "the upstream saw a connection: {before}"
+        );
+        assert_commands_cannot_reach_the_broker(&mut s);
+
+        let origin = format!("the user agreed in test {}", random_hex(4));
+        let allowed = s.ok(
+            "allowDomain",
+            json!({"domain": "web.test", "origin": origin}),
+        );
+        assert_eq!(allowed["allowed"], "web.test");
+        let after = try_to_reach(&mut s, "web.test", &ip);
+        for reached in ["RESOLVED", "FETCHED-PROXY", "FETCHED-DIRECT"] {
+            assert!(after.contains(reached), "{reached} missing: {after}");
+        }
+        assert!(after.contains("hello from web.test"), "{after}");
+        // The name, not its address; and no other name.
+        assert!(!after.contains("FETCHED-ADDRESS"), "{after}");
+        assert_eq!(up.requests().len(), 2, "{}", up.report());
+        let other = try_to_reach(&mut s, "other.test", &ip);
+        assert!(
+            !other.contains("RESOLVED") && !other.contains("FETCHED"),
+            "{other}"
+        );
+        assert_eq!(up.requests().len(), 2, "{}", up.report());
+
+        let status = s.ok("status", json!({}));
+        let listed = &status["policy"]["allowDomains"];
+        assert_eq!(listed[0]["domain"], "web.test", "{status}");
+        assert!(
+            listed[0]["origin"].as_str().unwrap_or("").contains(&origin),
+            "{status}"
+        );
+        let widened: Vec<Value> = audit_lines(fx)
+            .into_iter()
+            .filter(|l| l["event"] == "allow_domain")
+            .collect();
+        assert!(
+            widened.iter().any(|l| l["host"] == "web.test"
+                && l["allowed"] == true
+                && l["reason"].as_str().unwrap_or("").contains(&origin)),
+            "no widening with its origin in the audit log: {widened:?}"
+        );
+        drop(s);
+    });
+}
+
+/// A session whose network was turned off on purpose (`--net none`, `"net":
+/// "none"` in the user's config or in the project's) stays off: `allowDomain` is
+/// refused with an error naming that setting, and nothing reaches the host's
+/// upstream. The positive control: the same request in a session without that
+/// setting does reach it.
+#[test]
+fn an_explicit_net_none_stays_closed_and_allow_domain_names_it() {
+    for_each_user("serve_net_none_stays_closed", |fx| {
+        let up = Upstream::http_on_port_80("web.test");
+        let ip = up.addr.ip().to_string();
+        let resolve = format!("web.test:{ip}");
+        let user_config = fx.root.join("config.json");
+        fx.write(&user_config, r#"{"net": "none"}"#);
+        let user_config = user_config.to_string_lossy().into_owned();
+        let project_config = fx.work.join(".cordon.json");
+        let cases: [(&[&str], &str, &str); 3] = [
+            (&["--net", "none"], "", "--net none"),
+            (
+                &["--config", &user_config],
+                "",
+                "\"net\": \"none\" of the user config",
+            ),
+            (
+                &[],
+                r#"{"net": "none"}"#,
+                "\"net\": \"none\" of the project config",
+            ),
+        ];
+        for (opts, project, named) in cases {
+            if project.is_empty() {
+                let _ = std::fs::remove_file(&project_config);
+            } else {
+                fx.write(&project_config, project);
+            }
+            let mut args = opts.to_vec();
+            args.extend(["--resolve", &resolve]);
+            let mut s = Session::start(fx, &args);
+            let reply = s.call("allowDomain", json!({"domain": "web.test"}));
+            let message = reply["error"]["message"].as_str().unwrap_or("");
+            assert!(
+                message.contains(named) && message.contains("stays off"),
+                "{opts:?} {project}: {reply}"
+            );
+            let status = s.ok("status", json!({}));
+            assert_eq!(status["policy"]["net"], "none", "{status}");
+            let tried = try_to_reach(&mut s, "web.test", &ip);
+            assert!(
+                !tried.contains("RESOLVED") && !tried.contains("FETCHED"),
+                "{tried}"
+            );
+            assert_eq!(up.connections(), 0, "{opts:?} {project}: {tried}");
+            drop(s);
+        }
+        let _ = std::fs::remove_file(&project_config);
+        let mut s = Session::start(fx, &["--resolve", &resolve]);
+        s.ok("allowDomain", json!({"domain": "web.test"}));
+        let (_, out) = s.exec("curl -fsS -m 5 http://web.test/");
+        assert!(out.contains("hello from web.test"), "{out}");
+        assert!(up.connections() > 0, "{}", up.report());
         drop(s);
     });
 }
@@ -598,6 +749,11 @@ fn killing_the_server_ends_every_sandboxed_process() {
                 .lines()
                 .any(|l| l == marker)
         };
+        // The exec ends with its shell; the detached sleep may exec a moment later.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         assert!(running(), "the background process did not start");
         unsafe { libc::kill(s.child.id() as i32, libc::SIGKILL) };
         let deadline = Instant::now() + Duration::from_secs(10);

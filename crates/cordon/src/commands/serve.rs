@@ -6,6 +6,7 @@
 
 use super::run::{execute_in, resolve_policy};
 use crate::cli::RunOptions;
+use cordon_policy::{NetMode, Origin, Policy, Sourced};
 use cordon_sandbox::{Command, Terminal};
 use cordon_tools::AgentConfig;
 use std::ffi::OsString;
@@ -15,7 +16,7 @@ use std::os::unix::fs::OpenOptionsExt;
 const AGENT_CONFIG: &str = "CORDON_AGENT_CONFIG";
 
 pub fn serve(options: &RunOptions) -> Result<u8, String> {
-    let policy = resolve_policy(options)?;
+    let policy = widenable(resolve_policy(options)?);
     let exe = std::env::current_exe().unwrap_or_else(|_| "cordon".into());
     let (mut additions, control_fd) = super::egress::additions(&policy, true)?;
     // The agent is this very binary, run from a descriptor of it: its path need
@@ -44,6 +45,18 @@ pub fn serve(options: &RunOptions) -> Result<u8, String> {
     };
     additions.env.push((AGENT_CONFIG.to_string(), config));
     execute_in(options, &policy, command, additions)
+}
+
+/// A session whose network is off only because nothing was allowed (no `--net`,
+/// no `"net"` in a config) starts in `allowlist` mode with nothing allowed: the
+/// same closed network (DNS answers no name, every connection is refused), but
+/// with its broker running, so `allowDomain` can add names when the user agrees.
+/// An explicit `none` stays `none`: that session never gets a network.
+fn widenable(mut policy: Policy) -> Policy {
+    if policy.net.value == NetMode::None && policy.net.origin == Origin::Default {
+        policy.net = Sourced::new(NetMode::Allowlist, Origin::Default);
+    }
+    policy
 }
 
 /// The layers every `serve` sandbox has (cordon refuses to start without them),

@@ -19,7 +19,7 @@
 #![allow(dead_code)] // each test crate uses a different part of the harness
 
 pub mod fake_model;
-pub mod pi1;
+pub mod pi;
 pub mod upstream;
 
 use std::ffi::OsStr;

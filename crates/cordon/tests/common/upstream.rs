@@ -29,7 +29,7 @@
 //! `Accept-Encoding` says (as a server that ignores it would).
 #![allow(dead_code)] // each test crate uses a different part
 
-use super::{PATH, cordon_bin, random_hex};
+use super::{PATH, cordon_bin, random_hex, random_u32};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
@@ -225,6 +225,19 @@ impl Upstream {
         Self::http_server(name, None, false, None)
     }
 
+    /// [`Upstream::http`] on port 80 of a loopback address of its own
+    /// (127.X.Y.Z, random): a name allowed during a session (`allowDomain`) is
+    /// reachable on 80 and 443 only. Binding port 80 needs root.
+    pub fn http_on_port_80(name: &str) -> Upstream {
+        let ip = Ipv4Addr::new(
+            127,
+            random_u32(1, 254) as u8,
+            random_u32(0, 256) as u8,
+            random_u32(1, 254) as u8,
+        );
+        Self::http_server_at(name, SocketAddr::new(IpAddr::V4(ip), 80))
+    }
+
     /// [`Upstream::http`] that also answers `/echo` (see the module's documentation).
     pub fn echo_http(name: &str) -> Upstream {
         let up = Self::http_server(name, None, false, None);
@@ -322,6 +335,22 @@ impl Upstream {
         git_root: Option<PathBuf>,
     ) -> Upstream {
         let listener = std::net::TcpListener::bind(loopback()).expect("bind http");
+        Self::serve_http(name, listener, tls, h2_only, git_root)
+    }
+
+    fn http_server_at(name: &str, addr: SocketAddr) -> Upstream {
+        let listener = std::net::TcpListener::bind(addr)
+            .unwrap_or_else(|e| panic!("bind {addr} (the test needs root for port 80): {e}"));
+        Self::serve_http(name, listener, None, false, None)
+    }
+
+    fn serve_http(
+        name: &str,
+        listener: std::net::TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        h2_only: bool,
+        git_root: Option<PathBuf>,
+    ) -> Upstream {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let log = Arc::new(Log::default());
