@@ -604,6 +604,10 @@ impl Fixture {
             fx.write(&fx.home.join(s), &fx.secret_content(s));
         }
         fx.write(&fx.home.join(".bashrc"), "# the user's bashrc\n");
+        // As in most homes: cordon keeps its managed caches below it
+        // (~/.cache/cordon/caches), which is cordon's doing, not the sandbox's, and
+        // must not show as a change of the home in the attack tests.
+        fs::create_dir_all(fx.home.join(".cache")).unwrap();
         fx.write(&fx.home.join("notes.txt"), "plain-home-file\n");
         fx.write(&fx.outside.join("file"), "outside-original\n");
         fx.write(&fx.work.join("README"), "workspace-file\n");
