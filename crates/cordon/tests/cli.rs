@@ -191,7 +191,8 @@ fn missing_writable_dir_in_home_is_made() {
         let npm = fx.home.join(".npm");
         let pip = fx.home.join(".cache/pip");
         assert_not_exists(&npm);
-        assert_not_exists(&fx.home.join(".cache"));
+        // A fresh user's home, without ~/.cache (the harness makes one).
+        fs::remove_dir_all(fx.home.join(".cache")).unwrap();
         let config = fx.home.join(".config/cordon/config.json");
         fx.write(&config, r#"{"allow_write": ["${HOME}/.cache/pip"]}"#);
         let npm_s = npm.to_str().unwrap();
