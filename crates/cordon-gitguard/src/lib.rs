@@ -25,6 +25,7 @@
 //! read-only during the run (protected paths) are not judged: they are the user's.
 
 pub mod config;
+pub mod pending;
 
 use std::collections::HashSet;
 use std::fs;

@@ -15,7 +15,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{FlockOperation, flock};
@@ -31,29 +31,11 @@ struct RootLock {
     list: PathBuf,
 }
 
-/// The directory of the user's lock files; `None` if it cannot be had safely (then
-/// nothing is locked, and placeholders are left, which is safe).
+/// The directory of the user's lock files (shared with the git audit's run
+/// records); `None` if it cannot be had safely (then nothing is locked, and
+/// placeholders are left, which is safe).
 fn lock_dir() -> Option<PathBuf> {
-    let uid = rustix::process::geteuid().as_raw();
-    let dir = PathBuf::from(format!("/tmp/cordon-{uid}"));
-    let _ = fs::DirBuilder::new().mode(0o700).create(&dir);
-    // Someone else's directory, or a symlink, under that name: not ours to trust.
-    let meta = fs::symlink_metadata(&dir).ok()?;
-    (meta.is_dir() && meta.uid() == uid && meta.mode() & 0o022 == 0).then_some(dir)
-}
-
-/// A root's file name stem: a hash of its path that must not change between cordon
-/// builds (std's DefaultHasher may), or two builds would take different locks for
-/// one root: FNV-1a, 64 bits.
-fn stem(root: &Path) -> String {
-    let hash = root
-        .as_os_str()
-        .as_bytes()
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-    format!("{hash:016x}")
+    cordon_gitguard::pending::user_dir()
 }
 
 impl RootLocks {
@@ -65,7 +47,7 @@ impl RootLocks {
         };
         let mut held = Vec::new();
         for root in roots {
-            let stem = stem(root);
+            let stem = cordon_gitguard::pending::stem(root);
             let Ok(lock) = File::options()
                 .create(true)
                 .truncate(false)
@@ -159,13 +141,6 @@ impl RootLock {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_name_is_a_fixed_function_of_the_path() {
-        // FNV-1a of "/w": fixed, so every cordon build agrees on the file.
-        assert_eq!(stem(Path::new("/w")), "07d65107b49cb3cb");
-        assert_ne!(stem(Path::new("/w")), stem(Path::new("/x")));
-    }
 
     #[test]
     fn the_last_user_removes_placeholders_and_a_killed_runs_are_removed_next_time() {

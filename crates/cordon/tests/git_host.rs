@@ -518,3 +518,43 @@ fn placeholders_stay_out_of_git() {
         assert!(!files.stdout_str().contains(".vscode"), "{files}");
     });
 }
+
+/// A run killed before its audit (SIGKILL) leaves what it planted; the next run on
+/// the workspace audits from the killed run's start, so it is neutralised then.
+#[test]
+fn a_killed_runs_plants_are_judged_by_the_next_run() {
+    for_each_user("a_killed_runs_plants_are_judged_by_the_next_run", |fx| {
+        let marker = fx.root.join("ran");
+        let ready = fx.work.join("ready");
+        let mut cmd = fx.sh_cmd(&format!(
+            "{IDENTITY} git init -q sub && git -C sub commit -q --allow-empty -m x && \
+             git -C sub config core.pager 'touch {}; cat' && touch {} && sleep 60",
+            marker.display(),
+            ready.display()
+        ));
+        cmd.current_dir(&fx.work);
+        let mut child = spawn_quiet(cmd);
+        wait_for(&ready, Duration::from_secs(30));
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = wait_gone("sleep 60", Duration::from_secs(10));
+        // Control: the killed run did plant the setting, and nothing judged it.
+        let config = fx.work.join("sub/.git/config");
+        assert!(
+            fs::read_to_string(&config).unwrap().contains("pager"),
+            "control: the killed run's setting is not there"
+        );
+        // Past the next run's own margin for coarse file times (1 s): only the
+        // killed run's record can bring its writes into the next audit.
+        std::thread::sleep(Duration::from_millis(1500));
+        let out = fx.sh("true");
+        out.assert_success();
+        out.assert_stderr_contains("neutralised core.pager");
+        assert!(
+            !fs::read_to_string(&config).unwrap().contains("pager"),
+            "{out}"
+        );
+        fx.host_sh(&probe_script(&fx.work.join("sub")));
+        assert_not_exists(&marker);
+    });
+}

@@ -99,9 +99,14 @@ pub fn execute_in(
         }
     }
     let read_only = cordon_sandbox::view::read_only_during_run(policy);
-    let since = SystemTime::now() - COARSE_CLOCK;
+    let roots = audited_roots(policy);
+    // Recorded before the sandbox starts: if this run is killed before its audit,
+    // the next run on these roots audits from here.
+    let pending =
+        cordon_gitguard::pending::Pending::begin(&roots, SystemTime::now() - COARSE_CLOCK);
     let outcome = cordon_sandbox::run(policy, &command, degraded, additions);
-    audit_git(policy, &read_only, since);
+    audit_git(&roots, &read_only, pending.since());
+    pending.done();
     let outcome = outcome.map_err(|e| e.to_string())?;
     if let Some(failure) = super::egress::startup_failure() {
         eprintln!("cordon: {failure}");
@@ -144,16 +149,20 @@ fn cache_hint(policy: &Policy, command: &Command) {
 /// coarse clock, so a file written just after the run began can look older.
 const COARSE_CLOCK: Duration = Duration::from_secs(1);
 
-/// Neutralises what the run left in its writable roots that would make the host's
-/// git run code (cordon-gitguard), and says what it did.
-fn audit_git(policy: &Policy, read_only: &[PathBuf], since: SystemTime) {
-    // The managed caches are the sandboxes' own: no host tool uses them.
-    let roots: Vec<PathBuf> = (policy.rules.iter())
+/// The writable roots the git audit walks. The managed caches are the sandboxes'
+/// own: no host tool uses them.
+fn audited_roots(policy: &Policy) -> Vec<PathBuf> {
+    (policy.rules.iter())
         .filter(|r| r.access == Access::Write && !matches!(r.origin, Origin::Cache { .. }))
         .map(|r| r.path.clone())
-        .collect();
+        .collect()
+}
+
+/// Neutralises what the run left in its writable roots that would make the host's
+/// git run code (cordon-gitguard), and says what it did.
+fn audit_git(roots: &[PathBuf], read_only: &[PathBuf], since: SystemTime) {
     let report = cordon_gitguard::audit(&cordon_gitguard::Audit {
-        roots: &roots,
+        roots,
         read_only,
         since,
     });

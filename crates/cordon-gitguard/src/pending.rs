@@ -1,0 +1,137 @@
+//! Runs whose audit is still to come. A run that is killed (SIGKILL, a crash, the
+//! machine going down) never reaches its audit; what it wrote must still be judged.
+//! So each run records when it began, per writable root, in a file of its own, and
+//! removes it once its audit is done. The next run of the user on that root takes
+//! the earliest start of the records whose run is gone as the start of its own
+//! audit, and removes them after it.
+//!
+//! The records live in `/tmp/cordon-UID/` (a fixed place for the user, whatever
+//! `TMPDIR`: no sandbox sees the host's `/tmp`), named by a hash of the root.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The user's directory of cordon's run records; `None` if it cannot be had
+/// safely (someone else's, or a symlink).
+pub fn user_dir() -> Option<PathBuf> {
+    let uid = rustix::process::geteuid().as_raw();
+    let dir = PathBuf::from(format!("/tmp/cordon-{uid}"));
+    let _ = fs::DirBuilder::new().mode(0o700).create(&dir);
+    let meta = fs::symlink_metadata(&dir).ok()?;
+    (meta.is_dir() && meta.uid() == uid && meta.mode() & 0o022 == 0).then_some(dir)
+}
+
+/// A root's file name stem: a hash of its path that must not change between
+/// cordon builds (std's DefaultHasher may): FNV-1a, 64 bits.
+pub fn stem(root: &Path) -> String {
+    let hash = root
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    format!("{hash:016x}")
+}
+
+/// This run's records, one per root.
+pub struct Pending {
+    mine: Vec<PathBuf>,
+    /// Records of runs that are gone, judged with this run's audit.
+    orphans: Vec<PathBuf>,
+    since: SystemTime,
+}
+
+impl Pending {
+    /// Records that a run on `roots` began at `since`, and finds the records of
+    /// runs on them that ended without their audit.
+    pub fn begin(roots: &[PathBuf], since: SystemTime) -> Pending {
+        let mut pending = Pending {
+            mine: Vec::new(),
+            orphans: Vec::new(),
+            since,
+        };
+        let Some(dir) = user_dir() else {
+            return pending;
+        };
+        let pid = std::process::id();
+        let nanos = since.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        for root in roots {
+            let stem = stem(root);
+            let prefix = format!("{stem}.pending.");
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = entry.file_name();
+                let Some(other) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+                    continue;
+                };
+                let gone = other
+                    .parse::<u32>()
+                    .is_ok_and(|p| p != pid && !Path::new("/proc").join(p.to_string()).exists());
+                if !gone {
+                    continue;
+                }
+                if let Some(t) = fs::read_to_string(entry.path())
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+                {
+                    let t = UNIX_EPOCH + Duration::from_nanos(t);
+                    pending.since = pending.since.min(t);
+                }
+                pending.orphans.push(entry.path());
+            }
+            let mine = dir.join(format!("{prefix}{pid}"));
+            if fs::write(&mine, nanos.to_string()).is_ok() {
+                pending.mine.push(mine);
+            }
+        }
+        pending
+    }
+
+    /// From when the audit must judge: this run's start, or the earliest start of
+    /// a run that ended without its audit.
+    pub fn since(&self) -> SystemTime {
+        self.since
+    }
+
+    /// The audit is done: this run's records and the orphans it covered go.
+    pub fn done(self) {
+        for path in self.mine.iter().chain(&self.orphans) {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stem_is_a_fixed_function_of_the_path() {
+        // FNV-1a of "/w": fixed, so every cordon build agrees on the file.
+        assert_eq!(stem(Path::new("/w")), "07d65107b49cb3cb");
+        assert_ne!(stem(Path::new("/w")), stem(Path::new("/x")));
+    }
+
+    #[test]
+    fn a_run_gone_without_its_audit_moves_the_next_runs_start_back() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        let dir = user_dir().unwrap();
+        let early = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        // A record of a run whose process is gone (pid beyond pid_max).
+        let orphan = dir.join(format!("{}.pending.4194999", stem(&root)));
+        fs::write(&orphan, "1000000000000000").unwrap();
+        let now = SystemTime::now();
+        let p = Pending::begin(std::slice::from_ref(&root), now);
+        assert_eq!(p.since(), early);
+        p.done();
+        assert!(!orphan.exists());
+        // With none left, a run's own start counts.
+        let p = Pending::begin(std::slice::from_ref(&root), now);
+        assert_eq!(p.since(), now);
+        p.done();
+    }
+}
