@@ -5,8 +5,9 @@
 //! the earliest start of the records whose run is gone as the start of its own
 //! audit, and removes them after it.
 //!
-//! The records live in `/tmp/cordon-UID/` (a fixed place for the user, whatever
-//! `TMPDIR`: no sandbox sees the host's `/tmp`), named by a hash of the root.
+//! The records live in `/tmp/cordon-UID/pending-STEM/PID` (a fixed place for the
+//! user, whatever `TMPDIR`: no sandbox sees the host's `/tmp`; STEM a hash of the
+//! root).
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -60,16 +61,13 @@ impl Pending {
         let pid = std::process::id();
         let nanos = since.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         for root in roots {
-            let stem = stem(root);
-            let prefix = format!("{stem}.pending.");
-            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let name = entry.file_name();
-                let Some(other) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
-                    continue;
-                };
-                let gone = other
-                    .parse::<u32>()
-                    .is_ok_and(|p| p != pid && !Path::new("/proc").join(p.to_string()).exists());
+            // A directory per root, so a run reads only the records of its roots.
+            let records = dir.join(format!("pending-{}", stem(root)));
+            let _ = fs::DirBuilder::new().mode(0o700).create(&records);
+            for entry in fs::read_dir(&records).into_iter().flatten().flatten() {
+                let gone = (entry.file_name().to_str())
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|p| p != pid && !Path::new("/proc").join(p.to_string()).exists());
                 if !gone {
                     continue;
                 }
@@ -82,7 +80,7 @@ impl Pending {
                 }
                 pending.orphans.push(entry.path());
             }
-            let mine = dir.join(format!("{prefix}{pid}"));
+            let mine = records.join(pid.to_string());
             if fs::write(&mine, nanos.to_string()).is_ok() {
                 pending.mine.push(mine);
             }
@@ -122,7 +120,9 @@ mod tests {
         let dir = user_dir().unwrap();
         let early = UNIX_EPOCH + Duration::from_secs(1_000_000);
         // A record of a run whose process is gone (pid beyond pid_max).
-        let orphan = dir.join(format!("{}.pending.4194999", stem(&root)));
+        let records = dir.join(format!("pending-{}", stem(&root)));
+        fs::create_dir_all(&records).unwrap();
+        let orphan = records.join("4194999");
         fs::write(&orphan, "1000000000000000").unwrap();
         let now = SystemTime::now();
         let p = Pending::begin(std::slice::from_ref(&root), now);
