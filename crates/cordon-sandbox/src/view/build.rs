@@ -246,16 +246,11 @@ fn mirror(root: BorrowedFd<'_>, dir: &Path) -> Result<OwnedFd, SandboxError> {
         };
         entries.push((name, made));
     }
-    let fail = rustix_err(dir);
-    let fs = rmount::fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(fail)?;
-    rmount::fsconfig_set_string(fs.as_fd(), "mode", "0755").map_err(rustix_err(dir))?;
-    rmount::fsconfig_create(fs.as_fd()).map_err(rustix_err(dir))?;
-    let base = rmount::fsmount(
-        fs.as_fd(),
-        FsMountFlags::FSMOUNT_CLOEXEC,
+    let base = detached_tmpfs(
+        ("mode", "0755"),
         MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
-    )
-    .map_err(rustix_err(dir))?;
+        dir,
+    )?;
     let target = open_in(root, dir)?;
     attach_at(base.as_fd(), target.as_fd(), dir)?;
     for (name, entry) in entries {
@@ -275,22 +270,29 @@ fn mirror(root: BorrowedFd<'_>, dir: &Path) -> Result<OwnedFd, SandboxError> {
     Ok(base)
 }
 
+/// nosuid, nodev and noexec: the attributes of a tmpfs that only holds data.
+const NO_EXEC_ATTRS: MountAttrFlags = MountAttrFlags::MOUNT_ATTR_NOSUID
+    .union(MountAttrFlags::MOUNT_ATTR_NODEV)
+    .union(MountAttrFlags::MOUNT_ATTR_NOEXEC);
+
+/// A new tmpfs, not attached anywhere yet, with one `option = value` setting and
+/// the mount attributes `attrs`; errors name `what`.
+fn detached_tmpfs(
+    (option, value): (&str, &str),
+    attrs: MountAttrFlags,
+    what: &Path,
+) -> Result<OwnedFd, SandboxError> {
+    let fs = rmount::fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(rustix_err(what))?;
+    rmount::fsconfig_set_string(fs.as_fd(), option, value).map_err(rustix_err(what))?;
+    rmount::fsconfig_create(fs.as_fd()).map_err(rustix_err(what))?;
+    rmount::fsmount(fs.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, attrs).map_err(rustix_err(what))
+}
+
 /// A detached tmpfs holding an empty file and an empty directory, read-only: the
 /// source of every denied path's bind and every mask (cheaper than a tmpfs per
 /// denied directory). A clone keeps the flags, so each costs one `open_tree`.
 fn empty_source() -> Result<OwnedFd, SandboxError> {
-    let fail = rustix_err("tmpfs");
-    let fs = rmount::fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(fail)?;
-    rmount::fsconfig_set_string(fs.as_fd(), "size", "4k").map_err(rustix_err("tmpfs"))?;
-    rmount::fsconfig_create(fs.as_fd()).map_err(rustix_err("tmpfs"))?;
-    let mnt = rmount::fsmount(
-        fs.as_fd(),
-        FsMountFlags::FSMOUNT_CLOEXEC,
-        MountAttrFlags::MOUNT_ATTR_NOSUID
-            | MountAttrFlags::MOUNT_ATTR_NODEV
-            | MountAttrFlags::MOUNT_ATTR_NOEXEC,
-    )
-    .map_err(rustix_err("tmpfs"))?;
+    let mnt = detached_tmpfs(("size", "4k"), NO_EXEC_ATTRS, Path::new("tmpfs"))?;
     rfs::openat(
         mnt.as_fd(),
         "empty",
@@ -308,20 +310,8 @@ fn empty_source() -> Result<OwnedFd, SandboxError> {
 /// empty stand-in). The tmpfs is never attached itself: only the file is.
 fn lay_synthesized(root: BorrowedFd<'_>, files: &[SyntheticFile]) -> Result<(), SandboxError> {
     for (i, file) in files.iter().enumerate() {
-        let fail = rustix_err(&file.target);
-        let fs = rmount::fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(fail)?;
         let size = (file.content.len() as u64 + 4096).to_string();
-        rmount::fsconfig_set_string(fs.as_fd(), "size", size.as_str())
-            .map_err(rustix_err(&file.target))?;
-        rmount::fsconfig_create(fs.as_fd()).map_err(rustix_err(&file.target))?;
-        let mnt = rmount::fsmount(
-            fs.as_fd(),
-            FsMountFlags::FSMOUNT_CLOEXEC,
-            MountAttrFlags::MOUNT_ATTR_NOSUID
-                | MountAttrFlags::MOUNT_ATTR_NODEV
-                | MountAttrFlags::MOUNT_ATTR_NOEXEC,
-        )
-        .map_err(rustix_err(&file.target))?;
+        let mnt = detached_tmpfs(("size", size.as_str()), NO_EXEC_ATTRS, &file.target)?;
         let name = format!("f{i}");
         let fd = rfs::openat(
             mnt.as_fd(),
