@@ -148,7 +148,6 @@ pub struct ViewPlan {
     /// credentials.
     pub synthesized: Vec<SyntheticFile>,
     pub to_create: Vec<Placeholder>,
-    pub placeholders: Vec<PathBuf>,
     /// The policy's mounts, made after everything else.
     pub mounts: Vec<MountPlan>,
     pub warnings: Vec<String>,
@@ -223,23 +222,15 @@ impl ViewPlan {
         Ok(plan)
     }
 
-    /// Creates the planned placeholders on the host. Those that something else
-    /// created meanwhile are left to it; a failure leaves the ones made so far
-    /// recorded, for `remove_placeholders`.
-    pub fn create_placeholders(&mut self) -> Result<(), SandboxError> {
+    /// Creates the planned placeholders on the host; one that something else made
+    /// meanwhile is left as it is. Which of them go, and when, is the launcher's
+    /// to say: it lists them beside the root's lock before they are made
+    /// (workspace_lock.rs).
+    pub fn create_placeholders(&self) -> Result<(), SandboxError> {
         for placeholder in &self.to_create {
-            if create_placeholder(&placeholder.path)? {
-                self.placeholders.push(placeholder.path.clone());
-            }
+            create_placeholder(&placeholder.path)?;
         }
         Ok(())
-    }
-
-    /// Removes the placeholders this plan created, if they are still untouched.
-    pub fn remove_placeholders(&self) {
-        for path in self.placeholders.iter().rev() {
-            remove_placeholder(path);
-        }
     }
 }
 
@@ -601,17 +592,16 @@ fn is_untouched_placeholder(path: &Path, len: u64) -> bool {
         && (expected.is_empty() || fs::read(path).is_ok_and(|c| c == expected))
 }
 
-/// Creates a placeholder; false if something appeared there meanwhile (then it is
-/// not ours to remove).
-fn create_placeholder(path: &Path) -> Result<bool, SandboxError> {
+/// Creates a placeholder, unless something appeared there meanwhile.
+fn create_placeholder(path: &Path) -> Result<(), SandboxError> {
     let result = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)
         .and_then(|mut f| std::io::Write::write_all(&mut f, placeholder_content(path)));
     match result {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(SandboxError::ProtectedPath {
             path: path.to_path_buf(),
             problem: format!(
@@ -643,6 +633,14 @@ mod tests {
             flags,
         })
         .unwrap()
+    }
+
+    /// What the launcher's lock does once the last sandbox left: removes each
+    /// placeholder that is still untouched.
+    fn remove_planned(plan: &ViewPlan) {
+        for p in &plan.to_create {
+            remove_placeholder(&p.path);
+        }
     }
 
     fn op<'a>(plan: &'a ViewPlan, path: &Path) -> &'a MountOp {
@@ -677,7 +675,7 @@ mod tests {
             tmp_index < work_index,
             "parents are mounted before children"
         );
-        plan.remove_placeholders();
+        remove_planned(&plan);
     }
 
     #[test]
@@ -687,7 +685,7 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let work = dir.path().canonicalize().unwrap();
         let policy = policy_for(&work, home.path());
-        let mut plan = ViewPlan::prepare(&policy, Vec::new()).unwrap();
+        let plan = ViewPlan::prepare(&policy, Vec::new()).unwrap();
         let git = work.join(".git");
         assert!(plan.ops.iter().all(|o| !o.path.starts_with(&git)));
         plan.create_placeholders().unwrap();
@@ -703,7 +701,7 @@ mod tests {
         fs::create_dir(&git).unwrap();
         let read_only = read_only_during_run(&policy_for(&work, home.path()));
         assert!(read_only.contains(&git.join("config")), "{read_only:?}");
-        plan.remove_placeholders();
+        remove_planned(&plan);
         assert!(!work.join(".pi").exists());
     }
 
@@ -736,11 +734,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let home = tempfile::tempdir().unwrap();
         let work = dir.path().canonicalize().unwrap();
-        let mut plan = ViewPlan::prepare(&policy_for(&work, home.path()), Vec::new()).unwrap();
+        let plan = ViewPlan::prepare(&policy_for(&work, home.path()), Vec::new()).unwrap();
         plan.create_placeholders().unwrap();
         fs::write(work.join(".cordon.json"), "{}").unwrap();
         fs::write(work.join(".vscode"), "{}").unwrap();
-        plan.remove_placeholders();
+        remove_planned(&plan);
         assert!(work.join(".cordon.json").exists());
         assert!(work.join(".vscode").exists());
         assert!(!work.join(".idea").exists());
