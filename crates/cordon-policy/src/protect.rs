@@ -23,7 +23,7 @@ pub(crate) fn protected_paths(root: &Path, warnings: &mut Vec<String>) -> Vec<Pa
         }
         out.push(p);
     };
-    if is_git_dir(root) {
+    if cordon_gitguard::looks_like_git_dir(root) {
         // A git dir made writable (a worktree's main `.git`, as the README advises):
         // its own settings files, and those of its linked worktrees, stay read-only.
         for name in GIT_DIR_PROTECTED {
@@ -90,12 +90,6 @@ pub(crate) fn protected_paths(root: &Path, warnings: &mut Vec<String>) -> Vec<Pa
         }
     }
     out
-}
-
-/// Whether `dir` is a git dir itself (`HEAD`, and `objects` or a `commondir`), as
-/// git would take it.
-fn is_git_dir(dir: &Path) -> bool {
-    dir.join("HEAD").is_file() && (dir.join("objects").is_dir() || dir.join("commondir").is_file())
 }
 
 /// The paths inside `root` that the git config `config` runs code from:
@@ -256,6 +250,7 @@ mod tests {
         let (_t, base) = canon_tmp();
         let gitdir = base.join("main/.git");
         fs::create_dir_all(gitdir.join("objects")).unwrap();
+        fs::create_dir_all(gitdir.join("refs")).unwrap();
         fs::create_dir_all(gitdir.join("worktrees/feat")).unwrap();
         fs::write(gitdir.join("HEAD"), "ref: refs/heads/main\n").unwrap();
         let p = protected_paths(&gitdir, &mut Vec::new());
