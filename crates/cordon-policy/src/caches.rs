@@ -172,6 +172,24 @@ fn origin(tool: &str) -> Origin {
     }
 }
 
+impl Plan {
+    /// `tool`'s cache is `cache`, named to the tool by the variable `var`.
+    fn manage_by_env(&mut self, tool: &Tool, var: &str, cache: PathBuf) {
+        self.env.push(EnvVar {
+            name: var.to_string(),
+            value: Some(cache.to_string_lossy().into_owned()),
+            origin: origin(tool.name),
+        });
+        self.caches.managed.push(ManagedCache {
+            tool: tool.name.to_string(),
+            dir: cache,
+            uses: CacheUse::Env {
+                name: var.to_string(),
+            },
+        });
+    }
+}
+
 /// The managed caches for a policy whose rules are otherwise final.
 pub(crate) fn plan(i: &Inputs<'_>) -> Plan {
     let mut plan = Plan {
@@ -254,19 +272,7 @@ pub(crate) fn plan(i: &Inputs<'_>) -> Plan {
             leave(&mut plan, tool, path, why);
             continue;
         }
-        let cache = dir.join(sub);
-        plan.env.push(EnvVar {
-            name: var.to_string(),
-            value: Some(cache.to_string_lossy().into_owned()),
-            origin: origin(tool.name),
-        });
-        plan.caches.managed.push(ManagedCache {
-            tool: tool.name.to_string(),
-            dir: cache,
-            uses: CacheUse::Env {
-                name: var.to_string(),
-            },
-        });
+        plan.manage_by_env(tool, var, dir.join(sub));
     }
 
     // cargo: CARGO_HOME holds its config and installed programs too, so the cache
@@ -288,19 +294,7 @@ pub(crate) fn plan(i: &Inputs<'_>) -> Plan {
                 }
                 return finish(plan, i.rules, root, dir, base);
             }
-            let cache = dir.join("cargo");
-            plan.env.push(EnvVar {
-                name: "CARGO_HOME".into(),
-                value: Some(cache.to_string_lossy().into_owned()),
-                origin: origin(CARGO.name),
-            });
-            plan.caches.managed.push(ManagedCache {
-                tool: CARGO.name.into(),
-                dir: cache,
-                uses: CacheUse::Env {
-                    name: "CARGO_HOME".into(),
-                },
-            });
+            plan.manage_by_env(&CARGO, "CARGO_HOME", dir.join("cargo"));
         }
         (None, Ok(m)) if m.is_dir() => {
             for target in &cargo_targets {
