@@ -9,7 +9,7 @@
 //! ordinary workspace gets no placeholders from them.
 
 use crate::model::{Access, PathRule, rule_for_in};
-use crate::paths::{canonicalize_below, canonicalize_lenient, normalize_lexical};
+use crate::paths::{Below, canonicalize_lenient, normalize_lexical};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -218,11 +218,12 @@ pub(crate) fn protected_in_roots(
     unprotect: &[PathBuf],
 ) -> Result<Vec<PathBuf>, Unprotectable> {
     let mut out = Vec::new();
+    let mut below = Below::new(home);
     for p in candidates {
         if unprotect.contains(p) {
             continue;
         }
-        let c = canonicalize_below(home, p);
+        let c = below.canonicalize(p);
         if let Some(root) = roots.iter().find(|r| p.starts_with(r)) {
             match first_link_below(p, root) {
                 // The file itself is a symlink (a dotfile manager's `.bashrc ->

@@ -224,6 +224,59 @@ pub fn rule_for_in<'a>(rules: &'a [PathRule], path: &Path) -> Option<&'a PathRul
         .max_by_key(|r| (r.path.as_os_str().len(), r.access.precedence()))
 }
 
+/// [`rule_for_in`] answered by path lookups instead of a scan: the rule deciding
+/// each path of a rule list, found by looking up the path and then each of its
+/// ancestors (a dozen hash lookups) rather than comparing it with every rule. A
+/// view is planned with a hundred rules and a few hundred questions; the scan was
+/// a tenth of the planning's time.
+pub struct RuleIndex<'a> {
+    rules: &'a [PathRule],
+    /// Each path that has a rule, with the rule that decides it: the one of
+    /// highest precedence, the last of those on a tie (as [`rule_for_in`] picks).
+    by_path: std::collections::HashMap<&'a [u8], usize>,
+}
+
+impl<'a> RuleIndex<'a> {
+    pub fn new(rules: &'a [PathRule]) -> RuleIndex<'a> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut by_path = std::collections::HashMap::with_capacity(rules.len());
+        for (i, rule) in rules.iter().enumerate() {
+            by_path
+                .entry(rule.path.as_os_str().as_bytes())
+                .and_modify(|best: &mut usize| {
+                    if rule.access.precedence() >= rules[*best].access.precedence() {
+                        *best = i;
+                    }
+                })
+                .or_insert(i);
+        }
+        RuleIndex { rules, by_path }
+    }
+
+    /// What [`rule_for_in`] answers for these rules; `path` absolute and normalised.
+    pub fn rule_for(&self, path: &Path) -> Option<&'a PathRule> {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = path.as_os_str().as_bytes();
+        let mut end = bytes.len();
+        loop {
+            if let Some(&i) = self.by_path.get(&bytes[..end]) {
+                return Some(&self.rules[i]);
+            }
+            end = match bytes[..end].iter().rposition(|&b| b == b'/') {
+                // The parent is `/` itself, tried last.
+                Some(0) if end > 1 => 1,
+                Some(0) | None => return None,
+                Some(slash) => slash,
+            };
+        }
+    }
+
+    /// The access `path` gets (Read when no rule matches).
+    pub fn access_for(&self, path: &Path) -> Access {
+        self.rule_for(path).map_or(Access::Read, |r| r.access)
+    }
+}
+
 /// Whether `prefix` is `path` or one of its ancestors, for absolute, normalised
 /// paths (no `.`, `..`, repeated or trailing `/`): what `Path::starts_with` says,
 /// compared as bytes.
@@ -239,6 +292,11 @@ impl Policy {
     /// precedence. `path` must be absolute and normalised.
     pub fn rule_for(&self, path: &Path) -> Option<&PathRule> {
         rule_for_in(&self.rules, path)
+    }
+
+    /// The rules indexed by path, for asking [`Policy::rule_for`] many times.
+    pub fn rule_index(&self) -> RuleIndex<'_> {
+        RuleIndex::new(&self.rules)
     }
 
     /// The access `path` gets (Read when no rule matches, which cannot happen for a
@@ -289,6 +347,60 @@ mod tests {
                 path.starts_with(prefix),
                 "{prefix:?} {path:?}"
             );
+        }
+    }
+
+    /// The index answers what the scan answers, for every rule list drawn from a
+    /// small universe of paths (nested, siblings sharing a prefix, `/`) and
+    /// accesses, including several rules on one path and no rule on `/`.
+    #[test]
+    fn the_rule_index_agrees_with_the_scan() {
+        let paths = ["/", "/a", "/a/b", "/a/bc", "/ab", "/a/b/c/d", "/x/y"];
+        let accesses = [Access::Read, Access::Write, Access::Deny];
+        let queries = [
+            "/",
+            "/a",
+            "/a/b",
+            "/a/b/c",
+            "/a/b/c/d/e",
+            "/a/bc",
+            "/a/bcd",
+            "/ab",
+            "/abc",
+            "/x",
+            "/x/y/z",
+            "/q",
+        ];
+        // A deterministic walk through many lists (a linear congruential sequence).
+        let mut seed: u64 = 7;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        for _ in 0..2000 {
+            let rules: Vec<PathRule> = (0..next(9))
+                .map(|i| PathRule {
+                    path: PathBuf::from(paths[next(paths.len())]),
+                    access: accesses[next(accesses.len())],
+                    kind: if i % 2 == 0 {
+                        RuleKind::Plain
+                    } else {
+                        RuleKind::Protected
+                    },
+                    origin: Origin::Default,
+                })
+                .collect();
+            let index = RuleIndex::new(&rules);
+            for q in queries {
+                let q = Path::new(q);
+                let (scan, indexed) = (rule_for_in(&rules, q), index.rule_for(q));
+                assert!(
+                    scan.map(|r| r as *const PathRule) == indexed.map(|r| r as *const PathRule),
+                    "{q:?} in {rules:?}: scan {scan:?}, index {indexed:?}"
+                );
+            }
         }
     }
 }

@@ -129,23 +129,62 @@ pub(crate) fn canonicalize_lenient(path: &Path) -> PathBuf {
 /// one, after which the rest is as written. A symlink, `.` or `..` on the way
 /// hands the whole path to [`canonicalize_lenient`]. For the many home paths
 /// cordon checks on every run, most of which do not exist.
-pub(crate) fn canonicalize_below(base: &Path, path: &Path) -> PathBuf {
-    let Ok(rest) = path.strip_prefix(base) else {
-        return canonicalize_lenient(path);
-    };
-    let mut at = base.to_path_buf();
-    for c in rest.components() {
-        let Component::Normal(name) = c else {
-            return canonicalize_lenient(path);
-        };
-        at.push(name);
-        match fs::symlink_metadata(&at) {
-            Ok(m) if m.file_type().is_symlink() => return canonicalize_lenient(path),
-            Ok(_) => {}
-            Err(_) => return path.to_path_buf(),
+///
+/// Each component is looked up once for all the paths asked: the eighty secrets
+/// and protected files of a home share a few directories (`~/.config` alone is
+/// on the way to thirty of them).
+pub(crate) struct Below<'a> {
+    base: &'a Path,
+    /// What `lstat` said of each component looked up so far.
+    seen: std::collections::HashMap<PathBuf, Seen>,
+}
+
+/// What a path component is, as far as canonicalising goes.
+#[derive(Clone, Copy, PartialEq)]
+enum Seen {
+    Missing,
+    Symlink,
+    Other,
+}
+
+impl<'a> Below<'a> {
+    pub(crate) fn new(base: &'a Path) -> Below<'a> {
+        Below {
+            base,
+            seen: std::collections::HashMap::new(),
         }
     }
-    at
+
+    pub(crate) fn canonicalize(&mut self, path: &Path) -> PathBuf {
+        let Ok(rest) = path.strip_prefix(self.base) else {
+            return canonicalize_lenient(path);
+        };
+        let mut at = self.base.to_path_buf();
+        for c in rest.components() {
+            let Component::Normal(name) = c else {
+                return canonicalize_lenient(path);
+            };
+            at.push(name);
+            let kind = match self.seen.get(&at) {
+                Some(kind) => *kind,
+                None => {
+                    let kind = match fs::symlink_metadata(&at) {
+                        Ok(m) if m.file_type().is_symlink() => Seen::Symlink,
+                        Ok(_) => Seen::Other,
+                        Err(_) => Seen::Missing,
+                    };
+                    self.seen.insert(at.clone(), kind);
+                    kind
+                }
+            };
+            match kind {
+                Seen::Symlink => return canonicalize_lenient(path),
+                Seen::Other => {}
+                Seen::Missing => return path.to_path_buf(),
+            }
+        }
+        at
+    }
 }
 
 /// Push `path`'s components onto `todo` so that the first one is popped first.
@@ -277,13 +316,13 @@ mod tests {
         for p in ["a/b/c/d", "a/b", "l/b/x", "missing/x", "a/../l"] {
             let p = root.join(p);
             assert_eq!(
-                canonicalize_below(&root, &p),
+                Below::new(&root).canonicalize(&p),
                 canonicalize_lenient(&p),
                 "{p:?}"
             );
         }
         assert_eq!(
-            canonicalize_below(Path::new("/nonexistent-base"), &root.join("l")),
+            Below::new(Path::new("/nonexistent-base")).canonicalize(&root.join("l")),
             root.join("a")
         );
     }

@@ -313,7 +313,8 @@ fn cargo_builds_with_a_cache_of_its_own_and_the_hosts_stays_unchanged() {
         let reg = local_registry(fx, &path);
         app(fx, &fx.work, &reg);
         // ~/.cargo holds the user's config (which must still apply) and no
-        // registry yet: the cache is bound there in a copy of ~/.cargo inside.
+        // registry yet: cordon makes the empty mount points `registry` and `git`,
+        // as cargo itself would, and binds the cache there.
         let cargo_home = fx.home.join(".cargo");
         fx.write(&cargo_home.join("config.toml"), "[term]\nverbose = false\n");
         let before = snapshot(&cargo_home);
@@ -337,10 +338,13 @@ fn cargo_builds_with_a_cache_of_its_own_and_the_hosts_stays_unchanged() {
             !unpacked.is_empty(),
             "nothing unpacked in the managed cache\n{out}"
         );
+        let mut expected = before.clone();
+        expected.extend(["registry", "git"].map(|d| (cargo_home.join(d), None)));
+        expected.sort();
         assert_eq!(
             snapshot(&cargo_home),
-            before,
-            "the host's ~/.cargo changed\n{out}"
+            expected,
+            "the host's ~/.cargo changed (beyond its two empty mount points)\n{out}"
         );
 
         // Positive control: cargo without cordon unpacks into the host's.

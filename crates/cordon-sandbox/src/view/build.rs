@@ -173,10 +173,7 @@ fn make_mounts(root: BorrowedFd<'_>, mounts: &[MountPlan]) -> Result<(), Sandbox
         })
         .collect::<Result<Vec<_>, SandboxError>>()?;
     let attach = |base: BorrowedFd<'_>, inside: &Path, m: &MountPlan, source: &OwnedFd| {
-        if m.create_mount_point {
-            create_mount_point(base, inside, m.is_dir)?;
-        }
-        let target = open_in(base, inside)?;
+        let target = open_mount_point(base, inside, m.create_mount_point, m.is_dir)?;
         attach_at(source.as_fd(), target.as_fd(), &m.target)
     };
     for (m, source) in mounts.iter().zip(&sources) {
@@ -458,10 +455,7 @@ fn apply(
     source: Option<OwnedFd>,
     tmpfs_size: Option<u64>,
 ) -> Result<(), SandboxError> {
-    if op.create_mount_point {
-        create_mount_point(root, &op.path, op.is_dir)?;
-    }
-    let target = open_in(root, &op.path)?;
+    let target = open_mount_point(root, &op.path, op.create_mount_point, op.is_dir)?;
     match (op.kind, source) {
         (_, Some(source)) => attach_at(source.as_fd(), target.as_fd(), &op.path),
         // A denied directory with mount points inside gets a tmpfs of its own, made
@@ -501,6 +495,25 @@ fn attach_at(
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
     )
     .map_err(rustix_err(path))
+}
+
+/// Opens the mount point `path`, made first when `create` says it may be missing
+/// (in a tmpfs of ours) and it is: most are there already (the workspace's
+/// protected paths where the workspace lies in the private `/tmp`), and walking
+/// the path a component at a time costs an open per component.
+fn open_mount_point(
+    root: BorrowedFd<'_>,
+    path: &Path,
+    create: bool,
+    is_dir: bool,
+) -> Result<OwnedFd, SandboxError> {
+    match open_in(root, path) {
+        Err(_) if create => {
+            create_mount_point(root, path, is_dir)?;
+            open_in(root, path)
+        }
+        opened => opened,
+    }
 }
 
 /// Makes a mount point inside one of our tmpfs mounts: its missing ancestors as

@@ -206,6 +206,7 @@ impl ViewPlan {
     ) -> Result<ViewPlan, SandboxError> {
         let mut planner = Planner {
             policy,
+            index: policy.rule_index(),
             ops: BTreeMap::new(),
             plan: ViewPlan::default(),
         };
@@ -236,6 +237,7 @@ impl ViewPlan {
 
 struct Planner<'a> {
     policy: &'a Policy,
+    index: cordon_policy::RuleIndex<'a>,
     ops: BTreeMap<PathBuf, MountOp>,
     plan: ViewPlan,
 }
@@ -247,7 +249,7 @@ impl Planner<'_> {
         }
         // Several rules may name the same path (a flag making a secret writable);
         // only the one that decides it counts: deny beats write beats read.
-        if self.policy.access_for(&rule.path) != rule.access {
+        if self.index.access_for(&rule.path) != rule.access {
             return Ok(());
         }
         let parent_access = self.parent_access(&rule.path);
@@ -459,7 +461,7 @@ impl Planner<'_> {
                                 ancestor.display()
                             )));
                         }
-                        if self.policy.access_for(&ancestor) != Access::Read {
+                        if self.index.access_for(&ancestor) != Access::Read {
                             return Err(fail(format!(
                                 "the target does not exist, and cordon makes no directories in {}, which the sandbox may write or cannot see (hint: create the target first)",
                                 ancestor.display()
@@ -495,7 +497,7 @@ impl Planner<'_> {
     /// The access the path's parent has in the view.
     fn parent_access(&self, path: &Path) -> Access {
         path.parent()
-            .map_or(Access::Read, |p| self.policy.access_for(p))
+            .map_or(Access::Read, |p| self.index.access_for(p))
     }
 
     /// Whether a read-only mount already planned covers `path` (itself or a parent).

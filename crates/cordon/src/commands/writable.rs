@@ -58,7 +58,29 @@ fn ensure_caches(policy: &Policy) -> Result<(), String> {
             )
         })?;
     }
+    make_mount_points(caches);
     Ok(())
+}
+
+/// Makes the missing directories a managed cache is bound over (`~/.cargo/git`
+/// before cargo's first git dependency), empty, as the tool itself would make
+/// them. Without one the view shows the target inside a tmpfs copy of its
+/// parent (a mount per entry of `~/.cargo`, on every run). Best effort: where
+/// the parent is not the user's, the copy it is.
+fn make_mount_points(caches: &cordon_policy::Caches) {
+    for cache in &caches.managed {
+        let cordon_policy::CacheUse::Mount { target } = &cache.uses else {
+            continue;
+        };
+        let Some(parent) = target.parent() else {
+            continue;
+        };
+        if std::fs::symlink_metadata(target).is_err()
+            && std::fs::symlink_metadata(parent).is_ok_and(|m| m.is_dir())
+        {
+            let _ = make_below(parent, target);
+        }
+    }
 }
 
 /// Creates `rule.path` below `home`, one component at a time, each opened
