@@ -411,11 +411,23 @@ impl Layers {
 
     /// A secret; a later one of the same name replaces the earlier one.
     fn secret(&mut self, raw: &str, origin: &Origin, field: &str) -> Result<(), PolicyError> {
+        self.secret_from(raw, None, origin, field)
+    }
+
+    /// A secret whose value is `value_from` (`None`: the host's variable).
+    fn secret_from(
+        &mut self,
+        raw: &str,
+        value_from: Option<String>,
+        origin: &Origin,
+        field: &str,
+    ) -> Result<(), PolicyError> {
         let (name, hosts) = parse_secret_arg(raw).map_err(|m| field_err(origin, field, m))?;
         let rule = SecretRule {
             name,
             hosts,
             origin: origin.clone(),
+            value_from,
         };
         match self
             .network
@@ -575,8 +587,8 @@ impl Layers {
         for (raw, reason) in &mode.allow_domain {
             self.allow_domain(raw, &pi(reason), "")?;
         }
-        for (raw, reason) in &mode.secret {
-            self.secret(raw, &pi(reason), "")?;
+        for s in &mode.secret {
+            self.secret_from(&s.arg, s.value_from.clone(), &pi(&s.reason), "")?;
         }
         Ok(())
     }

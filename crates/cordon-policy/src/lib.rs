@@ -107,8 +107,20 @@ pub struct PiMode {
     pub env: Vec<(String, String)>,
     /// Domain patterns of pi's providers.
     pub allow_domain: Vec<(String, String)>,
-    /// `NAME=HOST[,HOST...]` secrets for pi's keys.
-    pub secret: Vec<(String, String)>,
+    /// Secrets for pi's keys.
+    pub secret: Vec<PiSecret>,
+}
+
+/// A secret `cordon pi` adds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PiSecret {
+    /// `NAME=HOST[,HOST...]`, as `--secret` takes it.
+    pub arg: String,
+    /// Where the value is, when it is not the host's variable NAME (a value from
+    /// pi's files, under a name cordon made up).
+    pub value_from: Option<String>,
+    /// Why, shown as its origin.
+    pub reason: String,
 }
 
 /// Everything `resolve` needs from the invoking environment.

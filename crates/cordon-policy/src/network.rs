@@ -181,6 +181,11 @@ pub struct SecretRule {
     pub name: String,
     pub hosts: Vec<DomainPattern>,
     pub origin: Origin,
+    /// Where the value is when it is not the host's variable NAME (a credential
+    /// `cordon pi` read from pi's files, under a name it made up): `None` for
+    /// every secret of a flag or a config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<String>,
 }
 
 /// `--resolve HOST:ADDR`: the user's statement that HOST lives at ADDR. Trusted,

@@ -373,6 +373,47 @@ fn missing_pi_says_how_to_install_it() {
     });
 }
 
+/// `cordon policy --pi` says truly where each key's value is: a variable a
+/// provider names with `$NAME` is the host's; a literal key is in pi's
+/// models.json, under a name cordon made up. A bare `NAME` is a literal to pi
+/// (0.87 and 1.x send it as text), so the variable of that name is no secret,
+/// though it is set. No value is shown.
+#[test]
+fn policy_says_where_each_key_is_from() {
+    for_each_user("pi-policy-keys", |fx| {
+        let agent = fx.home.join(".pi/agent");
+        fx.write(
+            &agent.join("models.json"),
+            &json!({"providers": {
+                "env": {"baseUrl": "https://env.example/v1", "apiKey": "$PI_TEST_ENV_KEY"},
+                "bare": {"baseUrl": "https://bare.example/v1", "apiKey": "PI_TEST_BARE_KEY"},
+                "lit": {"baseUrl": "https://lit.example/v1", "apiKey": "sk-lit$$x"},
+            }})
+            .to_string(),
+        );
+        let mut cmd = fx.cordon_cmd(&["policy", "--pi"]);
+        cmd.env("PI_TEST_ENV_KEY", "env-value-4711")
+            .env("PI_TEST_BARE_KEY", "bare-value-4711");
+        let out = run_cmd(cmd, None, RUN_DEADLINE);
+        out.assert_success()
+            .assert_stdout_contains(
+                "secret  PI_TEST_ENV_KEY (from the host's $PI_TEST_ENV_KEY; inside, a placeholder) sent only to env.example",
+            )
+            .assert_stdout_contains(
+                "secret  CORDON_PI_MODELS_BARE (from pi's models.json; inside, a placeholder) sent only to bare.example",
+            )
+            .assert_stdout_contains(
+                "secret  CORDON_PI_MODELS_LIT (from pi's models.json; inside, a placeholder) sent only to lit.example",
+            );
+        let text = out.stdout_str();
+        assert!(!text.contains("PI_TEST_BARE_KEY"), "{out}");
+        assert!(!text.contains("from the host's $CORDON_PI"), "{out}");
+        for value in ["env-value-4711", "bare-value-4711", "sk-lit"] {
+            assert!(!out.all().contains(value), "{value}: {out}");
+        }
+    });
+}
+
 #[test]
 fn the_runs_config_dir_is_removed_however_the_run_ends() {
     for_each_user("pi-cleanup", |fx| {

@@ -1,16 +1,16 @@
 //! `cordon policy`: the resolved policy, every rule with where it came from.
 
-use super::pi::PiSetup;
-use super::run::resolve_policy_with;
+use super::run::{home_dir, resolve_policy_with};
 use crate::cli::RunOptions;
 use cordon_policy::{LOCAL_SERVICE_NAME, NetMode, Policy};
 use cordon_sandbox::limits::{Assessment, Controller, Hold, size_text};
+use cordon_session::pi::PiSetup;
 use std::fmt::Write;
 
 /// `pi`: the policy `cordon pi` would run with (nothing is made on the host).
 pub fn show(options: &RunOptions, json: bool, pi: bool) -> Result<u8, String> {
     let setup = if pi {
-        Some(PiSetup::gather(false)?)
+        Some(PiSetup::gather(&home_dir()?, false).map_err(|e| e.to_string())?)
     } else {
         None
     };
@@ -274,11 +274,14 @@ fn render_network(out: &mut String, policy: &Policy) {
     }
     for secret in &n.secrets {
         let hosts: Vec<String> = secret.hosts.iter().map(ToString::to_string).collect();
+        let from = match &secret.value_from {
+            Some(from) => from.clone(),
+            None => format!("the host's ${}", secret.name),
+        };
         let _ = writeln!(
             out,
-            "  {:<7} {} (from the host's ${}; inside, a placeholder) sent only to {}    ← {}",
+            "  {:<7} {} (from {from}; inside, a placeholder) sent only to {}    ← {}",
             "secret",
-            secret.name,
             secret.name,
             hosts.join(", "),
             secret.origin
@@ -342,6 +345,16 @@ mod tests {
             name: "CORDON_TEST_SECRET".into(),
             hosts: vec![DomainPattern::parse("*.example.com").unwrap()],
             origin: o,
+            value_from: None,
+        });
+        // A key `cordon pi` read from pi's files: not the host's variable.
+        p.network.secrets.push(SecretRule {
+            name: "CORDON_PI_MODELS_LIT".into(),
+            hosts: vec![DomainPattern::parse("lit.example").unwrap()],
+            origin: Origin::Pi {
+                reason: "provider \"lit\" in models.json".into(),
+            },
+            value_from: Some("pi's models.json".into()),
         });
         let text = render(&p, "rlimits", &[]);
         assert!(
@@ -360,6 +373,11 @@ mod tests {
             text.contains("secret  CORDON_TEST_SECRET (from the host's $CORDON_TEST_SECRET; inside, a placeholder) sent only to *.example.com"),
             "{text}"
         );
+        assert!(
+            text.contains("secret  CORDON_PI_MODELS_LIT (from pi's models.json; inside, a placeholder) sent only to lit.example"),
+            "{text}"
+        );
+        assert!(!text.contains("$CORDON_PI_MODELS_LIT"), "{text}");
         assert!(!text.contains("not used"), "{text}");
         p.net = Sourced::new(NetMode::None, Origin::Default);
         let text = render(&p, "rlimits", &[]);
