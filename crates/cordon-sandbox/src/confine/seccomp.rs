@@ -214,8 +214,18 @@ fn refuse_x32(program: &mut BpfProgram) {
     program.splice(3..3, guard);
 }
 
+// The cast in `as_libc` relies on these: same size and alignment.
+const _: () = {
+    assert!(size_of::<seccompiler::sock_filter>() == size_of::<libc::sock_filter>());
+    assert!(align_of::<seccompiler::sock_filter>() == align_of::<libc::sock_filter>());
+};
+
 fn as_libc(program: &BpfProgram) -> &[libc::sock_filter] {
-    // seccompiler::sock_filter is #[repr(C)] with the same fields as libc's.
+    // SAFETY: seccompiler::sock_filter is #[repr(C)] with the same fields in the
+    // same order and types as libc's (u16, u8, u8, u32: the kernel's struct
+    // sock_filter), so the two have one layout (size and alignment checked
+    // above) and every bit pattern of one is valid for the other. The slice
+    // borrows `program` for its lifetime and keeps its length.
     unsafe { std::slice::from_raw_parts(program.as_ptr().cast(), program.len()) }
 }
 
