@@ -486,16 +486,21 @@ impl Broker {
     }
 
     /// The upstream TLS configuration offering `alpn`.
-    pub(crate) fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    pub(crate) fn client_config(
+        &self,
+        alpn: &[&[u8]],
+    ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
         let key: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
         let mut configs = self
             .client_configs
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        configs
-            .entry(key)
-            .or_insert_with(|| upstream::client_config(self.config.roots.clone(), alpn))
-            .clone()
+        if let Some(config) = configs.get(&key) {
+            return Ok(config.clone());
+        }
+        let config = upstream::client_config(self.config.roots.clone(), alpn)?;
+        configs.insert(key, config.clone());
+        Ok(config)
     }
 
     /// The TLS server configuration for `name`: cordon's certificate for it.

@@ -1,6 +1,7 @@
 //! A harness: the agent in-process on the host, fed through channels, with a
 //! policy resolved for a temporary workspace and home.
-
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use cordon_policy::{Flags, Inputs, Policy, resolve};

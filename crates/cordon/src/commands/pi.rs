@@ -15,6 +15,7 @@ use cordon_sandbox::{Command, FileOverlay, Terminal};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 /// How to install pi, for the message when it is missing.
@@ -139,8 +140,9 @@ fn remove_stale_run_dirs(parent: &Path, prefix: &str) {
         else {
             continue;
         };
-        let gone = unsafe { libc::kill(pid, 0) } == -1
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        let gone = rustix::process::Pid::from_raw(pid).is_some_and(|pid| {
+            rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
+        });
         if gone {
             let _ = std::fs::remove_dir_all(entry.path());
         }
@@ -385,10 +387,10 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
         .filter(|(_, s)| s.synthetic)
         .map(|(n, _)| n.clone())
         .collect();
-    let interactive = unsafe { libc::isatty(libc::STDIN_FILENO) == 1 };
+    let interactive = std::io::stdin().is_terminal();
     // pi's screen is on the terminal cordon's stderr shares: a refusal printed
     // during the run would be drawn over it, so the refusals wait for its end.
-    let held = (interactive && unsafe { libc::isatty(libc::STDERR_FILENO) == 1 })
+    let held = (interactive && std::io::stderr().is_terminal())
         .then(cordon_net::audit::HeldNotices::default);
     let mut file_overlays = None;
     let (mut additions, _) =
