@@ -73,7 +73,7 @@ fn run(
     // Before seccomp, which then refuses the sandbox any change of it.
     if let Some(cpus) = prepared.affinity {
         crate::limits::restrict_affinity(cpus)
-            .map_err(|e| crate::SandboxError::Limits(format!("CPU affinity: {e}")))?;
+            .map_err(|e| crate::SandboxError::Affinity(e.into()))?;
     }
     confine_self(prepared, ruleset)?;
     let command_pid = Spawn::new(prepared, pty.as_ref(), report)
@@ -166,8 +166,7 @@ fn empty_the_sandbox() {
 fn confine_self(prepared: &Prepared, ruleset: Option<OwnedFd>) -> Result<(), crate::SandboxError> {
     caps::drop_all().map_err(|e| crate::SandboxError::io("cannot drop capabilities", e))?;
     if let Some(ruleset) = ruleset {
-        landlock::restrict_self(ruleset.as_fd())
-            .map_err(|e| crate::SandboxError::Landlock(e.to_string()))?;
+        landlock::restrict_self(ruleset.as_fd()).map_err(crate::SandboxError::LandlockRestrict)?;
     }
     prepared
         .seccomp

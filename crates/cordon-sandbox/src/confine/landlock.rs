@@ -59,7 +59,7 @@ pub fn build(
     writable: &[PathBuf],
     program: Option<BorrowedFd<'_>>,
 ) -> Result<OwnedFd, SandboxError> {
-    let fail = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
+    let fail = SandboxError::Landlock;
     let mut roots: Vec<PathBuf> = writable.to_vec();
     roots.extend(["/tmp", "/dev", "/proc"].map(PathBuf::from));
     Ruleset::default()
@@ -81,9 +81,5 @@ pub fn build(
             ))
         }))
         .map_err(fail)
-        .and_then(|ruleset| {
-            Option::<OwnedFd>::from(ruleset).ok_or_else(|| {
-                SandboxError::Landlock("the kernel refused to create a ruleset".into())
-            })
-        })
+        .and_then(|ruleset| Option::<OwnedFd>::from(ruleset).ok_or(SandboxError::LandlockRefused))
 }

@@ -94,11 +94,11 @@ fn cond(
     op: SeccompCmpOp,
     value: u64,
 ) -> Result<SeccompCondition, SandboxError> {
-    SeccompCondition::new(arg, len, op, value).map_err(|e| SandboxError::Seccomp(e.to_string()))
+    Ok(SeccompCondition::new(arg, len, op, value)?)
 }
 
 fn rule(conditions: Vec<SeccompCondition>) -> Result<SeccompRule, SandboxError> {
-    SeccompRule::new(conditions).map_err(|e| SandboxError::Seccomp(e.to_string()))
+    Ok(SeccompRule::new(conditions)?)
 }
 
 /// One rule per namespace flag: the syscall is refused if any of them is set.
@@ -178,11 +178,8 @@ fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32) -> Result<BpfProg
         SeccompAction::Allow,
         SeccompAction::Errno(errno as u32),
         arch(),
-    )
-    .map_err(|e| SandboxError::Seccomp(e.to_string()))?;
-    filter
-        .try_into()
-        .map_err(|e: seccompiler::BackendError| SandboxError::Seccomp(e.to_string()))
+    )?;
+    Ok(BpfProgram::try_from(filter)?)
 }
 
 /// Inserts, right after seccompiler's 3-instruction architecture check, a check that
