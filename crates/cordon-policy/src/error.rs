@@ -51,7 +51,7 @@ pub enum PolicyError {
         "{}: unknown field {field:?}{} (known fields: {})",
         location(.file, *.line, *.column),
         suggestion_text(.suggestion),
-        crate::config::KNOWN_FIELDS.join(", ")
+        crate::fields::KNOWN_FIELDS.join(", ")
     )]
     UnknownField {
         file: PathBuf,

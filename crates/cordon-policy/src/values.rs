@@ -3,6 +3,9 @@
 //! (`--allow-local`, `--secret`, `--resolve`).
 
 use crate::network::{DomainPattern, normalize_name};
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// Parse a size such as `512M`, `1.5G`, `1024K`, `512MiB` or `100` (bytes).
@@ -256,7 +259,7 @@ pub fn parse_resolve_arg(s: &str) -> Result<(String, IpAddr), String> {
 
 /// Parse a mount argument: `SOURCE:TARGET`, optionally followed by `:ro` (the
 /// default) or `:rw`. SOURCE cannot hold a `:`; paths stay as written.
-pub fn parse_mount_arg(s: &str) -> Result<crate::config::MountSpec, String> {
+pub fn parse_mount_arg(s: &str) -> Result<MountSpec, String> {
     let (rest, writable) = match s.rsplit_once(':') {
         Some((rest, "rw")) => (rest, true),
         Some((rest, "ro")) => (rest, false),
@@ -268,7 +271,7 @@ pub fn parse_mount_arg(s: &str) -> Result<crate::config::MountSpec, String> {
         ));
     };
     check_mount_paths(source, target).map_err(|m| format!("invalid mount {s:?}: {m}"))?;
-    Ok(crate::config::MountSpec {
+    Ok(MountSpec {
         source: source.to_string(),
         target: target.to_string(),
         writable,
@@ -287,6 +290,62 @@ pub(crate) fn check_mount_paths(source: &str, target: &str) -> Result<(), String
         ));
     }
     Ok(())
+}
+
+/// One mount as written: a host path shown at `target` inside, read-only unless
+/// `mode` is `rw`. Paths stay as written (expanded when the workspace is known).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MountSpec {
+    pub source: String,
+    pub target: String,
+    pub writable: bool,
+}
+
+/// The object form of a mount in a config file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MountObject {
+    source: String,
+    target: String,
+    #[serde(default)]
+    mode: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for MountSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MountSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a mount: {\"source\": PATH, \"target\": PATH, \"mode\": \"ro\" or \"rw\"} or \"SOURCE:TARGET[:ro|rw]\"",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<MountSpec, E> {
+                parse_mount_arg(v).map_err(|m| E::custom(format!("\"mount\": {m}")))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<MountSpec, A::Error> {
+                let o = MountObject::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let writable = match o.mode.as_deref() {
+                    None | Some("ro") => false,
+                    Some("rw") => true,
+                    Some(other) => {
+                        return Err(de::Error::custom(format!(
+                            "\"mount\": invalid mode {other:?}: expected \"ro\" or \"rw\""
+                        )));
+                    }
+                };
+                check_mount_paths(&o.source, &o.target)
+                    .map_err(|m| de::Error::custom(format!("\"mount\": {m}")))?;
+                Ok(MountSpec {
+                    source: o.source,
+                    target: o.target,
+                    writable,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[cfg(test)]
