@@ -44,6 +44,7 @@ impl Env {
             tmp: PathBuf::from("/tmp"),
             config: None,
             xdg_config_home: Some(self.xdg.clone()),
+            xdg_data_home: None,
             flags,
         })
     }

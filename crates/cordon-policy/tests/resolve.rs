@@ -51,6 +51,7 @@ impl Env {
             tmp: self.tmp.clone(),
             config: None,
             xdg_config_home: Some(self.xdg.clone()),
+            xdg_data_home: None,
             flags: Flags::default(),
         }
     }

@@ -398,6 +398,7 @@ fn read_only_workspace() {
         tmp: d.tmp.clone(),
         config: None,
         xdg_config_home: Some(d.xdg.clone()),
+        xdg_data_home: None,
         flags: cordon_policy::Flags {
             read_only: true,
             ..Default::default()

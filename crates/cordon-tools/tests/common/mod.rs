@@ -67,6 +67,7 @@ pub fn policy_for(ws: &Path, home: &Path, xdg: &Path, tmp: &Path) -> Policy {
         tmp: tmp.to_path_buf(),
         config: None,
         xdg_config_home: Some(xdg.to_path_buf()),
+        xdg_data_home: None,
         flags: Flags::default(),
     })
     .unwrap()

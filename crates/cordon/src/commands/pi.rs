@@ -168,7 +168,7 @@ impl PiSetup {
         }
         let agent_dir = agent_dir.canonicalize().unwrap_or(agent_dir);
         let found = Found::gather(&agent_dir, |name| std::env::var(name).ok());
-        let cache = cordon_net::Dirs::from_env(&home).cache.join("pi");
+        let cache = cordon_net::Dirs::cache_from_env(&home).join("pi");
         // pi turns on node's compile cache, kept in $TMPDIR: the sandbox's /tmp is
         // new every run, and compiling pi afresh costs more than the whole sandbox.
         // A cache of cordon's own, shared only by sandboxed pi runs (never the
@@ -424,7 +424,7 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
     if let Some(held) = held {
         let refused = held.take();
         if !refused.is_empty() {
-            let log = cordon_net::Dirs::from_env(&policy.home).audit_log();
+            let log = cordon_net::Dirs::from_env(&policy.home, &policy.data_dir).audit_log();
             eprintln!(
                 "cordon: while pi ran, {}; each decision is in the audit log {}",
                 refused.join("; "),

@@ -194,6 +194,7 @@ pub fn resolve_policy_with(
         tmp: std::env::var_os("TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from),
         config: options.config.clone(),
         xdg_config_home: std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from),
+        xdg_data_home: std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
         flags: Flags {
             allow_write: options.allow_write.clone(),
             deny_read: options.deny_read.clone(),
