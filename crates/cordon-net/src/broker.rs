@@ -184,7 +184,7 @@ impl Broker {
     /// Allows `pattern` for the rest of the session, the rule's origin saying who
     /// asked (`reason`), and logs the widening. Returns the rule as written.
     pub(crate) fn allow_domain(&self, pattern: &str, reason: String) -> Result<String, String> {
-        let pattern = cordon_policy::DomainPattern::parse(pattern)?;
+        let pattern = cordon_policy::DomainPattern::parse(pattern).map_err(|e| e.to_string())?;
         if let Some(port) = pattern
             .ports()
             .into_iter()

@@ -3,7 +3,7 @@
 //! Parsing only checks shape and values; paths stay as written (variables are
 //! expanded later, in [`crate::paths`], when the workspace is known).
 
-use crate::error::PolicyError;
+use crate::error::{PolicyError, ValueError};
 use crate::fields::closest_field;
 use crate::values::MountSpec;
 use serde::de::{self, Deserializer, Visitor};
@@ -165,11 +165,11 @@ fn de_pids<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 fn de_checked_list<'de, D: Deserializer<'de>>(
     d: D,
     field: &'static str,
-    check: fn(&str) -> Result<(), String>,
+    check: fn(&str) -> Result<(), ValueError>,
 ) -> Result<Vec<String>, D::Error> {
     struct V {
         field: &'static str,
-        check: fn(&str) -> Result<(), String>,
+        check: fn(&str) -> Result<(), ValueError>,
     }
     impl<'de> Visitor<'de> for V {
         type Value = Vec<String>;
@@ -191,13 +191,17 @@ fn de_checked_list<'de, D: Deserializer<'de>>(
 
 fn de_allow_domains<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     de_checked_list(d, "allow_domain", |s| {
-        crate::network::DomainPattern::parse(s).map(drop)
+        crate::network::DomainPattern::parse(s)
+            .map(drop)
+            .map_err(Into::into)
     })
 }
 
 fn de_deny_domains<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     de_checked_list(d, "deny_domain", |s| {
-        crate::network::DomainPattern::parse(s).map(drop)
+        crate::network::DomainPattern::parse(s)
+            .map(drop)
+            .map_err(Into::into)
     })
 }
 

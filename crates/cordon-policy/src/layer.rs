@@ -208,11 +208,11 @@ fn openness(n: NetMode) -> u8 {
 
 /// An error in a value of a config `field` (`""` for a flag, whose name the origin
 /// already says).
-fn field_err(origin: &Origin, field: &str, m: String) -> PolicyError {
+fn field_err(origin: &Origin, field: &str, m: impl std::fmt::Display) -> PolicyError {
     value_err(
         origin,
         if field.is_empty() {
-            m
+            m.to_string()
         } else {
             format!("\"{field}\": {m}")
         },
@@ -295,16 +295,7 @@ impl Layers {
     }
 
     fn set_env(&mut self, arg: &str, origin: &Origin, field: &str) -> Result<(), PolicyError> {
-        let (name, value) = parse_env_arg(arg).map_err(|m| {
-            value_err(
-                origin,
-                if field.is_empty() {
-                    m
-                } else {
-                    format!("\"{field}\": {m}")
-                },
-            )
-        })?;
+        let (name, value) = parse_env_arg(arg).map_err(|m| field_err(origin, field, m))?;
         let var = EnvVar {
             name,
             value,
@@ -697,7 +688,7 @@ impl Layers {
         }
         let o = flag("--mount");
         for raw in &f.mount {
-            let m = parse_mount_arg(raw).map_err(|e| value_err(&o, e))?;
+            let m = parse_mount_arg(raw).map_err(|e| value_err(&o, e.to_string()))?;
             let mount = Mount {
                 source: self.flag_path(Path::new(&m.source), cwd, &o)?,
                 target: self.flag_path(Path::new(&m.target), cwd, &o)?,
@@ -716,7 +707,7 @@ impl Layers {
         self.apply_flags_network(f, cwd)?;
         if let Some(m) = &f.memory {
             let o = flag("--memory");
-            let bytes = parse_size(m).map_err(|e| value_err(&o, e))?;
+            let bytes = parse_size(m).map_err(|e| value_err(&o, e.to_string()))?;
             if bytes == 0 {
                 return Err(value_err(
                     &o,
