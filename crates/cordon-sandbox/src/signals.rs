@@ -132,14 +132,22 @@ impl AsFd for SignalFd {
 /// In the command, just before exec: nothing blocked, SIGPIPE back to its default
 /// (Rust's runtime ignores it, and ignored signals survive exec).
 pub fn reset_for_exec() {
-    // SAFETY: both calls are async-signal-safe system calls (this runs in a
-    // vfork child that shares the supervisor's memory: they touch only this
-    // thread's mask and one disposition, and `empty` is a local). SIG_DFL
-    // installs no handler. (rustix has no public signal-mask API.)
+    unblock_all(&[libc::SIGPIPE]);
+}
+
+/// Unblocks every signal of this thread and gives `defaults` their default
+/// disposition. No allocation: it runs in a vfork child that shares the
+/// supervisor's memory, and in a forked probe child.
+pub fn unblock_all(defaults: &[libc::c_int]) {
+    let empty = sigset(&[]);
+    // SAFETY: sigprocmask and signal are async-signal-safe system calls that
+    // touch only this thread's mask and the dispositions named, reading a live
+    // local set; SIG_DFL installs no handler. (rustix has no public signal-mask
+    // API.)
     unsafe {
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        for &signal in defaults {
+            libc::signal(signal, libc::SIG_DFL);
+        }
     }
 }

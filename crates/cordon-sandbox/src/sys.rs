@@ -1,6 +1,6 @@
 //! The few raw system calls that neither rustix nor the standard library wrap
-//! (clone without a stack, mount_setattr, seccomp with flags, mount with NULL
-//! arguments), and thin helpers over rustix for the rest. Each wrapper does one
+//! (clone without a stack, mount_setattr, seccomp with flags; mount(2) with
+//! every argument optional), and thin helpers over rustix for the rest. Each wrapper does one
 //! call and returns `io::Result`.
 
 use rustix::event::{PollFd, PollFlags};
@@ -94,9 +94,10 @@ pub fn mount(
 ) -> io::Result<()> {
     let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
     // SAFETY: every pointer is NULL or a NUL-terminated string borrowed for the
-    // duration of the call, which mount(2) only reads. (rustix's `mount` cannot
-    // pass NULL for the source and type, which a propagation change or a
-    // remount takes.)
+    // duration of the call, which mount(2) only reads. (rustix splits mount(2)
+    // by operation: `mount` always passes a source and a type, `mount_change`
+    // and `mount_remount` pass NULL ones; this one wrapper serves view/build.rs's
+    // every kind of call.)
     let ret = unsafe {
         libc::mount(
             ptr(source),

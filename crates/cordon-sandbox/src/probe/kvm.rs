@@ -37,50 +37,18 @@ const TCG_NOTE: &str = "without KVM a VM would run on QEMU's TCG: slower, still 
 
 /// The KVM probe: open /dev/kvm, then time a guest loop (x86-64).
 pub(crate) fn kvm(budget: Duration) -> Outcome {
-    let path = c"/dev/kvm";
-    // SAFETY: open(2) with a valid path.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-    if fd < 0 {
-        let errno = crate::sys::errno();
-        let e = errno_text(errno);
-        let uid = rustix::process::geteuid().as_raw();
-        return match errno {
-            libc::ENOENT | libc::ENXIO | libc::ENODEV => {
-                let why = match (vendor_module(), cpu_has_virt()) {
-                    (None, Some(false)) => {
-                        "the CPU exposes no vmx/svm flag (on a cloud VM: nested virtualization is off)"
-                    }
-                    (None, _) => "no KVM module is loaded",
-                    (Some(_), _) => "the KVM module is loaded but the device node is missing",
-                };
-                Outcome::fail(
-                    format!("/dev/kvm: {e}"),
-                    format!("/dev/kvm does not exist: {why}"),
-                    format!(
-                        "enable VT-x/AMD-V in the firmware and `sudo modprobe kvm_intel` (or kvm_amd); on a cloud VM enable nested virtualization; {TCG_NOTE}"
-                    ),
-                )
-            }
-            libc::EACCES | libc::EPERM => {
-                let (mode, group) = device_owner();
-                Outcome::fail(
-                    format!("/dev/kvm: {e}"),
-                    format!("/dev/kvm ({mode}, group {group}) is not accessible to uid {uid}"),
-                    format!(
-                        "`sudo usermod -aG kvm $USER` and log in again (if /dev/kvm is group kvm, mode 0660; else add the udev rule \
-                         KERNEL==\"kvm\", GROUP=\"kvm\", MODE=\"0660\"); {TCG_NOTE}"
-                    ),
-                )
-            }
-            _ => Outcome::fail(
-                format!("/dev/kvm: {e}"),
-                format!("opening /dev/kvm failed ({e})"),
-                TCG_NOTE,
-            ),
-        };
-    }
-    // SAFETY: KVM_GET_API_VERSION on the fd just opened.
-    let api = unsafe { libc::ioctl(fd, 0xAE00) };
+    use rustix::fs::{Mode, OFlags};
+    let device = rustix::fs::open(c"/dev/kvm", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty());
+    let device = match device {
+        Ok(device) => device,
+        Err(error) => return open_failure(error.raw_os_error()),
+    };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&device);
+    // SAFETY: KVM_GET_API_VERSION on the descriptor opened above, which
+    // `device` keeps open; it reads and writes no memory. Its argument must be
+    // 0 (the kernel answers EINVAL to anything else), so it is passed: ioctl is
+    // variadic, and a call without it leaves whatever a register holds.
+    let api = unsafe { libc::ioctl(fd, 0xAE00, 0) };
     if api != 12 {
         return Outcome::fail(
             format!("/dev/kvm opens but reports API version {api}, not 12"),
@@ -89,6 +57,46 @@ pub(crate) fn kvm(budget: Duration) -> Outcome {
         );
     }
     speed_test(fd, budget)
+}
+
+/// Why /dev/kvm cannot be opened (`errno` of the open), and what to do.
+fn open_failure(errno: i32) -> Outcome {
+    let e = errno_text(errno);
+    let uid = rustix::process::geteuid().as_raw();
+    match errno {
+        libc::ENOENT | libc::ENXIO | libc::ENODEV => {
+            let why = match (vendor_module(), cpu_has_virt()) {
+                (None, Some(false)) => {
+                    "the CPU exposes no vmx/svm flag (on a cloud VM: nested virtualization is off)"
+                }
+                (None, _) => "no KVM module is loaded",
+                (Some(_), _) => "the KVM module is loaded but the device node is missing",
+            };
+            Outcome::fail(
+                format!("/dev/kvm: {e}"),
+                format!("/dev/kvm does not exist: {why}"),
+                format!(
+                    "enable VT-x/AMD-V in the firmware and `sudo modprobe kvm_intel` (or kvm_amd); on a cloud VM enable nested virtualization; {TCG_NOTE}"
+                ),
+            )
+        }
+        libc::EACCES | libc::EPERM => {
+            let (mode, group) = device_owner();
+            Outcome::fail(
+                format!("/dev/kvm: {e}"),
+                format!("/dev/kvm ({mode}, group {group}) is not accessible to uid {uid}"),
+                format!(
+                    "`sudo usermod -aG kvm $USER` and log in again (if /dev/kvm is group kvm, mode 0660; else add the udev rule \
+                         KERNEL==\"kvm\", GROUP=\"kvm\", MODE=\"0660\"); {TCG_NOTE}"
+                ),
+            )
+        }
+        _ => Outcome::fail(
+            format!("/dev/kvm: {e}"),
+            format!("opening /dev/kvm failed ({e})"),
+            TCG_NOTE,
+        ),
+    }
 }
 
 fn device_owner() -> (String, String) {
@@ -556,10 +564,5 @@ pub(crate) fn qemu() -> Outcome {
 }
 
 fn is_executable(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: access(2) on a NUL-terminated path.
-    path.is_file() && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0
+    path.is_file() && rustix::fs::access(path, rustix::fs::Access::EXEC_OK).is_ok()
 }
