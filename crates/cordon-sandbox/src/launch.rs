@@ -326,7 +326,10 @@ fn run_prepared(
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWCGROUP;
-    // SAFETY: the CLI runs sandboxes from its single main thread.
+    // SAFETY: fork_into's contract is a single-threaded caller, so that the child,
+    // which copies only this thread, inherits no lock another thread held: `run`
+    // requires it (see its doc), and the CLI calls it from its main thread
+    // before starting any other.
     let child = unsafe { sys::fork_into(flags) }.map_err(|source| {
         let (cause, fix) =
             crate::probe::diagnose_userns_failure(source.raw_os_error().unwrap_or(0));

@@ -33,7 +33,9 @@ impl NetworkMaker {
         };
         let (ready_read, ready_write) = sys::pipe()?;
         let (release_read, release_write) = sys::pipe()?;
-        // SAFETY: the supervisor is single-threaded.
+        // SAFETY: fork_into's contract: the supervisor, the only caller, is
+        // single-threaded, so the helper inherits no lock held by a thread it
+        // lacks; the helper ends in `_exit` without returning here.
         match unsafe { sys::fork_into(0) }? {
             None => {
                 drop(ready_read);

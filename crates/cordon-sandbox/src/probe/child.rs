@@ -24,7 +24,10 @@ pub(crate) fn spawn(timeout: Duration, f: impl FnOnce() -> Outcome) -> io::Resul
     let (read, write) = crate::sys::pipe()?;
     let started = Instant::now();
     // SAFETY: the child runs `f`, writes, and leaves with _exit: it never returns
-    // into the caller's code. See the module docs about allocation after fork.
+    // into the caller's code. It allocates, which is sound after a fork with
+    // glibc's and musl's allocators (their fork handlers reset the allocator's
+    // locks, whatever other threads held); see the module docs on calling
+    // `run_all` single-threaded for other allocators.
     let pid = unsafe { libc::fork() };
     if pid == -1 {
         return Err(io::Error::last_os_error());

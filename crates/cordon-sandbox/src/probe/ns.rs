@@ -326,7 +326,9 @@ pub(crate) fn pidns() -> Outcome {
         Ok(u) => u,
         Err(o) => return o,
     };
-    // SAFETY: fork in the single-threaded probe child; the grandchild only exits.
+    // SAFETY: the probe child is single-threaded, so the forked grandchild
+    // inherits no lock held by a thread it lacks; it makes two system calls
+    // (no allocation) and `_exit`s, never returning into this code.
     let pid = unsafe { libc::fork() };
     if pid == -1 {
         let e = errno_text(crate::sys::errno());
