@@ -296,12 +296,16 @@ fn respond(state: &ServerState, request: &Request<Incoming>) -> Response<Payload
         ),
     };
     s.bytes.fetch_add(body.left, Relaxed);
-    Response::builder()
-        .status(status)
-        .header(CONTENT_LENGTH, body.left)
-        .header(CONTENT_TYPE, "application/octet-stream")
-        .body(body)
-        .expect("a valid response")
+    let length = http::HeaderValue::from(body.left);
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_LENGTH, length);
+    headers.insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
+    );
+    response
 }
 
 struct Server {
@@ -622,8 +626,9 @@ fn run_client(
         .spawn()
         .map_err(|e| format!("cannot start `{shown}`: {e}"))?;
     let pid = child.id();
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
+    let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(format!("`{shown}` has no stdout or stderr pipe"));
+    };
     let (tx, rx) = mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {

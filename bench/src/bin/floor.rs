@@ -10,18 +10,24 @@ use std::ffi::CString;
 use std::io;
 
 fn cstr(s: &str) -> CString {
-    CString::new(s).expect("no NUL in a path")
+    // Paths here are literals or a command-line argument, which holds no NUL;
+    // were there one, the empty path would make the step fail and say so.
+    CString::new(s).unwrap_or_default()
 }
 
 fn check(what: &str, ret: libc::c_long) -> libc::c_long {
     if ret < 0 {
         eprintln!("floor: {what}: {}", io::Error::last_os_error());
+        // SAFETY: _exit takes no pointers and does not return; in a forked child
+        // it must not run the parent's atexit handlers.
         unsafe { libc::_exit(1) };
     }
     ret
 }
 
 fn write_file(path: &str, data: &str) {
+    // SAFETY: open reads a NUL-terminated path alive for the call; write reads
+    // `data.len()` bytes of `data`; the descriptor is this function's own.
     unsafe {
         let fd = check(
             path,
@@ -37,6 +43,8 @@ fn write_file(path: &str, data: &str) {
 
 fn mount(source: &str, target: &str, fstype: Option<&str>, flags: libc::c_ulong) {
     let fstype = fstype.map(cstr);
+    // SAFETY: every pointer is NULL or a NUL-terminated string alive for the
+    // call, which mount(2) only reads.
     let ret = unsafe {
         libc::mount(
             cstr(source).as_ptr(),
@@ -58,7 +66,15 @@ struct MountAttr {
 }
 
 /// Inside the new namespaces: the view, the loopback, then the command.
+///
+/// # Safety
+/// Call only in the single-threaded child of the clone in `main`: it replaces
+/// that process's mounts and ends in exec or `_exit`.
 unsafe fn sandbox(workspace: &str, uid: u32, gid: u32) -> ! {
+    // SAFETY: the raw calls below take NUL-terminated strings (CStrings alive
+    // for each call), live locals for the structs the kernel reads (mount_attr,
+    // ifreq) or writes (the wait status), and descriptors this process opened;
+    // the child of the fork only execs or _exits.
     unsafe {
         write_file("/proc/self/setgroups", "deny");
         write_file("/proc/self/uid_map", &format!("{uid} {uid} 1"));
@@ -157,6 +173,10 @@ fn main() {
         eprintln!("usage: floor WORKSPACE");
         std::process::exit(2);
     };
+    // SAFETY: this program is single-threaded, so the child of a stackless clone
+    // (a fork with new namespaces) may run `sandbox`, which ends in exec or
+    // _exit; the NULL pointer arguments ask the kernel to write nothing, and the
+    // wait status is a live local.
     unsafe {
         let (uid, gid) = (libc::geteuid(), libc::getegid());
         let flags = libc::CLONE_NEWUSER

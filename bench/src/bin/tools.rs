@@ -280,7 +280,11 @@ impl Serve {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", cordon.display()))?;
         let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("piped");
+        let (Some(mut pipe), Some(stdin), Some(stdout)) =
+            (child.stderr.take(), child.stdin.take(), child.stdout.take())
+        else {
+            return Err("cordon serve started without its pipes".into());
+        };
         let sink = stderr.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
@@ -293,8 +297,8 @@ impl Serve {
             }
         });
         let mut serve = Serve {
-            stdin: child.stdin.take().expect("piped"),
-            stdout: BufReader::new(child.stdout.take().expect("piped")),
+            stdin,
+            stdout: BufReader::new(stdout),
             child,
             stderr,
             next_id: 1,
@@ -377,9 +381,12 @@ impl Node {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", node.display()))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err("node started without its pipes".into());
+        };
         Ok(Node {
-            stdin: child.stdin.take().expect("piped"),
-            stdout: BufReader::new(child.stdout.take().expect("piped")),
+            stdin,
+            stdout: BufReader::new(stdout),
             child,
         })
     }

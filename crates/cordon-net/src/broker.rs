@@ -184,7 +184,7 @@ impl Broker {
     /// Allows `pattern` for the rest of the session, the rule's origin saying who
     /// asked (`reason`), and logs the widening. Returns the rule as written.
     pub(crate) fn allow_domain(&self, pattern: &str, reason: String) -> Result<String, String> {
-        let pattern = cordon_policy::DomainPattern::parse(pattern)?;
+        let pattern = cordon_policy::DomainPattern::parse(pattern).map_err(|e| e.to_string())?;
         if let Some(port) = pattern
             .ports()
             .into_iter()
@@ -486,16 +486,21 @@ impl Broker {
     }
 
     /// The upstream TLS configuration offering `alpn`.
-    pub(crate) fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    pub(crate) fn client_config(
+        &self,
+        alpn: &[&[u8]],
+    ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
         let key: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
         let mut configs = self
             .client_configs
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        configs
-            .entry(key)
-            .or_insert_with(|| upstream::client_config(self.config.roots.clone(), alpn))
-            .clone()
+        if let Some(config) = configs.get(&key) {
+            return Ok(config.clone());
+        }
+        let config = upstream::client_config(self.config.roots.clone(), alpn)?;
+        configs.insert(key, config.clone());
+        Ok(config)
     }
 
     /// The TLS server configuration for `name`: cordon's certificate for it.

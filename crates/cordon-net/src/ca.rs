@@ -116,7 +116,7 @@ fn create(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn user_label() -> String {
-    std::env::var("USER").unwrap_or_else(|_| format!("uid {}", unsafe { libc::geteuid() }))
+    std::env::var("USER").unwrap_or_else(|_| format!("uid {}", rustix::process::geteuid().as_raw()))
 }
 
 /// Writes `bytes` to `path` atomically (temporary file, then rename) with `mode`.

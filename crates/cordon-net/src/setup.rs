@@ -47,28 +47,36 @@ pub struct Dirs {
 }
 
 impl Dirs {
-    /// The XDG base directories (`$XDG_DATA_HOME`, ...), else their defaults below
-    /// `home`, each with `cordon` appended.
-    pub fn from_env(home: &Path) -> Dirs {
-        let xdg = |var: &str, default: &str| {
-            std::env::var_os(var)
-                .map(PathBuf::from)
-                .filter(|p| p.is_absolute())
-                .unwrap_or_else(|| home.join(default))
-                .join("cordon")
-        };
-        // The one definition of the data dir: the policy denies it to every sandbox.
-        let xdg_data_home = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from);
+    /// `data` is the policy's [`cordon_policy::Policy::data_dir`] (the one
+    /// definition of it: the policy denies it to every sandbox); the others are
+    /// the XDG base directories (`$XDG_CACHE_HOME`, `$XDG_STATE_HOME`), else their
+    /// defaults below `home`, each with `cordon` appended.
+    pub fn from_env(home: &Path, data: &Path) -> Dirs {
         Dirs {
-            data: cordon_policy::defaults::cordon_data_dir(home, xdg_data_home.as_deref()),
-            cache: xdg("XDG_CACHE_HOME", ".cache"),
-            state: xdg("XDG_STATE_HOME", ".local/state"),
+            data: data.to_path_buf(),
+            cache: Self::cache_from_env(home),
+            state: xdg_dir(home, "XDG_STATE_HOME", ".local/state"),
         }
+    }
+
+    /// cordon's cache directory alone (`$XDG_CACHE_HOME/cordon`, else
+    /// `~/.cache/cordon`).
+    pub fn cache_from_env(home: &Path) -> PathBuf {
+        xdg_dir(home, "XDG_CACHE_HOME", ".cache")
     }
 
     pub fn audit_log(&self) -> PathBuf {
         self.state.join("audit.jsonl")
     }
+}
+
+/// `$var/cordon` when `$var` is an absolute path, else `home/default/cordon`.
+fn xdg_dir(home: &Path, var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| home.join(default))
+        .join("cordon")
 }
 
 /// What the backend must arrange inside the sandbox.

@@ -201,20 +201,20 @@ pub fn root_store(extra: &[UpstreamCaFile]) -> Result<rustls::RootCertStore, Net
 /// A TLS client configuration offering `alpn` (what the sandbox's client offered
 /// the broker, so both sides end up speaking the same HTTP version). Keep it for
 /// reuse: its session cache makes later handshakes with the same upstream
-/// resumptions.
+/// resumptions. (The error, that the crypto provider supports none of rustls's
+/// default protocol versions, does not happen with ring.)
 pub fn client_config(
     roots: Arc<rustls::RootCertStore>,
     alpn: &[&[u8]],
-) -> Arc<rustls::ClientConfig> {
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()
-    .expect("ring supports the default protocol versions")
+    .with_safe_default_protocol_versions()?
     .with_root_certificates(roots)
     .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
+    Ok(Arc::new(config))
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! Parsing only checks shape and values; paths stay as written (variables are
 //! expanded later, in [`crate::paths`], when the workspace is known).
 
-use crate::error::PolicyError;
+use crate::error::{PolicyError, ValueError};
+use crate::fields::closest_field;
+use crate::values::MountSpec;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -13,35 +15,6 @@ use std::path::{Path, PathBuf};
 /// The largest config file cordon reads. Config files are a few hundred bytes; the
 /// limit keeps a hostile project from making cordon read something huge.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
-
-/// The keys a config file may contain (besides `$schema`), in documentation order.
-pub const KNOWN_FIELDS: &[&str] = &[
-    "allow_write",
-    "allow_read",
-    "deny_read",
-    "read_only",
-    "unprotect",
-    "hide_home",
-    "home_visible",
-    "env",
-    "net",
-    "allow_domain",
-    "deny_domain",
-    "allow_preset",
-    "allow_local",
-    "secret",
-    "resolve",
-    "upstream_ca",
-    "timeout",
-    "memory",
-    "pids",
-    "cpus",
-    "nested_userns",
-    "unix_sockets",
-    "mount",
-    "caches",
-    "pi",
-];
 
 /// `net` as written in a config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -138,62 +111,6 @@ pub struct ConfigFile {
     pub pi: Option<Box<ConfigFile>>,
 }
 
-/// One mount as written: a host path shown at `target` inside, read-only unless
-/// `mode` is `rw`. Paths stay as written (expanded when the workspace is known).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MountSpec {
-    pub source: String,
-    pub target: String,
-    pub writable: bool,
-}
-
-/// The object form of a mount in a config file.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MountObject {
-    source: String,
-    target: String,
-    #[serde(default)]
-    mode: Option<String>,
-}
-
-impl<'de> Deserialize<'de> for MountSpec {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = MountSpec;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str(
-                    "a mount: {\"source\": PATH, \"target\": PATH, \"mode\": \"ro\" or \"rw\"} or \"SOURCE:TARGET[:ro|rw]\"",
-                )
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<MountSpec, E> {
-                crate::values::parse_mount_arg(v).map_err(|m| E::custom(format!("\"mount\": {m}")))
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<MountSpec, A::Error> {
-                let o = MountObject::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                let writable = match o.mode.as_deref() {
-                    None | Some("ro") => false,
-                    Some("rw") => true,
-                    Some(other) => {
-                        return Err(de::Error::custom(format!(
-                            "\"mount\": invalid mode {other:?}: expected \"ro\" or \"rw\""
-                        )));
-                    }
-                };
-                crate::values::check_mount_paths(&o.source, &o.target)
-                    .map_err(|m| de::Error::custom(format!("\"mount\": {m}")))?;
-                Ok(MountSpec {
-                    source: o.source,
-                    target: o.target,
-                    writable,
-                })
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 /// The `pi` section: a config of its own, which may not hold another `pi`.
 fn de_pi<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<ConfigFile>>, D::Error> {
     let section = Option::<Box<ConfigFile>>::deserialize(d)?;
@@ -248,11 +165,11 @@ fn de_pids<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 fn de_checked_list<'de, D: Deserializer<'de>>(
     d: D,
     field: &'static str,
-    check: fn(&str) -> Result<(), String>,
+    check: fn(&str) -> Result<(), ValueError>,
 ) -> Result<Vec<String>, D::Error> {
     struct V {
         field: &'static str,
-        check: fn(&str) -> Result<(), String>,
+        check: fn(&str) -> Result<(), ValueError>,
     }
     impl<'de> Visitor<'de> for V {
         type Value = Vec<String>;
@@ -274,13 +191,17 @@ fn de_checked_list<'de, D: Deserializer<'de>>(
 
 fn de_allow_domains<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     de_checked_list(d, "allow_domain", |s| {
-        crate::network::DomainPattern::parse(s).map(drop)
+        crate::network::DomainPattern::parse(s)
+            .map(drop)
+            .map_err(Into::into)
     })
 }
 
 fn de_deny_domains<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     de_checked_list(d, "deny_domain", |s| {
-        crate::network::DomainPattern::parse(s).map(drop)
+        crate::network::DomainPattern::parse(s)
+            .map(drop)
+            .map_err(Into::into)
     })
 }
 
@@ -415,34 +336,6 @@ fn json_error(file: &Path, e: serde_json::Error) -> PolicyError {
     }
 }
 
-/// The known field nearest to `field` by edit distance, if it is close (a typo).
-fn closest_field(field: &str) -> Option<&'static str> {
-    if field.len() > 64 {
-        return None;
-    }
-    let lower = field.to_ascii_lowercase().replace('-', "_");
-    KNOWN_FIELDS
-        .iter()
-        .map(|k| (edit_distance(&lower, k), *k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 /// Which config a file is: it decides how strictly the file is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Trust {
@@ -536,6 +429,7 @@ pub fn default_user_config(home: &Path, xdg_config_home: Option<&Path>) -> PathB
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fields::KNOWN_FIELDS;
 
     fn parse(s: &str) -> Result<ConfigFile, PolicyError> {
         parse_config(s.as_bytes(), Path::new("/w/.cordon.json"))
@@ -818,14 +712,6 @@ mod tests {
         assert!(parse(&deep).is_err());
         assert!(parse_config(&[0xff, 0xfe, 0x00], Path::new("x")).is_err());
         assert!(parse_config(b"{\"env\": [\"\xff\"]}", Path::new("x")).is_err());
-    }
-
-    #[test]
-    fn closest() {
-        assert_eq!(closest_field("timout"), Some("timeout"));
-        assert_eq!(closest_field("deny-read"), Some("deny_read"));
-        assert_eq!(closest_field("network"), None);
-        assert_eq!(closest_field(&"x".repeat(1000)), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! sorting and deduplication.
 
 use crate::config::{ConfigFile, ConfigNet, Trust, default_user_config, load_config};
-use crate::defaults::{DEFAULT_PIDS, SCRATCH, default_env, default_rules};
+use crate::defaults::{DEFAULT_PIDS, SCRATCH, cordon_data_dir, default_env, default_rules};
 use crate::error::PolicyError;
 use crate::home::HomeEnv;
 use crate::model::{
@@ -57,10 +57,11 @@ pub(crate) fn resolve(inputs: &Inputs) -> Result<Policy, PolicyError> {
     )?;
 
     // cordon's data directory (the broker's CA key) is hidden wherever it is.
-    let xdg_data_home = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from);
-    let mut layers = Layers::defaults(vars, xdg_data_home.as_deref(), warnings);
+    let xdg_data_home = inputs.xdg_data_home.as_deref();
+    let mut layers = Layers::defaults(vars, xdg_data_home, warnings);
     layers.home_env = HomeEnv::from_vars(|name| match name {
         "XDG_CONFIG_HOME" => inputs.xdg_config_home.clone().map(Into::into),
+        "XDG_DATA_HOME" => inputs.xdg_data_home.clone().map(Into::into),
         _ => std::env::var_os(name),
     });
     layers.cwd = cwd.to_path_buf();
@@ -129,6 +130,8 @@ fn resolve_workspace(p: &Path) -> Result<PathBuf, PolicyError> {
 /// The policy under construction.
 struct Layers {
     vars: Vars,
+    /// cordon's own data directory ([`Policy::data_dir`]).
+    data_dir: PathBuf,
     /// Path rules except the workspace's, the protected ones and `allow_read`'s.
     rules: Vec<PathRule>,
     /// Read rules added by `allow_read`.
@@ -205,11 +208,11 @@ fn openness(n: NetMode) -> u8 {
 
 /// An error in a value of a config `field` (`""` for a flag, whose name the origin
 /// already says).
-fn field_err(origin: &Origin, field: &str, m: String) -> PolicyError {
+fn field_err(origin: &Origin, field: &str, m: impl std::fmt::Display) -> PolicyError {
     value_err(
         origin,
         if field.is_empty() {
-            m
+            m.to_string()
         } else {
             format!("\"{field}\": {m}")
         },
@@ -232,6 +235,7 @@ impl Layers {
         let off = || Sourced::new(false, Origin::Default);
         Layers {
             rules: default_rules(&vars.home, xdg_data_home),
+            data_dir: cordon_data_dir(&vars.home, xdg_data_home),
             vars,
             allow_read: Vec::new(),
             read_only: None,
@@ -291,16 +295,7 @@ impl Layers {
     }
 
     fn set_env(&mut self, arg: &str, origin: &Origin, field: &str) -> Result<(), PolicyError> {
-        let (name, value) = parse_env_arg(arg).map_err(|m| {
-            value_err(
-                origin,
-                if field.is_empty() {
-                    m
-                } else {
-                    format!("\"{field}\": {m}")
-                },
-            )
-        })?;
+        let (name, value) = parse_env_arg(arg).map_err(|m| field_err(origin, field, m))?;
         let var = EnvVar {
             name,
             value,
@@ -705,7 +700,7 @@ impl Layers {
         }
         let o = flag("--mount");
         for raw in &f.mount {
-            let m = parse_mount_arg(raw).map_err(|e| value_err(&o, e))?;
+            let m = parse_mount_arg(raw).map_err(|e| value_err(&o, e.to_string()))?;
             let mount = Mount {
                 source: self.flag_path(Path::new(&m.source), cwd, &o)?,
                 target: self.flag_path(Path::new(&m.target), cwd, &o)?,
@@ -724,7 +719,7 @@ impl Layers {
         self.apply_flags_network(f, cwd)?;
         if let Some(m) = &f.memory {
             let o = flag("--memory");
-            let bytes = parse_size(m).map_err(|e| value_err(&o, e))?;
+            let bytes = parse_size(m).map_err(|e| value_err(&o, e.to_string()))?;
             if bytes == 0 {
                 return Err(value_err(
                     &o,
@@ -1128,6 +1123,7 @@ impl Layers {
         Ok(Policy {
             workspace: ws,
             home: self.vars.home,
+            data_dir: self.data_dir,
             rules,
             scratch,
             home_hidden,

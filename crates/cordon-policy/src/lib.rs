@@ -9,6 +9,7 @@ pub mod caches;
 mod config;
 pub mod defaults;
 mod error;
+mod fields;
 mod home;
 mod layer;
 mod model;
@@ -21,19 +22,20 @@ pub mod sanitize;
 mod values;
 
 pub use caches::{CacheUse, Caches, ManagedCache, UnmanagedCache};
-pub use config::{
-    ConfigFile, ConfigNet, KNOWN_FIELDS, MAX_CONFIG_BYTES, MountSpec, default_user_config,
-    parse_config,
+pub use config::{ConfigFile, ConfigNet, MAX_CONFIG_BYTES, default_user_config, parse_config};
+pub use error::{
+    DomainError, EnvProblem, LocalServiceProblem, MountProblem, PolicyError, ResolveProblem,
+    SecretProblem, SizeProblem, ValueError,
 };
-pub use error::PolicyError;
+pub use fields::KNOWN_FIELDS;
 pub use home::{CONFIG_PROTECTED, HOME_PROTECTED, pi_agent_dir};
 pub use model::*;
 pub use network::*;
 pub use presets::{PRESETS, preset};
 pub use sanitize::{SanitizeFormat, SanitizedCopy};
 pub use values::{
-    parse_env_arg, parse_local_service, parse_mount_arg, parse_resolve_arg, parse_secret_arg,
-    parse_size, valid_env_name,
+    MountSpec, parse_env_arg, parse_local_service, parse_mount_arg, parse_resolve_arg,
+    parse_secret_arg, parse_size, valid_env_name,
 };
 
 use std::path::PathBuf;
@@ -140,6 +142,10 @@ pub struct Inputs {
     pub config: Option<PathBuf>,
     /// `$XDG_CONFIG_HOME`, if set.
     pub xdg_config_home: Option<PathBuf>,
+    /// `$XDG_DATA_HOME`, if set: where cordon's data directory is (see
+    /// [`Policy::data_dir`]), and what the home rules take it to be. Read once,
+    /// here, so the directory the policy hides is the one the broker uses.
+    pub xdg_data_home: Option<PathBuf>,
     pub flags: Flags,
 }
 

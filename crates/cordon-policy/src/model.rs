@@ -182,6 +182,11 @@ pub struct Policy {
     pub workspace: PathBuf,
     /// The home directory used for `${HOME}` and the default secrets.
     pub home: PathBuf,
+    /// cordon's own data directory (the egress broker's CA key): denied to the
+    /// sandbox, and where the broker keeps its key (`cordon_data_dir` of `home`
+    /// and [`Inputs::xdg_data_home`](crate::Inputs::xdg_data_home)).
+    #[serde(default)]
+    pub data_dir: PathBuf,
     /// Rules sorted by path (shortest first); `/` always has a rule.
     pub rules: Vec<PathRule>,
     /// Private, writable, empty tmpfs directories (always includes `/tmp`; the home

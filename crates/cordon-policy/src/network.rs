@@ -4,6 +4,7 @@
 //!
 //! Names are compared lowercase, without a trailing dot.
 
+use crate::error::DomainError;
 use crate::model::Origin;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -34,7 +35,7 @@ impl DomainPattern {
     /// URL with a path, query or user is refused: cordon allows hosts, not parts of
     /// them. The error says what is wrong with the pattern, for the caller to
     /// prefix with its origin.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, DomainError> {
         let text = text.trim();
         if let Some((scheme, rest)) = text.split_once("://") {
             return Self::parse_url(text, scheme, rest);
@@ -43,27 +44,23 @@ impl DomainPattern {
     }
 
     /// `SCHEME://HOST[:PORT][/]`: the scheme gives the port unless one is written.
-    fn parse_url(text: &str, scheme: &str, rest: &str) -> Result<Self, String> {
+    fn parse_url(text: &str, scheme: &str, rest: &str) -> Result<Self, DomainError> {
         let default_port = match scheme.to_ascii_lowercase().as_str() {
             "http" => 80,
             "https" => 443,
-            _ => {
-                return Err(format!(
-                    "invalid domain pattern {text:?}: only http:// and https:// URLs stand for a host and port; write NAME:PORT, e.g. example.com:8443"
-                ));
-            }
+            _ => return Err(DomainError::Scheme(text.to_string())),
         };
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(end);
         if !tail.is_empty() && tail != "/" {
-            return Err(format!(
-                "invalid domain pattern {text:?}: cordon allows whole hosts, not paths; write {scheme}://{authority} (or {authority}), which allows every path of it"
-            ));
+            return Err(DomainError::Path {
+                input: text.to_string(),
+                scheme: scheme.to_string(),
+                authority: authority.to_string(),
+            });
         }
         if authority.contains('@') {
-            return Err(format!(
-                "invalid domain pattern {text:?}: a pattern names a host, without a user or password"
-            ));
+            return Err(DomainError::UserInfo(text.to_string()));
         }
         let mut pattern = Self::parse_host_port(text, authority)?;
         pattern.port.get_or_insert(default_port);
@@ -71,13 +68,17 @@ impl DomainPattern {
     }
 
     /// `HOST[:PORT]` of `text`.
-    fn parse_host_port(text: &str, host_port: &str) -> Result<Self, String> {
+    fn parse_host_port(text: &str, host_port: &str) -> Result<Self, DomainError> {
         let (host, port) = match host_port.rsplit_once(':') {
             Some((h, p)) => {
                 let port: u16 =
-                    p.parse().ok().filter(|&p| p != 0).ok_or_else(|| {
-                        format!("invalid port {p:?} in {text:?}: must be 1-65535")
-                    })?;
+                    p.parse()
+                        .ok()
+                        .filter(|&p| p != 0)
+                        .ok_or_else(|| DomainError::Port {
+                            input: text.to_string(),
+                            port: p.to_string(),
+                        })?;
                 (h, Some(port))
             }
             None => (host_port, None),
@@ -86,12 +87,9 @@ impl DomainPattern {
             Some(rest) => (true, rest),
             None => (false, host),
         };
-        let name = normalize_name(name)
-            .ok_or_else(|| format!("invalid domain pattern {text:?}: write a name such as example.com or *.example.com, with an optional :PORT"))?;
+        let name = normalize_name(name).ok_or_else(|| DomainError::Name(text.to_string()))?;
         if name.parse::<std::net::Ipv4Addr>().is_ok() {
-            return Err(format!(
-                "invalid domain pattern {text:?}: an IP address is not a domain (hint: name the host, and use --resolve NAME:ADDR if DNS does not know it)"
-            ));
+            return Err(DomainError::IpAddress(text.to_string()));
         }
         Ok(DomainPattern {
             name,
@@ -335,7 +333,7 @@ mod tests {
             ("http://1.2.3.4", "not a domain"),
             ("http://example.com:0", "invalid port"),
         ] {
-            let e = DomainPattern::parse(bad).expect_err(bad);
+            let e = DomainPattern::parse(bad).expect_err(bad).to_string();
             assert!(e.contains(says), "{bad}: {e}");
             assert!(e.contains(bad), "{bad}: the error names the pattern: {e}");
         }

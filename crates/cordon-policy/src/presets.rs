@@ -112,12 +112,9 @@ pub fn preset_names() -> String {
 }
 
 /// `preset(name)`, or an error that names the known presets.
-pub(crate) fn lookup(name: &str) -> Result<&'static [&'static str], String> {
-    preset(name).ok_or_else(|| {
-        format!(
-            "unknown preset {name:?} (known presets: {})",
-            preset_names()
-        )
+pub(crate) fn lookup(name: &str) -> Result<&'static [&'static str], crate::ValueError> {
+    preset(name).ok_or_else(|| crate::ValueError::UnknownPreset {
+        name: name.to_string(),
     })
 }
 
@@ -158,7 +155,7 @@ mod tests {
             )
         );
         assert!(preset("Anthropic").is_none());
-        let e = lookup("antropic").unwrap_err();
+        let e = lookup("antropic").unwrap_err().to_string();
         assert!(e.contains("unknown preset \"antropic\""), "{e}");
         assert!(
             e.contains(

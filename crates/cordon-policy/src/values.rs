@@ -2,7 +2,14 @@
 //! `NAME[=VALUE]` environment arguments, and the network arguments
 //! (`--allow-local`, `--secret`, `--resolve`).
 
+use crate::error::{
+    EnvProblem, LocalServiceProblem, MountProblem, ResolveProblem, SecretProblem, SizeProblem,
+    ValueError,
+};
 use crate::network::{DomainPattern, normalize_name};
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// Parse a size such as `512M`, `1.5G`, `1024K`, `512MiB` or `100` (bytes).
@@ -11,15 +18,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 /// optional `i` and an optional `B` (`KiB`, `KB`, `Ki`); `B` alone means bytes. A
 /// fraction is allowed with a unit and rounds down to whole bytes. Spaces around the
 /// number and between number and unit are allowed.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let bad = |why: &str| {
-        format!(
-            "invalid size {s:?}: {why} (expected a number with an optional unit K, M, G or T, e.g. 512M, 1.5G, 2GiB)"
-        )
+pub fn parse_size(s: &str) -> Result<u64, ValueError> {
+    let bad = |problem: SizeProblem| ValueError::Size {
+        input: s.to_string(),
+        problem,
     };
     let t = s.trim();
     if t.is_empty() {
-        return Err(bad("empty"));
+        return Err(bad(SizeProblem::Empty));
     }
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -27,18 +33,18 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let (number, unit) = t.split_at(split);
     let unit = unit.trim_start();
     if number.is_empty() {
-        return Err(bad("no number"));
+        return Err(bad(SizeProblem::NoNumber));
     }
     let (int_part, frac_part) = match number.split_once('.') {
         Some((i, f)) => (i, Some(f)),
         None => (number, None),
     };
     if int_part.is_empty() {
-        return Err(bad("a digit must come before the decimal point"));
+        return Err(bad(SizeProblem::NoIntegerPart));
     }
     if let Some(f) = frac_part {
         if f.is_empty() || f.contains('.') {
-            return Err(bad("malformed number"));
+            return Err(bad(SizeProblem::Malformed));
         }
     }
     let shift = match unit.to_ascii_uppercase().as_str() {
@@ -47,10 +53,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "M" | "MB" | "MI" | "MIB" => 20,
         "G" | "GB" | "GI" | "GIB" => 30,
         "T" | "TB" | "TI" | "TIB" => 40,
-        _ => return Err(bad(&format!("unknown unit {unit:?}"))),
+        _ => return Err(bad(SizeProblem::UnknownUnit(unit.to_string()))),
     };
     let mult: u128 = 1u128 << shift;
-    let too_large = || bad("too large");
+    let too_large = || bad(SizeProblem::TooLarge);
     let mut int: u128 = 0;
     for d in int_part.bytes() {
         int = int
@@ -64,7 +70,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let mut bytes = int.checked_mul(mult).ok_or_else(too_large)?;
     if let Some(f) = frac_part {
         if shift == 0 && f.bytes().any(|b| b != b'0') {
-            return Err(bad("a size in bytes must be a whole number"));
+            return Err(bad(SizeProblem::FractionalBytes));
         }
         // 18 decimal places are more than enough: the largest unit is 2^40 < 10^13.
         let digits = &f[..f.len().min(18)];
@@ -80,25 +86,23 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Parse an `--env` argument or an `env` config entry: `NAME` (take the value from
 /// the invoking environment) or `NAME=VALUE` (`VALUE` may be empty).
-pub fn parse_env_arg(s: &str) -> Result<(String, Option<String>), String> {
+pub fn parse_env_arg(s: &str) -> Result<(String, Option<String>), ValueError> {
+    let bad = |problem: EnvProblem| ValueError::Env {
+        input: s.to_string(),
+        problem,
+    };
     let (name, value) = match s.split_once('=') {
         Some((n, v)) => (n, Some(v)),
         None => (s, None),
     };
     if name.is_empty() {
-        return Err(format!(
-            "invalid environment variable {s:?}: the name is empty (expected NAME or NAME=VALUE)"
-        ));
+        return Err(bad(EnvProblem::EmptyName));
     }
     if s.contains('\0') {
-        return Err(format!(
-            "invalid environment variable {s:?}: contains a NUL byte"
-        ));
+        return Err(bad(EnvProblem::Nul));
     }
     if name.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "invalid environment variable {s:?}: the name contains whitespace (expected NAME or NAME=VALUE)"
-        ));
+        return Err(bad(EnvProblem::WhitespaceInName));
     }
     Ok((name.to_string(), value.map(str::to_string)))
 }
@@ -117,25 +121,23 @@ pub fn valid_env_name(name: &str) -> bool {
 /// an IPv6 address in brackets (`[::1]:8080`) or `localhost` (127.0.0.1), and
 /// PORT is required; or the service's http or https URL without a path
 /// (`http://localhost:11434`), whose scheme gives the port if it has none.
-pub fn parse_local_service(s: &str) -> Result<SocketAddr, String> {
-    let hint = "expected HOST:PORT, e.g. 127.0.0.1:11434, localhost:8080 or [::1]:8080";
+pub fn parse_local_service(s: &str) -> Result<SocketAddr, ValueError> {
+    use LocalServiceProblem as P;
+    let bad = |problem: P| ValueError::LocalService {
+        input: s.to_string(),
+        problem,
+    };
     let mut t = s.trim();
     let mut scheme_port = None;
     if let Some((scheme, rest)) = t.split_once("://") {
         scheme_port = match scheme.to_ascii_lowercase().as_str() {
             "http" => Some("80"),
             "https" => Some("443"),
-            _ => {
-                return Err(format!(
-                    "invalid local service {s:?}: only an http:// or https:// URL stands for a service ({hint})"
-                ));
-            }
+            _ => return Err(bad(P::Scheme)),
         };
         t = rest.strip_suffix('/').unwrap_or(rest);
         if t.contains(['/', '?', '#', '@']) {
-            return Err(format!(
-                "invalid local service {s:?}: cordon forwards a whole port, so write the URL without a path or user ({hint})"
-            ));
+            return Err(bad(P::PathOrUser));
         }
     }
     let split = match t.strip_prefix('[') {
@@ -151,35 +153,28 @@ pub fn parse_local_service(s: &str) -> Result<SocketAddr, String> {
         (None, None) => None,
     };
     let Some((host, port)) = split else {
-        return Err(format!("invalid local service {s:?}: no port ({hint})"));
+        return Err(bad(P::NoPort));
     };
-    let port: u16 =
-        port.parse().ok().filter(|&p| p != 0).ok_or_else(|| {
-            format!("invalid local service {s:?}: invalid port {port:?} ({hint})")
-        })?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| bad(P::Port(port.to_string())))?;
     let ip: IpAddr = if host.eq_ignore_ascii_case("localhost") {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
     } else if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         v6.parse::<std::net::Ipv6Addr>()
             .map(IpAddr::V6)
-            .map_err(|_| {
-                format!("invalid local service {s:?}: {v6:?} is not an IPv6 address ({hint})")
-            })?
+            .map_err(|_| bad(P::NotIpv6(v6.to_string())))?
     } else if host.contains(':') {
-        return Err(format!(
-            "invalid local service {s:?}: write an IPv6 address in brackets, e.g. [::1]:8080"
-        ));
+        return Err(bad(P::Ipv6WithoutBrackets));
     } else {
-        host.parse::<Ipv4Addr>().map(IpAddr::V4).map_err(|_| {
-            format!(
-                "invalid local service {s:?}: {host:?} is not an IP address or localhost ({hint})"
-            )
-        })?
+        host.parse::<Ipv4Addr>()
+            .map(IpAddr::V4)
+            .map_err(|_| bad(P::NotAnAddress(host.to_string())))?
     };
     if ip.is_unspecified() || ip.is_multicast() {
-        return Err(format!(
-            "invalid local service {s:?}: {ip} is not the address of one host ({hint})"
-        ));
+        return Err(bad(P::NotOneHost(ip)));
     }
     Ok(SocketAddr::new(ip, port))
 }
@@ -187,27 +182,27 @@ pub fn parse_local_service(s: &str) -> Result<SocketAddr, String> {
 /// Parse a `--secret` argument: `NAME=HOST[,HOST...]`. NAME is the host
 /// environment variable holding the value; each HOST is a domain pattern without
 /// a port (`api.example.com`, `*.example.com`).
-pub fn parse_secret_arg(s: &str) -> Result<(String, Vec<DomainPattern>), String> {
-    let hint = "expected NAME=HOST[,HOST...], e.g. ANTHROPIC_API_KEY=api.anthropic.com";
+pub fn parse_secret_arg(s: &str) -> Result<(String, Vec<DomainPattern>), ValueError> {
+    use SecretProblem as P;
+    let bad = |problem: P| ValueError::Secret {
+        input: s.to_string(),
+        problem,
+    };
     let Some((name, hosts)) = s.split_once('=') else {
-        return Err(format!("invalid secret {s:?}: no hosts ({hint})"));
+        return Err(bad(P::NoHosts));
     };
     let name = name.trim();
     if !valid_env_name(name) {
-        return Err(format!(
-            "invalid secret {s:?}: {name:?} is not an environment variable name (letters, digits and _, not starting with a digit; {hint})"
-        ));
+        return Err(bad(P::NotAName(name.to_string())));
     }
     let mut patterns: Vec<DomainPattern> = Vec::new();
     for host in hosts.split(',') {
         if host.trim().is_empty() {
-            return Err(format!("invalid secret {s:?}: an empty host ({hint})"));
+            return Err(bad(P::EmptyHost));
         }
-        let p = DomainPattern::parse(host).map_err(|e| format!("invalid secret {s:?}: {e}"))?;
+        let p = DomainPattern::parse(host).map_err(|e| bad(P::Host(e)))?;
         if p.port.is_some() {
-            return Err(format!(
-                "invalid secret {s:?}: {host:?} has a port; a secret is scoped to hosts, on every port the allowlist opens"
-            ));
+            return Err(bad(P::HostWithPort(host.to_string())));
         }
         if !patterns.contains(&p) {
             patterns.push(p);
@@ -218,14 +213,16 @@ pub fn parse_secret_arg(s: &str) -> Result<(String, Vec<DomainPattern>), String>
 
 /// Parse a `--resolve` argument: `HOST:ADDR`, like curl's (without its port).
 /// ADDR is an IPv4 or IPv6 address; IPv6 may be bracketed or bare.
-pub fn parse_resolve_arg(s: &str) -> Result<(String, IpAddr), String> {
-    let hint = "expected HOST:ADDR, e.g. git.internal:10.0.0.5 or db.local:[fd00::5]";
-    let Some((host, addr)) = s.trim().split_once(':') else {
-        return Err(format!("invalid resolve entry {s:?}: no address ({hint})"));
+pub fn parse_resolve_arg(s: &str) -> Result<(String, IpAddr), ValueError> {
+    use ResolveProblem as P;
+    let bad = |problem: P| ValueError::Resolve {
+        input: s.to_string(),
+        problem,
     };
-    let name = normalize_name(host).ok_or_else(|| {
-        format!("invalid resolve entry {s:?}: {host:?} is not a host name ({hint})")
-    })?;
+    let Some((host, addr)) = s.trim().split_once(':') else {
+        return Err(bad(P::NoAddress));
+    };
+    let name = normalize_name(host).ok_or_else(|| bad(P::NotAHost(host.to_string())))?;
     let bare = addr
         .strip_prefix('[')
         .and_then(|a| a.strip_suffix(']'))
@@ -234,41 +231,42 @@ pub fn parse_resolve_arg(s: &str) -> Result<(String, IpAddr), String> {
         // curl's HOST:PORT:ADDR: say that the port has no place here.
         let curl_style = addr.split_once(':').is_some_and(|(port, rest)| {
             port.parse::<u16>().is_ok() && {
-                let rest = rest.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(rest);
+                let rest = rest
+                    .strip_prefix('[')
+                    .and_then(|r| r.strip_suffix(']'))
+                    .unwrap_or(rest);
                 rest.parse::<IpAddr>().is_ok()
             }
         });
         if curl_style {
-            format!(
-                "invalid resolve entry {s:?}: leave out the port; the address applies to every port ({hint})"
-            )
+            bad(P::Port)
         } else {
-            format!("invalid resolve entry {s:?}: {addr:?} is not an IP address ({hint})")
+            bad(P::NotAnAddress(addr.to_string()))
         }
     })?;
     if addr.starts_with('[') && ip.is_ipv4() {
-        return Err(format!(
-            "invalid resolve entry {s:?}: brackets are for IPv6 addresses ({hint})"
-        ));
+        return Err(bad(P::BracketedIpv4));
     }
     Ok((name, ip))
 }
 
 /// Parse a mount argument: `SOURCE:TARGET`, optionally followed by `:ro` (the
 /// default) or `:rw`. SOURCE cannot hold a `:`; paths stay as written.
-pub fn parse_mount_arg(s: &str) -> Result<crate::config::MountSpec, String> {
+pub fn parse_mount_arg(s: &str) -> Result<MountSpec, ValueError> {
+    let bad = |problem: MountProblem| ValueError::Mount {
+        input: s.to_string(),
+        problem,
+    };
     let (rest, writable) = match s.rsplit_once(':') {
         Some((rest, "rw")) => (rest, true),
         Some((rest, "ro")) => (rest, false),
         _ => (s, false),
     };
     let Some((source, target)) = rest.split_once(':') else {
-        return Err(format!(
-            "invalid mount {s:?}: expected SOURCE:TARGET[:ro|rw], e.g. ~/datasets:/data:ro"
-        ));
+        return Err(bad(MountProblem::Shape));
     };
-    check_mount_paths(source, target).map_err(|m| format!("invalid mount {s:?}: {m}"))?;
-    Ok(crate::config::MountSpec {
+    check_mount_paths(source, target).map_err(bad)?;
+    Ok(MountSpec {
         source: source.to_string(),
         target: target.to_string(),
         writable,
@@ -277,16 +275,70 @@ pub fn parse_mount_arg(s: &str) -> Result<crate::config::MountSpec, String> {
 
 /// The shape of a mount's paths: neither empty; the target absolute (after `~`
 /// or a leading variable).
-pub(crate) fn check_mount_paths(source: &str, target: &str) -> Result<(), String> {
+pub(crate) fn check_mount_paths(source: &str, target: &str) -> Result<(), MountProblem> {
     if source.is_empty() || target.is_empty() {
-        return Err("the source and the target must not be empty".into());
+        return Err(MountProblem::EmptyPath);
     }
     if !(target.starts_with('/') || target.starts_with('~') || target.starts_with("${")) {
-        return Err(format!(
-            "the target {target:?} must be an absolute path inside the sandbox, e.g. /data"
-        ));
+        return Err(MountProblem::RelativeTarget(target.to_string()));
     }
     Ok(())
+}
+
+/// One mount as written: a host path shown at `target` inside, read-only unless
+/// `mode` is `rw`. Paths stay as written (expanded when the workspace is known).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MountSpec {
+    pub source: String,
+    pub target: String,
+    pub writable: bool,
+}
+
+/// The object form of a mount in a config file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MountObject {
+    source: String,
+    target: String,
+    #[serde(default)]
+    mode: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for MountSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MountSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a mount: {\"source\": PATH, \"target\": PATH, \"mode\": \"ro\" or \"rw\"} or \"SOURCE:TARGET[:ro|rw]\"",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<MountSpec, E> {
+                parse_mount_arg(v).map_err(|m| E::custom(format!("\"mount\": {m}")))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<MountSpec, A::Error> {
+                let o = MountObject::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let writable = match o.mode.as_deref() {
+                    None | Some("ro") => false,
+                    Some("rw") => true,
+                    Some(other) => {
+                        return Err(de::Error::custom(format!(
+                            "\"mount\": invalid mode {other:?}: expected \"ro\" or \"rw\""
+                        )));
+                    }
+                };
+                check_mount_paths(&o.source, &o.target)
+                    .map_err(|m| de::Error::custom(format!("\"mount\": {m}")))?;
+                Ok(MountSpec {
+                    source: o.source,
+                    target: o.target,
+                    writable,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[cfg(test)]
@@ -355,14 +407,25 @@ mod tests {
             "1\u{0}G",
             "١G",
         ] {
-            let err = parse_size(s).expect_err(s);
+            let err = parse_size(s).expect_err(s).to_string();
             assert!(err.contains("invalid size"), "{s}: {err}");
         }
-        assert!(parse_size("1.5").unwrap_err().contains("whole number"));
-        assert!(parse_size("2P").unwrap_err().contains("unknown unit \"P\""));
+        assert!(
+            parse_size("1.5")
+                .unwrap_err()
+                .to_string()
+                .contains("whole number")
+        );
+        assert!(
+            parse_size("2P")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown unit \"P\"")
+        );
         assert!(
             parse_size("99999999999999999999T")
                 .unwrap_err()
+                .to_string()
                 .contains("too large")
         );
     }
@@ -425,7 +488,7 @@ mod tests {
             ("ftp://localhost:21", "only an http:// or https://"),
             ("http://example.com", "not an IP address or localhost"),
         ] {
-            let e = parse_local_service(bad).unwrap_err();
+            let e = parse_local_service(bad).unwrap_err().to_string();
             assert!(e.contains(want), "{bad}: {e}");
             assert!(e.starts_with("invalid local service"), "{bad}: {e}");
         }
@@ -453,7 +516,7 @@ mod tests {
             ("T=1.2.3.4", "an IP address is not a domain"),
             ("T=exa mple.com", "invalid domain pattern"),
         ] {
-            let e = parse_secret_arg(bad).unwrap_err();
+            let e = parse_secret_arg(bad).unwrap_err().to_string();
             assert!(e.contains(want), "{bad}: {e}");
             assert!(e.starts_with("invalid secret"), "{bad}: {e}");
         }
@@ -480,7 +543,7 @@ mod tests {
             ("db:443:1.2.3.4", "leave out the port"),
             ("db:443:[::1]", "leave out the port"),
         ] {
-            let e = parse_resolve_arg(bad).unwrap_err();
+            let e = parse_resolve_arg(bad).unwrap_err().to_string();
             assert!(e.contains(want), "{bad}: {e}");
             assert!(e.starts_with("invalid resolve entry"), "{bad}: {e}");
         }

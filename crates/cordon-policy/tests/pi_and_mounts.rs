@@ -1,4 +1,6 @@
 //! The `pi` section of the config files and mounts, resolved against real files.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use cordon_policy::{Access, Flags, Inputs, Origin, PiMode, Policy, PolicyError, resolve};
 use std::fs;
@@ -42,6 +44,7 @@ impl Env {
             tmp: PathBuf::from("/tmp"),
             config: None,
             xdg_config_home: Some(self.xdg.clone()),
+            xdg_data_home: None,
             flags,
         })
     }

@@ -1,4 +1,6 @@
 //! End-to-end tests of `resolve` against real files in temporary directories.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use cordon_policy::{
     Access, DomainPattern, Flags, Inputs, KNOWN_FIELDS, NetMode, NetworkRules, Origin, PathRule,
@@ -49,6 +51,7 @@ impl Env {
             tmp: self.tmp.clone(),
             config: None,
             xdg_config_home: Some(self.xdg.clone()),
+            xdg_data_home: None,
             flags: Flags::default(),
         }
     }

@@ -104,15 +104,19 @@ fn exec(spawn: &Spawn) -> ! {
             &format!("cannot apply resource limits: {e}"),
         );
     }
-    if unsafe { libc::chdir(prepared.cwd.as_ptr()) } == -1 {
+    if let Err(e) = rustix::process::chdir(prepared.cwd.as_c_str()) {
         let what = format!(
             "cannot enter {} inside the sandbox",
             prepared.cwd.to_string_lossy()
         );
-        fail(spawn, &what, io::Error::last_os_error());
+        fail(spawn, &what, e.into());
     }
     // Close every inherited descriptor but stdio at exec: a stray fd to a host
     // directory would reach around the view.
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC closes nothing now; it only
+    // marks descriptors close-on-exec, so no descriptor this process (or the
+    // supervisor sharing its memory) still uses is invalidated before exec. It
+    // takes no pointers. (rustix has no close_range.)
     unsafe {
         libc::syscall(
             libc::SYS_close_range,
@@ -123,7 +127,7 @@ fn exec(spawn: &Spawn) -> ! {
     };
     // Except the one the caller hands to the command on purpose.
     if let Some(fd) = &prepared.pass_fd {
-        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) };
+        let _ = rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty());
     }
     let (status, message) = exec_search(spawn);
     report_and_exit(spawn.report, status, &message)
@@ -133,8 +137,13 @@ fn exec(spawn: &Spawn) -> ! {
 /// candidate exists but cannot be executed, 127 when none exists.
 fn exec_search(spawn: &Spawn) -> (u8, String) {
     if let Some(fd) = &spawn.prepared.exec_fd {
-        // SAFETY: a descriptor the supervisor holds, and NUL-terminated arrays
-        // built before the clone.
+        // SAFETY: execveat reads a NUL-terminated empty path (a literal) and the
+        // NULL-terminated argv and envp arrays, built before the clone, whose
+        // strings `prepared` owns and keeps alive while this child runs (the
+        // supervisor is suspended until exec); `fd` is a descriptor the
+        // supervisor holds. On success nothing of this process remains; on
+        // failure it returns having written nothing. (rustix offers execveat
+        // only behind its unstable runtime feature.)
         unsafe {
             libc::syscall(
                 libc::SYS_execveat,
@@ -156,6 +165,8 @@ fn exec_search(spawn: &Spawn) -> (u8, String) {
     }
     let mut denied = None;
     for candidate in &spawn.candidates {
+        // SAFETY: as for execveat above: a NUL-terminated path and NULL-terminated
+        // arrays of NUL-terminated strings, all alive until exec or return.
         unsafe { libc::execve(candidate.as_ptr(), spawn.argv.as_ptr(), spawn.envp.as_ptr()) };
         match crate::sys::errno() {
             libc::ENOENT | libc::ENOTDIR => continue,

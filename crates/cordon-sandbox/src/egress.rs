@@ -223,7 +223,11 @@ fn only_from_names(listener: &TcpListener, loopback: bool) -> io::Result<()> {
         len: program.len() as u16,
         filter: program.as_ptr() as *mut libc::sock_filter,
     };
-    // SAFETY: a valid sock_fprog pointing at `program`, which outlives the call.
+    // SAFETY: setsockopt reads `size_of::<sock_fprog>()` bytes from `&fprog`, a
+    // live local, and the kernel copies the `program.len()` instructions it
+    // points at (`program` outlives the call; the `*mut` is only the C type,
+    // nothing is written through it). The listener is borrowed, so open.
+    // (rustix has no SO_ATTACH_FILTER.)
     let ret = unsafe {
         libc::setsockopt(
             std::os::fd::AsRawFd::as_raw_fd(listener),
@@ -306,7 +310,12 @@ fn add_sandbox_address() -> io::Result<()> {
         None,
     )?;
     let set = |request: libc::c_ulong, value: Ipv4Addr| -> io::Result<()> {
-        // SAFETY: an ifreq with a sockaddr_in, as SIOCSIFADDR/SIOCSIFNETMASK expect.
+        // SAFETY: all-zero is a valid ifreq (integers, byte arrays, unions of
+        // them). `ifru_addr` sits at offset 16 of a union aligned for its `ifmap`
+        // member (unsigned longs), so it is aligned for the sockaddr_in written
+        // through it, which fits in its 16 bytes. SIOCSIFADDR/SIOCSIFNETMASK read
+        // that one live ifreq and write nothing back; `sock` is owned, so open.
+        // (rustix wraps no interface ioctls.)
         unsafe {
             let mut req: libc::ifreq = std::mem::zeroed();
             for (dst, src) in req.ifr_name.iter_mut().zip(b"lo:cordon\0") {

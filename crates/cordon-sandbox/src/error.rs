@@ -26,11 +26,17 @@ pub enum SandboxError {
     )]
     LandlockMissing { detail: String },
     #[error("cannot set up Landlock: {0}")]
-    Landlock(String),
+    Landlock(#[from] landlock::RulesetError),
+    #[error("cannot set up Landlock: the kernel refused to create a ruleset")]
+    LandlockRefused,
+    #[error("cannot set up Landlock: {0}")]
+    LandlockRestrict(#[source] io::Error),
     #[error("cannot build the seccomp filter: {0}")]
-    Seccomp(String),
+    Seccomp(#[from] seccompiler::BackendError),
     #[error("cannot set resource limits: {0}")]
-    Limits(String),
+    Limits(#[from] crate::limits::LimitsError),
+    #[error("cannot set resource limits: CPU affinity: {0}")]
+    Affinity(#[source] io::Error),
     #[error(
         "{flag} cannot be enforced here: {why}\n  fix: {fix}\n  or pass --allow-degraded limits to run with best effort: {best_effort}"
     )]
@@ -42,6 +48,14 @@ pub enum SandboxError {
     },
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
+    /// A text that becomes a C string (an argument, a variable, a path) holds a
+    /// NUL byte, which no C string can carry.
+    #[error("{what} contains a NUL byte")]
+    NulByte { what: String },
+    #[error("the allowlist network mode needs the egress broker, which was not started")]
+    NoBroker,
+    /// A failure the sandbox's own processes reported before the command ran, in
+    /// their words: it reaches the launcher as text over the report pipe.
     #[error("{0}")]
     Child(String),
 }

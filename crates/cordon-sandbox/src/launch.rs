@@ -137,7 +137,9 @@ pub(crate) struct Prepared {
 }
 
 fn cstring(bytes: &[u8], what: &str) -> Result<CString, SandboxError> {
-    CString::new(bytes).map_err(|_| SandboxError::Child(format!("{what} contains a NUL byte")))
+    CString::new(bytes).map_err(|_| SandboxError::NulByte {
+        what: what.to_string(),
+    })
 }
 
 impl Prepared {
@@ -161,7 +163,7 @@ impl Prepared {
                 });
             }
         };
-        crate::limits::validate(&policy.limits).map_err(|e| SandboxError::Limits(e.to_string()))?;
+        crate::limits::validate(&policy.limits)?;
         let limits_mechanism = limits_mechanism(&policy.limits);
         let assessed = crate::limits::assess(&policy.limits, &limits_mechanism);
         if !degraded.best_effort_limits {
@@ -287,9 +289,7 @@ pub fn run(
     mut additions: Additions,
 ) -> Result<Outcome, SandboxError> {
     if policy.net.value == NetMode::Allowlist && additions.endpoints.is_none() {
-        return Err(SandboxError::Child(
-            "the allowlist network mode needs the egress broker, which was not started".into(),
-        ));
+        return Err(SandboxError::NoBroker);
     }
     let locks = RootLocks::acquire(policy.writable_roots());
     let mut prepared = Prepared::new(policy, command, degraded, &mut additions)?;
@@ -326,7 +326,10 @@ fn run_prepared(
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWCGROUP;
-    // SAFETY: the CLI runs sandboxes from its single main thread.
+    // SAFETY: fork_into's contract is a single-threaded caller, so that the child,
+    // which copies only this thread, inherits no lock another thread held: `run`
+    // requires it (see its doc), and the CLI calls it from its main thread
+    // before starting any other.
     let child = unsafe { sys::fork_into(flags) }.map_err(|source| {
         let (cause, fix) =
             crate::probe::diagnose_userns_failure(source.raw_os_error().unwrap_or(0));
@@ -427,12 +430,9 @@ fn confine_in_cgroup(
 ) -> Result<Option<crate::limits::SandboxCgroup>, SandboxError> {
     let name = format!("cordon-{}", std::process::id());
     let cgroup =
-        crate::limits::SandboxCgroup::create(&prepared.limits_mechanism, &policy.limits, &name)
-            .map_err(|e| SandboxError::Limits(e.to_string()))?;
+        crate::limits::SandboxCgroup::create(&prepared.limits_mechanism, &policy.limits, &name)?;
     if let Some(cgroup) = &cgroup {
-        cgroup
-            .add_pid(supervisor_pid)
-            .map_err(|e| SandboxError::Limits(e.to_string()))?;
+        cgroup.add_pid(supervisor_pid)?;
     }
     Ok(cgroup)
 }

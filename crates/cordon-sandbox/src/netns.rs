@@ -10,8 +10,10 @@
 
 use crate::egress::{self, EndpointRequest};
 use crate::sys;
+use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions};
+use rustix::thread::{ThreadNameSpaceType, UnshareFlags};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 /// A helper making the network namespace; `join` moves the caller into it.
 pub struct NetworkMaker {
@@ -31,7 +33,9 @@ impl NetworkMaker {
         };
         let (ready_read, ready_write) = sys::pipe()?;
         let (release_read, release_write) = sys::pipe()?;
-        // SAFETY: the supervisor is single-threaded.
+        // SAFETY: fork_into's contract: the supervisor, the only caller, is
+        // single-threaded, so the helper inherits no lock held by a thread it
+        // lacks; the helper ends in `_exit` without returning here.
         match unsafe { sys::fork_into(0) }? {
             None => {
                 drop(ready_read);
@@ -63,21 +67,17 @@ impl NetworkMaker {
             _ => Err(io::Error::other("the network helper died")),
         };
         drop(self.release);
-        let mut status = 0;
-        unsafe { libc::waitpid(self.helper, &mut status, 0) };
+        if let Some(helper) = Pid::from_raw(self.helper) {
+            let _ = rustix::process::waitpid(Some(helper), WaitOptions::empty());
+        }
         joined
     }
 }
 
 fn join_namespace_of(pid: libc::pid_t) -> io::Result<()> {
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    if unsafe { libc::setns(pidfd.as_raw_fd(), libc::CLONE_NEWNET) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
+    let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::other("no network helper"))?;
+    let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty())?;
+    rustix::thread::move_into_thread_name_spaces(pidfd.as_fd(), ThreadNameSpaceType::NETWORK)?;
     Ok(())
 }
 
@@ -89,12 +89,14 @@ fn helper(
     endpoints: Option<&EndpointRequest>,
     proc: Option<OwnedFd>,
 ) -> ! {
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    let made = if unsafe { libc::unshare(libc::CLONE_NEWNET) } == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        loopback_up()
-            .and_then(|()| endpoints.map_or(Ok(()), |e| egress::open_and_send(e, proc.as_ref())))
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    // SAFETY: rustix marks unshare unsafe for UnshareFlags::FILES, which would
+    // leave other threads with descriptors this one no longer shares; only a
+    // new network namespace is asked for here, in a single-threaded process.
+    let made = match unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNET) } {
+        Err(e) => Err(e.into()),
+        Ok(()) => loopback_up()
+            .and_then(|()| endpoints.map_or(Ok(()), |e| egress::open_and_send(e, proc.as_ref()))),
     };
     let _ = match made {
         Ok(()) => rustix::io::write(&ready, &[READY]),
@@ -108,24 +110,34 @@ fn helper(
         rustix::io::read(&release, &mut byte),
         Err(rustix::io::Errno::INTR)
     ) {}
+    // SAFETY: _exit(2) takes no pointers and does not return; it skips the
+    // atexit handlers and stdio buffers of the supervisor this helper was forked
+    // from, which are not the helper's to run or flush. (rustix has no stable
+    // exit call.)
     unsafe { libc::_exit(0) }
 }
 
 /// Brings up `lo` in the current network namespace.
 pub(crate) fn loopback_up() -> io::Result<()> {
-    unsafe {
-        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if sock == -1 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut req: libc::ifreq = std::mem::zeroed();
-        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-            *dst = *src as libc::c_char;
-        }
-        req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        let ret = libc::ioctl(sock, libc::SIOCSIFFLAGS, &req);
-        let err = io::Error::last_os_error();
-        libc::close(sock);
-        if ret == -1 { Err(err) } else { Ok(()) }
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let sock = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is a C struct of integers, byte arrays and a union of them,
+    // for which all-zero bytes are a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
     }
+    req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads one `struct ifreq` through the pointer, a live
+    // local with a NUL-terminated name, and writes nothing back; the socket is
+    // owned for the call. (rustix wraps no interface ioctls.)
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -9,7 +9,7 @@
 //! A successful exec closes the command's copy of the pipe (close-on-exec) with
 //! nothing written.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 
 const FAILED: u8 = b'F';
 const EXITED: u8 = b'X';
@@ -29,15 +29,12 @@ pub struct Report {
 fn write_all(fd: BorrowedFd<'_>, bytes: &[u8]) {
     let mut rest = bytes;
     while !rest.is_empty() {
-        let n = unsafe { libc::write(fd.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
-        if n <= 0 {
-            if n == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-            {
-                continue;
-            }
-            return;
+        match rustix::io::write(fd, rest) {
+            Ok(0) => return,
+            Ok(n) => rest = &rest[n..],
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return,
         }
-        rest = &rest[n as usize..];
     }
 }
 
@@ -49,6 +46,11 @@ pub fn report_and_exit(report: BorrowedFd<'_>, status: u8, message: &str) -> ! {
     bytes.extend_from_slice(&(message.len() as u32).to_le_bytes());
     bytes.extend_from_slice(message);
     write_all(report, &bytes);
+    // SAFETY: _exit(2) takes no pointers and does not return. It is right here
+    // where `exit` is not: the caller is a process forked or vfork-cloned from
+    // another (the supervisor from the launcher, the command from the
+    // supervisor, sharing its memory), and must run none of that process's
+    // atexit handlers nor flush its stdio buffers. (rustix has no stable exit.)
     unsafe { libc::_exit(status as libc::c_int) }
 }
 

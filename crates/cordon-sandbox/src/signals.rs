@@ -3,7 +3,7 @@
 //! terminal are one poll loop with no handlers.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// Signals passed on to the sandboxed command when cordon receives them.
 const FORWARDED: [libc::c_int; 6] = [
@@ -29,11 +29,35 @@ pub fn forwardable(info: &SignalInfo) -> bool {
     info.code <= 0 || info.signo == libc::SIGHUP
 }
 
+/// kill(2) with its conventions for `pid`: above 0 a process, below 0 the process
+/// group -pid, 0 this process's own group. A target already gone is no error
+/// worth reporting (the caller reaps or has reaped it), so failures are ignored;
+/// a number that is not a named signal is not sent.
+pub fn send(pid: libc::pid_t, signo: libc::c_int) {
+    use rustix::process::{Pid, Signal};
+    let Some(signal) = Signal::from_named_raw(signo) else {
+        return;
+    };
+    let _ = match pid.cmp(&0) {
+        std::cmp::Ordering::Greater => {
+            Pid::from_raw(pid).map(|p| rustix::process::kill_process(p, signal))
+        }
+        std::cmp::Ordering::Less => pid
+            .checked_neg()
+            .and_then(Pid::from_raw)
+            .map(|group| rustix::process::kill_process_group(group, signal)),
+        std::cmp::Ordering::Equal => Some(rustix::process::kill_current_process_group(signal)),
+    };
+}
+
 pub struct SignalFd {
     fd: OwnedFd,
 }
 
 fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain bits, so all-zero is a valid value; sigemptyset
+    // and sigaddset write only into the set they are given, a local here, and
+    // sigaddset refuses (EINVAL, ignored) a number that is not a signal.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
@@ -57,6 +81,11 @@ impl SignalFd {
         let mut all = FORWARDED.to_vec();
         all.extend([libc::SIGCHLD, libc::SIGWINCH, libc::SIGCONT]);
         let set = sigset(&all);
+        // SAFETY: (rustix has no public signal-mask or signalfd API.) SIG_DFL
+        // installs no handler, so no code of ours can run asynchronously; the
+        // mask change is this thread's own (the launcher and the supervisor are
+        // single-threaded when they call this), and `set` is a live local the
+        // kernel only reads. A new signalfd is owned at once, by nobody else.
         unsafe {
             libc::signal(libc::SIGCHLD, libc::SIG_DFL);
             if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) == -1 {
@@ -74,27 +103,23 @@ impl SignalFd {
 
     /// Reads one pending signal, if any (non-blocking).
     pub fn read(&self) -> io::Result<Option<SignalInfo>> {
-        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of::<libc::signalfd_siginfo>();
-        let n = unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                (&mut info as *mut libc::signalfd_siginfo).cast(),
-                size,
-            )
-        };
-        if n == -1 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock {
-                Ok(None)
-            } else {
-                Err(e)
-            };
+        // One `struct signalfd_siginfo`, read as bytes (a signalfd read returns
+        // whole records or fails); its two fields of interest are 32-bit.
+        use libc::signalfd_siginfo as Info;
+        let mut info = [0u8; std::mem::size_of::<Info>()];
+        match rustix::io::read(&self.fd, &mut info) {
+            Ok(n) if n == info.len() => {
+                let field = |at: usize| [info[at], info[at + 1], info[at + 2], info[at + 3]];
+                Ok(Some(SignalInfo {
+                    signo: u32::from_ne_bytes(field(std::mem::offset_of!(Info, ssi_signo)))
+                        as libc::c_int,
+                    code: i32::from_ne_bytes(field(std::mem::offset_of!(Info, ssi_code))),
+                }))
+            }
+            Ok(_) => Err(io::Error::other("a short read from the signalfd")),
+            Err(rustix::io::Errno::AGAIN) => Ok(None),
+            Err(e) => Err(e.into()),
         }
-        Ok(Some(SignalInfo {
-            signo: info.ssi_signo as libc::c_int,
-            code: info.ssi_code,
-        }))
     }
 }
 
@@ -107,10 +132,22 @@ impl AsFd for SignalFd {
 /// In the command, just before exec: nothing blocked, SIGPIPE back to its default
 /// (Rust's runtime ignores it, and ignored signals survive exec).
 pub fn reset_for_exec() {
+    unblock_all(&[libc::SIGPIPE]);
+}
+
+/// Unblocks every signal of this thread and gives `defaults` their default
+/// disposition. No allocation: it runs in a vfork child that shares the
+/// supervisor's memory, and in a forked probe child.
+pub fn unblock_all(defaults: &[libc::c_int]) {
+    let empty = sigset(&[]);
+    // SAFETY: sigprocmask and signal are async-signal-safe system calls that
+    // touch only this thread's mask and the dispositions named, reading a live
+    // local set; SIG_DFL installs no handler. (rustix has no public signal-mask
+    // API.)
     unsafe {
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        for &signal in defaults {
+            libc::signal(signal, libc::SIG_DFL);
+        }
     }
 }

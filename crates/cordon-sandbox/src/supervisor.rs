@@ -9,17 +9,19 @@ use crate::confine::{caps, landlock};
 use crate::launch::{Prepared, Terminal};
 use crate::netns::NetworkMaker;
 use crate::report::{report_and_exit, report_exit, report_stop};
-use crate::signals::{SignalFd, forwardable};
+use crate::signals::{self, SignalFd, forwardable};
 use crate::terminal::{self, Pty};
 use crate::waiter::decode_status;
 use crate::{sys, view};
 use cordon_policy::NetMode;
+use rustix::process::{DumpableBehavior, Signal, WaitOptions};
+use rustix::stdio::{stdin, stdout};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 pub(crate) fn main(prepared: &Prepared, report: OwnedFd, go: OwnedFd) -> ! {
     match run(prepared, report.as_fd(), go) {
-        Ok(status) => unsafe { libc::_exit(status) },
+        Ok(status) => exit(status),
         Err(e) => report_and_exit(report.as_fd(), 125, &e.to_string()),
     }
 }
@@ -30,7 +32,7 @@ fn run(
     go: OwnedFd,
 ) -> Result<i32, crate::SandboxError> {
     // Die with the launcher; if it died before this, `go` reads end-of-file below.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     let network = match prepared.net {
         NetMode::None | NetMode::Allowlist => {
             Some(NetworkMaker::start(prepared.egress.as_ref()).map_err(|e| {
@@ -71,7 +73,7 @@ fn run(
     // Before seccomp, which then refuses the sandbox any change of it.
     if let Some(cpus) = prepared.affinity {
         crate::limits::restrict_affinity(cpus)
-            .map_err(|e| crate::SandboxError::Limits(format!("CPU affinity: {e}")))?;
+            .map_err(|e| crate::SandboxError::Affinity(e.into()))?;
     }
     confine_self(prepared, ruleset)?;
     let command_pid = Spawn::new(prepared, pty.as_ref(), report)
@@ -86,6 +88,15 @@ fn run(
     Ok(status)
 }
 
+/// Ends this process at once with `status`.
+fn exit(status: i32) -> ! {
+    // SAFETY: _exit(2) takes no pointers and does not return. It is chosen over
+    // `std::process::exit` on purpose: this process was forked from the
+    // launcher, whose atexit handlers and unflushed stdio buffers it must not
+    // run or write a second time. (rustix has no stable exit call.)
+    unsafe { libc::_exit(status) }
+}
+
 /// The sandbox's own setup, done from inside its namespaces.
 fn finish_sandbox(prepared: &Prepared, go: &mut GoAhead) -> Result<(), crate::SandboxError> {
     map_identity(prepared)
@@ -97,7 +108,7 @@ fn finish_sandbox(prepared: &Prepared, go: &mut GoAhead) -> Result<(), crate::Sa
     let _ = rustix::system::sethostname(b"cordon");
     // Not dumpable: the command and its children (same uid) cannot ptrace this
     // process or read its memory.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    let _ = rustix::process::set_dumpable_behavior(DumpableBehavior::NotDumpable);
     Ok(())
 }
 
@@ -136,12 +147,14 @@ fn set_process_title(title: &[u8]) {
 fn empty_the_sandbox() {
     loop {
         // As PID 1, kill(-1) reaches every other process of the namespace.
+        // SAFETY: kill(2) takes no pointers and this process installed no signal
+        // handlers that could run; it is called through libc because rustix's
+        // kill takes a positive pid or group, not -1 ("every process").
         unsafe { libc::kill(-1, libc::SIGKILL) };
-        let mut status = 0;
-        match unsafe { libc::waitpid(-1, &mut status, 0) } {
-            -1 if sys::errno() == libc::EINTR => continue,
-            -1 => return, // ECHILD: nobody left
-            _ => {}
+        match rustix::process::wait(WaitOptions::empty()) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) | Ok(None) => return, // ECHILD: nobody left
+            Ok(Some(_)) => {}
         }
     }
 }
@@ -153,8 +166,7 @@ fn empty_the_sandbox() {
 fn confine_self(prepared: &Prepared, ruleset: Option<OwnedFd>) -> Result<(), crate::SandboxError> {
     caps::drop_all().map_err(|e| crate::SandboxError::io("cannot drop capabilities", e))?;
     if let Some(ruleset) = ruleset {
-        landlock::restrict_self(ruleset.as_raw_fd())
-            .map_err(|e| crate::SandboxError::Landlock(e.to_string()))?;
+        landlock::restrict_self(ruleset.as_fd()).map_err(crate::SandboxError::LandlockRestrict)?;
     }
     prepared
         .seccomp
@@ -183,7 +195,7 @@ impl GoAhead {
             match rustix::io::read(&self.fd, &mut byte) {
                 Ok(1) => self.received = true,
                 Err(rustix::io::Errno::INTR) => continue,
-                _ => unsafe { libc::_exit(125) },
+                _ => exit(125),
             }
         }
     }
@@ -211,17 +223,19 @@ fn supervise(
 ) -> io::Result<i32> {
     if let Some(pty) = pty {
         pty.copy_window_size();
-        terminal::make_raw(libc::STDIN_FILENO);
+        terminal::make_raw(stdin());
     }
     let mut stdin_open = pty.is_some();
     let mut stopped = false;
     loop {
         // The signalfd, then with a pty (not stopped) its master and cordon's own
-        // terminal.
+        // terminal. (Without a pty only the first is polled; the second slot
+        // holds the signalfd again, unused.)
+        let master = pty.map_or(signals.as_fd(), |p| p.master.as_fd());
         let mut fds = [
-            sys::readable(signals.as_fd().as_raw_fd()),
-            sys::readable(pty.map_or(-1, |p| p.master.as_raw_fd())),
-            sys::readable(libc::STDIN_FILENO),
+            sys::readable(signals.as_fd()),
+            sys::readable(master),
+            sys::readable(stdin()),
         ];
         let count = match pty {
             None => 1,
@@ -231,15 +245,15 @@ fn supervise(
         };
         sys::poll(&mut fds[..count], -1)?;
         if let Some(pty) = pty.filter(|_| count > 1) {
-            if fds[1].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
-                terminal::pump(pty.master.as_raw_fd(), libc::STDOUT_FILENO);
+            if sys::ready(&fds[1]) {
+                terminal::pump(pty.master.as_fd(), stdout());
             }
-            if count > 2 && fds[2].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
-                stdin_open = terminal::pump(libc::STDIN_FILENO, pty.master.as_raw_fd());
+            if count > 2 && sys::ready(&fds[2]) {
+                stdin_open = terminal::pump(stdin(), pty.master.as_fd());
                 if !stdin_open {
                     // cordon's terminal is gone: hang up the sandbox's session, as a
                     // terminal emulator does when its window closes.
-                    unsafe { libc::kill(-command, libc::SIGHUP) };
+                    signals::send(-command, libc::SIGHUP);
                 }
             }
         }
@@ -257,24 +271,20 @@ fn supervise(
                     if let Some(pty) = pty {
                         pty.copy_window_size();
                         stopped = false;
-                        unsafe { libc::kill(-command, libc::SIGCONT) };
+                        signals::send(-command, libc::SIGCONT);
                     }
                 }
                 // With a pty the command leads a process group that no terminal
                 // signal of cordon's reaches: pass every signal to that group.
-                signo if pty.is_some() => unsafe {
-                    libc::kill(-command, signo);
-                },
-                signo if forwardable(&info) => unsafe {
-                    libc::kill(command, signo);
-                },
+                signo if pty.is_some() => signals::send(-command, signo),
+                signo if forwardable(&info) => signals::send(command, signo),
                 _ => {}
             }
         }
         match reap_all(command, pty.is_some()) {
             Reaped::Exited(status) => {
                 if let Some(pty) = pty {
-                    terminal::drain_ready(pty.master.as_raw_fd());
+                    terminal::drain_ready(pty.master.as_fd());
                 }
                 return Ok(status);
             }
@@ -283,7 +293,7 @@ fn supervise(
                 // terminal's screen) reaches the terminal before the launcher
                 // hands it back to the shell.
                 if let Some(pty) = pty {
-                    terminal::drain_ready(pty.master.as_raw_fd());
+                    terminal::drain_ready(pty.master.as_fd());
                 }
                 stopped = true;
                 report_stop(report);
@@ -304,18 +314,16 @@ enum Reaped {
 fn reap_all(command: libc::pid_t, job_control: bool) -> Reaped {
     let mut result = Reaped::Running;
     let flags = if job_control {
-        libc::WNOHANG | libc::WUNTRACED
+        WaitOptions::NOHANG | WaitOptions::UNTRACED
     } else {
-        libc::WNOHANG
+        WaitOptions::NOHANG
     };
     loop {
-        let mut status = 0;
-        let pid = unsafe { libc::waitpid(-1, &mut status, flags) };
-        if pid <= 0 {
+        let Ok(Some((pid, status))) = rustix::process::wait(flags) else {
             return result;
-        }
-        if pid == command {
-            if libc::WIFSTOPPED(status) {
+        };
+        if pid.as_raw_pid() == command {
+            if status.stopped() {
                 if !matches!(result, Reaped::Exited(_)) {
                     result = Reaped::Stopped;
                 }

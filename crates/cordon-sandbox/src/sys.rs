@@ -1,6 +1,9 @@
-//! The few raw system calls that neither rustix nor the standard library wrap.
-//! Each wrapper does one call and returns `io::Result`.
+//! The few raw system calls that neither rustix nor the standard library wrap
+//! (clone without a stack, mount_setattr, seccomp with flags; mount(2) with
+//! every argument optional), and thin helpers over rustix for the rest. Each wrapper does one
+//! call and returns `io::Result`.
 
+use rustix::event::{PollFd, PollFlags};
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -22,6 +25,12 @@ fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
 /// only, and must not rely on locks other threads could have held.
 pub unsafe fn fork_into(flags: libc::c_int) -> io::Result<Option<libc::pid_t>> {
     let flags = (flags | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: clone with a NULL stack gives the child a copy-on-write copy of
+    // this address space, as fork does, so neither process can corrupt the
+    // other's memory; the pointer arguments are NULL because no
+    // CLONE_*TID/PIDFD flag is passed that would make the kernel write through
+    // them. What remains unsafe (locks another thread held at the fork) is the
+    // caller's obligation, stated above.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -58,6 +67,10 @@ pub fn mount_setattr_recursive(fd: BorrowedFd<'_>, set: u64, clear: u64) -> io::
         propagation: 0,
         userns_fd: 0,
     };
+    // SAFETY: the kernel reads `size_of::<MountAttr>()` bytes from `&attr`, a
+    // live `repr(C)` struct with exactly the layout of `struct mount_attr`
+    // (version 0, 32 bytes), and the empty path is a NUL-terminated literal; it
+    // writes through neither. `fd` is borrowed, so it stays open for the call.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
@@ -80,6 +93,11 @@ pub fn mount(
     data: Option<&CStr>,
 ) -> io::Result<()> {
     let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
+    // SAFETY: every pointer is NULL or a NUL-terminated string borrowed for the
+    // duration of the call, which mount(2) only reads. (rustix splits mount(2)
+    // by operation: `mount` always passes a source and a type, `mount_change`
+    // and `mount_remount` pass NULL ones; this one wrapper serves view/build.rs's
+    // every kind of call.)
     let ret = unsafe {
         libc::mount(
             ptr(source),
@@ -94,15 +112,11 @@ pub fn mount(
 
 /// Writes all of `data` to the file at `path` (for /proc files: one write call).
 pub fn write_file(path: &CStr, data: &[u8]) -> io::Result<()> {
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-    check(fd as libc::c_long)?;
-    let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-    let result = check(n as libc::c_long);
-    unsafe { libc::close(fd) };
-    match result {
-        Ok(n) if n as usize == data.len() => Ok(()),
-        Ok(_) => Err(io::Error::new(io::ErrorKind::WriteZero, "short write")),
-        Err(e) => Err(e),
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
+    match rustix::io::write(&fd, data)? {
+        n if n == data.len() => Ok(()),
+        _ => Err(io::Error::new(io::ErrorKind::WriteZero, "short write")),
     }
 }
 
@@ -118,6 +132,10 @@ pub fn install_seccomp(program: &[libc::sock_filter]) -> io::Result<()> {
         len: program.len() as libc::c_ushort,
         filter: program.as_ptr() as *mut libc::sock_filter,
     };
+    // SAFETY: `prog` points at `program.len()` instructions borrowed for the
+    // call; the kernel copies them (it does not write through the `*mut`, which
+    // is only the C type) and keeps no pointer after returning. The filter's
+    // effect on this process is the point of the call, not a memory hazard.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_seccomp,
@@ -130,24 +148,30 @@ pub fn install_seccomp(program: &[libc::sock_filter]) -> io::Result<()> {
 }
 
 /// A `pollfd` that waits for `fd` to become readable (or hung up).
-pub fn readable(fd: std::os::fd::RawFd) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    }
+pub fn readable(fd: BorrowedFd<'_>) -> PollFd<'_> {
+    PollFd::from_borrowed_fd(fd, PollFlags::IN)
+}
+
+/// Whether poll found `fd` readable or hung up.
+pub fn ready(fd: &PollFd<'_>) -> bool {
+    fd.revents().intersects(PollFlags::IN | PollFlags::HUP)
 }
 
 /// poll(2) with a timeout in milliseconds (-1: none). An interrupted call returns
 /// with nothing ready, so callers loop as they would after a timeout.
-pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<()> {
-    let ret = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-    match check(ret as libc::c_long) {
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-            fds.iter_mut().for_each(|fd| fd.revents = 0);
+pub fn poll(fds: &mut [PollFd<'_>], timeout_ms: i32) -> io::Result<()> {
+    let timeout = u64::try_from(timeout_ms)
+        .ok()
+        .map(|ms| rustix::event::Timespec {
+            tv_sec: (ms / 1000) as i64,
+            tv_nsec: ((ms % 1000) * 1_000_000) as i64,
+        });
+    match rustix::event::poll(fds, timeout.as_ref()) {
+        Err(rustix::io::Errno::INTR) => {
+            fds.iter_mut().for_each(PollFd::clear_revents);
             Ok(())
         }
-        result => result.map(drop),
+        result => result.map(drop).map_err(io::Error::from),
     }
 }
 

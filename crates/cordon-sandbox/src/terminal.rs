@@ -14,21 +14,22 @@
 //! in raw mode and continues the command.
 
 use crate::launch::Terminal;
+use rustix::pty::OpenptFlags;
+use rustix::stdio::{stdin, stdout};
+use rustix::termios::{self, OptionalActions, Termios};
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 /// The host terminal's mode before the run; restored on drop.
-pub struct SavedMode(Option<libc::termios>);
+pub struct SavedMode(Option<Termios>);
 
 impl SavedMode {
     pub fn capture(terminal: Terminal) -> SavedMode {
         if terminal != Terminal::Pty {
             return SavedMode(None);
         }
-        let mut mode: libc::termios = unsafe { std::mem::zeroed() };
-        let ok = unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut mode) } == 0;
-        SavedMode(ok.then_some(mode))
+        SavedMode(termios::tcgetattr(stdin()).ok())
     }
 }
 
@@ -36,8 +37,7 @@ impl SavedMode {
     /// Puts the host terminal back in the mode it had before the run.
     pub fn restore(&self) {
         if let Some(mode) = &self.0 {
-            // SAFETY: a termios captured by tcgetattr, on cordon's own stdin.
-            unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSADRAIN, mode) };
+            let _ = termios::tcsetattr(stdin(), OptionalActions::Drain, mode);
         }
     }
 
@@ -55,8 +55,7 @@ impl Drop for SavedMode {
 
 /// Whether this process's group is the foreground group of the terminal on stdin.
 pub fn in_foreground() -> bool {
-    // SAFETY: plain queries of this process's own state.
-    unsafe { libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp() }
+    termios::tcgetpgrp(stdin()).is_ok_and(|group| group == rustix::process::getpgrp())
 }
 
 pub struct Pty {
@@ -66,102 +65,74 @@ pub struct Pty {
     slave: Option<OwnedFd>,
 }
 
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
 impl Pty {
     /// Opens a new pseudo-terminal pair in the current view's /dev/pts.
     pub fn open() -> io::Result<Pty> {
-        unsafe {
-            let fd = check(libc::open(
-                c"/dev/ptmx".as_ptr(),
-                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-            ))?;
-            let master = OwnedFd::from_raw_fd(fd);
-            let unlock: libc::c_int = 0;
-            check(libc::ioctl(fd, libc::TIOCSPTLCK, &unlock))?;
-            let mut number: libc::c_uint = 0;
-            check(libc::ioctl(fd, libc::TIOCGPTN, &mut number))?;
-            let slave_path = CString::new(format!("/dev/pts/{number}")).expect("no NUL");
-            Ok(Pty {
-                master,
-                slave_path,
-                slave: None,
-            })
-        }
+        let master =
+            rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+        rustix::pty::unlockpt(&master)?;
+        let slave_path = rustix::pty::ptsname(&master, Vec::new())?;
+        Ok(Pty {
+            master,
+            slave_path,
+            slave: None,
+        })
     }
 
     /// In the supervisor: a new session whose controlling terminal is the slave,
     /// so that the command, a process group of this session, has job control.
     pub fn lead_session(&mut self) -> io::Result<()> {
-        // SAFETY: plain system calls; the descriptor is owned at once.
-        unsafe {
-            check(libc::setsid())?;
-            let slave = check(libc::open(
-                self.slave_path.as_ptr(),
-                libc::O_RDWR | libc::O_CLOEXEC,
-            ))?;
-            let slave = OwnedFd::from_raw_fd(slave);
-            check(libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0))?;
-            self.slave = Some(slave);
-        }
+        use rustix::fs::{Mode, OFlags};
+        rustix::process::setsid()?;
+        let slave = rustix::fs::open(
+            self.slave_path.as_c_str(),
+            OFlags::RDWR | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        rustix::process::ioctl_tiocsctty(&slave)?;
+        self.slave = Some(slave);
         Ok(())
     }
 
-    /// In the command, before exec (raw system calls only: it shares the
-    /// supervisor's memory): a process group of its own, made the terminal's
+    /// In the command, before exec (system calls only, no allocation: it shares
+    /// the supervisor's memory): a process group of its own, made the terminal's
     /// foreground group, and the slave on stdin, stdout and stderr. Every signal
     /// is blocked here, so `tcsetpgrp` from a background group raises no SIGTTOU.
     pub fn attach_slave(&self) -> io::Result<()> {
         let Some(slave) = &self.slave else {
             return Err(io::Error::other("the pty has no session"));
         };
-        let slave = slave.as_raw_fd();
-        // SAFETY: plain system calls on descriptors this process holds.
-        unsafe {
-            check(libc::setpgid(0, 0))?;
-            check(libc::tcsetpgrp(slave, libc::getpid()))?;
-            for target in 0..3 {
-                check(libc::dup2(slave, target))?;
-            }
-        }
+        rustix::process::setpgid(None, None)?;
+        termios::tcsetpgrp(slave, rustix::process::getpid())?;
+        rustix::stdio::dup2_stdin(slave)?;
+        rustix::stdio::dup2_stdout(slave)?;
+        rustix::stdio::dup2_stderr(slave)?;
         Ok(())
     }
 
     /// Gives the pty the host terminal's size (at start and on SIGWINCH).
     pub fn copy_window_size(&self) {
-        unsafe {
-            let mut size: libc::winsize = std::mem::zeroed();
-            if libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut size) == 0 {
-                libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &size);
-            }
+        if let Ok(size) = termios::tcgetwinsize(stdin()) {
+            let _ = termios::tcsetwinsize(&self.master, size);
         }
     }
 }
 
-/// Puts the host terminal in raw mode so every key reaches the sandbox's pty.
-pub fn make_raw(fd: RawFd) {
-    unsafe {
-        let mut mode: libc::termios = std::mem::zeroed();
-        if libc::tcgetattr(fd, &mut mode) == 0 {
-            libc::cfmakeraw(&mut mode);
-            libc::tcsetattr(fd, libc::TCSADRAIN, &mode);
-        }
+/// Puts the terminal on `fd` in raw mode so every key reaches the sandbox's pty.
+pub fn make_raw(fd: BorrowedFd<'_>) {
+    if let Ok(mut mode) = termios::tcgetattr(fd) {
+        mode.make_raw();
+        let _ = termios::tcsetattr(fd, OptionalActions::Drain, &mode);
     }
 }
 
 /// Copies what the master has ready to cordon's stdout, without waiting.
-pub fn drain_ready(master: RawFd) {
+pub fn drain_ready(master: BorrowedFd<'_>) {
     loop {
         let mut fd = crate::sys::readable(master);
         if crate::sys::poll(std::slice::from_mut(&mut fd), 0).is_err()
-            || fd.revents & (libc::POLLIN | libc::POLLHUP) == 0
-            || !pump(master, libc::STDOUT_FILENO)
+            || !crate::sys::ready(&fd)
+            || !pump(master, stdout())
         {
             return;
         }
@@ -169,22 +140,21 @@ pub fn drain_ready(master: RawFd) {
 }
 
 /// Copies what is readable on `from` to `to`. Returns false at end of input.
-pub fn pump(from: RawFd, to: RawFd) -> bool {
+pub fn pump(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> bool {
     let mut buf = [0u8; 16 * 1024];
-    let n = unsafe { libc::read(from, buf.as_mut_ptr().cast(), buf.len()) };
-    if n <= 0 {
-        return n == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted;
-    }
-    let mut rest = &buf[..n as usize];
+    let n = match rustix::io::read(from, &mut buf) {
+        Ok(0) => return false,
+        Ok(n) => n,
+        Err(e) => return e == rustix::io::Errno::INTR,
+    };
+    let mut rest = &buf[..n];
     while !rest.is_empty() {
-        let w = unsafe { libc::write(to, rest.as_ptr().cast(), rest.len()) };
-        if w <= 0 {
-            if w == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return false;
+        match rustix::io::write(to, rest) {
+            Ok(0) => return false,
+            Ok(w) => rest = &rest[w..],
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return false,
         }
-        rest = &rest[w as usize..];
     }
     true
 }

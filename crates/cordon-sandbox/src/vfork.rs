@@ -24,11 +24,14 @@ pub unsafe fn clone_vfork(
 ) -> io::Result<libc::pid_t> {
     // The stack grows down: pass its top, 16-byte aligned.
     let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
-    // SAFETY: sigset_t is plain data; sigfillset initialises it.
+    // SAFETY: sigset_t is plain bits, for which all-zero is a valid value.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; pthread_sigmask overwrites it with the old mask.
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sigfillset writes only into the set it is given, a live local.
     unsafe { libc::sigfillset(&mut all) };
-    // SAFETY: this thread's own mask, restored below whatever clone returns.
+    // SAFETY: this thread's own mask (other threads keep theirs), set from and
+    // saved into live locals, and restored below whatever clone returns.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) };
     // SAFETY: per this function's contract; CLONE_VFORK keeps this thread, and so
     // `stack` and `arg`, untouched until the child execs or exits.

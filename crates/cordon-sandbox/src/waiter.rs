@@ -9,11 +9,12 @@
 
 use crate::error::SandboxError;
 use crate::report::Report;
-use crate::signals::{SignalFd, SignalInfo, forwardable};
+use crate::signals::{self, SignalFd, SignalInfo, forwardable};
 use crate::sys;
 use crate::terminal::{self, SavedMode};
+use rustix::process::{Pid, WaitOptions, WaitStatus};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 pub enum Waited {
@@ -66,13 +67,13 @@ impl Waiter<'_> {
                 return Ok(Waited::TimedOut(timeout));
             }
             let mut fds = [
-                sys::readable(self.signals.as_fd().as_raw_fd()),
-                sys::readable(self.report.as_raw_fd()),
+                sys::readable(self.signals.as_fd()),
+                sys::readable(self.report.as_fd()),
             ];
             let count = if report_open { 2 } else { 1 };
             let ms = wait_for.map_or(-1, |t| t.as_millis().clamp(1, i32::MAX as u128) as i32);
             sys::poll(&mut fds[..count], ms).map_err(fail)?;
-            if report_open && fds[1].revents != 0 {
+            if report_open && !fds[1].revents().is_empty() {
                 report_open = read_some(&self.report, &mut bytes);
                 let stops = Report::parse(&bytes).stops;
                 if stops > stops_handled {
@@ -96,7 +97,7 @@ impl Waiter<'_> {
             _ => forwardable(info),
         };
         if pass {
-            unsafe { libc::kill(self.supervisor, info.signo) };
+            signals::send(self.supervisor, info.signo);
         }
     }
 
@@ -108,7 +109,7 @@ impl Waiter<'_> {
     fn stop_with_the_command(&self) -> io::Result<()> {
         let Some(saved) = self.pty.filter(|s| s.is_terminal()) else {
             // No terminal to hand back: continue the command at once.
-            unsafe { libc::kill(self.supervisor, libc::SIGCONT) };
+            signals::send(self.supervisor, libc::SIGCONT);
             return Ok(());
         };
         saved.restore();
@@ -117,7 +118,7 @@ impl Waiter<'_> {
             // Stops this whole job, as the terminal's Ctrl+Z would. The kernel
             // discards it if the job cannot stop (an orphaned process group, or
             // the signal ignored): then no SIGCONT follows.
-            unsafe { libc::kill(0, signal) };
+            signals::send(0, signal);
             let mut continued = false;
             while let Some(info) = self.signals.read()? {
                 if info.signo == libc::SIGCONT {
@@ -132,9 +133,9 @@ impl Waiter<'_> {
             signal = libc::SIGTTOU;
         }
         if terminal::in_foreground() {
-            terminal::make_raw(libc::STDIN_FILENO);
+            terminal::make_raw(rustix::stdio::stdin());
         }
-        unsafe { libc::kill(self.supervisor, libc::SIGCONT) };
+        signals::send(self.supervisor, libc::SIGCONT);
         Ok(())
     }
 }
@@ -160,29 +161,25 @@ fn read_to_end(fd: &OwnedFd, bytes: &mut Vec<u8>) {
 
 /// Exit status of `pid` if it has ended, mapped to 128+N for a signal.
 fn try_reap(pid: libc::pid_t) -> io::Result<Option<i32>> {
-    let mut status = 0;
-    match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
-        -1 => Err(io::Error::last_os_error()),
-        0 => Ok(None),
-        _ => Ok(Some(decode_status(status))),
-    }
+    let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::other("no supervisor to wait for"))?;
+    let waited = rustix::process::waitpid(Some(pid), WaitOptions::NOHANG)?;
+    Ok(waited.map(|(_, status)| decode_status(status)))
 }
 
 /// A wait status as an exit status: the code, or 128+N for signal N.
-pub fn decode_status(status: libc::c_int) -> i32 {
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
+pub fn decode_status(status: WaitStatus) -> i32 {
+    if let Some(code) = status.exit_status() {
+        code
+    } else if let Some(signal) = status.terminating_signal() {
+        128 + signal
     } else {
         125
     }
 }
 
 pub fn kill_and_reap(pid: libc::pid_t) {
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-        let mut status = 0;
-        libc::waitpid(pid, &mut status, 0);
+    signals::send(pid, libc::SIGKILL);
+    if let Some(pid) = Pid::from_raw(pid) {
+        let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
     }
 }

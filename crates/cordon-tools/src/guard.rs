@@ -403,6 +403,7 @@ mod tests {
                 tmp: PathBuf::from("/tmp"),
                 config: None,
                 xdg_config_home: Some(self.home.join(".config")),
+                xdg_data_home: std::env::var_os("XDG_DATA_HOME").map(Into::into),
                 flags,
             })
             .unwrap();

@@ -110,9 +110,13 @@ fn signals_to_reset() -> &'static [libc::c_int] {
     RESET.get_or_init(|| {
         let mut reset = vec![libc::SIGPIPE];
         for sig in 1..=libc::SIGRTMAX() {
-            // SAFETY: sigaction only reads the disposition into `old`; glibc
-            // refuses its own internal signals with EINVAL, which we skip.
+            // SAFETY: libc's sigaction is plain integers (the handler is a
+            // sighandler_t, an address-sized integer) and a sigset: all-zero
+            // bytes are a valid value.
             let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: with a NULL new action, sigaction only writes the current
+            // disposition into `old`, a live local; it changes nothing. glibc
+            // refuses its own internal signals with EINVAL, which are skipped.
             let got = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } == 0;
             if got
                 && sig != libc::SIGPIPE

@@ -1,6 +1,8 @@
 //! Atomic write under SIGKILL: a child process writes a big file over and over
 //! through the agent and is killed at random moments; the file must always hold
 //! one version in full. Plus properties of path handling.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

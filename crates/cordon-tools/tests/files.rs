@@ -1,4 +1,6 @@
 //! The protocol and the file methods: happy paths, errors, policy denials.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -396,6 +398,7 @@ fn read_only_workspace() {
         tmp: d.tmp.clone(),
         config: None,
         xdg_config_home: Some(d.xdg.clone()),
+        xdg_data_home: None,
         flags: cordon_policy::Flags {
             read_only: true,
             ..Default::default()

@@ -4,6 +4,8 @@
 //! unchanged, a secret's bytes absent from everything the sandbox printed, a listener
 //! that saw no connection, no process left. Where it helps, a positive control in the
 //! same test shows that the check can fail: the same attack without cordon succeeds.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -581,6 +583,8 @@ fn bind_source_swapped_for_a_symlink_is_not_followed() {
                 let (a, b) = (cstring(&sub), cstring(&swap));
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     // Atomically exchange the directory and the symlink.
+                    // SAFETY: renameat2 reads two NUL-terminated paths alive for the
+                    // call and writes no memory.
                     unsafe {
                         libc::renameat2(
                             libc::AT_FDCWD,
@@ -1334,7 +1338,9 @@ fn nested_namespaces_and_mount_refused() {
         // mount namespace only if cordon were broken).
         let _cleanup = Defer(|| {
             let c = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()).unwrap();
-            while unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {}
+            while rustix::mount::unmount(c.as_c_str(), rustix::mount::UnmountFlags::DETACH).is_ok()
+            {
+            }
         });
         let out = fx.sh(
             "unshare -U true; echo unshare-U=$?; unshare -m true; echo unshare-m=$?; \
@@ -1739,9 +1745,7 @@ fn sigkill_of_cordon_kills_the_sandbox() {
             stop(child);
             panic!("the sandbox's processes never appeared: {present_a:?} {present_b:?}");
         }
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGKILL);
-        }
+        let _ = child.kill();
         let _ = child.wait();
         let mut left = wait_gone(&a, Duration::from_secs(3));
         left.extend(wait_gone(&b, Duration::from_secs(1)));

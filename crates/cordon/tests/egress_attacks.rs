@@ -18,6 +18,8 @@
 //! host's service is reached from the host and through `--allow-local`.
 //!
 //! `cargo test -p cordon --test egress_attacks` (as root for both users).
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -3,6 +3,8 @@
 //! ownership, git, python and node inside, large outputs, the flags and
 //! `cordon policy --json`. Tests that depend on who runs cordon run as root and as an
 //! ordinary user (see common/mod.rs).
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -159,6 +161,7 @@ fn sigterm_and_sigint_reach_the_command() {
                 let _ = child.kill();
                 panic!("the command never started");
             }
+            // SAFETY: kill(2) takes no pointers; the target is this test's child.
             unsafe {
                 libc::kill(child.id() as i32, sig);
             }
@@ -342,6 +345,8 @@ fn works_when_started_with_sigchld_ignored() {
     // and sends no signal. cordon must still see its sandbox end.
     for_each_user("works_when_started_with_sigchld_ignored", |fx| {
         let mut cmd = fx.sh_cmd("sleep 0.1; exit 3");
+        // SAFETY: the closure runs in the forked child before exec and makes one
+        // async-signal-safe call that installs no handler.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
                 libc::signal(libc::SIGCHLD, libc::SIG_IGN);
@@ -814,10 +819,12 @@ fn shell_sees_window_resizes() {
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
+        // SAFETY: TIOCSWINSZ reads one winsize, a live local, and writes nothing.
         let rc = unsafe { libc::ioctl(sh.pty.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
         assert_eq!(rc, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
         // The kernel signals the foreground group; send it to cordon's group as well,
         // as a terminal emulator does.
+        // SAFETY: kill(2) takes no pointers; the target is this test's child's group.
         unsafe {
             libc::kill(-(sh.child.id() as i32), libc::SIGWINCH);
         }

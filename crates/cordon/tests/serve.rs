@@ -1,6 +1,8 @@
 //! `cordon serve` through the real sandbox: the protocol of docs/serve.md spoken to
 //! a live session, and the attacks a tool call can make, each asserted on the
 //! host. Every test runs as root and as the ordinary user `cordon-test`.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -755,7 +757,7 @@ fn killing_the_server_ends_every_sandboxed_process() {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(running(), "the background process did not start");
-        unsafe { libc::kill(s.child.id() as i32, libc::SIGKILL) };
+        let _ = s.child.kill();
         let deadline = Instant::now() + Duration::from_secs(10);
         while running() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));

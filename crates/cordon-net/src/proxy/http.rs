@@ -154,7 +154,10 @@ where
     let config = broker
         .server_config(name, &alpn)
         .map_err(|e| e.to_string())?;
-    let connector = tokio_rustls::TlsConnector::from(broker.client_config(&offer));
+    let client = broker
+        .client_config(&offer)
+        .map_err(|e| format!("upstream TLS configuration: {e}"))?;
+    let connector = tokio_rustls::TlsConnector::from(client);
     let (inside, upstream) = tokio::join!(
         tokio_rustls::TlsAcceptor::from(config).accept(inside),
         connector.connect(server_name, upstream)
@@ -191,7 +194,10 @@ async fn sequential_handshakes<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let upstream = tokio_rustls::TlsConnector::from(broker.client_config(offered))
+    let client = broker
+        .client_config(offered)
+        .map_err(|e| format!("upstream TLS configuration: {e}"))?;
+    let upstream = tokio_rustls::TlsConnector::from(client)
         .connect(server_name, upstream)
         .await
         .map_err(|e| format!("upstream TLS failed: {e}"))?;

@@ -94,11 +94,11 @@ fn cond(
     op: SeccompCmpOp,
     value: u64,
 ) -> Result<SeccompCondition, SandboxError> {
-    SeccompCondition::new(arg, len, op, value).map_err(|e| SandboxError::Seccomp(e.to_string()))
+    Ok(SeccompCondition::new(arg, len, op, value)?)
 }
 
 fn rule(conditions: Vec<SeccompCondition>) -> Result<SeccompRule, SandboxError> {
-    SeccompRule::new(conditions).map_err(|e| SandboxError::Seccomp(e.to_string()))
+    Ok(SeccompRule::new(conditions)?)
 }
 
 /// One rule per namespace flag: the syscall is refused if any of them is set.
@@ -178,11 +178,8 @@ fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32) -> Result<BpfProg
         SeccompAction::Allow,
         SeccompAction::Errno(errno as u32),
         arch(),
-    )
-    .map_err(|e| SandboxError::Seccomp(e.to_string()))?;
-    filter
-        .try_into()
-        .map_err(|e: seccompiler::BackendError| SandboxError::Seccomp(e.to_string()))
+    )?;
+    Ok(BpfProgram::try_from(filter)?)
 }
 
 /// Inserts, right after seccompiler's 3-instruction architecture check, a check that
@@ -214,8 +211,18 @@ fn refuse_x32(program: &mut BpfProgram) {
     program.splice(3..3, guard);
 }
 
+// The cast in `as_libc` relies on these: same size and alignment.
+const _: () = {
+    assert!(size_of::<seccompiler::sock_filter>() == size_of::<libc::sock_filter>());
+    assert!(align_of::<seccompiler::sock_filter>() == align_of::<libc::sock_filter>());
+};
+
 fn as_libc(program: &BpfProgram) -> &[libc::sock_filter] {
-    // seccompiler::sock_filter is #[repr(C)] with the same fields as libc's.
+    // SAFETY: seccompiler::sock_filter is #[repr(C)] with the same fields in the
+    // same order and types as libc's (u16, u8, u8, u32: the kernel's struct
+    // sock_filter), so the two have one layout (size and alignment checked
+    // above) and every bit pattern of one is valid for the other. The slice
+    // borrows `program` for its lifetime and keeps its length.
     unsafe { std::slice::from_raw_parts(program.as_ptr().cast(), program.len()) }
 }
 

@@ -25,15 +25,17 @@
 
 mod cgroup;
 mod hold;
+mod survey;
 
 #[cfg(test)]
 mod tests;
 
-pub use cgroup::{CgroupSurvey, SandboxCgroup, V1Survey, V2Survey, survey};
+pub use cgroup::SandboxCgroup;
 pub use hold::{
     Assessment, Hold, affinity_cpus, assess, available_cpus, cgroup_fix, controller_summary,
     size_text,
 };
+pub use survey::{CgroupSurvey, V1Survey, V2Survey, survey};
 
 use cordon_policy::{Limits, Sourced};
 use rustix::io::Errno;

@@ -55,6 +55,7 @@ impl Child {
             let mut status = 0;
             // SAFETY: wait4 on our child with a valid rusage out-pointer.
             let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: wait4 writes one int and one rusage, both live locals.
             let r = unsafe { libc::wait4(self.pid, &mut status, libc::WNOHANG, &mut ru) };
             if r == self.pid {
                 let cpu = Duration::from_micros(
@@ -112,6 +113,9 @@ fn count_forks(max: i32) -> i32 {
             break;
         }
         if pid == 0 {
+            // SAFETY: in the forked child of a test: prctl, getppid and pause take
+            // no pointers, and _exit ends it without running the parent's atexit
+            // handlers.
             unsafe {
                 libc::prctl(
                     libc::PR_SET_PDEATHSIG,

@@ -1,8 +1,9 @@
 //! Running one probe in a forked child with a deadline.
 
 use super::Outcome;
+use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
@@ -23,30 +24,21 @@ pub(crate) fn spawn(timeout: Duration, f: impl FnOnce() -> Outcome) -> io::Resul
     let (read, write) = crate::sys::pipe()?;
     let started = Instant::now();
     // SAFETY: the child runs `f`, writes, and leaves with _exit: it never returns
-    // into the caller's code. See the module docs about allocation after fork.
+    // into the caller's code. It allocates, which is sound after a fork with
+    // glibc's and musl's allocators (their fork handlers reset the allocator's
+    // locks, whatever other threads held); see the module docs on calling
+    // `run_all` single-threaded for other allocators.
     let pid = unsafe { libc::fork() };
     if pid == -1 {
         return Err(io::Error::last_os_error());
     }
     if pid == 0 {
         drop(read);
-        // SAFETY: plain syscalls in the child.
-        unsafe {
-            libc::setpgid(0, 0);
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            );
-            // The caller may block signals (the KVM probe needs SIGALRM) or
-            // ignore SIGCHLD (probes wait for their own children).
-            let mut none: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut none);
-            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-            libc::signal(libc::SIGCHLD, libc::SIG_DFL);
-        }
+        let _ = rustix::process::setpgid(None, None);
+        let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+        // The caller may block signals (the KVM probe needs SIGALRM) or
+        // ignore SIGCHLD (probes wait for their own children).
+        crate::signals::unblock_all(&[libc::SIGCHLD]);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| Outcome {
             ok: false,
             detail: "the probe panicked".into(),
@@ -67,8 +59,8 @@ pub(crate) fn spawn(timeout: Duration, f: impl FnOnce() -> Outcome) -> io::Resul
         unsafe { libc::_exit(0) };
     }
     // Also from this side, so that a kill of the group cannot miss it.
-    // SAFETY: setpgid on our own child.
-    unsafe { libc::setpgid(pid, pid) };
+    let child = Pid::from_raw(pid);
+    let _ = rustix::process::setpgid(child, child);
     drop(write);
     Ok(Running {
         pid,
@@ -93,22 +85,14 @@ impl Running {
             if left.is_zero() {
                 return self.timed_out();
             }
-            let mut fds = [libc::pollfd {
-                fd: self.read.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            }];
-            let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-            // SAFETY: poll on one valid fd.
-            let ret = unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
-            if ret == 0 {
-                continue;
-            }
-            if ret < 0 {
-                if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                    continue;
-                }
+            let mut fds = [crate::sys::readable(self.read.as_fd())];
+            let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+            // An interrupted poll comes back with nothing ready, as a timeout does.
+            if crate::sys::poll(&mut fds, ms).is_err() {
                 return self.killed("polling the probe's pipe failed");
+            }
+            if fds[0].revents().is_empty() {
+                continue;
             }
             match rustix::io::read(self.read.as_fd(), &mut buf) {
                 Ok(0) => break,
@@ -137,13 +121,13 @@ impl Running {
         match serde_json::from_slice::<Outcome>(&answer) {
             Ok(outcome) => (outcome, elapsed),
             Err(_) => {
-                let how = match status {
-                    Some(s) if libc::WIFSIGNALED(s) => {
-                        format!("was killed by signal {}", libc::WTERMSIG(s))
-                    }
-                    Some(s) if libc::WIFEXITED(s) => {
-                        format!("exited with status {}", libc::WEXITSTATUS(s))
-                    }
+                let status = status.flatten();
+                let how = match (
+                    status.and_then(WaitStatus::terminating_signal),
+                    status.and_then(WaitStatus::exit_status),
+                ) {
+                    (Some(signal), _) => format!("was killed by signal {signal}"),
+                    (_, Some(code)) => format!("exited with status {code}"),
                     _ => "ended".to_string(),
                 };
                 (
@@ -159,25 +143,21 @@ impl Running {
         }
     }
 
-    fn try_reap(&self) -> Option<libc::c_int> {
-        let mut status = 0;
-        // SAFETY: waitpid on our own child.
-        let ret = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
-        if ret == -1 && crate::sys::errno() == libc::ECHILD {
-            // SIGCHLD is ignored by the caller: the kernel reaped it already.
-            return Some(0);
+    /// `Some` once the child is reaped: with its status, or `None` when the
+    /// kernel reaped it (the caller ignores SIGCHLD).
+    fn try_reap(&self) -> Option<Option<WaitStatus>> {
+        match rustix::process::waitpid(Pid::from_raw(self.pid), WaitOptions::NOHANG) {
+            Ok(Some((_, status))) => Some(Some(status)),
+            Err(rustix::io::Errno::CHILD) => Some(None),
+            Ok(None) | Err(_) => None,
         }
-        (ret == self.pid).then_some(status)
     }
 
     /// SIGKILLs the probe's whole process group and reaps the child, giving up
     /// (leaving a zombie for init) if it is stuck in the kernel beyond 200 ms.
     fn kill(&self) {
-        // SAFETY: signals to our own child and its process group.
-        unsafe {
-            libc::kill(-self.pid, libc::SIGKILL);
-            libc::kill(self.pid, libc::SIGKILL);
-        }
+        crate::signals::send(-self.pid, libc::SIGKILL);
+        crate::signals::send(self.pid, libc::SIGKILL);
         let until = Instant::now() + Duration::from_millis(200);
         while self.try_reap().is_none() && Instant::now() < until {
             std::thread::sleep(Duration::from_micros(500));

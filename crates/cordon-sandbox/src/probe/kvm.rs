@@ -37,50 +37,18 @@ const TCG_NOTE: &str = "without KVM a VM would run on QEMU's TCG: slower, still 
 
 /// The KVM probe: open /dev/kvm, then time a guest loop (x86-64).
 pub(crate) fn kvm(budget: Duration) -> Outcome {
-    let path = c"/dev/kvm";
-    // SAFETY: open(2) with a valid path.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-    if fd < 0 {
-        let errno = crate::sys::errno();
-        let e = errno_text(errno);
-        let uid = rustix::process::geteuid().as_raw();
-        return match errno {
-            libc::ENOENT | libc::ENXIO | libc::ENODEV => {
-                let why = match (vendor_module(), cpu_has_virt()) {
-                    (None, Some(false)) => {
-                        "the CPU exposes no vmx/svm flag (on a cloud VM: nested virtualization is off)"
-                    }
-                    (None, _) => "no KVM module is loaded",
-                    (Some(_), _) => "the KVM module is loaded but the device node is missing",
-                };
-                Outcome::fail(
-                    format!("/dev/kvm: {e}"),
-                    format!("/dev/kvm does not exist: {why}"),
-                    format!(
-                        "enable VT-x/AMD-V in the firmware and `sudo modprobe kvm_intel` (or kvm_amd); on a cloud VM enable nested virtualization; {TCG_NOTE}"
-                    ),
-                )
-            }
-            libc::EACCES | libc::EPERM => {
-                let (mode, group) = device_owner();
-                Outcome::fail(
-                    format!("/dev/kvm: {e}"),
-                    format!("/dev/kvm ({mode}, group {group}) is not accessible to uid {uid}"),
-                    format!(
-                        "`sudo usermod -aG kvm $USER` and log in again (if /dev/kvm is group kvm, mode 0660; else add the udev rule \
-                         KERNEL==\"kvm\", GROUP=\"kvm\", MODE=\"0660\"); {TCG_NOTE}"
-                    ),
-                )
-            }
-            _ => Outcome::fail(
-                format!("/dev/kvm: {e}"),
-                format!("opening /dev/kvm failed ({e})"),
-                TCG_NOTE,
-            ),
-        };
-    }
-    // SAFETY: KVM_GET_API_VERSION on the fd just opened.
-    let api = unsafe { libc::ioctl(fd, 0xAE00) };
+    use rustix::fs::{Mode, OFlags};
+    let device = rustix::fs::open(c"/dev/kvm", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty());
+    let device = match device {
+        Ok(device) => device,
+        Err(error) => return open_failure(error.raw_os_error()),
+    };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&device);
+    // SAFETY: KVM_GET_API_VERSION on the descriptor opened above, which
+    // `device` keeps open; it reads and writes no memory. Its argument must be
+    // 0 (the kernel answers EINVAL to anything else), so it is passed: ioctl is
+    // variadic, and a call without it leaves whatever a register holds.
+    let api = unsafe { libc::ioctl(fd, 0xAE00, 0) };
     if api != 12 {
         return Outcome::fail(
             format!("/dev/kvm opens but reports API version {api}, not 12"),
@@ -89,6 +57,46 @@ pub(crate) fn kvm(budget: Duration) -> Outcome {
         );
     }
     speed_test(fd, budget)
+}
+
+/// Why /dev/kvm cannot be opened (`errno` of the open), and what to do.
+fn open_failure(errno: i32) -> Outcome {
+    let e = errno_text(errno);
+    let uid = rustix::process::geteuid().as_raw();
+    match errno {
+        libc::ENOENT | libc::ENXIO | libc::ENODEV => {
+            let why = match (vendor_module(), cpu_has_virt()) {
+                (None, Some(false)) => {
+                    "the CPU exposes no vmx/svm flag (on a cloud VM: nested virtualization is off)"
+                }
+                (None, _) => "no KVM module is loaded",
+                (Some(_), _) => "the KVM module is loaded but the device node is missing",
+            };
+            Outcome::fail(
+                format!("/dev/kvm: {e}"),
+                format!("/dev/kvm does not exist: {why}"),
+                format!(
+                    "enable VT-x/AMD-V in the firmware and `sudo modprobe kvm_intel` (or kvm_amd); on a cloud VM enable nested virtualization; {TCG_NOTE}"
+                ),
+            )
+        }
+        libc::EACCES | libc::EPERM => {
+            let (mode, group) = device_owner();
+            Outcome::fail(
+                format!("/dev/kvm: {e}"),
+                format!("/dev/kvm ({mode}, group {group}) is not accessible to uid {uid}"),
+                format!(
+                    "`sudo usermod -aG kvm $USER` and log in again (if /dev/kvm is group kvm, mode 0660; else add the udev rule \
+                         KERNEL==\"kvm\", GROUP=\"kvm\", MODE=\"0660\"); {TCG_NOTE}"
+                ),
+            )
+        }
+        _ => Outcome::fail(
+            format!("/dev/kvm: {e}"),
+            format!("opening /dev/kvm failed ({e})"),
+            TCG_NOTE,
+        ),
+    }
 }
 
 fn device_owner() -> (String, String) {
@@ -279,14 +287,19 @@ mod x86 {
     struct Fd(i32);
     impl Drop for Fd {
         fn drop(&mut self) {
-            // SAFETY: closing an fd this guard owns.
+            // SAFETY: the guard is made only from a descriptor a KVM ioctl just
+            // returned, and owns it alone; it is closed once, here.
             unsafe { libc::close(self.0) };
         }
     }
     struct Map(*mut libc::c_void, usize);
     impl Drop for Map {
         fn drop(&mut self) {
-            // SAFETY: unmapping a region this guard owns.
+            // SAFETY: the guard holds exactly the address and length of a
+            // mapping `map` made, and nothing of this process dereferences it
+            // after the guard is dropped. A VM still open sees the unmap through
+            // KVM's MMU notifier: the guest loses the memory, this process is
+            // not left with a dangling pointer.
             unsafe { libc::munmap(self.0, self.1) };
         }
     }
@@ -294,7 +307,8 @@ mod x86 {
     /// A new read-write mapping of `len` bytes (mmap(2) with `flags`, of `fd`);
     /// `what` names it when that fails.
     fn map(len: usize, flags: libc::c_int, fd: i32, what: &'static str) -> Result<Map, Step> {
-        // SAFETY: a new mapping at an address of the kernel's choosing.
+        // SAFETY: with a NULL address and no MAP_FIXED the kernel picks free
+        // addresses, so no existing memory is replaced; nothing is read.
         let addr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -321,7 +335,8 @@ mod x86 {
             },
             it_value: value,
         };
-        // SAFETY: setitimer(2) with a valid itimerval.
+        // SAFETY: setitimer reads one itimerval, a live local, and is told
+        // (NULL) not to write the old value.
         unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) };
     }
 
@@ -556,10 +571,5 @@ pub(crate) fn qemu() -> Outcome {
 }
 
 fn is_executable(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: access(2) on a NUL-terminated path.
-    path.is_file() && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0
+    path.is_file() && rustix::fs::access(path, rustix::fs::Access::EXEC_OK).is_ok()
 }

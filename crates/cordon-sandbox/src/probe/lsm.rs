@@ -5,6 +5,7 @@ use super::host::{
     active_lsms, boot_lsm_param, container, errno_text, kernel_release, kernel_version,
     seccomp_mode,
 };
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
 const LANDLOCK_ACCESS_FS_READ_FILE: u64 = 1 << 2;
 
@@ -29,7 +30,10 @@ pub(crate) fn landlock() -> Outcome {
     };
     // Enforce a ruleset that handles READ_FILE with no rule: reading must fail.
     let attr: u64 = LANDLOCK_ACCESS_FS_READ_FILE;
-    // SAFETY: a ruleset attr of 8 bytes (handled_access_fs only, valid for ABI 1+).
+    // SAFETY: the kernel reads the 8 bytes given as the size from `&attr`, a live
+    // u64 (the first field of struct landlock_ruleset_attr, handled_access_fs:
+    // the whole struct for ABI 1, and a valid prefix for later ones); it writes
+    // nothing through it.
     let ruleset = unsafe {
         libc::syscall(
             libc::SYS_landlock_create_ruleset,
@@ -46,20 +50,13 @@ pub(crate) fn landlock() -> Outcome {
             "check `dmesg`",
         );
     }
-    // SAFETY: plain syscalls on our own fd in the probe child.
-    let (ret, errno) = unsafe {
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-        let ret = libc::syscall(
-            libc::SYS_landlock_restrict_self,
-            ruleset as libc::c_int,
-            0 as libc::c_uint,
-        );
-        let errno = crate::sys::errno();
-        libc::close(ruleset as libc::c_int);
-        (ret, errno)
-    };
-    if ret < 0 {
-        let e = errno_text(errno);
+    // SAFETY: landlock_create_ruleset succeeded, so `ruleset` is a new open
+    // descriptor that nothing else owns.
+    let ruleset = unsafe { OwnedFd::from_raw_fd(ruleset as libc::c_int) };
+    let _ = rustix::thread::set_no_new_privs(true);
+    // The same call the supervisor makes, so doctor tests what runs.
+    if let Err(error) = crate::confine::landlock::restrict_self(ruleset.as_fd()) {
+        let e = errno_text(error.raw_os_error().unwrap_or(libc::EIO));
         return Outcome::fail(
             format!("Landlock ABI {abi}, but landlock_restrict_self failed: {e}"),
             format!(
@@ -120,16 +117,19 @@ pub(crate) fn seccomp() -> Outcome {
         filter: filter.as_mut_ptr(),
     };
     let before = seccomp_mode();
-    // SAFETY: prctl and seccomp with a valid program, in the probe child.
+    if let Err(error) = rustix::thread::set_no_new_privs(true) {
+        let e = errno_text(error.raw_os_error());
+        return Outcome::fail(
+            format!("prctl(PR_SET_NO_NEW_PRIVS) failed: {e}"),
+            "the kernel refuses no_new_privs",
+            "use a kernel from this decade (3.5+)",
+        );
+    }
+    // SAFETY: seccomp(SET_MODE_FILTER) and its older prctl form read `prog`, a
+    // live local pointing at `filter.len()` instructions of `filter`, which
+    // outlives the call; the kernel copies the program and keeps no pointer.
+    // Installing the filter on this probe child is the point of the probe.
     let (ret, errno) = unsafe {
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 {
-            let e = errno_text(crate::sys::errno());
-            return Outcome::fail(
-                format!("prctl(PR_SET_NO_NEW_PRIVS) failed: {e}"),
-                "the kernel refuses no_new_privs",
-                "use a kernel from this decade (3.5+)",
-            );
-        }
         let mut ret = libc::syscall(
             libc::SYS_seccomp,
             1 as libc::c_uint, /* SET_MODE_FILTER */
@@ -161,7 +161,8 @@ pub(crate) fn seccomp() -> Outcome {
         };
         return Outcome::fail(format!("seccomp(SET_MODE_FILTER) failed: {e}"), cause, fix);
     }
-    // SAFETY: a syscall the filter should now refuse.
+    // SAFETY: getppid takes no arguments and touches no memory; made raw so that
+    // it surely reaches the kernel and the filter, which should refuse it.
     let r = unsafe { libc::syscall(libc::SYS_getppid) };
     if r != -1 || crate::sys::errno() != ERRNO as i32 {
         return Outcome::fail(

@@ -3,7 +3,9 @@
 
 use super::Outcome;
 use super::host::{container, errno_text, seccomp_mode, sysctl, write_file};
+use rustix::process::{Pid, Signal, WaitOptions};
 use std::ffi::CStr;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 const APPARMOR_FIX: &str = "give cordon an AppArmor profile that allows user namespaces: write /etc/apparmor.d/cordon containing\n\
@@ -165,13 +167,17 @@ fn enter(flags: libc::c_int, what: &str) -> Result<bool, Outcome> {
     } else {
         what.to_string()
     };
-    // SAFETY: unshare in the single-threaded probe child.
+    // SAFETY: unshare(2) takes no pointers. Of its flags only CLONE_FILES and
+    // CLONE_FS could leave other threads disagreeing with this one about
+    // descriptors or the working directory, and neither is among `all`
+    // (namespace flags only); besides, the probe child is single-threaded.
     if unsafe { libc::unshare(all) } == -1 {
         let errno = crate::sys::errno();
         let e = errno_text(errno);
         if with_user && flags != libc::CLONE_NEWUSER {
             // Is it the user namespace, or the other one?
-            // SAFETY: as above; the failed unshare changed nothing.
+            // SAFETY: as above (a namespace flag, no pointer); the failed unshare
+            // changed nothing.
             if unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0 {
                 return Err(Outcome::fail(
                     format!("unshare({shown}) failed: {e}"),
@@ -274,23 +280,13 @@ pub(crate) fn mountns() -> Outcome {
         Ok(u) => u,
         Err(o) => return o,
     };
-    let none = c"none";
-    let root = c"/";
+    use rustix::mount::{MountFlags, MountPropagationFlags, OpenTreeFlags};
     // Private first: nothing below may propagate to the host.
-    // SAFETY: mount(2) with valid C strings.
-    if unsafe {
-        libc::mount(
-            none.as_ptr(),
-            root.as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        )
-    } == -1
-    {
+    let private = MountPropagationFlags::REC | MountPropagationFlags::PRIVATE;
+    if let Err(e) = rustix::mount::mount_change(c"/", private) {
         return mount_failure(
             "making / private (mount MS_REC|MS_PRIVATE)",
-            crate::sys::errno(),
+            e.raw_os_error(),
         );
     }
     let target: &CStr = if Path::new("/tmp").is_dir() {
@@ -298,63 +294,25 @@ pub(crate) fn mountns() -> Outcome {
     } else {
         c"/"
     };
-    // SAFETY: as above; the namespace is private to this child.
-    if unsafe {
-        libc::mount(
-            c"tmpfs".as_ptr(),
-            target.as_ptr(),
-            c"tmpfs".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            c"size=64k".as_ptr().cast(),
-        )
-    } == -1
-    {
-        return mount_failure("mounting a tmpfs", crate::sys::errno());
+    let nosuid_nodev = MountFlags::NOSUID | MountFlags::NODEV;
+    if let Err(e) = rustix::mount::mount(c"tmpfs", target, c"tmpfs", nosuid_nodev, c"size=64k") {
+        return mount_failure("mounting a tmpfs", e.raw_os_error());
     }
-    // open_tree(OPEN_TREE_CLONE) + mount_setattr(MOUNT_ATTR_RDONLY).
-    const OPEN_TREE_CLONE: libc::c_ulong = 1;
-    const AT_RECURSIVE: libc::c_ulong = 0x8000;
-    // SAFETY: open_tree with a valid path; returns an fd or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            target.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_ulong | AT_RECURSIVE,
-        )
+    // open_tree(OPEN_TREE_CLONE) + mount_setattr(MOUNT_ATTR_RDONLY), as the view
+    // builder does.
+    let clone = OpenTreeFlags::OPEN_TREE_CLONE
+        | OpenTreeFlags::OPEN_TREE_CLOEXEC
+        | OpenTreeFlags::AT_RECURSIVE;
+    let tree = match rustix::mount::open_tree(rustix::fs::CWD, target, clone) {
+        Ok(tree) => tree,
+        Err(e) => return mount_failure("open_tree(OPEN_TREE_CLONE)", e.raw_os_error()),
     };
-    if fd < 0 {
-        return mount_failure("open_tree(OPEN_TREE_CLONE)", crate::sys::errno());
-    }
-    #[repr(C)]
-    struct MountAttr {
-        set: u64,
-        clear: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    let attr = MountAttr {
-        set: 1, // MOUNT_ATTR_RDONLY
-        clear: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: mount_setattr on the detached tree fd, with a correctly sized struct.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd as libc::c_int,
-            c"".as_ptr(),
-            (libc::AT_EMPTY_PATH as libc::c_ulong) | AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    let errno = crate::sys::errno();
-    // SAFETY: closing the fd we opened.
-    unsafe { libc::close(fd as libc::c_int) };
-    if ret == -1 {
-        return mount_failure("mount_setattr(MOUNT_ATTR_RDONLY)", errno);
+    let read_only = crate::sys::MOUNT_ATTR_RDONLY;
+    if let Err(e) = crate::sys::mount_setattr_recursive(tree.as_fd(), read_only, 0) {
+        return mount_failure(
+            "mount_setattr(MOUNT_ATTR_RDONLY)",
+            e.raw_os_error().unwrap_or(libc::EIO),
+        );
     }
     Outcome::ok(format!(
         "unshare({}CLONE_NEWNS), private propagation, tmpfs, open_tree + mount_setattr work",
@@ -368,7 +326,9 @@ pub(crate) fn pidns() -> Outcome {
         Ok(u) => u,
         Err(o) => return o,
     };
-    // SAFETY: fork in the single-threaded probe child; the grandchild only exits.
+    // SAFETY: the probe child is single-threaded, so the forked grandchild
+    // inherits no lock held by a thread it lacks; it makes two system calls
+    // (no allocation) and `_exit`s, never returning into this code.
     let pid = unsafe { libc::fork() };
     if pid == -1 {
         let e = errno_text(crate::sys::errno());
@@ -379,22 +339,18 @@ pub(crate) fn pidns() -> Outcome {
         );
     }
     if pid == 0 {
-        // SAFETY: plain syscalls; _exit without unwinding.
-        unsafe {
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            );
-            libc::_exit(if libc::getpid() == 1 { 0 } else { 3 });
-        }
+        let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+        let status = if rustix::process::getpid().is_init() {
+            0
+        } else {
+            3
+        };
+        // SAFETY: _exit(2) takes no pointers and does not return; this forked
+        // child must not run its parent's atexit handlers.
+        unsafe { libc::_exit(status) };
     }
-    let mut status = 0;
-    // SAFETY: waitpid on our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+    let waited = rustix::process::waitpid(Pid::from_raw(pid), WaitOptions::empty());
+    if matches!(waited, Ok(Some((_, status))) if status.exit_status() == Some(0)) {
         Outcome::ok(format!(
             "unshare({}CLONE_NEWPID) works; its first process is pid 1",
             if with_user { "CLONE_NEWUSER|" } else { "" }

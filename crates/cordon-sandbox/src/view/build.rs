@@ -128,7 +128,12 @@ pub fn enter(plan: &ViewPlan, placeholders_ready: &mut dyn FnMut()) -> Result<()
                 Some(clone_empty(empty.as_fd(), "dir", &op.path)?)
             }
             MountKind::Bind { .. } if op.placeholder => {
-                Some(clone_source(root.as_fd(), op)?.expect("a placeholder is a bind"))
+                // A bind always has a source; were there none, fail, not mount nothing.
+                let source = clone_source(root.as_fd(), op)?;
+                Some(
+                    source
+                        .ok_or_else(|| err(&op.path)(io::Error::other("a bind with no source")))?,
+                )
             }
             _ => source,
         };
@@ -438,7 +443,9 @@ fn open_beneath(root: BorrowedFd<'_>, path: &Path, flags: OFlags) -> Result<Owne
 
 /// `/proc/self/fd/N`: a path naming exactly the inode `fd` holds, for mount(2).
 fn fd_path(fd: BorrowedFd<'_>) -> CString {
-    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
+    // A formatted number holds no NUL; were it to, the empty path would fail the
+    // mount (ENOENT) rather than name anything.
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
 }
 
 /// The options of a private, writable tmpfs (`/tmp`, `/dev/shm`).
@@ -550,7 +557,7 @@ fn create_mount_point(root: BorrowedFd<'_>, path: &Path, is_dir: bool) -> Result
 }
 
 fn mount_tmpfs(target: &std::ffi::CStr, options: &str, flags: libc::c_ulong) -> io::Result<()> {
-    let options = CString::new(options).expect("static options");
+    let options = CString::new(options)?;
     sys::mount(
         Some(c"tmpfs"),
         target,

@@ -632,6 +632,7 @@ mod tests {
             tmp: PathBuf::from("/tmp"),
             config: None,
             xdg_config_home: None,
+            xdg_data_home: None,
             flags,
         })
         .unwrap()

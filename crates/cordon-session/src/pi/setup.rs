@@ -82,7 +82,7 @@ impl PiSetup {
         }
         let agent_dir = agent_dir.canonicalize().unwrap_or(agent_dir);
         let import = import(&PiConfig::read(&agent_dir));
-        let cache = cordon_net::Dirs::from_env(home).cache.join("pi");
+        let cache = cordon_net::Dirs::cache_from_env(home).join("pi");
         // pi turns on node's compile cache, kept in $TMPDIR: the sandbox's /tmp is
         // new every run, and compiling pi afresh costs more than the whole sandbox.
         // A cache of cordon's own, shared only by sandboxed pi runs (never the

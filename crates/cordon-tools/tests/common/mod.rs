@@ -1,6 +1,7 @@
 //! A harness: the agent in-process on the host, fed through channels, with a
 //! policy resolved for a temporary workspace and home.
-
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use cordon_policy::{Flags, Inputs, Policy, resolve};
@@ -66,6 +67,7 @@ pub fn policy_for(ws: &Path, home: &Path, xdg: &Path, tmp: &Path) -> Policy {
         tmp: tmp.to_path_buf(),
         config: None,
         xdg_config_home: Some(xdg.to_path_buf()),
+        xdg_data_home: None,
         flags: Flags::default(),
     })
     .unwrap()

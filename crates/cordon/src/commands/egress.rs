@@ -40,7 +40,7 @@ pub fn additions_with(
     if policy.net.value != NetMode::Allowlist {
         return Ok((Additions::default(), None));
     }
-    let dirs = Dirs::from_env(&policy.home);
+    let dirs = Dirs::from_env(&policy.home, &policy.data_dir);
     let mut egress =
         cordon_net::prepare(&policy.network, &dirs, host_env).map_err(|e| e.to_string())?;
     adjust(&mut egress.sandbox)?;

@@ -75,7 +75,7 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
     if let Some(held) = held {
         let refused = held.take();
         if !refused.is_empty() {
-            let log = cordon_net::Dirs::from_env(&policy.home).audit_log();
+            let log = cordon_net::Dirs::from_env(&policy.home, &policy.data_dir).audit_log();
             eprintln!(
                 "cordon: while pi ran, {}; each decision is in the audit log {}",
                 refused.join("; "),

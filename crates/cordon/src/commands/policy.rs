@@ -320,6 +320,7 @@ mod tests {
             tmp: std::env::temp_dir(),
             config: None,
             xdg_config_home: Some(dir.join("nonexistent-xdg")),
+            xdg_data_home: None,
             flags,
         })
         .unwrap()

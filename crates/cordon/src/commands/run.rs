@@ -4,6 +4,7 @@ use crate::cli::{DegradedLayer, NetArg, RunOptions};
 use cordon_policy::{Access, Flags, Inputs, NetMode, Origin, Policy};
 use cordon_sandbox::{Additions, Command, Degraded, Outcome, Terminal};
 use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -25,7 +26,7 @@ pub fn run(options: &RunOptions, command: Vec<OsString>) -> Result<u8, String> {
 }
 
 pub fn shell(options: &RunOptions) -> Result<u8, String> {
-    let interactive = unsafe { libc::isatty(libc::STDIN_FILENO) == 1 };
+    let interactive = std::io::stdin().is_terminal();
     let command = Command {
         program: user_shell().into_os_string(),
         args: Vec::new(),
@@ -193,6 +194,7 @@ pub fn resolve_policy_with(
         tmp: std::env::var_os("TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from),
         config: options.config.clone(),
         xdg_config_home: std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from),
+        xdg_data_home: std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
         flags: Flags {
             allow_write: options.allow_write.clone(),
             deny_read: options.deny_read.clone(),
@@ -229,7 +231,7 @@ pub fn home_dir() -> Result<PathBuf, String> {
     if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         return Ok(PathBuf::from(home));
     }
-    let uid = unsafe { libc::geteuid() }.to_string();
+    let uid = rustix::process::geteuid().as_raw().to_string();
     std::fs::read_to_string("/etc/passwd")
         .ok()
         .and_then(|passwd| {

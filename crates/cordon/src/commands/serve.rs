@@ -82,7 +82,7 @@ pub fn agent() -> Result<u8, String> {
     // Not dumpable: the commands the agent starts run as the same user, and must
     // not ptrace it or reach its descriptors (the broker's control stream) through
     // /proc. Their exec makes them dumpable again, as usual.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     let config: AgentConfig =
         serde_json::from_str(&config).map_err(|e| format!("bad agent configuration: {e}"))?;
     let stdin = std::io::BufReader::new(std::io::stdin());

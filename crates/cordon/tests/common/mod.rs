@@ -16,6 +16,8 @@
 //! Environment: `CORDON_TEST_BIN` runs the suite against another cordon binary;
 //! `CORDON_TEST_DIR` moves the fixtures (default /var/tmp/cordon-tests);
 //! `CORDON_TEST_KEEP=1` keeps the fixtures of failed tests for inspection.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)] // each test crate uses a different part of the harness
 
 pub mod fake_model;
@@ -26,7 +28,7 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -163,11 +165,11 @@ impl User {
 }
 
 pub fn euid() -> u32 {
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 pub fn egid() -> u32 {
-    unsafe { libc::getegid() }
+    rustix::process::getegid().as_raw()
 }
 
 pub fn running_as_root() -> bool {
@@ -243,8 +245,8 @@ pub fn test_user() -> User {
             .truncate(false)
             .open("/tmp/.cordon-test-useradd.lock")
             .expect("open the useradd lock file");
-        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .expect("flock the useradd lock file");
         if lookup_user(TEST_USER).is_none() {
             let tries: [&[&str]; 2] = [
                 &["--system", "--create-home", "--shell", "/bin/sh", TEST_USER],
@@ -995,8 +997,8 @@ pub fn wait_present(word: &str, within: Duration) -> Vec<(u32, Vec<String>)> {
 /// leak into other tests.
 pub fn kill_all(procs: &[(u32, Vec<String>)]) {
     for (pid, _) in procs {
-        unsafe {
-            libc::kill(*pid as i32, libc::SIGKILL);
+        if let Some(pid) = rustix::process::Pid::from_raw(*pid as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
     }
 }
@@ -1031,6 +1033,8 @@ impl Pty {
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
+        // SAFETY: openpty writes two descriptors into the live locals and reads the
+        // window size from one; the NULL name and termios ask it for nothing else.
         let rc = unsafe {
             libc::openpty(
                 &mut master,
@@ -1041,13 +1045,16 @@ impl Pty {
             )
         };
         assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        unsafe {
-            libc::fcntl(master, libc::F_SETFD, libc::FD_CLOEXEC);
-            libc::fcntl(slave, libc::F_SETFD, libc::FD_CLOEXEC);
-        }
+        // SAFETY: openpty succeeded, so both are open descriptors that nothing
+        // else owns: each is owned here once.
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let cloexec = rustix::io::FdFlags::CLOEXEC;
+        rustix::io::fcntl_setfd(&master, cloexec).expect("FD_CLOEXEC on the pty master");
+        rustix::io::fcntl_setfd(&slave, cloexec).expect("FD_CLOEXEC on the pty slave");
         Pty {
-            master: unsafe { OwnedFd::from_raw_fd(master) },
-            slave: unsafe { OwnedFd::from_raw_fd(slave) },
+            master,
+            slave,
             seen: Vec::new(),
         }
     }
@@ -1055,9 +1062,11 @@ impl Pty {
     /// Gives the slave to `user` (as a login would), so the user's programs may use it.
     pub fn give_to(&self, user: &User) {
         if running_as_root() {
-            unsafe {
-                libc::fchown(self.slave.as_raw_fd(), user.uid, user.gid);
-            }
+            let _ = rustix::fs::fchown(
+                &self.slave,
+                Some(rustix::process::Uid::from_raw(user.uid)),
+                Some(rustix::process::Gid::from_raw(user.gid)),
+            );
         }
     }
 
@@ -1066,14 +1075,12 @@ impl Pty {
     pub fn attach(&self, cmd: &mut Command) {
         let stdio = || Stdio::from(self.slave.try_clone().expect("dup the pty slave"));
         cmd.stdin(stdio()).stdout(stdio()).stderr(stdio());
+        // SAFETY: the closure runs in the forked child before exec and makes two
+        // system calls only: no allocation, no lock another thread could hold.
         unsafe {
             cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                rustix::process::setsid()?;
+                rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
                 Ok(())
             });
         }
@@ -1082,42 +1089,32 @@ impl Pty {
     pub fn send(&self, bytes: &[u8]) {
         let mut off = 0;
         while off < bytes.len() {
-            let n = unsafe {
-                libc::write(
-                    self.master.as_raw_fd(),
-                    bytes[off..].as_ptr().cast(),
-                    bytes.len() - off,
-                )
-            };
-            assert!(
-                n > 0,
-                "write to pty master: {}",
-                std::io::Error::last_os_error()
-            );
-            off += n as usize;
+            let n = rustix::io::write(&self.master, &bytes[off..]).expect("write to pty master");
+            assert!(n > 0, "write to pty master: nothing written");
+            off += n;
         }
     }
 
     /// Reads what is available within `wait` (at least one poll).
     /// Returns false when the master reports end of file (every slave closed).
     pub fn pump(&mut self, wait: Duration) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: self.master.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = wait.as_millis().min(i32::MAX as u128) as i32;
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if rc <= 0 {
+        use rustix::event::{PollFd, PollFlags, Timespec};
+        let mut pfd = [PollFd::new(&self.master, PollFlags::IN)];
+        let timeout = Timespec::try_from(wait).unwrap_or(Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        });
+        if !matches!(rustix::event::poll(&mut pfd, Some(&timeout)), Ok(n) if n > 0) {
             return true;
         }
         let mut buf = [0u8; 4096];
-        let n = unsafe { libc::read(self.master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            return false;
+        match rustix::io::read(&self.master, &mut buf) {
+            Ok(n) if n > 0 => {
+                self.seen.extend_from_slice(&buf[..n]);
+                true
+            }
+            _ => false,
         }
-        self.seen.extend_from_slice(&buf[..n as usize]);
-        true
     }
 
     /// Reads until `needle` appears in the output after byte offset `from`; returns
@@ -1192,10 +1189,7 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Bytes waiting in a terminal's input queue (FIONREAD on the slave).
 pub fn tty_input_pending(fd: &OwnedFd) -> i32 {
-    let mut n: libc::c_int = 0;
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD as _, &mut n) };
-    assert_eq!(rc, 0, "FIONREAD: {}", std::io::Error::last_os_error());
-    n
+    rustix::io::ioctl_fionread(fd).expect("FIONREAD") as i32
 }
 
 /// Runs a closure when dropped, also when the test panics: host clean-up that must
