@@ -44,6 +44,10 @@ pub enum SandboxError {
     Io { what: String, source: io::Error },
     #[error("{0}")]
     Child(String),
+    /// A session used beyond what the OS backend offers (one command, one
+    /// control channel).
+    #[error("{0}")]
+    Session(&'static str),
 }
 
 impl SandboxError {

@@ -7,11 +7,11 @@
 //! (in its environment, and in copies of `models.json` and `auth.json` laid over
 //! the real ones). The providers pi is configured for are allowed on the network.
 
-use super::run::{execute_in, home_dir, resolve_policy_with};
+use super::run::{execute_in, home_dir, resolve_policy_with, start};
 use crate::cli::RunOptions;
+use cordon_backend::{Backend, Command, FileOverlay, Program, Terminal};
 use cordon_net::SandboxSide;
 use cordon_policy::{NetMode, Policy};
-use cordon_sandbox::{Command, FileOverlay, Terminal};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -319,7 +319,7 @@ impl PiSetup {
     }
 }
 
-pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
+pub fn pi(backend: &impl Backend, options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
     let program = find_pi()?;
     let setup = PiSetup::gather(true)?;
     let policy = resolve_policy_with(options, Some(setup.mode()))?;
@@ -391,8 +391,8 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
     let held = (interactive && unsafe { libc::isatty(libc::STDERR_FILENO) == 1 })
         .then(cordon_net::audit::HeldNotices::default);
     let mut file_overlays = None;
-    let (mut additions, _) =
-        super::egress::additions_with(&policy, false, held.clone(), values, |side| {
+    let mut additions =
+        super::egress::additions_with(&policy, None, held.clone(), values, |side| {
             let placeholders = |name: &str| {
                 side_value(side, name).unwrap_or_else(|| "cordon-secret-unavailable".to_string())
             };
@@ -409,7 +409,7 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
     additions.files.extend(overlays);
 
     let command = Command {
-        program: program.into_os_string(),
+        program: Program::Named(program.into_os_string()),
         args,
         cwd: None,
         terminal: if interactive {
@@ -417,8 +417,10 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
         } else {
             Terminal::Inherit
         },
+        timeout: None,
     };
-    let status = execute_in(options, &policy, command, additions);
+    let session = start(backend, options, &policy)?;
+    let status = execute_in(options, &policy, session, command, additions);
     if let Some(held) = held {
         let refused = held.take();
         if !refused.is_empty() {
