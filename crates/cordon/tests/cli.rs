@@ -131,7 +131,12 @@ fn backend_vm_is_refused_before_anything_runs() {
             ("shell", &[], Some(format!("{touch}\n")), ""),
             ("serve", &[], Some(request), "\"method\":\"ready\""),
             ("pi", &[], None, ""),
-            ("policy", &[], None, "backend    os: namespaces user, mount, pid, net"),
+            (
+                "policy",
+                &[],
+                None,
+                "backend    os: namespaces user, mount, pid, net",
+            ),
         ];
         for (sub, rest, stdin, prints) in cases {
             for backend in ["vm", "os"] {

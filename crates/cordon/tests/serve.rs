@@ -261,11 +261,19 @@ fn status_reports_the_layers_in_force() {
                     .to_string()
             };
             assert_eq!(layers["seccomp"], field("Seccomp:") == "2", "{status}");
-            assert_eq!(layers["no_new_privs"], field("NoNewPrivs:") == "1", "{status}");
+            assert_eq!(
+                layers["no_new_privs"],
+                field("NoNewPrivs:") == "1",
+                "{status}"
+            );
             let no_capabilities = ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"]
                 .iter()
                 .all(|set| field(set) == "0000000000000000");
-            assert_eq!(layers["capabilities"] == "none", no_capabilities, "{status}");
+            assert_eq!(
+                layers["capabilities"] == "none",
+                no_capabilities,
+                "{status}"
+            );
             // SAFETY: landlock_create_ruleset(NULL, 0, VERSION) only returns a number.
             let abi = unsafe {
                 libc::syscall(
