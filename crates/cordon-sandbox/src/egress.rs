@@ -42,17 +42,6 @@ pub struct EndpointRequest {
     pub channel: OwnedFd,
 }
 
-/// The sockets the broker serves, all living in the sandbox's network namespace.
-#[derive(Debug)]
-pub struct Endpoints {
-    /// UDP, bound to [`DNS_ADDR`].
-    pub dns: UdpSocket,
-    /// One listener per requested port, bound to `0.0.0.0:port`.
-    pub listeners: Vec<(u16, TcpListener)>,
-    /// The HTTP proxy listener, bound to `127.0.0.1:proxy_port`.
-    pub proxy: Option<TcpListener>,
-}
-
 /// A connected pair: the first end stays on the host, the second goes into the
 /// sandbox (in an [`EndpointRequest`]).
 pub fn endpoint_channel() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -243,9 +232,11 @@ fn only_from_names(listener: &TcpListener, loopback: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// On the host: waits for the sandbox's sockets. End of file (the helper died
-/// before sending) is an error.
-pub fn receive_endpoints(channel: &OwnedFd) -> io::Result<Endpoints> {
+/// On the host: waits for the sandbox's sockets, all living in its network
+/// namespace: the DNS socket bound to [`DNS_ADDR`], one listener per requested
+/// port bound to `0.0.0.0:port`, the HTTP proxy's bound to `127.0.0.1:proxy_port`.
+/// End of file (the helper died before sending) is an error.
+pub fn receive_endpoints(channel: &OwnedFd) -> io::Result<cordon_backend::Ingress> {
     let mut data = [0u8; 3 * MAX_ENDPOINTS];
     let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_ENDPOINTS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -291,7 +282,7 @@ pub fn receive_endpoints(channel: &OwnedFd) -> io::Result<Endpoints> {
     }
     let dns = dns.ok_or_else(|| io::Error::other("the sandbox sent no DNS socket"))?;
     dns.set_nonblocking(true)?;
-    Ok(Endpoints {
+    Ok(cordon_backend::Ingress::Sockets {
         dns,
         listeners,
         proxy,

@@ -58,6 +58,10 @@ pub enum SandboxError {
     /// their words: it reaches the launcher as text over the report pipe.
     #[error("{0}")]
     Child(String),
+    /// A session used beyond what the OS backend offers (one command, one
+    /// control channel).
+    #[error("{0}")]
+    Session(&'static str),
 }
 
 impl SandboxError {

@@ -20,46 +20,17 @@ use crate::view::ViewPlan;
 use crate::waiter::{Waited, Waiter, kill_and_reap};
 use crate::workspace_lock::RootLocks;
 use cordon_policy::{NetMode, Policy};
-use std::ffi::{CString, OsString};
+use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How the command's terminal is arranged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Terminal {
-    /// The command shares cordon's stdin, stdout and stderr.
-    Inherit,
-    /// A pseudo-terminal inside the sandbox, relayed to cordon's own terminal
-    /// (which must be one): job control, Ctrl-C/Ctrl-Z and resizes work inside.
-    Pty,
-}
+pub use cordon_backend::{Command, Degraded, FileOverlay, Outcome, Terminal};
 
-/// What to run.
-#[derive(Debug, Clone)]
-pub struct Command {
-    pub program: OsString,
-    pub args: Vec<OsString>,
-    /// Working directory inside the sandbox; the workspace if `None`.
-    pub cwd: Option<PathBuf>,
-    pub terminal: Terminal,
-}
-
-/// A host file laid read-only over a path of the view (which may be a symlink:
-/// the file then sits on the link itself).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileOverlay {
-    /// Absolute, canonical path of the file on the host.
-    pub source: PathBuf,
-    /// Absolute path in the view, whose parent directories are no symlinks.
-    pub target: PathBuf,
-}
-
-/// What a caller adds to a run beyond its policy: the egress broker's sockets,
-/// files laid over the view, environment variables, and work to start once the
-/// sandbox's first process exists.
+/// What the OS backend hands a run beyond its policy and command: the host's
+/// neutral additions, and the mechanics that carry them (see `backend.rs`).
 #[derive(Default)]
-pub struct Additions {
+pub(crate) struct Additions {
     pub endpoints: Option<crate::egress::EndpointRequest>,
     pub files: Vec<FileOverlay>,
     /// Set after the policy's environment; the same name replaces its value.
@@ -73,31 +44,6 @@ pub struct Additions {
     /// `/tmp`). The descriptor is closed by the exec, and the command's
     /// `argv[0]` is still the name given.
     pub exec_fd: Option<std::os::fd::OwnedFd>,
-    /// Called in the launcher right after the clone. Threads may be started here
-    /// and not before: the clone copies only the calling thread.
-    pub after_clone: Option<Box<dyn FnOnce()>>,
-}
-
-/// Layers the user explicitly agreed to run without.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Degraded {
-    pub no_landlock: bool,
-    /// Run with limits that do not hold here, enforced as far as they go
-    /// (`--allow-degraded limits`), rather than refuse.
-    pub best_effort_limits: bool,
-}
-
-/// How the sandboxed command ended, already mapped to the exit statuses of DESIGN.md.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The command's own exit status, or 128+N if it died of signal N, or 126/127
-    /// when it could not be executed; with cordon's message when there is one.
-    Exited {
-        status: i32,
-        message: Option<String>,
-    },
-    /// `--timeout` expired; every process of the sandbox was killed.
-    TimedOut(Duration),
 }
 
 /// Everything the sandbox's processes need, computed before the clone so that the
@@ -145,6 +91,7 @@ fn cstring(bytes: &[u8], what: &str) -> Result<CString, SandboxError> {
 impl Prepared {
     fn new(
         policy: &Policy,
+        argv0: &OsStr,
         command: &Command,
         degraded: Degraded,
         additions: &mut Additions,
@@ -196,7 +143,7 @@ impl Prepared {
             .filter(|d| !d.is_empty())
             .map(|d| d.as_bytes().to_vec())
             .collect();
-        let mut argv = vec![cstring(command.program.as_bytes(), "the command")?];
+        let mut argv = vec![cstring(argv0.as_bytes(), "the command")?];
         for arg in &command.args {
             argv.push(cstring(arg.as_bytes(), "an argument")?);
         }
@@ -278,21 +225,26 @@ pub fn limits_mechanism(limits: &cordon_policy::Limits) -> crate::limits::Mechan
     }
 }
 
-/// Runs `command` in a new sandbox made from `policy` and waits for it.
+/// Runs `command` (started as `argv0`) in a new sandbox made from `policy` and
+/// waits for it. `after_clone` runs in the launcher right after the clone: threads
+/// may be started there and not before, since the clone copies only the calling
+/// thread; its error ends the run.
 ///
 /// Must be called from a single-threaded process: the sandbox's first process is
 /// a fork of this one.
-pub fn run(
+pub(crate) fn run(
     policy: &Policy,
+    argv0: &OsStr,
     command: &Command,
     degraded: Degraded,
     mut additions: Additions,
+    after_clone: impl FnOnce() -> Result<(), SandboxError>,
 ) -> Result<Outcome, SandboxError> {
     if policy.net.value == NetMode::Allowlist && additions.endpoints.is_none() {
         return Err(SandboxError::NoBroker);
     }
     let locks = RootLocks::acquire(policy.writable_roots());
-    let mut prepared = Prepared::new(policy, command, degraded, &mut additions)?;
+    let mut prepared = Prepared::new(policy, argv0, command, degraded, &mut additions)?;
     let to_create: Vec<PathBuf> = prepared
         .view
         .to_create
@@ -300,7 +252,7 @@ pub fn run(
         .map(|p| p.path.clone())
         .collect();
     locks.record(&to_create);
-    let result = run_prepared(policy, &mut prepared, additions.after_clone.take());
+    let result = run_prepared(policy, &mut prepared, command.timeout, after_clone);
     // Placeholders go only from roots no other sandbox is using.
     locks.release();
     result
@@ -309,7 +261,8 @@ pub fn run(
 fn run_prepared(
     policy: &Policy,
     prepared: &mut Prepared,
-    after_clone: Option<Box<dyn FnOnce()>>,
+    timeout: Option<Duration>,
+    after_clone: impl FnOnce() -> Result<(), SandboxError>,
 ) -> Result<Outcome, SandboxError> {
     let signals =
         SignalFd::block_forwardable().map_err(|e| SandboxError::io("blocking signals", e))?;
@@ -347,14 +300,10 @@ fn run_prepared(
     drop(prepared.egress.take());
     drop(prepared.pass_fd.take());
     drop(prepared.exec_fd.take());
-    if let Some(after_clone) = after_clone {
-        after_clone();
-    }
     // While the supervisor builds the view: the placeholders it will mount, made
     // here so the disk work runs on the other core, and the cgroup.
-    let cgroup = match prepared
-        .view
-        .create_placeholders()
+    let cgroup = match after_clone()
+        .and_then(|()| prepared.view.create_placeholders())
         .and_then(|()| confine_in_cgroup(policy, prepared, supervisor_pid))
     {
         Ok(cgroup) => cgroup,
@@ -372,7 +321,7 @@ fn run_prepared(
         supervisor: supervisor_pid,
         signals: &signals,
         report: report_read,
-        timeout: policy.timeout.as_ref().map(|t| t.value),
+        timeout,
         // The cgroup can be removed only once empty. Placeholders need no wait: the
         // sandbox is empty once the supervisor reported, and removing one that the
         // supervisor still has mounted detaches that mount (an RCU grace period),

@@ -3,18 +3,20 @@
 //!
 //! - [`view`]: the filesystem as the sandbox sees it (planned on the host, built inside);
 //! - [`confine`]: the layers on the sandboxed process itself (capabilities, Landlock, seccomp);
-//! - [`launch`]: the host side of a run; `supervisor` is PID 1 inside; `command` the last
-//!   steps before exec;
+//! - [`OsBackend`]: cordon-backend's [`Backend`](cordon_backend::Backend) for this
+//!   backend; `launch` is the host side of a run, `supervisor` PID 1 inside,
+//!   `command` the last steps before exec;
 //! - [`probe`]: what this machine supports (`cordon doctor`); [`limits`]: memory, pids, CPU;
 //! - [`vfork`]: starting a process without copying this one (the command, serve's execs).
 
+mod backend;
 mod command;
 pub mod confine;
-pub mod egress;
+mod egress;
 mod env;
 mod error;
 mod git_excludes;
-pub mod launch;
+mod launch;
 pub mod limits;
 mod netns;
 pub mod probe;
@@ -28,7 +30,8 @@ pub mod view;
 mod waiter;
 mod workspace_lock;
 
+pub use backend::{OsBackend, OsSession};
 pub use error::SandboxError;
-pub use launch::{
-    Additions, Command, Degraded, FileOverlay, Outcome, Terminal, limits_mechanism, run,
-};
+pub use launch::limits_mechanism;
+// The view plans the overlays (view/plan.rs).
+pub(crate) use launch::FileOverlay;

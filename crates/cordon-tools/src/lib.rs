@@ -28,7 +28,10 @@ use serde::{Deserialize, Serialize};
 pub struct AgentConfig {
     /// The session's resolved policy.
     pub policy: cordon_policy::Policy,
-    /// The isolation layers the host reports active; passed through to `status`.
+    /// The backend the session runs in (`os`); sent in `ready` and `status`.
+    pub backend: String,
+    /// The isolation layers the host's backend reports in force; passed through
+    /// to `status`.
     pub layers: serde_json::Value,
     /// cordon's version, sent in `ready`.
     pub version: String,

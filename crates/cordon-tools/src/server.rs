@@ -78,6 +78,7 @@ impl Token {
 struct State {
     guard: Guard,
     out: Out,
+    backend: String,
     layers: Value,
     /// The egress broker's control stream, if the session has a broker.
     control: Option<crate::control::Control>,
@@ -105,6 +106,7 @@ where
         out: Out {
             w: Mutex::new(Box::new(output)),
         },
+        backend: config.backend,
         layers: config.layers,
         control: config.control_fd.and_then(crate::control::Control::adopt),
         pending: Mutex::new(HashMap::new()),
@@ -119,7 +121,7 @@ where
         "ready",
         json!({
             "version": config.version,
-            "backend": "os",
+            "backend": st.backend,
             "workspace": st.guard.policy.workspace,
         }),
     );
@@ -508,7 +510,7 @@ fn status(st: &State) -> Value {
         .map(|r| &r.path)
         .collect();
     json!({
-        "backend": "os",
+        "backend": st.backend,
         "layers": st.layers,
         "policy": {
             "workspace": policy.workspace,

@@ -14,7 +14,8 @@ use std::path::PathBuf;
                   cordon runs commands with the workspace writable, the rest of the host \
                   read-only, secrets hidden, no network and no way out.\n\
                   Exit status: the command's own; 128+N if it died of signal N; 124 on \
-                  timeout; 125 if cordon itself failed; 126 not executable; 127 not found."
+                  timeout; 125 if cordon itself failed; 126 not executable; 127 not found; \
+                  69 if the chosen --backend is not built."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -115,6 +116,15 @@ pub enum NetArg {
     Allowlist,
 }
 
+/// Where the sandbox runs (`--backend`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// Linux namespaces, a mount view, Landlock and seccomp.
+    Os,
+    /// A QEMU microVM: not built yet.
+    Vm,
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DegradedLayer {
     /// Run without Landlock on kernels that lack it (the mount view and seccomp still apply).
@@ -127,6 +137,10 @@ pub enum DegradedLayer {
 /// Options shared by `run`, `shell`, `pi`, `serve` and `policy`.
 #[derive(Args, Debug, Clone)]
 pub struct RunOptions {
+    /// Where the sandbox runs: os (Linux namespaces, a mount view, Landlock and
+    /// seccomp). vm is not built yet.
+    #[arg(long, value_enum, value_name = "BACKEND", default_value = "os")]
+    pub backend: BackendArg,
     /// The project directory the sandbox may write (default: the current directory).
     #[arg(long, value_name = "DIR")]
     pub workspace: Option<PathBuf>,

@@ -5,10 +5,15 @@ mod cli;
 mod commands;
 
 use clap::Parser;
+use commands::Failure;
 use std::process::ExitCode;
 
 /// cordon's own failure (DESIGN.md: exit status 125).
 const CORDON_FAILED: u8 = 125;
+
+/// The chosen backend is not built (sysexits.h's EX_UNAVAILABLE): distinct from
+/// 125 so that a caller can fall back to another backend.
+const BACKEND_UNAVAILABLE: u8 = 69;
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
@@ -28,9 +33,13 @@ fn main() -> ExitCode {
     };
     match commands::dispatch(cli.command) {
         Ok(status) => ExitCode::from(status),
-        Err(message) => {
+        Err(Failure::Cordon(message)) => {
             eprintln!("cordon: {message}");
             ExitCode::from(CORDON_FAILED)
+        }
+        Err(Failure::Unavailable(not_built)) => {
+            eprintln!("cordon: {not_built}; use --backend os");
+            ExitCode::from(BACKEND_UNAVAILABLE)
         }
     }
 }

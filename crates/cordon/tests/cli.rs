@@ -107,6 +107,67 @@ fn pi_gets_its_own_arguments() {
     });
 }
 
+/// `--backend vm` names a backend this build does not have: every command that
+/// takes `--backend` refuses it with one clear line and exit status 69 before it
+/// runs anything, where `--backend os` (the positive control) runs the same
+/// command: the marker it writes in the workspace tells which (serve's exec may be
+/// cancelled by the end of its input, so its sign of life is `ready`; policy's is
+/// the policy).
+#[test]
+fn backend_vm_is_refused_before_anything_runs() {
+    for_each_user("cli-backend-vm", |fx| {
+        let marker = fx.work.join("ran");
+        let touch = format!("touch {}", marker.display());
+        let pi = fx.root.join("bin/pi");
+        fx.write(&pi, &format!("#!/bin/sh\n{touch}\n"));
+        fs::set_permissions(&pi, fs::Permissions::from_mode(0o755)).unwrap();
+        let request = format!(
+            "{}\n",
+            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "exec",
+                               "params": {"command": touch}})
+        );
+        // Each command, what it is given on stdin to write the marker, and what it
+        // prints when it runs.
+        let cases: [(&str, &[&str], Option<String>, &str); 5] = [
+            ("run", &["sh", "-c", &touch], None, ""),
+            ("shell", &[], Some(format!("{touch}\n")), ""),
+            ("serve", &[], Some(request), "\"method\":\"ready\""),
+            ("pi", &[], None, ""),
+            (
+                "policy",
+                &[],
+                None,
+                "backend    os: namespaces user, mount, pid, net",
+            ),
+        ];
+        for (sub, rest, stdin, prints) in cases {
+            for backend in ["vm", "os"] {
+                let _ = fs::remove_file(&marker);
+                let mut args = vec![sub, "--backend", backend];
+                args.extend_from_slice(rest);
+                let mut cmd = fx.cordon_cmd(&args);
+                cmd.env("CORDON_PI", &pi).env("SHELL", "/bin/sh");
+                let out = run_cmd(cmd, stdin.clone().map(String::into_bytes), RUN_DEADLINE);
+                if backend == "vm" {
+                    out.assert_status(69);
+                    assert_eq!(
+                        out.stderr_str(),
+                        "cordon: the vm backend is not built yet (issue: VM backend); use --backend os\n",
+                        "{out}"
+                    );
+                    assert!(out.stdout.is_empty(), "{sub}: {out}");
+                    assert!(!marker.exists(), "{sub} --backend vm ran: {out}");
+                } else {
+                    out.assert_success().assert_stdout_contains(prints);
+                    if !["serve", "policy"].contains(&sub) {
+                        assert!(marker.exists(), "{sub} --backend os did not run: {out}");
+                    }
+                }
+            }
+        }
+    });
+}
+
 #[test]
 fn allow_domain_takes_a_url() {
     for_each_user("cli-allow-domain-url", |fx| {

@@ -215,6 +215,81 @@ fn exec_read_write_and_the_session_persists() {
     });
 }
 
+/// `status` reports the layers the backend lists for the session (what `cordon
+/// policy --json` prints for the same options), and each claim holds for a
+/// command the session runs: a namespace listed is not the host's and one not
+/// listed is the host's (`--net host` shares the host's network, so `net` is not
+/// listed); seccomp, no_new_privs and the empty capability sets as
+/// /proc/self/status shows them; Landlock at the kernel's ABI.
+#[test]
+fn status_reports_the_layers_in_force() {
+    for_each_user("serve_status_reports_the_layers_in_force", |fx| {
+        for opts in [&[][..], &["--net", "none"], &["--net", "host"]] {
+            let mut s = Session::start(fx, opts);
+            let layers = s.ok("status", json!({}))["layers"].clone();
+            assert_eq!(layers, fx.policy_json(opts)["layers"], "{opts:?}");
+            let claimed: Vec<&str> = layers["namespaces"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no namespaces: {layers}"))
+                .iter()
+                .map(|n| n.as_str().unwrap())
+                .collect();
+            for (name, file) in [
+                ("user", "user"),
+                ("mount", "mnt"),
+                ("pid", "pid"),
+                ("net", "net"),
+                ("ipc", "ipc"),
+                ("uts", "uts"),
+                ("cgroup", "cgroup"),
+            ] {
+                let host = std::fs::read_link(format!("/proc/self/ns/{file}")).unwrap();
+                let (result, inside) = s.exec(&format!("readlink /proc/self/ns/{file}"));
+                assert_eq!(result["result"]["exitCode"], 0, "{result}");
+                let own = inside.trim() != host.to_string_lossy();
+                assert_eq!(
+                    own,
+                    claimed.contains(&name),
+                    "{opts:?}: the {name} namespace is {inside:?} inside, {host:?} outside; status says {layers}"
+                );
+            }
+            let (_, status) = s.exec("cat /proc/self/status");
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(str::trim)
+                    .unwrap_or_else(|| panic!("no {name} in /proc/self/status: {status}"))
+                    .to_string()
+            };
+            assert_eq!(layers["seccomp"], field("Seccomp:") == "2", "{status}");
+            assert_eq!(
+                layers["no_new_privs"],
+                field("NoNewPrivs:") == "1",
+                "{status}"
+            );
+            let no_capabilities = ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"]
+                .iter()
+                .all(|set| field(set) == "0000000000000000");
+            assert_eq!(
+                layers["capabilities"] == "none",
+                no_capabilities,
+                "{status}"
+            );
+            // SAFETY: landlock_create_ruleset(NULL, 0, VERSION) only returns a number.
+            let abi = unsafe {
+                libc::syscall(
+                    libc::SYS_landlock_create_ruleset,
+                    std::ptr::null::<libc::c_void>(),
+                    0usize,
+                    1u32,
+                )
+            };
+            assert_eq!(layers["landlock"], abi.max(0), "{layers}");
+        }
+    });
+}
+
 #[test]
 fn secrets_are_refused_with_the_rule_named_in_every_path_form() {
     for_each_user("serve_secrets_are_refused", |fx| {

@@ -172,6 +172,7 @@ impl Agent {
         let (out_tx, out_rx) = channel::<Value>();
         let config = AgentConfig {
             policy,
+            backend: "os".into(),
             layers: json!({ "userns": true, "landlock": 7, "seccomp": true }),
             version: "9.9.9-test".into(),
             control_fd: None,

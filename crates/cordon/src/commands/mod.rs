@@ -9,18 +9,47 @@ mod run;
 mod serve;
 mod writable;
 
-use crate::cli::Commands;
+use crate::cli::{BackendArg, Commands, RunOptions};
+use cordon_backend::{BackendKind, NotBuilt};
+use cordon_sandbox::OsBackend;
 
-pub fn dispatch(command: Commands) -> Result<u8, String> {
-    match command {
-        Commands::Run { options, command } => run::run(&options, command),
-        Commands::Shell { options } => run::shell(&options),
-        Commands::Pi { options, args } => pi::pi(&options, args),
-        Commands::Serve { options } => serve::serve(&options),
-        Commands::Agent => serve::agent(),
-        Commands::Doctor { json } => doctor::doctor(json),
-        Commands::Policy { options, json, pi } => policy::show(&options, json, pi),
-        Commands::Completions { shell } => completions(shell),
+/// Why cordon did not do what it was asked, with the exit status it ends with.
+pub enum Failure {
+    /// cordon's own failure (DESIGN.md: exit status 125).
+    Cordon(String),
+    /// The chosen backend is not built (`--backend vm`): exit status 69,
+    /// sysexits.h's EX_UNAVAILABLE.
+    Unavailable(NotBuilt),
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure::Cordon(message)
+    }
+}
+
+pub fn dispatch(command: Commands) -> Result<u8, Failure> {
+    Ok(match command {
+        Commands::Run { options, command } => run::run(&backend(&options)?, &options, command)?,
+        Commands::Shell { options } => run::shell(&backend(&options)?, &options)?,
+        Commands::Pi { options, args } => pi::pi(&backend(&options)?, &options, args)?,
+        Commands::Serve { options } => serve::serve(&backend(&options)?, &options)?,
+        Commands::Agent => serve::agent()?,
+        Commands::Doctor { json } => doctor::doctor(json)?,
+        Commands::Policy { options, json, pi } => {
+            policy::show(&backend(&options)?, &options, json, pi)?
+        }
+        Commands::Completions { shell } => completions(shell)?,
+    })
+}
+
+/// The backend `--backend` names, if this build has it.
+fn backend(options: &RunOptions) -> Result<OsBackend, Failure> {
+    match options.backend {
+        BackendArg::Os => Ok(OsBackend),
+        BackendArg::Vm => Err(Failure::Unavailable(NotBuilt {
+            kind: BackendKind::Vm,
+        })),
     }
 }
 

@@ -2,10 +2,10 @@
 //! What pi needs on the host, its credentials and the rules for them are
 //! cordon-session's ([`PiSetup`]); this runs it and reports.
 
-use super::run::{execute_in, home_dir, resolve_policy_with};
+use super::run::{execute_in, home_dir, resolve_policy_with, start};
 use crate::cli::RunOptions;
+use cordon_backend::{Backend, Command, FileOverlay, Program, Terminal};
 use cordon_net::SandboxSide;
-use cordon_sandbox::{Command, FileOverlay, Terminal};
 use cordon_session::pi::{PiSetup, find_pi};
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -14,7 +14,7 @@ use std::io::IsTerminal;
 /// a value no host accepts.
 const UNAVAILABLE: &str = "cordon-secret-unavailable";
 
-pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
+pub fn pi(backend: &impl Backend, options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
     let program = find_pi().map_err(|e| e.to_string())?;
     let setup = PiSetup::gather(&home_dir()?, true).map_err(|e| e.to_string())?;
     let policy = resolve_policy_with(options, Some(setup.mode()))?;
@@ -38,8 +38,8 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
     let held = (interactive && std::io::stderr().is_terminal())
         .then(cordon_net::audit::HeldNotices::default);
     let mut overlays = None;
-    let (mut additions, _) =
-        super::egress::additions_with(&policy, false, held.clone(), values, |side| {
+    let mut additions =
+        super::egress::additions_with(&policy, None, held.clone(), values, |side| {
             let placeholder =
                 |name: &str| side_value(side, name).unwrap_or_else(|| UNAVAILABLE.to_string());
             overlays = Some(setup.overlays(&placeholder).map_err(|e| e.to_string())?);
@@ -62,7 +62,7 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
         }));
 
     let command = Command {
-        program: program.into_os_string(),
+        program: Program::Named(program.into_os_string()),
         args,
         cwd: None,
         terminal: if interactive {
@@ -70,8 +70,10 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
         } else {
             Terminal::Inherit
         },
+        timeout: None,
     };
-    let status = execute_in(options, &policy, command, additions);
+    let session = start(backend, options, &policy)?;
+    let status = execute_in(options, &policy, session, command, additions);
     if let Some(held) = held {
         let refused = held.take();
         if !refused.is_empty() {

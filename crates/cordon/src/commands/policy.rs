@@ -2,13 +2,19 @@
 
 use super::run::{home_dir, resolve_policy_with};
 use crate::cli::RunOptions;
+use cordon_backend::Backend;
 use cordon_policy::{LOCAL_SERVICE_NAME, NetMode, Policy};
 use cordon_sandbox::limits::{Assessment, Controller, Hold, size_text};
 use cordon_session::pi::PiSetup;
 use std::fmt::Write;
 
 /// `pi`: the policy `cordon pi` would run with (nothing is made on the host).
-pub fn show(options: &RunOptions, json: bool, pi: bool) -> Result<u8, String> {
+pub fn show(
+    backend: &impl Backend,
+    options: &RunOptions,
+    json: bool,
+    pi: bool,
+) -> Result<u8, String> {
     let setup = if pi {
         Some(PiSetup::gather(&home_dir()?, false).map_err(|e| e.to_string())?)
     } else {
@@ -20,8 +26,11 @@ pub fn show(options: &RunOptions, json: bool, pi: bool) -> Result<u8, String> {
     }
     let limits = cordon_sandbox::limits_mechanism(&policy.limits);
     let assessed = cordon_sandbox::limits::assess(&policy.limits, &limits);
+    let layers = backend.layers(&policy, super::run::degraded(options));
     if json {
         let mut value = serde_json::to_value(&policy).map_err(|e| e.to_string())?;
+        value["backend"] = serde_json::Value::String(backend.kind().name().into());
+        value["layers"] = serde_json::to_value(&layers).map_err(|e| e.to_string())?;
         value["limits_mechanism"] = serde_json::Value::String(limits.describe());
         value["limits_enforcement"] = serde_json::to_value(&assessed).map_err(|e| e.to_string())?;
         if pi {
@@ -32,7 +41,11 @@ pub fn show(options: &RunOptions, json: bool, pi: bool) -> Result<u8, String> {
             serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?
         );
     } else {
-        print!("{}", render(&policy, &limits.describe(), &assessed));
+        let backend = format!("{}: {layers}", backend.kind());
+        print!(
+            "{}",
+            render(&policy, &backend, &limits.describe(), &assessed)
+        );
     }
     Ok(0)
 }
@@ -73,10 +86,16 @@ fn render_caches(out: &mut String, policy: &Policy) {
     }
 }
 
-fn render(policy: &Policy, limits_mechanism: &str, assessed: &[Assessment]) -> String {
+fn render(
+    policy: &Policy,
+    backend: &str,
+    limits_mechanism: &str,
+    assessed: &[Assessment],
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "workspace  {}", policy.workspace.display());
     let _ = writeln!(out, "home       {}", policy.home.display());
+    let _ = writeln!(out, "backend    {backend}");
     let _ = writeln!(
         out,
         "\nfilesystem (longest matching prefix wins; on a tie deny > write > read)"
@@ -357,7 +376,7 @@ mod tests {
             },
             value_from: Some("pi's models.json".into()),
         });
-        let text = render(&p, "rlimits", &[]);
+        let text = render(&p, "os: seccomp", "rlimits", &[]);
         assert!(
             text.contains("network    allowlist (out only through"),
             "{text}"
@@ -381,7 +400,7 @@ mod tests {
         assert!(!text.contains("$CORDON_PI_MODELS_LIT"), "{text}");
         assert!(!text.contains("not used"), "{text}");
         p.net = Sourced::new(NetMode::None, Origin::Default);
-        let text = render(&p, "rlimits", &[]);
+        let text = render(&p, "os: seccomp", "rlimits", &[]);
         assert!(text.contains("network    none (only"), "{text}");
         assert!(text.contains("not used"), "{text}");
     }

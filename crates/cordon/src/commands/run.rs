@@ -1,8 +1,8 @@
 //! `cordon run` and `cordon shell`.
 
 use crate::cli::{DegradedLayer, NetArg, RunOptions};
+use cordon_backend::{Additions, Backend, Command, Degraded, Outcome, Program, Session, Terminal};
 use cordon_policy::{Access, Flags, Inputs, NetMode, Origin, Policy};
-use cordon_sandbox::{Additions, Command, Degraded, Outcome, Terminal};
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -11,24 +11,29 @@ use std::time::{Duration, SystemTime};
 /// Exit status when `--timeout` expired (DESIGN.md).
 const TIMED_OUT: u8 = 124;
 
-pub fn run(options: &RunOptions, command: Vec<OsString>) -> Result<u8, String> {
+pub fn run(
+    backend: &impl Backend,
+    options: &RunOptions,
+    command: Vec<OsString>,
+) -> Result<u8, String> {
     let mut words = command.into_iter();
     let program = words
         .next()
         .ok_or("no command given; usage: cordon run [OPTIONS] -- COMMAND [ARGS...]")?;
     let command = Command {
-        program,
+        program: Program::Named(program),
         args: words.collect(),
         cwd: None,
         terminal: Terminal::Inherit,
+        timeout: None,
     };
-    execute(options, command)
+    execute(backend, options, command)
 }
 
-pub fn shell(options: &RunOptions) -> Result<u8, String> {
+pub fn shell(backend: &impl Backend, options: &RunOptions) -> Result<u8, String> {
     let interactive = std::io::stdin().is_terminal();
     let command = Command {
-        program: user_shell().into_os_string(),
+        program: Program::Named(user_shell().into_os_string()),
         args: Vec::new(),
         cwd: None,
         terminal: if interactive {
@@ -36,8 +41,9 @@ pub fn shell(options: &RunOptions) -> Result<u8, String> {
         } else {
             Terminal::Inherit
         },
+        timeout: None,
     };
-    execute(options, command)
+    execute(backend, options, command)
 }
 
 /// $SHELL if it exists, else bash, else sh.
@@ -59,17 +65,43 @@ fn working_directory(policy: &Policy) -> Option<PathBuf> {
         .filter(|d| d.starts_with(&policy.workspace))
 }
 
-fn execute(options: &RunOptions, command: Command) -> Result<u8, String> {
+fn execute(backend: &impl Backend, options: &RunOptions, command: Command) -> Result<u8, String> {
     let policy = resolve_policy(options)?;
-    let additions = super::egress::additions(&policy, false)?.0;
-    execute_in(options, &policy, command, additions)
+    let additions = super::egress::additions(&policy, None)?;
+    execute_in(
+        options,
+        &policy,
+        start(backend, options, &policy)?,
+        command,
+        additions,
+    )
 }
 
-/// Runs `command` in a sandbox made from `policy` with `additions`, and maps the
-/// outcome to cordon's exit status.
+/// The layers the user agreed to run without (`--allow-degraded`).
+pub fn degraded(options: &RunOptions) -> Degraded {
+    Degraded {
+        no_landlock: options.allow_degraded.contains(&DegradedLayer::Landlock),
+        best_effort_limits: options.allow_degraded.contains(&DegradedLayer::Limits),
+    }
+}
+
+/// Starts a session of `backend` for `policy`.
+pub fn start<'p, B: Backend>(
+    backend: &'p B,
+    options: &RunOptions,
+    policy: &'p Policy,
+) -> Result<B::Session<'p>, String> {
+    backend
+        .start(policy, degraded(options))
+        .map_err(|e| e.to_string())
+}
+
+/// Runs `command` in `session` (made from `policy`) with `additions`, ends the
+/// session, and maps the outcome to cordon's exit status.
 pub fn execute_in(
     options: &RunOptions,
     policy: &Policy,
+    mut session: impl Session,
     mut command: Command,
     additions: Additions,
 ) -> Result<u8, String> {
@@ -82,11 +114,10 @@ pub fn execute_in(
     if command.cwd.is_none() {
         command.cwd = working_directory(policy);
     }
-    let degraded = Degraded {
-        no_landlock: options.allow_degraded.contains(&DegradedLayer::Landlock),
-        best_effort_limits: options.allow_degraded.contains(&DegradedLayer::Limits),
-    };
-    if degraded.best_effort_limits {
+    if command.timeout.is_none() {
+        command.timeout = policy.timeout.as_ref().map(|t| t.value);
+    }
+    if degraded(options).best_effort_limits {
         let mechanism = cordon_sandbox::limits_mechanism(&policy.limits);
         for limit in cordon_sandbox::limits::assess(&policy.limits, &mechanism) {
             if let cordon_sandbox::limits::Hold::Unenforceable { best_effort, .. } = &limit.hold {
@@ -105,7 +136,9 @@ pub fn execute_in(
     // the next run on these roots audits from here.
     let pending =
         cordon_gitguard::pending::Pending::begin(&roots, SystemTime::now() - COARSE_CLOCK);
-    let outcome = cordon_sandbox::run(policy, &command, degraded, additions);
+    let outcome = session.exec(&command, additions);
+    let ended = session.end();
+    let outcome = outcome.and_then(|outcome| ended.map(|()| outcome));
     audit_git(&roots, &read_only, pending.since());
     pending.done();
     let outcome = outcome.map_err(|e| e.to_string())?;
@@ -135,7 +168,10 @@ pub fn execute_in(
 /// After a failed command that names a package manager whose cache is read-only
 /// inside (one cordon does not manage): why, and what to do.
 fn cache_hint(policy: &Policy, command: &Command) {
-    let words: Vec<String> = std::iter::once(&command.program)
+    let Program::Named(program) = &command.program else {
+        return;
+    };
+    let words: Vec<String> = std::iter::once(program)
         .chain(&command.args)
         .map(|w| w.to_string_lossy().into_owned())
         .collect();

@@ -4,47 +4,49 @@
 //! any command; the policy travels to it as JSON in one environment variable,
 //! which the agent removes before it runs anything.
 
-use super::run::{execute_in, resolve_policy};
+use super::run::{execute_in, resolve_policy, start};
 use crate::cli::RunOptions;
+use cordon_backend::{Backend, Command, Program, Session, Terminal};
 use cordon_policy::{NetMode, Origin, Policy, Sourced};
-use cordon_sandbox::{Command, Terminal};
 use cordon_tools::AgentConfig;
 use std::ffi::OsString;
-use std::os::unix::fs::OpenOptionsExt;
 
 /// The variable that carries the agent's configuration into the sandbox.
 const AGENT_CONFIG: &str = "CORDON_AGENT_CONFIG";
 
-pub fn serve(options: &RunOptions) -> Result<u8, String> {
+pub fn serve(backend: &impl Backend, options: &RunOptions) -> Result<u8, String> {
     let policy = widenable(resolve_policy(options)?);
-    let exe = std::env::current_exe().unwrap_or_else(|_| "cordon".into());
-    let (mut additions, control_fd) = super::egress::additions(&policy, true)?;
-    // The agent is this very binary, run from a descriptor of it: its path need
-    // not be visible inside (it may lie in /tmp, which the sandbox replaces, or in
-    // a directory the policy hides). Close-on-exec: the exec closes it, so the
-    // agent and what it starts never hold it.
-    let own_binary = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-        .open("/proc/self/exe")
-        .map_err(|e| format!("cannot open cordon's own binary (/proc/self/exe): {e}"))?;
-    additions.exec_fd = Some(own_binary.into());
+    let mut session = start(backend, options, &policy)?;
+    // With a broker, the agent gets a stream to it (allowDomain).
+    let control = if policy.net.value == NetMode::Allowlist {
+        Some(session.control_channel().map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let control_fd = control.as_ref().map(|c| c.fd);
+    let mut additions = super::egress::additions(&policy, control.map(|c| c.host))?;
     let config = AgentConfig {
         policy: policy.clone(),
-        layers: layers(),
+        backend: backend.kind().name().to_string(),
+        // What `status` reports: the backend's own list for this session.
+        layers: serde_json::to_value(session.layers()).map_err(|e| e.to_string())?,
         version: env!("CARGO_PKG_VERSION").to_string(),
         control_fd,
     };
     let config = serde_json::to_string(&config).map_err(|e| e.to_string())?;
     let command = Command {
-        program: exe.into_os_string(),
+        // The agent is this very binary: its path need not be visible inside (it
+        // may lie in /tmp, which the sandbox replaces, or in a directory the
+        // policy hides).
+        program: Program::Cordon,
         args: vec![OsString::from("__agent")],
         // The workspace, where execs run by default.
         cwd: Some(policy.workspace.clone()),
         terminal: Terminal::Inherit,
+        timeout: None,
     };
     additions.env.push((AGENT_CONFIG.to_string(), config));
-    execute_in(options, &policy, command, additions)
+    execute_in(options, &policy, session, command, additions)
 }
 
 /// A session whose network is off only because nothing was allowed (no `--net`,
@@ -57,19 +59,6 @@ fn widenable(mut policy: Policy) -> Policy {
         policy.net = Sourced::new(NetMode::Allowlist, Origin::Default);
     }
     policy
-}
-
-/// The layers every `serve` sandbox has (cordon refuses to start without them),
-/// for the `status` method.
-fn layers() -> serde_json::Value {
-    let landlock = cordon_sandbox::confine::landlock::kernel_abi().unwrap_or(0);
-    serde_json::json!({
-        "namespaces": ["user", "mount", "pid", "net", "ipc", "uts", "cgroup"],
-        "landlock": landlock,
-        "seccomp": true,
-        "capabilities": "none",
-        "no_new_privs": true,
-    })
 }
 
 /// Inside the sandbox: serve requests on stdin/stdout until stdin closes.

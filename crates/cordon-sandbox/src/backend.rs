@@ -1,0 +1,192 @@
+//! The OS backend behind cordon-backend's neutral interface.
+//!
+//! A session here is one sandbox, made by the clone that starts its one command
+//! ([`launch`](crate::launch)), and gone when that command's supervisor exits: the
+//! kernel then kills whatever is left in its PID namespace. So [`OsSession::exec`]
+//! runs once per session, and [`OsSession::end`] has nothing left to do. Starting
+//! a session costs nothing: it does no system call, so a `cordon run` pays only for
+//! the launch itself.
+//!
+//! The mechanics stay here: the egress broker's sockets travel from the sandbox's
+//! network namespace over a socket pair (SCM_RIGHTS), the control channel is a
+//! descriptor the command inherits, cordon's own binary runs from an `O_PATH`
+//! descriptor, and the broker's thread starts only after the clone (which copies
+//! the calling thread alone).
+
+use crate::error::SandboxError;
+use crate::launch::{self, Additions as Mechanics};
+use cordon_backend::{
+    Additions, Backend, BackendKind, Command, ControlChannel, Degraded, Egress, Layer, Layers,
+    Namespace, Outcome, Program, Session,
+};
+use cordon_policy::{NetMode, Policy};
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
+
+/// Linux namespaces, the mount view, Landlock, seccomp and limits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OsBackend;
+
+impl Backend for OsBackend {
+    type Session<'p> = OsSession<'p>;
+    type Error = SandboxError;
+
+    fn kind(&self) -> BackendKind {
+        BackendKind::Os
+    }
+
+    fn layers(&self, policy: &Policy, degraded: Degraded) -> Layers {
+        layers(policy, degraded)
+    }
+
+    fn start<'p>(
+        &'p self,
+        policy: &'p Policy,
+        degraded: Degraded,
+    ) -> Result<OsSession<'p>, SandboxError> {
+        Ok(OsSession {
+            policy,
+            degraded,
+            control: None,
+            ran: false,
+        })
+    }
+}
+
+/// The layers every sandbox of `policy` has: a sandbox without one of them is
+/// never started (`launch` refuses), but for Landlock with `--allow-degraded
+/// landlock`.
+fn layers(policy: &Policy, _degraded: Degraded) -> Layers {
+    use Namespace::*;
+    // Made by the clone (launch.rs), and the network namespace by the supervisor
+    // unless the network is the host's.
+    let namespaces = if policy.net.value == NetMode::Host {
+        vec![User, Mount, Pid, Ipc, Uts, Cgroup]
+    } else {
+        vec![User, Mount, Pid, Net, Ipc, Uts, Cgroup]
+    };
+    let mut layers = vec![Layer::Namespaces(namespaces)];
+    // The same test as launch.rs: Landlock is applied when the kernel has an ABI.
+    if let Ok(abi) = crate::confine::landlock::kernel_abi() {
+        if abi > 0 {
+            layers.push(Layer::Landlock { abi: abi as u32 });
+        }
+    }
+    layers.extend([Layer::Seccomp, Layer::NoCapabilities, Layer::NoNewPrivs]);
+    Layers(layers)
+}
+
+/// One sandbox, for one command.
+pub struct OsSession<'p> {
+    policy: &'p Policy,
+    degraded: Degraded,
+    /// The sandbox's end of the control channel: inherited by the command.
+    control: Option<OwnedFd>,
+    ran: bool,
+}
+
+impl Session for OsSession<'_> {
+    type Error = SandboxError;
+
+    fn layers(&self) -> Layers {
+        layers(self.policy, self.degraded)
+    }
+
+    fn control_channel(&mut self) -> Result<ControlChannel, SandboxError> {
+        if self.control.is_some() {
+            return Err(SandboxError::Session(
+                "the OS backend gives a command one control channel, which this one has",
+            ));
+        }
+        let (host, sandbox) = UnixStream::pair()
+            .map_err(|e| SandboxError::io("cannot make the control channel", e))?;
+        let fd = sandbox.as_raw_fd();
+        self.control = Some(sandbox.into());
+        Ok(ControlChannel { host, fd })
+    }
+
+    fn exec(&mut self, command: &Command, additions: Additions) -> Result<Outcome, SandboxError> {
+        if std::mem::replace(&mut self.ran, true) {
+            return Err(SandboxError::Session(
+                "the OS backend runs one command per session, and this one has run",
+            ));
+        }
+        let own: OsString;
+        let (argv0, exec_fd) = match &command.program {
+            Program::Named(name) => (name.as_os_str(), None),
+            Program::Cordon => {
+                let (name, file) = own_binary()?;
+                own = name;
+                (own.as_os_str(), Some(file))
+            }
+        };
+        let Additions { files, env, egress } = additions;
+        let mut mechanics = Mechanics {
+            endpoints: None,
+            files,
+            env,
+            pass_fd: self.control.take(),
+            exec_fd,
+        };
+        let Some(Egress {
+            ports,
+            local_ports,
+            proxy_port,
+            serve,
+        }) = egress
+        else {
+            return launch::run(
+                self.policy,
+                argv0,
+                command,
+                self.degraded,
+                mechanics,
+                || Ok(()),
+            );
+        };
+        let (host_end, sandbox_end) = crate::egress::endpoint_channel()
+            .map_err(|e| SandboxError::io("cannot make the egress broker's channel", e))?;
+        mechanics.endpoints = Some(crate::egress::EndpointRequest {
+            ports,
+            local_ports,
+            proxy_port,
+            channel: sandbox_end,
+        });
+        launch::run(
+            self.policy,
+            argv0,
+            command,
+            self.degraded,
+            mechanics,
+            move || {
+                // Waits for the sockets the sandbox's network helper opens, then
+                // serves them, for as long as this process lives.
+                std::thread::Builder::new()
+                    .name("cordon-broker".into())
+                    .spawn(move || serve(crate::egress::receive_endpoints(&host_end)))
+                    .map(drop)
+                    .map_err(|e| SandboxError::io("cannot start the egress broker", e))
+            },
+        )
+    }
+
+    fn end(self) -> Result<(), SandboxError> {
+        // The sandbox ended with its command's supervisor.
+        Ok(())
+    }
+}
+
+/// cordon's own binary, as the name it is started under and a descriptor to exec
+/// (close-on-exec: the exec closes it, so the command and what it starts never
+/// hold it).
+fn own_binary() -> Result<(OsString, OwnedFd), SandboxError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open("/proc/self/exe")
+        .map_err(|e| SandboxError::io("cannot open cordon's own binary (/proc/self/exe)", e))?;
+    let name = std::env::current_exe().unwrap_or_else(|_| "cordon".into());
+    Ok((name.into_os_string(), file.into()))
+}
