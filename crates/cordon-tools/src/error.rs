@@ -128,7 +128,7 @@ impl ToolError {
         ErrorObject {
             code: self.code().code(),
             message: self.to_string(),
-            data: self.data(),
+            data: self.data().map(Box::new),
         }
     }
 }

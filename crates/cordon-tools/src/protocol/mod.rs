@@ -436,8 +436,9 @@ pub struct ErrorObject {
     pub code: i64,
     /// A full sentence for a human, starting with what failed.
     pub message: String,
+    // Boxed: an error is passed around far more often than it has data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<ErrorData>,
+    pub data: Option<Box<ErrorData>>,
 }
 
 impl fmt::Display for ErrorObject {
