@@ -1,6 +1,7 @@
 /**
  * A client of `cordon serve` (docs/serve.md): JSON-RPC 2.0, one JSON object per line
- * on the child's stdin/stdout.
+ * on the child's stdin/stdout. The methods, their params and results are the types
+ * of protocol.ts, generated from the server's own (crates/cordon-tools/src/protocol).
  *
  * Fail closed: every request made while cordon is missing, starting up and failing,
  * or dead rejects with a `CordonUnavailable` error that says why and how to fix it.
@@ -11,6 +12,8 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { accessSync, constants, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
+import type { ErrorData, Method, Methods, Notifications, Ready } from "./protocol.ts";
+import { ErrorCode, JSONRPC } from "./protocol.ts";
 
 /** How long `cordon serve` may take to send `ready`. */
 const READY_TIMEOUT_MS = 60_000;
@@ -74,8 +77,8 @@ export class CordonUnavailable extends Error {
 export class CordonError extends Error {
 	/** The JSON-RPC error code (not `code`: pi prints a `code` as "Error code: N"). */
 	rpcCode: number;
-	data: any;
-	constructor(rpcCode: number, message: string, data?: any) {
+	data: ErrorData | undefined;
+	constructor(rpcCode: number, message: string, data?: ErrorData) {
 		super(message);
 		this.name = "CordonError";
 		this.rpcCode = rpcCode;
@@ -83,10 +86,10 @@ export class CordonError extends Error {
 	}
 }
 
-export const ERR_DENIED = 1;
-export const ERR_NOT_FOUND = 2;
-export const ERR_CANCELLED = 4;
-export const ERR_METHOD_NOT_FOUND = -32601;
+export const ERR_DENIED = ErrorCode.Denied;
+export const ERR_NOT_FOUND = ErrorCode.NotFound;
+export const ERR_CANCELLED = ErrorCode.Cancelled;
+export const ERR_METHOD_NOT_FOUND = ErrorCode.MethodNotFound;
 
 /** Where the cordon binary is: $CORDON_BIN, else the one of the platform package
  * installed with this extension, else `cordon` on PATH. Throws `CordonUnavailable`
@@ -146,11 +149,8 @@ export interface RequestOptions {
 	onOutput?: (stream: "stdout" | "stderr", data: Buffer) => void;
 }
 
-export interface ReadyInfo {
-	version?: string;
-	backend?: string;
-	workspace?: string;
-}
+/** What `ready` says; empty from a server that said nothing. */
+export type ReadyInfo = Partial<Ready>;
 
 /** One `cordon serve` process and the session it holds. */
 export class CordonClient {
@@ -275,9 +275,10 @@ export class CordonClient {
 				this.info = msg.params ?? {};
 				this.resolveReady(this.info!);
 			} else if (msg.method === "exec.output") {
-				const p = this.pending.get(msg.params?.id);
-				if (p?.onOutput && typeof msg.params?.data === "string") {
-					p.onOutput(msg.params.stream === "stderr" ? "stderr" : "stdout", Buffer.from(msg.params.data, "base64"));
+				const out: Partial<Notifications["exec.output"]> = msg.params ?? {};
+				const p = typeof out.id === "number" ? this.pending.get(out.id) : undefined;
+				if (p?.onOutput && typeof out.data === "string") {
+					p.onOutput(out.stream === "stderr" ? "stderr" : "stdout", Buffer.from(out.data, "base64"));
 				}
 			}
 			return;
@@ -304,17 +305,22 @@ export class CordonClient {
 
 	/** Sends one request once the sandbox is ready; rejects with `CordonUnavailable`
 	 * when the sandbox cannot serve, `CordonError` when the server refused. */
-	async request<T = any>(method: string, params: Record<string, unknown> = {}, opts: RequestOptions = {}): Promise<T> {
+	async request<M extends Method>(
+		method: M,
+		params: Methods[M]["params"],
+		opts: RequestOptions = {},
+	): Promise<Methods[M]["result"]> {
 		if (this.dead) throw this.dead;
 		await this.ready;
 		if (this.dead) throw this.dead;
 		const { signal } = opts;
 		if (signal?.aborted) throw new CordonError(ERR_CANCELLED, "Operation aborted");
 		const id = this.nextId++;
-		return new Promise<T>((resolve, reject) => {
+		return new Promise<Methods[M]["result"]>((resolve, reject) => {
 			const onAbort = () => {
 				try {
-					this.send({ jsonrpc: "2.0", id: this.nextId++, method: "cancel", params: { id } });
+					const cancel: Methods["cancel"]["params"] = { id };
+					this.send({ jsonrpc: JSONRPC, id: this.nextId++, method: "cancel", params: cancel });
 				} catch {
 					/* dead: the pending request is rejected anyway */
 				}
@@ -334,7 +340,7 @@ export class CordonClient {
 			});
 			signal?.addEventListener("abort", onAbort, { once: true });
 			try {
-				this.send({ jsonrpc: "2.0", id, method, params });
+				this.send({ jsonrpc: JSONRPC, id, method, params });
 			} catch (e) {
 				this.pending.delete(id);
 				cleanup();

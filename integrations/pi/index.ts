@@ -60,6 +60,7 @@ import {
 	ERR_NOT_FOUND,
 	findCordon,
 } from "./client.ts";
+import type { AllowedDomain, Method, Methods, StatusPolicy, StatusResult } from "./protocol.ts";
 import { sandboxedMcpTransport } from "./mcp.ts";
 
 const GREP_DEFAULT_LIMIT = 100;
@@ -207,9 +208,13 @@ export default async function cordonExtension(pi: ExtensionAPI) {
 		return c;
 	}
 
-	async function call<T = any>(method: string, params: Record<string, unknown>, signal?: AbortSignal): Promise<T> {
+	async function call<M extends Method>(
+		method: M,
+		params: Methods[M]["params"],
+		signal?: AbortSignal,
+	): Promise<Methods[M]["result"]> {
 		const c = await sandbox();
-		return c.request<T>(method, params, { signal });
+		return c.request(method, params, { signal });
 	}
 
 	// ---------------------------------------------------------------------------
@@ -217,23 +222,23 @@ export default async function cordonExtension(pi: ExtensionAPI) {
 	// ---------------------------------------------------------------------------
 
 	const access = async (p: string) => {
-		const r = await call<{ exists: boolean }>("exists", { path: p });
+		const r = await call("exists", { path: p });
 		if (!r.exists) throw enoent(p);
 	};
 	const readFile = async (p: string) => {
-		const r = await call<{ data: string }>("read", { path: p });
+		const r = await call("read", { path: p });
 		return Buffer.from(r.data ?? "", "base64");
 	};
 	const writeFile = async (p: string, content: string) => {
 		await call("write", { path: p, content });
 	};
-	const exists = async (p: string) => (await call<{ exists: boolean }>("exists", { path: p })).exists === true;
+	const exists = async (p: string) => (await call("exists", { path: p })).exists === true;
 
 	const readOps: ReadOperations = {
 		readFile,
 		access,
 		detectImageMimeType: async (p) => {
-			const r = await call<{ mime: string | null }>("read", { path: p, limit: 64 });
+			const r = await call("read", { path: p, limit: 64 });
 			return r.mime ?? null;
 		},
 	};
@@ -251,11 +256,11 @@ export default async function cordonExtension(pi: ExtensionAPI) {
 		exists,
 		stat: async (p) => {
 			const known = entryTypes.get(p);
-			const type = known ?? (await call<{ type: string }>("stat", { path: p })).type;
+			const type = known ?? (await call("stat", { path: p })).type;
 			return { isDirectory: () => type === "dir" };
 		},
 		readdir: async (p) => {
-			const r = await call<{ entries: { name: string; type: string }[] }>("readdir", { path: p });
+			const r = await call("readdir", { path: p });
 			entryTypes.clear();
 			for (const e of r.entries ?? []) entryTypes.set(path.join(p, e.name), e.type);
 			return (r.entries ?? []).map((e) => e.name);
@@ -264,7 +269,7 @@ export default async function cordonExtension(pi: ExtensionAPI) {
 	const findOps: FindOperations = {
 		exists,
 		glob: async (pattern, cwd, options) => {
-			const r = await call<{ paths: string[] }>("find", {
+			const r = await call("find", {
 				pattern,
 				path: cwd,
 				limit: options.limit,
@@ -280,7 +285,7 @@ export default async function cordonExtension(pi: ExtensionAPI) {
 	const bashOps: BashOperations = {
 		exec: async (command, cwd, { onData, signal, timeout }) => {
 			const c = await sandbox();
-			let r: { exitCode: number | null; signal: string | null; timedOut: boolean; cancelled: boolean };
+			let r: Methods["exec"]["result"];
 			try {
 				r = await c.request(
 					"exec",
@@ -340,7 +345,7 @@ export default async function cordonExtension(pi: ExtensionAPI) {
 			const searchPath = resolveToolPath(params.path || ".", ctx?.cwd || startCwd);
 			let isDirectory: boolean;
 			try {
-				const st = await call<{ type: string }>("stat", { path: searchPath }, signal);
+				const st = await call("stat", { path: searchPath }, signal);
 				isDirectory = st.type === "dir";
 			} catch (e) {
 				if (e instanceof CordonError && e.rpcCode === ERR_NOT_FOUND) throw new Error(`Path not found: ${searchPath}`);
@@ -348,10 +353,7 @@ export default async function cordonExtension(pi: ExtensionAPI) {
 			}
 			const contextValue = context && context > 0 ? context : 0;
 			const effectiveLimit = Math.max(1, limit ?? GREP_DEFAULT_LIMIT);
-			const r = await call<{
-				matches: { path: string; line: number; text: string; context?: boolean }[];
-				truncated: boolean;
-			}>(
+			const r = await call(
 				"grep",
 				{
 					pattern,
@@ -539,18 +541,18 @@ function say(ctx: ExtensionContext, text: string, level: "info" | "warning" | "e
 	else process.stderr.write(`${text}\n`);
 }
 
-function formatStatus(st: any, c: CordonClient, warnings: string[]): string {
+function formatStatus(st: Partial<StatusResult>, c: CordonClient, warnings: string[]): string {
 	const out: string[] = [];
 	out.push(`cordon sandbox: ${st?.backend ?? c.info?.backend ?? "?"} backend (cordon ${c.info?.version ?? "?"}, ${c.bin})`);
-	const layers = st?.layers ?? {};
+	const layers = (st?.layers ?? {}) as Record<string, unknown>;
 	const ls = Object.entries(layers).map(([k, v]) => `${k}=${typeof v === "boolean" ? (v ? "on" : "off") : String(v)}`);
 	if (ls.length) out.push(`layers: ${ls.join(", ")}`);
-	const p = st?.policy ?? {};
+	const p: Partial<StatusPolicy> = st?.policy ?? {};
 	out.push(`workspace: ${p.workspace ?? c.info?.workspace ?? "?"}${p.readOnly ? " (read-only)" : ""}`);
 	out.push(`network: ${p.net ?? "?"}`);
 	if (p.net === "allowlist") {
 		const allowed = Array.isArray(p.allowDomains) ? p.allowDomains : [];
-		const shown = allowed.map((a: any) => {
+		const shown = allowed.map((a: AllowedDomain) => {
 			const from = String(a?.origin ?? "").startsWith("this session") ? " (this session)" : "";
 			return `${a?.domain ?? "?"}${a?.preset ? ` (preset ${a.preset})` : ""}${from}`;
 		});

@@ -6,7 +6,9 @@
 
 use clap::Parser;
 use cordon_bench::{Stats, find_cordon, invocation, loadavg, main_with, nproc};
-use std::io::{BufRead, BufReader, Write};
+use cordon_tools::client::Client;
+use cordon_tools::protocol::{Exec, ExecParams};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
@@ -45,37 +47,24 @@ fn session(cordon: &Path, work: &Path, extra: &[&str]) -> Result<Sample, String>
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", cordon.display()))?;
-    let mut stdin = child.stdin.take().ok_or("no stdin")?;
-    let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
-    let mut next = || -> Result<serde_json::Value, String> {
-        let line = lines
-            .next()
-            .ok_or("cordon serve closed its stdout")?
-            .map_err(|e| e.to_string())?;
-        serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))
-    };
-    let ready = next()?;
-    if ready["method"] != "ready" {
-        return Err(format!("first line: {ready}"));
-    }
+    let mut client = Client::new(
+        BufReader::new(child.stdout.take().ok_or("no stdout")?),
+        child.stdin.take().ok_or("no stdin")?,
+    );
+    client.ready().map_err(|e| e.to_string())?;
     let ready = start.elapsed().as_secs_f64() * 1000.0;
-    writeln!(
-        stdin,
-        r#"{{"jsonrpc":"2.0","id":1,"method":"exec","params":{{"command":"/bin/true"}}}}"#
-    )
-    .map_err(|e| e.to_string())?;
-    loop {
-        let v = next()?;
-        if v["id"] == 1 {
-            if v["result"]["exitCode"] != 0 {
-                return Err(format!("exec /bin/true: {v}"));
-            }
-            break;
-        }
+    let result = client
+        .call::<Exec>(&ExecParams {
+            command: "/bin/true".into(),
+            ..ExecParams::default()
+        })
+        .map_err(|e| e.to_string())?;
+    if result.exit_code != Some(0) {
+        return Err(format!("exec /bin/true: {result:?}"));
     }
     let exec = start.elapsed().as_secs_f64() * 1000.0 - ready;
     let closing = Instant::now();
-    drop(stdin);
+    drop(client.into_input());
     let status = child.wait().map_err(|e| e.to_string())?;
     if !status.success() {
         return Err(format!("cordon serve ended with {status}"));

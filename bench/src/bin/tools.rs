@@ -18,11 +18,15 @@
 //! /bin/true at most 1 ms median; grep and find no slower than rg and fd; read and
 //! write within 1.25x of the local tool (Node).
 
-use base64::Engine as _;
 use clap::Parser;
 use cordon_bench::{
     Stats, at_least_one, busy_window, cpu_model, exit_code, find_cordon, find_in_path, invocation,
     kernel_release, loadavg, main_with, noisy, nproc, percent, verdict,
+};
+use cordon_tools::client::Client;
+use cordon_tools::protocol::{
+    Empty, Exec, ExecParams, Exists, Find, FindParams, Grep, GrepParams, Method, PathParams, Read,
+    ReadParams, Readdir, Ready, Stat, Status, Write as WriteFile, WriteParams,
 };
 use serde_json::{Value, json};
 use std::cell::RefCell;
@@ -260,11 +264,9 @@ const SCRATCH: &str = ".bench-scratch";
 /// One `cordon serve` session, one request at a time.
 struct Serve {
     child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    client: Client<BufReader<ChildStdout>, ChildStdin>,
     stderr: Arc<Mutex<String>>,
-    next_id: u64,
-    ready: Value,
+    ready: Ready,
 }
 
 impl Serve {
@@ -296,20 +298,21 @@ impl Serve {
                 s.push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        let mut serve = Serve {
+        let mut client = Client::new(
+            BufReader::new(stdout),
             stdin,
-            stdout: BufReader::new(stdout),
+        );
+        let ready = client.ready().map_err(|e| {
+            std::thread::sleep(Duration::from_millis(100));
+            let said = stderr.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            format!("cordon serve: {e}: {}", said.trim())
+        })?;
+        Ok(Serve {
             child,
+            client,
             stderr,
-            next_id: 1,
-            ready: Value::Null,
-        };
-        let first = serve.line()?;
-        if first["method"] != "ready" {
-            return Err(format!("cordon serve: expected `ready` first, got {first}"));
-        }
-        serve.ready = first["params"].clone();
-        Ok(serve)
+            ready,
+        })
     }
 
     fn stderr(&self) -> String {
@@ -320,40 +323,12 @@ impl Serve {
             .to_string()
     }
 
-    fn line(&mut self) -> Result<Value, String> {
-        let mut line = String::new();
-        match self.stdout.read_line(&mut line) {
-            Ok(0) | Err(_) => {
-                std::thread::sleep(Duration::from_millis(100));
-                Err(format!("cordon serve ended: {}", self.stderr()))
-            }
-            Ok(_) => serde_json::from_str(&line)
-                .map_err(|e| format!("cordon serve sent a bad line ({e}): {line}")),
-        }
-    }
-
-    /// One request, and its result (notifications in between are skipped).
-    fn call(&mut self, method: &str, params: Value) -> Result<Value, String> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut req = serde_json::to_string(
-            &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
-        )
-        .map_err(|e| e.to_string())?;
-        req.push('\n');
-        self.stdin
-            .write_all(req.as_bytes())
-            .map_err(|e| format!("cordon serve: cannot send ({e}): {}", self.stderr()))?;
-        loop {
-            let mut v = self.line()?;
-            if v.get("id").and_then(Value::as_u64) != Some(id) {
-                continue;
-            }
-            if let Some(e) = v.get("error") {
-                return Err(format!("cordon serve: {method} failed: {e}"));
-            }
-            return Ok(v["result"].take());
-        }
+    /// One request, and its result.
+    fn call<M: Method>(&mut self, params: &M::Params) -> Result<M::Result, String> {
+        self.client.call::<M>(params).map_err(|e| {
+            std::thread::sleep(Duration::from_millis(100));
+            format!("cordon serve: {} failed: {e}: {}", M::NAME, self.stderr())
+        })
     }
 }
 
@@ -544,12 +519,6 @@ fn spawn_true(argv: &[&str]) -> Result<(Duration, u64), String> {
     Ok((t, 0))
 }
 
-fn b64(v: &Value) -> Result<Vec<u8>, String> {
-    base64::engine::general_purpose::STANDARD
-        .decode(v.as_str().ok_or("no data")?)
-        .map_err(|e| format!("bad base64: {e}"))
-}
-
 fn version(bin: &Path) -> String {
     Command::new(bin)
         .arg("--version")
@@ -652,7 +621,7 @@ fn bench(
     let s = |p: &Path| p.to_string_lossy().into_owned();
 
     let serve = RefCell::new(Serve::start(cordon, tree)?);
-    let status = serve.borrow_mut().call("status", json!({}))?;
+    let status = serve.borrow_mut().call::<Status>(&Empty {})?;
     let node = RefCell::new(Node::start(node_bin)?);
     let n = options.iterations;
     let ns = options.search_iterations;
@@ -676,10 +645,12 @@ fn bench(
                 "cordon serve: read",
                 Box::new(move || {
                     let t = Instant::now();
-                    let r = serve.borrow_mut().call("read", json!({"path": f1}))?;
-                    let data = b64(&r["data"])?;
+                    let r = serve.borrow_mut().call::<Read>(&ReadParams {
+                        path: f1.clone(),
+                        ..ReadParams::default()
+                    })?;
                     let t = t.elapsed();
-                    Ok((t, data.len() as u64))
+                    Ok((t, r.data.0.len() as u64))
                 }),
             )
             .with(
@@ -719,10 +690,12 @@ fn bench(
                 "cordon serve: write (atomic, fsync)",
                 Box::new(move || {
                     let t = Instant::now();
-                    let r = serve
-                        .borrow_mut()
-                        .call("write", json!({"path": w1, "content": c1}))?;
-                    Ok((t.elapsed(), r["bytes"].as_u64().unwrap_or(0)))
+                    let r = serve.borrow_mut().call::<WriteFile>(&WriteParams {
+                        path: w1.clone(),
+                        content: Some(c1.clone()),
+                        data: None,
+                    })?;
+                    Ok((t.elapsed(), r.bytes))
                 }),
             )
             .with(
@@ -774,19 +747,27 @@ fn bench(
                 Box::new(move || {
                     let t = Instant::now();
                     let mut sv = serve.borrow_mut();
-                    if sv.call("exists", json!({"path": e1}))?["exists"] != true {
+                    let path = PathParams { path: e1.clone() };
+                    if !sv.call::<Exists>(&path)?.exists {
                         return Err(format!("{e1} does not exist"));
                     }
-                    let r = sv.call("read", json!({"path": e1}))?;
-                    let text = String::from_utf8(b64(&r["data"])?).map_err(|e| e.to_string())?;
+                    let r = sv.call::<Read>(&ReadParams {
+                        path: e1.clone(),
+                        ..ReadParams::default()
+                    })?;
+                    let text = String::from_utf8(r.data.into_vec()).map_err(|e| e.to_string())?;
                     let (old, new) = (marker(i1), marker(i1 + 1));
                     if !text.contains(&old) {
                         return Err(format!("{old:?} not in {e1}"));
                     }
                     let out = text.replacen(&old, &new, 1);
-                    let w = sv.call("write", json!({"path": e1, "content": out}))?;
+                    let w = sv.call::<WriteFile>(&WriteParams {
+                        path: e1.clone(),
+                        content: Some(out),
+                        data: None,
+                    })?;
                     i1 += 1;
-                    Ok((t.elapsed(), w["bytes"].as_u64().unwrap_or(0)))
+                    Ok((t.elapsed(), w.bytes))
                 }),
             )
             .with(
@@ -835,9 +816,10 @@ fn bench(
                 "cordon serve: readdir",
                 Box::new(move || {
                     let t = Instant::now();
-                    let r = serve.borrow_mut().call("readdir", json!({"path": d1}))?;
-                    let n = r["entries"].as_array().map_or(0, Vec::len);
-                    Ok((t.elapsed(), n as u64))
+                    let r = serve
+                        .borrow_mut()
+                        .call::<Readdir>(&PathParams { path: d1.clone() })?;
+                    Ok((t.elapsed(), r.entries.len() as u64))
                 }),
             )
             .with(
@@ -884,18 +866,11 @@ fn bench(
                 Box::new(move || {
                     let t = Instant::now();
                     let mut sv = serve.borrow_mut();
-                    let dir = s(&d1);
-                    sv.call("exists", json!({"path": dir}))?;
-                    sv.call("stat", json!({"path": dir}))?;
-                    let r = sv.call("readdir", json!({"path": dir}))?;
-                    let names: Vec<String> = r["entries"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|e| e["name"].as_str().map(String::from))
-                                .collect()
-                        })
-                        .unwrap_or_default();
+                    let dir = PathParams { path: s(&d1) };
+                    sv.call::<Exists>(&dir)?;
+                    sv.call::<Stat>(&dir)?;
+                    let r = sv.call::<Readdir>(&dir)?;
+                    let names: Vec<String> = r.entries.into_iter().map(|e| e.name).collect();
                     Ok((t.elapsed(), names.len() as u64))
                 }),
             )
@@ -936,14 +911,15 @@ fn bench(
                 format!("cordon serve: find {pattern}"),
                 Box::new(move || {
                     let t = Instant::now();
-                    let r = serve
-                        .borrow_mut()
-                        .call("find", json!({"pattern": pattern, "limit": NO_LIMIT}))?;
-                    let n = r["paths"].as_array().map_or(0, Vec::len);
-                    if r["truncated"] == true {
+                    let r = serve.borrow_mut().call::<Find>(&FindParams {
+                        pattern: pattern.into(),
+                        limit: Some(NO_LIMIT),
+                        ..FindParams::default()
+                    })?;
+                    if r.truncated {
                         return Err("truncated".into());
                     }
-                    Ok((t.elapsed(), n as u64))
+                    Ok((t.elapsed(), r.paths.len() as u64))
                 }),
             )
             .with(fd_line, Box::new(move || process(&fd_argv)))
@@ -984,15 +960,16 @@ fn bench(
             ),
             Box::new(move || {
                 let t = Instant::now();
-                let r = serve.borrow_mut().call(
-                    "grep",
-                    json!({"pattern": pattern, "literal": literal, "limit": NO_LIMIT}),
-                )?;
-                let n = r["matches"].as_array().map_or(0, Vec::len);
-                if r["truncated"] == true {
+                let r = serve.borrow_mut().call::<Grep>(&GrepParams {
+                    pattern: pattern.into(),
+                    literal: Some(literal),
+                    limit: Some(NO_LIMIT),
+                    ..GrepParams::default()
+                })?;
+                if r.truncated {
                     return Err("truncated".into());
                 }
-                Ok((t.elapsed(), n as u64))
+                Ok((t.elapsed(), r.matches.len() as u64))
             }),
         )
         .with(rg_line, Box::new(move || process(&argv)));
@@ -1010,12 +987,13 @@ fn bench(
                 "cordon serve: exec",
                 Box::new(move || {
                     let t = Instant::now();
-                    let r = serve
-                        .borrow_mut()
-                        .call("exec", json!({"command": "/bin/true"}))?;
+                    let r = serve.borrow_mut().call::<Exec>(&ExecParams {
+                        command: "/bin/true".into(),
+                        ..ExecParams::default()
+                    })?;
                     let t = t.elapsed();
-                    if r["exitCode"] != 0 {
-                        return Err(format!("exec /bin/true: {r}"));
+                    if r.exit_code != Some(0) {
+                        return Err(format!("exec /bin/true: {r:?}"));
                     }
                     Ok((t, 0))
                 }),
@@ -1095,8 +1073,8 @@ fn bench(
         o,
         "cordon:     {} serve --workspace TREE (backend {}, layers {})",
         cordon.display(),
-        serve.borrow().ready["backend"].as_str().unwrap_or("?"),
-        status["layers"]
+        serve.borrow().ready.backend,
+        status.layers
     );
     let _ = writeln!(
         o,

@@ -43,18 +43,13 @@ impl<'a> Spawn<'a> {
                 .filter_map(|dir| CString::new([dir.as_slice(), b"/", program].concat()).ok())
                 .collect()
         };
-        let pointers = |strings: &[CString]| {
-            let mut v: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
-            v.push(std::ptr::null());
-            v
-        };
         Spawn {
             prepared,
             pty,
             report,
             candidates,
-            argv: pointers(&prepared.argv),
-            envp: pointers(&prepared.envp),
+            argv: cordon_spawn::pointers(&prepared.argv),
+            envp: cordon_spawn::pointers(&prepared.envp),
         }
     }
 
@@ -67,7 +62,7 @@ impl<'a> Spawn<'a> {
         // failure paths, which run while this single-threaded supervisor is
         // suspended; `self` outlives the child's use of it.
         unsafe {
-            crate::vfork::clone_vfork(
+            cordon_spawn::clone_vfork(
                 &mut stack,
                 child_main,
                 self as *const Spawn as *mut libc::c_void,

@@ -7,7 +7,6 @@
 //!   backend; `launch` is the host side of a run, `supervisor` PID 1 inside,
 //!   `command` the last steps before exec;
 //! - [`probe`]: what this machine supports (`cordon doctor`); [`limits`]: memory, pids, CPU;
-//! - [`vfork`]: starting a process without copying this one (the command, serve's execs).
 
 mod backend;
 mod command;
@@ -25,7 +24,6 @@ mod signals;
 mod supervisor;
 mod sys;
 mod terminal;
-pub mod vfork;
 pub mod view;
 mod waiter;
 mod workspace_lock;

@@ -4,6 +4,7 @@
 //! it). The user's consent is the client's business (pi's extension asks first).
 
 use crate::error::ToolError;
+use crate::protocol::{AllowDomainParams, AllowDomainResult, AllowedDomain, Denial};
 use cordon_policy::{NetMode, Origin, Policy};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
@@ -45,7 +46,7 @@ impl Control {
 
 /// The broker's recent refusals, as denial records like the agent's own
 /// (`{time, op: "network", path: "host:port", rule: reason}`); none without a broker.
-pub fn network_denials(control: Option<&Control>) -> Vec<Value> {
+pub fn network_denials(control: Option<&Control>) -> Vec<Denial> {
     let Some(control) = control else {
         return Vec::new();
     };
@@ -66,12 +67,12 @@ pub fn network_denials(control: Option<&Control>) -> Vec<Value> {
                 Some(port) => format!("{host}:{port}"),
                 None => host.to_string(),
             };
-            json!({
-                "time": crate::guard::rfc3339(std::time::Duration::from_secs_f64(secs)),
-                "op": "network",
-                "path": target,
-                "rule": r["reason"],
-            })
+            Denial {
+                time: crate::guard::rfc3339(std::time::Duration::from_secs_f64(secs)),
+                op: "network".into(),
+                path: target,
+                rule: r["reason"].as_str().unwrap_or("?").to_string(),
+            }
         })
         .collect()
 }
@@ -79,11 +80,11 @@ pub fn network_denials(control: Option<&Control>) -> Vec<Value> {
 /// The allow rules in force, as `{"domain", "preset", "origin"}`: the broker's
 /// (the policy's and those this session added), else the policy's (none: without a
 /// broker the network is off, or the host's).
-pub fn allowed_domains(control: Option<&Control>, policy: &Policy) -> Vec<Value> {
-    if let Some(reply) = control.and_then(|c| c.ask(&json!({ "rules": true })).ok())
-        && let Some(allow) = reply.get("allow").and_then(Value::as_array)
+pub fn allowed_domains(control: Option<&Control>, policy: &Policy) -> Vec<AllowedDomain> {
+    if let Some(mut reply) = control.and_then(|c| c.ask(&json!({ "rules": true })).ok())
+        && let Ok(allow) = serde_json::from_value(reply["allow"].take())
     {
-        return allow.clone();
+        return allow;
     }
     if policy.net.value != NetMode::Allowlist {
         return Vec::new();
@@ -92,12 +93,10 @@ pub fn allowed_domains(control: Option<&Control>, policy: &Policy) -> Vec<Value>
         .network
         .allow
         .iter()
-        .map(|r| {
-            json!({
-                "domain": r.pattern.to_string(),
-                "preset": r.preset,
-                "origin": r.origin.to_string(),
-            })
+        .map(|r| AllowedDomain {
+            domain: r.pattern.to_string(),
+            preset: r.preset.clone(),
+            origin: r.origin.to_string(),
         })
         .collect()
 }
@@ -108,12 +107,12 @@ pub fn allowed_domains(control: Option<&Control>, policy: &Policy) -> Vec<Value>
 pub fn allow_domain(
     control: Option<&Control>,
     policy: &Policy,
-    domain: &str,
-    origin: Option<&str>,
-) -> Result<Value, ToolError> {
+    p: &AllowDomainParams,
+) -> Result<AllowDomainResult, ToolError> {
+    let domain = p.domain.as_str();
     let control = control.ok_or_else(|| ToolError::Broker(no_broker(policy, domain)))?;
     let mut request = json!({ "allow": domain });
-    if let Some(origin) = origin {
+    if let Some(origin) = &p.origin {
         request["origin"] = json!(origin);
     }
     let reply = control.ask(&request).map_err(|e| {
@@ -122,7 +121,9 @@ pub fn allow_domain(
         ))
     })?;
     match (reply.get("allowed"), reply.get("error")) {
-        (Some(allowed), _) => Ok(json!({ "allowed": allowed })),
+        (Some(allowed), _) => Ok(AllowDomainResult {
+            allowed: allowed.as_str().unwrap_or(domain).to_string(),
+        }),
         (_, Some(error)) => Err(ToolError::Broker(format!(
             "allowDomain {domain}: {}",
             error.as_str().unwrap_or("refused")

@@ -1,21 +1,9 @@
 //! The one error type of every tool operation, and its JSON-RPC form
 //! (docs/serve.md, "Errors").
 
-use serde_json::{Value, json};
+use crate::protocol::{ErrorCode, ErrorData, ErrorObject};
 use std::io;
 use std::path::{Path, PathBuf};
-
-/// JSON-RPC codes (docs/serve.md).
-pub const PARSE_ERROR: i64 = -32700;
-pub const INVALID_REQUEST: i64 = -32600;
-pub const METHOD_NOT_FOUND: i64 = -32601;
-pub const INVALID_PARAMS: i64 = -32602;
-pub const INTERNAL_ERROR: i64 = -32603;
-pub const DENIED: i64 = 1;
-pub const NOT_FOUND: i64 = 2;
-pub const OS_ERROR: i64 = 3;
-pub const CANCELLED: i64 = 4;
-pub const TIMED_OUT: i64 = 5;
 
 /// Why a request failed. `Display` is the human sentence sent as `message`.
 #[derive(Debug, thiserror::Error)]
@@ -87,41 +75,61 @@ impl ToolError {
         ToolError::io(op, path, io::Error::from_raw_os_error(errno))
     }
 
-    pub fn code(&self) -> i64 {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ToolError::Parse(_) => PARSE_ERROR,
-            ToolError::InvalidRequest(_) => INVALID_REQUEST,
-            ToolError::MethodNotFound(_) => METHOD_NOT_FOUND,
-            ToolError::InvalidParams { .. } => INVALID_PARAMS,
-            ToolError::Denied { .. } => DENIED,
-            ToolError::NotFound { .. } => NOT_FOUND,
-            ToolError::Os { .. } => OS_ERROR,
-            ToolError::Cancelled(_) => CANCELLED,
-            ToolError::TimedOut(_) => TIMED_OUT,
-            ToolError::Internal(_) => INTERNAL_ERROR,
-            ToolError::Broker(_) => OS_ERROR,
+            ToolError::Parse(_) => ErrorCode::ParseError,
+            ToolError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            ToolError::MethodNotFound(_) => ErrorCode::MethodNotFound,
+            ToolError::InvalidParams { .. } => ErrorCode::InvalidParams,
+            ToolError::Denied { .. } => ErrorCode::Denied,
+            ToolError::NotFound { .. } => ErrorCode::NotFound,
+            ToolError::Os { .. } => ErrorCode::OsError,
+            ToolError::Cancelled(_) => ErrorCode::Cancelled,
+            ToolError::TimedOut(_) => ErrorCode::TimedOut,
+            ToolError::Internal(_) => ErrorCode::InternalError,
+            ToolError::Broker(_) => ErrorCode::OsError,
         }
     }
 
-    pub fn data(&self) -> Option<Value> {
+    /// What the error is about; a path that is not UTF-8 is sent lossily.
+    pub fn data(&self) -> Option<ErrorData> {
+        let path = |p: &Path| Some(p.to_string_lossy().into_owned());
         match self {
-            ToolError::InvalidParams { param, .. } => Some(json!({ "param": param })),
+            ToolError::InvalidParams { param, .. } => Some(ErrorData {
+                param: Some(param.clone()),
+                ..ErrorData::default()
+            }),
             ToolError::Denied {
-                path, rule, origin, ..
-            } => Some(json!({ "path": path, "rule": rule, "origin": origin })),
-            ToolError::NotFound { path, .. } => Some(json!({ "path": path })),
-            ToolError::Os { path, errno, .. } => Some(json!({ "path": path, "errno": errno })),
+                path: p,
+                rule,
+                origin,
+                ..
+            } => Some(ErrorData {
+                path: path(p),
+                rule: Some(rule.clone()),
+                origin: Some(origin.clone()),
+                ..ErrorData::default()
+            }),
+            ToolError::NotFound { path: p, .. } => Some(ErrorData {
+                path: path(p),
+                ..ErrorData::default()
+            }),
+            ToolError::Os { path: p, errno, .. } => Some(ErrorData {
+                path: path(p),
+                errno: Some(errno.clone()),
+                ..ErrorData::default()
+            }),
             _ => None,
         }
     }
 
     /// The JSON-RPC error object.
-    pub fn to_json(&self) -> Value {
-        let mut o = json!({ "code": self.code(), "message": self.to_string() });
-        if let Some(d) = self.data() {
-            o["data"] = d;
+    pub fn to_object(&self) -> ErrorObject {
+        ErrorObject {
+            code: self.code().code(),
+            message: self.to_string(),
+            data: self.data().map(Box::new),
         }
-        o
     }
 }
 

@@ -2,12 +2,11 @@
 
 use crate::error::ToolError;
 use crate::guard::{Guard, Need};
-use crate::params::Params;
+use crate::protocol::{
+    ExecOutput, ExecOutputNote, ExecParams, ExecResult, Id, Notify as _, Stream,
+};
 use crate::server::{Out, Token};
 use crate::spawn;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
-use serde_json::{Value, json};
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
@@ -247,16 +246,16 @@ fn kill_group(pgid: u32) {
 }
 
 /// One output stream of the child.
-struct Stream {
-    name: &'static str,
+struct Output {
+    stream: Stream,
     file: Option<File>,
 }
 
-impl Stream {
+impl Output {
     /// Reads what is available now (one chunk, or with `all` what the pipe holds
     /// at this moment, so a process left writing cannot keep us here) and forwards
     /// it. Closes the stream at EOF.
-    fn pump(&mut self, out: &Out, id: &Value, buf: &mut [u8], all: bool) {
+    fn pump(&mut self, out: &Out, id: Option<&Id>, buf: &mut [u8], all: bool) {
         let mut budget = usize::MAX;
         if all {
             let mut n: libc::c_int = 0;
@@ -272,8 +271,12 @@ impl Stream {
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
                     out.notify(
-                        "exec.output",
-                        json!({ "id": id, "stream": self.name, "data": B64.encode(&buf[..n]) }),
+                        ExecOutputNote::NAME,
+                        ExecOutput {
+                            id: id.cloned(),
+                            stream: self.stream,
+                            data: buf[..n].into(),
+                        },
                     );
                     if !all || budget == 0 {
                         return;
@@ -314,13 +317,13 @@ enum End {
 pub fn exec(
     g: &Guard,
     out: &Out,
-    id: &Value,
-    p: &Params,
+    id: Option<&Id>,
+    p: &ExecParams,
     token: &Token,
-) -> Result<Value, ToolError> {
+) -> Result<ExecResult, ToolError> {
     const OP: &str = "exec";
-    let command = p.str("command")?;
-    let cwd = match p.opt_str("cwd")? {
+    let command = p.command.as_str();
+    let cwd = match &p.cwd {
         Some(c) => g.resolve(OP, "cwd", c, Need::Read)?,
         None => g.policy.workspace.clone(),
     };
@@ -329,8 +332,8 @@ pub fn exec(
         Ok(_) => return Err(ToolError::errno(OP, &cwd, libc::ENOTDIR)),
         Err(e) => return Err(ToolError::io(OP, &cwd, e)),
     }
-    let env = p.opt_str_map("env")?;
-    for (k, v) in &env {
+    let env = &p.env;
+    for (k, v) in env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
             return Err(ToolError::invalid(
                 "env",
@@ -340,7 +343,7 @@ pub fn exec(
             ));
         }
     }
-    let timeout = match p.opt_f64("timeout")? {
+    let timeout = match p.timeout {
         None => None,
         Some(t) if t > 0.0 && t <= MAX_TIMEOUT => Some(Duration::from_secs_f64(t)),
         Some(_) => {
@@ -350,7 +353,7 @@ pub fn exec(
             ));
         }
     };
-    let stdin = p.opt_str("stdin")?.filter(|s| !s.is_empty());
+    let stdin = p.stdin.as_deref().filter(|s| !s.is_empty());
 
     let path_var: Option<OsString> = env
         .iter()
@@ -359,7 +362,7 @@ pub fn exec(
         .map(|(_, v)| OsString::from(v))
         .or_else(|| std::env::var_os("PATH"));
     let mut vars: Vec<(&str, &OsStr)> = vec![("PWD", cwd.as_os_str())];
-    vars.extend(env.iter().map(|(k, v)| (*k, OsStr::new(*v))));
+    vars.extend(env.iter().map(|(k, v)| (k.as_str(), OsStr::new(v))));
     let start = |program: &Path, args: &[&OsStr]| {
         spawn::spawn(&spawn::Command {
             program,
@@ -388,12 +391,12 @@ pub fn exec(
 
 fn run(
     out: &Out,
-    id: &Value,
+    id: Option<&Id>,
     token: &Token,
     child: spawn::Child,
     stdin: Option<&str>,
     timeout: Option<Duration>,
-) -> Result<Value, ToolError> {
+) -> Result<ExecResult, ToolError> {
     let pid = child.pid;
     let internal = |e: io::Error| ToolError::Internal(format!("exec: {e}"));
     if let (Some(w), Some(data)) = (child.stdin, stdin) {
@@ -407,12 +410,12 @@ fn run(
             });
     }
     let mut streams = [
-        Stream {
-            name: "stdout",
+        Output {
+            stream: Stream::Stdout,
             file: Some(File::from(child.stdout)),
         },
-        Stream {
-            name: "stderr",
+        Output {
+            stream: Stream::Stderr,
             file: Some(File::from(child.stderr)),
         },
     ];
@@ -514,12 +517,12 @@ fn run(
         End::TimedOut => (true, false),
         End::Cancelled => (false, true),
     };
-    Ok(json!({
-        "exitCode": status.code(),
-        "signal": status.signal().map(signal_name),
-        "timedOut": timed_out,
-        "cancelled": cancelled,
-    }))
+    Ok(ExecResult {
+        exit_code: status.code(),
+        signal: status.signal().map(signal_name),
+        timed_out,
+        cancelled,
+    })
 }
 
 fn poll_fd(fd: RawFd) -> libc::pollfd {

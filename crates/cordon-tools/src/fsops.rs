@@ -2,10 +2,10 @@
 
 use crate::error::ToolError;
 use crate::guard::{Guard, Need, canonical, is_placeholder, lossy};
-use crate::params::Params;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
-use serde_json::{Value, json};
+use crate::protocol::{
+    DirEntry, Empty, ExistsResult, FileType, MkdirParams, PathParams, ReadParams, ReadResult,
+    ReaddirResult, StatResult, WriteParams, WriteResult,
+};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -16,11 +16,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// The most bytes one `read` returns (the whole file is base64'd into one line).
 pub const MAX_READ: u64 = 64 << 20;
 
-pub fn read(g: &Guard, p: &Params) -> Result<Value, ToolError> {
+pub fn read(g: &Guard, p: &ReadParams) -> Result<ReadResult, ToolError> {
     const OP: &str = "read";
-    let path = g.resolve(OP, "path", p.str("path")?, Need::Read)?;
-    let offset = p.opt_u64("offset")?.unwrap_or(0);
-    let limit = p.opt_u64("limit")?;
+    let path = g.resolve(OP, "path", &p.path, Need::Read)?;
+    let offset = p.offset.unwrap_or(0);
+    let limit = p.limit;
     if let Some(l) = limit {
         if l > MAX_READ {
             return Err(too_big());
@@ -70,7 +70,11 @@ pub fn read(g: &Guard, p: &Params) -> Result<Value, ToolError> {
     } else {
         size
     };
-    Ok(json!({ "data": B64.encode(&buf), "size": size, "mime": mime }))
+    Ok(ReadResult {
+        data: buf.into(),
+        size,
+        mime: mime.map(Into::into),
+    })
 }
 
 fn too_big() -> ToolError {
@@ -110,30 +114,28 @@ pub fn mime_of(h: &[u8]) -> Option<&'static str> {
     }
 }
 
-pub fn write(g: &Guard, p: &Params) -> Result<Value, ToolError> {
+pub fn write(g: &Guard, p: WriteParams) -> Result<WriteResult, ToolError> {
     const OP: &str = "write";
-    let raw = p.str("path")?;
-    let bytes: Vec<u8> = match (p.opt_str("content")?, p.raw("data")) {
+    let bytes: Vec<u8> = match (p.content, p.data) {
         (Some(_), Some(_)) => {
             return Err(ToolError::invalid(
                 "data",
                 "give either content or data, not both",
             ));
         }
-        (Some(c), None) => c.as_bytes().to_vec(),
-        (None, Some(Value::String(d))) => B64
-            .decode(d)
-            .map_err(|e| ToolError::invalid("data", format!("is not valid base64 ({e})")))?,
-        (None, Some(_)) => return Err(ToolError::invalid("data", "must be a base64 string")),
+        (Some(c), None) => c.into_bytes(),
+        (None, Some(d)) => d.into_vec(),
         (None, None) => return Err(ToolError::invalid("content", "content or data is required")),
     };
-    let path = g.resolve(OP, "path", raw, Need::Write)?;
+    let path = g.resolve(OP, "path", &p.path, Need::Write)?;
     let parent = path
         .parent()
         .ok_or_else(|| ToolError::errno(OP, &path, libc::EISDIR))?;
     create_parents(g, OP, parent)?;
     atomic_write(&path, &bytes).map_err(|e| ToolError::io(OP, &path, e))?;
-    Ok(json!({ "bytes": bytes.len() }))
+    Ok(WriteResult {
+        bytes: bytes.len() as u64,
+    })
 }
 
 /// Creates `dir` and its missing ancestors, each checked for write access first.
@@ -227,37 +229,39 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
-fn type_name(ft: fs::FileType) -> &'static str {
+fn file_type(ft: fs::FileType) -> FileType {
     if ft.is_symlink() {
-        "symlink"
+        FileType::Symlink
     } else if ft.is_dir() {
-        "dir"
+        FileType::Dir
     } else if ft.is_file() {
-        "file"
+        FileType::File
     } else {
-        "other"
+        FileType::Other
     }
 }
 
-pub fn stat(g: &Guard, p: &Params) -> Result<Value, ToolError> {
+pub fn stat(g: &Guard, p: &PathParams) -> Result<StatResult, ToolError> {
     const OP: &str = "stat";
-    let path = g.resolve_nofollow(OP, "path", p.str("path")?)?;
+    let path = g.resolve_nofollow(OP, "path", &p.path)?;
     let md = fs::symlink_metadata(&path).map_err(|e| ToolError::io(OP, &path, e))?;
     let mtime_ms = md.mtime().saturating_mul(1000) + md.mtime_nsec() / 1_000_000;
-    Ok(json!({
-        "type": type_name(md.file_type()),
-        "size": md.len(),
-        "mtimeMs": mtime_ms,
-        "mode": md.mode(),
-    }))
+    Ok(StatResult {
+        kind: file_type(md.file_type()),
+        size: md.len(),
+        mtime_ms,
+        mode: md.mode(),
+    })
 }
 
-pub fn exists(g: &Guard, p: &Params) -> Result<Value, ToolError> {
+pub fn exists(g: &Guard, p: &PathParams) -> Result<ExistsResult, ToolError> {
     const OP: &str = "exists";
-    let abs = g.absolute("path", p.str("path")?)?;
+    let abs = g.absolute("path", &p.path)?;
     let canon = match canonical(&abs) {
         Ok(c) => c,
-        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(json!({ "exists": false })),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+            return Ok(ExistsResult { exists: false });
+        }
         Err(e) => return Err(ToolError::io(OP, &abs, e)),
     };
     g.check(OP, &canon, Need::Read)?;
@@ -270,12 +274,12 @@ pub fn exists(g: &Guard, p: &Params) -> Result<Value, ToolError> {
         }
         Err(e) => return Err(ToolError::io(OP, &canon, e)),
     };
-    Ok(json!({ "exists": exists }))
+    Ok(ExistsResult { exists })
 }
 
-pub fn readdir(g: &Guard, p: &Params) -> Result<Value, ToolError> {
+pub fn readdir(g: &Guard, p: &PathParams) -> Result<ReaddirResult, ToolError> {
     const OP: &str = "readdir";
-    let path = g.resolve(OP, "path", p.str("path")?, Need::Read)?;
+    let path = g.resolve(OP, "path", &p.path, Need::Read)?;
     let rd = fs::read_dir(&path).map_err(|e| ToolError::io(OP, &path, e))?;
     let mut entries = Vec::new();
     for e in rd {
@@ -283,21 +287,20 @@ pub fn readdir(g: &Guard, p: &Params) -> Result<Value, ToolError> {
         if is_placeholder(&g.policy, &e.path()) {
             continue;
         }
-        let t = e.file_type().map(type_name).unwrap_or("other");
-        entries.push((lossy(&e.file_name()), t));
+        let kind = e.file_type().map_or(FileType::Other, file_type);
+        entries.push(DirEntry {
+            name: lossy(&e.file_name()),
+            kind,
+        });
     }
-    entries.sort();
-    let entries: Vec<Value> = entries
-        .into_iter()
-        .map(|(name, t)| json!({ "name": name, "type": t }))
-        .collect();
-    Ok(json!({ "entries": entries }))
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(ReaddirResult { entries })
 }
 
-pub fn mkdir(g: &Guard, p: &Params) -> Result<Value, ToolError> {
+pub fn mkdir(g: &Guard, p: &MkdirParams) -> Result<Empty, ToolError> {
     const OP: &str = "mkdir";
-    let path = g.resolve(OP, "path", p.str("path")?, Need::Write)?;
-    if p.bool_or("recursive", true)? {
+    let path = g.resolve(OP, "path", &p.path, Need::Write)?;
+    if p.recursive.unwrap_or(true) {
         create_parents(g, OP, &path)?;
         if !path.is_dir() {
             return Err(ToolError::errno(OP, &path, libc::ENOTDIR));
@@ -305,5 +308,5 @@ pub fn mkdir(g: &Guard, p: &Params) -> Result<Value, ToolError> {
     } else {
         fs::create_dir(&path).map_err(|e| ToolError::io(OP, &path, e))?;
     }
-    Ok(json!({}))
+    Ok(Empty {})
 }

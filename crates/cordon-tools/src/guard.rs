@@ -2,8 +2,8 @@
 //! ring of recent denials that `status` reports.
 
 use crate::error::ToolError;
+use crate::protocol::Denial;
 use cordon_policy::{Access, Mount, PathRule, Policy, RuleKind};
-use serde_json::{Value, json};
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::ffi::OsStr;
@@ -21,7 +21,7 @@ pub const DENIALS_KEPT: usize = 50;
 pub struct Guard {
     /// Shared with walks, whose filters outlive a borrow.
     pub policy: Arc<Policy>,
-    denials: Mutex<VecDeque<Value>>,
+    denials: Mutex<VecDeque<Denial>>,
 }
 
 /// What an operation needs of a path.
@@ -134,10 +134,15 @@ impl Guard {
         if d.len() >= DENIALS_KEPT {
             d.pop_front();
         }
-        d.push_back(json!({ "time": now_rfc3339(), "op": op, "path": path, "rule": rule }));
+        d.push_back(Denial {
+            time: now_rfc3339(),
+            op: op.to_string(),
+            path: lossy(path.as_os_str()),
+            rule: rule.to_string(),
+        });
     }
 
-    pub fn denials(&self) -> Vec<Value> {
+    pub fn denials(&self) -> Vec<Denial> {
         let d = self.denials.lock().unwrap_or_else(|e| e.into_inner());
         d.iter().cloned().collect()
     }

@@ -6,12 +6,14 @@
 //! checks each path against the [`Policy`](cordon_policy::Policy) so that a denied
 //! path gets an error naming the rule rather than an empty file.
 
+pub mod client;
 mod control;
 mod error;
 mod exec;
 mod fsops;
 mod guard;
 mod params;
+pub mod protocol;
 mod search;
 mod server;
 mod spawn;
@@ -28,10 +30,9 @@ use serde::{Deserialize, Serialize};
 pub struct AgentConfig {
     /// The session's resolved policy.
     pub policy: cordon_policy::Policy,
-    /// The backend the session runs in (`os`); sent in `ready` and `status`.
+    /// The backend the session runs in, as `ready` and `status` name it (`os`).
     pub backend: String,
-    /// The isolation layers the host's backend reports in force; passed through
-    /// to `status`.
+    /// The isolation layers the backend reports in force; passed through to `status`.
     pub layers: serde_json::Value,
     /// cordon's version, sent in `ready`.
     pub version: String,
@@ -45,6 +46,16 @@ pub struct AgentConfig {
 /// `ready`, then answers requests concurrently until `input` reaches EOF, when the
 /// process groups of running commands are killed. Returns an error only when
 /// reading `input` fails.
+///
+/// A panic is not caught: the process running the agent must end on one (release
+/// builds have `panic = "abort"`; `cordon __agent` installs a hook that aborts in
+/// every build). Requests share state (pending ids, the reading thread, the
+/// output), so a request that panicked midway could leave the session answering
+/// wrongly or not at all; an ended agent ends the session instead, which the
+/// client sees and reports (pi's extension fails every tool until restarted), and
+/// nothing ever runs outside the sandbox because of it. Catching the unwind would
+/// also be dead code in the shipped binary, which aborts: one behaviour in every
+/// build, the one users get.
 pub fn serve<R, W>(config: AgentConfig, input: R, output: W) -> std::io::Result<()>
 where
     R: std::io::BufRead + Send + 'static,

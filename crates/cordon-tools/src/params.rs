@@ -1,100 +1,170 @@
-//! Typed access to a request's `params`, naming the parameter in every error.
+//! A request's `params` into its typed form ([`crate::protocol`]), naming the
+//! parameter in every error.
+//!
+//! `params` must be an object or absent. A member whose value is null counts as
+//! absent, and a string member must not hold a NUL byte (no path, command or
+//! pattern can). Unknown members are ignored.
 
 use crate::error::ToolError;
+use serde::de::value::StrDeserializer;
+use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
+use std::fmt;
 
-pub struct Params<'a> {
-    map: Option<&'a Map<String, Value>>,
+/// `params` as a `T`, or error -32602 naming the parameter at fault.
+pub fn parse<T: DeserializeOwned>(params: Option<Value>) -> Result<T, ToolError> {
+    let map = match params {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(ToolError::invalid("params", "must be an object")),
+    };
+    T::deserialize(Params(map)).map_err(|e| ToolError::invalid(&e.param, e.reason))
 }
 
-impl<'a> Params<'a> {
-    /// `params` must be an object or absent.
-    pub fn new(v: Option<&'a Value>) -> Result<Params<'a>, ToolError> {
-        match v {
-            None | Some(Value::Null) => Ok(Params { map: None }),
-            Some(Value::Object(m)) => Ok(Params { map: Some(m) }),
-            Some(_) => Err(ToolError::invalid("params", "must be an object")),
+/// A parameter and what is wrong with it.
+#[derive(Debug)]
+struct ParamError {
+    param: String,
+    reason: String,
+}
+
+impl fmt::Display for ParamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.param, self.reason)
+    }
+}
+
+impl std::error::Error for ParamError {}
+
+impl de::Error for ParamError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        ParamError {
+            param: "params".into(),
+            reason: msg.to_string(),
         }
     }
 
-    fn get(&self, name: &str) -> Option<&'a Value> {
-        match self.map?.get(name) {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(v),
+    fn missing_field(field: &'static str) -> Self {
+        ParamError {
+            param: field.into(),
+            reason: "is required".into(),
         }
     }
+}
 
-    pub fn opt_str(&self, name: &str) -> Result<Option<&'a str>, ToolError> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(Value::String(s)) => {
-                if s.contains('\0') {
-                    Err(ToolError::invalid(name, "must not contain a NUL byte"))
-                } else {
-                    Ok(Some(s))
+/// The params object as a deserializer of a struct.
+struct Params(Map<String, Value>);
+
+impl<'de> Deserializer<'de> for Params {
+    type Error = ParamError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamError> {
+        visitor.visit_map(Members {
+            iter: self.0.into_iter(),
+            value: None,
+        })
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+/// The members, each value deserialized with its name on any error.
+struct Members {
+    iter: serde_json::map::IntoIter,
+    value: Option<(String, Value)>,
+}
+
+impl<'de> MapAccess<'de> for Members {
+    type Error = ParamError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, ParamError> {
+        for (name, value) in self.iter.by_ref() {
+            match &value {
+                Value::Null => continue,
+                Value::String(s) if s.contains('\0') => {
+                    return Err(ParamError {
+                        param: name,
+                        reason: "must not contain a NUL byte".into(),
+                    });
                 }
+                _ => {}
             }
-            Some(_) => Err(ToolError::invalid(name, "must be a string")),
+            let key = seed.deserialize(StrDeserializer::<ParamError>::new(&name))?;
+            self.value = Some((name, value));
+            return Ok(Some(key));
+        }
+        Ok(None)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, ParamError> {
+        let (name, value) = self
+            .value
+            .take()
+            .ok_or_else(|| de::Error::custom("a value without its name"))?;
+        seed.deserialize(value).map_err(|e| ParamError {
+            param: name,
+            reason: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ExecParams, ReadParams, WriteParams};
+    use serde_json::json;
+
+    fn param_of<T: DeserializeOwned + fmt::Debug>(v: Value) -> String {
+        match parse::<T>(Some(v)) {
+            Err(ToolError::InvalidParams { param, .. }) => param,
+            other => panic!("not an invalid-params error: {other:?}"),
         }
     }
 
-    pub fn str(&self, name: &str) -> Result<&'a str, ToolError> {
-        self.opt_str(name)?
-            .ok_or_else(|| ToolError::invalid(name, "is required"))
+    #[test]
+    fn errors_name_the_parameter() {
+        assert_eq!(param_of::<ReadParams>(json!([1])), "params");
+        assert_eq!(param_of::<ReadParams>(json!({})), "path");
+        assert_eq!(param_of::<ReadParams>(json!({"path": null})), "path");
+        assert_eq!(param_of::<ReadParams>(json!({"path": 5})), "path");
+        assert_eq!(param_of::<ReadParams>(json!({"path": "a\u{0}b"})), "path");
+        assert_eq!(
+            param_of::<ReadParams>(json!({"path": "x", "offset": -1})),
+            "offset"
+        );
+        assert_eq!(
+            param_of::<ExecParams>(json!({"command": "x", "env": {"A": 1}})),
+            "env"
+        );
+        assert_eq!(
+            param_of::<WriteParams>(json!({"path": "x", "data": "@@"})),
+            "data"
+        );
     }
 
-    pub fn opt_bool(&self, name: &str) -> Result<Option<bool>, ToolError> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(ToolError::invalid(name, "must be true or false")),
-        }
-    }
-
-    pub fn bool_or(&self, name: &str, default: bool) -> Result<bool, ToolError> {
-        Ok(self.opt_bool(name)?.unwrap_or(default))
-    }
-
-    pub fn opt_u64(&self, name: &str) -> Result<Option<u64>, ToolError> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| ToolError::invalid(name, "must be a non-negative integer")),
-        }
-    }
-
-    pub fn opt_f64(&self, name: &str) -> Result<Option<f64>, ToolError> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| ToolError::invalid(name, "must be a number")),
-        }
-    }
-
-    /// An object of string → string.
-    pub fn opt_str_map(&self, name: &str) -> Result<Vec<(&'a str, &'a str)>, ToolError> {
-        match self.get(name) {
-            None => Ok(Vec::new()),
-            Some(Value::Object(m)) => m
-                .iter()
-                .map(|(k, v)| match v {
-                    Value::String(s) => Ok((k.as_str(), s.as_str())),
-                    _ => Err(ToolError::invalid(
-                        name,
-                        format!("value of {k:?} must be a string"),
-                    )),
-                })
-                .collect(),
-            Some(_) => Err(ToolError::invalid(name, "must be an object of strings")),
-        }
-    }
-
-    /// The raw value (for `cancel`'s `id`).
-    pub fn raw(&self, name: &str) -> Option<&'a Value> {
-        self.get(name)
+    #[test]
+    fn null_is_absent_and_unknown_members_are_ignored() {
+        let p: ReadParams =
+            parse(Some(json!({"path": "x", "offset": null, "extra": [1]}))).unwrap();
+        assert_eq!(
+            p,
+            ReadParams {
+                path: "x".into(),
+                offset: None,
+                limit: None
+            }
+        );
+        let p: crate::protocol::Empty = parse(None).unwrap();
+        assert_eq!(p, crate::protocol::Empty {});
     }
 }

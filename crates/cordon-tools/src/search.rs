@@ -2,14 +2,13 @@
 
 use crate::error::ToolError;
 use crate::guard::{Guard, Need, is_placeholder, lossy, verdict};
-use crate::params::Params;
+use crate::protocol::{FindParams, FindResult, GrepMatch, GrepParams, GrepResult};
 use crate::server::Token;
 use cordon_policy::Access;
 use globset::{GlobBuilder, GlobMatcher};
 use grep_regex::{RegexMatcher, RegexMatcherBuilder};
 use grep_searcher::{BinaryDetection, Searcher, SearcherBuilder, Sink, SinkContext, SinkMatch};
 use ignore::{WalkBuilder, WalkState};
-use serde_json::{Value, json};
 use std::collections::{BTreeMap, BinaryHeap};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -80,9 +79,9 @@ fn walker(g: &Guard, root: &Path, hidden: bool, gitignore: bool) -> WalkBuilder 
 fn root_dir(
     g: &Guard,
     op: &'static str,
-    p: &Params,
+    path: Option<&str>,
 ) -> Result<(PathBuf, std::fs::Metadata), ToolError> {
-    let path = match p.opt_str("path")? {
+    let path = match path {
         Some(raw) => g.resolve(op, "path", raw, Need::Read)?,
         None => g.policy.workspace.clone(),
     };
@@ -90,17 +89,17 @@ fn root_dir(
     Ok((path, md))
 }
 
-fn limit(p: &Params, default: u64) -> Result<usize, ToolError> {
-    Ok(usize::try_from(p.opt_u64("limit")?.unwrap_or(default)).unwrap_or(usize::MAX))
+fn limit(limit: Option<u64>, default: u64) -> usize {
+    usize::try_from(limit.unwrap_or(default)).unwrap_or(usize::MAX)
 }
 
-pub fn find(g: &Guard, p: &Params, token: &Token) -> Result<Value, ToolError> {
+pub fn find(g: &Guard, p: &FindParams, token: &Token) -> Result<FindResult, ToolError> {
     const OP: &str = "find";
-    let glob = PathGlob::new("pattern", p.str("pattern")?)?;
-    let limit = limit(p, 1000)?;
-    let hidden = p.bool_or("hidden", false)?;
-    let gitignore = p.bool_or("gitignore", true)?;
-    let (root, md) = root_dir(g, OP, p)?;
+    let glob = PathGlob::new("pattern", &p.pattern)?;
+    let limit = limit(p.limit, 1000);
+    let hidden = p.hidden.unwrap_or(false);
+    let gitignore = p.gitignore.unwrap_or(true);
+    let (root, md) = root_dir(g, OP, p.path.as_deref())?;
     if !md.is_dir() {
         return Err(ToolError::errno(OP, &root, libc::ENOTDIR));
     }
@@ -139,7 +138,10 @@ pub fn find(g: &Guard, p: &Params, token: &Token) -> Result<Value, ToolError> {
         return Err(ToolError::Cancelled(format!("find {}", root.display())));
     }
     let (heap, truncated) = acc.into_inner().unwrap_or_else(|e| e.into_inner());
-    Ok(json!({ "paths": heap.into_sorted_vec(), "truncated": truncated }))
+    Ok(FindResult {
+        paths: heap.into_sorted_vec(),
+        truncated,
+    })
 }
 
 /// One line of grep output.
@@ -259,32 +261,33 @@ fn search_file(
     (!sink.binary && sink.file.matches > 0).then_some(sink.file)
 }
 
-pub fn grep(g: &Guard, p: &Params, token: &Token) -> Result<Value, ToolError> {
+pub fn grep(g: &Guard, p: &GrepParams, token: &Token) -> Result<GrepResult, ToolError> {
     const OP: &str = "grep";
-    let pattern = p.str("pattern")?;
-    let literal = p.bool_or("literal", false)?;
-    let ignore_case = p.bool_or("ignoreCase", false)?;
+    let pattern = p.pattern.as_str();
+    let literal = p.literal.unwrap_or(false);
+    let ignore_case = p.ignore_case.unwrap_or(false);
     let glob = p
-        .opt_str("glob")?
+        .glob
+        .as_deref()
         .map(|gl| PathGlob::new("glob", gl))
         .transpose()?;
-    let context = p.opt_u64("context")?.unwrap_or(0);
+    let context = p.context.unwrap_or(0);
     if context > MAX_CONTEXT {
         return Err(ToolError::invalid(
             "context",
             format!("must be at most {MAX_CONTEXT}"),
         ));
     }
-    let limit = limit(p, 100)?;
-    let hidden = p.bool_or("hidden", false)?;
-    let gitignore = p.bool_or("gitignore", true)?;
+    let limit = limit(p.limit, 100);
+    let hidden = p.hidden.unwrap_or(false);
+    let gitignore = p.gitignore.unwrap_or(true);
     let matcher = RegexMatcherBuilder::new()
         .case_insensitive(ignore_case)
         .fixed_strings(literal)
         .line_terminator(Some(b'\n'))
         .build(pattern)
         .map_err(|e| ToolError::invalid("pattern", format!("is not a valid regex ({e})")))?;
-    let (root, md) = root_dir(g, OP, p)?;
+    let (root, md) = root_dir(g, OP, p.path.as_deref())?;
     let searcher = || {
         SearcherBuilder::new()
             .line_number(true)
@@ -362,12 +365,16 @@ pub fn grep(g: &Guard, p: &Params, token: &Token) -> Result<Value, ToolError> {
                 // Context of a match beyond the limit.
                 continue;
             }
-            let mut o = json!({ "path": path, "line": h.line, "text": h.text });
-            if h.context {
-                o["context"] = json!(true);
-            }
-            out.push(o);
+            out.push(GrepMatch {
+                path: path.clone(),
+                line: h.line,
+                text: h.text,
+                context: h.context,
+            });
         }
     }
-    Ok(json!({ "matches": out, "truncated": truncated }))
+    Ok(GrepResult {
+        matches: out,
+        truncated,
+    })
 }

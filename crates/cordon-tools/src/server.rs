@@ -8,14 +8,20 @@
 
 use crate::error::ToolError;
 use crate::guard::Guard;
-use crate::params::Params;
+use crate::params;
+use crate::protocol::Notify as _;
+use crate::protocol::{
+    self, AllowDomain, CancelParams, CancelResult, Exec, Exists, Find, Grep, Id, Method, Mkdir,
+    Notification, Read, Readdir, Ready, ReadyNote, Response, Stat, StatusPolicy, StatusResult,
+    Write as WriteFile,
+};
 use crate::workers::Workers;
 use crate::{AgentConfig, exec, fsops, search};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -37,17 +43,43 @@ pub struct Out {
 }
 
 impl Out {
-    pub fn send(&self, v: &Value) {
-        let mut line = serde_json::to_vec(v).unwrap_or_default();
+    /// Sends one message as one line. The protocol's types always serialize (their
+    /// maps have string keys, their paths are strings).
+    pub fn send<T: Serialize>(&self, message: &T) {
+        let mut line = serde_json::to_vec(message).unwrap_or_default();
         line.push(b'\n');
         let mut w = lock(&self.w);
         // A closed output is not fatal: the session ends when input closes.
         let _ = w.write_all(&line).and_then(|()| w.flush());
     }
 
-    pub fn notify(&self, method: &str, params: Value) {
-        self.send(&json!({ "jsonrpc": "2.0", "method": method, "params": params }));
+    /// Sends notification `method` (a [`protocol::Notify::NAME`]).
+    pub fn notify<P: Serialize>(&self, method: &'static str, params: P) {
+        self.send(&Notification::new(method, params));
     }
+}
+
+/// A method's result, of whichever type, to be sent once the request is done.
+trait Answer: Send {
+    fn send(&self, out: &Out, id: Option<Id>);
+}
+
+impl<T: Serialize + Send> Answer for T {
+    fn send(&self, out: &Out, id: Option<Id>) {
+        out.send(&Response::ok(id, self));
+    }
+}
+
+/// Runs method `M` on `params` parsed into its type.
+fn call<M: Method>(
+    params: Option<Value>,
+    run: impl FnOnce(M::Params) -> Result<M::Result, ToolError>,
+) -> Result<Box<dyn Answer>, ToolError>
+where
+    M::Result: Send + 'static,
+{
+    let answer = run(params::parse(params)?)?;
+    Ok(Box::new(answer))
 }
 
 /// Cancellation of one request; an `exec` registers a pipe to be woken through.
@@ -80,10 +112,10 @@ struct State {
     out: Out,
     backend: String,
     layers: Value,
-    /// The egress broker's control stream, if the session has a broker.
+    /// The egress broker's control stream, if the session has one.
     control: Option<crate::control::Control>,
-    /// Pending requests by the JSON text of their id.
-    pending: Mutex<HashMap<String, Arc<Token>>>,
+    /// Pending requests by their id.
+    pending: Mutex<HashMap<Id, Arc<Token>>>,
     /// Requests in flight (threads running), with a condvar for the end.
     running: Mutex<usize>,
     idle: Condvar,
@@ -118,12 +150,12 @@ where
         ended: Condvar::new(),
     });
     st.out.notify(
-        "ready",
-        json!({
-            "version": config.version,
-            "backend": st.backend,
-            "workspace": st.guard.policy.workspace,
-        }),
+        ReadyNote::NAME,
+        Ready {
+            version: config.version,
+            backend: st.backend.clone(),
+            workspace: st.guard.policy.workspace.to_string_lossy().into_owned(),
+        },
     );
     // This thread stays free to end the session; the reading starts on another.
     let first = st.clone();
@@ -170,7 +202,7 @@ fn lead(st: &Arc<State>) {
             Ok(Line::TooLong) => {
                 reply_err(
                     &st.out,
-                    &Value::Null,
+                    None,
                     &ToolError::InvalidRequest(format!("the line is longer than {MAX_LINE} bytes")),
                 );
             }
@@ -238,8 +270,8 @@ fn read_line<R: BufRead>(r: &mut R, buf: &mut Vec<u8>) -> std::io::Result<Line> 
     }
 }
 
-fn reply_err(out: &Out, id: &Value, e: &ToolError) {
-    out.send(&json!({ "jsonrpc": "2.0", "id": id, "error": e.to_json() }));
+fn reply_err(out: &Out, id: Option<Id>, e: &ToolError) {
+    out.send(&Response::<()>::err(id, e.to_object()));
 }
 
 /// Answers what is answered inline; returns a request that needs a thread.
@@ -250,34 +282,35 @@ fn handle_line(st: &State, line: &[u8]) -> Option<Request> {
     }
     let mut req: Value = match serde_json::from_slice(text) {
         Ok(v) => v,
-        Err(e) => return refused(&st.out, &Value::Null, &ToolError::Parse(e.to_string())),
+        Err(e) => return refused(&st.out, None, &ToolError::Parse(e.to_string())),
     };
     let Some(obj) = req.as_object_mut() else {
         return refused(
             &st.out,
-            &Value::Null,
+            None,
             &ToolError::InvalidRequest(
                 "a request must be a JSON object (batches are not supported)".into(),
             ),
         );
     };
     // A request without an id is a notification: run it, answer nothing.
-    let id = obj.remove("id");
-    let reply_id = id.clone().unwrap_or(Value::Null);
-    if !matches!(
-        id,
-        None | Some(Value::Null | Value::Number(_) | Value::String(_))
-    ) {
-        return refused(
-            &st.out,
-            &Value::Null,
-            &ToolError::InvalidRequest("id must be a number, a string or null".into()),
-        );
-    }
+    let notify_only = !obj.contains_key("id");
+    let reply_id = match obj.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(Id::Number(n)),
+        Some(Value::String(s)) => Some(Id::String(s)),
+        Some(_) => {
+            return refused(
+                &st.out,
+                None,
+                &ToolError::InvalidRequest("id must be a number, a string or null".into()),
+            );
+        }
+    };
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return refused(
             &st.out,
-            &reply_id,
+            reply_id,
             &ToolError::InvalidRequest("jsonrpc must be \"2.0\"".into()),
         );
     }
@@ -286,35 +319,32 @@ fn handle_line(st: &State, line: &[u8]) -> Option<Request> {
         _ => {
             return refused(
                 &st.out,
-                &reply_id,
+                reply_id,
                 &ToolError::InvalidRequest("method must be a string".into()),
             );
         }
     };
     let params = obj.remove("params");
-    let notify_only = id.is_none();
 
     // Cheap requests answer inline, in order.
-    if method == "cancel" || method == "status" {
-        let r = Params::new(params.as_ref()).and_then(|p| {
-            if method == "cancel" {
-                cancel(st, &p)
-            } else {
-                Ok(status(st))
-            }
-        });
+    if method == protocol::Cancel::NAME || method == protocol::Status::NAME {
+        let answer = if method == protocol::Cancel::NAME {
+            call::<protocol::Cancel>(params, |p| Ok(cancel(st, &p)))
+        } else {
+            call::<protocol::Status>(params, |_| Ok(status(st)))
+        };
         if !notify_only {
-            respond(&st.out, &reply_id, r);
+            respond(&st.out, reply_id, answer);
         }
         return None;
     }
-    if !is_method(&method) {
+    if !protocol::METHODS.contains(&method.as_str()) {
         if !notify_only {
-            reply_err(&st.out, &reply_id, &ToolError::MethodNotFound(method));
+            reply_err(&st.out, reply_id, &ToolError::MethodNotFound(method));
         }
         return None;
     }
-    let key = (!notify_only && !reply_id.is_null()).then(|| reply_id.to_string());
+    let key = if notify_only { None } else { reply_id.clone() };
     let token = Arc::new(Token::default());
     {
         let mut pending = lock(&st.pending);
@@ -322,7 +352,7 @@ fn handle_line(st: &State, line: &[u8]) -> Option<Request> {
             drop(pending);
             if !notify_only {
                 let e = ToolError::errno("request", std::path::Path::new(&method), libc::EAGAIN);
-                reply_err(&st.out, &reply_id, &e);
+                reply_err(&st.out, reply_id, &e);
             }
             return None;
         }
@@ -331,7 +361,7 @@ fn handle_line(st: &State, line: &[u8]) -> Option<Request> {
                 drop(pending);
                 return refused(
                     &st.out,
-                    &reply_id,
+                    reply_id,
                     &ToolError::InvalidRequest(format!(
                         "id {k} is already in use by a pending request"
                     )),
@@ -351,7 +381,7 @@ fn handle_line(st: &State, line: &[u8]) -> Option<Request> {
     })
 }
 
-fn refused(out: &Out, id: &Value, e: &ToolError) -> Option<Request> {
+fn refused(out: &Out, id: Option<Id>, e: &ToolError) -> Option<Request> {
     reply_err(out, id, e);
     None
 }
@@ -361,9 +391,9 @@ fn refused(out: &Out, id: &Value, e: &ToolError) -> Option<Request> {
 struct Request {
     method: String,
     params: Option<Value>,
-    reply_id: Value,
+    reply_id: Option<Id>,
     /// Its key in `pending`.
-    key: Option<String>,
+    key: Option<Id>,
     token: Arc<Token>,
     notify_only: bool,
 }
@@ -371,11 +401,9 @@ struct Request {
 impl Request {
     fn run(self, st: &State) {
         let method = &self.method;
-        let r = catch_unwind(AssertUnwindSafe(|| {
-            let p = Params::new(self.params.as_ref())?;
-            dispatch(st, method, &self.reply_id, &p, &self.token)
-        }))
-        .unwrap_or_else(|_| Err(ToolError::Internal(format!("{method} panicked"))));
+        // No catch_unwind: a panic is a bug, and it ends the agent's process, so
+        // the session ends and the client fails closed (see `serve` in lib.rs).
+        let r = dispatch(st, method, self.reply_id.as_ref(), self.params, &self.token);
         // Remove from pending and read the cancel flag together, so a cancel
         // that answered true always sees its effect.
         let cancelled = {
@@ -385,16 +413,17 @@ impl Request {
             }
             self.token.is_cancelled()
         };
-        let r = if cancelled && method != "exec" {
+        let r = if cancelled && method != Exec::NAME {
+            let id = self.reply_id.as_ref().map(Id::to_string);
             Err(ToolError::Cancelled(format!(
                 "{method} request {}",
-                self.reply_id
+                id.as_deref().unwrap_or("null")
             )))
         } else {
             r
         };
         if !self.notify_only {
-            respond(&st.out, &self.reply_id, r);
+            respond(&st.out, self.reply_id, r);
         }
         st.done();
     }
@@ -408,7 +437,7 @@ impl Request {
         if !self.notify_only {
             reply_err(
                 &st.out,
-                &self.reply_id,
+                self.reply_id,
                 &ToolError::Internal(format!("cannot start a thread: {e}")),
             );
         }
@@ -424,102 +453,79 @@ impl State {
     }
 }
 
-fn respond(out: &Out, id: &Value, r: Result<Value, ToolError>) {
+fn respond(out: &Out, id: Option<Id>, r: Result<Box<dyn Answer>, ToolError>) {
     match r {
-        Ok(v) => out.send(&json!({ "jsonrpc": "2.0", "id": id, "result": v })),
+        Ok(answer) => answer.send(out, id),
         Err(e) => reply_err(out, id, &e),
     }
-}
-
-fn is_method(m: &str) -> bool {
-    matches!(
-        m,
-        "exec"
-            | "read"
-            | "write"
-            | "stat"
-            | "exists"
-            | "readdir"
-            | "mkdir"
-            | "find"
-            | "grep"
-            | "allowDomain"
-    )
 }
 
 fn dispatch(
     st: &State,
     method: &str,
-    id: &Value,
-    p: &Params,
+    id: Option<&Id>,
+    params: Option<Value>,
     token: &Token,
-) -> Result<Value, ToolError> {
+) -> Result<Box<dyn Answer>, ToolError> {
     let g = &st.guard;
     match method {
-        "exec" => exec::exec(g, &st.out, id, p, token),
-        "read" => fsops::read(g, p),
-        "write" => fsops::write(g, p),
-        "stat" => fsops::stat(g, p),
-        "exists" => fsops::exists(g, p),
-        "readdir" => fsops::readdir(g, p),
-        "mkdir" => fsops::mkdir(g, p),
-        "find" => search::find(g, p, token),
-        "grep" => search::grep(g, p, token),
-        "allowDomain" => crate::control::allow_domain(
-            st.control.as_ref(),
-            &g.policy,
-            p.str("domain")?,
-            p.opt_str("origin")?,
-        ),
+        Exec::NAME => call::<Exec>(params, |p| exec::exec(g, &st.out, id, &p, token)),
+        Read::NAME => call::<Read>(params, |p| fsops::read(g, &p)),
+        WriteFile::NAME => call::<WriteFile>(params, |p| fsops::write(g, p)),
+        Stat::NAME => call::<Stat>(params, |p| fsops::stat(g, &p)),
+        Exists::NAME => call::<Exists>(params, |p| fsops::exists(g, &p)),
+        Readdir::NAME => call::<Readdir>(params, |p| fsops::readdir(g, &p)),
+        Mkdir::NAME => call::<Mkdir>(params, |p| fsops::mkdir(g, &p)),
+        Find::NAME => call::<Find>(params, |p| search::find(g, &p, token)),
+        Grep::NAME => call::<Grep>(params, |p| search::grep(g, &p, token)),
+        AllowDomain::NAME => call::<AllowDomain>(params, |p| {
+            crate::control::allow_domain(st.control.as_ref(), &g.policy, &p)
+        }),
         other => Err(ToolError::MethodNotFound(other.to_string())),
     }
 }
 
-fn cancel(st: &State, p: &Params) -> Result<Value, ToolError> {
-    let id = p
-        .raw("id")
-        .ok_or_else(|| ToolError::invalid("id", "is required"))?;
-    if !matches!(id, Value::Number(_) | Value::String(_)) {
-        return Err(ToolError::invalid("id", "must be a number or a string"));
-    }
+fn cancel(st: &State, p: &CancelParams) -> CancelResult {
     let pending = lock(&st.pending);
-    let found = match pending.get(&id.to_string()) {
+    let found = match pending.get(&p.id) {
         Some(t) => {
             t.cancel();
             true
         }
         None => false,
     };
-    Ok(json!({ "cancelled": found }))
+    CancelResult { cancelled: found }
 }
 
-fn status(st: &State) -> Value {
+fn status(st: &State) -> StatusResult {
     let policy = &st.guard.policy;
+    let lossy = |p: &std::path::Path| p.to_string_lossy().into_owned();
     // The agent's own and the broker's, oldest first (times are comparable text).
     let mut denials = st.guard.denials();
     denials.extend(crate::control::network_denials(st.control.as_ref()));
-    denials.sort_by(|a, b| a["time"].as_str().cmp(&b["time"].as_str()));
-    let writable: Vec<_> = policy
+    denials.sort_by(|a, b| a.time.cmp(&b.time));
+    let writable = policy
         .writable_in_view()
         .chain(policy.scratch.iter().map(|s| s.as_path()))
+        .map(lossy)
         .collect();
-    let denied: Vec<_> = policy
+    let denied = policy
         .rules
         .iter()
         .filter(|r| r.access == cordon_policy::Access::Deny)
-        .map(|r| &r.path)
+        .map(|r| lossy(&r.path))
         .collect();
-    json!({
-        "backend": st.backend,
-        "layers": st.layers,
-        "policy": {
-            "workspace": policy.workspace,
-            "net": policy.net.value,
-            "allowDomains": crate::control::allowed_domains(st.control.as_ref(), policy),
-            "writable": writable,
-            "denied": denied,
-            "readOnly": policy.access_for(&policy.workspace) != cordon_policy::Access::Write,
+    StatusResult {
+        backend: st.backend.clone(),
+        layers: st.layers.clone(),
+        policy: StatusPolicy {
+            workspace: lossy(&policy.workspace),
+            net: policy.net.value.into(),
+            allow_domains: crate::control::allowed_domains(st.control.as_ref(), policy),
+            writable,
+            denied,
+            read_only: policy.access_for(&policy.workspace) != cordon_policy::Access::Write,
         },
-        "denials": denials,
-    })
+        denials,
+    }
 }

@@ -11,7 +11,7 @@
 //!
 //! The child shares the agent's memory until it execs, while the agent's other
 //! threads go on running: it must not allocate or lock (see
-//! [`cordon_sandbox::vfork`]). Everything it needs is
+//! [`cordon_spawn::clone_vfork`]). Everything it needs is
 //! built beforehand in [`Spawn`], and what it reports back is one errno, written
 //! to an atomic the parent reads once the child has exec'd or exited.
 
@@ -154,8 +154,8 @@ pub fn spawn(cmd: &Command) -> io::Result<Child> {
     };
     let spawn = Spawn {
         program,
-        argv: pointers(&args),
-        envp: pointers(&env),
+        argv: cordon_spawn::pointers(&args),
+        envp: cordon_spawn::pointers(&env),
         cwd,
         stdio: [stdin_fd, stdout_child.as_raw_fd(), stderr_child.as_raw_fd()],
         reset: signals_to_reset(),
@@ -195,12 +195,6 @@ fn environment(overrides: &[(&str, &OsStr)]) -> io::Result<Vec<CString>> {
     Ok(env)
 }
 
-fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
-    let mut v: Vec<_> = strings.iter().map(|s| s.as_ptr()).collect();
-    v.push(std::ptr::null());
-    v
-}
-
 /// Clones the child on a stack in this frame (a worker thread's stack is reused,
 /// so its pages are already there) and returns its pid once it has exec'd or exited.
 fn clone_vfork(spawn: &Spawn) -> io::Result<libc::pid_t> {
@@ -208,7 +202,7 @@ fn clone_vfork(spawn: &Spawn) -> io::Result<libc::pid_t> {
     // SAFETY: `child_main` makes raw system calls only, then execs or exits;
     // `spawn` lives in the caller's frame, suspended until then.
     unsafe {
-        cordon_sandbox::vfork::clone_vfork(
+        cordon_spawn::clone_vfork(
             &mut stack,
             child_main,
             spawn as *const Spawn as *mut libc::c_void,

@@ -300,6 +300,44 @@ fn denial_ring_keeps_the_last_50() {
     a.close().unwrap();
 }
 
+/// Errors and denials about a path whose name is not UTF-8 (reached through a
+/// symlink with a UTF-8 name) are answered, the path sent lossily, and the
+/// session goes on: such a path once made the agent panic while building the
+/// error's data (a JSON value of a non-UTF-8 path), which ends the session.
+#[test]
+fn errors_about_paths_that_are_not_utf8_are_answered() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let a = Agent::start();
+    let ws = a.ws().to_path_buf();
+    let bad = OsStr::from_bytes(b"key-\xff\xfe");
+    let secret = a.home().join(".ssh").join(bad);
+    fs::write(&secret, "secret").unwrap();
+    symlink(&secret, ws.join("to-secret")).unwrap();
+    symlink(ws.join(bad), ws.join("to-missing")).unwrap();
+    // Denied (1), with the rule; not found (2); both name the path lossily.
+    let e = a.err("read", json!({ "path": "to-secret" }), 1);
+    let shown = e["data"]["path"].as_str().unwrap().to_string();
+    assert!(shown.ends_with("key-\u{fffd}\u{fffd}"), "{e}");
+    assert!(e["data"]["rule"].as_str().unwrap().contains(".ssh"), "{e}");
+    let e = a.err("read", json!({ "path": "to-missing" }), 2);
+    assert!(
+        e["data"]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("key-\u{fffd}\u{fffd}"),
+        "{e}"
+    );
+    // The denial is recorded, and status still answers.
+    let s = a.ok("status", json!({}));
+    assert!(
+        s["denials"].to_string().contains("key-\u{fffd}\u{fffd}"),
+        "{s}"
+    );
+    assert_eq!(a.ok("exists", json!({ "path": "." }))["exists"], true);
+    a.close().unwrap();
+}
+
 #[test]
 fn stat_exists_readdir_mkdir() {
     let a = Agent::start();

@@ -6,175 +6,20 @@
 
 mod common;
 
+use common::serve::Session;
 use common::upstream::Upstream;
 use common::{Fixture, for_each_user, random_hex};
+use cordon_tools::protocol::Base64;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::process::{Child, ChildStdin, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
-const REPLY_DEADLINE: Duration = Duration::from_secs(30);
-
-/// A live `cordon serve` session.
-struct Session {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<Value>,
-    next_id: u64,
-    /// Every notification seen so far, in order.
-    notifications: Vec<Value>,
-    /// Responses that arrived while another one was awaited (replies come in any
-    /// order: a cancelled exec's result may overtake the cancel's own reply).
-    early: Vec<Value>,
-}
-
-impl Session {
-    fn start(fx: &Fixture, opts: &[&str]) -> Session {
-        let mut args = vec!["serve"];
-        args.extend_from_slice(opts);
-        let mut cmd = fx.cordon_cmd(&args);
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().expect("start cordon serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not JSON from cordon serve: {e}: {line}"));
-                if tx.send(value).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        let mut session = Session {
-            child,
-            stdin,
-            lines,
-            next_id: 1,
-            notifications: Vec::new(),
-            early: Vec::new(),
-        };
-        let ready = session.next_line();
-        assert_eq!(ready["method"], "ready", "first line: {ready}");
-        session
-    }
-
-    fn next_line(&mut self) -> Value {
-        match self.lines.recv_timeout(REPLY_DEADLINE) {
-            Ok(v) => v,
-            Err(RecvTimeoutError::Timeout) => panic!("cordon serve said nothing for 30 s"),
-            Err(RecvTimeoutError::Disconnected) => panic!("cordon serve closed its stdout"),
-        }
-    }
-
-    fn send(&mut self, method: &str, params: Value) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        let line = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("write a request");
-        stdin.flush().unwrap();
-        id
-    }
-
-    /// The response to request `id` (notifications and other responses on the way
-    /// are kept).
-    fn response(&mut self, id: u64) -> Value {
-        if let Some(i) = self
-            .early
-            .iter()
-            .position(|r| r.get("id") == Some(&json!(id)))
-        {
-            return self.early.remove(i);
-        }
-        loop {
-            let line = self.next_line();
-            if line.get("method").is_some() {
-                self.notifications.push(line);
-            } else if line.get("id") == Some(&json!(id)) {
-                return line;
-            } else {
-                self.early.push(line);
-            }
-        }
-    }
-
-    fn call(&mut self, method: &str, params: Value) -> Value {
-        let id = self.send(method, params);
-        self.response(id)
-    }
-
-    /// The result of a call that must succeed.
-    fn ok(&mut self, method: &str, params: Value) -> Value {
-        let reply = self.call(method, params.clone());
-        assert!(
-            reply.get("error").is_none(),
-            "{method} {params} failed: {reply}"
-        );
-        reply["result"].clone()
-    }
-
-    /// An exec's result and its stdout.
-    fn exec(&mut self, command: &str) -> (Value, String) {
-        let id = self.send("exec", json!({"command": command}));
-        let result = self.response(id);
-        let mut stdout = Vec::new();
-        for n in &self.notifications {
-            if n["method"] == "exec.output"
-                && n["params"]["id"] == json!(id)
-                && n["params"]["stream"] == "stdout"
-            {
-                stdout.extend(base64_decode(n["params"]["data"].as_str().unwrap()));
-            }
-        }
-        (result, String::from_utf8_lossy(&stdout).into_owned())
-    }
-
-    /// Closes stdin and waits for the server to end.
-    fn close(mut self) -> std::process::ExitStatus {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + REPLY_DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "cordon serve outlived its stdin");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let mut buffer = 0u32;
-    let mut bits = 0;
-    for c in text.bytes().filter(|&c| c != b'=') {
-        let v = ALPHABET.iter().position(|&a| a == c).expect("base64") as u32;
-        buffer = (buffer << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
-        }
-    }
-    out
-}
-
+/// The text of a `read` result's base64 `data` ("" for none).
 fn base64_text(result: &Value) -> String {
-    String::from_utf8_lossy(&base64_decode(result["data"].as_str().unwrap_or(""))).into_owned()
+    serde_json::from_value::<Base64>(result["data"].clone())
+        .map(|data| String::from_utf8_lossy(&data.0).into_owned())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -287,6 +132,37 @@ fn status_reports_the_layers_in_force() {
             };
             assert_eq!(layers["landlock"], abi.max(0), "{layers}");
         }
+    });
+}
+
+/// `status` reports the layers docs/serve.md shows (its example, with the
+/// kernel's Landlock ABI for the example's), and the same backend.
+#[test]
+fn status_layers_are_those_docs_serve_md_shows() {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/serve.md"),
+    )
+    .unwrap();
+    let example = doc
+        .split("```json\n")
+        .skip(1)
+        .map(|b| &b[..b.find("```").expect("a closed code block")])
+        .find(|b| b.contains("\"layers\""))
+        .expect("docs/serve.md shows a status with its layers");
+    let example: Value = serde_json::from_str(example).unwrap();
+    for_each_user("serve_status_layers_are_documented", |fx| {
+        let mut s = Session::start(fx, &[]);
+        let status = s.ok("status", json!({}));
+        let mut documented = example["layers"].clone();
+        let real = &status["layers"];
+        assert!(
+            real["landlock"].is_u64() && documented["landlock"].is_u64(),
+            "landlock is the ABI version: {real} / {documented}"
+        );
+        documented["landlock"] = real["landlock"].clone();
+        assert_eq!(real, &documented, "the layers serve sends, and the docs'");
+        assert_eq!(status["backend"], example["backend"]);
+        drop(s);
     });
 }
 

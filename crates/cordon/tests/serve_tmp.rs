@@ -9,15 +9,14 @@
 
 mod common;
 
+use common::serve::Session;
 use common::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc::channel;
-use std::time::Duration;
 
 /// A copy of the cordon under test in a fresh directory under /tmp, owned by
 /// `fx`'s user; removed with the returned guard.
@@ -73,61 +72,15 @@ fn serve_exec(
     during: impl FnOnce(),
 ) -> (Value, String, String) {
     let mut cmd = with_program(fx, &fx.cordon_cmd(&["serve"]), bin);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("start cordon serve");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut stdin = child.stdin.take().unwrap();
-    let request = json!({"jsonrpc": "2.0", "id": 1, "method": "exec",
-        "params": {"command": command}});
-    writeln!(stdin, "{request}").unwrap();
-    let mut out = String::new();
-    let mut result = Value::Null;
-    while let Ok(line) = lines.recv_timeout(Duration::from_secs(30)) {
-        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        if v["method"] == "exec.output" && v["params"]["stream"] == "stdout" {
-            out.push_str(&base64_decode(v["params"]["data"].as_str().unwrap_or("")));
-        }
-        if v["id"] == 1 {
-            result = v["result"].clone();
-            break;
-        }
-    }
+    cmd.stderr(Stdio::piped());
+    let mut s = Session::spawn(cmd);
+    let (reply, out) = s.exec(command);
     during();
-    drop(stdin);
-    wait_deadline(&mut child, RUN_DEADLINE, "cordon serve");
+    s.close_input();
+    wait_deadline(&mut s.child, RUN_DEADLINE, "cordon serve");
     let mut stderr = String::new();
-    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
-    (result, out, stderr)
-}
-
-/// Decodes standard base64 (the protocol's `data`).
-fn base64_decode(text: &str) -> String {
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in text.bytes().filter(|c| *c != b'=') {
-        let Some(v) = alphabet.iter().position(|a| *a == c) else {
-            continue;
-        };
-        bits = (bits << 6) | v as u32;
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let _ = s.child.stderr.take().unwrap().read_to_string(&mut stderr);
+    (reply["result"].clone(), out, stderr)
 }
 
 /// Where each descriptor of host process `pid` points.

@@ -5,6 +5,9 @@
 #![allow(dead_code)]
 
 use cordon_policy::{Flags, Inputs, Policy, resolve};
+use cordon_tools::protocol::{
+    self, ExecOutput, ExecOutputNote, Message, Notify as _, Request, Stream,
+};
 use cordon_tools::{AgentConfig, serve};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -108,10 +111,10 @@ impl Read for ChanReader {
     }
 }
 
-/// Lines out, each parsed and sent whole to a channel. A line that is not JSON
-/// fails the test.
+/// Lines out, each parsed and sent whole to a channel. A line that is not a
+/// message of the protocol fails the test.
 pub struct LineWriter {
-    tx: Sender<Value>,
+    tx: Sender<Message>,
     buf: Vec<u8>,
 }
 
@@ -120,9 +123,10 @@ impl Write for LineWriter {
         self.buf.extend_from_slice(b);
         while let Some(i) = self.buf.iter().position(|&c| c == b'\n') {
             let line: Vec<u8> = self.buf.drain(..=i).collect();
-            let v: Value = serde_json::from_slice(&line[..line.len() - 1])
-                .unwrap_or_else(|e| panic!("output line is not JSON ({e}): {line:?}"));
-            let _ = self.tx.send(v);
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+            let m = Message::parse(&text)
+                .unwrap_or_else(|e| panic!("output line is not a protocol message ({e}): {text}"));
+            let _ = self.tx.send(m);
         }
         Ok(b.len())
     }
@@ -169,7 +173,7 @@ impl Agent {
 
     pub fn with_policy(policy: Policy) -> Agent {
         let (in_tx, in_rx) = channel::<Vec<u8>>();
-        let (out_tx, out_rx) = channel::<Value>();
+        let (out_tx, out_rx) = channel::<Message>();
         let config = AgentConfig {
             policy,
             backend: "os".into(),
@@ -190,27 +194,37 @@ impl Agent {
         let inbox: Arc<(Mutex<Inbox>, Condvar)> = Arc::default();
         let ib = inbox.clone();
         std::thread::spawn(move || {
-            for v in out_rx {
+            for message in out_rx {
                 let (m, cv) = &*ib;
                 let mut i = m.lock().unwrap();
-                if v.get("method").and_then(Value::as_str) == Some("exec.output") {
-                    let p = &v["params"];
-                    let id = p["id"].to_string();
-                    let data = unb64(p["data"].as_str().unwrap());
-                    let map = match p["stream"].as_str().unwrap() {
-                        "stdout" => &mut i.stdout,
-                        "stderr" => &mut i.stderr,
-                        s => panic!("unknown stream {s}"),
-                    };
-                    map.entry(id).or_default().extend_from_slice(&data);
-                } else if v.get("id").is_some_and(|id| !id.is_null()) {
-                    let id = v["id"].to_string();
-                    assert!(
-                        i.responses.insert(id, v).is_none(),
-                        "two responses for one id"
-                    );
-                } else {
-                    i.other.push(v);
+                match message {
+                    Message::Notification(n) => {
+                        protocol::check_notification(&n.method, &n.params).unwrap_or_else(|e| {
+                            panic!("{} not as the protocol says: {e}", n.method)
+                        });
+                        if n.method == ExecOutputNote::NAME {
+                            let o: ExecOutput = serde_json::from_value(n.params).unwrap();
+                            let id = o.id.map_or_else(|| "null".into(), |id| id.to_string());
+                            let map = match o.stream {
+                                Stream::Stdout => &mut i.stdout,
+                                Stream::Stderr => &mut i.stderr,
+                            };
+                            map.entry(id).or_default().extend_from_slice(&o.data.0);
+                        } else {
+                            i.other.push(serde_json::to_value(n).unwrap());
+                        }
+                    }
+                    Message::Response(r) => match &r.id {
+                        Some(id) => {
+                            let id = id.to_string();
+                            let v = serde_json::to_value(r).unwrap();
+                            assert!(
+                                i.responses.insert(id, v).is_none(),
+                                "two responses for one id"
+                            );
+                        }
+                        None => i.other.push(serde_json::to_value(r).unwrap()),
+                    },
                 }
                 cv.notify_all();
             }
@@ -244,7 +258,7 @@ impl Agent {
     /// Sends a request and returns its id (as a JSON number).
     pub fn send(&self, method: &str, params: Value) -> u64 {
         let id = self.next.fetch_add(1, Ordering::SeqCst);
-        let line = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let line = serde_json::to_string(&Request::new(id, method.to_string(), params)).unwrap();
         self.send_raw(&format!("{line}\n"));
         id
     }
@@ -294,6 +308,8 @@ impl Agent {
     pub fn ok(&self, method: &str, params: Value) -> Value {
         let r = self.call(method, params.clone());
         assert!(r.get("error").is_none(), "{method} {params} failed: {r}");
+        protocol::check_result(method, &r["result"])
+            .unwrap_or_else(|e| panic!("{method}'s result is not as the protocol says ({e}): {r}"));
         r["result"].clone()
     }
 
@@ -314,6 +330,7 @@ impl Agent {
         let id = self.send("exec", params);
         let r = self.wait(id);
         assert!(r.get("error").is_none(), "exec failed: {r}");
+        protocol::check_result("exec", &r["result"]).unwrap();
         let (out, err) = self.take_output(id);
         (r["result"].clone(), out, err)
     }

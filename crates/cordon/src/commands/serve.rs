@@ -68,6 +68,14 @@ pub fn agent() -> Result<u8, String> {
     })?;
     // SAFETY: single-threaded here; nothing else reads the environment yet.
     unsafe { std::env::remove_var(AGENT_CONFIG) };
+    // A panic is a bug: it ends the agent, in every build (release builds abort
+    // anyway, by `panic = "abort"`), never one request with the rest going on.
+    // The session then ends and the client fails closed (cordon_tools::serve).
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
     // Not dumpable: the commands the agent starts run as the same user, and must
     // not ptrace it or reach its descriptors (the broker's control stream) through
     // /proc. Their exec makes them dumpable again, as usual.

@@ -22,6 +22,7 @@
 
 pub mod fake_model;
 pub mod pi;
+pub mod serve;
 pub mod upstream;
 
 use std::ffi::OsStr;

@@ -1,9 +1,11 @@
 //! Starting a process the way posix_spawn does: `clone(CLONE_VM | CLONE_VFORK)` on
 //! a stack the caller provides, so nothing is copied and the caller resumes once
-//! the child has exec'd or exited. Used by the supervisor to start the sandboxed
-//! command, and by `cordon serve`'s agent to start each `exec`.
+//! the child has exec'd or exited. Used by the OS backend's supervisor to start the
+//! sandboxed command (`cordon-sandbox`), and by the tool server to start each
+//! `exec` (`cordon-tools`), which runs inside any backend and so must not link the
+//! OS backend: this crate holds only the primitive both need.
 
-use std::ffi::c_void;
+use std::ffi::{CString, c_void};
 use std::io;
 use std::mem::MaybeUninit;
 
@@ -50,4 +52,13 @@ pub unsafe fn clone_vfork(
         return Err(clone_error);
     }
     Ok(pid)
+}
+
+/// The NUL-terminated array of pointers `execve` takes for `strings` (argv, envp),
+/// built before the clone: the child must not allocate. The pointers borrow
+/// `strings`, which must outlive the exec.
+pub fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+    let mut v: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+    v.push(std::ptr::null());
+    v
 }
