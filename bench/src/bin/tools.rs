@@ -298,10 +298,7 @@ impl Serve {
                 s.push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        let mut client = Client::new(
-            BufReader::new(stdout),
-            stdin,
-        );
+        let mut client = Client::new(BufReader::new(stdout), stdin);
         let ready = client.ready().map_err(|e| {
             std::thread::sleep(Duration::from_millis(100));
             let said = stderr.lock().unwrap_or_else(|e| e.into_inner()).clone();

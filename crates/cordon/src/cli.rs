@@ -138,8 +138,14 @@ pub enum DegradedLayer {
 #[derive(Args, Debug, Clone)]
 pub struct RunOptions {
     /// Where the sandbox runs: os (Linux namespaces, a mount view, Landlock and
-    /// seccomp). vm is not built yet.
-    #[arg(long, value_enum, value_name = "BACKEND", default_value = "os")]
+    /// seccomp). vm is not built yet. Default: $CORDON_BACKEND, else os.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "BACKEND",
+        default_value = "os",
+        env = "CORDON_BACKEND"
+    )]
     pub backend: BackendArg,
     /// The project directory the sandbox may write (default: the current directory).
     #[arg(long, value_name = "DIR")]

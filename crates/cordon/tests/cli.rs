@@ -141,12 +141,17 @@ fn backend_vm_is_refused_before_anything_runs() {
             ),
         ];
         for (sub, rest, stdin, prints) in cases {
-            for backend in ["vm", "os"] {
+            // The flag, or the variable CORDON_BACKEND (which the flag overrides).
+            for (backend, by_variable) in [("vm", false), ("vm", true), ("os", false)] {
                 let _ = fs::remove_file(&marker);
-                let mut args = vec![sub, "--backend", backend];
+                let mut args = vec![sub];
+                if !by_variable {
+                    args.extend(["--backend", backend]);
+                }
                 args.extend_from_slice(rest);
                 let mut cmd = fx.cordon_cmd(&args);
                 cmd.env("CORDON_PI", &pi).env("SHELL", "/bin/sh");
+                cmd.env("CORDON_BACKEND", if by_variable { backend } else { "vm" });
                 let out = run_cmd(cmd, stdin.clone().map(String::into_bytes), RUN_DEADLINE);
                 if backend == "vm" {
                     out.assert_status(69);
@@ -156,7 +161,7 @@ fn backend_vm_is_refused_before_anything_runs() {
                         "{out}"
                     );
                     assert!(out.stdout.is_empty(), "{sub}: {out}");
-                    assert!(!marker.exists(), "{sub} --backend vm ran: {out}");
+                    assert!(!marker.exists(), "{sub} with the vm backend ran: {out}");
                 } else {
                     out.assert_success().assert_stdout_contains(prints);
                     if !["serve", "policy"].contains(&sub) {

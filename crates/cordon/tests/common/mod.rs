@@ -689,6 +689,11 @@ impl Fixture {
             .env("LOGNAME", &self.user.name)
             .env("LANG", "C.UTF-8")
             .env("TERM", "xterm");
+        // The backend every suite runs against: CORDON_TEST_BACKEND=vm reruns the
+        // same attacks and functional tests in the VM backend.
+        if let Some(backend) = std::env::var_os("CORDON_TEST_BACKEND") {
+            cmd.env("CORDON_BACKEND", backend);
+        }
         cmd.current_dir(&self.work);
         self.user.apply(cmd);
     }
