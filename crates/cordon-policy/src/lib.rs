@@ -40,53 +40,87 @@ pub use values::{
 
 use std::path::PathBuf;
 
-/// Command-line flags that shape the policy. Names mirror the CLI flags exactly.
+/// The command-line flags that shape the policy, declared once: with the `cli`
+/// feature this struct is also their clap definition (parsing, `--help`, shell
+/// completions), so the doc comments below are the flags' help text. Relative
+/// paths are relative to `Inputs::cwd`; values marked unparsed are parsed by
+/// `resolve`, which names the flag in its error.
 #[derive(Debug, Clone, Default)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct Flags {
-    /// `--allow-write PATH` (repeatable). Relative paths are relative to `cwd`.
+    /// Make PATH writable too (repeatable). A missing PATH in your home directory
+    /// is made (every directory from the home down must be yours).
+    #[cfg_attr(feature = "cli", arg(long = "allow-write", value_name = "PATH"))]
     pub allow_write: Vec<PathBuf>,
-    /// `--deny-read PATH` (repeatable).
+    /// Hide PATH from the sandbox (repeatable).
+    #[cfg_attr(feature = "cli", arg(long = "deny-read", value_name = "PATH"))]
     pub deny_read: Vec<PathBuf>,
-    /// `--read-only`: the workspace too.
+    /// Make the workspace read-only too.
+    #[cfg_attr(feature = "cli", arg(long = "read-only"))]
     pub read_only: bool,
-    /// `--hide-home`: the home directory is an empty private tmpfs inside.
+    /// Hide your home directory: inside, it is an empty private tmpfs but for the
+    /// workspace, the writable roots and the --home-visible paths.
+    #[cfg_attr(feature = "cli", arg(long = "hide-home"))]
     pub hide_home: bool,
-    /// `--home-visible PATH` (repeatable): stays visible, read-only, with
-    /// `hide_home`. Relative paths are relative to `cwd`.
+    /// With --hide-home: keep PATH in your home directory visible, read-only, e.g.
+    /// ~/.cargo or ~/.nvm for the tools on PATH there (repeatable).
+    #[cfg_attr(feature = "cli", arg(long = "home-visible", value_name = "PATH"))]
     pub home_visible: Vec<PathBuf>,
-    /// `--env NAME[=VALUE]` (repeatable), unparsed.
+    /// Pass one environment variable in: NAME takes cordon's value, NAME=VALUE sets it (repeatable).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "NAME[=VALUE]"))]
     pub env: Vec<String>,
-    /// `--timeout SECONDS`.
+    /// Kill the whole sandbox after SECONDS (exit status 124).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "SECONDS"))]
     pub timeout: Option<f64>,
-    /// `--net none|host|allowlist`. Unset: `allowlist` when anything is allowed
-    /// (a domain, a preset or a local service), else the config's or `none`.
+    /// Network: none (the default), allowlist (through cordon's broker; chosen
+    /// automatically when a domain, preset or local service is allowed), or host.
+    #[cfg_attr(feature = "cli", arg(long, value_enum, value_name = "MODE"))]
     pub net: Option<NetMode>,
-    /// `--allow-domain PATTERN` (repeatable), unparsed: `example.com`,
-    /// `*.example.com`, with an optional `:PORT` (else 80 and 443).
+    /// Let the sandbox reach a domain: example.com, or *.example.com (names below
+    /// it, not itself), with an optional :PORT (else 80 and 443); or a URL, for its
+    /// host and port (https://example.com is example.com:443) (repeatable).
+    #[cfg_attr(feature = "cli", arg(long = "allow-domain", value_name = "PATTERN"))]
     pub allow_domain: Vec<String>,
-    /// `--deny-domain PATTERN` (repeatable), unparsed. Deny wins over allow.
+    /// Refuse a domain even when allowed (same patterns; deny wins) (repeatable).
+    #[cfg_attr(feature = "cli", arg(long = "deny-domain", value_name = "PATTERN"))]
     pub deny_domain: Vec<String>,
-    /// `--allow-preset NAME` (repeatable): a named host set ([`PRESETS`]).
+    /// Allow a named set of hosts: anthropic, openai, gemini, github-copilot,
+    /// openrouter, github, npm, pypi, crates (repeatable; see docs/config.md).
+    #[cfg_attr(feature = "cli", arg(long = "allow-preset", value_name = "NAME"))]
     pub allow_preset: Vec<String>,
-    /// `--allow-local HOST:PORT` (repeatable), unparsed.
+    /// Let the sandbox reach one service on this machine, e.g. 127.0.0.1:11434 or
+    /// http://localhost:11434; inside it is at 127.0.0.1:PORT and
+    /// host.cordon.internal:PORT (repeatable).
+    #[cfg_attr(feature = "cli", arg(long = "allow-local", value_name = "HOST:PORT"))]
     pub allow_local: Vec<String>,
-    /// `--secret NAME=HOST[,HOST...]` (repeatable), unparsed.
+    /// Pass the secret in environment variable NAME by placeholder: the broker puts
+    /// the real value only into request headers sent to these hosts (repeatable).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "NAME=HOST[,HOST...]"))]
     pub secret: Vec<String>,
-    /// `--resolve HOST:ADDR` (repeatable), unparsed.
+    /// Resolve HOST to ADDR (like curl's --resolve, without a port); trusted even
+    /// for a private address (repeatable).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "HOST:ADDR"))]
     pub resolve: Vec<String>,
-    /// `--upstream-ca FILE` (repeatable). Relative paths are relative to `cwd`.
+    /// Also trust the CA certificates in this PEM file for the broker's upstream
+    /// TLS (repeatable).
+    #[cfg_attr(feature = "cli", arg(long = "upstream-ca", value_name = "FILE"))]
     pub upstream_ca: Vec<PathBuf>,
-    /// `--memory SIZE`, unparsed (e.g. `512M`).
-    pub memory: Option<String>,
-    /// `--pids N`.
-    pub pids: Option<u64>,
-    /// `--cpus N`.
-    pub cpus: Option<f64>,
-    /// `--mount SOURCE:TARGET[:ro|rw]` (repeatable), unparsed. Relative sources are
-    /// relative to `cwd`.
+    /// Show a host path at another path inside: SOURCE:TARGET, read-only, or
+    /// SOURCE:TARGET:rw (repeatable). A missing TARGET is made inside.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "SOURCE:TARGET[:ro|rw]"))]
     pub mount: Vec<String>,
-    /// Set by `cordon pi`: the `pi` sections of the config files apply, and these
-    /// rules are added.
+    /// Memory limit, e.g. 512M or 2G.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "SIZE"))]
+    pub memory: Option<String>,
+    /// Maximum number of processes and threads (default 4096, as an rlimit).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
+    pub pids: Option<u64>,
+    /// CPU limit, e.g. 1 or 1.5.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
+    pub cpus: Option<f64>,
+    /// Set by `cordon pi`, not a flag: the `pi` sections of the config files
+    /// apply, and these rules are added.
+    #[cfg_attr(feature = "cli", arg(skip))]
     pub pi: Option<PiMode>,
 }
 

@@ -108,14 +108,15 @@ pub struct PathRule {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum NetMode {
     /// Only the sandbox's own loopback.
     None,
-    /// No network isolation at all (explicit opt-in).
+    /// No network isolation (explicit opt-in).
     Host,
-    /// Out only through the egress broker, to the names [`crate::NetworkRules`]
-    /// allows. Chosen automatically when any domain or local service is allowed.
+    /// Out only through cordon's egress broker, to the allowed domains (chosen
+    /// automatically when anything is allowed).
     Allowlist,
 }
 

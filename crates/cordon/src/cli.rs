@@ -105,17 +105,6 @@ pub enum Commands {
     },
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum NetArg {
-    /// Only the sandbox's own loopback.
-    None,
-    /// No network isolation (explicit opt-in).
-    Host,
-    /// Out only through cordon's egress broker, to the allowed domains (chosen
-    /// automatically when anything is allowed).
-    Allowlist,
-}
-
 /// Where the sandbox runs (`--backend`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendArg {
@@ -153,76 +142,9 @@ pub struct RunOptions {
     /// Use this user config instead of ~/.config/cordon/config.json.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Make PATH writable too (repeatable). A missing PATH in your home directory
-    /// is made (every directory from the home down must be yours).
-    #[arg(long = "allow-write", value_name = "PATH")]
-    pub allow_write: Vec<PathBuf>,
-    /// Hide PATH from the sandbox (repeatable).
-    #[arg(long = "deny-read", value_name = "PATH")]
-    pub deny_read: Vec<PathBuf>,
-    /// Make the workspace read-only too.
-    #[arg(long = "read-only")]
-    pub read_only: bool,
-    /// Hide your home directory: inside, it is an empty private tmpfs but for the
-    /// workspace, the writable roots and the --home-visible paths.
-    #[arg(long = "hide-home")]
-    pub hide_home: bool,
-    /// With --hide-home: keep PATH in your home directory visible, read-only, e.g.
-    /// ~/.cargo or ~/.nvm for the tools on PATH there (repeatable).
-    #[arg(long = "home-visible", value_name = "PATH")]
-    pub home_visible: Vec<PathBuf>,
-    /// Pass one environment variable in: NAME takes cordon's value, NAME=VALUE sets it (repeatable).
-    #[arg(long, value_name = "NAME[=VALUE]")]
-    pub env: Vec<String>,
-    /// Kill the whole sandbox after SECONDS (exit status 124).
-    #[arg(long, value_name = "SECONDS")]
-    pub timeout: Option<f64>,
-    /// Network: none (the default), allowlist (through cordon's broker; chosen
-    /// automatically when a domain, preset or local service is allowed), or host.
-    #[arg(long, value_enum, value_name = "MODE")]
-    pub net: Option<NetArg>,
-    /// Let the sandbox reach a domain: example.com, or *.example.com (names below
-    /// it, not itself), with an optional :PORT (else 80 and 443); or a URL, for its
-    /// host and port (https://example.com is example.com:443) (repeatable).
-    #[arg(long = "allow-domain", value_name = "PATTERN")]
-    pub allow_domain: Vec<String>,
-    /// Refuse a domain even when allowed (same patterns; deny wins) (repeatable).
-    #[arg(long = "deny-domain", value_name = "PATTERN")]
-    pub deny_domain: Vec<String>,
-    /// Allow a named set of hosts: anthropic, openai, gemini, github-copilot,
-    /// openrouter, github, npm, pypi, crates (repeatable; see docs/config.md).
-    #[arg(long = "allow-preset", value_name = "NAME")]
-    pub allow_preset: Vec<String>,
-    /// Let the sandbox reach one service on this machine, e.g. 127.0.0.1:11434 or
-    /// http://localhost:11434; inside it is at 127.0.0.1:PORT and
-    /// host.cordon.internal:PORT (repeatable).
-    #[arg(long = "allow-local", value_name = "HOST:PORT")]
-    pub allow_local: Vec<String>,
-    /// Pass the secret in environment variable NAME by placeholder: the broker puts
-    /// the real value only into request headers sent to these hosts (repeatable).
-    #[arg(long, value_name = "NAME=HOST[,HOST...]")]
-    pub secret: Vec<String>,
-    /// Resolve HOST to ADDR (like curl's --resolve, without a port); trusted even
-    /// for a private address (repeatable).
-    #[arg(long, value_name = "HOST:ADDR")]
-    pub resolve: Vec<String>,
-    /// Also trust the CA certificates in this PEM file for the broker's upstream
-    /// TLS (repeatable).
-    #[arg(long = "upstream-ca", value_name = "FILE")]
-    pub upstream_ca: Vec<PathBuf>,
-    /// Show a host path at another path inside: SOURCE:TARGET, read-only, or
-    /// SOURCE:TARGET:rw (repeatable). A missing TARGET is made inside.
-    #[arg(long, value_name = "SOURCE:TARGET[:ro|rw]")]
-    pub mount: Vec<String>,
-    /// Memory limit, e.g. 512M or 2G.
-    #[arg(long, value_name = "SIZE")]
-    pub memory: Option<String>,
-    /// Maximum number of processes and threads (default 4096, as an rlimit).
-    #[arg(long, value_name = "N")]
-    pub pids: Option<u64>,
-    /// CPU limit, e.g. 1 or 1.5.
-    #[arg(long, value_name = "N")]
-    pub cpus: Option<f64>,
+    /// The flags that shape the policy, declared once in cordon-policy.
+    #[command(flatten)]
+    pub flags: cordon_policy::Flags,
     /// Run without a layer this kernel lacks (named, explicit; never implied).
     #[arg(long = "allow-degraded", value_enum, value_name = "LAYER")]
     pub allow_degraded: Vec<DegradedLayer>,
@@ -267,7 +189,7 @@ mod tests {
                 panic!("not run: {args:?}");
             };
             assert_eq!(words(&command), want, "{args:?}");
-            assert_eq!(options.memory.as_deref(), memory, "{args:?}");
+            assert_eq!(options.flags.memory.as_deref(), memory, "{args:?}");
         }
         // A misspelt option of cordon's is an error, not a command.
         let err = parse(&["run", "--memroy", "1G", "ls"]).unwrap_err();
@@ -306,7 +228,7 @@ mod tests {
                 panic!("not pi: {args:?}");
             };
             assert_eq!(words(&pi), want, "{args:?}");
-            assert_eq!(options.memory.as_deref(), memory, "{args:?}");
+            assert_eq!(options.flags.memory.as_deref(), memory, "{args:?}");
         }
     }
 

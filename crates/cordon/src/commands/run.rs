@@ -1,8 +1,8 @@
 //! `cordon run` and `cordon shell`.
 
-use crate::cli::{DegradedLayer, NetArg, RunOptions};
+use crate::cli::{DegradedLayer, RunOptions};
 use cordon_backend::{Additions, Backend, Command, Degraded, Outcome, Program, Session, Terminal};
-use cordon_policy::{Access, Flags, Inputs, NetMode, Origin, Policy};
+use cordon_policy::{Access, Flags, Inputs, Origin, Policy};
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -232,30 +232,8 @@ pub fn resolve_policy_with(
         xdg_config_home: std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from),
         xdg_data_home: std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
         flags: Flags {
-            allow_write: options.allow_write.clone(),
-            deny_read: options.deny_read.clone(),
-            read_only: options.read_only,
-            hide_home: options.hide_home,
-            home_visible: options.home_visible.clone(),
-            env: options.env.clone(),
-            timeout: options.timeout,
-            net: options.net.map(|n| match n {
-                NetArg::None => NetMode::None,
-                NetArg::Host => NetMode::Host,
-                NetArg::Allowlist => NetMode::Allowlist,
-            }),
-            allow_domain: options.allow_domain.clone(),
-            deny_domain: options.deny_domain.clone(),
-            allow_preset: options.allow_preset.clone(),
-            allow_local: options.allow_local.clone(),
-            secret: options.secret.clone(),
-            resolve: options.resolve.clone(),
-            upstream_ca: options.upstream_ca.clone(),
-            memory: options.memory.clone(),
-            pids: options.pids,
-            cpus: options.cpus,
-            mount: options.mount.clone(),
             pi,
+            ..options.flags.clone()
         },
     };
     cordon_policy::resolve(&inputs).map_err(|e| e.to_string())
