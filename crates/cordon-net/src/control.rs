@@ -11,7 +11,7 @@
 //!
 //! Only the session's agent holds the other end; nothing the sandbox runs inherits it.
 
-use crate::broker::Broker;
+use crate::state::State;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -22,7 +22,7 @@ const MAX_LINE: usize = 4096;
 /// The longest `origin` kept (characters).
 const MAX_ORIGIN: usize = 200;
 
-pub(crate) async fn serve(broker: Arc<Broker>, stream: UnixStream) {
+pub(crate) async fn serve(broker: Arc<State>, stream: UnixStream) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {
@@ -39,7 +39,7 @@ pub(crate) async fn serve(broker: Arc<Broker>, stream: UnixStream) {
     }
 }
 
-fn answer(broker: &Broker, line: &str) -> Value {
+fn answer(broker: &State, line: &str) -> Value {
     let request: Value = match serde_json::from_str(line) {
         Ok(v) => v,
         Err(e) => return json!({"error": format!("not JSON: {e}")}),

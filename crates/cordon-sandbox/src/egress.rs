@@ -12,7 +12,14 @@
 //! whole synthetic range the broker's DNS stub hands out, so a connection to any of
 //! those addresses lands on the listeners, whose local address tells the broker
 //! which name was meant.
+//!
+//! [`broker_additions`] wires one run's broker to the sandbox: the broker is the
+//! namespace ingress of cordon-net (`cordon_net::ingress::namespace`), started on
+//! a thread of the launcher right after the clone, and serving the sockets once
+//! they arrive.
 
+use crate::{Additions, FileOverlay};
+use cordon_net::{BrokerStatus, Egress, Sockets};
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
@@ -20,7 +27,8 @@ use rustix::net::{
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 
 /// The sandbox's own address and the synthetic range around it (198.18.0.0/15,
 /// reserved for benchmarking, so no real host is hidden by it).
@@ -42,15 +50,71 @@ pub struct EndpointRequest {
     pub channel: OwnedFd,
 }
 
-/// The sockets the broker serves, all living in the sandbox's network namespace.
-#[derive(Debug)]
-pub struct Endpoints {
-    /// UDP, bound to [`DNS_ADDR`].
-    pub dns: UdpSocket,
-    /// One listener per requested port, bound to `0.0.0.0:port`.
-    pub listeners: Vec<(u16, TcpListener)>,
-    /// The HTTP proxy listener, bound to `127.0.0.1:proxy_port`.
-    pub proxy: Option<TcpListener>,
+/// One run's egress broker, wired to the OS backend (the default: no broker).
+#[derive(Default)]
+pub struct BrokerAdditions {
+    /// What the sandbox needs: the endpoint request for its network helper, the
+    /// broker's files and variables, the control stream if asked for, and the
+    /// hook that starts the broker after the clone.
+    pub additions: Additions,
+    /// The descriptor number of the control stream the command inherits.
+    pub control_fd: Option<i32>,
+    /// Whether the broker got to serve (ask once the run has started).
+    pub status: BrokerStatus,
+}
+
+/// Wires `egress` (prepared on the host: see `cordon_net::for_policy`) to the
+/// sandbox: its network helper will open the broker's sockets in the new network
+/// namespace and send them here, where the broker serves them on a thread started
+/// right after the clone. With `control`, the command also inherits a stream to
+/// the broker on which it may allow more domains (`cordon serve`'s agent).
+pub fn broker_additions(egress: Egress, control: bool) -> io::Result<BrokerAdditions> {
+    let context = |what: &str| {
+        let what = what.to_string();
+        move |e: io::Error| {
+            io::Error::new(e.kind(), format!("cannot make the broker's {what}: {e}"))
+        }
+    };
+    let (host_end, sandbox_end) = endpoint_channel().map_err(context("channel"))?;
+    let (control_host, control_sandbox) = if control {
+        let (host, sandbox) = UnixStream::pair().map_err(context("control stream"))?;
+        (Some(host), Some(OwnedFd::from(sandbox)))
+    } else {
+        (None, None)
+    };
+    let control_fd = control_sandbox.as_ref().map(|fd| fd.as_raw_fd());
+    let Egress { config, sandbox } = egress;
+    let status = BrokerStatus::default();
+    let broker_status = status.clone();
+    let additions = Additions {
+        endpoints: Some(EndpointRequest {
+            ports: sandbox.ports,
+            local_ports: sandbox.local_ports,
+            proxy_port: sandbox.proxy_port,
+            channel: sandbox_end,
+        }),
+        files: sandbox
+            .files
+            .into_iter()
+            .map(|(source, target)| FileOverlay { source, target })
+            .collect(),
+        env: sandbox.env,
+        pass_fd: control_sandbox,
+        exec_fd: None,
+        after_clone: Some(Box::new(move || {
+            cordon_net::ingress::namespace::spawn(
+                config,
+                move || receive_endpoints(&host_end),
+                control_host,
+                broker_status,
+            )
+        })),
+    };
+    Ok(BrokerAdditions {
+        additions,
+        control_fd,
+        status,
+    })
 }
 
 /// A connected pair: the first end stays on the host, the second goes into the
@@ -239,9 +303,11 @@ fn only_from_names(listener: &TcpListener, loopback: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// On the host: waits for the sandbox's sockets. End of file (the helper died
+/// On the host: waits for the sandbox's sockets (the DNS socket bound to
+/// [`DNS_ADDR`], one listener per requested port bound to `0.0.0.0:port`, the
+/// HTTP proxy listener bound to `127.0.0.1:proxy_port`). End of file (the helper died
 /// before sending) is an error.
-pub fn receive_endpoints(channel: &OwnedFd) -> io::Result<Endpoints> {
+pub fn receive_endpoints(channel: &OwnedFd) -> io::Result<Sockets> {
     let mut data = [0u8; 3 * MAX_ENDPOINTS];
     let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_ENDPOINTS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -287,7 +353,7 @@ pub fn receive_endpoints(channel: &OwnedFd) -> io::Result<Endpoints> {
     }
     let dns = dns.ok_or_else(|| io::Error::other("the sandbox sent no DNS socket"))?;
     dns.set_nonblocking(true)?;
-    Ok(Endpoints {
+    Ok(Sockets {
         dns,
         listeners,
         proxy,

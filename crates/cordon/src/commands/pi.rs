@@ -391,21 +391,21 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
     let held = (interactive && unsafe { libc::isatty(libc::STDERR_FILENO) == 1 })
         .then(cordon_net::audit::HeldNotices::default);
     let mut file_overlays = None;
-    let (mut additions, _) =
-        super::egress::additions_with(&policy, false, held.clone(), values, |side| {
-            let placeholders = |name: &str| {
-                side_value(side, name).unwrap_or_else(|| "cordon-secret-unavailable".to_string())
-            };
-            let overlays = write_overlays(&placeholders)?;
-            side.env.retain(|(name, _)| !synthetic.contains(name));
-            file_overlays = Some(overlays);
-            Ok(())
-        })?;
+    let egress = super::egress::additions_with(&policy, false, held.clone(), values, |side| {
+        let placeholders = |name: &str| {
+            side_value(side, name).unwrap_or_else(|| "cordon-secret-unavailable".to_string())
+        };
+        let overlays = write_overlays(&placeholders)?;
+        side.env.retain(|(name, _)| !synthetic.contains(name));
+        file_overlays = Some(overlays);
+        Ok(())
+    })?;
     let overlays = match file_overlays {
         Some(o) => o,
         // No broker (--net none or host): the files still must not show the keys.
         None => write_overlays(&|_| "cordon-secret-unavailable".to_string())?,
     };
+    let mut additions = egress.additions;
     additions.files.extend(overlays);
 
     let command = Command {
@@ -418,7 +418,7 @@ pub fn pi(options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
             Terminal::Inherit
         },
     };
-    let status = execute_in(options, &policy, command, additions);
+    let status = execute_in(options, &policy, command, additions, &egress.status);
     if let Some(held) = held {
         let refused = held.take();
         if !refused.is_empty() {

@@ -1,6 +1,7 @@
 //! `cordon run` and `cordon shell`.
 
 use crate::cli::{DegradedLayer, NetArg, RunOptions};
+use cordon_net::BrokerStatus;
 use cordon_policy::{Access, Flags, Inputs, NetMode, Origin, Policy};
 use cordon_sandbox::{Additions, Command, Degraded, Outcome, Terminal};
 use std::ffi::OsString;
@@ -60,17 +61,19 @@ fn working_directory(policy: &Policy) -> Option<PathBuf> {
 
 fn execute(options: &RunOptions, command: Command) -> Result<u8, String> {
     let policy = resolve_policy(options)?;
-    let additions = super::egress::additions(&policy, false)?.0;
-    execute_in(options, &policy, command, additions)
+    let egress = super::egress::additions(&policy, false)?;
+    execute_in(options, &policy, command, egress.additions, &egress.status)
 }
 
 /// Runs `command` in a sandbox made from `policy` with `additions`, and maps the
-/// outcome to cordon's exit status.
+/// outcome to cordon's exit status. `broker` is the status of the run's egress
+/// broker (the default when it has none).
 pub fn execute_in(
     options: &RunOptions,
     policy: &Policy,
     mut command: Command,
     additions: Additions,
+    broker: &BrokerStatus,
 ) -> Result<u8, String> {
     for warning in &policy.warnings {
         eprintln!("cordon: warning: {warning}");
@@ -108,7 +111,7 @@ pub fn execute_in(
     audit_git(&roots, &read_only, pending.since());
     pending.done();
     let outcome = outcome.map_err(|e| e.to_string())?;
-    if let Some(failure) = super::egress::startup_failure() {
+    if let Some(failure) = broker.startup_failure() {
         eprintln!("cordon: {failure}");
     }
     match outcome {

@@ -18,7 +18,8 @@ const AGENT_CONFIG: &str = "CORDON_AGENT_CONFIG";
 pub fn serve(options: &RunOptions) -> Result<u8, String> {
     let policy = widenable(resolve_policy(options)?);
     let exe = std::env::current_exe().unwrap_or_else(|_| "cordon".into());
-    let (mut additions, control_fd) = super::egress::additions(&policy, true)?;
+    let egress = super::egress::additions(&policy, true)?;
+    let (mut additions, control_fd) = (egress.additions, egress.control_fd);
     // The agent is this very binary, run from a descriptor of it: its path need
     // not be visible inside (it may lie in /tmp, which the sandbox replaces, or in
     // a directory the policy hides). Close-on-exec: the exec closes it, so the
@@ -44,7 +45,7 @@ pub fn serve(options: &RunOptions) -> Result<u8, String> {
         terminal: Terminal::Inherit,
     };
     additions.env.push((AGENT_CONFIG.to_string(), config));
-    execute_in(options, &policy, command, additions)
+    execute_in(options, &policy, command, additions, &egress.status)
 }
 
 /// A session whose network is off only because nothing was allowed (no `--net`,
