@@ -106,6 +106,13 @@ impl Router {
         stub::answer(query, |name| self.state.lookup(name)).map(|reply| reply.bytes)
     }
 
+    /// Serves the session's control stream (allowing more domains, the recent
+    /// refusals, the rules in force: one JSON object per line each way) until it
+    /// ends. Whatever the ingress, only the session's agent may hold it.
+    pub async fn control<S: AsyncRead + AsyncWrite>(&self, stream: S) {
+        crate::control::serve(&self.state, stream).await
+    }
+
     /// Carries `stream`, a connection meant for `to`, for as long as it lasts, or
     /// refuses it (closes it, with the reason in the audit log).
     pub async fn route<S: Connection>(&self, stream: S, to: Destination) {

@@ -55,7 +55,8 @@ pub fn serve(
         if let Some(control) = control {
             control.set_nonblocking(true).map_err(NetError::Runtime)?;
             let control = tokio::net::UnixStream::from_std(control).map_err(NetError::Runtime)?;
-            tokio::spawn(crate::control::serve(router.state().clone(), control));
+            let router = router.clone();
+            tokio::spawn(async move { router.control(control).await });
         }
         std::future::pending::<Result<(), NetError>>().await
     })

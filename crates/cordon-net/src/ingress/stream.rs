@@ -104,8 +104,12 @@ fn destination_of(text: &str) -> Result<Destination, HeaderError> {
         return Ok(Destination::Address(addr));
     }
     let bad = || HeaderError::BadDestination(text.to_string());
-    let (name, port) = text.rsplit_once(':').ok_or_else(bad)?;
-    let port: u16 = port.parse().map_err(|_| bad())?;
+    let (name, port_text) = text.rsplit_once(':').ok_or_else(bad)?;
+    // Written as a port is: digits, no sign, no leading zero.
+    let port: u16 = port_text.parse().map_err(|_| bad())?;
+    if port.to_string() != port_text {
+        return Err(bad());
+    }
     if name.is_empty() || name.contains([':', '[', ']']) || name.chars().any(char::is_whitespace) {
         return Err(bad());
     }
@@ -211,6 +215,8 @@ mod tests {
             "tcp example.com",
             "tcp example.com:",
             "tcp example.com:65536",
+            "tcp example.com:+443",
+            "tcp example.com:0443",
             "tcp :443",
             "tcp ::1:443",
             "tcp [::1]x:443",
