@@ -119,7 +119,7 @@ pub fn broker_additions(egress: Egress, control: bool) -> io::Result<BrokerAddit
 
 /// A connected pair: the first end stays on the host, the second goes into the
 /// sandbox (in an [`EndpointRequest`]).
-pub fn endpoint_channel() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn endpoint_channel() -> io::Result<(OwnedFd, OwnedFd)> {
     let (host, sandbox) = rustix::net::socketpair(
         rustix::net::AddressFamily::UNIX,
         rustix::net::SocketType::SEQPACKET,
@@ -307,7 +307,7 @@ fn only_from_names(listener: &TcpListener, loopback: bool) -> io::Result<()> {
 /// [`DNS_ADDR`], one listener per requested port bound to `0.0.0.0:port`, the
 /// HTTP proxy listener bound to `127.0.0.1:proxy_port`). End of file (the helper died
 /// before sending) is an error.
-pub fn receive_endpoints(channel: &OwnedFd) -> io::Result<Sockets> {
+pub(crate) fn receive_endpoints(channel: &OwnedFd) -> io::Result<Sockets> {
     let mut data = [0u8; 3 * MAX_ENDPOINTS];
     let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_ENDPOINTS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
