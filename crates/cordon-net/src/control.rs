@@ -11,25 +11,23 @@
 //!
 //! Only the session's agent holds the other end; nothing the sandbox runs inherits it.
 
-use crate::broker::Broker;
+use crate::state::State;
 use serde_json::{Value, json};
-use std::sync::Arc;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
 /// The longest request line read.
 const MAX_LINE: usize = 4096;
 /// The longest `origin` kept (characters).
 const MAX_ORIGIN: usize = 200;
 
-pub(crate) async fn serve(broker: Arc<Broker>, stream: UnixStream) {
-    let (read, mut write) = stream.into_split();
+pub(crate) async fn serve<S: AsyncRead + AsyncWrite>(broker: &State, stream: S) {
+    let (read, mut write) = tokio::io::split(stream);
     let mut lines = BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let reply = if line.len() > MAX_LINE {
             json!({"error": "request too long"})
         } else {
-            answer(&broker, &line)
+            answer(broker, &line)
         };
         let mut text = reply.to_string();
         text.push('\n');
@@ -39,7 +37,7 @@ pub(crate) async fn serve(broker: Arc<Broker>, stream: UnixStream) {
     }
 }
 
-fn answer(broker: &Broker, line: &str) -> Value {
+fn answer(broker: &State, line: &str) -> Value {
     let request: Value = match serde_json::from_str(line) {
         Ok(v) => v,
         Err(e) => return json!({"error": format!("not JSON: {e}")}),

@@ -4,11 +4,11 @@
 //! environment, and the sockets the backend must open for the broker.
 
 use crate::audit::Audit;
-use crate::broker::BrokerConfig;
 use crate::ca::{CertificateAuthority, write_private};
 use crate::error::NetError;
 use crate::secrets::Secret;
-use cordon_policy::NetworkRules;
+use crate::state::BrokerConfig;
+use cordon_policy::{NetMode, NetworkRules, Policy};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -97,6 +97,23 @@ pub struct SandboxSide {
 pub struct Egress {
     pub config: BrokerConfig,
     pub sandbox: SandboxSide,
+}
+
+/// The broker a run under `policy` needs, prepared: none unless its network mode
+/// is `allowlist`. `host_env` reads the host's environment (the secrets' values).
+pub fn for_policy(
+    policy: &Policy,
+    host_env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Egress>, NetError> {
+    if policy.net.value != NetMode::Allowlist {
+        return Ok(None);
+    }
+    prepare(
+        &policy.network,
+        &Dirs::from_env(&policy.home, &policy.data_dir),
+        host_env,
+    )
+    .map(Some)
 }
 
 /// Prepares the broker for `rules`. `host_env` reads the host's environment (the

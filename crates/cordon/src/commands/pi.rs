@@ -38,15 +38,14 @@ pub fn pi(backend: &impl Backend, options: &RunOptions, args: Vec<OsString>) -> 
     let held = (interactive && std::io::stderr().is_terminal())
         .then(cordon_net::audit::HeldNotices::default);
     let mut overlays = None;
-    let mut additions =
-        super::egress::additions_with(&policy, None, held.clone(), values, |side| {
-            let placeholder =
-                |name: &str| side_value(side, name).unwrap_or_else(|| UNAVAILABLE.to_string());
-            overlays = Some(setup.overlays(&placeholder).map_err(|e| e.to_string())?);
-            // The names cordon made up are for the copies, not pi's environment.
-            side.env.retain(|(name, _)| !synthetic.contains(name));
-            Ok(())
-        })?;
+    let mut egress = super::egress::additions_with(&policy, None, held.clone(), values, |side| {
+        let placeholder =
+            |name: &str| side_value(side, name).unwrap_or_else(|| UNAVAILABLE.to_string());
+        overlays = Some(setup.overlays(&placeholder).map_err(|e| e.to_string())?);
+        // The names cordon made up are for the copies, not pi's environment.
+        side.env.retain(|(name, _)| !synthetic.contains(name));
+        Ok(())
+    })?;
     let overlays = match overlays {
         Some(o) => o,
         // No broker (--net none or host): the files still must not show the keys.
@@ -54,7 +53,8 @@ pub fn pi(backend: &impl Backend, options: &RunOptions, args: Vec<OsString>) -> 
             .overlays(&|_| UNAVAILABLE.to_string())
             .map_err(|e| e.to_string())?,
     };
-    additions
+    egress
+        .additions
         .files
         .extend(overlays.into_iter().map(|o| FileOverlay {
             source: o.source,
@@ -73,7 +73,7 @@ pub fn pi(backend: &impl Backend, options: &RunOptions, args: Vec<OsString>) -> 
         timeout: None,
     };
     let session = start(backend, options, &policy)?;
-    let status = execute_in(options, &policy, session, command, additions);
+    let status = execute_in(options, &policy, session, command, egress);
     if let Some(held) = held {
         let refused = held.take();
         if !refused.is_empty() {

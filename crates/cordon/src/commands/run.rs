@@ -1,7 +1,8 @@
 //! `cordon run` and `cordon shell`.
 
 use crate::cli::{DegradedLayer, RunOptions};
-use cordon_backend::{Additions, Backend, Command, Degraded, Outcome, Program, Session, Terminal};
+use cordon_backend::{Backend, Command, Degraded, Outcome, Program, Session, Terminal};
+use cordon_net::Wired;
 use cordon_policy::{Access, Flags, Inputs, Origin, Policy};
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -96,15 +97,20 @@ pub fn start<'p, B: Backend>(
         .map_err(|e| e.to_string())
 }
 
-/// Runs `command` in `session` (made from `policy`) with `additions`, ends the
-/// session, and maps the outcome to cordon's exit status.
+/// Runs `command` in `session` (made from `policy`) with the additions of its
+/// egress broker (none when it has none), ends the session, and maps the outcome
+/// to cordon's exit status.
 pub fn execute_in(
     options: &RunOptions,
     policy: &Policy,
     mut session: impl Session,
     mut command: Command,
-    additions: Additions,
+    egress: Wired,
 ) -> Result<u8, String> {
+    let Wired {
+        additions,
+        status: broker,
+    } = egress;
     for warning in &policy.warnings {
         eprintln!("cordon: warning: {warning}");
     }
@@ -142,7 +148,7 @@ pub fn execute_in(
     audit_git(&roots, &read_only, pending.since());
     pending.done();
     let outcome = outcome.map_err(|e| e.to_string())?;
-    if let Some(failure) = super::egress::startup_failure() {
+    if let Some(failure) = broker.startup_failure() {
         eprintln!("cordon: {failure}");
     }
     match outcome {

@@ -24,7 +24,7 @@ pub fn serve(backend: &impl Backend, options: &RunOptions) -> Result<u8, String>
         None
     };
     let control_fd = control.as_ref().map(|c| c.fd);
-    let mut additions = super::egress::additions(&policy, control.map(|c| c.host))?;
+    let mut egress = super::egress::additions(&policy, control.map(|c| c.host))?;
     let config = AgentConfig {
         policy: policy.clone(),
         backend: backend.kind().name().to_string(),
@@ -45,8 +45,11 @@ pub fn serve(backend: &impl Backend, options: &RunOptions) -> Result<u8, String>
         terminal: Terminal::Inherit,
         timeout: None,
     };
-    additions.env.push((AGENT_CONFIG.to_string(), config));
-    execute_in(options, &policy, session, command, additions)
+    egress
+        .additions
+        .env
+        .push((AGENT_CONFIG.to_string(), config));
+    execute_in(options, &policy, session, command, egress)
 }
 
 /// A session whose network is off only because nothing was allowed (no `--net`,

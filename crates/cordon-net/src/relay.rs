@@ -1,20 +1,37 @@
-//! Relaying a TCP connection untouched (TLS passed through, raw TCP) with
-//! splice(2): the bytes go socket → pipe → socket inside the kernel, never copied
-//! into the broker. On a busy machine this is most of the difference between a
-//! relay and a direct connection.
+//! Relaying a connection untouched (TLS passed through, raw TCP). Between two TCP
+//! sockets with splice(2): the bytes go socket → pipe → socket inside the kernel,
+//! never copied into the broker; on a busy machine this is most of the difference
+//! between a relay and a direct connection. Between anything else (a stream from
+//! the stream ingress, an upgraded HTTP connection) by copying, with
+//! [`RELAY_BUFFER`]-sized buffers.
 
 use rustix::pipe::{PipeFlags, SpliceFlags, pipe_with, splice};
 use std::io;
 use std::os::fd::OwnedFd;
-use tokio::io::Interest;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
+
+/// Buffer size for relaying bodies and tunnels by copying.
+pub(crate) const RELAY_BUFFER: usize = 64 * 1024;
 
 /// Bytes moved per splice: the pipe's default capacity.
 const CHUNK: usize = 64 * 1024;
 
-/// Relays both ways until both directions are done; each end's write side is shut
-/// down when the other end has no more to send.
-pub async fn relay(a: &TcpStream, b: &TcpStream) -> io::Result<()> {
+/// Copies both ways until both directions are done, then shuts both write sides.
+pub(crate) async fn copy<A, B>(mut a: A, mut b: B)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ =
+        tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, RELAY_BUFFER, RELAY_BUFFER).await;
+    let _ = a.shutdown().await;
+    let _ = b.shutdown().await;
+}
+
+/// Splices both ways until both directions are done; each end's write side is
+/// shut down when the other end has no more to send.
+pub(crate) async fn splice_tcp(a: &TcpStream, b: &TcpStream) -> io::Result<()> {
     let (up, down) = tokio::join!(one_way(a, b), one_way(b, a));
     up.and(down)
 }

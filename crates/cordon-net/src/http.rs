@@ -1,14 +1,17 @@
-//! HTTP the broker reads: each request's Host is checked against the name the
-//! connection was made for, secret placeholders in its headers are swapped for the
-//! values (to the secret's hosts only; anywhere else the request is refused), and
-//! it is forwarded on one upstream connection of the same HTTP version. Bodies
-//! stream through; WebSocket upgrades become a relay.
+//! HTTP the broker reads, plain or in TLS it terminates to swap in a secret: each
+//! request's Host is checked against the name the connection was made for, secret
+//! placeholders in its headers are swapped for the values (to the secret's hosts
+//! only; anywhere else the request is refused), and it is forwarded on one upstream
+//! connection of the same HTTP version. Bodies stream through; WebSocket upgrades
+//! become a relay. The sandbox's side is any byte stream; the router
+//! ([`crate::router`]) hands it over.
 
 use crate::audit::Event;
-use crate::broker::{Broker, RELAY_BUFFER};
+use crate::relay::RELAY_BUFFER;
 use crate::scrub::{ScrubBody, Scrubber, StreamScrub};
 use crate::secrets::{self, Secret};
 use crate::sniff::tls::ClientHelloInfo;
+use crate::state::State;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
@@ -38,7 +41,7 @@ enum Sender {
 
 /// What every request on one connection is checked against.
 struct Target {
-    broker: Arc<Broker>,
+    state: Arc<State>,
     name: String,
     port: u16,
     /// The scheme's port (80 or 443), which a Host header may leave out.
@@ -49,11 +52,11 @@ struct Target {
 }
 
 impl Target {
-    fn new(broker: Arc<Broker>, name: String, port: u16, via: &'static str) -> Arc<Target> {
-        let scrubber = broker.scrubber_for(&name);
+    fn new(state: Arc<State>, name: String, port: u16, via: &'static str) -> Arc<Target> {
+        let scrubber = state.scrubber_for(&name);
         let default_port = if via == "terminated" { 443 } else { 80 };
         Arc::new(Target {
-            broker,
+            state,
             name,
             port,
             default_port,
@@ -65,11 +68,11 @@ impl Target {
 
 /// Plain HTTP/1.1 from the sandbox to `name:port`; the upstream connection is
 /// made for the first request that passes.
-pub async fn plain<S>(broker: Arc<Broker>, inside: S, name: String, port: u16)
+pub async fn plain<S>(state: Arc<State>, inside: S, name: String, port: u16)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let target = Target::new(broker, name, port, "http");
+    let target = Target::new(state, name, port, "http");
     serve_http1(target, TokioIo::new(inside), None).await;
 }
 
@@ -80,7 +83,7 @@ where
 /// picked before), the two handshakes run at once; otherwise the upstream is asked
 /// first, and its choice remembered.
 pub async fn terminate<S>(
-    broker: Arc<Broker>,
+    state: Arc<State>,
     inside: S,
     upstream: TcpStream,
     name: String,
@@ -95,37 +98,29 @@ pub async fn terminate<S>(
         .map(Vec::as_slice)
         .filter(|p| *p == H2 || *p == HTTP1)
         .collect();
-    let fail = |reason: String| broker.refuse(Event::Connect, &name, Some(port), &reason);
+    let fail = |reason: String| state.refuse(Event::Connect, &name, Some(port), &reason);
     let Ok(server_name) = ServerName::try_from(name.clone()) else {
         return fail("not a valid TLS server name".into());
     };
     let known = match offered.as_slice() {
         [] => Some(Vec::new()),
         [only] => Some(only.to_vec()),
-        _ => broker.remembered_alpn(&name, port),
+        _ => state.remembered_alpn(&name, port),
     };
     let handshakes = match known {
         Some(alpn) => {
-            concurrent_handshakes(&broker, inside, upstream, server_name, &name, port, alpn).await
+            concurrent_handshakes(&state, inside, upstream, server_name, &name, port, alpn).await
         }
         None => {
-            sequential_handshakes(
-                &broker,
-                inside,
-                upstream,
-                server_name,
-                &name,
-                port,
-                &offered,
-            )
-            .await
+            sequential_handshakes(&state, inside, upstream, server_name, &name, port, &offered)
+                .await
         }
     };
     let (inside, upstream, chosen) = match handshakes {
         Ok(done) => done,
         Err(reason) => return fail(reason),
     };
-    let target = Target::new(broker, name, port, "terminated");
+    let target = Target::new(state, name, port, "terminated");
     serve(target, inside, upstream, chosen == H2).await;
 }
 
@@ -135,7 +130,7 @@ type UpstreamTls = tokio_rustls::client::TlsStream<TcpStream>;
 /// Both handshakes at once, for an HTTP version known beforehand (`alpn`, empty
 /// for none). Fails if the upstream picks another one after all.
 async fn concurrent_handshakes<S>(
-    broker: &Broker,
+    state: &State,
     inside: S,
     upstream: TcpStream,
     server_name: ServerName<'static>,
@@ -151,10 +146,10 @@ where
     } else {
         vec![alpn.as_slice()]
     };
-    let config = broker
+    let config = state
         .server_config(name, &alpn)
         .map_err(|e| e.to_string())?;
-    let client = broker
+    let client = state
         .client_config(&offer)
         .map_err(|e| format!("upstream TLS configuration: {e}"))?;
     let connector = tokio_rustls::TlsConnector::from(client);
@@ -167,7 +162,7 @@ where
     let picked = upstream.get_ref().1.alpn_protocol().unwrap_or(b"");
     let agrees = picked == alpn.as_slice() || (picked.is_empty() && alpn == HTTP1);
     if !agrees {
-        broker.forget_alpn(name, port);
+        state.forget_alpn(name, port);
         return Err(
             "the upstream changed the HTTP version it speaks; the next connection adapts".into(),
         );
@@ -183,7 +178,7 @@ where
 /// The upstream first, offered what the client offered; then the sandbox's side
 /// with the version the upstream picked (remembered for next time).
 async fn sequential_handshakes<S>(
-    broker: &Broker,
+    state: &State,
     inside: S,
     upstream: TcpStream,
     server_name: ServerName<'static>,
@@ -194,7 +189,7 @@ async fn sequential_handshakes<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let client = broker
+    let client = state
         .client_config(offered)
         .map_err(|e| format!("upstream TLS configuration: {e}"))?;
     let upstream = tokio_rustls::TlsConnector::from(client)
@@ -207,8 +202,8 @@ where
         .alpn_protocol()
         .unwrap_or(HTTP1)
         .to_vec();
-    broker.remember_alpn(name, port, &chosen);
-    let config = broker
+    state.remember_alpn(name, port, &chosen);
+    let config = state
         .server_config(name, &chosen)
         .map_err(|e| e.to_string())?;
     let inside = tokio_rustls::TlsAcceptor::from(config)
@@ -278,19 +273,19 @@ async fn forward(
     sender: Sender,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, hyper::Error> {
-    let broker = &target.broker;
+    let state = &target.state;
     if let Err((status, reason)) = check_authority(&mut req, &target) {
-        broker.refuse(Event::Request, &target.name, Some(target.port), &reason);
+        state.refuse(Event::Request, &target.name, Some(target.port), &reason);
         return Ok(refusal(status, &reason));
     }
     let uri = req.uri().clone();
-    let secrets: &[Secret] = &broker.config.secrets;
+    let secrets: &[Secret] = &state.config.secrets;
     if let Err(refused) = secrets::swap_in_request(&uri, req.headers_mut(), &target.name, secrets) {
         let reason = format!(
             "the placeholder of secret {} in {} of a request to a host it is not for",
             refused.secret, refused.place
         );
-        broker.refuse(Event::Request, &target.name, Some(target.port), &reason);
+        state.refuse(Event::Request, &target.name, Some(target.port), &reason);
         return Ok(refusal(StatusCode::FORBIDDEN, &reason));
     }
     if target.scrubber.is_some() {
@@ -302,7 +297,7 @@ async fn forward(
         );
         req.headers_mut().remove(header::SEC_WEBSOCKET_EXTENSIONS);
     }
-    broker.allow(
+    state.allow(
         Event::Request,
         &target.name,
         Some(target.port),
@@ -316,7 +311,7 @@ async fn forward(
             to_origin_form(&mut req);
             let mut sender = sender.lock().await;
             if sender.is_none() {
-                let Some(upstream) = broker.open_upstream(&target.name, target.port).await else {
+                let Some(upstream) = state.open_upstream(&target.name, target.port).await else {
                     return Ok(refusal(
                         StatusCode::BAD_GATEWAY,
                         "the upstream cannot be reached",
@@ -350,7 +345,7 @@ async fn forward(
                 "the response is encoded ({coding}) although the broker asked for identity: \
                  it cannot be scrubbed of the secrets' values"
             );
-            broker.refuse(Event::Request, &target.name, Some(target.port), &reason);
+            state.refuse(Event::Request, &target.name, Some(target.port), &reason);
             return Ok(refusal(StatusCode::BAD_GATEWAY, &reason));
         }
         scrubber.headers(response.headers_mut());
@@ -486,23 +481,14 @@ fn refusal(status: StatusCode, reason: &str) -> Response<Body> {
 
 /// Copies both ways until both sides are done (an upgraded connection: a
 /// WebSocket, say). With a scrubber, what comes from the upstream is scrubbed.
-async fn relay<A, B>(mut inside: A, mut outside: B, scrubber: Option<Arc<Scrubber>>)
+async fn relay<A, B>(inside: A, outside: B, scrubber: Option<Arc<Scrubber>>)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Some(scrubber) = scrubber else {
-        let _ = tokio::io::copy_bidirectional_with_sizes(
-            &mut inside,
-            &mut outside,
-            RELAY_BUFFER,
-            RELAY_BUFFER,
-        )
-        .await;
-        let _ = inside.shutdown().await;
-        let _ = outside.shutdown().await;
-        return;
+        return crate::relay::copy(inside, outside).await;
     };
     let (mut in_read, mut in_write) = tokio::io::split(inside);
     let (mut out_read, mut out_write) = tokio::io::split(outside);

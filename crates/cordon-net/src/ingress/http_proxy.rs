@@ -1,20 +1,24 @@
-//! The HTTP proxy listener inside the sandbox (`HTTP_PROXY`, `HTTPS_PROXY`), for
-//! programs that prefer a proxy: `CONNECT host:port` opens a tunnel that is then
-//! handled exactly like a transparent connection to that name; a request in
-//! absolute form (`GET http://host/...`) is plain HTTP to that host.
+//! The HTTP proxy inside the sandbox (`HTTP_PROXY`, `HTTPS_PROXY`), for programs
+//! that prefer a proxy: `CONNECT host:port` opens a tunnel that is then handled
+//! exactly like a transparent connection to that name; a request in absolute form
+//! (`GET http://host/...`) is plain HTTP to that host. Any ingress may hand a
+//! stream to it (the namespace's proxy listener, a stream opened with
+//! `http-proxy`).
 
 use crate::audit::Event;
-use crate::broker::Broker;
+use crate::router::{Connection, Router};
 use crate::sniff::{self, Sniff};
 use cordon_policy::normalize_name;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream) {
+/// Serves one connection to the HTTP proxy: reads its request head, refuses it
+/// (403, with the reason) or hands the connection to the router for the name the
+/// head names.
+pub async fn serve<S: Connection>(router: &Router, mut stream: S) {
+    let state = router.state();
     let Some((buf, head)) = read_head(&mut stream).await else {
         return;
     };
@@ -27,18 +31,18 @@ pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream) {
     };
     let port = port.unwrap_or(if connect { 443 } else { 80 });
     let Some(name) = normalize_name(&host) else {
-        broker.refuse(Event::Connect, &host, Some(port), "not a name");
+        state.refuse(Event::Connect, &host, Some(port), "not a name");
         let _ = stream
             .write_all(b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\n\r\n")
             .await;
         return;
     };
     if !matches!(
-        broker.rules().verdict(&name, port),
+        state.rules().verdict(&name, port),
         cordon_policy::Verdict::Allowed(_)
     ) {
-        let reason = crate::broker::verdict_reason(&broker.rules(), &name, Some(port));
-        broker.refuse(Event::Connect, &name, Some(port), &reason);
+        let reason = crate::state::verdict_reason(&state.rules(), &name, Some(port));
+        state.refuse(Event::Connect, &name, Some(port), &reason);
         let body = format!("cordon: refused {name}:{port}: {reason}\n");
         let reply = format!(
             "HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
@@ -56,13 +60,13 @@ pub async fn serve(broker: Arc<Broker>, mut stream: TcpStream) {
             return;
         }
         let rest = buf[head.len..].to_vec();
-        broker.named(stream, name, port, rest).await;
+        router.named(stream, name, port, rest).await;
     } else {
-        broker.named(stream, name, port, buf).await;
+        router.named(stream, name, port, buf).await;
     }
 }
 
-async fn read_head(stream: &mut TcpStream) -> Option<(Vec<u8>, sniff::http::RequestHead)> {
+async fn read_head<S: Connection>(stream: &mut S) -> Option<(Vec<u8>, sniff::http::RequestHead)> {
     let mut buf = Vec::new();
     let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
     loop {
