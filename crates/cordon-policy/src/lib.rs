@@ -18,6 +18,7 @@ mod network;
 mod paths;
 pub mod presets;
 mod protect;
+pub use protect::{left_to_the_audit, read_only_during_run};
 pub mod sanitize;
 mod values;
 

@@ -2,6 +2,7 @@
 //! git worktree (whose `.git` is a file pointing elsewhere).
 
 use crate::defaults::{GIT_DIR_PROTECTED, PROTECTED};
+use crate::model::{Access, Policy, RuleKind, is_path_prefix};
 use crate::paths::canonicalize_lenient;
 use std::fs;
 use std::io::Read;
@@ -149,6 +150,34 @@ fn parse_gitdir(content: &str) -> Result<PathBuf, String> {
         return Err("the gitdir path is empty or invalid".to_string());
     }
     Ok(PathBuf::from(path))
+}
+
+/// Whether the protected path `path` of the writable root `root` gets no
+/// placeholder: one below a `.git` that does not exist. The sandbox may then make
+/// a repository there (`git init`), and what it writes in it is judged when the
+/// run ends (cordon-gitguard), as in any repository it makes.
+pub fn left_to_the_audit(path: &Path, root: &Path) -> bool {
+    path.ancestors()
+        .take_while(|a| *a != root && a.starts_with(root))
+        .any(|a| a.file_name() == Some(".git".as_ref()) && fs::symlink_metadata(a).is_err())
+}
+
+/// The protected paths that stay read-only during a run of `policy` (existing, or
+/// held by a placeholder), as the run begins: what the sandbox cannot have written.
+pub fn read_only_during_run(policy: &Policy) -> Vec<PathBuf> {
+    policy
+        .rules
+        .iter()
+        .filter(|r| r.kind == RuleKind::Protected && r.access != Access::Write)
+        .filter(|r| {
+            let root = policy
+                .writable_roots()
+                .filter(|w| is_path_prefix(w, &r.path) && *w != r.path)
+                .max_by_key(|w| w.components().count());
+            root.is_none_or(|root| !left_to_the_audit(&r.path, root))
+        })
+        .map(|r| r.path.clone())
+        .collect()
 }
 
 #[cfg(test)]

@@ -5,13 +5,17 @@
 //! the environment that returns a policy layer and the files to lay over pi's),
 //! the table of LLM providers ([`providers`], whose hosts are the presets' own),
 //! pi's run dir ([`pi::RunDir`]: made, overlaid, removed) and the URL helpers the
-//! importer needs. Later: the session object `run`, `shell`, `serve` and `pi` all
-//! use (docs/architecture.md, "Session").
+//! importer needs; the missing writable directories a run needs ([`host_dirs`]);
+//! and one run of a command in a backend's session ([`run`]: the directories, the
+//! git audit around it, the outcome and what to tell the user), which `run`,
+//! `shell`, `serve` and `pi` all go through (docs/architecture.md, "Session").
 //!
 //! No sandbox mechanics here: the session launches through the backend.
 
+pub mod host_dirs;
 pub mod pi;
 pub mod providers;
+pub mod run;
 pub mod url;
 
 use std::path::PathBuf;
@@ -19,6 +23,13 @@ use std::path::PathBuf;
 /// A session's host-side work that failed; each names the problem and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
+    /// A missing writable directory that cordon cannot make (the message says
+    /// which, why, and the fix).
+    #[error("{0}")]
+    HostDir(String),
+    /// The backend could not run the command.
+    #[error("{0}")]
+    Backend(Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot create pi's sessions dir {}: {source}", path.display())]
     SessionsDir {
         path: PathBuf,

@@ -4,4 +4,4 @@
 pub mod build;
 pub mod plan;
 
-pub use plan::{MountKind, MountOp, MountPlan, SyntheticFile, ViewPlan, read_only_during_run};
+pub use plan::{MountKind, MountOp, MountPlan, SyntheticFile, ViewPlan};

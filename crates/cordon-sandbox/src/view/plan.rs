@@ -169,34 +169,6 @@ fn placeholder_content(path: &Path) -> &'static [u8] {
     }
 }
 
-/// Whether the protected path `path` of the writable root `root` gets no
-/// placeholder: one below a `.git` that does not exist. The sandbox may then make
-/// a repository there (`git init`), and what it writes in it is judged when the
-/// run ends (cordon-gitguard), as in any repository it makes.
-fn left_to_the_audit(path: &Path, root: &Path) -> bool {
-    path.ancestors()
-        .take_while(|a| *a != root && a.starts_with(root))
-        .any(|a| a.file_name() == Some(".git".as_ref()) && fs::symlink_metadata(a).is_err())
-}
-
-/// The protected paths that stay read-only during a run of `policy` (existing, or
-/// held by a placeholder), as the run begins: what the sandbox cannot have written.
-pub fn read_only_during_run(policy: &Policy) -> Vec<PathBuf> {
-    policy
-        .rules
-        .iter()
-        .filter(|r| r.kind == RuleKind::Protected && r.access != Access::Write)
-        .filter(|r| {
-            let root = policy
-                .writable_roots()
-                .filter(|w| is_path_prefix(w, &r.path) && *w != r.path)
-                .max_by_key(|w| w.components().count());
-            root.is_none_or(|root| !left_to_the_audit(&r.path, root))
-        })
-        .map(|r| r.path.clone())
-        .collect()
-}
-
 impl ViewPlan {
     /// Plans the view for `policy`, with a placeholder for each protected path that
     /// is missing (so it can be mounted read-only); nothing is created yet.
@@ -334,7 +306,7 @@ impl Planner<'_> {
             return Ok(());
         }
         let root = self.writable_root_of(path);
-        if left_to_the_audit(path, &root) {
+        if cordon_policy::left_to_the_audit(path, &root) {
             return Ok(());
         }
         let mut target = path.to_path_buf();
@@ -694,7 +666,7 @@ mod tests {
         plan.create_placeholders().unwrap();
         assert!(!git.exists());
         assert!(work.join(".pi").is_file(), "the other placeholders stay");
-        let read_only = read_only_during_run(&policy);
+        let read_only = cordon_policy::read_only_during_run(&policy);
         assert!(read_only.contains(&work.join(".pi")));
         assert!(
             read_only.iter().all(|p| !p.starts_with(&git)),
@@ -702,7 +674,7 @@ mod tests {
         );
         // With a `.git`, its protected paths are read-only during the run.
         fs::create_dir(&git).unwrap();
-        let read_only = read_only_during_run(&policy_for(&work, home.path()));
+        let read_only = cordon_policy::read_only_during_run(&policy_for(&work, home.path()));
         assert!(read_only.contains(&git.join("config")), "{read_only:?}");
         remove_planned(&plan);
         assert!(!work.join(".pi").exists());

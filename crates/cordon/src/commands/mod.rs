@@ -7,7 +7,6 @@ mod pi;
 mod policy;
 mod run;
 mod serve;
-mod writable;
 
 use crate::cli::{BackendArg, Commands, RunOptions};
 use cordon_backend::{BackendKind, NotBuilt};

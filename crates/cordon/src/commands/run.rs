@@ -3,11 +3,11 @@
 use crate::cli::{DegradedLayer, RunOptions};
 use cordon_backend::{Backend, Command, Degraded, Outcome, Program, Session, Terminal};
 use cordon_net::Wired;
-use cordon_policy::{Access, Flags, Inputs, Origin, Policy};
+use cordon_policy::{Flags, Inputs, Policy};
+use cordon_session::run::Notice;
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
 
 /// Exit status when `--timeout` expired (DESIGN.md).
 const TIMED_OUT: u8 = 124;
@@ -57,15 +57,6 @@ fn user_shell() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/bin/sh"))
 }
 
-/// The current directory when it lies inside the workspace (it has the same path
-/// inside the sandbox), else the workspace.
-fn working_directory(policy: &Policy) -> Option<PathBuf> {
-    std::env::current_dir()
-        .and_then(|d| d.canonicalize())
-        .ok()
-        .filter(|d| d.starts_with(&policy.workspace))
-}
-
 fn execute(backend: &impl Backend, options: &RunOptions, command: Command) -> Result<u8, String> {
     let policy = resolve_policy(options)?;
     let additions = super::egress::additions(&policy, None)?;
@@ -98,66 +89,24 @@ pub fn start<'p, B: Backend>(
 }
 
 /// Runs `command` in `session` (made from `policy`) with the additions of its
-/// egress broker (none when it has none), ends the session, and maps the outcome
-/// to cordon's exit status.
+/// egress broker (cordon-session's run), prints what the run says, and maps the
+/// outcome to cordon's exit status.
 pub fn execute_in(
     options: &RunOptions,
     policy: &Policy,
-    mut session: impl Session,
-    mut command: Command,
+    session: impl Session,
+    command: Command,
     egress: Wired,
 ) -> Result<u8, String> {
-    let Wired {
-        additions,
-        status: broker,
-    } = egress;
-    for warning in &policy.warnings {
-        eprintln!("cordon: warning: {warning}");
-    }
-    for made in super::writable::ensure(policy)? {
-        eprintln!("cordon: {made}");
-    }
-    if command.cwd.is_none() {
-        command.cwd = working_directory(policy);
-    }
-    if command.timeout.is_none() {
-        command.timeout = policy.timeout.as_ref().map(|t| t.value);
-    }
     if degraded(options).best_effort_limits {
-        let mechanism = cordon_sandbox::limits_mechanism(&policy.limits);
-        for limit in cordon_sandbox::limits::assess(&policy.limits, &mechanism) {
-            if let cordon_sandbox::limits::Hold::Unenforceable { best_effort, .. } = &limit.hold {
-                if limit.explicit {
-                    eprintln!(
-                        "cordon: warning: {} does not hold here, best effort only (--allow-degraded limits): {best_effort}",
-                        limit.flag
-                    );
-                }
-            }
-        }
+        warn_best_effort_limits(policy);
     }
-    let read_only = cordon_sandbox::view::read_only_during_run(policy);
-    let roots = audited_roots(policy);
-    // Recorded before the sandbox starts: if this run is killed before its audit,
-    // the next run on these roots audits from here.
-    let pending =
-        cordon_gitguard::pending::Pending::begin(&roots, SystemTime::now() - COARSE_CLOCK);
-    let outcome = session.exec(&command, additions);
-    let ended = session.end();
-    let outcome = outcome.and_then(|outcome| ended.map(|()| outcome));
-    audit_git(&roots, &read_only, pending.since());
-    pending.done();
-    let outcome = outcome.map_err(|e| e.to_string())?;
-    if let Some(failure) = broker.startup_failure() {
-        eprintln!("cordon: {failure}");
-    }
+    let outcome = cordon_session::run::run(policy, session, command, egress, &mut print_notice)
+        .map_err(|e| e.to_string())?;
     match outcome {
         Outcome::Exited { status, message } => {
             if let Some(message) = message {
                 eprintln!("cordon: {message}");
-            }
-            if status != 0 {
-                cache_hint(policy, &command);
             }
             Ok(status.clamp(0, 255) as u8)
         }
@@ -171,49 +120,26 @@ pub fn execute_in(
     }
 }
 
-/// After a failed command that names a package manager whose cache is read-only
-/// inside (one cordon does not manage): why, and what to do.
-fn cache_hint(policy: &Policy, command: &Command) {
-    let Program::Named(program) = &command.program else {
-        return;
-    };
-    let words: Vec<String> = std::iter::once(program)
-        .chain(&command.args)
-        .map(|w| w.to_string_lossy().into_owned())
-        .collect();
-    if let Some(hint) = cordon_policy::caches::hint(&policy.caches, &policy.home, &words) {
-        for line in hint.lines() {
-            eprintln!("cordon: hint: {line}");
+fn print_notice(notice: Notice) {
+    match notice {
+        Notice::Warning(w) => eprintln!("cordon: warning: {w}"),
+        Notice::Note(n) => eprintln!("cordon: {n}"),
+        Notice::Hint(h) => eprintln!("cordon: hint: {h}"),
+    }
+}
+
+/// With `--allow-degraded limits`: each limit asked for that does not hold here.
+fn warn_best_effort_limits(policy: &Policy) {
+    let mechanism = cordon_sandbox::limits_mechanism(&policy.limits);
+    for limit in cordon_sandbox::limits::assess(&policy.limits, &mechanism) {
+        if let cordon_sandbox::limits::Hold::Unenforceable { best_effort, .. } = &limit.hold {
+            if limit.explicit {
+                eprintln!(
+                    "cordon: warning: {} does not hold here, best effort only (--allow-degraded limits): {best_effort}",
+                    limit.flag
+                );
+            }
         }
-    }
-}
-
-/// How far a file's change time may lag the clock: the kernel stamps files with a
-/// coarse clock, so a file written just after the run began can look older.
-const COARSE_CLOCK: Duration = Duration::from_secs(1);
-
-/// The writable roots the git audit walks. The managed caches are the sandboxes'
-/// own: no host tool uses them.
-fn audited_roots(policy: &Policy) -> Vec<PathBuf> {
-    (policy.rules.iter())
-        .filter(|r| r.access == Access::Write && !matches!(r.origin, Origin::Cache { .. }))
-        .map(|r| r.path.clone())
-        .collect()
-}
-
-/// Neutralises what the run left in its writable roots that would make the host's
-/// git run code (cordon-gitguard), and says what it did.
-fn audit_git(roots: &[PathBuf], read_only: &[PathBuf], since: SystemTime) {
-    let report = cordon_gitguard::audit(&cordon_gitguard::Audit {
-        roots,
-        read_only,
-        since,
-    });
-    for finding in &report.neutralised {
-        eprintln!("cordon: {finding}");
-    }
-    for problem in &report.unchecked {
-        eprintln!("cordon: warning: {problem}");
     }
 }
 

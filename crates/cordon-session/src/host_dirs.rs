@@ -14,7 +14,11 @@ use std::path::{Component, Path};
 /// Makes every missing writable root the policy names, or says why it cannot.
 /// Returns the directories made, for the caller to mention. The managed caches'
 /// directories are made first, without a word: they are cordon's.
-pub fn ensure(policy: &Policy) -> Result<Vec<String>, String> {
+pub fn ensure(policy: &Policy) -> Result<Vec<String>, crate::SessionError> {
+    ensure_all(policy).map_err(crate::SessionError::HostDir)
+}
+
+fn ensure_all(policy: &Policy) -> Result<Vec<String>, String> {
     ensure_caches(policy)?;
     let mut made = Vec::new();
     for rule in policy.rules.iter().filter(|r| r.access == Access::Write) {
