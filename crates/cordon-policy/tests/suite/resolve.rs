@@ -1,6 +1,4 @@
 //! End-to-end tests of `resolve` against real files in temporary directories.
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use cordon_policy::{
     Access, DomainPattern, Flags, Inputs, KNOWN_FIELDS, NetMode, NetworkRules, Origin, PathRule,

@@ -14,10 +14,8 @@
 //! without cordon and must always pass; the others need the broker.
 //!
 //! `cargo test -p cordon --test egress` (as root for both variants).
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::upstream::{Upstream, test_ca};
 use common::*;

@@ -3,10 +3,8 @@
 //! ownership, git, python and node inside, large outputs, the flags and
 //! `cordon policy --json`. Tests that depend on who runs cordon run as root and as an
 //! ordinary user (see common/mod.rs).
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::fs;

@@ -6,10 +6,8 @@
 //! command wrote, what the upstream server saw, the audit log.
 //!
 //! `cargo test -p cordon --test cli` (as root for both variants).
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::upstream::Upstream;
 use common::*;

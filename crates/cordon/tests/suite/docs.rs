@@ -14,8 +14,6 @@
 //!   that exist.
 //!
 //! Reads files and runs `cordon SUBCOMMAND --help`; no sandbox, no network.
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

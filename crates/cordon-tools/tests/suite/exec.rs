@@ -1,9 +1,7 @@
 //! exec: output, status, stdin, env, cwd, timeout, cancel, concurrency, and that
 //! killing reaches the whole process group.
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{Agent, process_gone};
 use serde_json::json;

@@ -4,10 +4,8 @@
 //! unchanged, a secret's bytes absent from everything the sandbox printed, a listener
 //! that saw no connection, no process left. Where it helps, a positive control in the
 //! same test shows that the check can fail: the same attack without cordon succeeds.
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::fs;

@@ -1,8 +1,6 @@
 //! find and grep against a small tree with .gitignore, hidden files, a binary file.
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::Agent;
 use serde_json::{Value, json};

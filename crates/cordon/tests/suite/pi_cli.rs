@@ -11,10 +11,8 @@
 //! fixture (models.json, auth.json, the sessions dir, the workspace, the launcher) is
 //! that user's; pi's install, node and the test CA are readable by every user, and
 //! the fake model listens on 127.0.0.1 for whoever connects.
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::fake_model::FakeModel;
 use common::pi::{Pi, both, pi1};

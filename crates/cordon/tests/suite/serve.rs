@@ -1,10 +1,8 @@
 //! `cordon serve` through the real sandbox: the protocol of docs/serve.md spoken to
 //! a live session, and the attacks a tool call can make, each asserted on the
 //! host. Every test runs as root and as the ordinary user `cordon-test`.
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::serve::Session;
 use common::upstream::Upstream;

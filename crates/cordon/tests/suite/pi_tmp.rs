@@ -9,10 +9,8 @@
 //! `node_modules/.bin`, as `npm install --prefix /tmp/...` leaves them.
 //!
 //! Every test runs as root and as the ordinary test user ([`for_each_user`]).
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::fs;

@@ -1,6 +1,4 @@
 //! The `pi` section of the config files and mounts, resolved against real files.
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use cordon_policy::{Access, Flags, Inputs, Origin, PiMode, Policy, PolicyError, resolve};
 use std::fs;

@@ -1,10 +1,8 @@
 //! Mounts (`--mount SOURCE:TARGET[:ro|rw]`, `"mount"` in the user config): a host
 //! path shown at another path inside, and the attacks on them. Each test runs as
 //! root and as the ordinary test user, and checks the effect on the host.
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::fs;

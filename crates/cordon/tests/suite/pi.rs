@@ -16,10 +16,8 @@
 //! - The user's own `!` commands and the extension's commands are driven through
 //!   `--mode rpc` (`{"type":"bash"}`, `{"type":"prompt"}`), which goes through the
 //!   extension's `user_bash` handler and its dialogs (`extension_ui_request`).
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::fake_model::FakeModel;
 use common::pi::{Pi, both, pi1};

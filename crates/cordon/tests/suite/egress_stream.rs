@@ -14,10 +14,8 @@
 //! no sandbox here, so there is no per-user variant.
 //!
 //! `cargo test -p cordon --test egress_stream`.
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::upstream::{Upstream, test_ca};
 use cordon_net::ingress::stream::{self, Opening};

@@ -6,10 +6,8 @@
 //! host), unless `--allow-degraded limits` accepts best effort. Positive controls:
 //! the same attacks get through without the limit, and a process outside cordon
 //! can widen its own CPU affinity.
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::fs;

@@ -4,10 +4,8 @@
 //! hidden-home mode shows only what is named. Every test runs as root and as the
 //! ordinary user, asserts the effect on the host, and shows (a positive control)
 //! that the same writes do take effect without cordon.
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::fs;

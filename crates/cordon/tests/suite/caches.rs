@@ -9,10 +9,8 @@
 //! effect on the host (the host cache's files before and after), and shows, as a
 //! positive control, that the same command without cordon does write the host's
 //! cache.
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::fs;

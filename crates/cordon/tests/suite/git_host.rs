@@ -10,10 +10,8 @@
 //! Also: a project config's deny cannot unprotect, a writable main `.git` of a
 //! worktree keeps its settings, and placeholders survive two sandboxes at once and
 //! a killed run.
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::fs;

@@ -4,10 +4,8 @@
 //! own binary, which no process of the sandbox keeps), and `cordon run` must work.
 //!
 //! Every test runs as root and as the ordinary test user ([`for_each_user`]).
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::serve::Session;
 use common::*;

@@ -1,10 +1,8 @@
 //! Atomic write under SIGKILL: a child process writes a big file over and over
 //! through the agent and is killed at random moments; the file must always hold
 //! one version in full. Plus properties of path handling.
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{Agent, Dirs, policy_for};
 use proptest::prelude::*;
@@ -94,7 +92,7 @@ fn write_survives_sigkill() {
         let mut child = Command::new(&exe)
             .args([
                 "--exact",
-                "helper_write_loop",
+                "atomic::helper_write_loop",
                 "--nocapture",
                 "--test-threads=1",
             ])

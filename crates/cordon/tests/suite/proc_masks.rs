@@ -6,10 +6,8 @@
 //! attempt, with a positive control: the same file is writable (or the same write
 //! works) outside cordon, as root. Values a control changes are put back at once,
 //! and by a `Defer` if anything panics.
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::fs;

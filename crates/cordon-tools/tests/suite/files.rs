@@ -1,8 +1,6 @@
 //! The protocol and the file methods: happy paths, errors, policy denials.
-// Test code: a failed unwrap or expect is a failed test, with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{Agent, b64, unb64};
 use serde_json::{Value, json};
