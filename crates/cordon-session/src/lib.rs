@@ -13,6 +13,7 @@
 //! No sandbox mechanics here: the session launches through the backend.
 
 pub mod host_dirs;
+pub mod inputs;
 pub mod pi;
 pub mod providers;
 pub mod run;
@@ -23,6 +24,12 @@ use std::path::PathBuf;
 /// A session's host-side work that failed; each names the problem and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
+    #[error("cannot read the current directory: {0}")]
+    CurrentDir(std::io::Error),
+    #[error(
+        "cannot tell your home directory: HOME is unset and your user is not in /etc/passwd; set HOME"
+    )]
+    NoHome,
     /// A missing writable directory that cordon cannot make (the message says
     /// which, why, and the fix).
     #[error("{0}")]

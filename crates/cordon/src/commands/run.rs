@@ -3,7 +3,7 @@
 use crate::cli::{DegradedLayer, RunOptions};
 use cordon_backend::{Backend, Command, Degraded, Outcome, Program, Session, Terminal};
 use cordon_net::Wired;
-use cordon_policy::{Flags, Inputs, Policy};
+use cordon_policy::{Flags, Policy};
 use cordon_session::run::Notice;
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -153,39 +153,17 @@ pub fn resolve_policy_with(
     options: &RunOptions,
     pi: Option<cordon_policy::PiMode>,
 ) -> Result<Policy, String> {
-    let cwd =
-        std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
-    let inputs = Inputs {
-        workspace: options.workspace.clone().unwrap_or_else(|| cwd.clone()),
-        cwd,
-        home: home_dir()?,
-        tmp: std::env::var_os("TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from),
-        config: options.config.clone(),
-        xdg_config_home: std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from),
-        xdg_data_home: std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
-        flags: Flags {
-            pi,
-            ..options.flags.clone()
-        },
+    let flags = Flags {
+        pi,
+        ..options.flags.clone()
     };
+    let inputs =
+        cordon_session::inputs::from_env(options.workspace.clone(), options.config.clone(), flags)
+            .map_err(|e| e.to_string())?;
     cordon_policy::resolve(&inputs).map_err(|e| e.to_string())
 }
 
-/// $HOME, else the invoking user's entry in /etc/passwd. (Not getpwuid: cordon is
-/// a static binary, and glibc's NSS modules cannot be loaded into one reliably.)
+/// $HOME, else the invoking user's entry in /etc/passwd.
 pub fn home_dir() -> Result<PathBuf, String> {
-    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        return Ok(PathBuf::from(home));
-    }
-    let uid = rustix::process::geteuid().as_raw().to_string();
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|passwd| {
-            passwd.lines().find_map(|line| {
-                let fields: Vec<&str> = line.split(':').collect();
-                (fields.len() >= 7 && fields[2] == uid).then(|| PathBuf::from(fields[5]))
-            })
-        })
-        .filter(|home| home.is_absolute())
-        .ok_or_else(|| "cannot tell your home directory: HOME is unset and your user is not in /etc/passwd; set HOME".to_string())
+    cordon_session::inputs::home_dir().map_err(|e| e.to_string())
 }
