@@ -5,9 +5,11 @@
 //! the earliest start of the records whose run is gone as the start of its own
 //! audit, and removes them after it.
 //!
-//! The records live in `/tmp/cordon-UID/pending-STEM/PID` (a fixed place for the
-//! user, whatever `TMPDIR`: no sandbox sees the host's `/tmp`; STEM a hash of the
-//! root).
+//! The records live in `/dev/shm/cordon-UID/pending-STEM/PID`, or under `/tmp`
+//! where `/dev/shm` is not a tmpfs (see [`user_dir`]): a fixed place for the user,
+//! whatever `TMPDIR`, that no sandbox sees; STEM a hash of the root. They do not
+//! outlive a reboot (`/dev/shm` is memory, and most systems empty `/tmp` at boot),
+//! so a run cut short by the machine going down is not audited by the next one.
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -15,14 +17,34 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The user's directory of cordon's run records; `None` if it cannot be had
-/// safely (someone else's, or a symlink).
+/// The user's directory of cordon's run records (and of the root locks of
+/// cordon-sandbox); `None` if it cannot be had safely (someone else's, or a
+/// symlink). In `/dev/shm` where that is a tmpfs, else in `/tmp`: each run makes
+/// and removes a record and a placeholder list there, and on a disk file system
+/// (`/tmp` on ext4, Debian's default) each of those waits for the journal, a
+/// tenth of a millisecond or more on every run. Both are fixed places, the same
+/// whatever the environment, and no sandbox sees either (its `/dev` and `/tmp` are
+/// its own).
 pub fn user_dir() -> Option<PathBuf> {
     let uid = rustix::process::geteuid().as_raw();
-    let dir = PathBuf::from(format!("/tmp/cordon-{uid}"));
+    let base = if is_tmpfs(Path::new("/dev/shm")) {
+        "/dev/shm"
+    } else {
+        "/tmp"
+    };
+    let dir = PathBuf::from(format!("{base}/cordon-{uid}"));
     let _ = fs::DirBuilder::new().mode(0o700).create(&dir);
     let meta = fs::symlink_metadata(&dir).ok()?;
     (meta.is_dir() && meta.uid() == uid && meta.mode() & 0o022 == 0).then_some(dir)
+}
+
+/// Whether `dir` is a directory on a tmpfs (memory, no journal).
+// f_type's C type differs between architectures (a long here), hence the cast.
+#[allow(clippy::unnecessary_cast)]
+fn is_tmpfs(dir: &Path) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir())
+        && rustix::fs::statfs(dir).is_ok_and(|s| s.f_type as i64 == TMPFS_MAGIC)
 }
 
 /// A root's file name stem: a hash of its path that must not change between

@@ -4,7 +4,8 @@
 //! would detach that sandbox's mount, and with it the protection.
 //!
 //! - One lock per canonical writable root and user, whatever the environment: the
-//!   lock files live in `/tmp/cordon-UID/`, a fixed place (not `$TMPDIR` or
+//!   lock files live in `/dev/shm/cordon-UID/` (`/tmp/cordon-UID/` where `/dev/shm` is
+//!   not a tmpfs), a fixed place (not `$TMPDIR` or
 //!   `$XDG_RUNTIME_DIR`, which differ between two terminals of one user), that no
 //!   sandbox sees (its `/tmp` is its own), so no sandbox can hold a lock itself.
 //! - Each root's placeholders are recorded in a list beside its lock before they
