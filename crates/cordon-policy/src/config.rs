@@ -111,6 +111,19 @@ pub struct ConfigFile {
     pub pi: Option<Box<ConfigFile>>,
 }
 
+/// The keys a config file may contain (besides `$schema`), in documentation order:
+/// [`ConfigFile`]'s fields, as serde names them (one declaration for both).
+pub fn known_fields() -> &'static [&'static str] {
+    static KNOWN: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    KNOWN.get_or_init(|| {
+        crate::fields::struct_fields::<ConfigFile>()
+            .iter()
+            .copied()
+            .filter(|f| !f.starts_with('$'))
+            .collect()
+    })
+}
+
 /// The `pi` section: a config of its own, which may not hold another `pi`.
 fn de_pi<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<ConfigFile>>, D::Error> {
     let section = Option::<Box<ConfigFile>>::deserialize(d)?;
@@ -311,13 +324,14 @@ fn json_error(file: &Path, e: serde_json::Error) -> PolicyError {
             .or_else(|| rest.rfind('`'))
             .unwrap_or(rest.len());
         let field = rest[..end].to_string();
-        let suggestion = closest_field(&field);
+        let suggestion = closest_field(&field, known_fields());
         return PolicyError::UnknownField {
             file,
             field,
             line,
             column,
             suggestion,
+            known: known_fields(),
         };
     }
     match e.classify() {
@@ -429,7 +443,6 @@ pub fn default_user_config(home: &Path, xdg_config_home: Option<&Path>) -> PathB
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fields::KNOWN_FIELDS;
 
     fn parse(s: &str) -> Result<ConfigFile, PolicyError> {
         parse_config(s.as_bytes(), Path::new("/w/.cordon.json"))
@@ -492,7 +505,7 @@ mod tests {
         assert_eq!(c.resolve, ["git.internal:10.0.0.5", "db:[fd00::5]"]);
         assert_eq!(c.upstream_ca, ["${HOME}/corp-ca.pem"]);
         // Every field is known, in the documented place.
-        let i = |f: &str| KNOWN_FIELDS.iter().position(|k| *k == f).unwrap();
+        let i = |f: &str| known_fields().iter().position(|k| *k == f).unwrap();
         assert!(i("net") < i("allow_domain") && i("upstream_ca") < i("timeout"));
     }
 

@@ -51,7 +51,7 @@ pub enum PolicyError {
         "{}: unknown field {field:?}{} (known fields: {})",
         location(.file, *.line, *.column),
         suggestion_text(.suggestion),
-        crate::fields::KNOWN_FIELDS.join(", ")
+        .known.join(", ")
     )]
     UnknownField {
         file: PathBuf,
@@ -60,6 +60,8 @@ pub enum PolicyError {
         column: usize,
         /// The known field closest to `field`, when one is close.
         suggestion: Option<&'static str>,
+        /// Every known field, for the message.
+        known: &'static [&'static str],
     },
 
     /// A value from a config file or a flag is unusable: an unknown `${VAR}`, an

@@ -23,12 +23,13 @@ pub mod sanitize;
 mod values;
 
 pub use caches::{CacheUse, Caches, ManagedCache, UnmanagedCache};
-pub use config::{ConfigFile, ConfigNet, MAX_CONFIG_BYTES, default_user_config, parse_config};
+pub use config::{
+    ConfigFile, ConfigNet, MAX_CONFIG_BYTES, default_user_config, known_fields, parse_config,
+};
 pub use error::{
     DomainError, EnvProblem, LocalServiceProblem, MountProblem, PolicyError, ResolveProblem,
     SecretProblem, SizeProblem, ValueError,
 };
-pub use fields::KNOWN_FIELDS;
 pub use home::{CONFIG_PROTECTED, HOME_PROTECTED, pi_agent_dir};
 pub use model::*;
 pub use network::*;

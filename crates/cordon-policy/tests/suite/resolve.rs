@@ -1,8 +1,8 @@
 //! End-to-end tests of `resolve` against real files in temporary directories.
 
 use cordon_policy::{
-    Access, DomainPattern, Flags, Inputs, KNOWN_FIELDS, NetMode, NetworkRules, Origin, PathRule,
-    Policy, PolicyError, RuleKind, Sourced, Verdict, defaults, resolve,
+    Access, DomainPattern, Flags, Inputs, NetMode, NetworkRules, Origin, PathRule, Policy,
+    PolicyError, RuleKind, Sourced, Verdict, defaults, resolve,
 };
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -1017,7 +1017,7 @@ impl Rng {
 
 /// A key for a random config: a known field, `$schema`, or one that is no field.
 fn random_key(rng: &mut Rng) -> &'static str {
-    let keys: Vec<&str> = KNOWN_FIELDS
+    let keys: Vec<&str> = cordon_policy::known_fields()
         .iter()
         .copied()
         .chain(["$schema", "bogus", ""])

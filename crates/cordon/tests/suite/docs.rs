@@ -4,7 +4,7 @@
 //! - every relative link names a file in the repository, and every `#anchor` a
 //!   heading of that file;
 //! - the config keys: the table of docs/config.md lists exactly the keys a config
-//!   file may hold ([`cordon_policy::KNOWN_FIELDS`]), every JSON example that is a
+//!   file may hold ([`cordon_policy::known_fields`]), every JSON example that is a
 //!   config parses as one, and no code span names a key that does not exist
 //!   (`allow_domains`);
 //! - the presets table of docs/config.md is [`cordon_policy::PRESETS`], and its
@@ -300,7 +300,7 @@ fn config_md() -> Doc {
 #[test]
 fn config_fields_table_is_the_schema() {
     let documented: BTreeSet<String> = table_keys(&config_md(), "### Fields").into_iter().collect();
-    let known: BTreeSet<String> = cordon_policy::KNOWN_FIELDS
+    let known: BTreeSet<String> = cordon_policy::known_fields()
         .iter()
         .map(|k| k.to_string())
         .chain(["$schema".to_string()])
@@ -318,7 +318,7 @@ fn config_fields_table_is_the_schema() {
 /// that exists: `allow_domains` for `allow_domain` is caught.
 #[test]
 fn config_keys_named_in_docs_exist() {
-    let known: BTreeSet<&str> = cordon_policy::KNOWN_FIELDS.iter().copied().collect();
+    let known: BTreeSet<&str> = cordon_policy::known_fields().iter().copied().collect();
     // The first words of the keys, which other snake_case names (syscalls,
     // /proc files) do not start with.
     let prefixes: BTreeSet<String> = known
@@ -356,7 +356,7 @@ fn config_keys_named_in_docs_exist() {
     );
     assert!(
         problems.is_empty(),
-        "config keys that do not exist (crates/cordon-policy/src/config.rs, KNOWN_FIELDS):\n{}",
+        "config keys that do not exist (crates/cordon-policy/src/config.rs, known_fields: the fields of ConfigFile):\n{}",
         problems.join("\n")
     );
 }
@@ -365,7 +365,7 @@ fn config_keys_named_in_docs_exist() {
 /// as a config file: no unknown key, no bad value.
 #[test]
 fn config_examples_parse() {
-    let known: BTreeSet<&str> = cordon_policy::KNOWN_FIELDS.iter().copied().collect();
+    let known: BTreeSet<&str> = cordon_policy::known_fields().iter().copied().collect();
     let mut problems = Vec::new();
     let mut parsed = 0;
     for path in markdown_files() {
