@@ -66,6 +66,10 @@ struct Options {
     /// exit with status 1 if a target is missed
     #[arg(long)]
     strict: bool,
+    /// keep one core busy during the rounds (a thread of this process spinning),
+    /// to measure every contender under load
+    #[arg(long = "busy-core")]
+    busy_core: bool,
 }
 
 // ---------------------------------------------------------------------------
@@ -445,6 +449,8 @@ struct Results {
     workspace: PathBuf,
     iterations: usize,
     warmup: usize,
+    /// Whether a core was kept busy during the timed rounds (`--busy-core`).
+    busy_core: bool,
     wall: Duration,
     summaries: Vec<Summary>,
     memory: Option<Result<MemoryReport, String>>,
@@ -505,7 +511,7 @@ impl Results {
         let _ = writeln!(o, "workspace:  {}", self.workspace.display());
         let _ = writeln!(
             o,
-            "rounds:     {} timed + {} warm-up, interleaved round-robin ({}), {:.1} s",
+            "rounds:     {} timed + {} warm-up, interleaved round-robin ({}), {:.1} s{}",
             self.iterations,
             self.warmup,
             self.summaries
@@ -513,7 +519,12 @@ impl Results {
                 .map(|s| s.name)
                 .collect::<Vec<_>>()
                 .join(", "),
-            self.wall.as_secs_f64()
+            self.wall.as_secs_f64(),
+            if self.busy_core {
+                "; beside a busy core (--busy-core)"
+            } else {
+                ""
+            }
         );
         let _ = writeln!(
             o,
@@ -700,6 +711,7 @@ impl Results {
             json_str(&self.workspace.to_string_lossy())
         );
         let _ = writeln!(o, "  \"iterations\": {},", self.iterations);
+        let _ = writeln!(o, "  \"busy_core\": {},", self.busy_core);
         let _ = writeln!(o, "  \"warmup\": {},", self.warmup);
         let _ = writeln!(o, "  \"wall_s\": {},", json_num(self.wall.as_secs_f64()));
         o.push_str("  \"contenders\": [\n");
@@ -905,6 +917,7 @@ fn bench(options: &Options, cordon: PathBuf, workspace: &Path) -> Result<Results
         }
     }
 
+    let spinner = options.busy_core.then(Spinner::start);
     let others_before = user_process_ticks();
     let ticks_before = machine_ticks();
     let start = Instant::now();
@@ -915,6 +928,7 @@ fn bench(options: &Options, cordon: PathBuf, workspace: &Path) -> Result<Results
         }
     }
     let wall = start.elapsed();
+    drop(spinner);
     if let (Some((_, total0)), Some((_, total1))) = (ticks_before, machine_ticks()) {
         let others: u64 = user_process_ticks()
             .iter()
@@ -948,8 +962,42 @@ fn bench(options: &Options, cordon: PathBuf, workspace: &Path) -> Result<Results
         workspace: workspace.to_path_buf(),
         iterations: options.iterations,
         warmup: options.warmup,
+        busy_core: options.busy_core,
         wall,
         summaries,
         memory,
     })
+}
+
+/// A thread spinning on one core until dropped (`--busy-core`).
+struct Spinner {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Spinner {
+    fn start() -> Spinner {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut x: u64 = 1;
+            while !flag.load(Ordering::Relaxed) {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        });
+        Spinner {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
