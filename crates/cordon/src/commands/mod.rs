@@ -18,6 +18,7 @@ pub fn dispatch(command: Commands) -> Result<u8, String> {
         Commands::Pi { options, args } => pi::pi(&options, args),
         Commands::Serve { options } => serve::serve(&options),
         Commands::Agent => serve::agent(),
+        Commands::VmAgent => Ok(cordon_vm::agent::main()),
         Commands::Doctor { json } => doctor::doctor(json),
         Commands::Policy { options, json, pi } => policy::show(&options, json, pi),
         Commands::Completions { shell } => completions(shell),
