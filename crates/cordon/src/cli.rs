@@ -75,6 +75,9 @@ pub enum Commands {
     /// Internal: the tool agent inside a `serve` sandbox.
     #[command(name = "__agent", hide = true)]
     Agent,
+    /// Internal: the guest agent, PID 1 of cordon's VM (crates/cordon-vm).
+    #[command(name = "__vm-agent", hide = true)]
+    VmAgent,
     /// Report which isolation layers work on this machine, and how to fix missing ones.
     Doctor {
         /// Print the report as JSON.

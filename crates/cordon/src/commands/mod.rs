@@ -34,6 +34,7 @@ pub fn dispatch(command: Commands) -> Result<u8, Failure> {
         Commands::Pi { options, args } => pi::pi(&backend(&options)?, &options, args)?,
         Commands::Serve { options } => serve::serve(&backend(&options)?, &options)?,
         Commands::Agent => serve::agent()?,
+        Commands::VmAgent => cordon_vm::agent::main(),
         Commands::Doctor { json } => doctor::doctor(json)?,
         Commands::Policy { options, json, pi } => {
             policy::show(&backend(&options)?, &options, json, pi)?

@@ -28,3 +28,4 @@ mod pi_tmp;
 mod proc_masks;
 mod serve;
 mod serve_tmp;
+mod vm;

@@ -1,0 +1,310 @@
+//! bench/vm: cold boot to the first exec through cordon's guest agent, next to the
+//! same kernel booted bare by QEMU with a one-line init (`busybox sh -c 'echo ok;
+//! poweroff -f'`), interleaved in one run; then the exec round trip through the
+//! agent. Same QEMU, machine (microvm, pic=off, tsc_early_khz), accelerator,
+//! memory and vCPUs for both. Target: agent / bare ≤ 1.2.
+//!
+//! The agent's time counts everything a session pays with a warm cache: finding
+//! the kernel, hashing the inputs of the cached vmlinux and initramfs, choosing
+//! the accelerator (the KVM probe), starting QEMU, the boot, loading the modules,
+//! the agent's `Ready`, and `busybox echo hi` run to its exit status.
+
+use clap::Parser;
+use cordon_bench::{Stats, at_least_one, find_cordon, invocation, loadavg, main_with, median};
+use cordon_vm::image::{self, Extra, Spec};
+use cordon_vm::vm::{self, Accel, Config, ExecRequest, Machine, Vm};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "bench/vm",
+    about = "cordon's VM boot next to a bare boot of the same kernel"
+)]
+struct Args {
+    /// boots of each kind, interleaved (default 5)
+    #[arg(long, default_value_t = 5, value_parser = at_least_one::<usize>)]
+    rounds: usize,
+    /// exec round trips measured after one boot (default 50)
+    #[arg(long, default_value_t = 50, value_parser = at_least_one::<usize>)]
+    execs: usize,
+    /// the cordon binary (default: next to this binary, target/release/cordon)
+    #[arg(long, value_name = "PATH")]
+    cordon: Option<PathBuf>,
+    /// the kernel (default: the newest /boot/vmlinuz-* with its modules)
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// guest memory in MiB (default 256)
+    #[arg(long, default_value_t = 256)]
+    memory: u32,
+    /// exit with status 1 if the ratio misses its target
+    #[arg(long)]
+    strict: bool,
+}
+
+const TARGET_RATIO: f64 = 1.2;
+
+fn main() -> ExitCode {
+    main_with("bench/vm", || {
+        let args = Args::parse();
+        run(&args)
+    })
+}
+
+fn run(args: &Args) -> Result<ExitCode, String> {
+    let cordon = find_cordon(args.cordon.as_deref())?;
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.is_file() {
+        return Err("no /bin/busybox (apt-get install busybox-static)".into());
+    }
+    let spec = || -> Result<Spec, String> {
+        Ok(Spec {
+            kernel: image::find_kernel(args.kernel.as_deref()).map_err(|e| e.to_string())?,
+            agent: cordon.clone(),
+            extras: vec![Extra {
+                host: busybox.into(),
+                guest: "/bin/busybox".into(),
+            }],
+            cache: image::cache_dir().map_err(|e| e.to_string())?,
+        })
+    };
+    // Warm the cache (the first assembly unpacks the kernel).
+    let t = Instant::now();
+    let first = image::assemble(&spec()?).map_err(|e| e.to_string())?;
+    let first_ms = ms(t.elapsed());
+    let bare_initramfs = bare_initramfs(&first.initramfs, busybox)?;
+    let accel = vm::choose_accel(Accel::Auto);
+    let config = Config {
+        accel: Accel::Auto,
+        machine: Machine::Microvm,
+        memory_mib: args.memory,
+        cpus: 1,
+        ..Config::default()
+    };
+    let tsc = vm::host_tsc_khz();
+
+    println!("bench/vm: {}", invocation("bench/vm"));
+    println!(
+        "machine: {} CPUs, load {}; QEMU {}; accelerator: {}",
+        cordon_bench::nproc(),
+        loadavg(),
+        qemu_version(),
+        accel.why
+    );
+    println!(
+        "kernel: {}, vmlinux {} MB; initramfs {} MB (agent {}); first assembly {first_ms:.0} ms{}",
+        spec()?.kernel.image.display(),
+        size_mb(&first.vmlinux),
+        size_mb(&first.initramfs),
+        cordon.display(),
+        if first.vmlinux_cached {
+            " (vmlinux cached)"
+        } else {
+            ""
+        }
+    );
+
+    let (mut bare, mut agent, mut assemble, mut boot, mut exec1) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for round in 0..args.rounds {
+        // Bare first in even rounds, agent first in odd ones.
+        for which in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+            if which == 0 {
+                bare.push(bare_boot(
+                    &config,
+                    &first.vmlinux,
+                    &bare_initramfs,
+                    accel.kvm,
+                    tsc,
+                )?);
+            } else {
+                let t = Instant::now();
+                let image = image::assemble(&spec()?).map_err(|e| e.to_string())?;
+                let t_image = t.elapsed();
+                let mut vm = Vm::boot(&config, &image).map_err(|e| e.to_string())?;
+                let t_boot = t.elapsed();
+                let mut out = Vec::new();
+                let status = vm
+                    .exec(&echo(), &mut out, &mut std::io::sink())
+                    .map_err(|e| e.to_string())?;
+                let total = t.elapsed();
+                if status.shell_code() != 0 || out != b"hi\n" {
+                    return Err(format!("the first exec returned {status:?} {out:?}"));
+                }
+                agent.push(ms(total));
+                assemble.push(ms(t_image));
+                boot.push(ms(t_boot - t_image));
+                exec1.push(ms(total - t_boot));
+            }
+        }
+    }
+    let (b, a) = (Stats::of(&bare), Stats::of(&agent));
+    let ratio = a.median / b.median;
+    println!(
+        "\ncold boot, {} rounds interleaved (ms: median, min, p90):",
+        args.rounds
+    );
+    println!(
+        "  bare kernel, one-line init  {:7.0} {:7.0} {:7.0}",
+        b.median, b.min, b.p90
+    );
+    println!(
+        "  cordon agent, first exec    {:7.0} {:7.0} {:7.0}",
+        a.median, a.min, a.p90
+    );
+    println!(
+        "    of which: image (cache hit) {:.0}, QEMU start to Ready {:.0} (incl. the accelerator probe), first exec {:.0}",
+        median(&assemble),
+        median(&boot),
+        median(&exec1)
+    );
+    let pass = ratio <= TARGET_RATIO;
+    println!(
+        "  ratio agent/bare: {ratio:.2} (target <= {TARGET_RATIO}) {}",
+        cordon_bench::verdict(pass)
+    );
+
+    // The exec round trip on one booted VM.
+    let image = image::assemble(&spec()?).map_err(|e| e.to_string())?;
+    let mut vm = Vm::boot(&config, &image).map_err(|e| e.to_string())?;
+    let mut trips = Vec::new();
+    for _ in 0..args.execs + 3 {
+        let t = Instant::now();
+        let request = ExecRequest {
+            argv: vec!["/bin/busybox".into(), "true".into()],
+            ..echo()
+        };
+        vm.exec(&request, &mut std::io::sink(), &mut std::io::sink())
+            .map_err(|e| e.to_string())?;
+        trips.push(ms(t.elapsed()));
+    }
+    let trips = &trips[3..];
+    let s = Stats::of(trips);
+    println!(
+        "\nexec round trip (`busybox true`, {} after 3 warm-up): median {:.1} ms, min {:.1}, p90 {:.1} (target <= 10)",
+        trips.len(),
+        s.median,
+        s.min,
+        s.p90
+    );
+    Ok(cordon_bench::exit_code(args.strict, !pass))
+}
+
+fn echo() -> ExecRequest {
+    ExecRequest {
+        argv: vec!["/bin/busybox".into(), "echo".into(), "hi".into()],
+        env: vec![("PATH".into(), "/bin".into())],
+        cwd: "/".into(),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn size_mb(p: &Path) -> String {
+    std::fs::metadata(p)
+        .map(|m| format!("{:.1}", m.len() as f64 / 1e6))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn qemu_version() -> String {
+    Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.trim_start_matches("QEMU emulator version ").to_string())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// An initramfs with busybox alone, next to the agent's in the cache.
+fn bare_initramfs(agent_initramfs: &Path, busybox: &Path) -> Result<PathBuf, String> {
+    let path = agent_initramfs.with_file_name("bench-bare.cpio");
+    let data = std::fs::read(busybox).map_err(|e| e.to_string())?;
+    let mut w = image::cpio::Writer::new(Vec::new());
+    (|| {
+        w.dir("dev", 0o755)?;
+        w.char_device("dev/console", 0o600, 5, 1)?;
+        w.dir("bin", 0o755)?;
+        w.file("bin/busybox", 0o755, &data)
+    })()
+    .map_err(|e| e.to_string())?;
+    std::fs::write(&path, w.finish().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+/// QEMU start to `ok` on the console of the bare kernel (ms).
+fn bare_boot(
+    config: &Config,
+    vmlinux: &Path,
+    initramfs: &Path,
+    kvm: bool,
+    tsc: u64,
+) -> Result<f64, String> {
+    let accel = if kvm { "kvm" } else { "tcg,tb-size=64" };
+    let append = format!(
+        "console=ttyS0 quiet panic=-1 tsc_early_khz={tsc} rdinit=/bin/busybox -- sh -c \"echo ok; /bin/busybox poweroff -f\""
+    );
+    let t = Instant::now();
+    let mut child = Command::new(&config.qemu)
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-M",
+            "microvm,pic=off",
+        ])
+        .args([
+            "-accel",
+            accel,
+            "-m",
+            &config.memory_mib.to_string(),
+            "-smp",
+            "1",
+        ])
+        .args([
+            "-sandbox",
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+            "-nic",
+            "none",
+        ])
+        .args([
+            "-chardev",
+            "stdio,id=con,signal=off",
+            "-serial",
+            "chardev:con",
+        ])
+        .args([
+            "-kernel".as_ref(),
+            vmlinux.as_os_str(),
+            "-initrd".as_ref(),
+            initramfs.as_os_str(),
+        ])
+        .args(["-append", &append])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("qemu-system-x86_64: {e}"))?;
+    let out = child.stdout.take().ok_or("no stdout")?;
+    let mut seen = None;
+    for line in BufReader::new(out).lines() {
+        let Ok(line) = line else { break };
+        if line.trim_end() == "ok" {
+            seen = Some(ms(t.elapsed()));
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    seen.ok_or_else(|| "the bare kernel never printed ok".to_string())
+}

@@ -1,0 +1,367 @@
+//! cordon's guest agent: the init (PID 1) of cordon's VM, run by the kernel as
+//! `/init __vm-agent` from the initramfs cordon assembles.
+//!
+//! It mounts `/proc`, `/sys` and `/dev`, loads the channel's modules (listed by
+//! the host in [`GUEST_MODULE_LIST`], named on the kernel command line by
+//! `cordon.load=`), opens the virtio-serial port named [`PORT_NAME`], says
+//! [`Message::Ready`], and then runs each [`Message::Exec`] it is sent: the output
+//! streamed back in chunks, then the exit status. It reaps every process (orphans
+//! included), as an init must. When the channel closes, or anything fails, it
+//! powers the VM off: a guest without its agent has nothing to do.
+//!
+//! The agent trusts nothing it has not been told by the host; the host trusts
+//! nothing the agent says (see [`crate::protocol`]).
+
+use crate::image::GUEST_MODULE_LIST;
+use crate::protocol::{self, Frame, FrameReader, Message, Status};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The hidden subcommand the kernel passes to `/init` (after `--` on its command line).
+pub const SUBCOMMAND: &str = "__vm-agent";
+
+/// The name of the virtio-serial port (`virtserialport,name=`).
+pub const PORT_NAME: &str = "cordon";
+
+/// The kernel command line option naming the modules to load at boot.
+pub const LOAD_OPTION: &str = "cordon.load=";
+
+/// How long the agent waits for its port to appear after loading the modules.
+const PORT_WAIT: Duration = Duration::from_secs(20);
+
+/// The agent's entry point (`cordon __vm-agent`). Only ever returns outside a VM
+/// (when not PID 1), with status 125.
+pub fn main() -> u8 {
+    if rustix::process::getpid() != rustix::process::Pid::INIT {
+        eprintln!("cordon: __vm-agent is the init of cordon's VM and runs only as PID 1 there");
+        return 125;
+    }
+    if let Err(e) = run() {
+        eprintln!("cordon agent: {e}");
+    }
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    let _ = rustix::system::reboot(rustix::system::RebootCommand::PowerOff);
+    // Powering off did not work: leaving PID 1 panics the kernel, which with
+    // `panic=-1` and QEMU's -no-reboot ends the VM as well.
+    std::process::exit(1)
+}
+
+fn run() -> io::Result<()> {
+    // SIGCHLD is taken by the reaper with sigwaitinfo: block it before any thread
+    // exists, so that every thread inherits the mask (commands get an empty mask
+    // from std's spawn).
+    // SAFETY: the set is initialized by sigemptyset/sigaddset before use; blocking
+    // a signal in the calling thread has no memory effects.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    mount_basics()?;
+    let cmdline = std::fs::read_to_string("/proc/cmdline")?;
+    load_modules(&cmdline)?;
+    let port = open_port()?;
+    let reaper = Arc::new(Reaper::default());
+    {
+        let reaper = reaper.clone();
+        std::thread::spawn(move || reaper.run());
+    }
+    let writer = Arc::new(Mutex::new(port.try_clone()?));
+    protocol::write_message(
+        &mut *lock(&writer),
+        &Message::Ready {
+            version: protocol::VERSION,
+        },
+    )?;
+    let mut reader = FrameReader::new(port, protocol::MAX_FRAME);
+    loop {
+        match reader.read_frame() {
+            Ok(Frame::Message(Message::Exec { id, argv, env, cwd })) => {
+                let (writer, reaper) = (writer.clone(), reaper.clone());
+                std::thread::spawn(move || exec(id, argv, env, cwd, &writer, &reaper));
+            }
+            Ok(other) => {
+                eprintln!("cordon agent: ignored an unexpected frame from the host: {other:?}")
+            }
+            Err(protocol::FrameError::Closed) => return Ok(()),
+            Err(e) => return Err(io::Error::other(e.to_string())),
+        }
+    }
+}
+
+fn mount_basics() -> io::Result<()> {
+    use rustix::mount::{MountFlags, mount};
+    for (source, target, fstype) in [
+        ("proc", "/proc", "proc"),
+        ("sysfs", "/sys", "sysfs"),
+        ("devtmpfs", "/dev", "devtmpfs"),
+    ] {
+        std::fs::create_dir_all(target)?;
+        match mount(
+            source,
+            target,
+            fstype,
+            MountFlags::NOSUID | MountFlags::NOEXEC,
+            None,
+        ) {
+            Ok(()) | Err(rustix::io::Errno::BUSY) => {}
+            Err(e) => return Err(io::Error::other(format!("mounting {target}: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+/// Loads the modules `cordon.load=` names, each after the ones it depends on,
+/// with the parameters the command line gives it (`virtio_mmio.device=...`, which
+/// QEMU's microvm adds), as modprobe would.
+fn load_modules(cmdline: &str) -> io::Result<()> {
+    let words: Vec<&str> = cmdline.split_whitespace().collect();
+    let wanted: Vec<&str> = words
+        .iter()
+        .filter_map(|w| w.strip_prefix(LOAD_OPTION))
+        .flat_map(|v| v.split(','))
+        .filter(|v| !v.is_empty())
+        .collect();
+    let list = match std::fs::read_to_string(Path::new("/").join(GUEST_MODULE_LIST)) {
+        Ok(list) => list,
+        // A kernel with everything built in: the host put no modules in.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let table: HashMap<&str, (&str, Vec<&str>)> = list
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let name = f.next()?;
+            let file = f.next()?;
+            let deps = f
+                .next()
+                .unwrap_or("")
+                .split(',')
+                .filter(|d| !d.is_empty())
+                .collect();
+            Some((name, (file, deps)))
+        })
+        .collect();
+    let mut loaded = Vec::new();
+    for name in wanted {
+        load(name, &table, &words, &mut loaded, 0)?;
+    }
+    Ok(())
+}
+
+fn load<'a>(
+    name: &'a str,
+    table: &HashMap<&'a str, (&'a str, Vec<&'a str>)>,
+    cmdline: &[&str],
+    loaded: &mut Vec<&'a str>,
+    depth: usize,
+) -> io::Result<()> {
+    if loaded.contains(&name) || depth > 32 {
+        return Ok(());
+    }
+    // Not in the list: built into this kernel.
+    let Some((file, deps)) = table.get(name) else {
+        return Ok(());
+    };
+    for dep in deps {
+        load(dep, table, cmdline, loaded, depth + 1)?;
+    }
+    let prefix = format!("{name}.");
+    let params: Vec<&str> = cmdline
+        .iter()
+        .filter_map(|w| w.strip_prefix(prefix.as_str()))
+        .collect();
+    let params = std::ffi::CString::new(params.join(" ")).map_err(io::Error::other)?;
+    let fd = File::open(file)?;
+    match rustix::system::finit_module(&fd, &params, 0) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(io::Error::other(format!("loading module {name}: {e}"))),
+    }
+    loaded.push(name);
+    Ok(())
+}
+
+/// Opens the virtio-serial port named [`PORT_NAME`] (`/dev/vportNpM`; there is no
+/// udev to make `/dev/virtio-ports/cordon`), waiting for it to appear.
+fn open_port() -> io::Result<File> {
+    let start = Instant::now();
+    loop {
+        if let Some(dev) = find_port()? {
+            return std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&dev);
+        }
+        if start.elapsed() > PORT_WAIT {
+            return Err(io::Error::other(format!(
+                "no virtio-serial port named {PORT_NAME} after {} s",
+                PORT_WAIT.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn find_port() -> io::Result<Option<PathBuf>> {
+    let dir = match std::fs::read_dir("/sys/class/virtio-ports") {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    for entry in dir {
+        let entry = entry?;
+        let name = std::fs::read_to_string(entry.path().join("name")).unwrap_or_default();
+        if name.trim_end() == PORT_NAME {
+            let dev = Path::new("/dev").join(entry.file_name());
+            if dev.exists() {
+                return Ok(Some(dev));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs one command: `Started` (or `Failed`), its output, then `Exited`.
+fn exec(
+    id: u32,
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: String,
+    writer: &Mutex<File>,
+    reaper: &Reaper,
+) {
+    let send = |m: Message| {
+        let _ = protocol::write_message(&mut *lock(writer), &m);
+    };
+    let Some((program, args)) = argv.split_first() else {
+        return send(Message::Failed {
+            id,
+            error: "an empty argv".into(),
+        });
+    };
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .current_dir(&cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Spawned under the reaper's lock: the reaper cannot take the status before
+    // the pid is registered, nor reap the child std's spawn waits for itself when
+    // exec fails.
+    let child = {
+        let mut waiting = lock(&reaper.state);
+        match command.spawn() {
+            Ok(child) => {
+                waiting.insert(child.id() as i32, None);
+                child
+            }
+            Err(e) => {
+                drop(waiting);
+                return send(Message::Failed {
+                    id,
+                    error: format!("{program}: {e}"),
+                });
+            }
+        }
+    };
+    let pid = child.id();
+    send(Message::Started { id, pid });
+    // Every output chunk goes out before `Exited`: the pumps end when the pipes
+    // close (the command and whatever inherited them have exited).
+    std::thread::scope(|s| {
+        if let Some(out) = child.stdout {
+            s.spawn(move || pump(out, protocol::KIND_STDOUT, id, writer));
+        }
+        if let Some(err) = child.stderr {
+            s.spawn(move || pump(err, protocol::KIND_STDERR, id, writer));
+        }
+    });
+    let status = reaper.wait(pid as i32);
+    send(Message::Exited { id, status });
+}
+
+/// Sends what `from` yields as data frames of `kind`, a chunk at a time: when the
+/// host reads slowly, the write blocks and so does the command (no buffering here).
+fn pump(mut from: impl Read, kind: u8, id: u32, writer: &Mutex<File>) {
+    let mut buf = vec![0u8; protocol::DATA_CHUNK];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if protocol::write_data(&mut *lock(writer), kind, id, &buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Reaps every child of PID 1 and hands the status of registered ones to whoever
+/// waits for them; orphans' statuses are dropped.
+#[derive(Default)]
+struct Reaper {
+    state: Mutex<HashMap<i32, Option<Status>>>,
+    done: Condvar,
+}
+
+impl Reaper {
+    fn run(&self) {
+        // SAFETY: a set with SIGCHLD, blocked in every thread since `run` began.
+        let set = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGCHLD);
+            set
+        };
+        loop {
+            // SAFETY: waits for the blocked SIGCHLD; the info pointer may be null.
+            unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
+            // Reaped under the lock that spawns hold: a child std's spawn reaps
+            // itself (when exec fails) is never taken from under it.
+            let mut state = lock(&self.state);
+            while let Ok(Some((pid, st))) =
+                rustix::process::waitpid(None, rustix::process::WaitOptions::NOHANG)
+            {
+                let status = match (st.exit_status(), st.terminating_signal()) {
+                    (Some(code), _) => Status::Code(code),
+                    (None, Some(sig)) => Status::Signal(sig),
+                    _ => continue,
+                };
+                if let Some(slot) = state.get_mut(&pid.as_raw_nonzero().get()) {
+                    *slot = Some(status);
+                    self.done.notify_all();
+                }
+            }
+            drop(state);
+        }
+    }
+
+    fn wait(&self, pid: i32) -> Status {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(Some(status)) = state.get(&pid) {
+                let status = *status;
+                state.remove(&pid);
+                return status;
+            }
+            state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! The protocol between the host and cordon's guest agent, over one virtio-serial
+//! port.
+//!
+//! A frame is a 4-byte big-endian length `n` and then `n` bytes of body. The body's
+//! first byte is its kind:
+//! - [`KIND_MESSAGE`]: a JSON [`Message`] (control: exec, started, exited, ...);
+//! - [`KIND_STDOUT`], [`KIND_STDERR`]: output of a running command, a 4-byte
+//!   big-endian request id and then raw bytes (no JSON for bulk data).
+//!
+//! Both sides read with [`FrameReader`], which treats every frame as hostile: a
+//! length above its limit is rejected before anything is allocated, a length of 0,
+//! an unknown kind, a data frame too short for its id, and JSON that is not exactly
+//! a [`Message`] (unknown fields and variants included) are errors, and the reader
+//! never holds more than one frame. The host's limit is [`MAX_FRAME`]; the agent
+//! sends output in chunks of at most [`DATA_CHUNK`] bytes.
+
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read, Write};
+
+/// The protocol's version, sent by the agent in [`Message::Ready`]; the host
+/// refuses another.
+pub const VERSION: u32 = 1;
+
+/// The largest frame body either side accepts (1 MiB).
+pub const MAX_FRAME: u32 = 1 << 20;
+
+/// The largest output chunk the agent puts in one data frame (64 KiB).
+pub const DATA_CHUNK: usize = 64 << 10;
+
+/// A JSON [`Message`].
+pub const KIND_MESSAGE: u8 = 0;
+/// A chunk of a command's standard output.
+pub const KIND_STDOUT: u8 = 1;
+/// A chunk of a command's standard error.
+pub const KIND_STDERR: u8 = 2;
+
+/// Control messages, both directions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Message {
+    /// Guest → host: the agent is up and reads requests.
+    Ready {
+        /// [`VERSION`] of the agent.
+        version: u32,
+    },
+    /// Host → guest: run a command.
+    Exec {
+        /// Chosen by the host, unique among the requests it has open.
+        id: u32,
+        /// The program (looked up in `PATH` of `env` when it has no slash) and its
+        /// arguments; not empty.
+        argv: Vec<String>,
+        /// The whole environment of the command (nothing inherited from the agent).
+        env: Vec<(String, String)>,
+        /// The working directory.
+        cwd: String,
+    },
+    /// Guest → host: the command of request `id` started as `pid` in the guest.
+    Started { id: u32, pid: u32 },
+    /// Guest → host: the command of request `id` could not start.
+    Failed { id: u32, error: String },
+    /// Guest → host: the command of request `id` ended; every output chunk of it
+    /// was sent before.
+    Exited { id: u32, status: Status },
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Status {
+    /// It exited with this code (0–255).
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+impl Status {
+    /// The shell's convention: the code, or 128 + the signal.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            Status::Code(c) => c,
+            Status::Signal(s) => 128 + s,
+        }
+    }
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Message(Message),
+    Stdout { id: u32, data: Vec<u8> },
+    Stderr { id: u32, data: Vec<u8> },
+}
+
+/// Why a frame was refused. After any of these the stream is out of step and is
+/// given up.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("the channel closed")]
+    Closed,
+    #[error("the channel closed in the middle of a frame")]
+    Truncated,
+    #[error("a frame of {len} bytes is larger than the limit of {max}")]
+    Oversized { len: u32, max: u32 },
+    #[error("an empty frame")]
+    Empty,
+    #[error("a frame of unknown kind {0}")]
+    UnknownKind(u8),
+    #[error("a data frame of {0} bytes is too short for its request id")]
+    ShortData(usize),
+    #[error("a malformed message: {0}")]
+    Malformed(String),
+    #[error("reading the channel: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Reads frames from a byte stream, one at a time, at most `max` bytes each.
+pub struct FrameReader<R> {
+    inner: R,
+    max: u32,
+}
+
+impl<R: Read> FrameReader<R> {
+    /// A reader accepting frames of up to `max` bytes (at most [`MAX_FRAME`]).
+    pub fn new(inner: R, max: u32) -> Self {
+        FrameReader {
+            inner,
+            max: max.min(MAX_FRAME),
+        }
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// The next frame. The body is allocated only once its length is known to be
+    /// within the limit, and only as it arrives (a liar announcing the limit and
+    /// sending nothing costs nothing).
+    pub fn read_frame(&mut self) -> Result<Frame, FrameError> {
+        let mut header = [0u8; 4];
+        match read_full(&mut self.inner, &mut header)? {
+            0 => return Err(FrameError::Closed),
+            4 => {}
+            _ => return Err(FrameError::Truncated),
+        }
+        let len = u32::from_be_bytes(header);
+        if len > self.max {
+            return Err(FrameError::Oversized { len, max: self.max });
+        }
+        if len == 0 {
+            return Err(FrameError::Empty);
+        }
+        let mut body = Vec::new();
+        let got = (&mut self.inner)
+            .take(u64::from(len))
+            .read_to_end(&mut body)?;
+        if got != len as usize {
+            return Err(FrameError::Truncated);
+        }
+        decode(body)
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match r.read(&mut buf[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+fn decode(mut body: Vec<u8>) -> Result<Frame, FrameError> {
+    match body[0] {
+        KIND_MESSAGE => serde_json::from_slice(&body[1..])
+            .map(Frame::Message)
+            .map_err(|e| FrameError::Malformed(e.to_string())),
+        kind @ (KIND_STDOUT | KIND_STDERR) => {
+            if body.len() < 5 {
+                return Err(FrameError::ShortData(body.len()));
+            }
+            let id = u32::from_be_bytes([body[1], body[2], body[3], body[4]]);
+            body.drain(..5);
+            Ok(if kind == KIND_STDOUT {
+                Frame::Stdout { id, data: body }
+            } else {
+                Frame::Stderr { id, data: body }
+            })
+        }
+        other => Err(FrameError::UnknownKind(other)),
+    }
+}
+
+/// Writes one message frame.
+pub fn write_message(w: &mut impl Write, message: &Message) -> io::Result<()> {
+    let json = serde_json::to_vec(message).map_err(io::Error::other)?;
+    write_body(w, KIND_MESSAGE, None, &json)
+}
+
+/// Writes one data frame (`kind` [`KIND_STDOUT`] or [`KIND_STDERR`]); `data` must
+/// be at most [`DATA_CHUNK`] bytes.
+pub fn write_data(w: &mut impl Write, kind: u8, id: u32, data: &[u8]) -> io::Result<()> {
+    if data.len() > DATA_CHUNK {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "data frame above DATA_CHUNK",
+        ));
+    }
+    write_body(w, kind, Some(id), data)
+}
+
+fn write_body(w: &mut impl Write, kind: u8, id: Option<u32>, data: &[u8]) -> io::Result<()> {
+    let len = 1 + id.map_or(0, |_| 4) + data.len();
+    let len = u32::try_from(len)
+        .ok()
+        .filter(|l| *l <= MAX_FRAME)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "frame above MAX_FRAME"))?;
+    let mut frame = Vec::with_capacity(4 + len as usize);
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.push(kind);
+    if let Some(id) = id {
+        frame.extend_from_slice(&id.to_be_bytes());
+    }
+    frame.extend_from_slice(data);
+    // One write per frame: frames from several threads never interleave when the
+    // writer is shared under a lock.
+    w.write_all(&frame)?;
+    w.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(bytes: &[u8]) -> FrameReader<&[u8]> {
+        FrameReader::new(bytes, MAX_FRAME)
+    }
+
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut v = (body.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut buf = Vec::new();
+        let exec = Message::Exec {
+            id: 7,
+            argv: vec!["/bin/busybox".into(), "echo".into(), "hi".into()],
+            env: vec![("PATH".into(), "/bin".into())],
+            cwd: "/".into(),
+        };
+        write_message(&mut buf, &exec).unwrap();
+        write_data(&mut buf, KIND_STDERR, 7, b"oops\n").unwrap();
+        let exited = Message::Exited {
+            id: 7,
+            status: Status::Signal(9),
+        };
+        write_message(&mut buf, &exited).unwrap();
+        let mut r = reader(&buf);
+        assert_eq!(r.read_frame().unwrap(), Frame::Message(exec));
+        assert_eq!(
+            r.read_frame().unwrap(),
+            Frame::Stderr {
+                id: 7,
+                data: b"oops\n".to_vec()
+            }
+        );
+        assert_eq!(r.read_frame().unwrap(), Frame::Message(exited));
+        assert!(matches!(r.read_frame(), Err(FrameError::Closed)));
+    }
+
+    #[test]
+    fn oversized_frame_rejected_before_reading_it() {
+        // Announces 4 GiB - 1 and sends nothing more: refused from the header alone.
+        let mut r = reader(&[0xff, 0xff, 0xff, 0xff]);
+        assert!(matches!(
+            r.read_frame(),
+            Err(FrameError::Oversized {
+                len: u32::MAX,
+                max: MAX_FRAME
+            })
+        ));
+        // One byte over the limit, the body present: still refused.
+        let mut big = (MAX_FRAME + 1).to_be_bytes().to_vec();
+        big.resize(4 + MAX_FRAME as usize + 1, 0);
+        assert!(matches!(
+            reader(&big).read_frame(),
+            Err(FrameError::Oversized { .. })
+        ));
+        // A smaller limit of the reader's own applies too.
+        let frame = framed(&[KIND_STDOUT, 0, 0, 0, 1, b'x', b'y']);
+        let mut small = FrameReader::new(&frame[..], 4);
+        assert!(matches!(
+            small.read_frame(),
+            Err(FrameError::Oversized { len: 7, max: 4 })
+        ));
+        // The limit itself is accepted.
+        let mut exact = vec![KIND_STDOUT, 0, 0, 0, 1];
+        exact.resize(MAX_FRAME as usize, b'a');
+        let f = framed(&exact);
+        assert!(matches!(
+            reader(&f).read_frame(),
+            Ok(Frame::Stdout { id: 1, data }) if data.len() == MAX_FRAME as usize - 5
+        ));
+    }
+
+    #[test]
+    fn garbage_rejected() {
+        // Printable noise: a huge length.
+        assert!(matches!(
+            reader(b"hello world").read_frame(),
+            Err(FrameError::Oversized { .. })
+        ));
+        assert!(matches!(
+            reader(&framed(&[])).read_frame(),
+            Err(FrameError::Empty)
+        ));
+        assert!(matches!(
+            reader(&framed(&[9, 1, 2])).read_frame(),
+            Err(FrameError::UnknownKind(9))
+        ));
+        assert!(matches!(
+            reader(&framed(&[KIND_STDOUT, 0, 0])).read_frame(),
+            Err(FrameError::ShortData(3))
+        ));
+        for json in [
+            &b"not json"[..],
+            br#"{"type":"exited","id":1}"#,
+            br#"{"type":"exited","id":1,"status":{"code":0},"extra":1}"#,
+            br#"{"type":"reboot_host"}"#,
+            br#"{"type":"ready","version":-1}"#,
+            br#"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["#,
+        ] {
+            let mut body = vec![KIND_MESSAGE];
+            body.extend_from_slice(json);
+            assert!(
+                matches!(
+                    reader(&framed(&body)).read_frame(),
+                    Err(FrameError::Malformed(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(json)
+            );
+        }
+        // A header cut short, a body cut short.
+        assert!(matches!(
+            reader(&[0, 0]).read_frame(),
+            Err(FrameError::Truncated)
+        ));
+        assert!(matches!(
+            reader(&[0, 0, 0, 9, KIND_STDOUT]).read_frame(),
+            Err(FrameError::Truncated)
+        ));
+    }
+
+    #[test]
+    fn writer_refuses_oversized_data() {
+        let mut buf = Vec::new();
+        assert!(write_data(&mut buf, KIND_STDOUT, 1, &vec![0; DATA_CHUNK + 1]).is_err());
+        assert!(buf.is_empty());
+    }
+}

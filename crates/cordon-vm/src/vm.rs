@@ -1,0 +1,740 @@
+//! The host side of a VM: QEMU started with cordon's kernel and initramfs, the
+//! channel to the guest agent, and commands run through it.
+//!
+//! QEMU gets one end of a socket pair as the chardev of a virtio-serial port (no
+//! socket in the file system, nothing another process can connect to), no network
+//! device, no disk, and its own seccomp filter (`-sandbox on`). It dies with the
+//! host side: [`Vm`]'s drop kills it, and it has `PR_SET_PDEATHSIG` = SIGKILL, so
+//! a SIGKILL of cordon takes QEMU along. The death signal follows the *thread*
+//! that started QEMU: boot the VM on a thread that lives as long as the [`Vm`].
+//!
+//! Every frame from the guest is hostile (see [`crate::protocol`]): sizes are
+//! bounded, garbage is an error, a frame for a request that is not open is an
+//! error, output goes to the caller's sinks as it arrives (one frame at a time,
+//! so a slow sink slows the guest instead of growing the host's memory), and after
+//! any violation the VM is refused further use.
+
+use crate::agent;
+use crate::image::{Image, ImageError};
+use crate::protocol::{self, Frame, FrameError, FrameReader, Message, Status};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Which accelerator to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// KVM when the probe of `cordon doctor` finds that it runs ordinary guests at
+    /// hardware speed, else TCG.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// The machine type QEMU emulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
+    /// `microvm`: no PCI, no firmware; virtio over MMIO. With `pic=off` and the
+    /// kernel's `tsc_early_khz=` (both always set): without them it crashes 3–6
+    /// boots in 8 under TCG.
+    Microvm,
+    /// `q35`: the fallback, with virtio over PCI.
+    Q35,
+}
+
+impl Machine {
+    /// The modules the guest loads at boot for its channel.
+    pub fn boot_modules(self) -> &'static [&'static str] {
+        match self {
+            Machine::Microvm => &["virtio_mmio", "virtio_console"],
+            Machine::Q35 => &["virtio_pci", "virtio_console"],
+        }
+    }
+}
+
+/// How to start the VM.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The QEMU binary (`qemu-system-x86_64`, looked up in `PATH`; Debian's
+    /// `qemu-system-x86_64-microvm` is KVM-only).
+    pub qemu: PathBuf,
+    pub accel: Accel,
+    pub machine: Machine,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// How long QEMU may take from start to the agent's `Ready`.
+    pub boot_timeout: Duration,
+}
+
+impl Default for Config {
+    /// 1 GiB and 2 vCPUs (what real builds need), microvm, accelerator chosen by
+    /// the probe.
+    fn default() -> Self {
+        Config {
+            qemu: PathBuf::from("qemu-system-x86_64"),
+            accel: Accel::Auto,
+            machine: Machine::Microvm,
+            memory_mib: 1024,
+            cpus: 2,
+            boot_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What can go wrong on the host side of a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("{0} not found: install QEMU (`apt-get install qemu-system-x86`)")]
+    QemuMissing(String),
+    #[error("starting {0}: {1}")]
+    Spawn(String, #[source] io::Error),
+    #[error("the VM did not boot: {why}{}", console_note(.console))]
+    Boot { why: String, console: String },
+    #[error("the VM ended{}", console_note(.0))]
+    Ended(String),
+    #[error("the guest agent broke the protocol: {0}; the VM is no longer used")]
+    Protocol(String),
+    #[error("the VM was given up after an earlier error")]
+    Broken,
+    #[error("the command could not start in the VM: {0}")]
+    ExecFailed(String),
+    #[error("the command's request is invalid: {0}")]
+    Request(String),
+    #[error("the channel to the VM: {0}")]
+    Io(#[from] io::Error),
+}
+
+fn console_note(console: &str) -> String {
+    let tail = console.trim();
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; the end of its console:\n{tail}")
+    }
+}
+
+/// A command to run in the VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecRequest {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+}
+
+/// The accelerator in use and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccelChoice {
+    pub kvm: bool,
+    pub why: String,
+}
+
+/// Chooses the accelerator for `accel`: `Auto` asks the KVM probe of `cordon
+/// doctor` (a timed guest loop: PVM, where ordinary guests crawl, is refused).
+pub fn choose_accel(accel: Accel) -> AccelChoice {
+    match accel {
+        Accel::Kvm => AccelChoice {
+            kvm: true,
+            why: "KVM requested".into(),
+        },
+        Accel::Tcg => AccelChoice {
+            kvm: false,
+            why: "TCG requested".into(),
+        },
+        Accel::Auto => {
+            let layers = cordon_sandbox::probe::run_vm_backend(Duration::from_secs(2));
+            match layers.iter().find(|l| l.id == "kvm") {
+                Some(l) if l.ok => AccelChoice {
+                    kvm: true,
+                    why: l.detail.clone(),
+                },
+                Some(l) => AccelChoice {
+                    kvm: false,
+                    why: format!("TCG: {}", l.cause.as_deref().unwrap_or(&l.detail)),
+                },
+                None => AccelChoice {
+                    kvm: false,
+                    why: "TCG: no KVM probe".into(),
+                },
+            }
+        }
+    }
+}
+
+/// The host's TSC frequency in kHz: from the hypervisor's timing leaf when the
+/// host is itself a guest that has one, else measured against CLOCK_MONOTONIC.
+/// Under TCG and KVM the guest's TSC runs at this rate; microvm has no other
+/// clock to calibrate it against.
+#[cfg(target_arch = "x86_64")]
+pub fn host_tsc_khz() -> u64 {
+    use std::arch::x86_64::{__cpuid, _rdtsc};
+    // CPUID leaf 1, ECX bit 31: running under a hypervisor.
+    let hypervisor = __cpuid(1).ecx & (1 << 31) != 0;
+    if hypervisor && __cpuid(0x4000_0000).eax >= 0x4000_0010 {
+        let khz = u64::from(__cpuid(0x4000_0010).eax);
+        if khz > 0 {
+            return khz;
+        }
+    }
+    // Measure: TSC ticks over 5 ms, each end bracketed by clock reads so a
+    // preemption between them is seen (and the sample retried).
+    let stamp = || {
+        for _ in 0..10 {
+            let a = Instant::now();
+            // SAFETY: rdtsc only reads the time-stamp counter.
+            let t = unsafe { _rdtsc() };
+            let b = Instant::now();
+            if b - a < Duration::from_micros(20) {
+                return (a + (b - a) / 2, t);
+            }
+        }
+        let a = Instant::now();
+        // SAFETY: as above.
+        (a, unsafe { _rdtsc() })
+    };
+    let (t0, c0) = stamp();
+    std::thread::sleep(Duration::from_millis(5));
+    let (t1, c1) = stamp();
+    let ns = (t1 - t0).as_nanos().max(1) as u64;
+    c1.wrapping_sub(c0).saturating_mul(1_000_000) / ns
+}
+
+/// The kernel command line of the guest.
+pub fn kernel_cmdline(machine: Machine, tsc_khz: u64) -> String {
+    format!(
+        "console=ttyS0 quiet panic=-1 tsc_early_khz={tsc_khz} {}{} -- {}",
+        agent::LOAD_OPTION,
+        machine.boot_modules().join(","),
+        agent::SUBCOMMAND
+    )
+}
+
+/// QEMU's arguments for `image` on `machine`, the channel on file descriptor `chan_fd`.
+pub fn qemu_args(
+    config: &Config,
+    image: &Image,
+    kvm: bool,
+    tsc_khz: u64,
+    chan_fd: i32,
+) -> Vec<String> {
+    let (machine, serial_bus) = match config.machine {
+        Machine::Microvm => ("microvm,pic=off", "virtio-serial-device"),
+        Machine::Q35 => ("q35", "virtio-serial-pci"),
+    };
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
+    push(&["-M", machine]);
+    if kvm {
+        push(&["-accel", "kvm", "-cpu", "host"]);
+    } else {
+        // A 64 MiB translation cache instead of the default's gigabyte of address space.
+        push(&["-accel", "tcg,tb-size=64"]);
+    }
+    let memory = config.memory_mib.to_string();
+    let cpus = config.cpus.max(1).to_string();
+    push(&["-m", &memory, "-smp", &cpus]);
+    // QEMU's own seccomp filter.
+    push(&[
+        "-sandbox",
+        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+    ]);
+    // No network device of any kind.
+    push(&["-nic", "none"]);
+    // The console on QEMU's stdout, which the host drains into a bounded tail.
+    push(&[
+        "-chardev",
+        "stdio,id=con,signal=off",
+        "-serial",
+        "chardev:con",
+    ]);
+    let chan = format!("socket,id=chan,fd={chan_fd}");
+    let port = format!("virtserialport,chardev=chan,name={}", agent::PORT_NAME);
+    push(&["-device", serial_bus, "-chardev", &chan, "-device", &port]);
+    let kernel = image.vmlinux.to_string_lossy().into_owned();
+    let initrd = image.initramfs.to_string_lossy().into_owned();
+    let cmdline = kernel_cmdline(config.machine, tsc_khz);
+    push(&["-kernel", &kernel, "-initrd", &initrd, "-append", &cmdline]);
+    a
+}
+
+/// The last bytes QEMU wrote (console and its own messages), at most [`TAIL`].
+#[derive(Default)]
+struct Tail(Vec<u8>);
+
+/// How much of QEMU's output is kept for error messages.
+const TAIL: usize = 8 << 10;
+
+impl Tail {
+    fn push(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+        if self.0.len() > TAIL {
+            let cut = self.0.len() - TAIL;
+            self.0.drain(..cut);
+        }
+    }
+}
+
+fn drain(mut from: impl Read + Send + 'static, tail: Arc<Mutex<Tail>>) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            tail.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(&buf[..n]);
+        }
+    });
+}
+
+/// A running VM with its agent ready.
+pub struct Vm {
+    qemu: Child,
+    reader: FrameReader<UnixStream>,
+    writer: UnixStream,
+    next_id: u32,
+    broken: bool,
+    tail: Arc<Mutex<Tail>>,
+    /// The accelerator and why.
+    pub accel: AccelChoice,
+    /// From starting QEMU to the agent's `Ready`.
+    pub boot_time: Duration,
+}
+
+impl Vm {
+    /// Starts QEMU on `image` and waits for the agent's `Ready`.
+    pub fn boot(config: &Config, image: &Image) -> Result<Vm, VmError> {
+        let accel = choose_accel(config.accel);
+        let tsc_khz = host_tsc_khz();
+        let (host_end, guest_end) = UnixStream::pair()?;
+        let args = qemu_args(config, image, accel.kvm, tsc_khz, guest_end.as_raw_fd());
+        let start = Instant::now();
+        let mut command = Command::new(&config.qemu);
+        command
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let parent = rustix::process::getpid();
+        let guest_fd = guest_end.as_raw_fd();
+        // SAFETY: the closure runs in the child between fork and exec and calls
+        // only async-signal-safe system calls (fcntl, prctl, getppid).
+        unsafe {
+            command.pre_exec(move || {
+                // QEMU inherits the channel (created close-on-exec).
+                let fd = std::os::fd::BorrowedFd::borrow_raw(guest_fd);
+                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))?;
+                if rustix::process::getppid() != Some(parent) {
+                    // The parent died before the death signal was armed.
+                    return Err(io::Error::other("cordon exited"));
+                }
+                Ok(())
+            });
+        }
+        let mut qemu = command.spawn().map_err(|e| {
+            let name = config.qemu.display().to_string();
+            if e.kind() == io::ErrorKind::NotFound {
+                VmError::QemuMissing(name)
+            } else {
+                VmError::Spawn(name, e)
+            }
+        })?;
+        drop(guest_end);
+        let tail = Arc::new(Mutex::new(Tail::default()));
+        if let Some(out) = qemu.stdout.take() {
+            drain(out, tail.clone());
+        }
+        if let Some(err) = qemu.stderr.take() {
+            drain(err, tail.clone());
+        }
+        let writer = host_end.try_clone()?;
+        let mut vm = Vm {
+            qemu,
+            reader: FrameReader::new(host_end, protocol::MAX_FRAME),
+            writer,
+            next_id: 1,
+            broken: false,
+            tail,
+            accel,
+            boot_time: Duration::ZERO,
+        };
+        vm.reader
+            .get_ref()
+            .set_read_timeout(Some(config.boot_timeout))?;
+        let first = vm.reader.read_frame();
+        let failed = |vm: &mut Vm, why: String| {
+            vm.stop();
+            Err(VmError::Boot {
+                why,
+                console: vm.console_tail(),
+            })
+        };
+        match first {
+            Ok(Frame::Message(Message::Ready { version })) if version == protocol::VERSION => {}
+            Ok(Frame::Message(Message::Ready { version })) => {
+                return failed(
+                    &mut vm,
+                    format!(
+                        "the agent speaks protocol {version}, not {}",
+                        protocol::VERSION
+                    ),
+                );
+            }
+            Ok(other) => {
+                return failed(
+                    &mut vm,
+                    format!("the agent's first frame was not Ready: {other:?}"),
+                );
+            }
+            Err(FrameError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return failed(
+                    &mut vm,
+                    format!(
+                        "no answer from the agent within {} s",
+                        config.boot_timeout.as_secs()
+                    ),
+                );
+            }
+            Err(FrameError::Closed) => {
+                let status = vm.qemu.wait().map(|s| s.to_string()).unwrap_or_default();
+                return failed(&mut vm, format!("QEMU exited ({status})"));
+            }
+            Err(e) => return failed(&mut vm, e.to_string()),
+        }
+        vm.boot_time = start.elapsed();
+        vm.reader.get_ref().set_read_timeout(None)?;
+        Ok(vm)
+    }
+
+    /// The end of QEMU's output (console and errors), for messages.
+    pub fn console_tail(&self) -> String {
+        // Let the drains catch up with what QEMU wrote last.
+        std::thread::sleep(Duration::from_millis(20));
+        let t = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&t.0).into_owned()
+    }
+
+    /// QEMU's process id.
+    pub fn qemu_pid(&self) -> u32 {
+        self.qemu.id()
+    }
+
+    /// Runs `request` in the guest: its output written to `stdout` and `stderr` as
+    /// it arrives, its status returned.
+    pub fn exec(
+        &mut self,
+        request: &ExecRequest,
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+    ) -> Result<Status, VmError> {
+        if self.broken {
+            return Err(VmError::Broken);
+        }
+        if request.argv.is_empty() {
+            return Err(VmError::Request("an empty argv".into()));
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        let result = match exchange(
+            &mut self.reader,
+            &mut self.writer,
+            id,
+            request,
+            stdout,
+            stderr,
+        ) {
+            Err(VmError::Ended(_)) => Err(VmError::Ended(self.console_tail())),
+            other => other,
+        };
+        match &result {
+            Ok(_) | Err(VmError::ExecFailed(_)) => {}
+            // Anything else leaves the stream mid-request, or the guest lying:
+            // nothing it says later can be matched to a request with confidence.
+            Err(_) => {
+                self.broken = true;
+                self.stop();
+            }
+        }
+        result
+    }
+
+    /// Kills QEMU (the guest has nothing to save) and reaps it.
+    fn stop(&mut self) {
+        let _ = self.qemu.kill();
+        let _ = self.qemu.wait();
+    }
+}
+
+/// One request over the channel: `Exec` sent, then the guest's frames read until
+/// its `Exited`, each checked against the request that is open.
+fn exchange<R: Read>(
+    reader: &mut FrameReader<R>,
+    writer: &mut impl Write,
+    id: u32,
+    request: &ExecRequest,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> Result<Status, VmError> {
+    protocol::write_message(
+        writer,
+        &Message::Exec {
+            id,
+            argv: request.argv.clone(),
+            env: request.env.clone(),
+            cwd: request.cwd.clone(),
+        },
+    )?;
+    let mut started = false;
+    loop {
+        let frame = match reader.read_frame() {
+            Ok(f) => f,
+            Err(FrameError::Closed) => return Err(VmError::Ended(String::new())),
+            Err(FrameError::Io(e)) => return Err(VmError::Io(e)),
+            Err(e) => return Err(VmError::Protocol(e.to_string())),
+        };
+        let foreign = |other: u32| {
+            VmError::Protocol(format!(
+                "a frame for request {other}, while only {id} is open"
+            ))
+        };
+        match frame {
+            Frame::Message(Message::Started { id: got, .. }) if got == id => {
+                if started {
+                    return Err(VmError::Protocol(format!("request {id} started twice")));
+                }
+                started = true;
+            }
+            Frame::Message(Message::Failed { id: got, error }) if got == id && !started => {
+                let mut error = error;
+                truncate(&mut error, 4096);
+                return Err(VmError::ExecFailed(error));
+            }
+            Frame::Message(Message::Exited { id: got, status }) if got == id && started => {
+                let valid = match status {
+                    Status::Code(c) => (0..=255).contains(&c),
+                    Status::Signal(s) => (1..=64).contains(&s),
+                };
+                if !valid {
+                    return Err(VmError::Protocol(format!(
+                        "an impossible exit status {status:?}"
+                    )));
+                }
+                return Ok(status);
+            }
+            Frame::Stdout { id: got, data } if got == id && started => stdout.write_all(&data)?,
+            Frame::Stderr { id: got, data } if got == id && started => stderr.write_all(&data)?,
+            Frame::Message(
+                Message::Started { id: got, .. }
+                | Message::Failed { id: got, .. }
+                | Message::Exited { id: got, .. },
+            )
+            | Frame::Stdout { id: got, .. }
+            | Frame::Stderr { id: got, .. }
+                if got != id =>
+            {
+                return Err(foreign(got));
+            }
+            other => {
+                return Err(VmError::Protocol(format!(
+                    "an unexpected frame {}",
+                    describe(&other)
+                )));
+            }
+        }
+    }
+}
+
+fn describe(frame: &Frame) -> String {
+    match frame {
+        Frame::Message(m) => {
+            let mut s = format!("{m:?}");
+            truncate(&mut s, 200);
+            s
+        }
+        Frame::Stdout { id, data } => {
+            format!("stdout of request {id} ({} bytes) out of order", data.len())
+        }
+        Frame::Stderr { id, data } => {
+            format!("stderr of request {id} ({} bytes) out of order", data.len())
+        }
+    }
+}
+
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{KIND_MESSAGE, KIND_STDERR, KIND_STDOUT, write_data, write_message};
+
+    fn request() -> ExecRequest {
+        ExecRequest {
+            argv: vec!["/bin/true".into()],
+            env: vec![],
+            cwd: "/".into(),
+        }
+    }
+
+    /// Runs request 5 against a fake agent that sends `script` (raw bytes).
+    fn against(script: Vec<u8>) -> (Result<Status, VmError>, Vec<u8>, Vec<u8>) {
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        let agent = std::thread::spawn(move || {
+            let mut r = FrameReader::new(guest.try_clone().unwrap(), protocol::MAX_FRAME);
+            let exec = r.read_frame().unwrap();
+            assert!(matches!(exec, Frame::Message(Message::Exec { id: 5, .. })));
+            let _ = guest.write_all(&script);
+        });
+        let mut reader = FrameReader::new(host.try_clone().unwrap(), protocol::MAX_FRAME);
+        let mut writer = host;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let result = exchange(&mut reader, &mut writer, 5, &request(), &mut out, &mut err);
+        agent.join().unwrap();
+        (result, out, err)
+    }
+
+    fn msg(m: Message) -> Vec<u8> {
+        let mut v = Vec::new();
+        write_message(&mut v, &m).unwrap();
+        v
+    }
+
+    fn data(kind: u8, id: u32, d: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        write_data(&mut v, kind, id, d).unwrap();
+        v
+    }
+
+    #[test]
+    fn an_honest_guest() {
+        let script = [
+            msg(Message::Started { id: 5, pid: 9 }),
+            data(KIND_STDOUT, 5, b"out"),
+            data(KIND_STDERR, 5, b"err"),
+            msg(Message::Exited {
+                id: 5,
+                status: Status::Code(4),
+            }),
+        ]
+        .concat();
+        let (result, out, err) = against(script);
+        assert_eq!(result.unwrap(), Status::Code(4));
+        assert_eq!((&out[..], &err[..]), (&b"out"[..], &b"err"[..]));
+        let (result, _, _) = against(msg(Message::Failed {
+            id: 5,
+            error: "nope".into(),
+        }));
+        assert!(matches!(result, Err(VmError::ExecFailed(e)) if e == "nope"));
+    }
+
+    #[test]
+    fn a_lying_guest_is_refused() {
+        let started = msg(Message::Started { id: 5, pid: 9 });
+        let exited = |id, status| msg(Message::Exited { id, status });
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "an exit status for another request",
+                [started.clone(), exited(6, Status::Code(0))].concat(),
+            ),
+            (
+                "output of another request",
+                [started.clone(), data(KIND_STDOUT, 4, b"x")].concat(),
+            ),
+            ("output before Started", data(KIND_STDOUT, 5, b"x")),
+            ("Exited before Started", exited(5, Status::Code(0))),
+            ("Started twice", [started.clone(), started.clone()].concat()),
+            (
+                "Failed after Started",
+                [
+                    started.clone(),
+                    msg(Message::Failed {
+                        id: 5,
+                        error: "x".into(),
+                    }),
+                ]
+                .concat(),
+            ),
+            (
+                "an impossible code",
+                [started.clone(), exited(5, Status::Code(256))].concat(),
+            ),
+            (
+                "an impossible signal",
+                [started.clone(), exited(5, Status::Signal(0))].concat(),
+            ),
+            (
+                "Ready again",
+                [started.clone(), msg(Message::Ready { version: 1 })].concat(),
+            ),
+            (
+                "an Exec from the guest",
+                msg(Message::Exec {
+                    id: 5,
+                    argv: vec![],
+                    env: vec![],
+                    cwd: "/".into(),
+                }),
+            ),
+            (
+                "an oversized frame",
+                [
+                    started.clone(),
+                    (protocol::MAX_FRAME + 1).to_be_bytes().to_vec(),
+                ]
+                .concat(),
+            ),
+            ("garbage", b"\x00\x00\x00\x05\x00junk".to_vec()),
+            ("an unknown kind", vec![0, 0, 0, 1, 7]),
+            (
+                "JSON of another shape",
+                [vec![0, 0, 0, 3, KIND_MESSAGE], b"{}".to_vec()].concat(),
+            ),
+        ];
+        for (what, script) in cases {
+            let (result, _, _) = against(script);
+            assert!(
+                matches!(result, Err(VmError::Protocol(_))),
+                "{what}: {result:?}"
+            );
+        }
+        // The guest hanging up mid-request.
+        let (result, _, _) = against(started);
+        assert!(matches!(result, Err(VmError::Ended(_))), "{result:?}");
+    }
+}
