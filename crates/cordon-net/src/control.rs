@@ -13,7 +13,9 @@
 
 use crate::state::State;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
 
 /// The longest request line read.
 const MAX_LINE: usize = 4096;
@@ -22,17 +24,54 @@ const MAX_ORIGIN: usize = 200;
 
 pub(crate) async fn serve<S: AsyncRead + AsyncWrite>(broker: &State, stream: S) {
     let (read, mut write) = tokio::io::split(stream);
-    let mut lines = BufReader::new(read).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let reply = if line.len() > MAX_LINE {
-            json!({"error": "request too long"})
-        } else {
-            answer(broker, &line)
+    let mut read = BufReader::new(read);
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        // At most MAX_LINE bytes and the newline are held: a longer line is
+        // answered at once and the rest of it skipped as it comes, so the other
+        // end cannot make the broker buffer without bound.
+        let reply = match (&mut read)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) if line.last() == Some(&b'\n') || line.len() <= MAX_LINE => answer(
+                broker,
+                String::from_utf8_lossy(&line).trim_end_matches('\n'),
+            ),
+            Ok(_) => json!({"error": "request too long"}),
         };
         let mut text = reply.to_string();
         text.push('\n');
         if write.write_all(text.as_bytes()).await.is_err() {
             return;
+        }
+        if line.last() != Some(&b'\n') && line.len() > MAX_LINE && !skip_line(&mut read).await {
+            return;
+        }
+    }
+}
+
+/// Skips the rest of a line, a buffer at a time; false at the end of the stream.
+async fn skip_line<R: AsyncBufRead + Unpin>(read: &mut R) -> bool {
+    loop {
+        let Ok(chunk) = read.fill_buf().await else {
+            return false;
+        };
+        if chunk.is_empty() {
+            return false;
+        }
+        match chunk.iter().position(|b| *b == b'\n') {
+            Some(end) => {
+                read.consume(end + 1);
+                return true;
+            }
+            None => {
+                let all = chunk.len();
+                read.consume(all);
+            }
         }
     }
 }

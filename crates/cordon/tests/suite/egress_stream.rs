@@ -453,3 +453,35 @@ async fn stream_ingress_swaps_a_secret_in_over_terminated_tls() {
         "the secret's value came back to the client:\n{response}"
     );
 }
+
+/// The session's control stream (`allowDomain`) is held by the agent inside the
+/// sandbox: a request line longer than the broker reads (4096 bytes) is answered
+/// at once, before its end, and the rest skipped, so the other end cannot make the
+/// host's broker buffer a line without bound. The positive control: a request
+/// after it is answered as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_stream_answers_an_overlong_request_before_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _dirs, _) = broker(dir.path(), &rules(&[], &[], None), &[]);
+    let (mut ours, theirs) = UnixStream::pair().unwrap();
+    tokio::spawn(async move { router.control(theirs).await });
+    // Far more than the limit, and no newline yet.
+    ours.write_all(&vec![b'x'; 64 * 1024]).await.unwrap();
+    let mut reply = vec![0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(10), ours.read(&mut reply))
+        .await
+        .expect("no answer before the line ended: the broker is buffering it")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply[..n]).into_owned();
+    assert!(reply.contains("request too long"), "{reply}");
+    // The line goes on, ends, and the next request is answered.
+    ours.write_all(&vec![b'y'; 64 * 1024]).await.unwrap();
+    ours.write_all(b"\n{\"rules\": true}\n").await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), ours.read(&mut answer))
+        .await
+        .expect("no answer to the next request")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("{\"allow\":"), "{answer}");
+}
