@@ -31,24 +31,29 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite>(broker: &State, stream: S) 
         // At most MAX_LINE bytes and the newline are held: a longer line is
         // answered at once and the rest of it skipped as it comes, so the other
         // end cannot make the broker buffer without bound.
-        let reply = match (&mut read)
+        match (&mut read)
             .take(MAX_LINE as u64 + 1)
             .read_until(b'\n', &mut line)
             .await
         {
             Ok(0) | Err(_) => return,
-            Ok(_) if line.last() == Some(&b'\n') || line.len() <= MAX_LINE => answer(
+            Ok(_) => {}
+        }
+        let too_long = line.last() != Some(&b'\n') && line.len() > MAX_LINE;
+        let reply = if too_long {
+            json!({"error": "request too long"})
+        } else {
+            answer(
                 broker,
                 String::from_utf8_lossy(&line).trim_end_matches('\n'),
-            ),
-            Ok(_) => json!({"error": "request too long"}),
+            )
         };
         let mut text = reply.to_string();
         text.push('\n');
         if write.write_all(text.as_bytes()).await.is_err() {
             return;
         }
-        if line.last() != Some(&b'\n') && line.len() > MAX_LINE && !skip_line(&mut read).await {
+        if too_long && !skip_line(&mut read).await {
             return;
         }
     }
