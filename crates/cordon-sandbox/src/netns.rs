@@ -8,8 +8,8 @@
 //! join it. When no core is free (every one busy, by /proc/loadavg's count of
 //! runnable threads), the supervisor makes the namespace itself after the view
 //! instead: the helper would wait for the scheduler twice, which costs more than
-//! the work it hides. For `allowlist`, the helper also opens the egress broker's sockets in
-//! the namespace and sends them to the host (see `egress.rs`).
+//! the work it hides. For `allowlist`, whichever makes the namespace also opens
+//! the egress broker's sockets in it and sends them to the host (see `egress.rs`).
 
 use crate::egress::{self, EndpointRequest};
 use crate::sys;
