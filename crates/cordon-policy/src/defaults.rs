@@ -1,7 +1,7 @@
 //! cordon's built-in defaults: the first layer of every policy.
 
 use crate::model::{Access, EnvVar, Origin, PathRule, RuleKind};
-use crate::paths::{Below, canonicalize_lenient};
+use crate::paths::canonicalize_lenient;
 use std::path::{Path, PathBuf};
 
 /// Environment variables passed through from the invoking environment by default.
@@ -191,10 +191,9 @@ pub(crate) fn default_rules(home: &Path, xdg_data_home: Option<&Path>) -> Vec<Pa
     for d in HIDDEN_DIRS {
         rules.push(rule(Path::new(d), Access::Deny, RuleKind::Plain));
     }
-    let mut below = Below::new(home);
     for s in HOME_SECRETS {
         rules.push(PathRule {
-            path: below.canonicalize(&home.join(s)),
+            path: canonicalize_lenient(&home.join(s)),
             access: Access::Deny,
             kind: RuleKind::Secret,
             origin: Origin::Default,

@@ -9,7 +9,7 @@
 //! ordinary workspace gets no placeholders from them.
 
 use crate::model::{Access, PathRule, rule_for_in};
-use crate::paths::{Below, canonicalize_lenient, normalize_lexical};
+use crate::paths::{canonicalize_lenient, normalize_lexical};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -144,8 +144,9 @@ fn xdg(value: Option<&Path>, home: &Path, default: &str) -> PathBuf {
 /// canonical), each once. `home` is canonical.
 pub(crate) fn candidates(home: &Path, env: &HomeEnv, cwd: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut add = |p: PathBuf| {
-        if !out.contains(&p) {
+        if seen.insert(p.clone()) {
             out.push(p);
         }
     };
@@ -218,12 +219,11 @@ pub(crate) fn protected_in_roots(
     unprotect: &[PathBuf],
 ) -> Result<Vec<PathBuf>, Unprotectable> {
     let mut out = Vec::new();
-    let mut below = Below::new(home);
     for p in candidates {
         if unprotect.contains(p) {
             continue;
         }
-        let c = below.canonicalize(p);
+        let c = canonicalize_lenient(p);
         if let Some(root) = roots.iter().find(|r| p.starts_with(r)) {
             match first_link_below(p, root) {
                 // The file itself is a symlink (a dotfile manager's `.bashrc ->
@@ -262,10 +262,10 @@ fn first_link_below(path: &Path, root: &Path) -> Option<PathBuf> {
     let mut at = root.to_path_buf();
     for c in rest.components() {
         at.push(c);
-        match std::fs::symlink_metadata(&at) {
-            Ok(m) if m.file_type().is_symlink() => return Some(at),
-            Ok(_) => {}
-            Err(_) => return None,
+        match crate::lookup::lstat(&at) {
+            crate::lookup::Entry::Symlink(_) => return Some(at),
+            crate::lookup::Entry::Missing => return None,
+            _ => {}
         }
     }
     None

@@ -1049,6 +1049,7 @@ impl Layers {
         }
         candidates.extend(self.home_protected(&roots, &rules)?);
         let mut protected = Vec::new();
+        let index = crate::model::RuleIndex::new(&rules);
         for p in candidates {
             if self.unprotect.contains(&p) {
                 continue;
@@ -1056,7 +1057,7 @@ impl Layers {
             // Never make a hidden path visible; but keep it from being created: the
             // rule that hides it is protected too (deny wins the tie, so nothing
             // shows, and a missing one gets a hidden placeholder).
-            let path = match rule_for_in(&rules, &p) {
+            let path = match index.rule_for(&p) {
                 Some(r) if r.access == Access::Deny => {
                     if !roots.iter().any(|root| r.path.starts_with(root)) {
                         continue;
@@ -1071,7 +1072,9 @@ impl Layers {
         // run commands): they stay hidden, and cannot be created.
         for r in &rules {
             if r.kind == RuleKind::Secret
-                && rule_for_in(&rules, &r.path).is_some_and(|d| d.access == Access::Deny)
+                && index
+                    .rule_for(&r.path)
+                    .is_some_and(|d| d.access == Access::Deny)
                 && roots
                     .iter()
                     .any(|root| r.path.starts_with(root) && r.path != *root)
@@ -1289,8 +1292,7 @@ fn sort_dedup(rules: Vec<PathRule>) -> Vec<PathRule> {
     };
     let mut indexed: Vec<(usize, PathRule)> = rules.into_iter().enumerate().collect();
     indexed.sort_by(|(ia, a), (ib, b)| {
-        a.path
-            .cmp(&b.path)
+        crate::model::path_order(&a.path, &b.path)
             .then(a.access.precedence().cmp(&b.access.precedence()))
             .then(kind_rank(a.kind).cmp(&kind_rank(b.kind)))
             .then(ia.cmp(ib))

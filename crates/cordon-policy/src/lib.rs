@@ -12,6 +12,7 @@ mod error;
 mod fields;
 mod home;
 mod layer;
+pub mod lookup;
 mod model;
 mod mounts;
 mod network;
@@ -192,5 +193,6 @@ pub struct Inputs {
 /// environment variables that move home files (`XDG_*`, `ZDOTDIR`,
 /// `PI_CODING_AGENT_DIR`, `GIT_CONFIG_GLOBAL`, `PATH`); never panics.
 pub fn resolve(inputs: &Inputs) -> Result<Policy, PolicyError> {
+    let _snapshot = lookup::memoised();
     layer::resolve(inputs)
 }

@@ -9,7 +9,7 @@
 //! or writable path.
 
 use crate::error::PolicyError;
-use crate::model::{Access, Mount, PathRule, RuleKind, rule_for_in};
+use crate::model::{Access, Mount, PathRule, RuleKind, is_path_prefix, rule_for_in};
 use std::path::Path;
 
 /// Paths the sandbox builds itself; no mount may come from or go into them.
@@ -106,7 +106,7 @@ pub(crate) fn check_targets(
         if m.writable {
             let protected = rules
                 .iter()
-                .find(|r| r.kind == RuleKind::Protected && m.source.starts_with(&r.path));
+                .find(|r| r.kind == RuleKind::Protected && is_path_prefix(&r.path, &m.source));
             if let Some(rule) = protected {
                 return Err(refuse(
                     m,
@@ -131,13 +131,15 @@ pub(crate) fn check_targets(
             ));
         }
         let inside = rules.iter().find(|r| {
-            t.starts_with(&r.path) && (r.access == Access::Deny || r.kind == RuleKind::Protected)
+            is_path_prefix(&r.path, t)
+                && (r.access == Access::Deny || r.kind == RuleKind::Protected)
         });
         if let Some(rule) = inside {
             return Err(refuse(m, format!("the target lies in {}", describe(rule))));
         }
         let covered = rules.iter().find(|r| {
-            r.path.starts_with(t) && (r.access != Access::Read || r.kind == RuleKind::Protected)
+            is_path_prefix(t, &r.path)
+                && (r.access != Access::Read || r.kind == RuleKind::Protected)
         });
         if let Some(rule) = covered {
             return Err(refuse(

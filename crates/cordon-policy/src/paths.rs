@@ -2,12 +2,7 @@
 //! that also works for paths that do not exist yet.
 
 use std::ffi::{OsStr, OsString};
-use std::fs;
 use std::path::{Component, Path, PathBuf};
-
-/// How many symlinks [`canonicalize_lenient`] follows before it gives up (the
-/// kernel's limit).
-const MAX_SYMLINK_HOPS: usize = 40;
 
 /// Values of the variables a path may use.
 #[derive(Debug, Clone)]
@@ -80,126 +75,7 @@ pub(crate) fn normalize_lexical(path: &Path) -> PathBuf {
     out
 }
 
-/// Canonicalise an absolute path, also when it (or part of it) does not exist.
-///
-/// An existing path goes through [`fs::canonicalize`]. Otherwise the path is walked
-/// component by component from `/`: existing symlinks are followed (also dangling
-/// ones, so a rule written through a symlink lands on its target), and from the
-/// first missing component on, `.` and `..` are resolved lexically. Never fails:
-/// an unreadable component or a symlink loop ends the following of links, and the
-/// rest is appended as written.
-pub(crate) fn canonicalize_lenient(path: &Path) -> PathBuf {
-    if let Ok(c) = fs::canonicalize(path) {
-        return c;
-    }
-    // Components still to visit, last one first.
-    let mut todo: Vec<OsString> = Vec::new();
-    push_components(&mut todo, path);
-    let mut out = PathBuf::from("/");
-    let mut hops = 0;
-    while let Some(c) = todo.pop() {
-        if c == "." {
-            continue;
-        }
-        if c == ".." {
-            out.pop();
-            continue;
-        }
-        let candidate = out.join(&c);
-        let is_link = fs::symlink_metadata(&candidate)
-            .map(|m| m.file_type().is_symlink())
-            .unwrap_or(false);
-        if is_link && hops < MAX_SYMLINK_HOPS {
-            if let Ok(target) = fs::read_link(&candidate) {
-                hops += 1;
-                if target.is_absolute() {
-                    out = PathBuf::from("/");
-                }
-                push_components(&mut todo, &target);
-                continue;
-            }
-        }
-        out = candidate;
-    }
-    out
-}
-
-/// [`canonicalize_lenient`] of `path` below the canonical directory `base`, cheaply
-/// for the common case: one `lstat` per existing component up to the first missing
-/// one, after which the rest is as written. A symlink, `.` or `..` on the way
-/// hands the whole path to [`canonicalize_lenient`]. For the many home paths
-/// cordon checks on every run, most of which do not exist.
-///
-/// Each component is looked up once for all the paths asked: the eighty secrets
-/// and protected files of a home share a few directories (`~/.config` alone is
-/// on the way to thirty of them).
-pub(crate) struct Below<'a> {
-    base: &'a Path,
-    /// What `lstat` said of each component looked up so far.
-    seen: std::collections::HashMap<PathBuf, Seen>,
-}
-
-/// What a path component is, as far as canonicalising goes.
-#[derive(Clone, Copy, PartialEq)]
-enum Seen {
-    Missing,
-    Symlink,
-    Other,
-}
-
-impl<'a> Below<'a> {
-    pub(crate) fn new(base: &'a Path) -> Below<'a> {
-        Below {
-            base,
-            seen: std::collections::HashMap::new(),
-        }
-    }
-
-    pub(crate) fn canonicalize(&mut self, path: &Path) -> PathBuf {
-        let Ok(rest) = path.strip_prefix(self.base) else {
-            return canonicalize_lenient(path);
-        };
-        let mut at = self.base.to_path_buf();
-        for c in rest.components() {
-            let Component::Normal(name) = c else {
-                return canonicalize_lenient(path);
-            };
-            at.push(name);
-            let kind = match self.seen.get(&at) {
-                Some(kind) => *kind,
-                None => {
-                    let kind = match fs::symlink_metadata(&at) {
-                        Ok(m) if m.file_type().is_symlink() => Seen::Symlink,
-                        Ok(_) => Seen::Other,
-                        Err(_) => Seen::Missing,
-                    };
-                    self.seen.insert(at.clone(), kind);
-                    kind
-                }
-            };
-            match kind {
-                Seen::Symlink => return canonicalize_lenient(path),
-                Seen::Other => {}
-                Seen::Missing => return path.to_path_buf(),
-            }
-        }
-        at
-    }
-}
-
-/// Push `path`'s components onto `todo` so that the first one is popped first.
-fn push_components(todo: &mut Vec<OsString>, path: &Path) {
-    let start = todo.len();
-    for c in path.components() {
-        match c {
-            Component::Normal(n) => todo.push(n.to_os_string()),
-            Component::ParentDir => todo.push("..".into()),
-            Component::CurDir => todo.push(".".into()),
-            Component::RootDir | Component::Prefix(_) => {}
-        }
-    }
-    todo[start..].reverse();
-}
+pub(crate) use crate::lookup::canonicalize_lenient;
 
 /// Expand, make absolute against `base`, and canonicalise one path from a config
 /// file or a flag.
@@ -211,6 +87,7 @@ pub(crate) fn resolve_path(raw: &str, base: &Path, vars: &Vars) -> Result<PathBu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::symlink;
 
     fn vars() -> Vars {
@@ -308,22 +185,53 @@ mod tests {
     }
 
     #[test]
-    fn canonical_below_a_base() {
+    fn memoised_lookups_agree_with_fresh_ones() {
         let t = tempfile::tempdir().unwrap();
         let root = fs::canonicalize(t.path()).unwrap();
         fs::create_dir_all(root.join("a/b")).unwrap();
+        fs::write(root.join("a/f"), "x").unwrap();
         symlink(root.join("a"), root.join("l")).unwrap();
-        for p in ["a/b/c/d", "a/b", "l/b/x", "missing/x", "a/../l"] {
-            let p = root.join(p);
+        symlink("a/b", root.join("rel")).unwrap();
+        let paths = [
+            "a/b/c/d",
+            "a/b",
+            "l/b/x",
+            "missing/x",
+            "a/../l",
+            "rel/../f",
+            "a/f/x",
+            "l",
+            "rel/..",
+        ];
+        let fresh: Vec<PathBuf> = paths
+            .iter()
+            .map(|p| canonicalize_lenient(&root.join(p)))
+            .collect();
+        let memo = crate::lookup::memoised();
+        for _ in 0..2 {
+            for (p, want) in paths.iter().zip(&fresh) {
+                assert_eq!(&canonicalize_lenient(&root.join(p)), want, "{p}");
+            }
+        }
+        // Existing paths come out as realpath(3) has them.
+        for p in ["l/b", "rel/..", "a/f"] {
             assert_eq!(
-                Below::new(&root).canonicalize(&p),
-                canonicalize_lenient(&p),
-                "{p:?}"
+                canonicalize_lenient(&root.join(p)),
+                fs::canonicalize(root.join(p)).unwrap(),
+                "{p}"
             );
         }
+        // A snapshot while memoised; looked at afresh once the guard is gone.
+        fs::create_dir(root.join("missing")).unwrap();
+        symlink(root.join("a/b"), root.join("missing/x")).unwrap();
         assert_eq!(
-            Below::new(Path::new("/nonexistent-base")).canonicalize(&root.join("l")),
-            root.join("a")
+            canonicalize_lenient(&root.join("missing/x")),
+            root.join("missing/x")
+        );
+        drop(memo);
+        assert_eq!(
+            canonicalize_lenient(&root.join("missing/x")),
+            root.join("a/b")
         );
     }
 
