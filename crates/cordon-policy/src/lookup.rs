@@ -31,10 +31,8 @@ pub enum Entry {
     /// A symlink, with its target (`None`: unreadable).
     Symlink(Option<PathBuf>),
     Dir,
-    /// A regular file, with its size.
-    File {
-        len: u64,
-    },
+    /// A regular file.
+    File,
     /// A device, socket or fifo.
     Other,
 }
@@ -52,7 +50,31 @@ impl Entry {
 thread_local! {
     /// The lookups of the resolution under way on this thread, if one is memoised;
     /// with how many [`Memoised`] guards hold it.
-    static MEMO: RefCell<Option<(usize, HashMap<PathBuf, Entry>)>> = const { RefCell::new(None) };
+    static MEMO: RefCell<Option<(usize, Memo)>> = const { RefCell::new(None) };
+}
+
+/// After this many lookups below one directory, its entries are read at once
+/// (`getdents`) and the next lookups there answered from them: the home directory
+/// holds or lacks sixty of the paths asked about.
+const LOOKUPS_BEFORE_LISTING: u8 = 3;
+
+/// A directory with more entries than this is not listed (`/usr/bin`): its
+/// lookups stay one `lstat` each.
+const MAX_LISTED: usize = 512;
+
+#[derive(Default)]
+struct Memo {
+    seen: HashMap<PathBuf, Entry>,
+    dirs: HashMap<PathBuf, Listing>,
+}
+
+enum Listing {
+    /// How many of its entries were looked up so far.
+    Counting(u8),
+    /// Each entry's kind, when the directory entry told it (`d_type`); a symlink's
+    /// target is read when asked.
+    Listed(HashMap<OsString, Option<Entry>>),
+    Unlisted,
 }
 
 /// While alive, [`lstat`] on this thread remembers what it found; the last guard
@@ -65,7 +87,7 @@ pub fn memoised() -> Memoised {
         let mut m = m.borrow_mut();
         match m.as_mut() {
             Some((count, _)) => *count += 1,
-            None => *m = Some((1, HashMap::new())),
+            None => *m = Some((1, Memo::default())),
         }
     });
     Memoised(())
@@ -87,33 +109,78 @@ impl Drop for Memoised {
 
 /// What is at `path` (absolute, not followed if a symlink).
 pub fn lstat(path: &Path) -> Entry {
-    let remembered = MEMO.with(|m| {
-        let m = m.borrow();
-        let (_, seen) = m.as_ref()?;
-        if let Some(entry) = seen.get(path) {
-            return Some(Some(entry.clone()));
-        }
-        // Below a missing directory, or a file, there is nothing.
-        let parent = path.parent()?;
-        match seen.get(parent) {
-            Some(Entry::Missing | Entry::File { .. } | Entry::Other) => Some(Some(Entry::Missing)),
-            _ => Some(None),
-        }
-    });
-    match remembered {
-        Some(Some(entry)) => entry,
-        // Not memoised: look without remembering.
+    MEMO.with(|m| match m.borrow_mut().as_mut() {
+        Some((_, memo)) => memo.lstat(path),
         None => look(path),
-        Some(None) => {
-            let entry = look(path);
-            MEMO.with(|m| {
-                if let Some((_, seen)) = m.borrow_mut().as_mut() {
-                    seen.insert(path.to_path_buf(), entry.clone());
-                }
-            });
-            entry
+    })
+}
+
+impl Memo {
+    fn lstat(&mut self, path: &Path) -> Entry {
+        if let Some(entry) = self.seen.get(path) {
+            return entry.clone();
+        }
+        let entry = match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) => match self.seen.get(parent) {
+                // Below a missing directory, or a file, there is nothing.
+                Some(Entry::Missing | Entry::File | Entry::Other) => Entry::Missing,
+                Some(Entry::Dir) => self.in_directory(parent, name, path),
+                _ => look(path),
+            },
+            _ => look(path),
+        };
+        self.seen.insert(path.to_path_buf(), entry.clone());
+        entry
+    }
+
+    /// `path`, the entry `name` of the directory `parent`.
+    fn in_directory(&mut self, parent: &Path, name: &std::ffi::OsStr, path: &Path) -> Entry {
+        let listing = self
+            .dirs
+            .entry(parent.to_path_buf())
+            .or_insert(Listing::Counting(0));
+        if let Listing::Counting(n) = listing {
+            *n += 1;
+            if *n >= LOOKUPS_BEFORE_LISTING {
+                *listing = list(parent);
+            }
+        }
+        match listing {
+            Listing::Listed(entries) => match entries.get(name) {
+                None => Entry::Missing,
+                Some(Some(kind)) => kind.clone(),
+                Some(None) => look(path),
+            },
+            Listing::Counting(_) | Listing::Unlisted => look(path),
         }
     }
+}
+
+/// The entries of `dir`, or `Unlisted` if it cannot be read or holds too many.
+fn list(dir: &Path) -> Listing {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Listing::Unlisted;
+    };
+    let mut out = HashMap::new();
+    for entry in entries {
+        let Ok(entry) = entry else {
+            return Listing::Unlisted;
+        };
+        if out.len() == MAX_LISTED {
+            return Listing::Unlisted;
+        }
+        // `file_type` is the directory entry's own `d_type` (an `lstat` where the
+        // filesystem gives none).
+        let kind = match entry.file_type() {
+            Ok(t) if t.is_dir() => Some(Entry::Dir),
+            Ok(t) if t.is_file() => Some(Entry::File),
+            Ok(t) if t.is_symlink() => None,
+            Ok(_) => Some(Entry::Other),
+            Err(_) => None,
+        };
+        out.insert(entry.file_name(), kind);
+    }
+    Listing::Listed(out)
 }
 
 fn look(path: &Path) -> Entry {
@@ -121,7 +188,7 @@ fn look(path: &Path) -> Entry {
         Err(_) => Entry::Missing,
         Ok(m) if m.file_type().is_symlink() => Entry::Symlink(std::fs::read_link(path).ok()),
         Ok(m) if m.is_dir() => Entry::Dir,
-        Ok(m) if m.is_file() => Entry::File { len: m.len() },
+        Ok(m) if m.is_file() => Entry::File,
         Ok(_) => Entry::Other,
     }
 }

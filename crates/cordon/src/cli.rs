@@ -29,14 +29,7 @@ pub enum Commands {
     /// cordon's options come first; the first word that is not one of them starts
     /// the command, and everything after it is the command's (`cordon run ls -la`).
     /// `--` before the command works too.
-    Run {
-        #[command(flatten)]
-        options: RunOptions,
-        /// The command and its arguments: everything from the first word that is
-        /// not one of cordon's options on.
-        #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
-        command: Vec<OsString>,
-    },
+    Run(RunArgs),
     /// Open your shell ($SHELL, else bash, else sh) sandboxed in the workspace.
     Shell {
         #[command(flatten)]
@@ -106,6 +99,37 @@ pub enum Commands {
         #[arg(long)]
         pi: bool,
     },
+}
+
+/// `cordon run`'s arguments.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub options: RunOptions,
+    /// The command and its arguments: everything from the first word that is
+    /// not one of cordon's options on.
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// Parses the command line. `cordon run` is parsed with only its own subcommand
+/// built: building every subcommand's arguments took most of clap's time, a
+/// twentieth of a `cordon run -- true`. Anything but a clean `run` (help, an
+/// error, another subcommand) goes to the whole parser, so what is printed is
+/// the same.
+pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    if args.get(1).is_some_and(|a| a == "run") {
+        let run_only = clap::Command::new("cordon")
+            .subcommand(RunArgs::augment_args(clap::Command::new("run")));
+        if let Ok(matches) = run_only.try_get_matches_from(&args) {
+            if let Ok(command) = Commands::from_arg_matches(&matches) {
+                return Ok(Cli { command });
+            }
+        }
+    }
+    let matches = Cli::command().try_get_matches_from(args)?;
+    Cli::from_arg_matches(&matches)
 }
 
 /// Where the sandbox runs (`--backend`).
@@ -188,7 +212,7 @@ mod tests {
                 None,
             ),
         ] {
-            let Commands::Run { options, command } = parse(args).unwrap() else {
+            let Commands::Run(RunArgs { options, command }) = parse(args).unwrap() else {
                 panic!("not run: {args:?}");
             };
             assert_eq!(words(&command), want, "{args:?}");
@@ -232,6 +256,92 @@ mod tests {
             };
             assert_eq!(words(&pi), want, "{args:?}");
             assert_eq!(options.flags.memory.as_deref(), memory, "{args:?}");
+        }
+    }
+
+    /// The quick parse of `cordon run` gives what the whole parser gives, and leaves
+    /// help, versions and errors to it.
+    #[test]
+    fn run_parses_the_same_with_its_subcommand_alone() {
+        let whole = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("cordon").chain(args.iter().copied()))
+        };
+        let quick = |args: &[&str]| {
+            super::parse(
+                std::iter::once("cordon")
+                    .chain(args.iter().copied())
+                    .map(OsString::from)
+                    .collect(),
+            )
+        };
+        for args in [
+            &["run", "ls"][..],
+            &["run", "--", "ls", "-la"],
+            &[
+                "run",
+                "--memory",
+                "1G",
+                "--net",
+                "allowlist",
+                "--allow-domain",
+                "x.org",
+                "sh",
+            ],
+            &[
+                "run",
+                "--allow-write",
+                "/tmp/a",
+                "--allow-write",
+                "/tmp/b",
+                "--workspace",
+                "/w",
+                "env",
+                "--memory",
+                "2G",
+            ],
+            &[
+                "run",
+                "--backend",
+                "vm",
+                "--allow-degraded",
+                "limits",
+                "true",
+            ],
+            &[
+                "run",
+                "--timeout",
+                "5",
+                "--read-only",
+                "--env",
+                "A=b",
+                "true",
+            ],
+        ] {
+            assert_eq!(
+                format!("{:?}", quick(args).unwrap()),
+                format!("{:?}", whole(args).unwrap()),
+                "{args:?}"
+            );
+        }
+        for args in [
+            &["run"][..],
+            &["run", "--help"],
+            &["run", "-h"],
+            &["run", "--memroy", "1G", "ls"],
+            &["run", "--version"],
+            &["--help"],
+            &["--version"],
+            &["policy", "--json"],
+        ] {
+            let (q, w) = (quick(args), whole(args));
+            match (q, w) {
+                (Ok(q), Ok(w)) => assert_eq!(format!("{q:?}"), format!("{w:?}"), "{args:?}"),
+                (Err(q), Err(w)) => {
+                    assert_eq!(q.kind(), w.kind(), "{args:?}");
+                    assert_eq!(q.render().to_string(), w.render().to_string(), "{args:?}");
+                }
+                (q, w) => panic!("{args:?}: quick {q:?}, whole {w:?}"),
+            }
         }
     }
 

@@ -4,7 +4,6 @@
 mod cli;
 mod commands;
 
-use clap::Parser;
 use commands::Failure;
 use std::process::ExitCode;
 
@@ -16,7 +15,7 @@ const CORDON_FAILED: u8 = 125;
 const BACKEND_UNAVAILABLE: u8 = 69;
 
 fn main() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
+    let cli = match cli::parse(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help and --version

@@ -29,7 +29,9 @@ impl From<String> for Failure {
 
 pub fn dispatch(command: Commands) -> Result<u8, Failure> {
     Ok(match command {
-        Commands::Run { options, command } => run::run(&backend(&options)?, &options, command)?,
+        Commands::Run(crate::cli::RunArgs { options, command }) => {
+            run::run(&backend(&options)?, &options, command)?
+        }
         Commands::Shell { options } => run::shell(&backend(&options)?, &options)?,
         Commands::Pi { options, args } => pi::pi(&backend(&options)?, &options, args)?,
         Commands::Serve { options } => serve::serve(&backend(&options)?, &options)?,
