@@ -95,7 +95,7 @@ fn patterns(placeholder: &Path, roots: &[&Path]) -> Vec<PathBuf> {
         if let Some(outer) = placeholder
             .ancestors()
             .skip(1)
-            .find(|a| fs::symlink_metadata(a.join(".git")).is_ok())
+            .find(|a| cordon_policy::lookup::lstat(&a.join(".git")).exists())
         {
             tops.push(outer);
         }

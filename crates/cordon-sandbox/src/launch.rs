@@ -130,7 +130,9 @@ impl Prepared {
             env.retain(|(k, _)| *k != name);
             env.push((name, value));
         }
-        // Plans only; the placeholders are made after the clone.
+        // Plans only; the placeholders are made after the clone, so what is looked
+        // up while planning may be remembered until then.
+        let _snapshot = cordon_policy::lookup::memoised();
         let mut view = ViewPlan::prepare(policy, std::mem::take(&mut additions.files))?;
         view.tmpfs_size = tmpfs_size;
         let git_excludes = git_excludes(policy, &view, &env);

@@ -5,6 +5,7 @@
 //! protected path's parent. Paths in the view equal paths on the host.
 
 use crate::error::SandboxError;
+use cordon_policy::lookup::Entry;
 use cordon_policy::{Access, PathRule, Policy, RuleKind, is_path_prefix};
 use std::collections::BTreeMap;
 use std::fs;
@@ -315,15 +316,16 @@ impl Planner<'_> {
             if !ancestor.starts_with(&root) || ancestor == root {
                 continue;
             }
-            match fs::symlink_metadata(ancestor) {
-                Err(_) => {
+            match cordon_policy::lookup::lstat(ancestor) {
+                Entry::Missing => {
                     target = ancestor.to_path_buf();
                     break;
                 }
                 // A file on the way (a worktree's `.git`): nothing can exist below
                 // it; the file itself has a rule of its own.
-                Ok(m) if !m.is_dir() && ancestor != path => return Ok(()),
-                Ok(_) => {}
+                Entry::Dir => {}
+                _ if ancestor != path => return Ok(()),
+                _ => {}
             }
         }
         let (is_dir, placeholder) = match fs::symlink_metadata(&target) {
