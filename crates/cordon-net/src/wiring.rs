@@ -41,6 +41,7 @@ pub fn wire(egress: Option<Egress>, control: Option<UnixStream>) -> Wired {
             proxy_port: sandbox.proxy_port,
             serve: Box::new(move |ingress| serve_ingress(config, ingress, control, &broker_status)),
         }),
+        control: None,
     };
     Wired { additions, status }
 }
