@@ -166,11 +166,11 @@ impl fmt::Display for NoBroker {
         match self.net {
             Net::None => write!(
                 f,
-                "this session's network is off by {set_by}, and stays off: a session started with --net none cannot be widened. To allow domains during a session, start it without {set_by} (by default a session starts with nothing allowed, and allowDomain adds names)"
+                "this session's network is off by {set_by}, and stays off: a session started with its network off cannot be widened. To allow domains during a session, start one without that setting (by default a session starts with nothing allowed, and allowDomain adds names)"
             ),
             Net::Host => write!(
                 f,
-                "this session has the host's whole network ({set_by}): every name is already reachable, and there is no allowlist to widen. To confine a session to the names it needs, start it without {set_by} (by default a session starts with nothing allowed, and allowDomain adds names)"
+                "this session has the host's whole network ({set_by}): every name is already reachable, and there is no allowlist to widen. To confine a session to the names it needs, start one without that setting (by default a session starts with nothing allowed, and allowDomain adds names)"
             ),
             Net::Allowlist => write!(
                 f,
@@ -285,7 +285,7 @@ mod tests {
         assert_eq!(flag.set_by, "--net none");
         let text = flag.to_string();
         assert!(text.contains("off by --net none, and stays off"), "{text}");
-        assert!(text.contains("start it without --net none"), "{text}");
+        assert!(text.contains("start one without that setting"), "{text}");
         let host = NoBroker {
             net: Net::Host,
             set_by: "\"net\": \"host\" of the user config".into(),
