@@ -10,6 +10,10 @@
 //! naming a destination that is not allowed reaches nothing, which the upstream's
 //! own record and the audit log show.
 //!
+//! The session's host control endpoint (cordon-session's `control`, the broker
+//! one handler behind it) is driven here the same way, with the hostile lines a
+//! compromised agent could send; serve.rs drives it from inside real sessions.
+//!
 //! The broker runs in this test process, as the user running the tests: there is
 //! no sandbox here, so there is no per-user variant.
 //!
