@@ -58,7 +58,18 @@ pub struct Additions {
     /// The egress broker's side, for the `allowlist` network mode (which refuses
     /// to run without it).
     pub egress: Option<Egress>,
+    /// Who serves the host's end of the command's control channel (see
+    /// [`ServeControl`]), when the command has one.
+    pub control: Option<ServeControl>,
 }
+
+/// Serves the host's end of a command's control channel
+/// ([`Session::control_channel`]): called once, on a thread of its own, once the
+/// command has started (never before: a backend may need to be alone in its
+/// process until then); it returns when the command's end closes.
+///
+/// [`Session::control_channel`]: crate::Session::control_channel
+pub type ServeControl = Box<dyn FnOnce() + Send>;
 
 /// Serves the sandbox's network on the host (see [`Egress::serve`]).
 pub type ServeEgress = Box<dyn FnOnce(std::io::Result<Ingress>) + Send>;

@@ -7,9 +7,11 @@
 //!
 //! 1. [`Backend::start`] starts a session for a policy;
 //! 2. [`Session::control_channel`] (optional) makes a stream between the host and
-//!    the command (the egress broker's control stream of `cordon serve`);
+//!    the command (the host control endpoint of `cordon serve`'s agent), served on
+//!    the host by [`Additions::control`];
 //! 3. [`Session::exec`] runs a [`Command`] in it, with what the host adds
-//!    ([`Additions`]: files, environment, the egress broker's side), and waits for
+//!    ([`Additions`]: files, environment, the egress broker's side, the control
+//!    channel's server), and waits for
 //!    its [`Outcome`];
 //! 4. [`Session::end`] ends the session.
 //!
@@ -25,7 +27,7 @@ mod layers;
 
 pub use launch::{
     Additions, Command, ControlChannel, Degraded, Egress, FileOverlay, Ingress, Outcome, Program,
-    ServeEgress, Terminal,
+    ServeControl, ServeEgress, Terminal,
 };
 pub use layers::{Layer, Layers, Namespace};
 

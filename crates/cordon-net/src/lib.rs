@@ -16,6 +16,11 @@
 //! - [`wiring`]: the broker as a backend's `Additions` (cordon-backend's
 //!   neutral types), serving the ingress the backend hands it.
 //!
+//! The session's control stream is not the broker's: the host control endpoint
+//! (cordon-session's `control`) reads it and asks the broker through its
+//! [`Router`] ([`Router::allow_domain`], [`Router::allow_rules`],
+//! [`Router::recent_refusals`]).
+//!
 //! Pure pieces (parsers, address classes, the DNS stub) are separate modules so
 //! they can be fuzzed and tested without a network.
 
@@ -27,7 +32,6 @@ pub mod sniff;
 
 pub mod audit;
 pub mod ca;
-mod control;
 mod error;
 mod http;
 pub mod ingress;
@@ -43,5 +47,5 @@ pub use error::NetError;
 pub use ingress::namespace::{BrokerStatus, Sockets, serve};
 pub use router::{Connection, Destination, Router};
 pub use setup::{Dirs, Egress, SandboxSide, for_policy, prepare};
-pub use state::BrokerConfig;
+pub use state::{AllowDomainError, BrokerConfig, Refusal};
 pub use wiring::{Wired, wire};

@@ -16,9 +16,9 @@ use crate::dns::names::is_synthetic;
 use crate::dns::stub;
 use crate::prefixed::Prefixed;
 use crate::sniff::{self, Sniff};
-use crate::state::{BrokerConfig, State, verdict_reason};
+use crate::state::{AllowDomainError, BrokerConfig, Refusal, State, verdict_reason};
 use crate::upstream;
-use cordon_policy::{Verdict, normalize_name};
+use cordon_policy::{DomainRule, Verdict, normalize_name};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,11 +106,24 @@ impl Router {
         stub::answer(query, |name| self.state.lookup(name)).map(|reply| reply.bytes)
     }
 
-    /// Serves the session's control stream (allowing more domains, the recent
-    /// refusals, the rules in force: one JSON object per line each way) until it
-    /// ends. Whatever the ingress, only the session's agent may hold it.
-    pub async fn control<S: AsyncRead + AsyncWrite>(&self, stream: S) {
-        crate::control::serve(&self.state, stream).await
+    /// Allows `pattern` (`example.com`, `*.example.com`, optionally `:PORT`) for
+    /// the rest of the session, on the ports the sandbox had listeners on from the
+    /// start; `reason` (who asked) becomes the rule's origin and goes into the audit
+    /// log. Returns the rule as written. The session's host control endpoint
+    /// calls this for `allowDomain` (cordon-session's `control`).
+    pub fn allow_domain(&self, pattern: &str, reason: String) -> Result<String, AllowDomainError> {
+        self.state.allow_domain(pattern, reason)
+    }
+
+    /// The allow rules in force now: the policy's, then those the session added,
+    /// in the order they were added.
+    pub fn allow_rules(&self) -> Vec<DomainRule> {
+        self.state.rules().allow.clone()
+    }
+
+    /// The broker's recent refusals, oldest first (the last 50).
+    pub fn recent_refusals(&self) -> Vec<Refusal> {
+        self.state.recent_refusals()
     }
 
     /// Carries `stream`, a connection meant for `to`, for as long as it lasts, or

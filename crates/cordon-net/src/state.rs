@@ -14,9 +14,10 @@ use crate::error::NetError;
 use crate::scrub::Scrubber;
 use crate::secrets::Secret;
 use crate::upstream;
-use cordon_policy::{LOCAL_SERVICE_NAME, NetworkRules, Verdict};
+use cordon_policy::{DomainError, DomainRule, LOCAL_SERVICE_NAME, NetworkRules, Verdict};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 use tokio::net::TcpStream;
 
 /// Everything the broker decides with, made on the host before the sandbox starts.
@@ -35,6 +36,30 @@ pub struct BrokerConfig {
 /// How many refusals the broker keeps for `status`.
 const RECENT_REFUSALS: usize = 50;
 
+/// One of the broker's recent refusals (for the session's `status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub time: SystemTime,
+    /// The name (or address) the sandbox asked for.
+    pub host: String,
+    /// The port it connected to; none for a DNS question.
+    pub port: Option<u16>,
+    /// Why: the rule or the check that refused it.
+    pub reason: String,
+}
+
+/// Why a domain could not be allowed during the session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllowDomainError {
+    #[error("{0}")]
+    Pattern(#[from] DomainError),
+    /// A rule added later can use only the ports that had a listener from the start.
+    #[error(
+        "the sandbox has no listener on port {port}: a port can only be allowed when the session starts (pass --allow-domain {pattern})"
+    )]
+    NoListener { port: u16, pattern: String },
+}
+
 pub(crate) struct State {
     pub config: BrokerConfig,
     /// The rules in force: the policy's, plus what the session allowed since
@@ -45,7 +70,7 @@ pub(crate) struct State {
     names: Mutex<SyntheticNames>,
     server_configs: Mutex<std::collections::HashMap<String, Arc<rustls::ServerConfig>>>,
     /// The last [`RECENT_REFUSALS`] refusals.
-    refusals: Mutex<std::collections::VecDeque<serde_json::Value>>,
+    refusals: Mutex<std::collections::VecDeque<Refusal>>,
     /// The HTTP version (ALPN) each terminated upstream picked last, by name and port.
     alpn_memory: Mutex<std::collections::HashMap<(String, u16), Vec<u8>>>,
     /// Masks the secrets' values in what comes back from a host they may go to
@@ -80,16 +105,21 @@ impl State {
 
     /// Allows `pattern` for the rest of the session, the rule's origin saying who
     /// asked (`reason`), and logs the widening. Returns the rule as written.
-    pub(crate) fn allow_domain(&self, pattern: &str, reason: String) -> Result<String, String> {
-        let pattern = cordon_policy::DomainPattern::parse(pattern).map_err(|e| e.to_string())?;
+    pub(crate) fn allow_domain(
+        &self,
+        pattern: &str,
+        reason: String,
+    ) -> Result<String, AllowDomainError> {
+        let pattern = cordon_policy::DomainPattern::parse(pattern)?;
         if let Some(port) = pattern
             .ports()
             .into_iter()
             .find(|p| !self.ports.contains(p))
         {
-            return Err(format!(
-                "the sandbox has no listener on port {port}: a port can only be allowed when the session starts (pass --allow-domain {pattern})"
-            ));
+            return Err(AllowDomainError::NoListener {
+                port,
+                pattern: pattern.to_string(),
+            });
         }
         let shown = pattern.to_string();
         let origin = cordon_policy::Origin::Session { reason };
@@ -97,7 +127,7 @@ impl State {
         {
             let mut rules = self.rules.write().unwrap_or_else(|e| e.into_inner());
             let mut next = NetworkRules::clone(&rules);
-            next.allow.push(cordon_policy::DomainRule {
+            next.allow.push(DomainRule {
                 pattern,
                 preset: None,
                 origin,
@@ -113,22 +143,6 @@ impl State {
             via: None,
         });
         Ok(shown)
-    }
-
-    /// The allow rules in force (the policy's and the session's), as
-    /// `{"domain", "preset", "origin"}`, in the order they were added.
-    pub(crate) fn allowed_domains(&self) -> Vec<serde_json::Value> {
-        self.rules()
-            .allow
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "domain": r.pattern.to_string(),
-                    "preset": r.preset,
-                    "origin": r.origin.to_string(),
-                })
-            })
-            .collect()
     }
 
     /// The DNS stub's question: is `name` allowed, and at which address?
@@ -167,19 +181,16 @@ impl State {
         if recent.len() == RECENT_REFUSALS {
             recent.pop_front();
         }
-        recent.push_back(serde_json::json!({
-            "time": std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
-            "op": record.event,
-            "host": host,
-            "port": port,
-            "reason": reason,
-        }));
+        recent.push_back(Refusal {
+            time: SystemTime::now(),
+            host: host.to_string(),
+            port,
+            reason: reason.to_string(),
+        });
     }
 
     /// The last refusals, oldest first (for the session's `status`).
-    pub(crate) fn recent_refusals(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn recent_refusals(&self) -> Vec<Refusal> {
         let recent = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
         recent.iter().cloned().collect()
     }

@@ -10,8 +10,8 @@
 //! The mechanics stay here: the egress broker's sockets travel from the sandbox's
 //! network namespace over a socket pair (SCM_RIGHTS), the control channel is a
 //! descriptor the command inherits, cordon's own binary runs from an `O_PATH`
-//! descriptor, and the broker's thread starts only after the clone (which copies
-//! the calling thread alone).
+//! descriptor, and the threads of the broker and of the control channel's server
+//! start only after the clone (which copies the calling thread alone).
 
 use crate::error::SandboxError;
 use crate::launch::{self, Additions as Mechanics};
@@ -122,7 +122,12 @@ impl Session for OsSession<'_> {
                 (own.as_os_str(), Some(file))
             }
         };
-        let Additions { files, env, egress } = additions;
+        let Additions {
+            files,
+            env,
+            egress,
+            control,
+        } = additions;
         let mut mechanics = Mechanics {
             endpoints: None,
             files,
@@ -130,30 +135,26 @@ impl Session for OsSession<'_> {
             pass_fd: self.control.take(),
             exec_fd,
         };
-        let Some(Egress {
-            ports,
-            local_ports,
-            proxy_port,
-            serve,
-        }) = egress
-        else {
-            return launch::run(
-                self.policy,
-                argv0,
-                command,
-                self.degraded,
-                mechanics,
-                || Ok(()),
-            );
+        // The broker's side: the channel its sockets come over, and who serves them.
+        let broker = match egress {
+            None => None,
+            Some(Egress {
+                ports,
+                local_ports,
+                proxy_port,
+                serve,
+            }) => {
+                let (host_end, sandbox_end) = crate::egress::endpoint_channel()
+                    .map_err(|e| SandboxError::io("cannot make the egress broker's channel", e))?;
+                mechanics.endpoints = Some(crate::egress::EndpointRequest {
+                    ports,
+                    local_ports,
+                    proxy_port,
+                    channel: sandbox_end,
+                });
+                Some((host_end, serve))
+            }
         };
-        let (host_end, sandbox_end) = crate::egress::endpoint_channel()
-            .map_err(|e| SandboxError::io("cannot make the egress broker's channel", e))?;
-        mechanics.endpoints = Some(crate::egress::EndpointRequest {
-            ports,
-            local_ports,
-            proxy_port,
-            channel: sandbox_end,
-        });
         launch::run(
             self.policy,
             argv0,
@@ -161,13 +162,17 @@ impl Session for OsSession<'_> {
             self.degraded,
             mechanics,
             move || {
-                // Waits for the sockets the sandbox's network helper opens, then
-                // serves them, for as long as this process lives.
-                std::thread::Builder::new()
-                    .name("cordon-broker".into())
-                    .spawn(move || serve(crate::egress::receive_endpoints(&host_end)))
-                    .map(drop)
-                    .map_err(|e| SandboxError::io("cannot start the egress broker", e))
+                if let Some((host_end, serve)) = broker {
+                    // Waits for the sockets the sandbox's network helper opens,
+                    // then serves them, for as long as this process lives.
+                    spawn("cordon-broker", "the egress broker", move || {
+                        serve(crate::egress::receive_endpoints(&host_end))
+                    })?;
+                }
+                if let Some(control) = control {
+                    spawn("cordon-control", "the host control endpoint", control)?;
+                }
+                Ok(())
             },
         )
     }
@@ -176,6 +181,15 @@ impl Session for OsSession<'_> {
         // The sandbox ended with its command's supervisor.
         Ok(())
     }
+}
+
+/// Starts `what` on a thread of its own named `name` (after the clone only).
+fn spawn(name: &str, what: &str, run: impl FnOnce() + Send + 'static) -> Result<(), SandboxError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(run)
+        .map(drop)
+        .map_err(|e| SandboxError::io(format!("cannot start {what}"), e))
 }
 
 /// cordon's own binary, as the name it is started under and a descriptor to exec

@@ -6,17 +6,22 @@
 //! the table of LLM providers ([`providers`], whose hosts are the presets' own),
 //! pi's run dir ([`pi::RunDir`]: made, overlaid, removed) and the URL helpers the
 //! importer needs; the missing writable directories a run needs ([`host_dirs`]);
-//! and one run of a command in a backend's session ([`run`]: the directories, the
-//! git audit around it, the outcome and what to tell the user), which `run`,
-//! `shell`, `serve` and `pi` all go through (docs/architecture.md, "Session").
+//! the session itself ([`session::HostSession`]: the backend's session, the
+//! egress broker, and the host control endpoint ([`control`]) for a front end
+//! that asks, as `serve` does); and one run of a command in it ([`run`]: the
+//! directories, the git audit around it, the outcome and what to tell the user),
+//! which `run`, `shell`, `serve` and `pi` all go through (docs/architecture.md,
+//! "Session").
 //!
 //! No sandbox mechanics here: the session launches through the backend.
 
+pub mod control;
 pub mod host_dirs;
 pub mod inputs;
 pub mod pi;
 pub mod providers;
 pub mod run;
+pub mod session;
 pub mod url;
 
 use std::path::PathBuf;

@@ -7,6 +7,7 @@
 //! [`Outcome`] to an exit status.
 
 use crate::SessionError;
+use crate::session::HostSession;
 use cordon_backend::{Command, Outcome, Program, Session};
 use cordon_net::Wired;
 use cordon_policy::{Access, Origin, Policy};
@@ -24,20 +25,24 @@ pub enum Notice {
     Hint(String),
 }
 
-/// Runs `command` in `session` (made from `policy`) with the additions of its
-/// egress broker (none when it has none), ends the session, and audits what the
+/// Runs `command` in `session` with what the host adds (the egress broker's
+/// side, the control endpoint, variables), ends the session, and audits what the
 /// run left for the host's git. `notify` hears everything to tell the user.
 pub fn run<S: Session>(
-    policy: &Policy,
-    mut session: S,
+    session: HostSession<'_, S>,
     mut command: Command,
-    egress: Wired,
     notify: &mut dyn FnMut(Notice),
 ) -> Result<Outcome, SessionError> {
-    let Wired {
-        additions,
-        status: broker,
-    } = egress;
+    let HostSession {
+        policy,
+        mut session,
+        egress: Wired {
+            additions,
+            status: broker,
+            ..
+        },
+        ..
+    } = session;
     for warning in &policy.warnings {
         notify(Notice::Warning(warning.clone()));
     }

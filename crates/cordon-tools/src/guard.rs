@@ -11,7 +11,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// The longest path accepted (bytes), like Linux's PATH_MAX.
 pub const MAX_PATH: usize = 4096;
@@ -134,12 +134,12 @@ impl Guard {
         if d.len() >= DENIALS_KEPT {
             d.pop_front();
         }
-        d.push_back(Denial {
-            time: now_rfc3339(),
-            op: op.to_string(),
-            path: lossy(path.as_os_str()),
-            rule: rule.to_string(),
-        });
+        d.push_back(Denial::at(
+            SystemTime::now(),
+            op.to_string(),
+            lossy(path.as_os_str()),
+            rule.to_string(),
+        ));
     }
 
     pub fn denials(&self) -> Vec<Denial> {
@@ -313,54 +313,9 @@ pub fn lossy(p: &OsStr) -> String {
     String::from_utf8_lossy(p.as_bytes()).into_owned()
 }
 
-/// Now, as `2024-05-01T12:34:56.789Z`.
-pub fn now_rfc3339() -> String {
-    rfc3339(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default(),
-    )
-}
-
-/// A time since the Unix epoch, as `2024-05-01T12:34:56.789Z`.
-pub fn rfc3339(d: std::time::Duration) -> String {
-    let secs = d.as_secs() as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, dd) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
-/// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-    }
 
     /// A workspace, a home with a secret, and `data/` (a repository with a file
     /// and a hidden `secret`) to mount, under /var/tmp (not in /tmp, a scratch

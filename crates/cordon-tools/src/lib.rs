@@ -36,8 +36,9 @@ pub struct AgentConfig {
     pub layers: serde_json::Value,
     /// cordon's version, sent in `ready`.
     pub version: String,
-    /// The descriptor of the control stream to the egress broker (`allowDomain`),
-    /// when the session has one.
+    /// The descriptor of the control stream to the host's control endpoint
+    /// (`allowDomain`, the host's part of `status`; see
+    /// [`protocol::control`]). `cordon serve` always gives one.
     #[serde(default)]
     pub control_fd: Option<i32>,
 }

@@ -13,7 +13,7 @@ use crate::protocol::Notify as _;
 use crate::protocol::{
     self, AllowDomain, CancelParams, CancelResult, Exec, Exists, Find, Grep, Id, Method, Mkdir,
     Notification, Read, Readdir, Ready, ReadyNote, Response, Stat, StatusPolicy, StatusResult,
-    Write as WriteFile,
+    Write as WriteFile, control::HostStatus,
 };
 use crate::workers::Workers;
 use crate::{AgentConfig, exec, fsops, search};
@@ -112,7 +112,8 @@ struct State {
     out: Out,
     backend: String,
     layers: Value,
-    /// The egress broker's control stream, if the session has one.
+    /// The control stream to the host (`allowDomain`, `status`), if the agent
+    /// was given one.
     control: Option<crate::control::Control>,
     /// Pending requests by their id.
     pending: Mutex<HashMap<Id, Arc<Token>>>,
@@ -478,8 +479,9 @@ fn dispatch(
         Mkdir::NAME => call::<Mkdir>(params, |p| fsops::mkdir(g, &p)),
         Find::NAME => call::<Find>(params, |p| search::find(g, &p, token)),
         Grep::NAME => call::<Grep>(params, |p| search::grep(g, &p, token)),
-        AllowDomain::NAME => call::<AllowDomain>(params, |p| {
-            crate::control::allow_domain(st.control.as_ref(), &g.policy, &p)
+        AllowDomain::NAME => call::<AllowDomain>(params, |p| match &st.control {
+            Some(control) => control.allow_domain(&p),
+            None => Err(crate::control::no_control(&p)),
         }),
         other => Err(ToolError::MethodNotFound(other.to_string())),
     }
@@ -500,9 +502,12 @@ fn cancel(st: &State, p: &CancelParams) -> CancelResult {
 fn status(st: &State) -> StatusResult {
     let policy = &st.guard.policy;
     let lossy = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let host = (st.control.as_ref())
+        .and_then(crate::control::Control::host_status)
+        .unwrap_or_else(|| told(st));
     // The agent's own and the broker's, oldest first (times are comparable text).
     let mut denials = st.guard.denials();
-    denials.extend(crate::control::network_denials(st.control.as_ref()));
+    denials.extend(host.denials);
     denials.sort_by(|a, b| a.time.cmp(&b.time));
     let writable = policy
         .writable_in_view()
@@ -516,16 +521,36 @@ fn status(st: &State) -> StatusResult {
         .map(|r| lossy(&r.path))
         .collect();
     StatusResult {
-        backend: st.backend.clone(),
-        layers: st.layers.clone(),
+        backend: host.backend,
+        layers: host.layers,
         policy: StatusPolicy {
             workspace: lossy(&policy.workspace),
-            net: policy.net.value.into(),
-            allow_domains: crate::control::allowed_domains(st.control.as_ref(), policy),
+            net: host.net,
+            allow_domains: host.allow_domains,
             writable,
             denied,
             read_only: policy.access_for(&policy.workspace) != cordon_policy::Access::Write,
         },
         denials,
+    }
+}
+
+/// The host's part of `status` as the agent was told it at its start, for an
+/// agent without a control stream (or whose host did not answer): the policy's
+/// allow rules (none unless the mode is `allowlist`), and no broker refusals.
+fn told(st: &State) -> HostStatus {
+    let policy = &st.guard.policy;
+    let allow_domains = if policy.net.value == cordon_policy::NetMode::Allowlist {
+        policy.network.allow.iter().map(Into::into).collect()
+    } else {
+        Vec::new()
+    };
+    HostStatus {
+        backend: st.backend.clone(),
+        layers: st.layers.clone(),
+        net: policy.net.value.into(),
+        allow_domains,
+        denials: Vec::new(),
+        no_broker: None,
     }
 }

@@ -11,7 +11,6 @@
 use super::http_proxy;
 use crate::error::NetError;
 use crate::router::{Destination, Router};
-use crate::state::BrokerConfig;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -23,15 +22,10 @@ pub struct Sockets {
     pub proxy: Option<std::net::TcpListener>,
 }
 
-/// Runs the broker on a runtime of its own until the process exits. Returns only
-/// if the runtime cannot be made or a socket cannot be registered with it.
-/// `control`, if given, is a stream on which the session may ask for more names
-/// (see [`crate::control`]).
-pub fn serve(
-    config: BrokerConfig,
-    sockets: Sockets,
-    control: Option<std::os::unix::net::UnixStream>,
-) -> Result<(), NetError> {
+/// Runs `router`'s broker on a runtime of its own, serving `sockets`, until the
+/// process exits. Returns only if the runtime cannot be made or a socket cannot
+/// be registered with it.
+pub fn serve(router: Router, sockets: Sockets) -> Result<(), NetError> {
     raise_descriptor_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -39,8 +33,6 @@ pub fn serve(
         .enable_all()
         .build()
         .map_err(NetError::Runtime)?;
-    let ports = sockets.listeners.iter().map(|(port, _)| *port).collect();
-    let router = Router::new(config, ports);
     runtime.block_on(async move {
         let dns = UdpSocket::from_std(sockets.dns).map_err(NetError::Runtime)?;
         tokio::spawn(answer_dns(router.clone(), dns));
@@ -51,12 +43,6 @@ pub fn serve(
         if let Some(listener) = sockets.proxy {
             let listener = TcpListener::from_std(listener).map_err(NetError::Runtime)?;
             tokio::spawn(accept(router.clone(), listener, Listener::Proxy));
-        }
-        if let Some(control) = control {
-            control.set_nonblocking(true).map_err(NetError::Runtime)?;
-            let control = tokio::net::UnixStream::from_std(control).map_err(NetError::Runtime)?;
-            let router = router.clone();
-            tokio::spawn(async move { router.control(control).await });
         }
         std::future::pending::<Result<(), NetError>>().await
     })

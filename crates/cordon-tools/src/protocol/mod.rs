@@ -16,10 +16,12 @@ use serde::{Deserialize, Serialize, Serializer};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[cfg(test)]
 use schemars::JsonSchema;
 
+pub mod control;
 #[cfg(test)]
 mod tests;
 
@@ -858,6 +860,16 @@ pub struct AllowedDomain {
     pub origin: String,
 }
 
+impl From<&cordon_policy::DomainRule> for AllowedDomain {
+    fn from(rule: &cordon_policy::DomainRule) -> AllowedDomain {
+        AllowedDomain {
+            domain: rule.pattern.to_string(),
+            preset: rule.preset.clone(),
+            origin: rule.origin.to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(JsonSchema))]
 pub struct Denial {
@@ -869,6 +881,49 @@ pub struct Denial {
     pub path: String,
     /// The rule, or the broker's reason.
     pub rule: String,
+}
+
+impl Denial {
+    /// A denial at `time`, which is written as UTC, RFC 3339, to the millisecond
+    /// (`2024-05-01T12:34:56.789Z`; a time before 1970 as 1970's first instant).
+    pub fn at(time: SystemTime, op: String, path: String, rule: String) -> Denial {
+        let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+        Denial {
+            time: rfc3339(since),
+            op,
+            path,
+            rule,
+        }
+    }
+}
+
+/// A time since the Unix epoch, as `2024-05-01T12:34:56.789Z`.
+fn rfc3339(d: Duration) -> String {
+    let secs = d.as_secs() as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, dd) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -467,3 +467,19 @@ fn messages_round_trip_through_their_types() {
     assert_eq!(back.into_result().unwrap(), json!({"exists": true}));
     assert!(Message::parse(r#"{"jsonrpc":"1.0","id":1,"result":{}}"#).is_err());
 }
+
+#[test]
+fn a_denials_time_is_utc_rfc3339() {
+    assert_eq!(civil_from_days(0), (1970, 1, 1));
+    assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+    assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    let at = |secs: u64, millis: u64| {
+        let time = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis);
+        Denial::at(time, "read".into(), "/p".into(), "r".into()).time
+    };
+    assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+    assert_eq!(at(1_709_164_800 + 3_723, 45), "2024-02-29T01:02:03.045Z");
+    let before = UNIX_EPOCH - Duration::from_secs(10);
+    let early = Denial::at(before, "read".into(), "/p".into(), "r".into());
+    assert_eq!(early.time, "1970-01-01T00:00:00.000Z");
+}

@@ -1,24 +1,15 @@
 //! The egress broker of a run in `allowlist` mode: prepared and wired to the
 //! backend by cordon-net (`for_policy`, `wire`); only the mapping of the
-//! command's needs (a control stream, held notices, an adjustment of the
-//! sandbox's side) is here.
+//! command's needs (held notices, an adjustment of the sandbox's side) is here.
 
 use cordon_net::audit::HeldNotices;
 use cordon_net::{SandboxSide, Wired};
 use cordon_policy::Policy;
-use std::os::unix::net::UnixStream;
 
 /// What the sandbox needs for the policy's network mode: nothing unless it is
-/// `allowlist`. With `control` (the host's end of the session's control channel,
-/// `cordon serve`'s), the broker also takes requests to allow more domains there.
-pub fn additions(policy: &Policy, control: Option<UnixStream>) -> Result<Wired, String> {
-    additions_with(
-        policy,
-        control,
-        None,
-        |name| std::env::var(name).ok(),
-        |_| Ok(()),
-    )
+/// `allowlist`.
+pub fn additions(policy: &Policy) -> Result<Wired, String> {
+    additions_with(policy, None, |name| std::env::var(name).ok(), |_| Ok(()))
 }
 
 /// [`additions`] with the secrets' values read by `host_env`, and `adjust` given
@@ -27,7 +18,6 @@ pub fn additions(policy: &Policy, control: Option<UnixStream>) -> Result<Wired, 
 /// held there instead of printed (a full-screen program owns the terminal).
 pub fn additions_with(
     policy: &Policy,
-    control: Option<UnixStream>,
     held: Option<HeldNotices>,
     host_env: impl Fn(&str) -> Option<String>,
     adjust: impl FnOnce(&mut SandboxSide) -> Result<(), String>,
@@ -39,5 +29,5 @@ pub fn additions_with(
             egress.config.audit.hold_notices(held);
         }
     }
-    Ok(cordon_net::wire(egress, control))
+    Ok(cordon_net::wire(egress))
 }

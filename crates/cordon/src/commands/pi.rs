@@ -38,7 +38,7 @@ pub fn pi(backend: &impl Backend, options: &RunOptions, args: Vec<OsString>) -> 
     let held = (interactive && std::io::stderr().is_terminal())
         .then(cordon_net::audit::HeldNotices::default);
     let mut overlays = None;
-    let mut egress = super::egress::additions_with(&policy, None, held.clone(), values, |side| {
+    let mut egress = super::egress::additions_with(&policy, held.clone(), values, |side| {
         let placeholder =
             |name: &str| side_value(side, name).unwrap_or_else(|| UNAVAILABLE.to_string());
         overlays = Some(setup.overlays(&placeholder).map_err(|e| e.to_string())?);
@@ -72,8 +72,8 @@ pub fn pi(backend: &impl Backend, options: &RunOptions, args: Vec<OsString>) -> 
         },
         timeout: None,
     };
-    let session = start(backend, options, &policy)?;
-    let status = execute_in(options, &policy, session, command, egress);
+    let session = start(backend, options, &policy, egress)?;
+    let status = execute_in(options, session, command);
     if let Some(held) = held {
         let refused = held.take();
         if !refused.is_empty() {

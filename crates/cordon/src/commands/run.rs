@@ -5,6 +5,7 @@ use cordon_backend::{Backend, Command, Degraded, Outcome, Program, Session, Term
 use cordon_net::Wired;
 use cordon_policy::{Flags, Policy};
 use cordon_session::run::Notice;
+use cordon_session::session::HostSession;
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -59,14 +60,8 @@ fn user_shell() -> PathBuf {
 
 fn execute(backend: &impl Backend, options: &RunOptions, command: Command) -> Result<u8, String> {
     let policy = resolve_policy(options)?;
-    let additions = super::egress::additions(&policy, None)?;
-    execute_in(
-        options,
-        &policy,
-        start(backend, options, &policy)?,
-        command,
-        additions,
-    )
+    let egress = super::egress::additions(&policy)?;
+    execute_in(options, start(backend, options, &policy, egress)?, command)
 }
 
 /// The layers the user agreed to run without (`--allow-degraded`).
@@ -77,32 +72,29 @@ pub fn degraded(options: &RunOptions) -> Degraded {
     }
 }
 
-/// Starts a session of `backend` for `policy`.
+/// Starts a session of `backend` for `policy`, with `egress`, its broker.
 pub fn start<'p, B: Backend>(
     backend: &'p B,
     options: &RunOptions,
     policy: &'p Policy,
-) -> Result<B::Session<'p>, String> {
-    backend
-        .start(policy, degraded(options))
+    egress: Wired,
+) -> Result<HostSession<'p, B::Session<'p>>, String> {
+    cordon_session::session::start(backend, policy, degraded(options), egress)
         .map_err(|e| e.to_string())
 }
 
-/// Runs `command` in `session` (made from `policy`) with the additions of its
-/// egress broker (cordon-session's run), prints what the run says, and maps the
-/// outcome to cordon's exit status.
+/// Runs `command` in `session` (cordon-session's run), prints what the run
+/// says, and maps the outcome to cordon's exit status.
 pub fn execute_in(
     options: &RunOptions,
-    policy: &Policy,
-    session: impl Session,
+    session: HostSession<'_, impl Session>,
     command: Command,
-    egress: Wired,
 ) -> Result<u8, String> {
     if degraded(options).best_effort_limits {
-        warn_best_effort_limits(policy);
+        warn_best_effort_limits(session.policy());
     }
-    let outcome = cordon_session::run::run(policy, session, command, egress, &mut print_notice)
-        .map_err(|e| e.to_string())?;
+    let outcome =
+        cordon_session::run::run(session, command, &mut print_notice).map_err(|e| e.to_string())?;
     match outcome {
         Outcome::Exited { status, message } => {
             if let Some(message) = message {

@@ -6,7 +6,7 @@
 
 use super::run::{execute_in, resolve_policy, start};
 use crate::cli::RunOptions;
-use cordon_backend::{Backend, Command, Program, Session, Terminal};
+use cordon_backend::{Backend, Command, Program, Terminal};
 use cordon_policy::{NetMode, Origin, Policy, Sourced};
 use cordon_tools::AgentConfig;
 use std::ffi::OsString;
@@ -16,24 +16,21 @@ const AGENT_CONFIG: &str = "CORDON_AGENT_CONFIG";
 
 pub fn serve(backend: &impl Backend, options: &RunOptions) -> Result<u8, String> {
     let policy = widenable(resolve_policy(options)?);
-    let mut session = start(backend, options, &policy)?;
-    // With a broker, the agent gets a stream to it (allowDomain).
-    let control = if policy.net.value == NetMode::Allowlist {
-        Some(session.control_channel().map_err(|e| e.to_string())?)
-    } else {
-        None
-    };
-    let control_fd = control.as_ref().map(|c| c.fd);
-    let mut egress = super::egress::additions(&policy, control.map(|c| c.host))?;
+    let egress = super::egress::additions(&policy)?;
+    let mut session = start(backend, options, &policy, egress)?;
+    // The agent's stream to the host control endpoint (allowDomain, status),
+    // whatever the network mode.
+    let control_fd = session.control().map_err(|e| e.to_string())?;
     let config = AgentConfig {
         policy: policy.clone(),
-        backend: backend.kind().name().to_string(),
+        backend: session.backend().name().to_string(),
         // What `status` reports: the backend's own list for this session.
         layers: serde_json::to_value(session.layers()).map_err(|e| e.to_string())?,
         version: env!("CARGO_PKG_VERSION").to_string(),
-        control_fd,
+        control_fd: Some(control_fd),
     };
     let config = serde_json::to_string(&config).map_err(|e| e.to_string())?;
+    session.set_env(AGENT_CONFIG, config);
     let command = Command {
         // The agent is this very binary: its path need not be visible inside (it
         // may lie in /tmp, which the sandbox replaces, or in a directory the
@@ -45,11 +42,7 @@ pub fn serve(backend: &impl Backend, options: &RunOptions) -> Result<u8, String>
         terminal: Terminal::Inherit,
         timeout: None,
     };
-    egress
-        .additions
-        .env
-        .push((AGENT_CONFIG.to_string(), config));
-    execute_in(options, &policy, session, command, egress)
+    execute_in(options, session, command)
 }
 
 /// A session whose network is off only because nothing was allowed (no `--net`,
@@ -80,7 +73,7 @@ pub fn agent() -> Result<u8, String> {
         std::process::abort();
     }));
     // Not dumpable: the commands the agent starts run as the same user, and must
-    // not ptrace it or reach its descriptors (the broker's control stream) through
+    // not ptrace it or reach its descriptors (the control stream) through
     // /proc. Their exec makes them dumpable again, as usual.
     let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     let config: AgentConfig =

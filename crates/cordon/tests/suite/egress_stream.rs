@@ -10,6 +10,10 @@
 //! naming a destination that is not allowed reaches nothing, which the upstream's
 //! own record and the audit log show.
 //!
+//! The session's host control endpoint (cordon-session's `control`, the broker
+//! one handler behind it) is driven here the same way, with the hostile lines a
+//! compromised agent could send; serve.rs drives it from inside real sessions.
+//!
 //! The broker runs in this test process, as the user running the tests: there is
 //! no sandbox here, so there is no per-user variant.
 //!
@@ -18,14 +22,19 @@
 use crate::common;
 
 use common::upstream::{Upstream, test_ca};
+use cordon_backend::{BackendKind, Layers};
 use cordon_net::ingress::stream::{self, Opening};
 use cordon_net::{Destination, Dirs, Router};
 use cordon_policy::{
-    DomainPattern, DomainRule, NetworkRules, Origin, ResolveRule, SecretRule, UpstreamCa,
+    DomainPattern, DomainRule, NetMode, NetworkRules, Origin, ResolveRule, SecretRule, Sourced,
+    UpstreamCa,
 };
+use cordon_session::control::Endpoint;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::net::UnixStream as StdStream;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -454,34 +463,109 @@ async fn stream_ingress_swaps_a_secret_in_over_terminated_tls() {
     );
 }
 
-/// The session's control stream (`allowDomain`) is held by the agent inside the
-/// sandbox: a request line longer than the broker reads (4096 bytes) is answered
-/// at once, before its end, and the rest skipped, so the other end cannot make the
-/// host's broker buffer a line without bound. The positive control: a request
-/// after it is answered as usual.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_control_stream_answers_an_overlong_request_before_its_end() {
+/// The host control endpoint (cordon-session's `control`, the broker one handler
+/// behind it) serving one end of a socket pair on a thread of its own, as in a
+/// session; the other end, which a session's agent holds inside the sandbox, and
+/// a reader of its answers (each read gives up after 10 s: a hung endpoint is a
+/// failure, not a hung suite).
+fn control_endpoint(broker: Option<Router>) -> (StdStream, BufReader<StdStream>) {
+    let (ours, theirs) = StdStream::pair().unwrap();
+    let net = Sourced::new(NetMode::Allowlist, Origin::Default);
+    let endpoint = Endpoint::new(&net, BackendKind::Os, &Layers(vec![]), broker);
+    std::thread::spawn(move || endpoint.serve(theirs));
+    ours.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let answers = BufReader::new(ours.try_clone().unwrap());
+    (ours, answers)
+}
+
+/// The next answer, as JSON.
+fn answer(answers: &mut BufReader<StdStream>) -> serde_json::Value {
+    let mut line = String::new();
+    answers
+        .read_line(&mut line)
+        .expect("no answer: the endpoint is stuck or gone");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+}
+
+/// The session's control stream (`allowDomain`, `status`) is held by the agent
+/// inside the sandbox: a request line longer than the host control endpoint
+/// reads (4096 bytes) is answered at once, before its end, and the rest skipped,
+/// so the other end cannot make the host buffer a line without bound. The
+/// positive control: a request after it is answered as usual.
+#[test]
+fn the_control_stream_answers_an_overlong_request_before_its_end() {
     let dir = tempfile::tempdir().unwrap();
     let (router, _dirs, _) = broker(dir.path(), &rules(&[], &[], None), &[]);
-    let (mut ours, theirs) = UnixStream::pair().unwrap();
-    tokio::spawn(async move { router.control(theirs).await });
+    let (mut ours, mut answers) = control_endpoint(Some(router));
     // Far more than the limit, and no newline yet.
-    ours.write_all(&vec![b'x'; 64 * 1024]).await.unwrap();
-    let mut reply = vec![0u8; 256];
-    let n = tokio::time::timeout(Duration::from_secs(10), ours.read(&mut reply))
-        .await
-        .expect("no answer before the line ended: the broker is buffering it")
-        .unwrap();
-    let reply = String::from_utf8_lossy(&reply[..n]).into_owned();
-    assert!(reply.contains("request too long"), "{reply}");
+    ours.write_all(&vec![b'x'; 64 * 1024]).unwrap();
+    let reply = answer(&mut answers);
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("request too long"),
+        "{reply}"
+    );
     // The line goes on, ends, and the next request is answered.
-    ours.write_all(&vec![b'y'; 64 * 1024]).await.unwrap();
-    ours.write_all(b"\n{\"rules\": true}\n").await.unwrap();
-    let mut answer = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(10), ours.read(&mut answer))
-        .await
-        .expect("no answer to the next request")
+    ours.write_all(&vec![b'y'; 64 * 1024]).unwrap();
+    ours.write_all(b"\n{\"status\": true}\n").unwrap();
+    let status = answer(&mut answers);
+    assert_eq!(status["status"]["net"], "allowlist", "{status}");
+}
+
+/// Whatever the other end sends, every line gets one answer, garbage an error
+/// that says what is wrong, and the endpoint goes on: lines that are not JSON
+/// (binary, invalid UTF-8, cut short, nested past serde's depth), JSON that is no
+/// request, requests the broker refuses. The positive control: `allowDomain`
+/// after all of them is done, and `status` lists the rule with who asked.
+#[test]
+fn the_control_endpoint_answers_garbage_with_an_error_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _dirs, _) = broker(dir.path(), &rules(&[], &[], None), &[]);
+    let (mut ours, mut answers) = control_endpoint(Some(router));
+    let deep = "[".repeat(4000);
+    let garbage: Vec<(&[u8], &str)> = vec![
+        (b"", "not JSON"),
+        (b"\r", "not JSON"),
+        (b"not json", "not JSON"),
+        (b"\xff\xfe\x00\x01\x1b[2J", "not JSON"),
+        (b"{\"allow\": \"\xff.test\"}", "not JSON"),
+        (b"{\"allow\": \"web.test\"", "not JSON"),
+        (deep.as_bytes(), "not JSON"),
+        (b"1e999999", "not JSON"),
+        (b"[1, 2, 3]", "unknown request"),
+        (b"{}", "unknown request"),
+        (b"{\"allow\": 5}", "unknown request"),
+        (b"{\"allow\": null}", "unknown request"),
+        (b"{\"status\": false}", "unknown request"),
+        (b"{\"exec\": \"touch /tmp/x\"}", "unknown request"),
+        (b"{\"allow\": \"a b.test\"}", ""),
+        (b"{\"allow\": \"https://web.test/path\"}", ""),
+        (b"{\"allow\": \"web.test:1\"}", "no listener on port 1"),
+    ];
+    for (line, said) in &garbage {
+        ours.write_all(line).unwrap();
+        ours.write_all(b"\n").unwrap();
+        let reply = answer(&mut answers);
+        let error = reply["error"].as_str().unwrap_or("");
+        assert!(
+            !error.is_empty() && error.contains(said),
+            "{:?}: {reply}",
+            String::from_utf8_lossy(line)
+        );
+    }
+    ours.write_all(b"{\"allow\": \"web.test\", \"origin\": \"the test\"}\n")
         .unwrap();
-    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
-    assert!(answer.starts_with("{\"allow\":"), "{answer}");
+    let allowed = answer(&mut answers);
+    assert_eq!(allowed, serde_json::json!({"allowed": "web.test"}));
+    ours.write_all(b"{\"status\": true}\n").unwrap();
+    let status = answer(&mut answers);
+    assert_eq!(
+        status["status"]["allowDomains"],
+        serde_json::json!([{"domain": "web.test", "preset": null,
+                            "origin": "this session: allowDomain, the test"}]),
+        "{status}"
+    );
 }

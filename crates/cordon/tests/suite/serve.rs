@@ -507,8 +507,16 @@ fn allow_domain_widens_the_session_and_commands_cannot_reach_the_broker() {
 
 /// The commands a session runs hold no descriptor beyond stdio, and cannot look
 /// into the agent (it is not dumpable) to borrow its control stream to the
-/// broker: writing an allow request to each of its descriptors reaches nothing.
+/// host: writing an allow request to each of its descriptors reaches nothing.
 fn assert_commands_cannot_reach_the_broker(s: &mut Session) {
+    assert_commands_cannot_reach_the_control_stream(s);
+    let (_, out) = s.exec("getent hosts evil.test && echo LEAK dns; true");
+    assert!(!out.contains("LEAK"), "an allow request got through: {out}");
+}
+
+/// The control stream exists in every session, whatever its network mode: no
+/// command holds it or reaches it through the agent's descriptors.
+fn assert_commands_cannot_reach_the_control_stream(s: &mut Session) {
     let (_, fds) = s.exec("ls /proc/self/fd");
     assert_eq!(
         fds.split_whitespace().collect::<Vec<_>>(),
@@ -519,7 +527,7 @@ fn assert_commands_cannot_reach_the_broker(s: &mut Session) {
         "for f in /proc/$PPID/fd/*; do \
            echo '{\"allow\":\"evil.test\"}' 2>/dev/null > $f && echo LEAK $f; \
            readlink $f 2>/dev/null && echo LEAK $f; \
-         done; getent hosts evil.test && echo LEAK dns; true",
+         done; true",
     );
     assert!(
         !out.contains("LEAK"),
@@ -622,7 +630,8 @@ fn a_default_session_is_closed_until_allow_domain_opens_a_name() {
 
 /// A session whose network was turned off on purpose (`--net none`, `"net":
 /// "none"` in the user's config or in the project's) stays off: `allowDomain` is
-/// refused with an error naming that setting, and nothing reaches the host's
+/// refused by the host control endpoint with an error naming that setting and
+/// the fix, `status` lists no allowed domain, and nothing reaches the host's
 /// upstream. The positive control: the same request in a session without that
 /// setting does reach it.
 #[test]
@@ -660,11 +669,14 @@ fn an_explicit_net_none_stays_closed_and_allow_domain_names_it() {
             let reply = s.call("allowDomain", json!({"domain": "web.test"}));
             let message = reply["error"]["message"].as_str().unwrap_or("");
             assert!(
-                message.contains(named) && message.contains("stays off"),
+                message.contains(&format!("off by {named}"))
+                    && message.contains("and stays off")
+                    && message.contains("start one without that setting"),
                 "{opts:?} {project}: {reply}"
             );
             let status = s.ok("status", json!({}));
             assert_eq!(status["policy"]["net"], "none", "{status}");
+            assert_eq!(status["policy"]["allowDomains"], json!([]), "{status}");
             let tried = try_to_reach(&mut s, "web.test", &ip);
             assert!(
                 !tried.contains("RESOLVED") && !tried.contains("FETCHED"),
@@ -679,6 +691,101 @@ fn an_explicit_net_none_stays_closed_and_allow_domain_names_it() {
         let (_, out) = s.exec("curl -fsS -m 5 http://web.test/");
         assert!(out.contains("hello from web.test"), "{out}");
         assert!(up.connections() > 0, "{}", up.report());
+        drop(s);
+    });
+}
+
+/// A session with the host's network (`--net host`, or `"net": "host"` in the
+/// user's config) has no allowlist: `allowDomain` is answered by the host
+/// control endpoint with an error naming the setting and saying every name is
+/// reachable already, and `status` (from the same endpoint) lists no allowed
+/// domain and the mode. The message's claim is checked too: a listener on the
+/// host's loopback is reached from inside. Commands reach the control stream no
+/// more than in any session.
+#[test]
+fn a_host_network_session_answers_allow_domain_with_why() {
+    for_each_user("serve_net_host_allow_domain", |fx| {
+        let user_config = fx.root.join("config.json");
+        fx.write(&user_config, r#"{"net": "host"}"#);
+        let user_config = user_config.to_string_lossy().into_owned();
+        let cases: [(&[&str], &str); 2] = [
+            (&["--net", "host"], "(--net host)"),
+            (
+                &["--config", &user_config],
+                "(\"net\": \"host\" of the user config",
+            ),
+        ];
+        for (opts, named) in cases {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let mut s = Session::start(fx, opts);
+            let reply = s.call("allowDomain", json!({"domain": "web.test"}));
+            assert_eq!(reply["error"]["code"], 3, "{reply}");
+            let message = reply["error"]["message"].as_str().unwrap_or("");
+            assert!(
+                message
+                    .starts_with("allowDomain web.test: this session has the host's whole network")
+                    && message.contains(named)
+                    && message.contains("every name is already reachable"),
+                "{opts:?}: {reply}"
+            );
+            let status = s.ok("status", json!({}));
+            assert_eq!(status["policy"]["net"], "host", "{status}");
+            assert_eq!(status["policy"]["allowDomains"], json!([]), "{status}");
+            let (result, out) = s.exec(&format!(
+                "exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected"
+            ));
+            assert_eq!(result["result"]["exitCode"], 0, "{opts:?}: {result} {out}");
+            listener.set_nonblocking(true).unwrap();
+            assert!(listener.accept().is_ok(), "{opts:?}: the host saw nothing");
+            assert_commands_cannot_reach_the_control_stream(&mut s);
+            drop(s);
+        }
+    });
+}
+
+/// The agent's control stream carries what the client sends (`allowDomain`'s
+/// domain and origin) to the host control endpoint: a request longer than the
+/// endpoint reads (4096 bytes) is refused there, at once, and the session goes
+/// on. The positive control: the next `allowDomain` is done, `status` lists it
+/// (with the first 200 characters of a long origin), and the name is reached.
+#[test]
+fn an_overlong_control_request_is_refused_and_the_session_goes_on() {
+    for_each_user("serve_overlong_control_request", |fx| {
+        let up = Upstream::http_on_port_80("web.test");
+        let ip = up.addr.ip().to_string();
+        let mut s = Session::start(fx, &["--resolve", &format!("web.test:{ip}")]);
+        let long = "a".repeat(100_000);
+        for params in [
+            json!({"domain": format!("{long}.test")}),
+            json!({"domain": "web.test", "origin": long}),
+        ] {
+            let reply = s.call("allowDomain", params);
+            let message = reply["error"]["message"].as_str().unwrap_or("");
+            assert!(
+                message.contains("request too long (at most 4096 bytes)"),
+                "{}",
+                &message[..message.len().min(300)]
+            );
+        }
+        let status = s.ok("status", json!({}));
+        assert_eq!(status["policy"]["allowDomains"], json!([]), "{status}");
+        let (_, out) = s.exec("curl -fsS -m 5 http://web.test/");
+        assert!(!out.contains("hello from web.test"), "{out}");
+
+        let origin = format!("the test {}", "o".repeat(1000));
+        let allowed = s.ok(
+            "allowDomain",
+            json!({"domain": "web.test", "origin": origin}),
+        );
+        assert_eq!(allowed["allowed"], "web.test");
+        let status = s.ok("status", json!({}));
+        let listed = &status["policy"]["allowDomains"];
+        assert_eq!(listed[0]["domain"], "web.test", "{status}");
+        let kept = format!("this session: allowDomain, {}", &origin[..200]);
+        assert_eq!(listed[0]["origin"], kept, "{status}");
+        let (_, out) = s.exec("curl -fsS -m 5 http://web.test/");
+        assert!(out.contains("hello from web.test"), "{out}");
         drop(s);
     });
 }
