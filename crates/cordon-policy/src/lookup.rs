@@ -53,28 +53,31 @@ thread_local! {
     static MEMO: RefCell<Option<(usize, Memo)>> = const { RefCell::new(None) };
 }
 
-/// After this many lookups below one directory, its entries are read at once
-/// (`getdents`) and the next lookups there answered from them: the home directory
-/// holds or lacks sixty of the paths asked about.
-const LOOKUPS_BEFORE_LISTING: u8 = 3;
-
-/// A directory with more entries than this is not listed (`/usr/bin`): its
-/// lookups stay one `lstat` each.
-const MAX_LISTED: usize = 512;
-
 #[derive(Default)]
 struct Memo {
-    seen: HashMap<PathBuf, Entry>,
-    dirs: HashMap<PathBuf, Listing>,
+    /// By the path's bytes, hashed cheaply: a resolution asks a few hundred times.
+    seen: HashMap<OsString, Entry, std::hash::BuildHasherDefault<FxHasher>>,
 }
 
-enum Listing {
-    /// How many of its entries were looked up so far.
-    Counting(u8),
-    /// Each entry's kind, when the directory entry told it (`d_type`); a symlink's
-    /// target is read when asked.
-    Listed(HashMap<OsString, Option<Entry>>),
-    Unlisted,
+/// rustc's Fx hash: a multiply and a rotate per word, where SipHash (the default,
+/// built to resist chosen keys) took longer than the `lstat` it saved. The keys
+/// are paths cordon itself asks about.
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0xf135_7aea_2e62_a9c5;
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// While alive, [`lstat`] on this thread remembers what it found; the last guard
@@ -117,70 +120,17 @@ pub fn lstat(path: &Path) -> Entry {
 
 impl Memo {
     fn lstat(&mut self, path: &Path) -> Entry {
-        if let Some(entry) = self.seen.get(path) {
+        if let Some(entry) = self.seen.get(path.as_os_str()) {
             return entry.clone();
         }
-        let entry = match (path.parent(), path.file_name()) {
-            (Some(parent), Some(name)) => match self.seen.get(parent) {
-                // Below a missing directory, or a file, there is nothing.
-                Some(Entry::Missing | Entry::File | Entry::Other) => Entry::Missing,
-                Some(Entry::Dir) => self.in_directory(parent, name, path),
-                _ => look(path),
-            },
+        // Below a missing directory, or a file, there is nothing.
+        let entry = match path.parent().and_then(|p| self.seen.get(p.as_os_str())) {
+            Some(Entry::Missing | Entry::File | Entry::Other) => Entry::Missing,
             _ => look(path),
         };
-        self.seen.insert(path.to_path_buf(), entry.clone());
+        self.seen.insert(path.as_os_str().to_os_string(), entry.clone());
         entry
     }
-
-    /// `path`, the entry `name` of the directory `parent`.
-    fn in_directory(&mut self, parent: &Path, name: &std::ffi::OsStr, path: &Path) -> Entry {
-        let listing = self
-            .dirs
-            .entry(parent.to_path_buf())
-            .or_insert(Listing::Counting(0));
-        if let Listing::Counting(n) = listing {
-            *n += 1;
-            if *n >= LOOKUPS_BEFORE_LISTING {
-                *listing = list(parent);
-            }
-        }
-        match listing {
-            Listing::Listed(entries) => match entries.get(name) {
-                None => Entry::Missing,
-                Some(Some(kind)) => kind.clone(),
-                Some(None) => look(path),
-            },
-            Listing::Counting(_) | Listing::Unlisted => look(path),
-        }
-    }
-}
-
-/// The entries of `dir`, or `Unlisted` if it cannot be read or holds too many.
-fn list(dir: &Path) -> Listing {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Listing::Unlisted;
-    };
-    let mut out = HashMap::new();
-    for entry in entries {
-        let Ok(entry) = entry else {
-            return Listing::Unlisted;
-        };
-        if out.len() == MAX_LISTED {
-            return Listing::Unlisted;
-        }
-        // `file_type` is the directory entry's own `d_type` (an `lstat` where the
-        // filesystem gives none).
-        let kind = match entry.file_type() {
-            Ok(t) if t.is_dir() => Some(Entry::Dir),
-            Ok(t) if t.is_file() => Some(Entry::File),
-            Ok(t) if t.is_symlink() => None,
-            Ok(_) => Some(Entry::Other),
-            Err(_) => None,
-        };
-        out.insert(entry.file_name(), kind);
-    }
-    Listing::Listed(out)
 }
 
 fn look(path: &Path) -> Entry {
