@@ -8,7 +8,8 @@
 //! importer needs; the missing writable directories a run needs ([`host_dirs`]);
 //! and one run of a command in a backend's session ([`run`]: the directories, the
 //! git audit around it, the outcome and what to tell the user), which `run`,
-//! `shell`, `serve` and `pi` all go through (docs/architecture.md, "Session").
+//! `shell`, `serve` and `pi` all go through (docs/architecture.md, "Session");
+//! and what `cordon policy` shows of a policy ([`report`]).
 //!
 //! No sandbox mechanics here: the session launches through the backend.
 
@@ -16,6 +17,7 @@ pub mod host_dirs;
 pub mod inputs;
 pub mod pi;
 pub mod providers;
+pub mod report;
 pub mod run;
 pub mod url;
 

@@ -73,7 +73,7 @@ pub fn pi(backend: &impl Backend, options: &RunOptions, args: Vec<OsString>) -> 
         timeout: None,
     };
     let session = start(backend, options, &policy)?;
-    let status = execute_in(options, &policy, session, command, egress);
+    let status = execute_in(backend, options, &policy, session, command, egress);
     if let Some(held) = held {
         let refused = held.take();
         if !refused.is_empty() {

@@ -61,6 +61,7 @@ fn execute(backend: &impl Backend, options: &RunOptions, command: Command) -> Re
     let policy = resolve_policy(options)?;
     let additions = super::egress::additions(&policy, None)?;
     execute_in(
+        backend,
         options,
         &policy,
         start(backend, options, &policy)?,
@@ -92,6 +93,7 @@ pub fn start<'p, B: Backend>(
 /// egress broker (cordon-session's run), prints what the run says, and maps the
 /// outcome to cordon's exit status.
 pub fn execute_in(
+    backend: &impl Backend,
     options: &RunOptions,
     policy: &Policy,
     session: impl Session,
@@ -99,7 +101,7 @@ pub fn execute_in(
     egress: Wired,
 ) -> Result<u8, String> {
     if degraded(options).best_effort_limits {
-        warn_best_effort_limits(policy);
+        warn_best_effort_limits(backend, policy);
     }
     let outcome = cordon_session::run::run(policy, session, command, egress, &mut print_notice)
         .map_err(|e| e.to_string())?;
@@ -129,17 +131,12 @@ fn print_notice(notice: Notice) {
 }
 
 /// With `--allow-degraded limits`: each limit asked for that does not hold here.
-fn warn_best_effort_limits(policy: &Policy) {
-    let mechanism = cordon_sandbox::limits_mechanism(&policy.limits);
-    for limit in cordon_sandbox::limits::assess(&policy.limits, &mechanism) {
-        if let cordon_sandbox::limits::Hold::Unenforceable { best_effort, .. } = &limit.hold {
-            if limit.explicit {
-                eprintln!(
-                    "cordon: warning: {} does not hold here, best effort only (--allow-degraded limits): {best_effort}",
-                    limit.flag
-                );
-            }
-        }
+fn warn_best_effort_limits(backend: &impl Backend, policy: &Policy) {
+    for (limit, best_effort) in backend.assess_limits(policy).best_effort() {
+        eprintln!(
+            "cordon: warning: {} does not hold here, best effort only (--allow-degraded limits): {best_effort}",
+            limit.flag
+        );
     }
 }
 

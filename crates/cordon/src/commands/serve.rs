@@ -49,7 +49,7 @@ pub fn serve(backend: &impl Backend, options: &RunOptions) -> Result<u8, String>
         .additions
         .env
         .push((AGENT_CONFIG.to_string(), config));
-    execute_in(options, &policy, session, command, egress)
+    execute_in(backend, options, &policy, session, command, egress)
 }
 
 /// A session whose network is off only because nothing was allowed (no `--net`,
