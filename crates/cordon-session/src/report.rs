@@ -340,19 +340,7 @@ mod tests {
     use cordon_policy::{DomainPattern, DomainRule, LocalService, Origin, SecretRule, Sourced};
 
     fn policy() -> Policy {
-        let flags = cordon_policy::Flags::default();
-        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        cordon_policy::resolve(&cordon_policy::Inputs {
-            workspace: dir.clone(),
-            cwd: dir.clone(),
-            home: dir.join("nonexistent-home"),
-            tmp: std::env::temp_dir(),
-            config: None,
-            xdg_config_home: Some(dir.join("nonexistent-xdg")),
-            xdg_data_home: None,
-            flags,
-        })
-        .unwrap()
+        cordon_test_support::PolicyEnv::new().resolve()
     }
 
     fn rlimits() -> LimitsAssessment {
