@@ -20,6 +20,7 @@ pub mod presets;
 mod protect;
 pub use protect::{left_to_the_audit, read_only_during_run};
 pub mod sanitize;
+mod tighten;
 mod values;
 
 pub use caches::{CacheUse, Caches, ManagedCache, UnmanagedCache};
