@@ -324,3 +324,24 @@ fn a_looser_policy_is_caught() {
     assert!(caught.is_err());
     assert_no_looser(&tight, &loose, &e.ws, &e.home);
 }
+
+/// Found by `no_project_config_ever_loosens`: with ~/.cache/cordon shown by the
+/// user's config (or the caches under another $XDG_CACHE_HOME), a project that
+/// turned the managed caches off, or hid every tool's cache, showed the other
+/// workspaces' cache dirs, which managed caches hide.
+#[test]
+fn turning_the_caches_off_keeps_the_other_workspaces_caches_hidden() {
+    let e = PolicyEnv::new();
+    e.user(r#"{"allow_read": ["~"]}"#);
+    let others = e.home.join(".cache/cordon/caches/other-workspace");
+    assert_eq!(e.resolve().access_for(&others), Access::Deny);
+    for project in [
+        r#"{"caches": false}"#,
+        r#"{"deny_read": ["~/.npm", "~/.cache/pip", "~/.cargo"]}"#,
+    ] {
+        e.project(project);
+        let p = e.resolve();
+        assert!(p.caches.dir.is_none(), "{project}: {:?}", p.caches);
+        assert_eq!(p.access_for(&others), Access::Deny, "{project}");
+    }
+}
