@@ -989,6 +989,16 @@ impl Layers {
             if self.unprotect.contains(&p) {
                 continue;
             }
+            // In a hidden home, only what a rule there shows is the host's; the
+            // rest is the private tmpfs, where nothing needs protecting, and a
+            // read-only rule would show the host's path there (a home made
+            // writable whole, then hidden by a project's config).
+            if home_hidden
+                .as_ref()
+                .is_some_and(|h| !shown_in_hidden_home(&rules, &h.value, &p))
+            {
+                continue;
+            }
             // Never make a hidden path visible; but keep it from being created: the
             // rule that hides it is protected too (deny wins the tie, so nothing
             // shows, and a missing one gets a hidden placeholder).
@@ -1199,6 +1209,13 @@ fn sanitized_copies(
     } else {
         Vec::new()
     }
+}
+
+/// Whether `path` lies outside the hidden `home`, or a rule strictly inside it
+/// (a path shown there) decides `path`.
+fn shown_in_hidden_home(rules: &[PathRule], home: &Path, path: &Path) -> bool {
+    !path.starts_with(home)
+        || rule_for_in(rules, path).is_some_and(|r| r.path.starts_with(home) && r.path != home)
 }
 
 fn protected_rule(path: PathBuf) -> PathRule {

@@ -345,3 +345,28 @@ fn turning_the_caches_off_keeps_the_other_workspaces_caches_hidden() {
         assert_eq!(p.access_for(&others), Access::Deny, "{project}");
     }
 }
+
+/// Found by `no_project_config_ever_loosens`: with the whole home writable in
+/// the user's config, a project's `hide_home` dropped the secrets' deny rules in
+/// the (now private) home, then protected its start-up files and cordon's own
+/// directories read-only there: rules that show the host's paths in the tmpfs.
+#[test]
+fn hiding_a_writable_home_shows_nothing_of_it() {
+    let e = PolicyEnv::new();
+    e.user(r#"{"allow_write": ["~"]}"#);
+    let (key, data) = (e.home.join(".ssh/id_rsa"), e.home.join(".local/share/cordon"));
+    let open = e.resolve();
+    assert_eq!(open.access_for(&key), Access::Deny);
+    assert_eq!(open.access_for(&data), Access::Deny);
+    e.project(r#"{"hide_home": true}"#);
+    let hidden = e.resolve();
+    assert_eq!(hidden.home_hidden.as_ref().map(|h| &h.value), Some(&e.home));
+    let inside: Vec<_> = hidden
+        .rules
+        .iter()
+        .filter(|r| r.path.starts_with(&e.home) && r.path != e.home)
+        .filter(|r| r.access != Access::Deny)
+        .collect();
+    assert!(inside.is_empty(), "{inside:#?}");
+    assert_no_looser(&hidden, &open, &e.ws, &e.home);
+}
