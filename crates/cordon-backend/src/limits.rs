@@ -24,7 +24,7 @@ pub enum LimitKind {
 
 impl LimitKind {
     /// The policy's setting this limit is: its config key (`memory`, `pids`,
-    /// `cpus`).
+    /// `cpus`), as `cordon_policy::SettingRow::key` names it.
     pub fn setting(self) -> &'static str {
         match self {
             LimitKind::Memory => "memory",
@@ -99,9 +99,10 @@ pub struct LimitsAssessment {
 }
 
 impl LimitsAssessment {
-    /// The assessment of `limit`, if the policy asks for it.
-    pub fn of(&self, limit: LimitKind) -> Option<&Assessment> {
-        self.limits.iter().find(|a| a.limit == limit)
+    /// The assessment of the limit the policy's setting `key` sets (`memory`,
+    /// `pids`, `cpus`), if the policy asks for it.
+    pub fn for_setting(&self, key: &str) -> Option<&Assessment> {
+        self.limits.iter().find(|a| a.limit.setting() == key)
     }
 
     /// The limits a session would run without unless the user accepts best
@@ -168,6 +169,10 @@ mod tests {
             .map(|(a, instead)| (a.flag.as_str(), instead))
             .collect();
         assert_eq!(flags, [("--memory 1", "instead for memory")]);
-        assert!(all.of(LimitKind::Pids).is_some_and(|a| !a.refuses()));
+        assert!(all.for_setting("pids").is_some_and(|a| !a.refuses()));
+        assert_eq!(
+            all.for_setting("cpus").map(|a| a.limit),
+            Some(LimitKind::Cpu)
+        );
     }
 }

@@ -3,11 +3,11 @@
 //! sorting and deduplication.
 
 use crate::config::{ConfigFile, ConfigNet, Trust, default_user_config, load_config};
-use crate::defaults::{DEFAULT_PIDS, SCRATCH, cordon_data_dir, default_env, default_rules};
+use crate::defaults::{SCRATCH, cordon_data_dir, default_env, default_rules};
 use crate::error::PolicyError;
 use crate::home::HomeEnv;
 use crate::model::{
-    Access, EnvVar, Limits, Mount, NetMode, Origin, PathRule, Policy, RuleKind, Sourced, Switches,
+    Access, EnvVar, Mount, NetMode, Origin, PathRule, Policy, RuleKind, Sourced, Switches,
     rule_for_in,
 };
 use crate::network::{
@@ -15,10 +15,10 @@ use crate::network::{
 };
 use crate::paths::{Vars, canonicalize_lenient, expand, normalize_lexical, resolve_path};
 use crate::protect::protected_paths;
+use crate::settings::Settings;
 use crate::tighten::{self, Decision, USER_CONFIG_HINT};
 use crate::values::{
     parse_env_arg, parse_local_service, parse_mount_arg, parse_resolve_arg, parse_secret_arg,
-    parse_size,
 };
 use crate::{Flags, Inputs, PiMode};
 use std::path::{Path, PathBuf};
@@ -145,7 +145,8 @@ struct Layers {
     net_explicit: bool,
     network: NetworkRules,
     env: Vec<EnvVar>,
-    limits: Limits,
+    /// The settings of the table in settings.rs (the limits, the VM's resources).
+    settings: Settings,
     timeout: Option<Sourced<Duration>>,
     switches: Switches,
     /// Mounts as written, their paths resolved; checked in `finish`.
@@ -233,11 +234,7 @@ impl Layers {
             net_explicit: false,
             network: NetworkRules::default(),
             env: default_env(),
-            limits: Limits {
-                memory: None,
-                pids: Some(Sourced::new(DEFAULT_PIDS, Origin::Default)),
-                cpus: None,
-            },
+            settings: Settings::defaults(),
             timeout: None,
             switches: Switches {
                 nested_userns: off(),
@@ -630,15 +627,7 @@ impl Layers {
                 origin.clone(),
             ));
         }
-        if let Some(m) = c.memory {
-            self.limits.memory = Some(Sourced::new(m, origin.clone()));
-        }
-        if let Some(p) = c.pids {
-            self.limits.pids = Some(Sourced::new(p, origin.clone()));
-        }
-        if let Some(n) = c.cpus {
-            self.limits.cpus = Some(Sourced::new(n, origin.clone()));
-        }
+        self.settings.apply_config(c, &origin);
         if let Some(b) = c.nested_userns {
             self.switches.nested_userns = Sourced::new(b, origin.clone());
         }
@@ -706,34 +695,7 @@ impl Layers {
             self.set_net(n, &flag("--net"));
         }
         self.apply_flags_network(f, cwd)?;
-        if let Some(m) = &f.memory {
-            let o = flag("--memory");
-            let bytes = parse_size(m).map_err(|e| value_err(&o, e.to_string()))?;
-            if bytes == 0 {
-                return Err(value_err(
-                    &o,
-                    "invalid memory 0: must be more than 0 bytes".to_string(),
-                ));
-            }
-            self.limits.memory = Some(Sourced::new(bytes, o));
-        }
-        if let Some(p) = f.pids {
-            let o = flag("--pids");
-            if p == 0 {
-                return Err(value_err(&o, "invalid pids 0: must be at least 1".into()));
-            }
-            self.limits.pids = Some(Sourced::new(p, o));
-        }
-        if let Some(n) = f.cpus {
-            let o = flag("--cpus");
-            if !(n.is_finite() && n > 0.0) {
-                return Err(value_err(
-                    &o,
-                    format!("invalid cpus {n}: must be a positive number"),
-                ));
-            }
-            self.limits.cpus = Some(Sourced::new(n, o));
-        }
+        self.settings.apply_flags(f)?;
         Ok(())
     }
 
@@ -792,23 +754,8 @@ impl Layers {
         if let Some(t) = c.timeout {
             self.project_timeout(t, file, &origin)?;
         }
-        if let Some(m) = c.memory {
-            let cur = self.limits.memory.clone();
-            if let Some(s) = self.tighten(cur, m, &origin, file, "memory", "bytes", "--memory") {
-                self.limits.memory = Some(s);
-            }
-        }
-        if let Some(p) = c.pids {
-            let cur = self.limits.pids.clone();
-            if let Some(s) = self.tighten(cur, p, &origin, file, "pids", "processes", "--pids") {
-                self.limits.pids = Some(s);
-            }
-        }
-        if let Some(n) = c.cpus {
-            let cur = self.limits.cpus.clone();
-            if let Some(s) = self.tighten(cur, n, &origin, file, "cpus", "CPUs", "--cpus") {
-                self.limits.cpus = Some(s);
-            }
+        for i in self.settings.tighten(c, &origin) {
+            self.ignored(file, i.field, &i.detail, &i.hint);
         }
         self.project_switch(file, "nested_userns", c.nested_userns, &origin, |l| {
             &mut l.switches.nested_userns
@@ -886,36 +833,6 @@ impl Layers {
             _ => {}
         }
         Ok(())
-    }
-
-    /// A limit from the project config: taken when smaller than the current one (or
-    /// when there is none), ignored with a warning when larger.
-    #[allow(clippy::too_many_arguments)]
-    fn tighten<T: PartialOrd + Copy + std::fmt::Display>(
-        &mut self,
-        current: Option<Sourced<T>>,
-        new: T,
-        origin: &Origin,
-        file: &Path,
-        field: &str,
-        unit: &str,
-        flag_name: &str,
-    ) -> Option<Sourced<T>> {
-        match (
-            tighten::lower(current.as_ref().map(|c| &c.value), &new),
-            current,
-        ) {
-            (Decision::Take, _) => Some(Sourced::new(new, origin.clone())),
-            (Decision::Ignore, Some(cur)) => {
-                let detail = format!(
-                    ": {new} {unit} is more than the current {} {unit} ({})",
-                    cur.value, cur.origin
-                );
-                self.ignored(file, field, &detail, &tighten::user_config_or(flag_name));
-                None
-            }
-            _ => None,
-        }
     }
 
     /// Derive the workspace rule and protected paths, sort, deduplicate.
@@ -1077,7 +994,7 @@ impl Layers {
             net,
             network: self.network,
             env: self.env,
-            limits: self.limits,
+            limits: self.settings.limits,
             timeout: self.timeout,
             switches: self.switches,
             caches: caches.caches,

@@ -3,8 +3,8 @@
 //! (as text, and as `--json`). Pure: it prints nothing and reads nothing; the
 //! front end gathers what it shows.
 
-use cordon_backend::{BackendKind, Hold, Layers, LimitKind, LimitsAssessment};
-use cordon_policy::{LOCAL_SERVICE_NAME, NetMode, Policy, size_text};
+use cordon_backend::{BackendKind, Hold, Layers, LimitsAssessment};
+use cordon_policy::{LOCAL_SERVICE_NAME, NetMode, Policy, SettingRow};
 use std::fmt::Write;
 
 /// What `cordon policy` shows.
@@ -177,40 +177,19 @@ fn render_env(out: &mut String, policy: &Policy) {
 /// The resource limits, each with whether it holds under the backend.
 fn render_limits(out: &mut String, policy: &Policy, assessed: &LimitsAssessment) {
     let _ = writeln!(out, "\nlimits     {}", assessed.mechanism);
-    let limits = &policy.limits;
-    let rows = [
-        (
-            LimitKind::Memory,
-            limits
-                .memory
-                .as_ref()
-                .map(|m| (size_text(m.value), &m.origin)),
-        ),
-        (
-            LimitKind::Pids,
-            limits
-                .pids
-                .as_ref()
-                .map(|m| (m.value.to_string(), &m.origin)),
-        ),
-        (
-            LimitKind::Cpu,
-            limits
-                .cpus
-                .as_ref()
-                .map(|m| (m.value.to_string(), &m.origin)),
-        ),
-    ];
-    for (kind, value) in rows {
-        let (value, origin) = match value {
-            Some((value, origin)) => (value, format!("    ← {origin}")),
-            None => ("unlimited".to_string(), String::new()),
-        };
-        let _ = writeln!(out, "  {:<7}{value}{origin}", kind.setting());
-        if let Some(limit) = assessed.of(kind) {
+    for row in policy.limits.rows() {
+        render_setting(out, &row, "unlimited");
+        if let Some(limit) = assessed.for_setting(row.key) {
             render_hold(out, limit);
         }
     }
+}
+
+/// One setting: its name, its value (`none` when it has none) and its origin.
+fn render_setting(out: &mut String, row: &SettingRow, none: &str) {
+    let value = row.value.as_deref().unwrap_or(none);
+    let origin = row.origin.map(|o| format!("    ← {o}")).unwrap_or_default();
+    let _ = writeln!(out, "  {:<7}{value}{origin}", row.name);
 }
 
 /// Whether one limit holds, and if not, what cordon does about it.

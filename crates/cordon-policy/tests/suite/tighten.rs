@@ -354,7 +354,10 @@ fn turning_the_caches_off_keeps_the_other_workspaces_caches_hidden() {
 fn hiding_a_writable_home_shows_nothing_of_it() {
     let e = PolicyEnv::new();
     e.user(r#"{"allow_write": ["~"]}"#);
-    let (key, data) = (e.home.join(".ssh/id_rsa"), e.home.join(".local/share/cordon"));
+    let (key, data) = (
+        e.home.join(".ssh/id_rsa"),
+        e.home.join(".local/share/cordon"),
+    );
     let open = e.resolve();
     assert_eq!(open.access_for(&key), Access::Deny);
     assert_eq!(open.access_for(&data), Access::Deny);
