@@ -49,7 +49,7 @@ macro_rules! with_settings {
         $($then)::+ ! { $($pass)*
             /// Resource limits of the sandbox. `None` means unlimited.
             #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-            limits: Limits {
+            limits: Limits ("the sandbox's resources") {
                 /// Memory limit, e.g. 512M or 2G.
                 memory => memory: $crate::settings::Size, Option<Sourced<u64>> = None,
                     unit "bytes", check more_than_zero_bytes;
@@ -73,7 +73,7 @@ macro_rules! settings {
     (@flags
         $(#[$attr:meta])* pub struct $name:ident { $($fixed:tt)* }
         $(
-            $(#[$gattr:meta])* $group:ident: $gty:ident {
+            $(#[$gattr:meta])* $group:ident: $gty:ident ($caption:literal) {
                 $(
                     $(#[$attr_:meta])*
                     $key:ident => $field:ident: $kind:ty, $slot:ty = $default:expr,
@@ -98,7 +98,7 @@ macro_rules! settings {
     (@config
         $(#[$attr:meta])* pub struct $name:ident { $($before:tt)* } { $($after:tt)* }
         $(
-            $(#[$gattr:meta])* $group:ident: $gty:ident {
+            $(#[$gattr:meta])* $group:ident: $gty:ident ($caption:literal) {
                 $(
                     $(#[$attr_:meta])*
                     $key:ident => $field:ident: $kind:ty, $slot:ty = $default:expr,
@@ -120,7 +120,7 @@ macro_rules! settings {
     };
     (@items
         $(
-            $(#[$gattr:meta])* $group:ident: $gty:ident {
+            $(#[$gattr:meta])* $group:ident: $gty:ident ($caption:literal) {
                 $(
                     $(#[$attr_:meta])*
                     $key:ident => $field:ident: $kind:ty, $slot:ty = $default:expr,
@@ -137,7 +137,7 @@ macro_rules! settings {
 
             impl $gty {
                 /// The built-in defaults.
-                pub(crate) fn defaults() -> $gty {
+                pub fn defaults() -> $gty {
                     $gty { $( $field: <$slot as Slot>::built_in($default), )* }
                 }
 
@@ -168,6 +168,9 @@ macro_rules! settings {
                 }
             )*)*
         }
+
+        /// Every setting's config key, in the table's order.
+        pub const KEYS: &[&str] = &[$($( stringify!($key), )*)*];
 
         /// Every group of settings, as resolution builds them.
         #[derive(Debug, Clone)]
@@ -212,9 +215,30 @@ macro_rules! settings {
                 ignored
             }
         }
+
+        impl crate::Policy {
+            /// Every group of settings, in the table's order, as `cordon policy`
+            /// shows them.
+            pub fn settings(&self) -> Vec<SettingGroup<'_>> {
+                vec![$( SettingGroup {
+                    name: stringify!($group),
+                    caption: $caption,
+                    rows: self.$group.rows(),
+                }, )*]
+            }
+        }
     };
 }
 pub(crate) use settings;
+
+/// A group of settings as `cordon policy` shows it: its field of the policy, what
+/// it is, and its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SettingGroup<'a> {
+    pub name: &'static str,
+    pub caption: &'static str,
+    pub rows: Vec<SettingRow<'a>>,
+}
 
 with_settings!(settings! { @items });
 
@@ -346,9 +370,10 @@ pub trait Setting {
 
     /// `value` if it is within bounds, else the message for it.
     fn check(value: Value<Self>) -> Result<Value<Self>, String> {
-        Self::bounds(&value)
-            .map(|()| value)
-            .map_err(|why| format!("invalid {} {value}: {why}", Self::KEY))
+        Self::bounds(&value).map(|()| value).map_err(|why| {
+            let shown = <Self::Kind as Kind>::show(&value);
+            format!("invalid {} {shown}: {why}", Self::KEY)
+        })
     }
 }
 

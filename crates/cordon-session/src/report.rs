@@ -4,7 +4,7 @@
 //! front end gathers what it shows.
 
 use cordon_backend::{BackendKind, Hold, Layers, LimitsAssessment};
-use cordon_policy::{LOCAL_SERVICE_NAME, NetMode, Policy, SettingRow};
+use cordon_policy::{LOCAL_SERVICE_NAME, NetMode, Policy, SettingGroup, SettingRow};
 use std::fmt::Write;
 
 /// What `cordon policy` shows.
@@ -89,7 +89,9 @@ fn render(policy: &Policy, backend: &str, limits: &LimitsAssessment) -> String {
     render_caches(&mut out, policy);
     render_network(&mut out, policy);
     render_env(&mut out, policy);
-    render_limits(&mut out, policy, limits);
+    for group in policy.settings() {
+        render_settings(&mut out, &group, limits);
+    }
     if let Some(timeout) = &policy.timeout {
         let _ = writeln!(
             out,
@@ -174,11 +176,17 @@ fn render_env(out: &mut String, policy: &Policy) {
     }
 }
 
-/// The resource limits, each with whether it holds under the backend.
-fn render_limits(out: &mut String, policy: &Policy, assessed: &LimitsAssessment) {
-    let _ = writeln!(out, "\nlimits     {}", assessed.mechanism);
-    for row in policy.limits.rows() {
-        render_setting(out, &row, "unlimited");
+/// A group of settings (the policy's fields `limits`, `vm`); for the limits,
+/// how the backend enforces them and whether each holds.
+fn render_settings(out: &mut String, group: &SettingGroup, assessed: &LimitsAssessment) {
+    let caption = if group.name == "limits" {
+        assessed.mechanism.as_str()
+    } else {
+        group.caption
+    };
+    let _ = writeln!(out, "\n{:<10} {caption}", group.name);
+    for row in &group.rows {
+        render_setting(out, row, "unlimited");
         if let Some(limit) = assessed.for_setting(row.key) {
             render_hold(out, limit);
         }
