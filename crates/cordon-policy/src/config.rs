@@ -521,6 +521,66 @@ mod tests {
     }
 
     #[test]
+    fn vm_resources_take_the_size_syntax_and_their_bounds() {
+        let c = parse(r#"{"vm_memory": "2GiB", "vm_cpus": 4}"#).unwrap();
+        assert_eq!((c.vm_memory.0, c.vm_cpus.0), (Some(2 << 30), Some(4)));
+        assert_eq!(
+            parse(r#"{"vm_memory": 536870912}"#).unwrap().vm_memory,
+            Some(512 << 20)
+        );
+        assert_eq!(parse(r#"{"vm_cpus": null}"#).unwrap().vm_cpus, None);
+        for (src, want) in [
+            (
+                r#"{"vm_memory": "64M"}"#,
+                "invalid vm_memory 64M: must be at least 128M",
+            ),
+            (
+                r#"{"vm_memory": "2T"}"#,
+                "invalid vm_memory 2T: must be at most 1T",
+            ),
+            (
+                r#"{"vm_memory": "1000.5M"}"#,
+                "invalid vm_memory 1024512K: must be a whole number of MiB",
+            ),
+            (r#"{"vm_memory": "lots"}"#, "invalid size \"lots\""),
+            (
+                r#"{"vm_memory": -1}"#,
+                "invalid vm_memory -1: must be positive",
+            ),
+            (
+                r#"{"vm_memory": 1.5}"#,
+                "invalid vm_memory 1.5: write a fractional size",
+            ),
+            (
+                r#"{"vm_cpus": 0}"#,
+                "invalid vm_cpus 0: must be from 1 to 64",
+            ),
+            (
+                r#"{"vm_cpus": 65}"#,
+                "invalid vm_cpus 65: must be from 1 to 64",
+            ),
+            (
+                r#"{"vm_cpus": 1.5}"#,
+                "invalid type: floating point `1.5`, expected u64",
+            ),
+            (
+                r#"{"vm_cpus": "2"}"#,
+                "invalid type: string \"2\", expected u64",
+            ),
+        ] {
+            let e = parse(src).unwrap_err();
+            assert!(
+                matches!(e, PolicyError::Invalid { line: 1, .. }),
+                "{src}: {e:?}"
+            );
+            assert!(e.to_string().contains(want), "{src}: {e}");
+        }
+        // A typo is caught with the nearest key.
+        let e = parse(r#"{"vm_memroy": "2G"}"#).unwrap_err().to_string();
+        assert!(e.contains("did you mean \"vm_memory\"?"), "{e}");
+    }
+
+    #[test]
     fn memory_as_number_or_string() {
         assert_eq!(
             parse(r#"{"memory": 1048576}"#).unwrap().memory,

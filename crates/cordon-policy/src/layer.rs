@@ -995,6 +995,7 @@ impl Layers {
             network: self.network,
             env: self.env,
             limits: self.settings.limits,
+            vm: self.settings.vm,
             timeout: self.timeout,
             switches: self.switches,
             caches: caches.caches,

@@ -37,7 +37,7 @@ pub use model::*;
 pub use network::*;
 pub use presets::{PRESETS, preset};
 pub use sanitize::{SanitizeFormat, SanitizedCopy};
-pub use settings::{Limits, SettingGroup, SettingRow};
+pub use settings::{Limits, SettingGroup, SettingRow, VmResources};
 pub use values::{
     MountSpec, parse_env_arg, parse_local_service, parse_mount_arg, parse_resolve_arg,
     parse_secret_arg, parse_size, size_text, valid_env_name,

@@ -194,6 +194,7 @@ pub struct Policy {
     pub network: crate::NetworkRules,
     pub env: Vec<EnvVar>,
     pub limits: crate::settings::Limits,
+    pub vm: crate::settings::VmResources,
     pub timeout: Option<Sourced<Duration>>,
     pub switches: Switches,
     /// The tools' caches cordon provides (and those it leaves alone, with why).

@@ -60,6 +60,16 @@ macro_rules! with_settings {
                 cpus => cpus: $crate::settings::Number, Option<Sourced<f64>> = None,
                     unit "CPUs", check positive_number;
             }
+            /// The VM's resources, for `--backend vm` (issue: VM backend).
+            #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+            vm: VmResources ("the VM's resources, for --backend vm") {
+                /// Memory of the VM (--backend vm), e.g. 512M or 4G (default 1G).
+                vm_memory => memory: $crate::settings::Size, Sourced<u64> = 1 << 30,
+                    unit "bytes", check vm_memory_bounds;
+                /// Virtual CPUs of the VM (--backend vm) (default 2).
+                vm_cpus => cpus: $crate::settings::Count, Sourced<u64> = 2,
+                    unit "vCPUs", check vm_cpus_bounds;
+            }
         }
     };
 }
@@ -587,5 +597,28 @@ fn positive_number(n: &f64) -> Result<(), &'static str> {
         Ok(())
     } else {
         Err("must be a positive number")
+    }
+}
+
+/// The VM's memory: enough for its kernel and cordon's agent (128M) and no more
+/// than a host can give (1T), in whole MiB (what QEMU's `-m` takes).
+fn vm_memory_bounds(bytes: &u64) -> Result<(), &'static str> {
+    const MIB: u64 = 1 << 20;
+    if *bytes < 128 * MIB {
+        Err("must be at least 128M")
+    } else if *bytes > 1 << 40 {
+        Err("must be at most 1T")
+    } else if bytes % MIB != 0 {
+        Err("must be a whole number of MiB")
+    } else {
+        Ok(())
+    }
+}
+
+/// The VM's vCPUs: 1 to 64.
+fn vm_cpus_bounds(n: &u64) -> Result<(), &'static str> {
+    match n {
+        1..=64 => Ok(()),
+        _ => Err("must be from 1 to 64"),
     }
 }

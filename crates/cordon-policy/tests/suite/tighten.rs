@@ -2,7 +2,8 @@
 //! configs (the project's holding any field, its `pi` section too), the policy
 //! resolved with the project's `.cordon.json` gives nothing that the policy
 //! resolved without it does not: no path more access, no limit higher, no
-//! network more open, no domain, service, secret, variable, mount or switch more.
+//! network more open, no domain, service, secret, variable, mount or switch more,
+//! no bigger VM.
 
 use cordon_policy::{Access, Flags, NetMode, PiMode, Policy};
 use cordon_test_support::PolicyEnv;
@@ -75,6 +76,8 @@ fn field() -> impl Strategy<Value = (String, Value)> {
             vec![json!(1), json!(100), json!(4096), json!(100_000)]
         ),
         pick("cpus", vec![json!(0.5), json!(1), json!(2.5), json!(64)]),
+        pick("vm_memory", vec![json!("128M"), json!("1G"), json!("16G")]),
+        pick("vm_cpus", vec![json!(1), json!(2), json!(32)]),
         pick("nested_userns", yes_no()),
         pick("unix_sockets", yes_no()),
         pick("caches", yes_no()),
