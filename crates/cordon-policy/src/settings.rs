@@ -275,11 +275,14 @@ pub trait Kind {
 /// ([`crate::parse_size`]); a config file may also write the number itself.
 pub struct Size;
 
+/// A number written as itself, on the command line and in a config file.
+pub struct Plain<T>(PhantomData<T>);
+
 /// A whole number.
-pub struct Count;
+pub type Count = Plain<u64>;
 
 /// A number, fractions allowed.
-pub struct Number;
+pub type Number = Plain<f64>;
 
 impl Kind for Size {
     type Value = u64;
@@ -327,38 +330,24 @@ impl Visitor<'_> for SizeVisitor {
     }
 }
 
-impl Kind for Count {
-    type Value = u64;
-    type Flag = u64;
+impl<T> Kind for Plain<T>
+where
+    T: Copy + PartialOrd + fmt::Display + fmt::Debug + Send + Sync + 'static,
+    T: for<'de> Deserialize<'de>,
+{
+    type Value = T;
+    type Flag = T;
     const VALUE_NAME: &'static str = "N";
 
-    fn from_flag(flag: &u64) -> Result<u64, String> {
+    fn from_flag(flag: &T) -> Result<T, String> {
         Ok(*flag)
     }
 
-    fn deserialize<'de, D: Deserializer<'de>>(d: D, _: &'static str) -> Result<u64, D::Error> {
-        u64::deserialize(d)
+    fn deserialize<'de, D: Deserializer<'de>>(d: D, _: &'static str) -> Result<T, D::Error> {
+        T::deserialize(d)
     }
 
-    fn show(value: &u64) -> String {
-        value.to_string()
-    }
-}
-
-impl Kind for Number {
-    type Value = f64;
-    type Flag = f64;
-    const VALUE_NAME: &'static str = "N";
-
-    fn from_flag(flag: &f64) -> Result<f64, String> {
-        Ok(*flag)
-    }
-
-    fn deserialize<'de, D: Deserializer<'de>>(d: D, _: &'static str) -> Result<f64, D::Error> {
-        f64::deserialize(d)
-    }
-
-    fn show(value: &f64) -> String {
+    fn show(value: &T) -> String {
         value.to_string()
     }
 }
