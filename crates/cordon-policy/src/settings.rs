@@ -17,7 +17,8 @@
 //! docs/config.md's fields table and its tighten-only list, and the README's
 //! options table, are checked against the keys and flags by the docs suite.
 //!
-//! Adding a setting is one entry in the table, plus its use.
+//! Adding a setting to a group is one entry in the table (and its bounds
+//! function), plus its use; a new group also adds its field to `Policy`.
 
 use crate::config::ConfigFile;
 use crate::error::PolicyError;
@@ -28,12 +29,17 @@ use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
 use std::marker::PhantomData;
 
-/// The settings table. Each group becomes a struct of the resolved policy; each
-/// entry of a group is
+/// The settings table: groups, each a struct of the resolved policy (the field
+/// GROUP of [`crate::Policy`], a `Policy::settings` section in `cordon policy`
+/// headed by CAPTION), of entries:
 ///
 /// ```text
-/// /// The help line (`--help`, and the field's doc).
-/// KEY => FIELD: KIND, SLOT = DEFAULT, unit "UNIT", check BOUNDS;
+/// /// The group's doc.
+/// #[derive(...)]
+/// GROUP: STRUCT ("CAPTION") {
+///     /// The help line (`--help`, and the field's doc).
+///     KEY => FIELD: KIND, SLOT = DEFAULT, unit "UNIT", check BOUNDS;
+/// }
 /// ```
 ///
 /// KEY is the config key and, with `-` for `_`, the flag; FIELD the group's
