@@ -17,6 +17,9 @@
 //!
 //! [`Backend::layers`] and [`Session::layers`] say which isolation [`Layers`] are in
 //! force: `cordon serve` reports them, and `cordon policy` prints them.
+//! [`Backend::assess_limits`] says whether each resource limit of the policy holds
+//! ([`LimitsAssessment`]): `cordon policy` prints it, and `cordon run
+//! --allow-degraded limits` warns with it.
 //!
 //! The OS backend (`cordon_sandbox::OsBackend`: namespaces, the mount view,
 //! Landlock, seccomp) implements this today; a VM backend will implement the same
@@ -24,12 +27,14 @@
 
 mod launch;
 mod layers;
+mod limits;
 
 pub use launch::{
     Additions, Command, ControlChannel, Degraded, Egress, FileOverlay, Ingress, Outcome, Program,
     ServeControl, ServeEgress, Terminal,
 };
 pub use layers::{Layer, Layers, Namespace};
+pub use limits::{Assessment, Hold, LimitKind, LimitsAssessment};
 
 use cordon_policy::Policy;
 
@@ -81,6 +86,11 @@ pub trait Backend {
     /// [`Session::layers`] of one started with these arguments), without starting
     /// one.
     fn layers(&self, policy: &Policy, degraded: Degraded) -> Layers;
+
+    /// Whether each resource limit of `policy` would hold in a session, and how;
+    /// without starting one. A session refuses an explicit limit that does not
+    /// hold unless [`Degraded::best_effort_limits`].
+    fn assess_limits(&self, policy: &Policy) -> LimitsAssessment;
 
     /// Starts a session for `policy`, which must outlive it. `degraded` names the
     /// layers the user agreed to run without; any other missing layer is a refusal

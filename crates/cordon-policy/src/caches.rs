@@ -192,6 +192,34 @@ impl Plan {
 
 /// The managed caches for a policy whose rules are otherwise final.
 pub(crate) fn plan(i: &Inputs<'_>) -> Plan {
+    let base = match i.xdg_cache_home {
+        Some(x) if x.is_absolute() => x.to_path_buf(),
+        _ => i.home.join(".cache"),
+    };
+    let root = crate::paths::canonicalize_lenient(&base.join("cordon/caches"));
+    let mut plan = plan_managed(i, base, &root);
+    hide_other_caches(&mut plan, i.rules, root);
+    plan
+}
+
+/// The other workspaces' cache dirs (all of `root` but this run's) stay hidden,
+/// whether this run manages caches or not (they are off, or a rule decides each
+/// tool's cache): a project's config, which may do either, must not show them.
+/// Below ~/.cache/cordon, a secret, they are hidden anyway; not so under another
+/// $XDG_CACHE_HOME, or where your config shows ~/.cache/cordon.
+fn hide_other_caches(plan: &mut Plan, rules: &[PathRule], root: PathBuf) {
+    if rule_for_in(rules, &root).is_none_or(|r| r.access != Access::Deny) {
+        plan.rules.push(PathRule {
+            path: root,
+            access: Access::Deny,
+            kind: RuleKind::Plain,
+            origin: Origin::Default,
+        });
+    }
+}
+
+/// The caches this run manages in its cache dir below `root`.
+fn plan_managed(i: &Inputs<'_>, base: PathBuf, root: &Path) -> Plan {
     let mut plan = Plan {
         caches: Caches::default(),
         rules: Vec::new(),
@@ -237,11 +265,6 @@ pub(crate) fn plan(i: &Inputs<'_>) -> Plan {
         }
         return plan;
     };
-    let base = match i.xdg_cache_home {
-        Some(x) if x.is_absolute() => x.to_path_buf(),
-        _ => home.join(".cache"),
-    };
-    let root = crate::paths::canonicalize_lenient(&base.join("cordon/caches"));
     let dir = root.join(&key);
 
     // A cache path the policy already decides otherwise is left to that rule.
@@ -292,7 +315,7 @@ pub(crate) fn plan(i: &Inputs<'_>) -> Plan {
                 for t in &cargo_targets {
                     leave(&mut plan, &CARGO, t, why.clone());
                 }
-                return finish(plan, i.rules, root, dir, base);
+                return finish(plan, dir, base);
             }
             plan.manage_by_env(&CARGO, "CARGO_HOME", dir.join("cargo"));
         }
@@ -339,22 +362,12 @@ pub(crate) fn plan(i: &Inputs<'_>) -> Plan {
         }
     }
 
-    finish(plan, i.rules, root, dir, base)
+    finish(plan, dir, base)
 }
 
-/// Adds the rules for the cache dir `dir` in `root` when any cache is managed.
-fn finish(mut plan: Plan, rules: &[PathRule], root: PathBuf, dir: PathBuf, base: PathBuf) -> Plan {
+/// Adds the rule for the cache dir `dir` when any cache is managed.
+fn finish(mut plan: Plan, dir: PathBuf, base: PathBuf) -> Plan {
     if !plan.caches.managed.is_empty() {
-        // The other workspaces' caches stay hidden (below ~/.cache/cordon, a
-        // secret, they are anyway; not so under another $XDG_CACHE_HOME).
-        if rule_for_in(rules, &root).is_none_or(|r| r.access != Access::Deny) {
-            plan.rules.push(PathRule {
-                path: root,
-                access: Access::Deny,
-                kind: RuleKind::Plain,
-                origin: Origin::Default,
-            });
-        }
         let mut tools: Vec<&str> = plan
             .caches
             .managed

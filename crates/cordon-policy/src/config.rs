@@ -25,7 +25,10 @@ pub enum ConfigNet {
     Allowlist,
 }
 
+crate::settings::with_settings!(crate::settings::settings! { @config
 /// One config file, as written. Every field is optional; absent lists are empty.
+/// The settings' keys (`memory`, `pids`, ...) come after `timeout`, from the
+/// table in [`crate::settings`].
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(
     deny_unknown_fields,
@@ -81,15 +84,7 @@ pub struct ConfigFile {
     /// Seconds, positive.
     #[serde(default, deserialize_with = "de_timeout")]
     pub timeout: Option<f64>,
-    /// Bytes, positive; written as a number of bytes or a size string (`"2G"`).
-    #[serde(default, deserialize_with = "de_memory")]
-    pub memory: Option<u64>,
-    /// At least 1.
-    #[serde(default, deserialize_with = "de_pids")]
-    pub pids: Option<u64>,
-    /// Positive, possibly fractional.
-    #[serde(default, deserialize_with = "de_cpus")]
-    pub cpus: Option<f64>,
+} {
     #[serde(default)]
     pub nested_userns: Option<bool>,
     #[serde(default)]
@@ -110,6 +105,7 @@ pub struct ConfigFile {
     )]
     pub pi: Option<Box<ConfigFile>>,
 }
+});
 
 /// The keys a config file may contain (besides `$schema`), in documentation order:
 /// [`ConfigFile`]'s fields, as serde names them (one declaration for both).
@@ -156,19 +152,6 @@ fn de_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> 
         if std::time::Duration::try_from_secs_f64(x).is_err() {
             return Err(de::Error::custom(format!("invalid timeout {x}: too large")));
         }
-    }
-    Ok(v)
-}
-
-fn de_cpus<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    let v = Option::<f64>::deserialize(d)?;
-    positive_f64(v, "cpus").map_err(de::Error::custom)
-}
-
-fn de_pids<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let v = Option::<u64>::deserialize(d)?;
-    if v == Some(0) {
-        return Err(de::Error::custom("invalid pids 0: must be at least 1"));
     }
     Ok(v)
 }
@@ -238,48 +221,6 @@ fn de_resolves<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
     de_checked_list(d, "resolve", |s| {
         crate::values::parse_resolve_arg(s).map(drop)
     })
-}
-
-/// A size: a number of bytes or a string for [`crate::parse_size`].
-struct Size(u64);
-
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Size;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a size such as \"512M\" or \"2G\", or a number of bytes")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
-                Ok(Size(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
-                u64::try_from(v)
-                    .map(Size)
-                    .map_err(|_| E::custom(format!("invalid memory {v}: must be positive")))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Size, E> {
-                Err(E::custom(format!(
-                    "invalid memory {v}: write a fractional size as a string with a unit, e.g. \"1.5G\""
-                )))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
-                crate::values::parse_size(v).map(Size).map_err(E::custom)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-fn de_memory<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let v = Option::<Size>::deserialize(d)?.map(|s| s.0);
-    if v == Some(0) {
-        return Err(de::Error::custom(
-            "invalid memory 0: must be more than 0 bytes",
-        ));
-    }
-    Ok(v)
 }
 
 /// Parse the bytes of a config file. `file` is only used in error messages.
@@ -577,6 +518,66 @@ mod tests {
             assert_eq!(parse(s).unwrap(), ConfigFile::default(), "{s:?}");
         }
         assert_eq!(parse("{}").unwrap(), ConfigFile::default());
+    }
+
+    #[test]
+    fn vm_resources_take_the_size_syntax_and_their_bounds() {
+        let c = parse(r#"{"vm_memory": "2GiB", "vm_cpus": 4}"#).unwrap();
+        assert_eq!((c.vm_memory.0, c.vm_cpus.0), (Some(2 << 30), Some(4)));
+        assert_eq!(
+            parse(r#"{"vm_memory": 536870912}"#).unwrap().vm_memory,
+            Some(512 << 20)
+        );
+        assert_eq!(parse(r#"{"vm_cpus": null}"#).unwrap().vm_cpus, None);
+        for (src, want) in [
+            (
+                r#"{"vm_memory": "64M"}"#,
+                "invalid vm_memory 64M: must be at least 128M",
+            ),
+            (
+                r#"{"vm_memory": "2T"}"#,
+                "invalid vm_memory 2T: must be at most 1T",
+            ),
+            (
+                r#"{"vm_memory": "1000.5M"}"#,
+                "invalid vm_memory 1024512K: must be a whole number of MiB",
+            ),
+            (r#"{"vm_memory": "lots"}"#, "invalid size \"lots\""),
+            (
+                r#"{"vm_memory": -1}"#,
+                "invalid vm_memory -1: must be positive",
+            ),
+            (
+                r#"{"vm_memory": 1.5}"#,
+                "invalid vm_memory 1.5: write a fractional size",
+            ),
+            (
+                r#"{"vm_cpus": 0}"#,
+                "invalid vm_cpus 0: must be from 1 to 64",
+            ),
+            (
+                r#"{"vm_cpus": 65}"#,
+                "invalid vm_cpus 65: must be from 1 to 64",
+            ),
+            (
+                r#"{"vm_cpus": 1.5}"#,
+                "invalid type: floating point `1.5`, expected u64",
+            ),
+            (
+                r#"{"vm_cpus": "2"}"#,
+                "invalid type: string \"2\", expected u64",
+            ),
+        ] {
+            let e = parse(src).unwrap_err();
+            assert!(
+                matches!(e, PolicyError::Invalid { line: 1, .. }),
+                "{src}: {e:?}"
+            );
+            assert!(e.to_string().contains(want), "{src}: {e}");
+        }
+        // A typo is caught with the nearest key.
+        let e = parse(r#"{"vm_memroy": "2G"}"#).unwrap_err().to_string();
+        assert!(e.contains("did you mean \"vm_memory\"?"), "{e}");
     }
 
     #[test]

@@ -3,11 +3,11 @@
 //! sorting and deduplication.
 
 use crate::config::{ConfigFile, ConfigNet, Trust, default_user_config, load_config};
-use crate::defaults::{DEFAULT_PIDS, SCRATCH, cordon_data_dir, default_env, default_rules};
+use crate::defaults::{SCRATCH, cordon_data_dir, default_env, default_rules};
 use crate::error::PolicyError;
 use crate::home::HomeEnv;
 use crate::model::{
-    Access, EnvVar, Limits, Mount, NetMode, Origin, PathRule, Policy, RuleKind, Sourced, Switches,
+    Access, EnvVar, Mount, NetMode, Origin, PathRule, Policy, RuleKind, Sourced, Switches,
     rule_for_in,
 };
 use crate::network::{
@@ -15,16 +15,14 @@ use crate::network::{
 };
 use crate::paths::{Vars, canonicalize_lenient, expand, normalize_lexical, resolve_path};
 use crate::protect::protected_paths;
+use crate::settings::Settings;
+use crate::tighten::{self, Decision, USER_CONFIG_HINT};
 use crate::values::{
     parse_env_arg, parse_local_service, parse_mount_arg, parse_resolve_arg, parse_secret_arg,
-    parse_size,
 };
 use crate::{Flags, Inputs, PiMode};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Where a loosening field from a project config belongs instead.
-const USER_CONFIG_HINT: &str = "put it in ~/.config/cordon/config.json";
 
 pub(crate) fn resolve(inputs: &Inputs) -> Result<Policy, PolicyError> {
     let cwd = require_absolute("current directory", &inputs.cwd)?;
@@ -147,7 +145,8 @@ struct Layers {
     net_explicit: bool,
     network: NetworkRules,
     env: Vec<EnvVar>,
-    limits: Limits,
+    /// The settings of the table in settings.rs (the limits, the VM's resources).
+    settings: Settings,
     timeout: Option<Sourced<Duration>>,
     switches: Switches,
     /// Mounts as written, their paths resolved; checked in `finish`.
@@ -197,15 +196,6 @@ fn net_mode(n: ConfigNet) -> NetMode {
     }
 }
 
-/// How much a network mode lets out: `none` < `allowlist` < `host`.
-fn openness(n: NetMode) -> u8 {
-    match n {
-        NetMode::None => 0,
-        NetMode::Allowlist => 1,
-        NetMode::Host => 2,
-    }
-}
-
 /// An error in a value of a config `field` (`""` for a flag, whose name the origin
 /// already says).
 fn field_err(origin: &Origin, field: &str, m: impl std::fmt::Display) -> PolicyError {
@@ -244,11 +234,7 @@ impl Layers {
             net_explicit: false,
             network: NetworkRules::default(),
             env: default_env(),
-            limits: Limits {
-                memory: None,
-                pids: Some(Sourced::new(DEFAULT_PIDS, Origin::Default)),
-                cpus: None,
-            },
+            settings: Settings::defaults(),
             timeout: None,
             switches: Switches {
                 nested_userns: off(),
@@ -641,15 +627,7 @@ impl Layers {
                 origin.clone(),
             ));
         }
-        if let Some(m) = c.memory {
-            self.limits.memory = Some(Sourced::new(m, origin.clone()));
-        }
-        if let Some(p) = c.pids {
-            self.limits.pids = Some(Sourced::new(p, origin.clone()));
-        }
-        if let Some(n) = c.cpus {
-            self.limits.cpus = Some(Sourced::new(n, origin.clone()));
-        }
+        self.settings.apply_config(c, &origin);
         if let Some(b) = c.nested_userns {
             self.switches.nested_userns = Sourced::new(b, origin.clone());
         }
@@ -717,34 +695,7 @@ impl Layers {
             self.set_net(n, &flag("--net"));
         }
         self.apply_flags_network(f, cwd)?;
-        if let Some(m) = &f.memory {
-            let o = flag("--memory");
-            let bytes = parse_size(m).map_err(|e| value_err(&o, e.to_string()))?;
-            if bytes == 0 {
-                return Err(value_err(
-                    &o,
-                    "invalid memory 0: must be more than 0 bytes".to_string(),
-                ));
-            }
-            self.limits.memory = Some(Sourced::new(bytes, o));
-        }
-        if let Some(p) = f.pids {
-            let o = flag("--pids");
-            if p == 0 {
-                return Err(value_err(&o, "invalid pids 0: must be at least 1".into()));
-            }
-            self.limits.pids = Some(Sourced::new(p, o));
-        }
-        if let Some(n) = f.cpus {
-            let o = flag("--cpus");
-            if !(n.is_finite() && n > 0.0) {
-                return Err(value_err(
-                    &o,
-                    format!("invalid cpus {n}: must be a positive number"),
-                ));
-            }
-            self.limits.cpus = Some(Sourced::new(n, o));
-        }
+        self.settings.apply_flags(f)?;
         Ok(())
     }
 
@@ -777,209 +728,111 @@ impl Layers {
         file: &Path,
         origin: Origin,
     ) -> Result<(), PolicyError> {
+        // What only ever tightens is taken as it is.
         self.add_config_rules(&c.deny_read, "deny_read", Access::Deny, &origin)?;
         for raw in &c.deny_domain {
             self.deny_domain(raw, &origin, "deny_domain")?;
         }
-        if c.read_only == Some(true) && self.read_only.is_none() {
-            self.read_only = Some(origin.clone());
-        }
-        if c.hide_home == Some(true) && self.hide_home.is_none() {
-            self.hide_home = Some(origin.clone());
-        }
-        match c.caches {
-            Some(false) if self.caches.value => self.caches = Sourced::new(false, origin.clone()),
-            Some(true) if !self.caches.value => {
-                self.ignored(file, "caches", ": true", USER_CONFIG_HINT)
+        if let Some(on) = c.read_only {
+            if tighten::only_on(self.read_only.is_some(), on) == Decision::Take {
+                self.read_only = Some(origin.clone());
             }
-            _ => {}
         }
-        let loosening: [(&str, bool, String); 12] = [
-            (
-                "allow_write",
-                !c.allow_write.is_empty(),
-                format!("{USER_CONFIG_HINT} or pass --allow-write"),
-            ),
-            (
-                "allow_read",
-                !c.allow_read.is_empty(),
-                USER_CONFIG_HINT.into(),
-            ),
-            (
-                "unprotect",
-                !c.unprotect.is_empty(),
-                USER_CONFIG_HINT.into(),
-            ),
-            (
-                "home_visible",
-                !c.home_visible.is_empty(),
-                format!(
-                    "it would show parts of your home directory; {USER_CONFIG_HINT} or pass --home-visible"
-                ),
-            ),
-            (
-                "env",
-                !c.env.is_empty(),
-                format!(
-                    "it would pass host environment variables in; {USER_CONFIG_HINT} or pass --env"
-                ),
-            ),
-            (
-                "allow_domain",
-                !c.allow_domain.is_empty(),
-                limit_hint("--allow-domain"),
-            ),
-            (
-                "allow_preset",
-                !c.allow_preset.is_empty(),
-                limit_hint("--allow-preset"),
-            ),
-            (
-                "allow_local",
-                !c.allow_local.is_empty(),
-                format!(
-                    "it would open services on your machine; {USER_CONFIG_HINT} or pass --allow-local"
-                ),
-            ),
-            (
-                "secret",
-                !c.secret.is_empty(),
-                format!("it would send host secrets out; {USER_CONFIG_HINT} or pass --secret"),
-            ),
-            (
-                "resolve",
-                !c.resolve.is_empty(),
-                format!(
-                    "it could point an allowed name at a private address; {USER_CONFIG_HINT} or pass --resolve"
-                ),
-            ),
-            (
-                "mount",
-                !c.mount.is_empty(),
-                format!(
-                    "it would show host paths elsewhere in the sandbox; {USER_CONFIG_HINT} or pass --mount"
-                ),
-            ),
-            (
-                "upstream_ca",
-                !c.upstream_ca.is_empty(),
-                format!(
-                    "it would make the broker trust other certificates; {USER_CONFIG_HINT} or pass --upstream-ca"
-                ),
-            ),
-        ];
-        for (field, present, hint) in loosening {
-            if present {
-                self.ignored(file, field, "", &hint);
+        if let Some(on) = c.hide_home {
+            if tighten::only_on(self.hide_home.is_some(), on) == Decision::Take {
+                self.hide_home = Some(origin.clone());
             }
+        }
+        self.project_switch(file, "caches", c.caches, &origin, |l| &mut l.caches);
+        // What only ever loosens is ignored whole.
+        for (field, hint) in tighten::loosening_fields(c) {
+            self.ignored(file, field, "", &hint);
         }
         if let Some(n) = c.net {
-            // A mode no more open than the current one is taken; a more open one is
-            // ignored (`none` < `allowlist` < `host`).
-            // `none` where nothing set a mode is taken too: it makes the network off
-            // on purpose, which a session then keeps (`cordon serve` would otherwise
-            // start its broker, to let the user allow names later).
-            let want = net_mode(n);
-            let current = self.effective_net().value;
-            let keeps_off = want == NetMode::None && current == NetMode::None && !self.net_explicit;
-            if openness(want) < openness(current) || keeps_off {
-                self.set_net(want, &origin);
-            } else if openness(want) > openness(current) {
+            self.project_net(net_mode(n), file, &origin);
+        }
+        if let Some(t) = c.timeout {
+            self.project_timeout(t, file, &origin)?;
+        }
+        for i in self.settings.tighten(c, &origin) {
+            self.ignored(file, i.field, &i.detail, &i.hint);
+        }
+        self.project_switch(file, "nested_userns", c.nested_userns, &origin, |l| {
+            &mut l.switches.nested_userns
+        });
+        self.project_switch(file, "unix_sockets", c.unix_sockets, &origin, |l| {
+            &mut l.switches.unix_sockets
+        });
+        Ok(())
+    }
+
+    /// A project's value of a switch that loosens when on: taken only to turn
+    /// it off.
+    fn project_switch(
+        &mut self,
+        file: &Path,
+        field: &str,
+        value: Option<bool>,
+        origin: &Origin,
+        slot: fn(&mut Layers) -> &mut Sourced<bool>,
+    ) {
+        let Some(value) = value else {
+            return;
+        };
+        match tighten::only_off(slot(self).value, value) {
+            Decision::Take => *slot(self) = Sourced::new(value, origin.clone()),
+            Decision::Ignore => self.ignored(file, field, ": true", USER_CONFIG_HINT),
+            Decision::Keep => {}
+        }
+    }
+
+    /// A project's network mode: taken when no more open than the current one.
+    fn project_net(&mut self, want: NetMode, file: &Path, origin: &Origin) {
+        match tighten::net(self.effective_net().value, self.net_explicit, want) {
+            Decision::Take => self.set_net(want, origin),
+            Decision::Ignore => {
                 let (name, flag_arg) = match want {
                     NetMode::Host => ("host", "--net host"),
                     _ => ("allowlist", "--net allowlist"),
                 };
-                self.ignored(
-                    file,
-                    "net",
-                    &format!(": \"{name}\""),
-                    &format!("{USER_CONFIG_HINT} or pass {flag_arg}"),
-                );
+                let detail = format!(": \"{name}\"");
+                self.ignored(file, "net", &detail, &tighten::user_config_or(flag_arg));
             }
+            Decision::Keep => {}
         }
-        if let Some(t) = c.timeout {
-            let d = duration(t, &origin, "\"timeout\"")?;
-            match &self.timeout {
-                Some(cur) if d > cur.value => {
-                    let detail = format!(
-                        ": {t} s is more than the current {} s ({})",
-                        cur.value.as_secs_f64(),
-                        cur.origin
-                    );
-                    self.ignored(file, "timeout", &detail, &limit_hint("--timeout"));
-                }
-                Some(cur) if d == cur.value => {}
-                _ => self.timeout = Some(Sourced::new(d, origin.clone())),
-            }
-        }
-        if let Some(m) = c.memory {
-            let cur = self.limits.memory.clone();
-            if let Some(s) = self.tighten(cur, m, &origin, file, "memory", "bytes", "--memory") {
-                self.limits.memory = Some(s);
-            }
-        }
-        if let Some(p) = c.pids {
-            let cur = self.limits.pids.clone();
-            if let Some(s) = self.tighten(cur, p, &origin, file, "pids", "processes", "--pids") {
-                self.limits.pids = Some(s);
-            }
-        }
-        if let Some(n) = c.cpus {
-            let cur = self.limits.cpus.clone();
-            if let Some(s) = self.tighten(cur, n, &origin, file, "cpus", "CPUs", "--cpus") {
-                self.limits.cpus = Some(s);
-            }
-        }
-        for (field, value) in [
-            ("nested_userns", c.nested_userns),
-            ("unix_sockets", c.unix_sockets),
-        ] {
-            let current = if field == "nested_userns" {
-                self.switches.nested_userns.value
-            } else {
-                self.switches.unix_sockets.value
-            };
-            match value {
-                Some(false) if current => {
-                    let off = Sourced::new(false, origin.clone());
-                    if field == "nested_userns" {
-                        self.switches.nested_userns = off;
-                    } else {
-                        self.switches.unix_sockets = off;
-                    }
-                }
-                Some(true) if !current => self.ignored(file, field, ": true", USER_CONFIG_HINT),
-                _ => {}
-            }
-        }
-        Ok(())
     }
 
-    /// A limit from the project config: taken when smaller than the current one (or
-    /// when there is none), ignored with a warning when larger.
-    #[allow(clippy::too_many_arguments)]
-    fn tighten<T: PartialOrd + Copy + std::fmt::Display>(
+    /// A project's timeout, `secs` as written: taken when shorter than the
+    /// current one.
+    fn project_timeout(
         &mut self,
-        current: Option<Sourced<T>>,
-        new: T,
-        origin: &Origin,
+        secs: f64,
         file: &Path,
-        field: &str,
-        unit: &str,
-        flag_name: &str,
-    ) -> Option<Sourced<T>> {
-        match current {
-            Some(cur) if new > cur.value => {
+        origin: &Origin,
+    ) -> Result<(), PolicyError> {
+        let d = duration(secs, origin, "\"timeout\"")?;
+        let current = self.timeout.clone();
+        match (
+            tighten::lower(current.as_ref().map(|t| &t.value), &d),
+            current,
+        ) {
+            (Decision::Take, _) => self.timeout = Some(Sourced::new(d, origin.clone())),
+            (Decision::Ignore, Some(cur)) => {
                 let detail = format!(
-                    ": {new} {unit} is more than the current {} {unit} ({})",
-                    cur.value, cur.origin
+                    ": {secs} s is more than the current {} s ({})",
+                    cur.value.as_secs_f64(),
+                    cur.origin
                 );
-                self.ignored(file, field, &detail, &limit_hint(flag_name));
-                None
+                self.ignored(
+                    file,
+                    "timeout",
+                    &detail,
+                    &tighten::user_config_or("--timeout"),
+                );
             }
-            Some(cur) if new == cur.value => None,
-            _ => Some(Sourced::new(new, origin.clone())),
+            _ => {}
         }
+        Ok(())
     }
 
     /// Derive the workspace rule and protected paths, sort, deduplicate.
@@ -1052,6 +905,16 @@ impl Layers {
         let index = crate::model::RuleIndex::new(&rules);
         for p in candidates {
             if self.unprotect.contains(&p) {
+                continue;
+            }
+            // In a hidden home, only what a rule there shows is the host's; the
+            // rest is the private tmpfs, where nothing needs protecting, and a
+            // read-only rule would show the host's path there (a home made
+            // writable whole, then hidden by a project's config).
+            if home_hidden
+                .as_ref()
+                .is_some_and(|h| !shown_in_hidden_home(&rules, &h.value, &p))
+            {
                 continue;
             }
             // Never make a hidden path visible; but keep it from being created: the
@@ -1134,7 +997,8 @@ impl Layers {
             net,
             network: self.network,
             env: self.env,
-            limits: self.limits,
+            limits: self.settings.limits,
+            vm: self.settings.vm,
             timeout: self.timeout,
             switches: self.switches,
             caches: caches.caches,
@@ -1268,6 +1132,13 @@ fn sanitized_copies(
     }
 }
 
+/// Whether `path` lies outside the hidden `home`, or a rule strictly inside it
+/// (a path shown there) decides `path`.
+fn shown_in_hidden_home(rules: &[PathRule], home: &Path, path: &Path) -> bool {
+    !path.starts_with(home)
+        || rule_for_in(rules, path).is_some_and(|r| r.path.starts_with(home) && r.path != home)
+}
+
 fn protected_rule(path: PathBuf) -> PathRule {
     PathRule {
         path,
@@ -1275,10 +1146,6 @@ fn protected_rule(path: PathBuf) -> PathRule {
         kind: RuleKind::Protected,
         origin: Origin::Default,
     }
-}
-
-fn limit_hint(flag_name: &str) -> String {
-    format!("{USER_CONFIG_HINT} or pass {flag_name}")
 }
 
 /// Sort by path (ancestors first), then access precedence; of rules with the same

@@ -19,8 +19,10 @@ mod network;
 mod paths;
 pub mod presets;
 mod protect;
+pub mod settings;
 pub use protect::{left_to_the_audit, read_only_during_run};
 pub mod sanitize;
+mod tighten;
 mod values;
 
 pub use caches::{CacheUse, Caches, ManagedCache, UnmanagedCache};
@@ -36,18 +38,21 @@ pub use model::*;
 pub use network::*;
 pub use presets::{PRESETS, preset};
 pub use sanitize::{SanitizeFormat, SanitizedCopy};
+pub use settings::{Limits, SettingGroup, SettingRow, VmResources};
 pub use values::{
     MountSpec, parse_env_arg, parse_local_service, parse_mount_arg, parse_resolve_arg,
-    parse_secret_arg, parse_size, valid_env_name,
+    parse_secret_arg, parse_size, size_text, valid_env_name,
 };
 
 use std::path::PathBuf;
 
+settings::with_settings!(settings::settings! { @flags
 /// The command-line flags that shape the policy, declared once: with the `cli`
 /// feature this struct is also their clap definition (parsing, `--help`, shell
 /// completions), so the doc comments below are the flags' help text. Relative
 /// paths are relative to `Inputs::cwd`; values marked unparsed are parsed by
-/// `resolve`, which names the flag in its error.
+/// `resolve`, which names the flag in its error. The settings' flags (`--memory`,
+/// `--pids`, ...) come last, from the table in [`settings`].
 #[derive(Debug, Clone, Default)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct Flags {
@@ -112,20 +117,12 @@ pub struct Flags {
     /// SOURCE:TARGET:rw (repeatable). A missing TARGET is made inside.
     #[cfg_attr(feature = "cli", arg(long, value_name = "SOURCE:TARGET[:ro|rw]"))]
     pub mount: Vec<String>,
-    /// Memory limit, e.g. 512M or 2G.
-    #[cfg_attr(feature = "cli", arg(long, value_name = "SIZE"))]
-    pub memory: Option<String>,
-    /// Maximum number of processes and threads (default 4096, as an rlimit).
-    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
-    pub pids: Option<u64>,
-    /// CPU limit, e.g. 1 or 1.5.
-    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
-    pub cpus: Option<f64>,
     /// Set by `cordon pi`, not a flag: the `pi` sections of the config files
     /// apply, and these rules are added.
     #[cfg_attr(feature = "cli", arg(skip))]
     pub pi: Option<PiMode>,
 }
+});
 
 /// What `cordon pi` adds to the policy, layered after the built-in defaults and
 /// before the user's config. Each entry carries the reason shown as its origin.

@@ -133,17 +133,6 @@ impl<T> Sourced<T> {
     }
 }
 
-/// Resource limits. `None` means unlimited.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Limits {
-    /// Bytes of memory.
-    pub memory: Option<Sourced<u64>>,
-    /// Number of processes (threads included).
-    pub pids: Option<Sourced<u64>>,
-    /// CPUs, possibly fractional (1.5 = one and a half cores).
-    pub cpus: Option<Sourced<f64>>,
-}
-
 /// An environment variable passed into the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvVar {
@@ -204,7 +193,8 @@ pub struct Policy {
     /// What the egress broker allows; used when `net` is `Allowlist`.
     pub network: crate::NetworkRules,
     pub env: Vec<EnvVar>,
-    pub limits: Limits,
+    pub limits: crate::settings::Limits,
+    pub vm: crate::settings::VmResources,
     pub timeout: Option<Sourced<Duration>>,
     pub switches: Switches,
     /// The tools' caches cordon provides (and those it leaves alone, with why).

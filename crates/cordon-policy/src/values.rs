@@ -84,6 +84,16 @@ pub fn parse_size(s: &str) -> Result<u64, ValueError> {
     u64::try_from(bytes).map_err(|_| too_large())
 }
 
+/// `64M`, `1G`, `1536K` or a number of bytes.
+pub fn size_text(bytes: u64) -> String {
+    for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 /// Parse an `--env` argument or an `env` config entry: `NAME` (take the value from
 /// the invoking environment) or `NAME=VALUE` (`VALUE` may be empty).
 pub fn parse_env_arg(s: &str) -> Result<(String, Option<String>), ValueError> {

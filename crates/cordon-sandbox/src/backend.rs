@@ -17,7 +17,7 @@ use crate::error::SandboxError;
 use crate::launch::{self, Additions as Mechanics};
 use cordon_backend::{
     Additions, Backend, BackendKind, Command, ControlChannel, Degraded, Egress, Layer, Layers,
-    Namespace, Outcome, Program, Session,
+    LimitsAssessment, Namespace, Outcome, Program, Session,
 };
 use cordon_policy::{NetMode, Policy};
 use std::ffi::OsString;
@@ -39,6 +39,17 @@ impl Backend for OsBackend {
 
     fn layers(&self, policy: &Policy, degraded: Degraded) -> Layers {
         layers(policy, degraded)
+    }
+
+    /// The mechanism a run would choose ([`launch::limits_mechanism`]) and how
+    /// each limit holds under it ([`crate::limits::assess`]): what `launch`
+    /// refuses by.
+    fn assess_limits(&self, policy: &Policy) -> LimitsAssessment {
+        let mechanism = launch::limits_mechanism(&policy.limits);
+        LimitsAssessment {
+            limits: crate::limits::assess(&policy.limits, &mechanism),
+            mechanism: mechanism.describe(),
+        }
     }
 
     fn start<'p>(

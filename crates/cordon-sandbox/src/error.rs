@@ -66,14 +66,14 @@ pub enum SandboxError {
 
 impl SandboxError {
     /// The refusal to run with a limit that does not hold (see `limits::assess`).
-    pub fn unenforceable_limit(a: &crate::limits::Assessment) -> Self {
+    pub fn unenforceable_limit(a: &cordon_backend::Assessment) -> Self {
         let (why, fix, best_effort) = match &a.hold {
-            crate::limits::Hold::Unenforceable {
+            cordon_backend::Hold::Unenforceable {
                 why,
                 fix,
                 best_effort,
             } => (why.clone(), fix.clone(), best_effort.clone()),
-            crate::limits::Hold::Enforced { how } => (how.clone(), String::new(), String::new()),
+            cordon_backend::Hold::Enforced { how } => (how.clone(), String::new(), String::new()),
         };
         SandboxError::UnenforceableLimit {
             flag: a.flag.clone(),

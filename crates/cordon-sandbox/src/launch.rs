@@ -183,7 +183,7 @@ impl Prepared {
             terminal: command.terminal,
             memory_flag: assessed
                 .iter()
-                .find(|a| a.controller == crate::limits::Controller::Memory)
+                .find(|a| a.limit == cordon_backend::LimitKind::Memory)
                 .map(|a| a.flag.clone()),
             rlimits,
             affinity,

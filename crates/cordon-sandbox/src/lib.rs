@@ -30,6 +30,5 @@ mod workspace_lock;
 
 pub use backend::{OsBackend, OsSession};
 pub use error::SandboxError;
-pub use launch::limits_mechanism;
 // The view plans the overlays (view/plan.rs).
 pub(crate) use launch::FileOverlay;

@@ -11,7 +11,8 @@
 //! that asks, as `serve` does); and one run of a command in it ([`run`]: the
 //! directories, the git audit around it, the outcome and what to tell the user),
 //! which `run`, `shell`, `serve` and `pi` all go through (docs/architecture.md,
-//! "Session").
+//! "Session");
+//! and what `cordon policy` shows of a policy ([`report`]).
 //!
 //! No sandbox mechanics here: the session launches through the backend.
 
@@ -20,6 +21,7 @@ pub mod host_dirs;
 pub mod inputs;
 pub mod pi;
 pub mod providers;
+pub mod report;
 pub mod run;
 pub mod session;
 pub mod url;

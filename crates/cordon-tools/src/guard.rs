@@ -316,12 +316,13 @@ pub fn lossy(p: &OsStr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cordon_test_support::PolicyEnv;
 
     /// A workspace, a home with a secret, and `data/` (a repository with a file
-    /// and a hidden `secret`) to mount, under /var/tmp (not in /tmp, a scratch
-    /// dir of the policy).
+    /// and a hidden `secret`) to mount, in a [`PolicyEnv`] (under /var/tmp, not in
+    /// /tmp, a scratch dir of the policy).
     struct Mounted {
-        _t: tempfile::TempDir,
+        env: PolicyEnv,
         ws: PathBuf,
         home: PathBuf,
         data: PathBuf,
@@ -329,20 +330,16 @@ mod tests {
 
     impl Mounted {
         fn new() -> Mounted {
-            let t = tempfile::Builder::new()
-                .prefix("cordon-guard-test-")
-                .tempdir_in("/var/tmp")
-                .unwrap();
-            let root = std::fs::canonicalize(t.path()).unwrap();
-            let (ws, home, data) = (root.join("ws"), root.join("home"), root.join("data"));
-            for d in [&ws, &home.join(".ssh"), &data.join(".git/hooks")] {
+            let env = PolicyEnv::new();
+            let (ws, home, data) = (env.ws.clone(), env.home.clone(), env.root.join("data"));
+            for d in [&home.join(".ssh"), &data.join(".git/hooks")] {
                 std::fs::create_dir_all(d).unwrap();
             }
             std::fs::write(home.join(".ssh/id_ed25519"), "secret").unwrap();
             std::fs::write(data.join("f"), "data").unwrap();
             std::fs::write(data.join("secret"), "hidden").unwrap();
             Mounted {
-                _t: t,
+                env,
                 ws,
                 home,
                 data,
@@ -356,18 +353,7 @@ mod tests {
                 deny_read: vec![self.data.join("secret")],
                 ..Default::default()
             };
-            let policy = cordon_policy::resolve(&cordon_policy::Inputs {
-                workspace: self.ws.clone(),
-                cwd: self.ws.clone(),
-                home: self.home.clone(),
-                tmp: PathBuf::from("/tmp"),
-                config: None,
-                xdg_config_home: Some(self.home.join(".config")),
-                xdg_data_home: std::env::var_os("XDG_DATA_HOME").map(Into::into),
-                flags,
-            })
-            .unwrap();
-            Guard::new(policy)
+            Guard::new(self.env.resolve_with(flags).unwrap())
         }
     }
 

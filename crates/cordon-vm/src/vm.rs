@@ -17,6 +17,7 @@
 use crate::agent;
 use crate::image::{Image, ImageError};
 use crate::protocol::{self, Frame, FrameError, FrameReader, Message, Status};
+use cordon_policy::VmResources;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -71,18 +72,28 @@ pub struct Config {
     pub boot_timeout: Duration,
 }
 
-impl Default for Config {
-    /// 1 GiB and 2 vCPUs (what real builds need), microvm, accelerator chosen by
-    /// the probe.
-    fn default() -> Self {
+impl Config {
+    /// The VM a policy asks for: its memory and vCPUs (`--vm-memory`,
+    /// `--vm-cpus`, or `vm_memory` and `vm_cpus` in a config), on microvm with
+    /// the accelerator the probe chooses.
+    pub fn for_policy(vm: &VmResources) -> Config {
         Config {
             qemu: PathBuf::from("qemu-system-x86_64"),
             accel: Accel::Auto,
             machine: Machine::Microvm,
-            memory_mib: 1024,
-            cpus: 2,
+            // The policy holds whole MiB, at most 1 TiB, and at most 64 vCPUs.
+            memory_mib: u32::try_from(vm.memory.value >> 20).unwrap_or(u32::MAX),
+            cpus: u32::try_from(vm.cpus.value).unwrap_or(u32::MAX),
             boot_timeout: Duration::from_secs(60),
         }
+    }
+}
+
+impl Default for Config {
+    /// The policy's built-in resources (1 GiB and 2 vCPUs, what real builds
+    /// need), microvm, accelerator chosen by the probe.
+    fn default() -> Self {
+        Config::for_policy(&VmResources::defaults())
     }
 }
 
@@ -603,6 +614,20 @@ impl Drop for Vm {
 mod tests {
     use super::*;
     use crate::protocol::{KIND_MESSAGE, KIND_STDERR, KIND_STDOUT, write_data, write_message};
+
+    #[test]
+    fn the_vm_gets_the_policys_memory_and_vcpus() {
+        let default = Config::default();
+        assert_eq!((default.memory_mib, default.cpus), (1024, 2));
+        let origin = cordon_policy::Origin::Default;
+        let vm = VmResources {
+            memory: cordon_policy::Sourced::new(3 << 29, origin.clone()),
+            cpus: cordon_policy::Sourced::new(4, origin),
+        };
+        let config = Config::for_policy(&vm);
+        assert_eq!((config.memory_mib, config.cpus), (1536, 4));
+        assert_eq!(config.machine, Machine::Microvm);
+    }
 
     fn request() -> ExecRequest {
         ExecRequest {

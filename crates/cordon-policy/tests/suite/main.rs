@@ -5,3 +5,4 @@
 
 mod pi_and_mounts;
 mod resolve;
+mod tighten;

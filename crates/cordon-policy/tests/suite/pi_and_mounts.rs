@@ -1,62 +1,25 @@
 //! The `pi` section of the config files and mounts, resolved against real files.
 
-use cordon_policy::{Access, Flags, Inputs, Origin, PiMode, Policy, PolicyError, resolve};
+use cordon_policy::{Access, Flags, Origin, PiMode, Policy, PolicyError};
+use cordon_test_support::PolicyEnv;
 use std::fs;
 use std::path::PathBuf;
 
-struct Env {
-    _t: tempfile::TempDir,
-    home: PathBuf,
-    ws: PathBuf,
-    xdg: PathBuf,
+/// A [`PolicyEnv`] whose home has `datasets/` to mount and `.ssh/` to hide.
+fn env() -> PolicyEnv {
+    let e = PolicyEnv::new();
+    for d in ["datasets", ".ssh"] {
+        fs::create_dir_all(e.home.join(d)).unwrap();
+    }
+    e
 }
 
-impl Env {
-    fn new() -> Env {
-        let t = tempfile::tempdir().unwrap();
-        let root = fs::canonicalize(t.path()).unwrap();
-        for d in ["home/datasets", "home/.ssh", "ws", "xdg/cordon"] {
-            fs::create_dir_all(root.join(d)).unwrap();
-        }
-        Env {
-            home: root.join("home"),
-            ws: root.join("ws"),
-            xdg: root.join("xdg"),
-            _t: t,
-        }
-    }
-
-    fn user(&self, json: &str) {
-        fs::write(self.xdg.join("cordon/config.json"), json).unwrap();
-    }
-
-    fn project(&self, json: &str) {
-        fs::write(self.ws.join(".cordon.json"), json).unwrap();
-    }
-
-    fn resolve(&self, flags: Flags) -> Result<Policy, PolicyError> {
-        resolve(&Inputs {
-            workspace: self.ws.clone(),
-            cwd: self.ws.clone(),
-            home: self.home.clone(),
-            tmp: PathBuf::from("/tmp"),
-            config: None,
-            xdg_config_home: Some(self.xdg.clone()),
-            xdg_data_home: None,
-            flags,
-        })
-    }
-
-    fn pi(&self) -> Result<Policy, PolicyError> {
-        self.resolve(Flags {
-            pi: Some(PiMode::default()),
-            ..Flags::default()
-        })
-    }
-
-    fn user_file(&self) -> PathBuf {
-        self.xdg.join("cordon/config.json")
-    }
+/// The policy of `cordon pi` (with nothing pi itself adds).
+fn pi(e: &PolicyEnv) -> Result<Policy, PolicyError> {
+    e.resolve_with(Flags {
+        pi: Some(PiMode::default()),
+        ..Flags::default()
+    })
 }
 
 const PI_SECTION: &str = r#"{
@@ -73,16 +36,16 @@ const PI_SECTION: &str = r#"{
 
 #[test]
 fn the_pi_section_applies_to_cordon_pi_only() {
-    let e = Env::new();
+    let e = env();
     e.user(PI_SECTION);
-    let plain = e.resolve(Flags::default()).unwrap();
+    let plain = e.resolve_with(Flags::default()).unwrap();
     assert_eq!(plain.limits.memory.as_ref().unwrap().value, 8 << 30);
     assert!(plain.mounts.is_empty() && plain.network.allow.is_empty());
     assert!(plain.network.secrets.is_empty());
 
-    let pi = e.pi().unwrap();
+    let pi = pi(&e).unwrap();
     let section = Origin::UserPiConfig {
-        file: e.user_file(),
+        file: e.user_config_path(),
     };
     let memory = pi.limits.memory.as_ref().unwrap();
     assert_eq!((memory.value, &memory.origin), (4 << 30, &section));
@@ -107,7 +70,7 @@ fn the_pi_section_applies_to_cordon_pi_only() {
     assert_eq!(pi.access_for(&datasets.join(".git/hooks")), Access::Read);
     // A flag beats the section.
     let flagged = e
-        .resolve(Flags {
+        .resolve_with(Flags {
             pi: Some(PiMode::default()),
             memory: Some("1G".into()),
             ..Flags::default()
@@ -118,13 +81,13 @@ fn the_pi_section_applies_to_cordon_pi_only() {
 
 #[test]
 fn a_project_pi_section_may_only_tighten() {
-    let e = Env::new();
+    let e = env();
     e.user(PI_SECTION);
     e.project(
         r#"{"pi": {"memory": "2G", "cpus": 4, "allow_domain": ["evil.com"],
                    "mount": ["/:/host:rw"], "secret": ["MY_TOKEN=evil.com"]}}"#,
     );
-    let pi = e.pi().unwrap();
+    let pi = pi(&e).unwrap();
     assert_eq!(pi.limits.memory.as_ref().unwrap().value, 2 << 30);
     assert_eq!(pi.limits.cpus.as_ref().unwrap().value, 2.0);
     assert!(
@@ -146,11 +109,11 @@ fn a_project_pi_section_may_only_tighten() {
         );
     }
     // Outside pi mode, the project's pi section does nothing.
-    let plain = e.resolve(Flags::default()).unwrap();
+    let plain = e.resolve_with(Flags::default()).unwrap();
     assert!(plain.warnings.is_empty(), "{:?}", plain.warnings);
     // A top-level mount in a project config is ignored too.
     e.project(r#"{"mount": ["/:/host"]}"#);
-    let plain = e.resolve(Flags::default()).unwrap();
+    let plain = e.resolve_with(Flags::default()).unwrap();
     assert!(plain.mounts.is_empty());
     assert!(
         plain.warnings[0].contains("ignored \"mount\""),
@@ -161,14 +124,17 @@ fn a_project_pi_section_may_only_tighten() {
 
 #[test]
 fn unknown_fields_in_the_pi_section_name_field_and_file() {
-    let e = Env::new();
+    let e = env();
     e.user("{\"pi\": {\n  \"memroy\": \"4G\"}}");
-    let msg = e.pi().unwrap_err().to_string();
+    let msg = pi(&e).unwrap_err().to_string();
     assert!(
         msg.contains("unknown field \"memroy\", did you mean \"memory\"?"),
         "{msg}"
     );
-    assert!(msg.contains(&e.user_file().display().to_string()), "{msg}");
+    assert!(
+        msg.contains(&e.user_config_path().display().to_string()),
+        "{msg}"
+    );
     assert!(msg.contains("line 2"), "{msg}");
     for (json, want) in [
         (r#"{"pi": {"pi": {}}}"#, "cannot hold another \"pi\""),
@@ -188,14 +154,17 @@ fn unknown_fields_in_the_pi_section_name_field_and_file() {
         (r#"{"mount": ["/a:relative"]}"#, "must be an absolute path"),
     ] {
         e.user(json);
-        let msg = e.pi().unwrap_err().to_string();
+        let msg = pi(&e).unwrap_err().to_string();
         assert!(msg.contains(want), "{json}: {msg}");
-        assert!(msg.contains(&e.user_file().display().to_string()), "{msg}");
+        assert!(
+            msg.contains(&e.user_config_path().display().to_string()),
+            "{msg}"
+        );
     }
 }
 
-fn mount_err(e: &Env, arg: &str) -> String {
-    e.resolve(Flags {
+fn mount_err(e: &PolicyEnv, arg: &str) -> String {
+    e.resolve_with(Flags {
         mount: vec![arg.to_string()],
         ..Flags::default()
     })
@@ -205,7 +174,7 @@ fn mount_err(e: &Env, arg: &str) -> String {
 
 #[test]
 fn mounts_never_loosen_the_policy() {
-    let e = Env::new();
+    let e = env();
     let home = e.home.display().to_string();
     let ws = e.ws.display().to_string();
     // A hidden source is refused, naming the rule.
@@ -249,7 +218,7 @@ fn mounts_never_loosen_the_policy() {
     );
     // Read-only, it is only shown (read-only) elsewhere.
     let p = e
-        .resolve(Flags {
+        .resolve_with(Flags {
             mount: vec![format!("{ws}/.git/hooks:/data")],
             ..Flags::default()
         })
@@ -257,7 +226,7 @@ fn mounts_never_loosen_the_policy() {
     assert_eq!(p.mounts[0].target, PathBuf::from("/data"));
     // A later mount at the same target replaces the earlier one.
     let p = e
-        .resolve(Flags {
+        .resolve_with(Flags {
             mount: vec![
                 format!("{home}/datasets:/data"),
                 format!("{home}/datasets:/data:rw"),
@@ -271,11 +240,11 @@ fn mounts_never_loosen_the_policy() {
 
 #[test]
 fn cordon_pis_own_writable_dirs_protect_nothing_but_the_workspace_still_does() {
-    let env = Env::new();
+    let env = env();
     let sessions = env.home.join(".pi/agent/sessions");
     fs::create_dir_all(&sessions).unwrap();
     let policy = env
-        .resolve(Flags {
+        .resolve_with(Flags {
             pi: Some(PiMode {
                 allow_write: vec![(sessions.clone(), "pi's sessions".into())],
                 ..PiMode::default()

@@ -9,96 +9,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A sandbox of directories: a home, a workspace, a current directory, an XDG config
-/// home (so the real user's config is never read) and a TMPDIR.
-struct Env {
-    _t: tempfile::TempDir,
-    root: PathBuf,
-    home: PathBuf,
-    ws: PathBuf,
-    cwd: PathBuf,
-    xdg: PathBuf,
-    tmp: PathBuf,
-}
-
-impl Env {
-    fn new() -> Env {
-        let t = tempfile::tempdir().unwrap();
-        let root = fs::canonicalize(t.path()).unwrap();
-        let mk = |n: &str| {
-            let p = root.join(n);
-            fs::create_dir_all(&p).unwrap();
-            p
-        };
-        Env {
-            home: mk("home"),
-            ws: mk("ws"),
-            cwd: mk("cwd"),
-            xdg: mk("xdg"),
-            tmp: mk("tmpdir"),
-            root,
-            _t: t,
-        }
-    }
-
-    fn inputs(&self) -> Inputs {
-        Inputs {
-            workspace: self.ws.clone(),
-            cwd: self.cwd.clone(),
-            home: self.home.clone(),
-            tmp: self.tmp.clone(),
-            config: None,
-            xdg_config_home: Some(self.xdg.clone()),
-            xdg_data_home: None,
-            flags: Flags::default(),
-        }
-    }
-
-    fn user_config_path(&self) -> PathBuf {
-        self.xdg.join("cordon/config.json")
-    }
-
-    fn user(&self, json: &str) {
-        let p = self.user_config_path();
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, json).unwrap();
-    }
-
-    fn project_path(&self) -> PathBuf {
-        self.ws.join(".cordon.json")
-    }
-
-    fn project(&self, json: &str) {
-        fs::write(self.project_path(), json).unwrap();
-    }
-
-    fn resolve(&self) -> Policy {
-        resolve(&self.inputs()).unwrap()
-    }
-
-    /// Resolves expecting an error.
-    fn resolve_err(&self) -> PolicyError {
-        resolve(&self.inputs()).unwrap_err()
-    }
-
-    fn resolve_with(&self, flags: Flags) -> Result<Policy, PolicyError> {
-        let mut i = self.inputs();
-        i.flags = flags;
-        resolve(&i)
-    }
-
-    fn user_origin(&self) -> Origin {
-        Origin::UserConfig {
-            file: self.user_config_path(),
-        }
-    }
-
-    fn project_origin(&self) -> Origin {
-        Origin::ProjectConfig {
-            file: self.project_path(),
-        }
-    }
-}
+use cordon_test_support::PolicyEnv as Env;
 
 fn find<'a>(p: &'a Policy, path: &Path, access: Access) -> Option<&'a PathRule> {
     p.rules
@@ -720,6 +631,76 @@ fn read_only_wins_over_a_write_rule_on_the_workspace() {
         })
         .unwrap();
     assert_eq!(p.access_for(&e.ws), Access::Read);
+}
+
+#[test]
+fn the_vms_resources_are_layered_and_a_project_may_only_lower_them() {
+    let e = Env::new();
+    let vm = |p: &Policy| (p.vm.memory.clone(), p.vm.cpus.clone());
+    // Built in: 1 GiB and 2 vCPUs.
+    let p = e.resolve();
+    let default = (
+        Sourced::new(1 << 30, Origin::Default),
+        Sourced::new(2, Origin::Default),
+    );
+    assert_eq!(vm(&p), default);
+    // The user's config, then the flags, replace them.
+    e.user(r#"{"vm_memory": "4G", "vm_cpus": 8}"#);
+    let p = e.resolve();
+    assert_eq!(vm(&p).0, Sourced::new(4 << 30, e.user_origin()));
+    assert_eq!(vm(&p).1, Sourced::new(8, e.user_origin()));
+    let flags = Flags {
+        vm_memory: Some("2G".into()),
+        vm_cpus: Some(3),
+        ..Flags::default()
+    };
+    let p = e.resolve_with(flags.clone()).unwrap();
+    assert_eq!(vm(&p).0, Sourced::new(2 << 30, flag("--vm-memory")));
+    assert_eq!(vm(&p).1, Sourced::new(3, flag("--vm-cpus")));
+    // A project may lower them, not raise them (raising is warned about).
+    e.project(r#"{"vm_memory": "512M", "vm_cpus": 16}"#);
+    let p = e.resolve_with(flags.clone()).unwrap();
+    assert_eq!(vm(&p).0, Sourced::new(512 << 20, e.project_origin()));
+    assert_eq!(vm(&p).1, Sourced::new(3, flag("--vm-cpus")));
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert!(
+        p.warnings[0].contains(
+            "ignored \"vm_cpus\": 16 vCPUs is more than the current 3 vCPUs (flag --vm-cpus) \
+             (a project config may only tighten the policy; put it in ~/.config/cordon/config.json or pass --vm-cpus)"
+        ),
+        "{:?}",
+        p.warnings
+    );
+    // Over the built-in default too: a project cannot raise what nobody set.
+    let e = Env::new();
+    e.project(r#"{"vm_memory": "8G", "vm_cpus": 1}"#);
+    let p = e.resolve();
+    assert_eq!(vm(&p).0, default.0);
+    assert_eq!(vm(&p).1, Sourced::new(1, e.project_origin()));
+    assert!(
+        p.warnings[0].contains("ignored \"vm_memory\""),
+        "{:?}",
+        p.warnings
+    );
+    // A flag out of bounds is an error naming the flag.
+    let bad = e.resolve_with(Flags {
+        vm_cpus: Some(0),
+        ..Flags::default()
+    });
+    let msg = bad.unwrap_err().to_string();
+    assert!(
+        msg.contains("flag --vm-cpus: invalid vm_cpus 0: must be from 1 to 64"),
+        "{msg}"
+    );
+    let bad = e.resolve_with(Flags {
+        vm_memory: Some("100M".into()),
+        ..Flags::default()
+    });
+    let msg = bad.unwrap_err().to_string();
+    assert!(
+        msg.contains("flag --vm-memory: invalid vm_memory 100M: must be at least 128M"),
+        "{msg}"
+    );
 }
 
 #[test]

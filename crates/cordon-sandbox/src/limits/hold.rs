@@ -11,62 +11,8 @@
 //!   seccomp keeps the sandbox from changing; below one CPU only a cgroup holds.
 
 use super::{Controller, Mechanism, survey};
-use cordon_policy::{Limits, Origin};
-use serde::{Deserialize, Serialize};
-use std::fmt;
-
-/// How one limit holds on this host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "holds", rename_all = "snake_case")]
-pub enum Hold {
-    /// Enforced, as `how` says.
-    Enforced { how: String },
-    /// Not enforceable here: why, how to make it so, and what cordon does
-    /// instead when the user accepts best effort.
-    Unenforceable {
-        why: String,
-        fix: String,
-        best_effort: String,
-    },
-}
-
-/// One requested limit and whether it holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Assessment {
-    pub controller: Controller,
-    /// The limit as a flag: `--memory 64M`, `--pids 100`, `--cpus 1.5`.
-    pub flag: String,
-    /// Asked for by a flag or a config file (not a built-in default).
-    pub explicit: bool,
-    #[serde(flatten)]
-    pub hold: Hold,
-}
-
-impl Assessment {
-    pub fn holds(&self) -> bool {
-        matches!(self.hold, Hold::Enforced { .. })
-    }
-
-    /// Refused unless the user accepts best effort: an explicit limit that does
-    /// not hold. (A default that does not hold is reported, not refused.)
-    pub fn refuses(&self) -> bool {
-        self.explicit && !self.holds()
-    }
-
-    /// One line: `--memory 64M: <how>` or `--memory 64M: NOT enforced: <why>`.
-    pub fn line(&self) -> String {
-        match &self.hold {
-            Hold::Enforced { how } => format!("{}: {how}", self.flag),
-            Hold::Unenforceable { why, .. } => format!("{}: NOT enforced here: {why}", self.flag),
-        }
-    }
-}
-
-impl fmt::Display for Assessment {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.line())
-    }
-}
+use cordon_backend::{Assessment, Hold, LimitKind};
+use cordon_policy::{Limits, Origin, size_text};
 
 /// The limits of `limits` under `mechanism`, in `Controller::ALL` order. Reads the
 /// cgroup survey again only when a limit does not hold (for the fix).
@@ -102,7 +48,7 @@ pub fn assess(limits: &Limits, mechanism: &Mechanism) -> Vec<Assessment> {
             }
         };
         out.push(Assessment {
-            controller: Controller::Memory,
+            limit: LimitKind::Memory,
             flag,
             explicit: explicit(&m.origin),
             hold,
@@ -147,7 +93,7 @@ pub fn assess(limits: &Limits, mechanism: &Mechanism) -> Vec<Assessment> {
             }
         };
         out.push(Assessment {
-            controller: Controller::Pids,
+            limit: LimitKind::Pids,
             flag,
             explicit: explicit(&p.origin),
             hold,
@@ -184,7 +130,7 @@ pub fn assess(limits: &Limits, mechanism: &Mechanism) -> Vec<Assessment> {
             }
         };
         out.push(Assessment {
-            controller: Controller::Cpu,
+            limit: LimitKind::Cpu,
             flag,
             explicit: explicit(&c.origin),
             hold,
@@ -219,16 +165,6 @@ fn cgroup_kind(mechanism: &Mechanism, v2_file: &str, v1_file: &str) -> String {
         Mechanism::CgroupV1 { .. } => format!("cgroup v1 {v1_file}"),
         _ => format!("cgroup v2 {v2_file}"),
     }
-}
-
-/// `64M`, `1G`, `1536K` or a number of bytes.
-pub fn size_text(bytes: u64) -> String {
-    for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
-            return format!("{}{unit}", bytes >> shift);
-        }
-    }
-    bytes.to_string()
 }
 
 /// How to get cgroup limits on this host, for `cordon doctor` and for a refusal.
@@ -290,12 +226,14 @@ pub fn controller_summary(mechanism: &Mechanism) -> Vec<String> {
     };
     let mut lines: Vec<String> = assess(&sample, mechanism)
         .into_iter()
-        .map(|a| match a.hold {
-            Hold::Enforced { how } => format!("{}: {how}", a.controller),
-            Hold::Unenforceable { why, .. } => format!(
-                "{}: cannot be enforced ({why}); cordon refuses --{} unless --allow-degraded limits",
-                a.controller, a.controller
-            ),
+        .map(|a| {
+            let controller = Controller::from(a.limit);
+            match a.hold {
+                Hold::Enforced { how } => format!("{controller}: {how}"),
+                Hold::Unenforceable { why, .. } => format!(
+                    "{controller}: cannot be enforced ({why}); cordon refuses --{controller} unless --allow-degraded limits"
+                ),
+            }
         })
         .collect();
     lines.push(if mechanism.covers(Controller::Cpu) {

@@ -31,12 +31,10 @@ mod survey;
 mod tests;
 
 pub use cgroup::SandboxCgroup;
-pub use hold::{
-    Assessment, Hold, affinity_cpus, assess, available_cpus, cgroup_fix, controller_summary,
-    size_text,
-};
+pub use hold::{affinity_cpus, assess, available_cpus, cgroup_fix, controller_summary};
 pub use survey::{CgroupSurvey, V1Survey, V2Survey, survey};
 
+use cordon_backend::LimitKind;
 use cordon_policy::{Limits, Sourced};
 use rustix::io::Errno;
 use rustix::process::{Resource, Rlimit};
@@ -76,6 +74,17 @@ impl Controller {
             Controller::Memory => "none holds (best effort: RLIMIT_DATA per process)",
             Controller::Pids => "RLIMIT_NPROC per user namespace",
             Controller::Cpu => "CPU affinity to floor(cpus) CPUs",
+        }
+    }
+}
+
+/// The controller that enforces a limit of the policy.
+impl From<LimitKind> for Controller {
+    fn from(limit: LimitKind) -> Controller {
+        match limit {
+            LimitKind::Memory => Controller::Memory,
+            LimitKind::Pids => Controller::Pids,
+            LimitKind::Cpu => Controller::Cpu,
         }
     }
 }

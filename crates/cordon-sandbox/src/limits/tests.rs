@@ -501,7 +501,11 @@ fn memory_without_a_cgroup_is_never_claimed() {
             .collect(),
         fallback: vec![],
     };
-    assert!(assess(&l, &v1).iter().all(Assessment::holds));
+    assert!(
+        assess(&l, &v1)
+            .iter()
+            .all(cordon_backend::Assessment::holds)
+    );
     // A default that does not hold is reported, not refused.
     let default = limits(Some(64 << 20), None, None);
     assert!(!assess(&default, &Mechanism::Rlimits)[0].refuses());

@@ -4,7 +4,8 @@
 
 use crate::common;
 
-use common::{Agent, Dirs, policy_for};
+use common::{Agent, dirs};
+use cordon_test_support::PolicyEnv;
 use proptest::prelude::*;
 use serde_json::json;
 use std::fs;
@@ -24,12 +25,7 @@ fn helper_write_loop() {
         return;
     };
     let root = PathBuf::from(root);
-    let policy = policy_for(
-        &root.join("ws"),
-        &root.join("home"),
-        &root.join("xdg"),
-        &root.join("tmpdir"),
-    );
+    let policy = cordon_policy::resolve(&PolicyEnv::inputs_in(&root)).unwrap();
     let a = std::sync::Arc::new(Agent::with_policy(policy));
     let a2 = a.clone();
     // Two writers at once, each alternating, to stress the rename too.
@@ -73,7 +69,7 @@ fn check(data: &[u8]) -> char {
 
 #[test]
 fn write_survives_sigkill() {
-    let d = Dirs::new();
+    let d = dirs();
     let file = d.ws.join("big");
     fs::write(&file, "a".repeat(A_LEN)).unwrap();
     let exe = std::env::current_exe().unwrap();

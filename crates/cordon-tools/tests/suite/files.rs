@@ -426,21 +426,13 @@ fn status_summarises_the_policy() {
 
 #[test]
 fn read_only_workspace() {
-    let d = common::Dirs::new();
-    let policy = cordon_policy::resolve(&cordon_policy::Inputs {
-        workspace: d.ws.clone(),
-        cwd: d.ws.clone(),
-        home: d.home.clone(),
-        tmp: d.tmp.clone(),
-        config: None,
-        xdg_config_home: Some(d.xdg.clone()),
-        xdg_data_home: None,
-        flags: cordon_policy::Flags {
+    let d = common::dirs();
+    let policy = d
+        .resolve_with(cordon_policy::Flags {
             read_only: true,
             ..Default::default()
-        },
-    })
-    .unwrap();
+        })
+        .unwrap();
     let a = Agent::with_policy(policy);
     assert_eq!(a.ok("status", json!({}))["policy"]["readOnly"], true);
     let e = a.err("write", json!({ "path": d.ws.join("x"), "content": "" }), 1);

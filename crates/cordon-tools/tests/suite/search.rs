@@ -227,12 +227,12 @@ fn grep_context_and_limit() {
 #[test]
 fn walks_skip_denied_subtrees() {
     // A project config that denies a directory inside the workspace.
-    let d = common::Dirs::new();
+    let d = common::dirs();
     fs::create_dir_all(d.ws.join("private")).unwrap();
     fs::write(d.ws.join("private/key.txt"), "hello secret\n").unwrap();
     fs::write(d.ws.join("pub.txt"), "hello public\n").unwrap();
     fs::write(d.ws.join(".cordon.json"), r#"{"deny_read": ["private"]}"#).unwrap();
-    let policy = d.policy();
+    let policy = d.resolve();
     assert!(
         policy
             .rules

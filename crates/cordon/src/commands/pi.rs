@@ -73,7 +73,7 @@ pub fn pi(backend: &impl Backend, options: &RunOptions, args: Vec<OsString>) -> 
         timeout: None,
     };
     let session = start(backend, options, &policy, egress)?;
-    let status = execute_in(options, session, command);
+    let status = execute_in(backend, options, session, command);
     if let Some(held) = held {
         let refused = held.take();
         if !refused.is_empty() {

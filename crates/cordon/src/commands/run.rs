@@ -61,7 +61,7 @@ fn user_shell() -> PathBuf {
 fn execute(backend: &impl Backend, options: &RunOptions, command: Command) -> Result<u8, String> {
     let policy = resolve_policy(options)?;
     let egress = super::egress::additions(&policy)?;
-    execute_in(options, start(backend, options, &policy, egress)?, command)
+    execute_in(backend, options, start(backend, options, &policy, egress)?, command)
 }
 
 /// The layers the user agreed to run without (`--allow-degraded`).
@@ -86,12 +86,13 @@ pub fn start<'p, B: Backend>(
 /// Runs `command` in `session` (cordon-session's run), prints what the run
 /// says, and maps the outcome to cordon's exit status.
 pub fn execute_in(
+    backend: &impl Backend,
     options: &RunOptions,
     session: HostSession<'_, impl Session>,
     command: Command,
 ) -> Result<u8, String> {
     if degraded(options).best_effort_limits {
-        warn_best_effort_limits(session.policy());
+        warn_best_effort_limits(backend, session.policy());
     }
     let outcome =
         cordon_session::run::run(session, command, &mut print_notice).map_err(|e| e.to_string())?;
@@ -121,17 +122,12 @@ fn print_notice(notice: Notice) {
 }
 
 /// With `--allow-degraded limits`: each limit asked for that does not hold here.
-fn warn_best_effort_limits(policy: &Policy) {
-    let mechanism = cordon_sandbox::limits_mechanism(&policy.limits);
-    for limit in cordon_sandbox::limits::assess(&policy.limits, &mechanism) {
-        if let cordon_sandbox::limits::Hold::Unenforceable { best_effort, .. } = &limit.hold {
-            if limit.explicit {
-                eprintln!(
-                    "cordon: warning: {} does not hold here, best effort only (--allow-degraded limits): {best_effort}",
-                    limit.flag
-                );
-            }
-        }
+fn warn_best_effort_limits(backend: &impl Backend, policy: &Policy) {
+    for (limit, best_effort) in backend.assess_limits(policy).best_effort() {
+        eprintln!(
+            "cordon: warning: {} does not hold here, best effort only (--allow-degraded limits): {best_effort}",
+            limit.flag
+        );
     }
 }
 

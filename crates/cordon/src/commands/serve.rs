@@ -42,7 +42,7 @@ pub fn serve(backend: &impl Backend, options: &RunOptions) -> Result<u8, String>
         terminal: Terminal::Inherit,
         timeout: None,
     };
-    execute_in(options, session, command)
+    execute_in(backend, options, session, command)
 }
 
 /// A session whose network is off only because nothing was allowed (no `--net`,

@@ -213,6 +213,36 @@ fn allow_domain_takes_a_url() {
     });
 }
 
+/// The VM's resources come from the flags and configs like any setting, and
+/// `cordon policy` shows them (with `--json`, under `vm`), whatever the backend.
+#[test]
+fn policy_shows_the_vms_resources() {
+    for_each_user("cli-vm-resources", |fx| {
+        let text = fx.cordon(&["policy"]);
+        text.assert_success()
+            .assert_stdout_contains("\nvm         the VM's resources, for --backend vm\n")
+            .assert_stdout_contains(
+                "\n  memory 1G    ← built-in default\n  cpus   2    ← built-in default\n",
+            );
+        fx.write(
+            &fx.work.join(".cordon.json"),
+            r#"{"vm_cpus": 1, "vm_memory": "8G"}"#,
+        );
+        let policy = fx.policy_json(&["--vm-memory", "2G", "--vm-cpus", "4"]);
+        assert_eq!(policy["vm"]["memory"]["value"], 2u64 << 30);
+        assert_eq!(policy["vm"]["memory"]["origin"]["flag"], "--vm-memory");
+        // The project's config lowered the vCPUs and could not raise the memory.
+        assert_eq!(policy["vm"]["cpus"]["value"], 1);
+        assert_eq!(policy["vm"]["cpus"]["origin"]["kind"], "project_config");
+        let warnings = policy["warnings"].to_string();
+        assert!(warnings.contains("ignored \\\"vm_memory\\\""), "{warnings}");
+        // Out of bounds: cordon's own failure, naming the flag.
+        fx.cordon(&["policy", "--vm-cpus", "0"])
+            .assert_status(125)
+            .assert_stderr_contains("flag --vm-cpus: invalid vm_cpus 0: must be from 1 to 64");
+    });
+}
+
 #[test]
 fn completions_for_bash_zsh_and_fish() {
     for (shell, marker) in [

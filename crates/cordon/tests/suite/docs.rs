@@ -314,6 +314,36 @@ fn config_fields_table_is_the_schema() {
     );
 }
 
+/// Every setting of the table in crates/cordon-policy/src/settings.rs is named
+/// twice in config.md's tighten-only section: where a project may lower it, and
+/// among what it may not (a larger value).
+#[test]
+fn tighten_only_section_names_every_setting() {
+    let doc = config_md();
+    let text = doc.prose_text();
+    let start = text
+        .find("## Project configs may only tighten")
+        .expect("config.md: the tighten-only section");
+    let end = text[start + 2..]
+        .find("\n## ")
+        .map_or(text.len(), |e| start + 2 + e);
+    let section = Doc {
+        path: doc.path.clone(),
+        prose: text[start..end].lines().map(str::to_string).collect(),
+        blocks: Vec::new(),
+    };
+    let spans = section.code_spans();
+    let missing: Vec<&str> = cordon_policy::settings::KEYS
+        .iter()
+        .copied()
+        .filter(|key| spans.iter().filter(|s| s == key).count() < 2)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/config.md's tighten-only section lacks {missing:?} where a project may lower it or where a larger value is ignored"
+    );
+}
+
 /// A code span that looks like a config key (`allow_...`, `"deny_...":`) names one
 /// that exists: `allow_domains` for `allow_domain` is caught.
 #[test]

@@ -604,11 +604,20 @@ fn policy_json_lists_rules_with_origins() {
 
 const PROMPT: &str = "SBX$ ";
 
-struct Shell {
-    pty: Pty,
-    child: Child,
-    /// Transcript offset already consumed by expectations.
-    pos: usize,
+/// `cordon shell` (bash) on a pseudo-terminal, as `fx`'s user.
+struct Shell(Terminal);
+
+impl std::ops::Deref for Shell {
+    type Target = Terminal;
+    fn deref(&self) -> &Terminal {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Shell {
+    fn deref_mut(&mut self) -> &mut Terminal {
+        &mut self.0
+    }
 }
 
 impl Shell {
@@ -617,28 +626,9 @@ impl Shell {
             &fx.home.join(".bashrc"),
             "PS1='SBX$ '\nunset HISTFILE PROMPT_COMMAND\nbind 'set enable-bracketed-paste off' 2>/dev/null\n",
         );
-        let pty = Pty::open(24, 80);
-        pty.give_to(&fx.user);
         let mut cmd = fx.cordon_cmd(&["shell"]);
         cmd.env("SHELL", "/bin/bash");
-        pty.attach(&mut cmd);
-        let child = cmd.spawn().expect("spawn cordon shell");
-        let mut sh = Shell { pty, child, pos: 0 };
-        sh.prompt();
-        sh
-    }
-
-    /// Waits for the prompt at the end of the output.
-    fn prompt(&mut self) {
-        self.pos = self.pty.expect_end(self.pos, PROMPT, WAIT);
-    }
-
-    fn expect(&mut self, needle: &str) {
-        self.pos = self.pty.expect_from(self.pos, needle, WAIT);
-    }
-
-    fn line(&mut self, text: &str) {
-        self.pty.send(format!("{text}\r").as_bytes());
+        Shell(Terminal::start(cmd, &fx.user, PROMPT, WAIT))
     }
 
     /// Enters `text`, waits for `output`, then for the next prompt.
@@ -681,15 +671,6 @@ impl Shell {
                     self.pty.transcript()
                 );
             }
-        }
-    }
-}
-
-impl Drop for Shell {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 }

@@ -16,59 +16,18 @@ use common::*;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 const PROMPT: &str = "HOST$ ";
 const WAIT: Duration = Duration::from_secs(30);
 
 /// An interactive bash on a pseudo-terminal of the test's, as `fx`'s user.
-struct HostShell {
-    pty: Pty,
-    child: Child,
-    /// Transcript offset already consumed by expectations.
-    pos: usize,
-}
-
-impl HostShell {
-    fn start(fx: &Fixture) -> HostShell {
-        let inputrc = fx.root.join("inputrc");
-        fx.write(&inputrc, "set enable-bracketed-paste off\n");
-        let pty = Pty::open(24, 80);
-        pty.give_to(&fx.user);
-        let mut cmd = fx.host_cmd(&["/bin/bash", "--norc", "--noprofile", "-i"]);
-        cmd.env("PS1", PROMPT).env("INPUTRC", &inputrc);
-        pty.attach(&mut cmd);
-        let child = cmd.spawn().expect("spawn bash");
-        let mut sh = HostShell { pty, child, pos: 0 };
-        sh.prompt();
-        sh
-    }
-
-    fn prompt(&mut self) {
-        self.pos = self.pty.expect_end(self.pos, PROMPT, WAIT);
-    }
-
-    fn expect(&mut self, needle: &str) {
-        self.pos = self.pty.expect_from(self.pos, needle, WAIT);
-    }
-
-    fn line(&mut self, text: &str) {
-        self.pty.send(format!("{text}\r").as_bytes());
-    }
-
-    fn transcript(&self) -> String {
-        self.pty.transcript()
-    }
-}
-
-impl Drop for HostShell {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+fn host_shell(fx: &Fixture) -> Terminal {
+    let inputrc = fx.root.join("inputrc");
+    fx.write(&inputrc, "set enable-bracketed-paste off\n");
+    let mut cmd = fx.host_cmd(&["/bin/bash", "--norc", "--noprofile", "-i"]);
+    cmd.env("PS1", PROMPT).env("INPUTRC", &inputrc);
+    Terminal::start(cmd, &fx.user, PROMPT, WAIT)
 }
 
 /// An executable script at `fx.root/bin/NAME`.
@@ -110,7 +69,7 @@ fn ctrl_z_gives_the_shell_its_prompt_and_fg_resumes_pi() {
         "ctrl_z_gives_the_shell_its_prompt_and_fg_resumes_pi",
         |fx| {
             let pi = script(fx, "pi", SUSPENDING_PI);
-            let mut sh = HostShell::start(fx);
+            let mut sh = host_shell(fx);
             let marker = format!("job-{}", random_hex(6));
             sh.line(&format!(
                 "CORDON_PI={} {} pi -- {marker}",
@@ -159,7 +118,7 @@ fn ctrl_z_gives_the_shell_its_prompt_and_fg_resumes_pi() {
 fn bg_stops_pi_again_until_fg() {
     for_each_user("bg_stops_pi_again_until_fg", |fx| {
         let pi = script(fx, "pi", SUSPENDING_PI);
-        let mut sh = HostShell::start(fx);
+        let mut sh = host_shell(fx);
         let marker = format!("job-{}", random_hex(6));
         sh.line(&format!(
             "CORDON_PI={} {} pi -- {marker}",
@@ -209,7 +168,7 @@ fn refusals_wait_for_pi_to_end_and_come_as_one_line() {
                  echo STANDIN-DONE\n"
             ),
         );
-        let mut sh = HostShell::start(fx);
+        let mut sh = host_shell(fx);
         sh.line(&format!(
             "CORDON_PI={} {} pi --allow-domain allowed.example",
             pi.display(),
@@ -260,7 +219,7 @@ fn real_pi_ctrl_z_and_fg() {
     let prefix = common::pi::pi1().prefix.clone();
     let bin = prefix.join("node_modules/.bin");
     for_each_user("real_pi_ctrl_z_and_fg", |fx| {
-        let mut sh = HostShell::start(fx);
+        let mut sh = host_shell(fx);
         sh.line(&format!(
             "PATH={}:$PATH PI_OFFLINE=1 {} pi",
             bin.display(),

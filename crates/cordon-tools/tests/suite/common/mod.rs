@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
-use cordon_policy::{Flags, Inputs, Policy, resolve};
+use cordon_policy::Policy;
+use cordon_test_support::PolicyEnv;
 use cordon_tools::protocol::{
     self, ExecOutput, ExecOutputNote, Message, Notify as _, Request, Stream,
 };
@@ -13,67 +14,19 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub struct Dirs {
-    _t: tempfile::TempDir,
-    pub root: PathBuf,
-    pub home: PathBuf,
-    pub ws: PathBuf,
-    pub xdg: PathBuf,
-    pub tmp: PathBuf,
-}
-
-impl Dirs {
-    pub fn new() -> Dirs {
-        // Not under /tmp, where a checkout (and so the cargo target dir) may well
-        // be: /tmp is a scratch directory (writable) in the policy, which would
-        // change what "outside the workspace" means.
-        let t = tempfile::Builder::new()
-            .prefix("cordon-tools-test-")
-            .tempdir_in("/var/tmp")
-            .unwrap();
-        let root = fs::canonicalize(t.path()).unwrap();
-        let mk = |n: &str| {
-            let p = root.join(n);
-            fs::create_dir_all(&p).unwrap();
-            p
-        };
-        let d = Dirs {
-            home: mk("home"),
-            ws: mk("ws"),
-            xdg: mk("xdg"),
-            tmp: mk("tmpdir"),
-            root,
-            _t: t,
-        };
-        fs::create_dir_all(d.home.join(".ssh")).unwrap();
-        fs::write(d.home.join(".ssh/id_ed25519"), "secret").unwrap();
-        d
-    }
-
-    pub fn policy(&self) -> Policy {
-        policy_for(&self.ws, &self.home, &self.xdg, &self.tmp)
-    }
-}
-
-pub fn policy_for(ws: &Path, home: &Path, xdg: &Path, tmp: &Path) -> Policy {
-    resolve(&Inputs {
-        workspace: ws.to_path_buf(),
-        cwd: ws.to_path_buf(),
-        home: home.to_path_buf(),
-        tmp: tmp.to_path_buf(),
-        config: None,
-        xdg_config_home: Some(xdg.to_path_buf()),
-        xdg_data_home: None,
-        flags: Flags::default(),
-    })
-    .unwrap()
+/// A [`PolicyEnv`] whose home holds a secret, `~/.ssh/id_ed25519`.
+pub fn dirs() -> PolicyEnv {
+    let d = PolicyEnv::new();
+    fs::create_dir_all(d.home.join(".ssh")).unwrap();
+    fs::write(d.home.join(".ssh/id_ed25519"), "secret").unwrap();
+    d
 }
 
 /// Bytes in through a channel; EOF when the sender is dropped.
@@ -150,7 +103,7 @@ pub struct Agent {
     inbox: Arc<(Mutex<Inbox>, Condvar)>,
     next: AtomicU64,
     server: Mutex<Option<JoinHandle<io::Result<()>>>>,
-    pub dirs: Option<Dirs>,
+    pub dirs: Option<PolicyEnv>,
 }
 
 pub fn b64(data: &[u8]) -> String {
@@ -165,8 +118,8 @@ pub fn unb64(s: &str) -> Vec<u8> {
 
 impl Agent {
     pub fn start() -> Agent {
-        let dirs = Dirs::new();
-        let mut a = Agent::with_policy(dirs.policy());
+        let dirs = dirs();
+        let mut a = Agent::with_policy(dirs.resolve());
         a.dirs = Some(dirs);
         a
     }
