@@ -43,6 +43,10 @@ pub enum Layer {
     NoCapabilities,
     /// `no_new_privs`: no exec gains privileges (setuid, file capabilities).
     NoNewPrivs,
+    /// The command runs in a virtual machine (the VM backend), with KVM or on
+    /// QEMU's emulator (TCG); the other layers are then those of the host
+    /// process that runs the VM (QEMU).
+    Vm { kvm: bool },
 }
 
 /// The layers in force, in the order the backend lists them. Only layers that
@@ -82,11 +86,18 @@ impl Layers {
 
 /// The shape of docs/serve.md's `status.layers`: `{"namespaces": [...],
 /// "landlock": ABI or 0, "seccomp": bool, "capabilities": "none" or "some",
-/// "no_new_privs": bool}`; every key is always there.
+/// "no_new_privs": bool}`; every key is always there, and `"vm": "kvm"` or
+/// `"tcg"` too when the session runs in a VM.
 impl Serialize for Layers {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let names: Vec<&str> = self.namespaces().iter().map(|n| n.name()).collect();
-        let mut map = serializer.serialize_map(Some(5))?;
+        let mut map = serializer.serialize_map(None)?;
+        if let Some(kvm) = self.iter().find_map(|l| match l {
+            Layer::Vm { kvm } => Some(*kvm),
+            _ => None,
+        }) {
+            map.serialize_entry("vm", if kvm { "kvm" } else { "tcg" })?;
+        }
         map.serialize_entry("namespaces", &names)?;
         map.serialize_entry("landlock", &self.landlock_abi())?;
         map.serialize_entry("seccomp", &self.contains(&Layer::Seccomp))?;
@@ -123,6 +134,8 @@ impl std::fmt::Display for Layers {
                 Layer::Seccomp => f.write_str("seccomp")?,
                 Layer::NoCapabilities => f.write_str("no capabilities")?,
                 Layer::NoNewPrivs => f.write_str("no_new_privs")?,
+                Layer::Vm { kvm: true } => f.write_str("QEMU VM on KVM")?,
+                Layer::Vm { kvm: false } => f.write_str("QEMU VM on TCG")?,
             }
         }
         Ok(())

@@ -24,6 +24,7 @@ use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
 
 /// Linux namespaces, the mount view, Landlock, seccomp and limits.
 #[derive(Debug, Clone, Copy, Default)]
@@ -61,6 +62,7 @@ impl Backend for OsBackend {
             policy,
             degraded,
             control: None,
+            server: None,
             ran: false,
         })
     }
@@ -95,7 +97,80 @@ pub struct OsSession<'p> {
     degraded: Degraded,
     /// The sandbox's end of the control channel: inherited by the command.
     control: Option<OwnedFd>,
+    /// Set when the command serves the view to another machine (QEMU).
+    server: Option<ViewServer>,
     ran: bool,
+}
+
+/// A command of another backend that serves the sandbox's view to a party it
+/// trusts less than itself: QEMU, whose file share gives its guest the view as
+/// the VM's file system (crates/cordon-vm). Given to [`OsSession::serve_view`]
+/// before [`Session::exec`]; the policy, the view and every layer stay as for
+/// any command, but:
+/// - the view is also mounted at [`SERVED_VIEW`], with `/proc`, `/sys` and
+///   `/dev` empty there: that is the tree to serve. The command's own `/proc`
+///   (which QEMU's 9p server needs, for `/proc/self/fd`) stays out of it, so the
+///   guest never reaches the server's process (`/proc/self/mem`), nor the
+///   host's `/sys`;
+/// - the command inherits [`ViewServer::fds`] at their numbers, and finds the
+///   host devices [`ViewServer::devices`] in `/dev` beside the harmless ones;
+/// - it runs with an empty environment: the one the policy gives a command (its
+///   variables, the additions', git's excludes) goes to
+///   [`ViewServer::environment`], for the command the server runs elsewhere;
+/// - [`ViewServer::serve`] runs on a thread of its own once the sandbox exists,
+///   and [`ViewServer::stop`] ends the sandbox from any thread.
+pub struct ViewServer {
+    /// Descriptors the command inherits, at the same numbers.
+    pub fds: Vec<OwnedFd>,
+    /// Names in the host's `/dev` the command gets too (`kvm`).
+    pub devices: Vec<&'static str>,
+    /// Called once, before the command starts, with the environment a command
+    /// of this policy gets.
+    pub environment: Box<dyn FnOnce(Vec<(String, String)>) + Send>,
+    /// Called once, on a thread of its own, right after the sandbox is made
+    /// (the command may not have started yet).
+    pub serve: Box<dyn FnOnce() + Send>,
+    pub stop: Stop,
+}
+
+/// Where a server of the view finds the tree it serves (see [`ViewServer`]).
+pub const SERVED_VIEW: &str = crate::view::SERVED_VIEW;
+
+/// Ends a sandbox from any thread: SIGKILL to its supervisor, PID 1 of its PID
+/// namespace, whose end takes every process of the sandbox along. Armed once the
+/// sandbox exists (through a pidfd, so a reused pid is never hit); before that,
+/// and after the sandbox ended, [`Stop::stop`] does nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Stop(Arc<Mutex<Option<OwnedFd>>>);
+
+impl Stop {
+    /// Kills the sandbox if it runs; says whether it was armed.
+    pub fn stop(&self) -> bool {
+        let armed = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match armed.as_ref() {
+            Some(pidfd) => {
+                let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Arms the switch for the sandbox whose supervisor is `pid`.
+    pub(crate) fn arm(&self, pid: libc::pid_t) -> std::io::Result<()> {
+        let pid = rustix::process::Pid::from_raw(pid)
+            .ok_or_else(|| std::io::Error::other("no supervisor pid"))?;
+        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(pidfd);
+        Ok(())
+    }
+}
+
+impl OsSession<'_> {
+    /// Runs the next command as a server of the view (see [`ViewServer`]).
+    pub fn serve_view(&mut self, server: ViewServer) {
+        self.server = Some(server);
+    }
 }
 
 impl Session for OsSession<'_> {
@@ -143,9 +218,20 @@ impl Session for OsSession<'_> {
             endpoints: None,
             files,
             env,
-            pass_fd: self.control.take(),
+            pass_fds: self.control.take().into_iter().collect(),
             exec_fd,
+            server: None,
         };
+        let mut serve_view = None;
+        if let Some(server) = self.server.take() {
+            mechanics.pass_fds.extend(server.fds);
+            mechanics.server = Some(crate::launch::Server {
+                devices: server.devices,
+                environment: server.environment,
+                stop: server.stop,
+            });
+            serve_view = Some(server.serve);
+        }
         // The broker's side: the channel its sockets come over, and who serves them.
         let broker = match egress {
             None => None,
@@ -182,6 +268,9 @@ impl Session for OsSession<'_> {
                 }
                 if let Some(control) = control {
                     spawn("cordon-control", "the host control endpoint", control)?;
+                }
+                if let Some(serve) = serve_view {
+                    spawn("cordon-view-server", "the view server's host side", serve)?;
                 }
                 Ok(())
             },

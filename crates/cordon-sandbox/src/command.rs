@@ -120,8 +120,8 @@ fn exec(spawn: &Spawn) -> ! {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
-    // Except the one the caller hands to the command on purpose.
-    if let Some(fd) = &prepared.pass_fd {
+    // Except those the caller hands to the command on purpose.
+    for fd in &prepared.pass_fds {
         let _ = rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty());
     }
     let (status, message) = exec_search(spawn);

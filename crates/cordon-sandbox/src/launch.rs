@@ -35,15 +35,25 @@ pub(crate) struct Additions {
     pub files: Vec<FileOverlay>,
     /// Set after the policy's environment; the same name replaces its value.
     pub env: Vec<(String, String)>,
-    /// A descriptor the command inherits, at the same number (every other one
+    /// Descriptors the command inherits, at the same numbers (every other one
     /// beyond stdio is closed at exec).
-    pub pass_fd: Option<std::os::fd::OwnedFd>,
+    pub pass_fds: Vec<std::os::fd::OwnedFd>,
     /// The program's file, opened on the host (`O_PATH`, close-on-exec): executed
     /// from this descriptor instead of by the command's name, so it runs even where
     /// the view does not show its path (cordon's own binary under the private
     /// `/tmp`). The descriptor is closed by the exec, and the command's
     /// `argv[0]` is still the name given.
     pub exec_fd: Option<std::os::fd::OwnedFd>,
+    /// The command serves the view to another machine (`backend::ViewServer`).
+    pub server: Option<Server>,
+}
+
+/// What a server of the view changes in a run (see `backend::ViewServer`; its
+/// descriptors are in [`Additions::pass_fds`]).
+pub(crate) struct Server {
+    pub devices: Vec<&'static str>,
+    pub environment: Box<dyn FnOnce(Vec<(String, String)>) + Send>,
+    pub stop: crate::backend::Stop,
 }
 
 /// Everything the sandbox's processes need, computed before the clone so that the
@@ -62,8 +72,8 @@ pub(crate) struct Prepared {
     pub net: NetMode,
     /// The egress broker's sockets to open in the network namespace.
     pub egress: Option<crate::egress::EndpointRequest>,
-    /// Inherited by the command (see [`Additions::pass_fd`]).
-    pub pass_fd: Option<std::os::fd::OwnedFd>,
+    /// Inherited by the command (see [`Additions::pass_fds`]).
+    pub pass_fds: Vec<std::os::fd::OwnedFd>,
     /// See [`Additions::exec_fd`].
     pub exec_fd: Option<std::os::fd::OwnedFd>,
     pub terminal: Terminal,
@@ -80,6 +90,8 @@ pub(crate) struct Prepared {
     /// The memory limit's name and value, for the message when the sandbox's
     /// cgroup OOM-killed something.
     pub memory_flag: Option<String>,
+    /// Armed with the supervisor once it exists (a server of the view's).
+    pub stop: Option<crate::backend::Stop>,
 }
 
 fn cstring(bytes: &[u8], what: &str) -> Result<CString, SandboxError> {
@@ -137,6 +149,14 @@ impl Prepared {
         view.tmpfs_size = tmpfs_size;
         let git_excludes = git_excludes(policy, &view, &env);
         env.extend(git_excludes.iter().flat_map(GitExcludes::env));
+        let server = additions.server.take();
+        let stop = server.as_ref().map(|s| s.stop.clone());
+        if let Some(server) = server {
+            // The environment is the command's that the server runs, not its own.
+            (server.environment)(std::mem::take(&mut env));
+            view.served = true;
+            view.devices = server.devices;
+        }
         let path_dirs = env
             .iter()
             .find_map(|(k, v)| (k == "PATH").then(|| v.clone()))
@@ -178,7 +198,7 @@ impl Prepared {
             landlock,
             net: policy.net.value,
             egress: additions.endpoints.take(),
-            pass_fd: additions.pass_fd.take(),
+            pass_fds: std::mem::take(&mut additions.pass_fds),
             exec_fd: additions.exec_fd.take(),
             terminal: command.terminal,
             memory_flag: assessed
@@ -188,6 +208,7 @@ impl Prepared {
             rlimits,
             affinity,
             limits_mechanism,
+            stop,
         })
     }
 }
@@ -300,11 +321,18 @@ fn run_prepared(
     // The sandbox's end of the broker's channel: only the sandbox holds it now, so
     // the host end reads end-of-file if the sandbox ends before sending.
     drop(prepared.egress.take());
-    drop(prepared.pass_fd.take());
+    prepared.pass_fds.clear();
     drop(prepared.exec_fd.take());
     // While the supervisor builds the view: the placeholders it will mount, made
     // here so the disk work runs on the other core, and the cgroup.
-    let cgroup = match after_clone()
+    let armed = match &prepared.stop {
+        Some(stop) => stop
+            .arm(supervisor_pid)
+            .map_err(|e| SandboxError::io("cannot watch the sandbox (pidfd_open)", e)),
+        None => Ok(()),
+    };
+    let cgroup = match armed
+        .and_then(|()| after_clone())
         .and_then(|()| prepared.view.create_placeholders())
         .and_then(|()| confine_in_cgroup(policy, prepared, supervisor_pid))
     {

@@ -31,6 +31,16 @@ pub const PORT_NAME: &str = "cordon";
 /// The kernel command line option naming the modules to load at boot.
 pub const LOAD_OPTION: &str = "cordon.load=";
 
+/// The kernel command line option naming the 9p share (its mount tag) that
+/// becomes the guest's root: the host's view of the policy.
+pub const ROOT_OPTION: &str = "cordon.root=";
+
+/// The 9p mount options of the root share: 9P2000.L over virtio, 256 KiB
+/// messages (the default 8 KiB costs a round trip per 8 KiB), the page cache only
+/// for mmap (every other read and write goes to the host, which sees it at once
+/// and enforces its view on it).
+pub const ROOT_MOUNT_OPTIONS: &str = "trans=virtio,version=9p2000.L,msize=262144,cache=mmap";
+
 /// How long the agent waits for its port to appear after loading the modules.
 const PORT_WAIT: Duration = Duration::from_secs(20);
 
@@ -68,6 +78,9 @@ fn run() -> io::Result<()> {
     let cmdline = std::fs::read_to_string("/proc/cmdline")?;
     load_modules(&cmdline)?;
     let port = open_port()?;
+    if let Some(tag) = (cmdline.split_whitespace()).find_map(|w| w.strip_prefix(ROOT_OPTION)) {
+        enter_share(tag)?;
+    }
     let reaper = Arc::new(Reaper::default());
     {
         let reaper = reaper.clone();
@@ -83,9 +96,24 @@ fn run() -> io::Result<()> {
     let mut reader = FrameReader::new(port, protocol::MAX_FRAME);
     loop {
         match reader.read_frame() {
-            Ok(Frame::Message(Message::Exec { id, argv, env, cwd })) => {
+            Ok(Frame::Message(Message::Exec {
+                id,
+                argv,
+                env,
+                cwd,
+                uid,
+                gid,
+            })) => {
                 let (writer, reaper) = (writer.clone(), reaper.clone());
-                std::thread::spawn(move || exec(id, argv, env, cwd, &writer, &reaper));
+                let request = Request {
+                    id,
+                    argv,
+                    env,
+                    cwd,
+                    uid,
+                    gid,
+                };
+                std::thread::spawn(move || exec(request, &writer, &reaper));
             }
             Ok(other) => {
                 eprintln!("cordon agent: ignored an unexpected frame from the host: {other:?}")
@@ -96,26 +124,79 @@ fn run() -> io::Result<()> {
     }
 }
 
-fn mount_basics() -> io::Result<()> {
-    use rustix::mount::{MountFlags, mount};
-    for (source, target, fstype) in [
-        ("proc", "/proc", "proc"),
-        ("sysfs", "/sys", "sysfs"),
-        ("devtmpfs", "/dev", "devtmpfs"),
+/// The guest's own `/proc`, `/sys` and `/dev` below `root`.
+fn mount_basics_in(root: &str) -> io::Result<()> {
+    use rustix::mount::MountFlags;
+    let plain = MountFlags::NOSUID | MountFlags::NOEXEC;
+    for (source, target, fstype, flags, data) in [
+        ("proc", "/proc", "proc", plain, ""),
+        ("sysfs", "/sys", "sysfs", plain, ""),
+        ("devtmpfs", "/dev", "devtmpfs", plain, ""),
+        (
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            plain,
+            "newinstance,ptmxmode=0666,mode=0620",
+        ),
+        (
+            "tmpfs",
+            "/dev/shm",
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            "mode=1777",
+        ),
     ] {
-        std::fs::create_dir_all(target)?;
-        match mount(
-            source,
-            target,
-            fstype,
-            MountFlags::NOSUID | MountFlags::NOEXEC,
-            None,
-        ) {
-            Ok(()) | Err(rustix::io::Errno::BUSY) => {}
-            Err(e) => return Err(io::Error::other(format!("mounting {target}: {e}"))),
-        }
+        let target = format!("{root}{target}");
+        mount(source, &target, fstype, flags, data)?;
     }
     Ok(())
+}
+
+fn mount_basics() -> io::Result<()> {
+    mount_basics_in("")
+}
+
+/// Mounts `source` at `target` (made if missing); an existing mount there is fine.
+fn mount(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: rustix::mount::MountFlags,
+    data: &str,
+) -> io::Result<()> {
+    if let Err(e) = std::fs::create_dir(target) {
+        if e.kind() != io::ErrorKind::AlreadyExists {
+            return Err(io::Error::other(format!("making {target}: {e}")));
+        }
+    }
+    let data = std::ffi::CString::new(data).map_err(io::Error::other)?;
+    match rustix::mount::mount(source, target, fstype, flags, data.as_c_str()) {
+        Ok(()) | Err(rustix::io::Errno::BUSY) => Ok(()),
+        Err(e) => Err(io::Error::other(format!("mounting {target}: {e}"))),
+    }
+}
+
+/// Makes the 9p share tagged `tag` (the host's view of the policy) the root of
+/// everything the agent runs, as switch_root does: mounted, given the guest's
+/// own `/proc`, `/sys` and `/dev`, moved onto `/` and chrooted into. What the
+/// guest may see or change of the host is what the host serves; nothing here
+/// restricts it further.
+fn enter_share(tag: &str) -> io::Result<()> {
+    use rustix::mount::{MountFlags, mount_move};
+    const NEW_ROOT: &str = "/view";
+    mount(
+        tag,
+        NEW_ROOT,
+        "9p",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        ROOT_MOUNT_OPTIONS,
+    )?;
+    mount_basics_in(NEW_ROOT)?;
+    std::env::set_current_dir(NEW_ROOT)?;
+    mount_move(".", "/").map_err(|e| io::Error::other(format!("moving the share onto /: {e}")))?;
+    rustix::process::chroot(".")?;
+    std::env::set_current_dir("/")
 }
 
 /// Loads the modules `cordon.load=` names, each after the ones it depends on,
@@ -233,15 +314,27 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs one command: `Started` (or `Failed`), its output, then `Exited`.
-fn exec(
+/// One `Exec` request.
+struct Request {
     id: u32,
     argv: Vec<String>,
     env: Vec<(String, String)>,
     cwd: String,
-    writer: &Mutex<File>,
-    reaper: &Reaper,
-) {
+    uid: u32,
+    gid: u32,
+}
+
+/// Runs one command: `Started` (or `Failed`), its output, then `Exited`.
+fn exec(request: Request, writer: &Mutex<File>, reaper: &Reaper) {
+    use std::os::unix::process::CommandExt;
+    let Request {
+        id,
+        argv,
+        env,
+        cwd,
+        uid,
+        gid,
+    } = request;
     let send = |m: Message| {
         let _ = protocol::write_message(&mut *lock(writer), &m);
     };
@@ -249,14 +342,26 @@ fn exec(
         return send(Message::Failed {
             id,
             error: "an empty argv".into(),
+            status: 125,
         });
     };
+    // Checked first: std's spawn reports a missing directory as it reports a
+    // missing program.
+    if !Path::new(&cwd).is_dir() {
+        return send(Message::Failed {
+            id,
+            error: format!("the working directory {cwd} is not a directory in the VM"),
+            status: 125,
+        });
+    }
     let mut command = Command::new(program);
     command
         .args(args)
         .env_clear()
         .envs(env)
         .current_dir(&cwd)
+        .uid(uid)
+        .gid(gid)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -272,9 +377,16 @@ fn exec(
             }
             Err(e) => {
                 drop(waiting);
+                // The shell's statuses: not found, found but not executable.
+                let status = if e.kind() == io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                };
                 return send(Message::Failed {
                     id,
                     error: format!("{program}: {e}"),
+                    status,
                 });
             }
         }

@@ -5,10 +5,12 @@
 //! what does not yet.
 
 pub mod agent;
+pub mod backend;
 pub mod image;
 pub mod protocol;
 pub mod vm;
 
+pub use backend::VmBackend;
 pub use image::{Extra, Image, ImageError, Kernel, Spec};
 pub use protocol::Status;
 pub use vm::{Accel, Config, ExecRequest, Machine, Vm, VmError};

@@ -19,7 +19,7 @@ use std::io::{self, Read, Write};
 
 /// The protocol's version, sent by the agent in [`Message::Ready`]; the host
 /// refuses another.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// The largest frame body either side accepts (1 MiB).
 pub const MAX_FRAME: u32 = 1 << 20;
@@ -54,11 +54,16 @@ pub enum Message {
         env: Vec<(String, String)>,
         /// The working directory.
         cwd: String,
+        /// The user and group it runs as (no supplementary groups).
+        uid: u32,
+        gid: u32,
     },
     /// Guest → host: the command of request `id` started as `pid` in the guest.
     Started { id: u32, pid: u32 },
-    /// Guest → host: the command of request `id` could not start.
-    Failed { id: u32, error: String },
+    /// Guest → host: the command of request `id` could not start: `status` 127
+    /// when the program was not found, 126 when it cannot be executed, 125 when
+    /// anything else failed (its working directory).
+    Failed { id: u32, error: String, status: i32 },
     /// Guest → host: the command of request `id` ended; every output chunk of it
     /// was sent before.
     Exited { id: u32, status: Status },
@@ -255,6 +260,8 @@ mod tests {
             argv: vec!["/bin/busybox".into(), "echo".into(), "hi".into()],
             env: vec![("PATH".into(), "/bin".into())],
             cwd: "/".into(),
+            uid: 0,
+            gid: 0,
         };
         write_message(&mut buf, &exec).unwrap();
         write_data(&mut buf, KIND_STDERR, 7, b"oops\n").unwrap();

@@ -114,12 +114,20 @@ pub enum VmError {
     Protocol(String),
     #[error("the VM was given up after an earlier error")]
     Broken,
-    #[error("the command could not start in the VM: {0}")]
-    ExecFailed(String),
+    #[error("the command could not start in the VM: {error}")]
+    ExecFailed {
+        /// 127: not found; 126: not executable; 125: anything else.
+        status: i32,
+        error: String,
+    },
     #[error("the command's request is invalid: {0}")]
     Request(String),
     #[error("the channel to the VM: {0}")]
     Io(#[from] io::Error),
+    #[error("the vm backend does not do {0} yet; use --backend os")]
+    Unsupported(String),
+    #[error(transparent)]
+    Sandbox(#[from] cordon_sandbox::SandboxError),
 }
 
 fn console_note(console: &str) -> String {
@@ -137,6 +145,9 @@ pub struct ExecRequest {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cwd: String,
+    /// The user and group it runs as in the guest.
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// The accelerator in use and why.
@@ -216,27 +227,50 @@ pub fn host_tsc_khz() -> u64 {
     c1.wrapping_sub(c0).saturating_mul(1_000_000) / ns
 }
 
-/// The kernel command line of the guest.
-pub fn kernel_cmdline(machine: Machine, tsc_khz: u64) -> String {
+/// The 9p share that becomes the guest's root (its mount tag).
+pub const ROOT_TAG: &str = "cordon-root";
+
+/// The modules the guest loads to mount its root share.
+const SHARE_MODULES: [&str; 2] = ["9pnet_virtio", "9p"];
+
+/// The kernel command line of the guest; with `share`, the guest's root is the
+/// 9p share [`ROOT_TAG`].
+pub fn kernel_cmdline(machine: Machine, tsc_khz: u64, share: bool) -> String {
+    let mut modules: Vec<&str> = machine.boot_modules().to_vec();
+    let mut root = String::new();
+    if share {
+        modules.extend(SHARE_MODULES);
+        root = format!(" {}{ROOT_TAG}", agent::ROOT_OPTION);
+    }
     format!(
-        "console=ttyS0 quiet panic=-1 tsc_early_khz={tsc_khz} {}{} -- {}",
+        "console=ttyS0 quiet panic=-1 tsc_early_khz={tsc_khz} {}{}{root} -- {}",
         agent::LOAD_OPTION,
-        machine.boot_modules().join(","),
+        modules.join(","),
         agent::SUBCOMMAND
     )
 }
 
-/// QEMU's arguments for `image` on `machine`, the channel on file descriptor `chan_fd`.
-pub fn qemu_args(
-    config: &Config,
-    image: &Image,
-    kvm: bool,
-    tsc_khz: u64,
-    chan_fd: i32,
-) -> Vec<String> {
-    let (machine, serial_bus) = match config.machine {
-        Machine::Microvm => ("microvm,pic=off", "virtio-serial-device"),
-        Machine::Q35 => ("q35", "virtio-serial-pci"),
+/// Where QEMU's pieces come from and go to.
+#[derive(Debug, Clone)]
+pub struct QemuIo {
+    /// The kernel and the initramfs, as QEMU opens them.
+    pub kernel: String,
+    pub initrd: String,
+    /// The channel to the agent: a socket QEMU inherits at this descriptor.
+    pub channel_fd: i32,
+    /// The serial console: a socket QEMU inherits at this descriptor, or (None)
+    /// QEMU's stdout.
+    pub console_fd: Option<i32>,
+    /// A host directory served to the guest over 9p as its root (read and write
+    /// as QEMU may: what QEMU may not, the guest may not).
+    pub share: Option<String>,
+}
+
+/// QEMU's arguments for `config` and `io`.
+pub fn qemu_args(config: &Config, io: &QemuIo, kvm: bool, tsc_khz: u64) -> Vec<String> {
+    let (machine, virtio) = match config.machine {
+        Machine::Microvm => ("microvm,pic=off", "device"),
+        Machine::Q35 => ("q35", "pci"),
     };
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
@@ -264,26 +298,35 @@ pub fn qemu_args(
     ]);
     // No network device of any kind.
     push(&["-nic", "none"]);
-    // The console on QEMU's stdout, which the host drains into a bounded tail.
-    push(&[
-        "-chardev",
-        "stdio,id=con,signal=off",
-        "-serial",
-        "chardev:con",
-    ]);
-    let chan = format!("socket,id=chan,fd={chan_fd}");
+    // The console, which the host drains into a bounded tail.
+    let console = match io.console_fd {
+        Some(fd) => format!("socket,id=con,fd={fd}"),
+        None => "stdio,id=con,signal=off".to_string(),
+    };
+    push(&["-chardev", &console, "-serial", "chardev:con"]);
+    let chan = format!("socket,id=chan,fd={}", io.channel_fd);
     let port = format!("virtserialport,chardev=chan,name={}", agent::PORT_NAME);
-    push(&["-device", serial_bus, "-chardev", &chan, "-device", &port]);
-    let kernel = image.vmlinux.to_string_lossy().into_owned();
-    let initrd = image.initramfs.to_string_lossy().into_owned();
-    let cmdline = kernel_cmdline(config.machine, tsc_khz);
-    push(&["-kernel", &kernel, "-initrd", &initrd, "-append", &cmdline]);
+    let bus = format!("virtio-serial-{virtio}");
+    push(&["-device", &bus, "-chardev", &chan, "-device", &port]);
+    if let Some(path) = &io.share {
+        // security_model=none: files are made as QEMU's user, and the guest's
+        // chown of them is ignored; multidevs=remap: the view spans several
+        // file systems, whose inode numbers could collide in the guest.
+        let path = path.replace(',', ",,");
+        let fsdev = format!("local,id=root,path={path},security_model=none,multidevs=remap");
+        let device = format!("virtio-9p-{virtio},fsdev=root,mount_tag={ROOT_TAG}");
+        push(&["-fsdev", &fsdev, "-device", &device]);
+    }
+    let cmdline = kernel_cmdline(config.machine, tsc_khz, io.share.is_some());
+    push(&[
+        "-kernel", &io.kernel, "-initrd", &io.initrd, "-append", &cmdline,
+    ]);
     a
 }
 
 /// The last bytes QEMU wrote (console and its own messages), at most [`TAIL`].
 #[derive(Default)]
-struct Tail(Vec<u8>);
+pub(crate) struct Tail(Vec<u8>);
 
 /// How much of QEMU's output is kept for error messages.
 const TAIL: usize = 8 << 10;
@@ -298,7 +341,8 @@ impl Tail {
     }
 }
 
-fn drain(mut from: impl Read + Send + 'static, tail: Arc<Mutex<Tail>>) {
+/// Copies what `from` yields into `tail` on a thread of its own, until its end.
+pub(crate) fn drain(mut from: impl Read + Send + 'static, tail: Arc<Mutex<Tail>>) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = from.read(&mut buf) {
@@ -312,13 +356,149 @@ fn drain(mut from: impl Read + Send + 'static, tail: Arc<Mutex<Tail>>) {
     });
 }
 
-/// A running VM with its agent ready.
-pub struct Vm {
-    qemu: Child,
+/// The text of `tail`, once the drains caught up with what QEMU wrote last.
+pub(crate) fn tail_text(tail: &Mutex<Tail>) -> String {
+    std::thread::sleep(Duration::from_millis(20));
+    let t = tail.lock().unwrap_or_else(|e| e.into_inner());
+    String::from_utf8_lossy(&t.0).into_owned()
+}
+
+/// Why the agent never said it was ready.
+#[derive(Debug)]
+pub enum NotReady {
+    /// The channel closed: QEMU exited, or the guest powered off.
+    Closed,
+    /// Anything else, said.
+    Failed(String),
+}
+
+/// The host's end of the channel to the guest agent: requests one at a time,
+/// every frame checked against the request that is open.
+pub struct Channel {
     reader: FrameReader<UnixStream>,
     writer: UnixStream,
     next_id: u32,
     broken: bool,
+}
+
+impl Channel {
+    pub fn new(stream: UnixStream) -> io::Result<Channel> {
+        Ok(Channel {
+            writer: stream.try_clone()?,
+            reader: FrameReader::new(stream, protocol::MAX_FRAME),
+            next_id: 1,
+            broken: false,
+        })
+    }
+
+    /// Waits at most `timeout` for the agent's `Ready` in the protocol's version.
+    pub fn ready(&mut self, timeout: Duration) -> Result<(), NotReady> {
+        let stream = self.reader.get_ref();
+        let set = |t| {
+            stream
+                .set_read_timeout(t)
+                .map_err(|e| NotReady::Failed(e.to_string()))
+        };
+        set(Some(timeout))?;
+        let result = match self.reader.read_frame() {
+            Ok(Frame::Message(Message::Ready { version })) if version == protocol::VERSION => {
+                Ok(())
+            }
+            Ok(Frame::Message(Message::Ready { version })) => Err(NotReady::Failed(format!(
+                "the agent speaks protocol {version}, not {}",
+                protocol::VERSION
+            ))),
+            Ok(other) => Err(NotReady::Failed(format!(
+                "the agent's first frame was not Ready: {}",
+                describe(&other)
+            ))),
+            Err(FrameError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(NotReady::Failed(format!(
+                    "no answer from the agent within {} s",
+                    timeout.as_secs()
+                )))
+            }
+            Err(FrameError::Closed) => Err(NotReady::Closed),
+            Err(e) => Err(NotReady::Failed(e.to_string())),
+        };
+        let stream = self.reader.get_ref();
+        stream
+            .set_read_timeout(None)
+            .map_err(|e| NotReady::Failed(e.to_string()))?;
+        if result.is_err() {
+            self.broken = true;
+        }
+        result
+    }
+
+    /// Runs `request` in the guest: its output written to `stdout` and `stderr` as
+    /// it arrives, its status returned. After an error other than
+    /// [`VmError::ExecFailed`] the channel refuses further use.
+    pub fn exec(
+        &mut self,
+        request: &ExecRequest,
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+    ) -> Result<Status, VmError> {
+        if self.broken {
+            return Err(VmError::Broken);
+        }
+        if request.argv.is_empty() {
+            return Err(VmError::Request("an empty argv".into()));
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        let result = exchange(
+            &mut self.reader,
+            &mut self.writer,
+            id,
+            request,
+            stdout,
+            stderr,
+        );
+        // Anything but a command that could not start leaves the stream
+        // mid-request, or the guest lying: nothing it says later can be matched
+        // to a request with confidence.
+        if !matches!(result, Ok(_) | Err(VmError::ExecFailed { .. })) {
+            self.broken = true;
+        }
+        result
+    }
+
+    /// Tells the agent there is nothing more (it syncs and powers the VM off),
+    /// and waits at most `within` for the channel's end (QEMU has exited).
+    /// Says whether it ended.
+    pub fn close(self, within: Duration) -> bool {
+        let _ = self.writer.shutdown(std::net::Shutdown::Write);
+        let stream = self.writer;
+        let deadline = Instant::now() + within;
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+                return false;
+            }
+            match (&stream).read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// A running VM with its agent ready, QEMU a child of this process (the
+/// foundation's direct launch, which the tests and bench/vm use; the backend
+/// runs QEMU in an OS sandbox, see [`crate::backend`]).
+pub struct Vm {
+    qemu: Child,
+    channel: Channel,
     tail: Arc<Mutex<Tail>>,
     /// The accelerator and why.
     pub accel: AccelChoice,
@@ -332,7 +512,14 @@ impl Vm {
         let accel = choose_accel(config.accel);
         let tsc_khz = host_tsc_khz();
         let (host_end, guest_end) = UnixStream::pair()?;
-        let args = qemu_args(config, image, accel.kvm, tsc_khz, guest_end.as_raw_fd());
+        let io = QemuIo {
+            kernel: image.vmlinux.to_string_lossy().into_owned(),
+            initrd: image.initramfs.to_string_lossy().into_owned(),
+            channel_fd: guest_end.as_raw_fd(),
+            console_fd: None,
+            share: None,
+        };
+        let args = qemu_args(config, &io, accel.kvm, tsc_khz);
         let start = Instant::now();
         let mut command = Command::new(&config.qemu);
         command
@@ -375,76 +562,34 @@ impl Vm {
         if let Some(err) = qemu.stderr.take() {
             drain(err, tail.clone());
         }
-        let writer = host_end.try_clone()?;
         let mut vm = Vm {
             qemu,
-            reader: FrameReader::new(host_end, protocol::MAX_FRAME),
-            writer,
-            next_id: 1,
-            broken: false,
+            channel: Channel::new(host_end)?,
             tail,
             accel,
             boot_time: Duration::ZERO,
         };
-        vm.reader
-            .get_ref()
-            .set_read_timeout(Some(config.boot_timeout))?;
-        let first = vm.reader.read_frame();
-        let failed = |vm: &mut Vm, why: String| {
+        if let Err(not_ready) = vm.channel.ready(config.boot_timeout) {
+            let why = match not_ready {
+                NotReady::Closed => {
+                    let status = vm.qemu.wait().map(|s| s.to_string()).unwrap_or_default();
+                    format!("QEMU exited ({status})")
+                }
+                NotReady::Failed(why) => why,
+            };
             vm.stop();
-            Err(VmError::Boot {
+            return Err(VmError::Boot {
                 why,
                 console: vm.console_tail(),
-            })
-        };
-        match first {
-            Ok(Frame::Message(Message::Ready { version })) if version == protocol::VERSION => {}
-            Ok(Frame::Message(Message::Ready { version })) => {
-                return failed(
-                    &mut vm,
-                    format!(
-                        "the agent speaks protocol {version}, not {}",
-                        protocol::VERSION
-                    ),
-                );
-            }
-            Ok(other) => {
-                return failed(
-                    &mut vm,
-                    format!("the agent's first frame was not Ready: {other:?}"),
-                );
-            }
-            Err(FrameError::Io(e))
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return failed(
-                    &mut vm,
-                    format!(
-                        "no answer from the agent within {} s",
-                        config.boot_timeout.as_secs()
-                    ),
-                );
-            }
-            Err(FrameError::Closed) => {
-                let status = vm.qemu.wait().map(|s| s.to_string()).unwrap_or_default();
-                return failed(&mut vm, format!("QEMU exited ({status})"));
-            }
-            Err(e) => return failed(&mut vm, e.to_string()),
+            });
         }
         vm.boot_time = start.elapsed();
-        vm.reader.get_ref().set_read_timeout(None)?;
         Ok(vm)
     }
 
     /// The end of QEMU's output (console and errors), for messages.
     pub fn console_tail(&self) -> String {
-        // Let the drains catch up with what QEMU wrote last.
-        std::thread::sleep(Duration::from_millis(20));
-        let t = self.tail.lock().unwrap_or_else(|e| e.into_inner());
-        String::from_utf8_lossy(&t.0).into_owned()
+        tail_text(&self.tail)
     }
 
     /// QEMU's process id.
@@ -452,41 +597,20 @@ impl Vm {
         self.qemu.id()
     }
 
-    /// Runs `request` in the guest: its output written to `stdout` and `stderr` as
-    /// it arrives, its status returned.
+    /// Runs `request` in the guest (see [`Channel::exec`]); after an error other
+    /// than [`VmError::ExecFailed`] QEMU is killed.
     pub fn exec(
         &mut self,
         request: &ExecRequest,
         stdout: &mut dyn Write,
         stderr: &mut dyn Write,
     ) -> Result<Status, VmError> {
-        if self.broken {
-            return Err(VmError::Broken);
-        }
-        if request.argv.is_empty() {
-            return Err(VmError::Request("an empty argv".into()));
-        }
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1).max(1);
-        let result = match exchange(
-            &mut self.reader,
-            &mut self.writer,
-            id,
-            request,
-            stdout,
-            stderr,
-        ) {
+        let result = match self.channel.exec(request, stdout, stderr) {
             Err(VmError::Ended(_)) => Err(VmError::Ended(self.console_tail())),
             other => other,
         };
-        match &result {
-            Ok(_) | Err(VmError::ExecFailed(_)) => {}
-            // Anything else leaves the stream mid-request, or the guest lying:
-            // nothing it says later can be matched to a request with confidence.
-            Err(_) => {
-                self.broken = true;
-                self.stop();
-            }
+        if !matches!(result, Ok(_) | Err(VmError::ExecFailed { .. })) {
+            self.stop();
         }
         result
     }
@@ -515,6 +639,8 @@ fn exchange<R: Read>(
             argv: request.argv.clone(),
             env: request.env.clone(),
             cwd: request.cwd.clone(),
+            uid: request.uid,
+            gid: request.gid,
         },
     )?;
     let mut started = false;
@@ -537,10 +663,19 @@ fn exchange<R: Read>(
                 }
                 started = true;
             }
-            Frame::Message(Message::Failed { id: got, error }) if got == id && !started => {
+            Frame::Message(Message::Failed {
+                id: got,
+                error,
+                status,
+            }) if got == id && !started => {
+                if !(125..=127).contains(&status) {
+                    return Err(VmError::Protocol(format!(
+                        "an impossible status {status} for a command that did not start"
+                    )));
+                }
                 let mut error = error;
                 truncate(&mut error, 4096);
-                return Err(VmError::ExecFailed(error));
+                return Err(VmError::ExecFailed { status, error });
             }
             Frame::Message(Message::Exited { id: got, status }) if got == id && started => {
                 let valid = match status {
@@ -634,6 +769,8 @@ mod tests {
             argv: vec!["/bin/true".into()],
             env: vec![],
             cwd: "/".into(),
+            uid: 0,
+            gid: 0,
         }
     }
 
@@ -684,8 +821,11 @@ mod tests {
         let (result, _, _) = against(msg(Message::Failed {
             id: 5,
             error: "nope".into(),
+            status: 127,
         }));
-        assert!(matches!(result, Err(VmError::ExecFailed(e)) if e == "nope"));
+        assert!(
+            matches!(result, Err(VmError::ExecFailed { status: 127, error }) if error == "nope")
+        );
     }
 
     #[test]
@@ -711,6 +851,7 @@ mod tests {
                     msg(Message::Failed {
                         id: 5,
                         error: "x".into(),
+                        status: 127,
                     }),
                 ]
                 .concat(),
@@ -734,6 +875,16 @@ mod tests {
                     argv: vec![],
                     env: vec![],
                     cwd: "/".into(),
+                    uid: 0,
+                    gid: 0,
+                }),
+            ),
+            (
+                "an impossible status for a command that did not start",
+                msg(Message::Failed {
+                    id: 5,
+                    error: "x".into(),
+                    status: 0,
                 }),
             ),
             (

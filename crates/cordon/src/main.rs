@@ -10,8 +10,8 @@ use std::process::ExitCode;
 /// cordon's own failure (DESIGN.md: exit status 125).
 const CORDON_FAILED: u8 = 125;
 
-/// The chosen backend is not built (sysexits.h's EX_UNAVAILABLE): distinct from
-/// 125 so that a caller can fall back to another backend.
+/// The chosen backend does not do what was asked (sysexits.h's EX_UNAVAILABLE):
+/// distinct from 125 so that a caller can fall back to another backend.
 const BACKEND_UNAVAILABLE: u8 = 69;
 
 fn main() -> ExitCode {
@@ -36,8 +36,8 @@ fn main() -> ExitCode {
             eprintln!("cordon: {message}");
             ExitCode::from(CORDON_FAILED)
         }
-        Err(Failure::Unavailable(not_built)) => {
-            eprintln!("cordon: {not_built}; use --backend os");
+        Err(Failure::Unavailable(message)) => {
+            eprintln!("cordon: {message}");
             ExitCode::from(BACKEND_UNAVAILABLE)
         }
     }

@@ -101,8 +101,8 @@ pub fn enter(plan: &ViewPlan, placeholders_ready: &mut dyn FnMut()) -> Result<()
     .map_err(rustix_err("/"))?;
 
     let sources = clone_sources(root.as_fd(), plan)?;
-    let devices = DEVICES
-        .iter()
+    let device_names: Vec<&str> = DEVICES.iter().chain(&plan.devices).copied().collect();
+    let devices = (device_names.iter())
         .map(|d| clone_tree(root.as_fd(), &Path::new("/dev").join(d), false))
         .collect::<Result<Vec<_>, _>>()?;
     let empty = empty_source()?;
@@ -143,17 +143,29 @@ pub fn enter(plan: &ViewPlan, placeholders_ready: &mut dyn FnMut()) -> Result<()
         apply(root.as_fd(), op, source, plan.tmpfs_size)?;
     }
     for (overlay, source) in plan.overlays.iter().zip(overlays) {
-        let target = open_in(root.as_fd(), &overlay.target)?;
+        // A target missing below the private /tmp is made there.
+        let scratch = (plan.ops.iter())
+            .any(|op| op.kind == MountKind::Scratch && overlay.target.starts_with(&op.path));
+        let target = open_mount_point(root.as_fd(), &overlay.target, scratch, false)?;
         attach_at(source.as_fd(), target.as_fd(), &overlay.target)?;
     }
     lay_synthesized(root.as_fd(), &plan.synthesized)?;
-    build_dev(root.as_fd(), &devices, plan.tmpfs_size)?;
+    build_dev(
+        root.as_fd(),
+        &device_names,
+        &devices,
+        plan.tmpfs_size,
+        plan.served,
+    )?;
     build_proc(root.as_fd(), empty.as_fd())?;
     mask_sys(root.as_fd(), empty.as_fd())?;
     for path in read_only_tmpfs {
         remount_read_only(root.as_fd(), &path, EMPTY_DIR_FLAGS)?;
     }
     make_mounts(root.as_fd(), &plan.mounts)?;
+    if plan.served {
+        serve_view(root.as_fd(), empty.as_fd())?;
+    }
     // Closing a mount that was never attached tears it down at once (waiting for
     // an RCU grace period); left open, it goes when the supervisor exits, after
     // the command's status is reported.
@@ -580,17 +592,42 @@ fn remount_read_only(
     sys::mount(None, &fd_path(target.as_fd()), None, flags, None).map_err(err(path))
 }
 
-/// A tmpfs `/dev` with only harmless devices, a private devpts and `/dev/shm`.
+/// Where a view that is served to another machine is mounted (again) for its
+/// server: a directory of the view's own `/dev`, which the guest covers with a
+/// `/dev` of its own.
+pub const SERVED_VIEW: &str = "/dev/cordon-view";
+
+/// The view as a server gives it to another machine, mounted at
+/// [`SERVED_VIEW`]: the whole view as built, but its `/proc`, `/sys` and `/dev`
+/// empty (the guest mounts its own). The server's own `/proc` is not served: the
+/// guest would reach the server's process through it (`/proc/self/mem`).
+fn serve_view(root: BorrowedFd<'_>, empty: BorrowedFd<'_>) -> Result<(), SandboxError> {
+    let at = Path::new(SERVED_VIEW);
+    let tree = clone_tree(root, Path::new("/"), true)?;
+    let target = open_in(root, at)?;
+    attach_at(tree.as_fd(), target.as_fd(), at)?;
+    let served = open_in(root, at)?;
+    for path in ["/proc", "/sys", "/dev"] {
+        mask(served.as_fd(), empty, Path::new(path))?;
+    }
+    Ok(())
+}
+
+/// A tmpfs `/dev` with only harmless devices (and those a server of the view
+/// is given), a private devpts and `/dev/shm`; with `served`, the directory
+/// [`SERVED_VIEW`].
 fn build_dev(
     root: BorrowedFd<'_>,
+    names: &[&str],
     devices: &[OwnedFd],
     shm_size: Option<u64>,
+    served: bool,
 ) -> Result<(), SandboxError> {
     let dev = Path::new("/dev");
     let target = open_in(root, dev)?;
     mount_tmpfs(&fd_path(target.as_fd()), "mode=0755,size=64k", DEV_FLAGS).map_err(err(dev))?;
     let dir = open_dir_in(root, dev)?;
-    for (name, source) in DEVICES.iter().zip(devices) {
+    for (name, source) in names.iter().zip(devices) {
         rfs::openat(
             dir.as_fd(),
             *name,
@@ -601,7 +638,13 @@ fn build_dev(
         let node = open_in(root, &dev.join(name))?;
         attach_at(source.as_fd(), node.as_fd(), &dev.join(name))?;
     }
-    for sub in ["pts", "shm"] {
+    let served_dir = Path::new(SERVED_VIEW).file_name().filter(|_| served);
+    for sub in ["pts", "shm"]
+        .iter()
+        .copied()
+        .map(std::ffi::OsStr::new)
+        .chain(served_dir)
+    {
         rfs::mkdirat(dir.as_fd(), sub, Mode::from_raw_mode(0o755))
             .map_err(rustix_err(dev.join(sub)))?;
     }

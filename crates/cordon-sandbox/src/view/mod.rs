@@ -4,4 +4,5 @@
 pub mod build;
 pub mod plan;
 
+pub use build::SERVED_VIEW;
 pub use plan::{MountKind, MountOp, MountPlan, SyntheticFile, ViewPlan};

@@ -155,6 +155,11 @@ pub struct ViewPlan {
     /// The size of the private tmpfs mounts (`/tmp`, `/dev/shm`), when a memory
     /// limit no cgroup holds bounds them; else the kernel's default.
     pub tmpfs_size: Option<u64>,
+    /// The view is served to another machine (`backend::ViewServer`): mounted
+    /// again at [`super::SERVED_VIEW`] without `/proc`, `/sys` and `/dev`.
+    pub served: bool,
+    /// Host devices in `/dev` beside the harmless ones (a server of the view's).
+    pub devices: Vec<&'static str>,
 }
 
 /// Paths the view builds itself; rules below them are not applied.

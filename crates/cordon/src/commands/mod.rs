@@ -8,17 +8,18 @@ mod policy;
 mod run;
 mod serve;
 
-use crate::cli::{BackendArg, Commands, RunOptions};
-use cordon_backend::{BackendKind, NotBuilt};
+use crate::cli::{BackendArg, Commands};
 use cordon_sandbox::OsBackend;
+use cordon_session::SessionError;
+use cordon_vm::{VmBackend, VmError};
 
 /// Why cordon did not do what it was asked, with the exit status it ends with.
 pub enum Failure {
     /// cordon's own failure (DESIGN.md: exit status 125).
     Cordon(String),
-    /// The chosen backend is not built (`--backend vm`): exit status 69,
-    /// sysexits.h's EX_UNAVAILABLE.
-    Unavailable(NotBuilt),
+    /// The chosen backend does not do what was asked (yet): exit status 69,
+    /// sysexits.h's EX_UNAVAILABLE, so that a caller can fall back to another.
+    Unavailable(String),
 }
 
 impl From<String> for Failure {
@@ -27,32 +28,71 @@ impl From<String> for Failure {
     }
 }
 
+impl From<&str> for Failure {
+    fn from(message: &str) -> Failure {
+        Failure::Cordon(message.to_string())
+    }
+}
+
+impl From<SessionError> for Failure {
+    /// What the backend refuses to do, as opposed to a failure while doing it.
+    fn from(e: SessionError) -> Failure {
+        if let SessionError::Backend(backend) = &e {
+            if let Some(VmError::Unsupported(_)) = backend.downcast_ref::<VmError>() {
+                return Failure::Unavailable(e.to_string());
+            }
+        }
+        Failure::Cordon(e.to_string())
+    }
+}
+
+/// Runs `$body` with `$backend` bound to the backend `--backend` names (each
+/// command is generic over the backend it runs on).
+macro_rules! on_backend {
+    ($options:expr, |$backend:ident| $body:expr) => {
+        match $options.backend {
+            BackendArg::Os => {
+                let $backend = &OsBackend;
+                $body
+            }
+            BackendArg::Vm => {
+                let $backend = &VmBackend::default();
+                $body
+            }
+        }
+    };
+}
+
 pub fn dispatch(command: Commands) -> Result<u8, Failure> {
     Ok(match command {
         Commands::Run(crate::cli::RunArgs { options, command }) => {
-            run::run(&backend(&options)?, &options, command)?
+            on_backend!(options, |b| run::run(b, &options, command))?
         }
-        Commands::Shell { options } => run::shell(&backend(&options)?, &options)?,
-        Commands::Pi { options, args } => pi::pi(&backend(&options)?, &options, args)?,
-        Commands::Serve { options } => serve::serve(&backend(&options)?, &options)?,
+        Commands::Shell { options } => on_backend!(options, |b| run::shell(b, &options))?,
+        Commands::Pi { options, args } => on_backend!(options, |b| pi::pi(b, &options, args))?,
+        Commands::Serve { options } => on_backend!(options, |b| serve::serve(b, &options))?,
         Commands::Agent => serve::agent()?,
         Commands::VmAgent => cordon_vm::agent::main(),
         Commands::Doctor { json } => doctor::doctor(json)?,
         Commands::Policy { options, json, pi } => {
-            policy::show(&backend(&options)?, &options, json, pi)?
+            on_backend!(options, |b| policy::show(b, &options, json, pi))?
         }
         Commands::Completions { shell } => completions(shell)?,
     })
 }
 
-/// The backend `--backend` names, if this build has it.
-fn backend(options: &RunOptions) -> Result<OsBackend, Failure> {
-    match options.backend {
-        BackendArg::Os => Ok(OsBackend),
-        BackendArg::Vm => Err(Failure::Unavailable(NotBuilt {
-            kind: BackendKind::Vm,
-        })),
+/// What `backend` does not do yet, refused before anything runs: `what` over
+/// the VM backend, which has no stdin or terminal yet.
+fn refuse_on_vm(backend: &impl cordon_backend::Backend, what: &str) -> Result<(), Failure> {
+    if backend.kind() == cordon_backend::BackendKind::Vm {
+        return Err(Failure::Unavailable(
+            VmError::Unsupported(format!(
+                "{what} (stdin and terminals do not reach the VM yet)"
+            ))
+            .to_string(),
+        ));
     }
+    Ok(())
 }
 
 /// `cordon completions SHELL`: the completion script, generated from the same

@@ -2,6 +2,7 @@
 //! What pi needs on the host, its credentials and the rules for them are
 //! cordon-session's ([`PiSetup`]); this runs it and reports.
 
+use super::Failure;
 use super::run::{execute_in, home_dir, resolve_policy_with, start};
 use crate::cli::RunOptions;
 use cordon_backend::{Backend, Command, FileOverlay, Program, Terminal};
@@ -14,7 +15,12 @@ use std::io::IsTerminal;
 /// a value no host accepts.
 const UNAVAILABLE: &str = "cordon-secret-unavailable";
 
-pub fn pi(backend: &impl Backend, options: &RunOptions, args: Vec<OsString>) -> Result<u8, String> {
+pub fn pi(
+    backend: &impl Backend,
+    options: &RunOptions,
+    args: Vec<OsString>,
+) -> Result<u8, Failure> {
+    super::refuse_on_vm(backend, "pi")?;
     let program = find_pi().map_err(|e| e.to_string())?;
     let setup = PiSetup::gather(&home_dir()?, true).map_err(|e| e.to_string())?;
     let policy = resolve_policy_with(options, Some(setup.mode()))?;

@@ -1,5 +1,6 @@
 //! `cordon run` and `cordon shell`.
 
+use super::Failure;
 use crate::cli::{DegradedLayer, RunOptions};
 use cordon_backend::{Backend, Command, Degraded, Outcome, Program, Session, Terminal};
 use cordon_net::Wired;
@@ -17,7 +18,7 @@ pub fn run(
     backend: &impl Backend,
     options: &RunOptions,
     command: Vec<OsString>,
-) -> Result<u8, String> {
+) -> Result<u8, Failure> {
     let mut words = command.into_iter();
     let program = words
         .next()
@@ -32,7 +33,8 @@ pub fn run(
     execute(backend, options, command)
 }
 
-pub fn shell(backend: &impl Backend, options: &RunOptions) -> Result<u8, String> {
+pub fn shell(backend: &impl Backend, options: &RunOptions) -> Result<u8, Failure> {
+    super::refuse_on_vm(backend, "a shell")?;
     let interactive = std::io::stdin().is_terminal();
     let command = Command {
         program: Program::Named(user_shell().into_os_string()),
@@ -58,10 +60,15 @@ fn user_shell() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/bin/sh"))
 }
 
-fn execute(backend: &impl Backend, options: &RunOptions, command: Command) -> Result<u8, String> {
+fn execute(backend: &impl Backend, options: &RunOptions, command: Command) -> Result<u8, Failure> {
     let policy = resolve_policy(options)?;
     let egress = super::egress::additions(&policy)?;
-    execute_in(backend, options, start(backend, options, &policy, egress)?, command)
+    execute_in(
+        backend,
+        options,
+        start(backend, options, &policy, egress)?,
+        command,
+    )
 }
 
 /// The layers the user agreed to run without (`--allow-degraded`).
@@ -78,9 +85,13 @@ pub fn start<'p, B: Backend>(
     options: &RunOptions,
     policy: &'p Policy,
     egress: Wired,
-) -> Result<HostSession<'p, B::Session<'p>>, String> {
-    cordon_session::session::start(backend, policy, degraded(options), egress)
-        .map_err(|e| e.to_string())
+) -> Result<HostSession<'p, B::Session<'p>>, Failure> {
+    Ok(cordon_session::session::start(
+        backend,
+        policy,
+        degraded(options),
+        egress,
+    )?)
 }
 
 /// Runs `command` in `session` (cordon-session's run), prints what the run
@@ -90,12 +101,11 @@ pub fn execute_in(
     options: &RunOptions,
     session: HostSession<'_, impl Session>,
     command: Command,
-) -> Result<u8, String> {
+) -> Result<u8, Failure> {
     if degraded(options).best_effort_limits {
         warn_best_effort_limits(backend, session.policy());
     }
-    let outcome =
-        cordon_session::run::run(session, command, &mut print_notice).map_err(|e| e.to_string())?;
+    let outcome = cordon_session::run::run(session, command, &mut print_notice)?;
     match outcome {
         Outcome::Exited { status, message } => {
             if let Some(message) = message {

@@ -4,6 +4,7 @@
 //! any command; the policy travels to it as JSON in one environment variable,
 //! which the agent removes before it runs anything.
 
+use super::Failure;
 use super::run::{execute_in, resolve_policy, start};
 use crate::cli::RunOptions;
 use cordon_backend::{Backend, Command, Program, Terminal};
@@ -14,13 +15,13 @@ use std::ffi::OsString;
 /// The variable that carries the agent's configuration into the sandbox.
 const AGENT_CONFIG: &str = "CORDON_AGENT_CONFIG";
 
-pub fn serve(backend: &impl Backend, options: &RunOptions) -> Result<u8, String> {
+pub fn serve(backend: &impl Backend, options: &RunOptions) -> Result<u8, Failure> {
     let policy = widenable(resolve_policy(options)?);
     let egress = super::egress::additions(&policy)?;
     let mut session = start(backend, options, &policy, egress)?;
     // The agent's stream to the host control endpoint (allowDomain, status),
     // whatever the network mode.
-    let control_fd = session.control().map_err(|e| e.to_string())?;
+    let control_fd = session.control()?;
     let config = AgentConfig {
         policy: policy.clone(),
         backend: session.backend().name().to_string(),

@@ -1,0 +1,373 @@
+//! The VM backend behind cordon-backend's neutral interface (`--backend vm`).
+//!
+//! A session runs its command in a QEMU guest whose file system is the OS
+//! backend's view of the same policy: QEMU runs *inside* an OS sandbox of that
+//! policy (namespaces, the mount view, Landlock, seccomp, limits; see
+//! `cordon_sandbox::ViewServer`) and serves the view to the guest over 9p, where
+//! cordon's agent makes it the guest's root. So the workspace is writable at its
+//! host path, the rest of the host read-only, denied paths absent, protected
+//! paths read-only, and that is enforced on the host, on QEMU: guest root changes
+//! nothing of it. QEMU adds its own seccomp filter (`-sandbox on`); an escape
+//! from the guest lands in a cordon sandbox.
+//!
+//! What is not built yet is refused, never run without: a network (the guest
+//! has no network device, and a policy that asks for one is refused), a
+//! terminal, cordon's own binary as the command (`cordon serve`), a control
+//! channel.
+//!
+//! Life of a session: [`VmSession::exec`] assembles the boot files (cached),
+//! starts the OS sandbox whose command is QEMU, and on a thread of its own
+//! waits for the agent, runs the command, streams its output to this process's
+//! stdout and stderr, then closes the channel (the agent syncs and powers off).
+//! QEMU dies with the sandbox, and the sandbox with cordon (its supervisor has
+//! the parent-death signal SIGKILL).
+
+use crate::image::{self, Spec};
+use crate::vm::{
+    AccelChoice, Channel, Config, ExecRequest, NotReady, QemuIo, Tail, choose_accel, drain,
+    host_tsc_khz, qemu_args, tail_text,
+};
+use crate::{Status, VmError};
+use cordon_backend::{
+    Additions, Backend, BackendKind, Command, ControlChannel, Degraded, Layer, Layers,
+    LimitsAssessment, Outcome, Program, Session, Terminal,
+};
+use cordon_policy::{NetMode, Policy};
+use cordon_sandbox::{OsBackend, SERVED_VIEW, Stop, ViewServer};
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::Duration;
+
+/// How long the host waits, once the command ended, for the guest to power off
+/// before it kills QEMU.
+const POWER_OFF_WAIT: Duration = Duration::from_secs(10);
+
+/// QEMU in an OS sandbox, the guest's root the sandbox's view.
+#[derive(Debug, Default)]
+pub struct VmBackend {
+    os: OsBackend,
+    /// The accelerator, probed once.
+    accel: OnceLock<AccelChoice>,
+}
+
+impl VmBackend {
+    /// The accelerator sessions use (the probe of `cordon doctor`, run once).
+    pub fn accel(&self) -> &AccelChoice {
+        self.accel
+            .get_or_init(|| choose_accel(crate::vm::Accel::Auto))
+    }
+}
+
+impl Backend for VmBackend {
+    type Session<'p> = VmSession<'p>;
+    type Error = VmError;
+
+    fn kind(&self) -> BackendKind {
+        BackendKind::Vm
+    }
+
+    /// The VM, then the layers of the OS sandbox QEMU runs in.
+    fn layers(&self, policy: &Policy, degraded: Degraded) -> Layers {
+        let mut layers = vec![Layer::Vm {
+            kvm: self.accel().kvm,
+        }];
+        layers.extend(self.os.layers(policy, degraded).0);
+        Layers(layers)
+    }
+
+    /// The limits hold on QEMU's sandbox, as the OS backend holds them.
+    fn assess_limits(&self, policy: &Policy) -> LimitsAssessment {
+        self.os.assess_limits(policy)
+    }
+
+    fn start<'p>(
+        &'p self,
+        policy: &'p Policy,
+        degraded: Degraded,
+    ) -> Result<VmSession<'p>, VmError> {
+        if policy.net.value != NetMode::None {
+            // The mode as --net spells it.
+            let mode = serde_json::to_value(policy.net.value).unwrap_or_default();
+            return Err(VmError::Unsupported(format!(
+                "a network (--net {}, set by {}): the VM has no network device yet, and none \
+                 is given rather than an unfiltered one",
+                mode.as_str().unwrap_or("?"),
+                policy.net.origin
+            )));
+        }
+        Ok(VmSession {
+            backend: self,
+            policy,
+            degraded,
+            ran: false,
+        })
+    }
+}
+
+/// One VM, for one command.
+pub struct VmSession<'p> {
+    backend: &'p VmBackend,
+    policy: &'p Policy,
+    degraded: Degraded,
+    ran: bool,
+}
+
+impl Session for VmSession<'_> {
+    type Error = VmError;
+
+    fn layers(&self) -> Layers {
+        self.backend.layers(self.policy, self.degraded)
+    }
+
+    fn control_channel(&mut self) -> Result<ControlChannel, VmError> {
+        Err(VmError::Unsupported(
+            "a control channel (cordon serve)".into(),
+        ))
+    }
+
+    fn exec(&mut self, command: &Command, additions: Additions) -> Result<Outcome, VmError> {
+        if std::mem::replace(&mut self.ran, true) {
+            return Err(VmError::Unsupported(
+                "a second command in one session".into(),
+            ));
+        }
+        let Additions {
+            files,
+            env,
+            egress,
+            control,
+        } = additions;
+        let program = match &command.program {
+            Program::Named(name) => utf8(name, "the command")?,
+            Program::Cordon => {
+                return Err(VmError::Unsupported(
+                    "cordon's own agent (cordon serve)".into(),
+                ));
+            }
+        };
+        if command.terminal == Terminal::Pty {
+            return Err(VmError::Unsupported(
+                "a terminal (an interactive cordon shell or pi)".into(),
+            ));
+        }
+        if egress.is_some() {
+            return Err(VmError::Unsupported("a network".into()));
+        }
+        if control.is_some() {
+            return Err(VmError::Unsupported(
+                "a control channel (cordon serve)".into(),
+            ));
+        }
+        let mut argv = vec![program];
+        for arg in &command.args {
+            argv.push(utf8(arg, "an argument")?);
+        }
+        let cwd = command.cwd.as_deref().unwrap_or(&self.policy.workspace);
+        let cwd = utf8(cwd.as_os_str(), "the working directory")?;
+
+        let config = Config::for_policy(&self.policy.vm);
+        let qemu = find_program(&config.qemu)
+            .ok_or_else(|| VmError::QemuMissing(config.qemu.display().to_string()))?;
+        let own =
+            std::env::current_exe().map_err(|e| VmError::Spawn("cordon's own binary".into(), e))?;
+        let image = image::assemble(&Spec {
+            kernel: image::find_kernel(None)?,
+            agent: own,
+            extras: Vec::new(),
+            cache: image::cache_dir()?,
+        })?;
+        let open = |path: &Path| -> Result<OwnedFd, VmError> {
+            std::fs::File::open(path)
+                .map(OwnedFd::from)
+                .map_err(|e| VmError::Image(image::ImageError::Io(path.to_path_buf(), e)))
+        };
+        // Handed to QEMU as descriptors: the view need not show the cache.
+        let (kernel, initrd) = (open(&image.vmlinux)?, open(&image.initramfs)?);
+        let accel = self.backend.accel().clone();
+        let (channel_host, channel_guest) = UnixStream::pair()?;
+        let (console_host, console_guest) = UnixStream::pair()?;
+        let fd_path = |fd: &OwnedFd| format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let io = QemuIo {
+            kernel: fd_path(&kernel),
+            initrd: fd_path(&initrd),
+            channel_fd: channel_guest.as_raw_fd(),
+            console_fd: Some(console_guest.as_raw_fd()),
+            share: Some(SERVED_VIEW.to_string()),
+        };
+        let args = qemu_args(&config, &io, accel.kvm, host_tsc_khz());
+
+        let environment: Arc<Mutex<Option<Vec<(String, String)>>>> = Arc::default();
+        let stop = Stop::default();
+        let tail = Arc::new(Mutex::new(Tail::default()));
+        let (done, result) = mpsc::channel();
+        let host = Host {
+            channel: channel_host,
+            console: console_host,
+            environment: environment.clone(),
+            stop: stop.clone(),
+            tail: tail.clone(),
+            argv,
+            cwd,
+            boot_timeout: config.boot_timeout,
+        };
+        let mut os = self.backend.os.start(self.policy, self.degraded)?;
+        os.serve_view(ViewServer {
+            fds: vec![channel_guest.into(), console_guest.into(), kernel, initrd],
+            devices: if accel.kvm { vec!["kvm"] } else { Vec::new() },
+            environment: Box::new(move |env| {
+                *environment.lock().unwrap_or_else(|e| e.into_inner()) = Some(env);
+            }),
+            serve: Box::new(move || {
+                let _ = done.send(host.run());
+            }),
+            stop,
+        });
+        let qemu_command = Command {
+            program: Program::Named(qemu.into_os_string()),
+            args: args.into_iter().map(OsString::from).collect(),
+            cwd: Some(PathBuf::from("/")),
+            terminal: Terminal::Inherit,
+            timeout: command.timeout,
+        };
+        let outcome = os.exec(
+            &qemu_command,
+            Additions {
+                files,
+                env,
+                egress: None,
+                control: None,
+            },
+        )?;
+        os.end()?;
+        let qemu_status = match outcome {
+            Outcome::TimedOut(after) => return Ok(Outcome::TimedOut(after)),
+            Outcome::Exited { status, message } => (status, message),
+        };
+        // The host side ends once QEMU is gone (its channel closes); it was never
+        // started if the sandbox failed before QEMU ran.
+        let ran = result.recv().map_err(|_| VmError::Boot {
+            why: format!("QEMU's sandbox ended with status {}", qemu_status.0),
+            console: qemu_status.1.clone().unwrap_or_default(),
+        })?;
+        match ran {
+            Ok(status) => Ok(Outcome::Exited {
+                status: status.shell_code(),
+                message: None,
+            }),
+            Err(VmError::ExecFailed { status, error }) => Ok(Outcome::Exited {
+                status,
+                message: Some(error),
+            }),
+            Err(VmError::Boot { why, console }) => Err(VmError::Boot {
+                why: match qemu_status {
+                    (status, _) if why == CLOSED => format!("QEMU exited with status {status}"),
+                    _ => why,
+                },
+                console,
+            }),
+            Err(VmError::Ended(_)) => Err(VmError::Ended(tail_text(&tail))),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn end(self) -> Result<(), VmError> {
+        // The VM ended with its command (its QEMU's sandbox is gone).
+        Ok(())
+    }
+}
+
+/// What a boot that ended before the agent was ready says, replaced by QEMU's
+/// status once known.
+const CLOSED: &str = "QEMU exited";
+
+/// The host side of one session's VM, run on a thread of its own once QEMU's
+/// sandbox exists.
+struct Host {
+    channel: UnixStream,
+    console: UnixStream,
+    /// The command's environment, set before QEMU's sandbox starts.
+    environment: Arc<Mutex<Option<Vec<(String, String)>>>>,
+    stop: Stop,
+    tail: Arc<Mutex<Tail>>,
+    argv: Vec<String>,
+    cwd: String,
+    boot_timeout: Duration,
+}
+
+impl Host {
+    /// Waits for the agent, runs the command with its output on this process's
+    /// stdout and stderr, then powers the VM off (or kills QEMU's sandbox).
+    fn run(self) -> Result<Status, VmError> {
+        let Host {
+            channel,
+            console,
+            environment,
+            stop,
+            tail,
+            argv,
+            cwd,
+            boot_timeout,
+        } = self;
+        drain(console, tail.clone());
+        let mut channel = match Channel::new(channel) {
+            Ok(c) => c,
+            Err(e) => {
+                stop.stop();
+                return Err(e.into());
+            }
+        };
+        if let Err(not_ready) = channel.ready(boot_timeout) {
+            stop.stop();
+            return Err(VmError::Boot {
+                why: match not_ready {
+                    NotReady::Closed => CLOSED.to_string(),
+                    NotReady::Failed(why) => why,
+                },
+                console: tail_text(&tail),
+            });
+        }
+        let env = (environment.lock().unwrap_or_else(|e| e.into_inner()))
+            .take()
+            .unwrap_or_default();
+        let request = ExecRequest {
+            argv,
+            env,
+            cwd,
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+        };
+        let result = channel.exec(
+            &request,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        );
+        let usable = matches!(result, Ok(_) | Err(VmError::ExecFailed { .. }));
+        // The guest syncs its file system and powers off; QEMU's sandbox is
+        // killed if it does not, or if the guest broke the protocol.
+        if !usable || !channel.close(POWER_OFF_WAIT) {
+            stop.stop();
+        }
+        result
+    }
+}
+
+/// `name` as UTF-8, which the protocol carries (JSON strings).
+fn utf8(name: &std::ffi::OsStr, what: &str) -> Result<String, VmError> {
+    name.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| VmError::Request(format!("{what} is not UTF-8: {}", name.display())))
+}
+
+/// `program` if it is a path, else found in this process's `PATH`.
+fn find_program(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
