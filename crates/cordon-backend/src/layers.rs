@@ -182,6 +182,20 @@ mod tests {
     }
 
     #[test]
+    fn a_vm_is_named_only_when_there_is_one() {
+        let mut layers = full();
+        layers.0.insert(0, Layer::Vm { kvm: false });
+        let json = serde_json::to_value(&layers).unwrap();
+        assert_eq!(json["vm"], "tcg");
+        assert!(serde_json::to_value(full()).unwrap().get("vm").is_none());
+        assert!(
+            layers
+                .to_string()
+                .starts_with("QEMU VM on TCG; namespaces user")
+        );
+    }
+
+    #[test]
     fn prints_on_one_line() {
         assert_eq!(
             full().to_string(),

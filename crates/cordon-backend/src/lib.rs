@@ -22,8 +22,8 @@
 //! --allow-degraded limits` warns with it.
 //!
 //! The OS backend (`cordon_sandbox::OsBackend`: namespaces, the mount view,
-//! Landlock, seccomp) implements this today; a VM backend will implement the same
-//! traits. Nothing here is Linux-specific beyond std's socket types.
+//! Landlock, seccomp) implements this, and the VM backend (`cordon_vm::VmBackend`:
+//! QEMU in an OS sandbox, the guest's root that sandbox's view). Nothing here is Linux-specific beyond std's socket types.
 
 mod launch;
 mod layers;
@@ -38,14 +38,14 @@ pub use limits::{Assessment, Hold, LimitKind, LimitsAssessment};
 
 use cordon_policy::Policy;
 
-/// The backends cordon knows of, built or not (`--backend`).
+/// The backends cordon has (`--backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     /// Linux namespaces, a mount view, Landlock, seccomp (cordon-sandbox).
     #[default]
     Os,
-    /// A QEMU microVM. Not built yet.
+    /// A QEMU VM whose file system is the OS backend's view (cordon-vm).
     Vm,
 }
 
@@ -63,13 +63,6 @@ impl std::fmt::Display for BackendKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// A backend that this build does not have.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the {kind} backend is not built yet (issue: VM backend)")]
-pub struct NotBuilt {
-    pub kind: BackendKind,
 }
 
 /// A place to run processes under a policy.

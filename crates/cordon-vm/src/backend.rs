@@ -91,12 +91,10 @@ impl Backend for VmBackend {
         if policy.net.value != NetMode::None {
             // The mode as --net spells it.
             let mode = serde_json::to_value(policy.net.value).unwrap_or_default();
-            return Err(VmError::Unsupported(format!(
-                "a network (--net {}, set by {}): the VM has no network device yet, and none \
-                 is given rather than an unfiltered one",
-                mode.as_str().unwrap_or("?"),
-                policy.net.origin
-            )));
+            return Err(VmError::NoNetwork {
+                mode: mode.as_str().unwrap_or("?").to_string(),
+                origin: policy.net.origin.to_string(),
+            });
         }
         Ok(VmSession {
             backend: self,

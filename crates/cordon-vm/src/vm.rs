@@ -126,8 +126,21 @@ pub enum VmError {
     Io(#[from] io::Error),
     #[error("the vm backend does not do {0} yet; use --backend os")]
     Unsupported(String),
+    #[error(
+        "the vm backend has no network yet (--net {mode}, set by {origin}): the VM gets no \
+         network device rather than an unfiltered one; use --net none, or --backend os"
+    )]
+    NoNetwork { mode: String, origin: String },
     #[error(transparent)]
     Sandbox(#[from] cordon_sandbox::SandboxError),
+}
+
+impl VmError {
+    /// Whether this is something the VM backend does not do (yet), refused
+    /// before anything ran, rather than a failure while doing it.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, VmError::Unsupported(_) | VmError::NoNetwork { .. })
+    }
 }
 
 fn console_note(console: &str) -> String {

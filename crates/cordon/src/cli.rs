@@ -15,7 +15,7 @@ use std::path::PathBuf;
                   read-only, secrets hidden, no network and no way out.\n\
                   Exit status: the command's own; 128+N if it died of signal N; 124 on \
                   timeout; 125 if cordon itself failed; 126 not executable; 127 not found; \
-                  69 if the chosen --backend is not built."
+                  69 if the chosen --backend does not do what was asked (yet)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -137,7 +137,8 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
 pub enum BackendArg {
     /// Linux namespaces, a mount view, Landlock and seccomp.
     Os,
-    /// A QEMU microVM: not built yet.
+    /// A QEMU VM (KVM, else TCG) whose file system is the OS backend's view,
+    /// QEMU itself in an OS sandbox; `run` only, no network yet.
     Vm,
 }
 
@@ -154,7 +155,8 @@ pub enum DegradedLayer {
 #[derive(Args, Debug, Clone)]
 pub struct RunOptions {
     /// Where the sandbox runs: os (Linux namespaces, a mount view, Landlock and
-    /// seccomp). vm is not built yet. Default: $CORDON_BACKEND, else os.
+    /// seccomp); vm (a QEMU VM seeing the same view; `run` only, no network
+    /// yet). Default: $CORDON_BACKEND, else os.
     #[arg(
         long,
         value_enum,

@@ -38,7 +38,10 @@ impl From<SessionError> for Failure {
     /// What the backend refuses to do, as opposed to a failure while doing it.
     fn from(e: SessionError) -> Failure {
         if let SessionError::Backend(backend) = &e {
-            if let Some(VmError::Unsupported(_)) = backend.downcast_ref::<VmError>() {
+            if backend
+                .downcast_ref::<VmError>()
+                .is_some_and(VmError::is_unsupported)
+            {
                 return Failure::Unavailable(e.to_string());
             }
         }
@@ -86,10 +89,7 @@ pub fn dispatch(command: Commands) -> Result<u8, Failure> {
 fn refuse_on_vm(backend: &impl cordon_backend::Backend, what: &str) -> Result<(), Failure> {
     if backend.kind() == cordon_backend::BackendKind::Vm {
         return Err(Failure::Unavailable(
-            VmError::Unsupported(format!(
-                "{what} (stdin and terminals do not reach the VM yet)"
-            ))
-            .to_string(),
+            VmError::Unsupported(format!("{what} (no stdin or terminal in the VM)")).to_string(),
         ));
     }
     Ok(())

@@ -29,3 +29,4 @@ mod proc_masks;
 mod serve;
 mod serve_tmp;
 mod vm;
+mod vm_backend;

@@ -70,6 +70,8 @@ fn run(vm: &mut Vm, argv: &[&str]) -> Result<(Status, String, String), VmError> 
         argv: argv.iter().map(|s| s.to_string()).collect(),
         env: vec![("PATH".into(), "/bin".into())],
         cwd: "/".into(),
+        uid: 0,
+        gid: 0,
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let status = vm.exec(&request, &mut out, &mut err)?;
@@ -128,7 +130,10 @@ fn microvm_boots_and_runs_commands_through_the_agent() {
 
     // A program that does not exist: an error, and the VM still serves.
     match run(&mut vm, &["/no/such/program"]) {
-        Err(VmError::ExecFailed(e)) => assert!(e.contains("/no/such/program"), "{e}"),
+        Err(VmError::ExecFailed { status, error }) => {
+            assert_eq!(status, 127);
+            assert!(error.contains("/no/such/program"), "{error}");
+        }
         other => panic!("expected ExecFailed, got {other:?}"),
     }
     // More output than one frame carries, in order.

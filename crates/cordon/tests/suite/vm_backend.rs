@@ -1,0 +1,282 @@
+//! `cordon run --backend vm` for real: QEMU (TCG here) in an OS sandbox of the
+//! policy, the guest's root the sandbox's view served over 9p (docs/vm.md).
+//!
+//! Every test asserts an effect on the host, as root and as an ordinary user,
+//! with a positive control. Each `cordon run --backend vm` boots a VM (2–5 s
+//! under TCG), so the checks of one boot are gathered in one script; six boots
+//! in all. The boot files are assembled once per user into a cache shared by
+//! the tests (`$XDG_CACHE_HOME`). Skipped, saying why, without QEMU or a kernel.
+
+use crate::common;
+
+use common::*;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Why the VM backend cannot run here, if it cannot (something not installed).
+fn missing() -> Option<String> {
+    let qemu = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("qemu-system-x86_64").is_file()));
+    if !qemu {
+        return Some("no qemu-system-x86_64 in PATH (apt-get install qemu-system-x86)".into());
+    }
+    cordon_vm::image::find_kernel(None)
+        .err()
+        .map(|e| format!("{e} (apt-get install linux-image-amd64)"))
+}
+
+/// The boot files' cache of `fx`'s user, shared by the tests (one vmlinux
+/// unpacked per user, not per test).
+fn cache(fx: &Fixture) -> PathBuf {
+    let dir = base_dir().join(format!("vm-cache-{}", fx.user.label()));
+    fs::create_dir_all(&dir).unwrap();
+    if !fx.user.is_root() {
+        let chown = Command::new("chown")
+            .arg(format!("{}:{}", fx.user.uid, fx.user.gid))
+            .arg(&dir)
+            .status();
+        assert!(chown.is_ok_and(|s| s.success()));
+    }
+    dir
+}
+
+/// `cordon run --backend vm OPTS -- sh -c SCRIPT` as `fx`'s user.
+fn vm_cmd(fx: &Fixture, opts: &[&str], script: &str) -> Command {
+    let mut args = vec!["run", "--backend", "vm"];
+    args.extend_from_slice(opts);
+    args.extend_from_slice(&["--", "sh", "-c", script]);
+    let mut cmd = fx.cordon_cmd(&args);
+    cmd.env("XDG_CACHE_HOME", cache(fx));
+    cmd
+}
+
+fn vm_sh(fx: &Fixture, opts: &[&str], script: &str) -> Output {
+    run_cmd(vm_cmd(fx, opts, script), None, Duration::from_secs(120))
+}
+
+/// The guest's file system is the OS backend's view, enforced on the host:
+/// the workspace writable at its host path, the home and the rest read-only, a
+/// secret unreadable, whatever the guest (root, when cordon runs as root) does
+/// to its own mounts and devices. Output streams and the exit status pass
+/// through. Positive controls: the same writes without cordon succeed, and the
+/// write into the workspace does.
+#[test]
+fn the_guest_sees_the_policys_view_and_changes_nothing_else() {
+    if let Some(why) = missing() {
+        return eprintln!("skipped: {why}");
+    }
+    for_each_user("vm-view", |fx| {
+        let name = fx.root.file_name().unwrap().to_string_lossy().into_owned();
+        let etc = PathBuf::from(format!("/etc/cordon-{name}"));
+        let _cleanup = Defer(|| {
+            let _ = fs::remove_file(&etc);
+        });
+        let script = format!(
+            r#"
+            W={work}; H={home}; O={outside}; E={etc}
+            echo inside > "$W/inside"
+            echo "pwd=$(pwd) home=$HOME uid=$(id -u)"
+            echo to-stderr >&2
+            for f in "$H/vm-x" "$O/vm-x" "$E"; do echo x > "$f" && echo "WROTE $f"; done
+            cat "$H/.ssh/id_rsa" "$H/.aws/credentials"
+            echo "blocks=$(ls /sys/class/block | wc -l)"
+            ls /dev | grep -E '^(vd|sd|hd|nvme|mmcblk)' && echo "A DISK"
+            # As guest root: a device node in the workspace (/dev/mem's numbers),
+            # the view's mounts undone, the share remounted, the host's files
+            # chmodded.
+            mknod "$W/mem" c 1 1
+            chmod 777 "$H" "$O"
+            mount -o remount,rw / ; umount -l /proc ; umount -l /dev ; umount -l /sys
+            ls /proc /sys /dev | head -3
+            mkdir -p /tmp/m && mount -t 9p -o trans=virtio,version=9p2000.L cordon-root /tmp/m &&
+                {{ echo y > "/tmp/m$O/vm-y" && echo "WROTE via remount"; cat "/tmp/m$H/.ssh/id_rsa"; }}
+            for f in "$H/vm-z" "$O/vm-z" "$E"; do echo x > "$f" && echo "WROTE $f"; done
+            exit 7
+            "#,
+            work = fx.work.display(),
+            home = fx.home.display(),
+            outside = fx.outside.display(),
+            etc = etc.display(),
+        );
+        let modes = [&fx.home, &fx.outside].map(|p| fs::metadata(p).unwrap().mode());
+        let out = vm_sh(fx, &[], &script);
+        out.assert_status(7);
+        // Streams, working directory, environment and user: the host's.
+        out.assert_stderr_contains("to-stderr");
+        out.assert_stdout_contains(&format!(
+            "pwd={} home={} uid={}",
+            fx.work.display(),
+            fx.home.display(),
+            fx.user.uid
+        ));
+        // The positive control inside: the workspace takes the write, as the user.
+        let inside = fx.work.join("inside");
+        assert_eq!(fs::read_to_string(&inside).unwrap(), "inside\n", "{out}");
+        assert_eq!(fs::metadata(&inside).unwrap().uid(), fx.user.uid);
+        // Nothing else changed on the host.
+        assert!(!out.stdout_str().contains("WROTE"), "{out}");
+        for name in ["vm-x", "vm-y", "vm-z"] {
+            assert_not_exists(&fx.home.join(name));
+            assert_not_exists(&fx.outside.join(name));
+        }
+        assert_not_exists(&etc);
+        let node = fs::symlink_metadata(fx.work.join("mem"));
+        assert!(
+            !node.is_ok_and(|m| m.file_type().is_char_device()),
+            "the guest made a device node on the host\n{out}"
+        );
+        let after = [&fx.home, &fx.outside].map(|p| fs::metadata(p).unwrap().mode());
+        assert_eq!(modes, after, "the guest changed a host directory's mode");
+        out.assert_not_printed(&fx.marker);
+        out.assert_stdout_contains("blocks=0");
+        assert!(!out.stdout_str().contains("A DISK"), "{out}");
+        // The positive control outside: without cordon the same writes succeed.
+        let control = fx.host_sh(&format!(
+            "echo x > {h}/vm-x && echo x > {o}/vm-x && cat {h}/.ssh/id_rsa",
+            h = fx.home.display(),
+            o = fx.outside.display()
+        ));
+        control.assert_success().assert_stdout_contains(&fx.marker);
+        assert!(fx.home.join("vm-x").exists() && fx.outside.join("vm-x").exists());
+        if fx.user.is_root() {
+            fs::write(&etc, "x").expect("root writes /etc without cordon");
+        }
+    });
+}
+
+/// A signal's death is 128+N, a missing program 127, as with the OS backend;
+/// `--allow-write` makes a path outside the workspace writable in the guest too.
+#[test]
+fn exit_statuses_and_allow_write_pass_through() {
+    if let Some(why) = missing() {
+        return eprintln!("skipped: {why}");
+    }
+    let user = users().pop().unwrap();
+    let fx = Fixture::new(&user, "vm-status");
+    let outside = fx.outside.display().to_string();
+    let out = vm_sh(
+        &fx,
+        &["--allow-write", &outside],
+        &format!("echo y > {outside}/allowed; kill -9 $$"),
+    );
+    out.assert_status(137);
+    assert_eq!(
+        fs::read_to_string(fx.outside.join("allowed")).unwrap(),
+        "y\n",
+        "{out}"
+    );
+    let out = run_cmd(
+        {
+            let mut cmd = fx.cordon_cmd(&["run", "--backend", "vm", "--", "no-such-program"]);
+            cmd.env("XDG_CACHE_HOME", cache(&fx));
+            cmd
+        },
+        None,
+        Duration::from_secs(120),
+    );
+    out.assert_status(127)
+        .assert_stderr_contains("no-such-program");
+}
+
+/// What the VM backend does not do yet is refused with status 69 before any VM
+/// starts, never run without it: a network (no device at all rather than an
+/// unfiltered one). Positive control: the OS backend runs the same command.
+#[test]
+fn a_network_is_refused_not_left_open() {
+    for_each_user("vm-net", |fx| {
+        for opts in [
+            &["--net", "host"][..],
+            &["--allow-domain", "example.com"][..],
+        ] {
+            let mut args = vec!["run", "--backend", "vm"];
+            args.extend_from_slice(opts);
+            args.extend_from_slice(&["--", "touch", "ran"]);
+            let out = fx.cordon(&args);
+            out.assert_status(69)
+                .assert_stderr_contains("cordon: the vm backend has no network yet (--net ");
+            assert_not_exists(&fx.work.join("ran"));
+            let mut args = vec!["run", "--backend", "os"];
+            args.extend_from_slice(opts);
+            args.extend_from_slice(&["--", "touch", "ran"]);
+            fx.cordon(&args).assert_success();
+            fs::remove_file(fx.work.join("ran")).unwrap();
+        }
+    });
+}
+
+/// The pids of `pid`'s descendants whose program is QEMU.
+fn qemu_below(pid: u32) -> Vec<u32> {
+    let parent_of = |p: u32| -> Option<u32> {
+        let stat = fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let is_qemu = fs::read_link(format!("/proc/{p}/exe"))
+            .is_ok_and(|exe| exe.to_string_lossy().contains("qemu-system"));
+        let mut up = parent_of(p);
+        let mut below = false;
+        for _ in 0..16 {
+            match up {
+                Some(q) if q == pid => {
+                    below = true;
+                    break;
+                }
+                Some(q) if q > 1 => up = parent_of(q),
+                _ => break,
+            }
+        }
+        if is_qemu && below {
+            found.push(p);
+        }
+    }
+    found
+}
+
+/// A SIGKILL of cordon ends QEMU and everything of the VM: QEMU runs in an OS
+/// sandbox whose supervisor dies with cordon. Positive control: QEMU runs below
+/// cordon while the command does.
+#[test]
+fn sigkill_of_cordon_leaves_no_qemu() {
+    if let Some(why) = missing() {
+        return eprintln!("skipped: {why}");
+    }
+    for_each_user("vm-kill", |fx| {
+        let started = fx.work.join("started");
+        let mut cmd = vm_cmd(fx, &[], &format!("touch {}; sleep 600", started.display()));
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut cordon = cmd.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !started.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(started.exists(), "the command never ran in the VM");
+        let qemu = qemu_below(cordon.id());
+        assert!(!qemu.is_empty(), "no QEMU below cordon {}", cordon.id());
+        cordon.kill().unwrap();
+        cordon.wait().unwrap();
+        let gone = |p: &u32| proc_state(*p).is_none_or(|s| s == 'Z');
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !qemu.iter().all(gone) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left: Vec<u32> = qemu.iter().copied().filter(|p| !gone(p)).collect();
+        for p in &left {
+            if let Some(pid) = rustix::process::Pid::from_raw(*p as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        assert!(left.is_empty(), "QEMU {left:?} outlived SIGKILLed cordon");
+    });
+}
