@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod backend;
+pub mod doctor;
 pub mod image;
 pub mod protocol;
 pub mod vm;

@@ -182,23 +182,28 @@ pub fn choose_accel(accel: Accel) -> AccelChoice {
             kvm: false,
             why: "TCG requested".into(),
         },
-        Accel::Auto => {
-            let layers = cordon_sandbox::probe::run_vm_backend(Duration::from_secs(2));
-            match layers.iter().find(|l| l.id == "kvm") {
-                Some(l) if l.ok => AccelChoice {
-                    kvm: true,
-                    why: l.detail.clone(),
-                },
-                Some(l) => AccelChoice {
-                    kvm: false,
-                    why: format!("TCG: {}", l.cause.as_deref().unwrap_or(&l.detail)),
-                },
-                None => AccelChoice {
-                    kvm: false,
-                    why: "TCG: no KVM probe".into(),
-                },
-            }
-        }
+        Accel::Auto => accel_from(&cordon_sandbox::probe::run_vm_backend(Duration::from_secs(
+            2,
+        ))),
+    }
+}
+
+/// The accelerator the probes of `cordon doctor`'s VM section choose: KVM when
+/// it runs ordinary guests at hardware speed, else TCG, and why.
+pub fn accel_from(probes: &[cordon_sandbox::probe::Layer]) -> AccelChoice {
+    match probes.iter().find(|l| l.id == "kvm") {
+        Some(l) if l.ok => AccelChoice {
+            kvm: true,
+            why: l.detail.clone(),
+        },
+        Some(l) => AccelChoice {
+            kvm: false,
+            why: format!("TCG: {}", l.cause.as_deref().unwrap_or(&l.detail)),
+        },
+        None => AccelChoice {
+            kvm: false,
+            why: "TCG: no KVM probe".into(),
+        },
     }
 }
 

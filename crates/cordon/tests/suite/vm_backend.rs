@@ -244,9 +244,41 @@ fn qemu_below(pid: u32) -> Vec<u32> {
     found
 }
 
+/// QEMU (`pid`) runs in an OS sandbox of cordon's: namespaces of its own,
+/// seccomp, no_new_privs, no capabilities (checked against this test process,
+/// which has none of these: the positive control).
+fn assert_confined(pid: u32) {
+    let status = |p: &str| fs::read_to_string(format!("/proc/{p}/status")).unwrap();
+    let field = |text: &str, name: &str| -> String {
+        (text.lines())
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    let (qemu, me) = (status(&pid.to_string()), status("self"));
+    assert_eq!(field(&qemu, "Seccomp:"), "2", "QEMU without seccomp");
+    assert_eq!(field(&qemu, "NoNewPrivs:"), "1");
+    assert_eq!(field(&qemu, "CapEff:"), "0000000000000000");
+    assert_eq!(field(&qemu, "CapPrm:"), "0000000000000000");
+    assert_eq!(
+        field(&me, "Seccomp:"),
+        "0",
+        "the test process itself is confined"
+    );
+    for ns in ["user", "mnt", "pid", "net", "ipc"] {
+        let of = |p: &str| fs::read_link(format!("/proc/{p}/ns/{ns}")).unwrap();
+        assert_ne!(
+            of(&pid.to_string()),
+            of("self"),
+            "QEMU shares the {ns} namespace"
+        );
+    }
+}
+
 /// A SIGKILL of cordon ends QEMU and everything of the VM: QEMU runs in an OS
 /// sandbox whose supervisor dies with cordon. Positive control: QEMU runs below
-/// cordon while the command does.
+/// cordon while the command does, confined as the OS backend confines commands.
 #[test]
 fn sigkill_of_cordon_leaves_no_qemu() {
     if let Some(why) = missing() {
@@ -264,6 +296,9 @@ fn sigkill_of_cordon_leaves_no_qemu() {
         assert!(started.exists(), "the command never ran in the VM");
         let qemu = qemu_below(cordon.id());
         assert!(!qemu.is_empty(), "no QEMU below cordon {}", cordon.id());
+        for p in &qemu {
+            assert_confined(*p);
+        }
         cordon.kill().unwrap();
         cordon.wait().unwrap();
         let gone = |p: &u32| proc_state(*p).is_none_or(|s| s == 'Z');

@@ -1,0 +1,159 @@
+//! `cordon doctor`'s VM section: what `--backend vm` would use here (the
+//! accelerator, QEMU, the kernel), whether it can run, and what is degraded.
+
+use crate::image::find_kernel;
+use crate::vm::accel_from;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// The QEMU version from which memory snapshots (`file:` migration,
+/// `mapped-ram`) will be possible; they are not built yet on any version.
+const SNAPSHOT_QEMU: (u32, u32) = (8, 2);
+
+/// What `--backend vm` would use here.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmReport {
+    /// `--backend vm` can run here (QEMU and a kernel found).
+    pub ready: bool,
+    /// `kvm` or `tcg`, and why.
+    pub accelerator: &'static str,
+    pub accelerator_why: String,
+    /// QEMU's path and version, as `qemu-system-x86_64 --version` says.
+    pub qemu: Option<String>,
+    /// The kernel image booted, and its release.
+    pub kernel: Option<String>,
+    /// What keeps `--backend vm` from running, each with its fix.
+    pub problems: Vec<String>,
+    /// What runs, but less well than it could.
+    pub degraded: Vec<String>,
+}
+
+/// Probes what the VM backend would use (each probe in a child, with a
+/// deadline, as the other probes of `cordon doctor`).
+pub fn report() -> VmReport {
+    let probes = cordon_sandbox::probe::run_vm_backend(Duration::from_secs(2));
+    let accel = accel_from(&probes);
+    let mut problems = Vec::new();
+    let mut degraded = Vec::new();
+    let qemu = probes.iter().find(|l| l.id == "qemu");
+    let qemu_text = match qemu {
+        Some(l) if l.ok => Some(l.detail.clone()),
+        Some(l) => {
+            problems.push(format!(
+                "{}: {}",
+                l.detail,
+                l.fix.as_deref().unwrap_or("install QEMU")
+            ));
+            None
+        }
+        None => {
+            problems.push("QEMU was not probed".into());
+            None
+        }
+    };
+    let kernel = match find_kernel(None) {
+        Ok(k) => Some(format!(
+            "{} ({})",
+            k.image.display(),
+            k.release.as_deref().unwrap_or("release unknown")
+        )),
+        Err(e) => {
+            problems.push(format!(
+                "{e}: install one (`sudo apt-get install linux-image-amd64`)"
+            ));
+            None
+        }
+    };
+    if !accel.kvm {
+        degraded.push(
+            "no KVM (above): QEMU emulates the CPU (TCG), isolated all the same, but a boot \
+             takes seconds and code runs several times slower"
+                .into(),
+        );
+    }
+    let version = qemu_text.as_deref().and_then(qemu_version);
+    let snapshots = match version {
+        Some(v) if v < SNAPSHOT_QEMU => format!(
+            ", and QEMU {}.{} could not take them (`file:` migration needs {}.{})",
+            v.0, v.1, SNAPSHOT_QEMU.0, SNAPSHOT_QEMU.1
+        ),
+        _ => String::new(),
+    };
+    degraded.push(format!(
+        "no memory snapshots: not built yet{snapshots}; every session boots its VM cold"
+    ));
+    degraded.push(
+        "the file share is 9p (virtiofs is not used yet): many small files are slower".into(),
+    );
+    degraded.push(
+        "no network in the VM yet: a policy asking for one is refused with --backend vm".into(),
+    );
+    VmReport {
+        ready: problems.is_empty(),
+        accelerator: if accel.kvm { "kvm" } else { "tcg" },
+        accelerator_why: accel.why.trim_start_matches("TCG: ").to_string(),
+        qemu: qemu_text,
+        kernel,
+        problems,
+        degraded,
+    }
+}
+
+/// QEMU's major and minor version in the probe's text (`PATH 7.2.22 (Debian ...)`).
+fn qemu_version(text: &str) -> Option<(u32, u32)> {
+    let version = text.split_whitespace().nth(1)?;
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??))
+}
+
+/// The section as `cordon doctor` prints it.
+pub fn render_text(report: &VmReport) -> String {
+    let mut out = String::new();
+    let mark = if report.ready { '✓' } else { '✗' };
+    let verdict = if report.ready {
+        "--backend vm can run here"
+    } else {
+        "--backend vm cannot run here"
+    };
+    let _ = writeln!(out, "VM backend (optional): {mark} {verdict}");
+    let _ = writeln!(
+        out,
+        "  accelerator  {} ({})",
+        report.accelerator, report.accelerator_why
+    );
+    let none = "not found".to_string();
+    let _ = writeln!(
+        out,
+        "  QEMU         {}",
+        report.qemu.as_ref().unwrap_or(&none)
+    );
+    let _ = writeln!(
+        out,
+        "  kernel       {}",
+        report.kernel.as_ref().unwrap_or(&none)
+    );
+    for problem in &report.problems {
+        let _ = writeln!(out, "  missing: {problem}");
+    }
+    for note in &report.degraded {
+        let _ = writeln!(out, "  degraded: {note}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_qemus_version() {
+        assert_eq!(
+            qemu_version("/usr/bin/qemu-system-x86_64 7.2.22 (Debian 1:7.2+dfsg-7)"),
+            Some((7, 2))
+        );
+        assert_eq!(qemu_version("/usr/bin/qemu 10.0.2"), Some((10, 0)));
+        assert_eq!(qemu_version("/usr/bin/qemu"), None);
+        assert_eq!(qemu_version("/usr/bin/qemu x.y"), None);
+    }
+}
