@@ -197,6 +197,8 @@ fn echo() -> ExecRequest {
         argv: vec!["/bin/busybox".into(), "echo".into(), "hi".into()],
         env: vec![("PATH".into(), "/bin".into())],
         cwd: "/".into(),
+        uid: 0,
+        gid: 0,
     }
 }
 

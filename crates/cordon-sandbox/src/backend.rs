@@ -126,12 +126,16 @@ pub struct ViewServer {
     pub devices: Vec<&'static str>,
     /// Called once, before the command starts, with the environment a command
     /// of this policy gets.
-    pub environment: Box<dyn FnOnce(Vec<(String, String)>) + Send>,
+    pub environment: TakeEnvironment,
     /// Called once, on a thread of its own, right after the sandbox is made
     /// (the command may not have started yet).
     pub serve: Box<dyn FnOnce() + Send>,
     pub stop: Stop,
 }
+
+/// Takes the environment a command of the policy gets (see
+/// [`ViewServer::environment`]).
+pub type TakeEnvironment = Box<dyn FnOnce(Vec<(String, String)>) + Send>;
 
 /// Where a server of the view finds the tree it serves (see [`ViewServer`]).
 pub const SERVED_VIEW: &str = crate::view::SERVED_VIEW;

@@ -52,7 +52,7 @@ pub(crate) struct Additions {
 /// descriptors are in [`Additions::pass_fds`]).
 pub(crate) struct Server {
     pub devices: Vec<&'static str>,
-    pub environment: Box<dyn FnOnce(Vec<(String, String)>) + Send>,
+    pub environment: crate::backend::TakeEnvironment,
     pub stop: crate::backend::Stop,
 }
 

@@ -197,7 +197,7 @@ impl Session for VmSession<'_> {
         };
         let args = qemu_args(&config, &io, accel.kvm, host_tsc_khz());
 
-        let environment: Arc<Mutex<Option<Vec<(String, String)>>>> = Arc::default();
+        let environment: Environment = Arc::default();
         let stop = Stop::default();
         let tail = Arc::new(Mutex::new(Tail::default()));
         let (done, result) = mpsc::channel();
@@ -281,13 +281,16 @@ impl Session for VmSession<'_> {
 /// status once known.
 const CLOSED: &str = "QEMU exited";
 
+/// The command's environment, handed over by QEMU's sandbox before it starts.
+type Environment = Arc<Mutex<Option<Vec<(String, String)>>>>;
+
 /// The host side of one session's VM, run on a thread of its own once QEMU's
 /// sandbox exists.
 struct Host {
     channel: UnixStream,
     console: UnixStream,
     /// The command's environment, set before QEMU's sandbox starts.
-    environment: Arc<Mutex<Option<Vec<(String, String)>>>>,
+    environment: Environment,
     stop: Stop,
     tail: Arc<Mutex<Tail>>,
     argv: Vec<String>,
@@ -356,7 +359,7 @@ impl Host {
 fn utf8(name: &std::ffi::OsStr, what: &str) -> Result<String, VmError> {
     name.to_str()
         .map(str::to_string)
-        .ok_or_else(|| VmError::Request(format!("{what} is not UTF-8: {}", name.display())))
+        .ok_or_else(|| VmError::Request(format!("{what} is not UTF-8: {}", name.to_string_lossy())))
 }
 
 /// `program` if it is a path, else found in this process's `PATH`.
