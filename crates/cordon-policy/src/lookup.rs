@@ -128,7 +128,8 @@ impl Memo {
             Some(Entry::Missing | Entry::File | Entry::Other) => Entry::Missing,
             _ => look(path),
         };
-        self.seen.insert(path.as_os_str().to_os_string(), entry.clone());
+        self.seen
+            .insert(path.as_os_str().to_os_string(), entry.clone());
         entry
     }
 }

@@ -61,7 +61,12 @@ fn user_shell() -> PathBuf {
 fn execute(backend: &impl Backend, options: &RunOptions, command: Command) -> Result<u8, String> {
     let policy = resolve_policy(options)?;
     let egress = super::egress::additions(&policy)?;
-    execute_in(backend, options, start(backend, options, &policy, egress)?, command)
+    execute_in(
+        backend,
+        options,
+        start(backend, options, &policy, egress)?,
+        command,
+    )
 }
 
 /// The layers the user agreed to run without (`--allow-degraded`).
