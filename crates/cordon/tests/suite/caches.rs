@@ -434,3 +434,71 @@ fn npmrc_settings_are_shown_and_its_credentials_are_not() {
         );
     });
 }
+
+/// Reads `timeout` from pip's two user files as pip does (configparser, the later
+/// file winning), so no pip install is needed.
+const PIP_TIMEOUT: &str = r#"
+import configparser, os
+c = configparser.RawConfigParser()
+c.read([os.path.expanduser('~/.pip/pip.conf'), os.path.expanduser('~/.config/pip/pip.conf')])
+print('timeout', c.get('global', 'timeout', fallback='none'), c.get('global', 'retries', fallback='none'))
+"#;
+
+#[test]
+fn pip_conf_settings_are_shown_and_its_credentials_are_not() {
+    for_each_user("caches-pipconf", |fx| {
+        let (a, b) = fx.marker.split_at(fx.marker.len() / 2);
+        let xdg = fx.home.join(".config/pip/pip.conf");
+        let legacy = fx.home.join(".pip/pip.conf");
+        fx.write(
+            &xdg,
+            &format!(
+                "[global]\ntimeout = 61\nindex-url = https://user:{a}{b}@pypi.corp.example/simple\nextra-index-url =\n    https://x.example/simple?sig={a}{b}\n# {a}{b}\n"
+            ),
+        );
+        fx.write(
+            &legacy,
+            &format!("[global]\nretries = 7\ntrusted-host: {a}{b}\n"),
+        );
+        let originals = [fs::read(&xdg).unwrap(), fs::read(&legacy).unwrap()];
+        let script = format!(
+            "python3 -c \"$1\"; cat ~/.config/pip/pip.conf ~/.pip/pip.conf; python3 -c \"$0\" {a} {b}"
+        );
+        let out = fx.cordon(&["run", "--", "sh", "-c", &script, SCAN, PIP_TIMEOUT]);
+        out.assert_success();
+        let stdout = out.stdout_str();
+        assert_eq!(stdout.lines().next(), Some("timeout 61 7"), "{out}");
+        assert!(stdout.contains("hits: []"), "the marker is inside\n{out}");
+        out.assert_not_printed(&fx.marker);
+        assert!(
+            stdout.contains("your pip.conf without its credentials"),
+            "{out}"
+        );
+        assert_eq!(
+            [fs::read(&xdg).unwrap(), fs::read(&legacy).unwrap()],
+            originals,
+            "the host's pip.conf changed"
+        );
+
+        // Positive control: without cordon the scan finds the marker, and python
+        // reads the same settings.
+        let ctl = control_dir(fx);
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script, SCAN, PIP_TIMEOUT])
+            .env_clear()
+            .env("PATH", PATH)
+            .env("HOME", &fx.home)
+            .current_dir(&ctl);
+        fx.user.apply(&mut cmd);
+        let out = run_cmd(cmd, None, RUN_DEADLINE);
+        assert_eq!(
+            out.stdout_str().lines().next(),
+            Some("timeout 61 7"),
+            "{out}"
+        );
+        assert!(
+            out.stdout_str().contains("pip.conf'"),
+            "the control found nothing\n{out}"
+        );
+    });
+}
