@@ -1103,7 +1103,8 @@ impl Layers {
     }
 }
 
-/// The hidden settings files shown as copies without their credentials: `~/.npmrc`
+/// The hidden settings files shown as copies without their credentials
+/// ([`crate::sanitize::SANITIZED_FILES`]: `~/.npmrc`, pip's `pip.conf`), each
 /// while the built-in secret rule alone hides it (not when you hide it yourself,
 /// show it with `allow_read`, or hide the whole home) and it is a file. `rules`
 /// are not yet deduplicated.
@@ -1115,21 +1116,20 @@ fn sanitized_copies(
     if home_hidden {
         return Vec::new();
     }
-    let path = canonicalize_lenient(&home.join(".npmrc"));
     // (Before deduplication, which keeps the secret rule over a deny of yours.)
     let default_secret = |r: &PathRule| r.kind == RuleKind::Secret && r.origin == Origin::Default;
-    let hidden_by_default = rule_for_in(rules, &path)
-        .is_some_and(|r| r.path == path && r.access == Access::Deny)
-        && rules.iter().filter(|r| r.path == path).all(default_secret)
-        && rules.iter().any(|r| r.path == path && default_secret(r));
-    if hidden_by_default && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
-        vec![crate::sanitize::SanitizedCopy {
-            path,
-            format: crate::sanitize::SanitizeFormat::Npmrc,
-        }]
-    } else {
-        Vec::new()
-    }
+    crate::sanitize::SANITIZED_FILES
+        .iter()
+        .filter_map(|&(relative, format)| {
+            let path = canonicalize_lenient(&home.join(relative));
+            let hidden_by_default = rule_for_in(rules, &path)
+                .is_some_and(|r| r.path == path && r.access == Access::Deny)
+                && rules.iter().filter(|r| r.path == path).all(default_secret)
+                && rules.iter().any(|r| r.path == path && default_secret(r));
+            (hidden_by_default && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()))
+                .then_some(crate::sanitize::SanitizedCopy { path, format })
+        })
+        .collect()
 }
 
 /// Whether `path` lies outside the hidden `home`, or a rule strictly inside it

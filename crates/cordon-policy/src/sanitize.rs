@@ -3,7 +3,9 @@
 //! `~/.npmrc` is a built-in secret (it holds registry tokens), but also the user's
 //! npm settings (`fund=false`, a registry, a proxy): hidden whole, those silently
 //! vanish inside. So the sandbox sees a copy laid over it that keeps the settings
-//! and drops every line that is, or may be, a credential.
+//! and drops every line that is, or may be, a credential. pip's `pip.conf` is the
+//! same kind of file (an index URL may hold `user:token@`) and is cleaned by the
+//! same rules.
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -14,7 +16,17 @@ use std::path::PathBuf;
 pub enum SanitizeFormat {
     /// npm's ini file: see [`sanitize_npmrc`].
     Npmrc,
+    /// pip's ini file (`pip.conf`), cleaned by the same rules as `.npmrc`.
+    PipConf,
 }
+
+/// The hidden settings files shown as cleaned copies, relative to the home
+/// directory (each is also in [`crate::defaults::HOME_SECRETS`]).
+pub const SANITIZED_FILES: &[(&str, SanitizeFormat)] = &[
+    (".npmrc", SanitizeFormat::Npmrc),
+    (".config/pip/pip.conf", SanitizeFormat::PipConf),
+    (".pip/pip.conf", SanitizeFormat::PipConf),
+];
 
 /// A hidden file shown inside as a copy without its credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +41,7 @@ impl SanitizedCopy {
     pub fn sanitize(&self, text: &[u8]) -> String {
         match self.format {
             SanitizeFormat::Npmrc => sanitize_npmrc(text),
+            SanitizeFormat::PipConf => sanitize_pip_conf(text),
         }
     }
 }
@@ -52,6 +65,21 @@ const CREDENTIAL_WORDS: &[&str] = &["auth", "token", "pass", "secret", "email", 
 /// (`${NPM_TOKEN}`: the variable is not set inside, and npm stops at it). A file
 /// that is not UTF-8 keeps nothing. The copy starts with a comment that says so.
 pub fn sanitize_npmrc(text: &[u8]) -> String {
+    sanitize_ini(text, "~/.npmrc", false)
+}
+
+/// pip's `pip.conf` cleaned by the rules of [`sanitize_npmrc`], and more: its
+/// `key: value` lines are not `key=value`, and its indented lines continue the
+/// value above them (a second index URL, `?sig=TOKEN` included), so both are
+/// dropped.
+pub fn sanitize_pip_conf(text: &[u8]) -> String {
+    sanitize_ini(text, "pip.conf", true)
+}
+
+/// An ini file (`key=value` lines and `[section]`s) cleaned by the rules of
+/// [`sanitize_npmrc`]; `name` is the file the copy's first comment names;
+/// `continuations`: an indented line continues the value above it.
+fn sanitize_ini(text: &[u8], name: &str, continuations: bool) -> String {
     let text = std::str::from_utf8(text).unwrap_or("");
     let mut kept = Vec::new();
     let mut dropped = 0usize;
@@ -61,14 +89,15 @@ pub fn sanitize_npmrc(text: &[u8]) -> String {
             kept.push("");
             continue;
         }
-        if npmrc_line_is_safe(t) {
+        let continues = continuations && line.starts_with([' ', '\t']);
+        if !continues && npmrc_line_is_safe(t) {
             kept.push(t);
         } else {
             dropped += 1;
         }
     }
     let mut out = format!(
-        "; cordon: your ~/.npmrc without its credentials ({dropped} line(s) dropped: comments, tokens, passwords, per-registry settings)\n"
+        "; cordon: your {name} without its credentials ({dropped} line(s) dropped: comments, tokens, passwords, per-registry settings)\n"
     );
     for line in kept {
         out.push_str(line);
@@ -165,5 +194,31 @@ save-exact=true
         let out = sanitize_npmrc(b"[https://u:SECRET@x/]\n[section]\n\r\n\"_auth\"=SECRET\n");
         assert!(!out.contains("SECRET"), "{out}");
         assert!(out.contains("[section]"), "{out}");
+    }
+
+    #[test]
+    fn pip_settings_stay_and_credentials_go() {
+        let conf = "\
+[global]
+timeout = 60
+index-url = https://user:SECRET1@pypi.corp.example/simple
+extra-index-url =
+    https://pypi.org/simple
+    https://x.example/simple?sig=SECRET2
+trusted-host: SECRET3.example
+client-cert = /h/SECRET4.pem
+# SECRET5
+[install]
+no-compile = true
+";
+        let out = sanitize_pip_conf(conf.as_bytes());
+        assert!(!out.contains("SECRET"), "{out}");
+        for kept in ["[global]", "timeout = 60", "[install]", "no-compile = true"] {
+            assert!(out.lines().any(|l| l == kept), "{kept}: {out}");
+        }
+        assert!(out.starts_with("; cordon: your pip.conf"), "{out}");
+        // The same line indented is a setting of npm's, and a continuation of pip's.
+        assert!(sanitize_npmrc(b"  fund=false").contains("fund=false"));
+        assert!(!sanitize_pip_conf(b"  fund=false").contains("fund=false"));
     }
 }

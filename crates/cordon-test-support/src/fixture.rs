@@ -87,6 +87,50 @@ pub const SECRETS: &[&str] = &[
     ".sqlite_history",
     ".rediscli_history",
     ".claude/.credentials.json",
+    // Added with the second list (issue 11 class 7's variations).
+    ".aliyun/config.json",
+    ".config/scw/config.yaml",
+    ".config/openstack/clouds.yaml",
+    ".config/doctl/config.yaml",
+    ".config/hcloud/cli.toml",
+    ".config/linode-cli",
+    ".pulumi/credentials.json",
+    ".minikube/profiles/minikube/client.key",
+    ".tsh/keys/proxy/user",
+    ".talos/config",
+    ".cloudflared/cert.pem",
+    ".wrangler/config/default.toml",
+    ".config/.wrangler/config/default.toml",
+    ".fly/config.yml",
+    ".config/netlify/config.json",
+    ".local/share/com.vercel.cli/auth.json",
+    ".config/helm/repositories.yaml",
+    ".config/helm/registry/config.json",
+    ".config/ngrok/ngrok.yml",
+    ".ngrok2/ngrok.yml",
+    ".config/stripe/config.toml",
+    ".sentryclirc",
+    ".config/glab-cli/config.yml",
+    ".config/tea/config.yml",
+    ".git-credential-cache/socket",
+    ".cache/git/credential/socket",
+    ".yarnrc.yml",
+    ".bunfig.toml",
+    ".config/pip/pip.conf",
+    ".pip/pip.conf",
+    ".databrickscfg",
+    ".snowflake/connections.toml",
+    ".dbt/profiles.yml",
+    ".mc/config.json",
+    ".kaggle/kaggle.json",
+    ".huggingface/token",
+    ".cache/huggingface/token",
+    ".cache/huggingface/stored_tokens",
+    ".pki/nssdb/key4.db",
+    ".thunderbird/p.default/logins.json",
+    ".ipython/profile_default/history.sqlite",
+    ".local/share/atuin/key",
+    ".claude.json",
     ".codex/auth.json",
     ".gemini/oauth_creds.json",
     ".config/github-copilot/apps.json",
@@ -213,9 +257,14 @@ impl Fixture {
         fx
     }
 
-    /// The content of secret `rel` (contains the marker).
+    /// The content of secret `rel` (contains the marker). pip's files stay valid
+    /// ini, so that pip on the host (the controls) still starts.
     pub fn secret_content(&self, rel: &str) -> String {
-        format!("{}:{rel}\n", self.marker)
+        if rel.ends_with("pip.conf") {
+            format!("[global]\n# {}:{rel}\n", self.marker)
+        } else {
+            format!("{}:{rel}\n", self.marker)
+        }
     }
 
     /// Marks the fixture as failed: it stays on disk when `CORDON_TEST_KEEP` is set.

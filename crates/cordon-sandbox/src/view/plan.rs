@@ -197,16 +197,7 @@ impl ViewPlan {
         planner.plan_mounts()?;
         let mut plan = planner.finish();
         plan.overlays = overlays;
-        let synthesized = synthesize(policy);
-        // A hidden file shown as a cleaned copy needs no empty file beneath the
-        // copy: one mount fewer (the build fails, and nothing runs, if the copy
-        // cannot be laid).
-        plan.ops.retain(|op| {
-            !(op.kind == MountKind::EmptyFile
-                && !op.placeholder
-                && synthesized.iter().any(|s| s.target == op.path))
-        });
-        plan.synthesized = synthesized;
+        plan.synthesized = synthesize(policy);
         Ok(plan)
     }
 

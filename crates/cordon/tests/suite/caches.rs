@@ -388,49 +388,106 @@ for pid in os.listdir('/proc'):
 print('hits:', hits)
 "#;
 
+/// Writes each of `files` (its content made from the marker's two halves) in the
+/// fixture's home, runs `probe` (a shell script, given `args` as `$1`...) and then
+/// the marker scan inside, and checks: the probe's first line is `first` (the
+/// settings are read), the marker is in no file, variable or command line and
+/// nowhere in cordon's output, the copy says `copy_says`, and the host's files are
+/// unchanged. Positive control: without cordon the same script reads the same
+/// settings and the scan finds the marker in a file named `found_in`.
+fn assert_shown_without_credentials(
+    fx: &Fixture,
+    files: &[(&str, fn(&str, &str) -> String)],
+    probe: &str,
+    args: &[&str],
+    first: &str,
+    copy_says: &str,
+    found_in: &str,
+) {
+    let (a, b) = fx.marker.split_at(fx.marker.len() / 2);
+    let paths: Vec<PathBuf> = files.iter().map(|(rel, _)| fx.home.join(rel)).collect();
+    for ((_, content), path) in files.iter().zip(&paths) {
+        fx.write(path, &content(a, b));
+    }
+    let originals: Vec<_> = paths.iter().map(|p| fs::read(p).unwrap()).collect();
+    let script = format!("{probe}; python3 -c \"$0\" {a} {b}");
+    let mut argv = vec!["run", "--", "sh", "-c", &script, SCAN];
+    argv.extend(args);
+    let out = fx.cordon(&argv);
+    out.assert_success();
+    let stdout = out.stdout_str();
+    assert_eq!(stdout.lines().next(), Some(first), "{out}");
+    assert!(stdout.contains("hits: []"), "the marker is inside\n{out}");
+    out.assert_not_printed(&fx.marker);
+    assert!(stdout.contains(copy_says), "{out}");
+    let now: Vec<_> = paths.iter().map(|p| fs::read(p).unwrap()).collect();
+    assert_eq!(now, originals, "the host's files changed");
+
+    let ctl = control_dir(fx);
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script, SCAN])
+        .args(args)
+        .env_clear()
+        .env("PATH", PATH)
+        .env("HOME", &fx.home)
+        .current_dir(&ctl);
+    fx.user.apply(&mut cmd);
+    let out = run_cmd(cmd, None, RUN_DEADLINE);
+    assert_eq!(out.stdout_str().lines().next(), Some(first), "{out}");
+    assert!(
+        out.stdout_str().contains(found_in),
+        "the control found nothing\n{out}"
+    );
+}
+
 #[test]
 fn npmrc_settings_are_shown_and_its_credentials_are_not() {
     for_each_user("caches-npmrc", |fx| {
-        let (a, b) = fx.marker.split_at(fx.marker.len() / 2);
-        let npmrc = fx.home.join(".npmrc");
-        fx.write(
-            &npmrc,
-            &format!(
-                "fund=false\n//registry.example/:_authToken={a}{b}\n_auth={a}{b}\nhttps-proxy=http://u:{a}{b}@proxy.example:8080\n; {a}{b}\n"
-            ),
+        assert_shown_without_credentials(
+            fx,
+            &[(".npmrc", |a, b| {
+                format!(
+                    "fund=false\n//registry.example/:_authToken={a}{b}\n_auth={a}{b}\nhttps-proxy=http://u:{a}{b}@proxy.example:8080\n; {a}{b}\n"
+                )
+            })],
+            "npm config get fund; npm config list; cat ~/.npmrc",
+            &[],
+            "false",
+            "without its credentials",
+            ".npmrc'",
         );
-        let original = fs::read(&npmrc).unwrap();
-        let script = format!(
-            "npm config get fund; npm config list; cat ~/.npmrc; python3 -c \"$0\" {a} {b}"
-        );
-        let out = fx.cordon(&["run", "--", "sh", "-c", &script, SCAN]);
-        out.assert_success();
-        let stdout = out.stdout_str();
-        assert_eq!(stdout.lines().next(), Some("false"), "{out}");
-        assert!(stdout.contains("hits: []"), "the marker is inside\n{out}");
-        out.assert_not_printed(&fx.marker);
-        assert!(stdout.contains("without its credentials"), "{out}");
-        assert_eq!(
-            fs::read(&npmrc).unwrap(),
-            original,
-            "the host's ~/.npmrc changed"
-        );
+    });
+}
 
-        // Positive control: without cordon the scan finds the marker, and npm
-        // reads the same setting.
-        let ctl = control_dir(fx);
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", &script, SCAN])
-            .env_clear()
-            .env("PATH", PATH)
-            .env("HOME", &fx.home)
-            .current_dir(&ctl);
-        fx.user.apply(&mut cmd);
-        let out = run_cmd(cmd, None, RUN_DEADLINE);
-        assert_eq!(out.stdout_str().lines().next(), Some("false"), "{out}");
-        assert!(
-            out.stdout_str().contains(".npmrc'"),
-            "the control found nothing\n{out}"
+/// Reads `timeout` from pip's two user files as pip does (configparser, the later
+/// file winning), so no pip install is needed.
+const PIP_TIMEOUT: &str = r#"
+import configparser, os
+c = configparser.RawConfigParser()
+c.read([os.path.expanduser('~/.pip/pip.conf'), os.path.expanduser('~/.config/pip/pip.conf')])
+print('timeout', c.get('global', 'timeout', fallback='none'), c.get('global', 'retries', fallback='none'))
+"#;
+
+#[test]
+fn pip_conf_settings_are_shown_and_its_credentials_are_not() {
+    for_each_user("caches-pipconf", |fx| {
+        assert_shown_without_credentials(
+            fx,
+            &[
+                (".config/pip/pip.conf", |a, b| {
+                    format!(
+                        "[global]\ntimeout = 61\nindex-url = https://user:{a}{b}@pypi.corp.example/simple\nextra-index-url =\n    https://x.example/simple?sig={a}{b}\n# {a}{b}\n"
+                    )
+                }),
+                (".pip/pip.conf", |a, b| {
+                    format!("[global]\nretries = 7\ntrusted-host: {a}{b}\n")
+                }),
+            ],
+            "python3 -c \"$1\"; cat ~/.config/pip/pip.conf ~/.pip/pip.conf",
+            &[PIP_TIMEOUT],
+            "timeout 61 7",
+            "your pip.conf without its credentials",
+            "pip.conf'",
         );
     });
 }

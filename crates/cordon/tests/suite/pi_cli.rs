@@ -119,8 +119,8 @@ fn pi_runs_inside_with_its_keys_outside() {
             let script = vec![
             (
                 "c1".to_string(),
-                "echo ENV-BEGIN; env; echo ENVIRON-BEGIN; for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f; done; \
-                 echo FILES-BEGIN; cat ~/.pi/agent/models.json ~/.pi/agent/auth.json; \
+                "echo ENV-BEGIN; env; echo ENVIRON-BEGIN; for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f; done 2>&1; \
+                 echo FILES-BEGIN; cat ~/.pi/agent/models.json ~/.pi/agent/auth.json 2>&1; \
                  S=real-se; echo SCAN-BEGIN; grep -rl \"${S}cret-xyz\" ~ /tmp \"$PWD\" /etc 2>/dev/null; echo SCAN-DONE"
                     .to_string(),
             ),
