@@ -118,7 +118,9 @@ pub struct OsSession<'p> {
 ///   variables, the additions', git's excludes) goes to
 ///   [`ViewServer::environment`], for the command the server runs elsewhere;
 /// - [`ViewServer::serve`] runs on a thread of its own once the sandbox exists,
-///   and [`ViewServer::stop`] ends the sandbox from any thread.
+///   and [`ViewServer::stop`] ends the sandbox from any thread;
+/// - the signals cordon passes on to a command (SIGINT, SIGTERM, ...) go to
+///   [`ViewServer::signal`], for the command the server runs, not to the server.
 pub struct ViewServer {
     /// Descriptors the command inherits, at the same numbers.
     pub fds: Vec<OwnedFd>,
@@ -131,7 +133,14 @@ pub struct ViewServer {
     /// (the command may not have started yet).
     pub serve: Box<dyn FnOnce() + Send>,
     pub stop: Stop,
+    /// Given each signal cordon passes on to the command (on the thread that
+    /// waits for the sandbox).
+    pub signal: ForwardSignal,
 }
+
+/// Takes a signal for the command a server of the view runs (see
+/// [`ViewServer::signal`]).
+pub type ForwardSignal = Box<dyn Fn(i32) + Send + Sync>;
 
 /// Takes the environment a command of the policy gets (see
 /// [`ViewServer::environment`]).
@@ -233,6 +242,7 @@ impl Session for OsSession<'_> {
                 devices: server.devices,
                 environment: server.environment,
                 stop: server.stop,
+                signal: server.signal,
             });
             serve_view = Some(server.serve);
         }

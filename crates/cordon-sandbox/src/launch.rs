@@ -54,6 +54,7 @@ pub(crate) struct Server {
     pub devices: Vec<&'static str>,
     pub environment: crate::backend::TakeEnvironment,
     pub stop: crate::backend::Stop,
+    pub signal: crate::backend::ForwardSignal,
 }
 
 /// Everything the sandbox's processes need, computed before the clone so that the
@@ -92,6 +93,9 @@ pub(crate) struct Prepared {
     pub memory_flag: Option<String>,
     /// Armed with the supervisor once it exists (a server of the view's).
     pub stop: Option<crate::backend::Stop>,
+    /// Where signals for the command go instead of the sandbox (a server of
+    /// the view's: to the command it runs elsewhere).
+    pub forward: Option<crate::backend::ForwardSignal>,
 }
 
 fn cstring(bytes: &[u8], what: &str) -> Result<CString, SandboxError> {
@@ -151,11 +155,13 @@ impl Prepared {
         env.extend(git_excludes.iter().flat_map(GitExcludes::env));
         let server = additions.server.take();
         let stop = server.as_ref().map(|s| s.stop.clone());
+        let mut forward = None;
         if let Some(server) = server {
             // The environment is the command's that the server runs, not its own.
             (server.environment)(std::mem::take(&mut env));
             view.served = true;
             view.devices = server.devices;
+            forward = Some(server.signal);
         }
         let path_dirs = env
             .iter()
@@ -209,6 +215,7 @@ impl Prepared {
             affinity,
             limits_mechanism,
             stop,
+            forward,
         })
     }
 }
@@ -358,6 +365,7 @@ fn run_prepared(
         // which costs less than waiting for the supervisor's exit.
         until_reaped: cgroup.is_some(),
         pty: (prepared.terminal == Terminal::Pty).then_some(&saved_terminal),
+        forward: prepared.forward.as_deref(),
     }
     .wait();
     let out_of_memory = out_of_memory(cgroup.as_ref(), prepared.memory_flag.as_deref());

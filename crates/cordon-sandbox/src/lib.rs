@@ -28,7 +28,7 @@ pub mod view;
 mod waiter;
 mod workspace_lock;
 
-pub use backend::{OsBackend, OsSession, SERVED_VIEW, Stop, ViewServer};
+pub use backend::{ForwardSignal, OsBackend, OsSession, SERVED_VIEW, Stop, ViewServer};
 pub use error::SandboxError;
 // The view plans the overlays (view/plan.rs).
 pub(crate) use launch::FileOverlay;

@@ -36,6 +36,9 @@ pub struct Waiter<'a> {
     /// With a pty: the host terminal's own mode, given back while the command is
     /// stopped (job control, see terminal.rs).
     pub pty: Option<&'a SavedMode>,
+    /// Where the signals cordon passes on go instead of the supervisor (a
+    /// server of the view: to the command it runs elsewhere).
+    pub forward: Option<&'a (dyn Fn(i32) + Send + Sync)>,
 }
 
 impl Waiter<'_> {
@@ -96,8 +99,10 @@ impl Waiter<'_> {
             libc::SIGWINCH | libc::SIGCONT => self.pty.is_some(),
             _ => forwardable(info),
         };
-        if pass {
-            signals::send(self.supervisor, info.signo);
+        match self.forward {
+            Some(forward) if pass => forward(info.signo),
+            None if pass => signals::send(self.supervisor, info.signo),
+            _ => {}
         }
     }
 

@@ -104,6 +104,7 @@ fn run() -> io::Result<()> {
                 uid,
                 gid,
             })) => {
+                reaper.expect(id);
                 let (writer, reaper) = (writer.clone(), reaper.clone());
                 let request = Request {
                     id,
@@ -115,6 +116,7 @@ fn run() -> io::Result<()> {
                 };
                 std::thread::spawn(move || exec(request, &writer, &reaper));
             }
+            Ok(Frame::Message(Message::Signal { id, signal })) => reaper.signal(id, signal),
             Ok(other) => {
                 eprintln!("cordon agent: ignored an unexpected frame from the host: {other:?}")
             }
@@ -336,6 +338,9 @@ fn exec(request: Request, writer: &Mutex<File>, reaper: &Reaper) {
         gid,
     } = request;
     let send = |m: Message| {
+        if !matches!(m, Message::Started { .. }) {
+            reaper.forget(id);
+        }
         let _ = protocol::write_message(&mut *lock(writer), &m);
     };
     let Some((program, args)) = argv.split_first() else {
@@ -392,6 +397,7 @@ fn exec(request: Request, writer: &Mutex<File>, reaper: &Reaper) {
         }
     };
     let pid = child.id();
+    reaper.started(id, pid as i32);
     send(Message::Started { id, pid });
     // Every output chunk goes out before `Exited`: the pumps end when the pipes
     // close (the command and whatever inherited them have exited).
@@ -403,6 +409,8 @@ fn exec(request: Request, writer: &Mutex<File>, reaper: &Reaper) {
             s.spawn(move || pump(err, protocol::KIND_STDERR, id, writer));
         }
     });
+    // No signal for it after its end: its pid may be another process's soon.
+    reaper.forget(id);
     let status = reaper.wait(pid as i32);
     send(Message::Exited { id, status });
 }
@@ -431,9 +439,55 @@ fn pump(mut from: impl Read, kind: u8, id: u32, writer: &Mutex<File>) {
 struct Reaper {
     state: Mutex<HashMap<i32, Option<Status>>>,
     done: Condvar,
+    /// Where the host's signals for each open request go.
+    targets: Mutex<HashMap<u32, Target>>,
+}
+
+/// The process a request's signals go to.
+enum Target {
+    /// Not started yet: the signals to send once it has.
+    Pending(Vec<i32>),
+    Running(i32),
+}
+
+/// Sends `signal` (1 to 64; anything else is ignored) to `pid`.
+fn kill(pid: i32, signal: i32) {
+    if (1..=64).contains(&signal) {
+        // SAFETY: kill(2) takes no pointers; `pid` is positive (a child's).
+        unsafe { libc::kill(pid, signal) };
+    }
 }
 
 impl Reaper {
+    /// Request `id` is about to start.
+    fn expect(&self, id: u32) {
+        lock(&self.targets).insert(id, Target::Pending(Vec::new()));
+    }
+
+    /// The host's `signal` for request `id`: sent now, or once it started.
+    fn signal(&self, id: u32, signal: i32) {
+        match lock(&self.targets).get_mut(&id) {
+            Some(Target::Pending(signals)) if signals.len() < 64 => signals.push(signal),
+            Some(Target::Running(pid)) => kill(*pid, signal),
+            _ => {}
+        }
+    }
+
+    /// Request `id` started as `pid`: the signals that came before go to it.
+    fn started(&self, id: u32, pid: i32) {
+        let mut targets = lock(&self.targets);
+        if let Some(Target::Pending(signals)) = targets.insert(id, Target::Running(pid)) {
+            for signal in signals {
+                kill(pid, signal);
+            }
+        }
+    }
+
+    /// Request `id` ended (or never started): its signals go nowhere.
+    fn forget(&self, id: u32) {
+        lock(&self.targets).remove(&id);
+    }
+
     fn run(&self) {
         // SAFETY: a set with SIGCHLD, blocked in every thread since `run` began.
         let set = unsafe {

@@ -38,6 +38,7 @@ use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
@@ -201,8 +202,21 @@ impl Session for VmSession<'_> {
         let stop = Stop::default();
         let tail = Arc::new(Mutex::new(Tail::default()));
         let (done, result) = mpsc::channel();
+        let channel = Channel::new(channel_host)?;
+        let signaller = channel.signaller();
+        // A signal before the command started (or after it ended) ends the VM.
+        let interrupted = Arc::new(AtomicI32::new(0));
+        let forward = {
+            let (interrupted, stop) = (interrupted.clone(), stop.clone());
+            move |signal: i32| {
+                if !signaller.send(signal) {
+                    interrupted.store(signal, Ordering::SeqCst);
+                    stop.stop();
+                }
+            }
+        };
         let host = Host {
-            channel: channel_host,
+            channel,
             console: console_host,
             environment: environment.clone(),
             stop: stop.clone(),
@@ -222,6 +236,7 @@ impl Session for VmSession<'_> {
                 let _ = done.send(host.run());
             }),
             stop,
+            signal: Box::new(forward),
         });
         let qemu_command = Command {
             program: Program::Named(qemu.into_os_string()),
@@ -250,7 +265,14 @@ impl Session for VmSession<'_> {
             why: format!("QEMU's sandbox ended with status {}", qemu_status.0),
             console: qemu_status.1.clone().unwrap_or_default(),
         })?;
+        let interrupted = interrupted.load(Ordering::SeqCst);
         match ran {
+            // The VM ended by a signal to cordon before its command ran: the
+            // status a command killed by it would have.
+            Err(_) if interrupted != 0 => Ok(Outcome::Exited {
+                status: 128 + interrupted,
+                message: None,
+            }),
             Ok(status) => Ok(Outcome::Exited {
                 status: status.shell_code(),
                 message: None,
@@ -287,7 +309,7 @@ type Environment = Arc<Mutex<Option<Vec<(String, String)>>>>;
 /// The host side of one session's VM, run on a thread of its own once QEMU's
 /// sandbox exists.
 struct Host {
-    channel: UnixStream,
+    channel: Channel,
     console: UnixStream,
     /// The command's environment, set before QEMU's sandbox starts.
     environment: Environment,
@@ -313,13 +335,7 @@ impl Host {
             boot_timeout,
         } = self;
         drain(console, tail.clone());
-        let mut channel = match Channel::new(channel) {
-            Ok(c) => c,
-            Err(e) => {
-                stop.stop();
-                return Err(e.into());
-            }
-        };
+        let mut channel = channel;
         if let Err(not_ready) = channel.ready(boot_timeout) {
             stop.stop();
             return Err(VmError::Boot {
@@ -345,6 +361,7 @@ impl Host {
             &mut std::io::stdout().lock(),
             &mut std::io::stderr().lock(),
         );
+        let _ = std::io::Write::flush(&mut std::io::stdout());
         let usable = matches!(result, Ok(_) | Err(VmError::ExecFailed { .. }));
         // The guest syncs its file system and powers off; QEMU's sandbox is
         // killed if it does not, or if the guest broke the protocol.

@@ -58,6 +58,10 @@ pub enum Message {
         uid: u32,
         gid: u32,
     },
+    /// Host → guest: send `signal` to the command of request `id` (one the
+    /// host passes on: SIGINT, SIGTERM, ...); one that arrives before the
+    /// command started is sent as soon as it has.
+    Signal { id: u32, signal: i32 },
     /// Guest → host: the command of request `id` started as `pid` in the guest.
     Started { id: u32, pid: u32 },
     /// Guest → host: the command of request `id` could not start: `status` 127

@@ -394,19 +394,55 @@ pub enum NotReady {
 /// every frame checked against the request that is open.
 pub struct Channel {
     reader: FrameReader<UnixStream>,
-    writer: UnixStream,
+    writer: Signaller,
     next_id: u32,
     broken: bool,
+}
+
+/// The channel's writing end, shared: requests go out through it, and signals
+/// for the request that is open, from any thread ([`Channel::signaller`]).
+#[derive(Clone)]
+pub struct Signaller(Arc<Mutex<Writer>>);
+
+struct Writer {
+    stream: UnixStream,
+    /// The request whose command signals go to.
+    open: Option<u32>,
+}
+
+impl Signaller {
+    fn new(stream: UnixStream) -> Signaller {
+        Signaller(Arc::new(Mutex::new(Writer { stream, open: None })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `signal` to the command of the request that is open (the agent
+    /// delivers it once the command started); false when none is open.
+    pub fn send(&self, signal: i32) -> bool {
+        let mut writer = self.lock();
+        let Some(id) = writer.open else {
+            return false;
+        };
+        protocol::write_message(&mut writer.stream, &Message::Signal { id, signal }).is_ok()
+    }
 }
 
 impl Channel {
     pub fn new(stream: UnixStream) -> io::Result<Channel> {
         Ok(Channel {
-            writer: stream.try_clone()?,
+            writer: Signaller::new(stream.try_clone()?),
             reader: FrameReader::new(stream, protocol::MAX_FRAME),
             next_id: 1,
             broken: false,
         })
+    }
+
+    /// Who sends signals to the command of the request that is open.
+    pub fn signaller(&self) -> Signaller {
+        self.writer.clone()
     }
 
     /// Waits at most `timeout` for the agent's `Ready` in the protocol's version.
@@ -471,14 +507,7 @@ impl Channel {
         }
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
-        let result = exchange(
-            &mut self.reader,
-            &mut self.writer,
-            id,
-            request,
-            stdout,
-            stderr,
-        );
+        let result = exchange(&mut self.reader, &self.writer, id, request, stdout, stderr);
         // Anything but a command that could not start leaves the stream
         // mid-request, or the guest lying: nothing it says later can be matched
         // to a request with confidence.
@@ -492,8 +521,8 @@ impl Channel {
     /// and waits at most `within` for the channel's end (QEMU has exited).
     /// Says whether it ended.
     pub fn close(self, within: Duration) -> bool {
-        let _ = self.writer.shutdown(std::net::Shutdown::Write);
-        let stream = self.writer;
+        let _ = (self.writer.lock().stream).shutdown(std::net::Shutdown::Write);
+        let stream = self.reader.get_ref();
         let deadline = Instant::now() + within;
         let mut buf = [0u8; 4096];
         loop {
@@ -501,7 +530,7 @@ impl Channel {
             if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
                 return false;
             }
-            match (&stream).read(&mut buf) {
+            match { stream }.read(&mut buf) {
                 Ok(0) => return true,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -644,23 +673,39 @@ impl Vm {
 /// its `Exited`, each checked against the request that is open.
 fn exchange<R: Read>(
     reader: &mut FrameReader<R>,
-    writer: &mut impl Write,
+    writer: &Signaller,
     id: u32,
     request: &ExecRequest,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> Result<Status, VmError> {
-    protocol::write_message(
-        writer,
-        &Message::Exec {
-            id,
-            argv: request.argv.clone(),
-            env: request.env.clone(),
-            cwd: request.cwd.clone(),
-            uid: request.uid,
-            gid: request.gid,
-        },
-    )?;
+    {
+        let mut w = writer.lock();
+        protocol::write_message(
+            &mut w.stream,
+            &Message::Exec {
+                id,
+                argv: request.argv.clone(),
+                env: request.env.clone(),
+                cwd: request.cwd.clone(),
+                uid: request.uid,
+                gid: request.gid,
+            },
+        )?;
+        w.open = Some(id);
+    }
+    let result = receive(reader, id, stdout, stderr);
+    writer.lock().open = None;
+    result
+}
+
+/// The guest's frames for request `id`, read until its `Exited`.
+fn receive<R: Read>(
+    reader: &mut FrameReader<R>,
+    id: u32,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> Result<Status, VmError> {
     let mut started = false;
     loop {
         let frame = match reader.read_frame() {
@@ -802,9 +847,9 @@ mod tests {
             let _ = guest.write_all(&script);
         });
         let mut reader = FrameReader::new(host.try_clone().unwrap(), protocol::MAX_FRAME);
-        let mut writer = host;
+        let writer = Signaller::new(host);
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let result = exchange(&mut reader, &mut writer, 5, &request(), &mut out, &mut err);
+        let result = exchange(&mut reader, &writer, 5, &request(), &mut out, &mut err);
         agent.join().unwrap();
         (result, out, err)
     }
@@ -896,6 +941,10 @@ mod tests {
                     uid: 0,
                     gid: 0,
                 }),
+            ),
+            (
+                "a Signal from the guest",
+                [started.clone(), msg(Message::Signal { id: 5, signal: 2 })].concat(),
             ),
             (
                 "an impossible status for a command that did not start",

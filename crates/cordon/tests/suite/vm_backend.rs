@@ -148,9 +148,11 @@ fn the_guest_sees_the_policys_view_and_changes_nothing_else() {
 }
 
 /// A signal's death is 128+N, a missing program 127, as with the OS backend;
-/// `--allow-write` makes a path outside the workspace writable in the guest too.
+/// `--allow-write` makes a path outside the workspace writable in the guest too;
+/// a signal sent to cordon reaches the command in the guest (which traps it and
+/// exits 42), and one sent while the VM boots ends the run as 128+N.
 #[test]
-fn exit_statuses_and_allow_write_pass_through() {
+fn exit_statuses_signals_and_allow_write_pass_through() {
     if let Some(why) = missing() {
         return eprintln!("skipped: {why}");
     }
@@ -179,6 +181,47 @@ fn exit_statuses_and_allow_write_pass_through() {
     );
     out.assert_status(127)
         .assert_stderr_contains("no-such-program");
+
+    let started = fx.work.join("started");
+    let mut cmd = vm_cmd(
+        &fx,
+        &[],
+        &format!(
+            "trap 'echo trapped; exit 42' INT; touch {}; while :; do sleep 0.1; done",
+            started.display()
+        ),
+    );
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let cordon = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !started.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = rustix::process::Pid::from_raw(cordon.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let out = cordon.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(42), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "trapped\n");
+
+    // Once QEMU runs (cordon passes signals on from then; before, SIGTERM ends
+    // cordon itself, which has started nothing yet): the guest is booting, or,
+    // on a fast machine, sleep already runs; 143 either way.
+    let mut cmd = vm_cmd(&fx, &[], "sleep 100");
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut cordon = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while qemu_below(cordon.id()).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = rustix::process::Pid::from_raw(cordon.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let waited = Instant::now();
+    assert_eq!(cordon.wait().unwrap().code(), Some(143));
+    assert!(
+        waited.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        waited.elapsed()
+    );
 }
 
 /// What the VM backend does not do yet is refused with status 69 before any VM
@@ -207,7 +250,8 @@ fn a_network_is_refused_not_left_open() {
     });
 }
 
-/// The pids of `pid`'s descendants whose program is QEMU.
+/// The pids of `pid`'s descendants whose program is QEMU running a VM (not the
+/// `qemu-system-x86_64 --version` of the accelerator's probe).
 fn qemu_below(pid: u32) -> Vec<u32> {
     let parent_of = |p: u32| -> Option<u32> {
         let stat = fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
@@ -224,7 +268,8 @@ fn qemu_below(pid: u32) -> Vec<u32> {
             continue;
         };
         let is_qemu = fs::read_link(format!("/proc/{p}/exe"))
-            .is_ok_and(|exe| exe.to_string_lossy().contains("qemu-system"));
+            .is_ok_and(|exe| exe.to_string_lossy().contains("qemu-system"))
+            && argv_of(p).iter().any(|a| a == "-kernel");
         let mut up = parent_of(p);
         let mut below = false;
         for _ in 0..16 {
