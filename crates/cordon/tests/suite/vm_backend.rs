@@ -61,7 +61,7 @@ fn vm_sh(fx: &Fixture, opts: &[&str], script: &str) -> Output {
 /// the workspace writable at its host path, the home and the rest read-only, a
 /// secret unreadable, whatever the guest (root, when cordon runs as root) does
 /// to its own mounts and devices. Output streams and the exit status pass
-/// through. Positive controls: the same writes without cordon succeed, and the
+/// through; the VM has the memory and vCPUs the policy gives it. Positive controls: the same writes without cordon succeed, and the
 /// write into the workspace does.
 #[test]
 fn the_guest_sees_the_policys_view_and_changes_nothing_else() {
@@ -83,6 +83,7 @@ fn the_guest_sees_the_policys_view_and_changes_nothing_else() {
             for f in "$H/vm-x" "$O/vm-x" "$E"; do echo x > "$f" && echo "WROTE $f"; done
             cat "$H/.ssh/id_rsa" "$H/.aws/credentials"
             echo "blocks=$(ls /sys/class/block | wc -l)"
+            echo "cpus=$(nproc) mem=$(awk '/MemTotal/ {{print $2}}' /proc/meminfo)"
             ls /dev | grep -E '^(vd|sd|hd|nvme|mmcblk)' && echo "A DISK"
             # As guest root: a device node in the workspace (/dev/mem's numbers),
             # the view's mounts undone, the share remounted, the host's files
@@ -102,7 +103,7 @@ fn the_guest_sees_the_policys_view_and_changes_nothing_else() {
             etc = etc.display(),
         );
         let modes = [&fx.home, &fx.outside].map(|p| fs::metadata(p).unwrap().mode());
-        let out = vm_sh(fx, &[], &script);
+        let out = vm_sh(fx, &["--vm-memory", "384M", "--vm-cpus", "1"], &script);
         out.assert_status(7);
         // Streams, working directory, environment and user: the host's.
         out.assert_stderr_contains("to-stderr");
@@ -132,6 +133,15 @@ fn the_guest_sees_the_policys_view_and_changes_nothing_else() {
         assert_eq!(modes, after, "the guest changed a host directory's mode");
         out.assert_not_printed(&fx.marker);
         out.assert_stdout_contains("blocks=0");
+        // The VM's resources are the policy's (the kernel keeps some memory).
+        out.assert_stdout_contains("cpus=1 mem=");
+        let mem: u64 = (out.stdout_str().split("mem=").nth(1))
+            .and_then(|m| m.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            (300 << 10..=384 << 10).contains(&mem),
+            "MemTotal {mem} KiB\n{out}"
+        );
         assert!(!out.stdout_str().contains("A DISK"), "{out}");
         // The positive control outside: without cordon the same writes succeed.
         let control = fx.host_sh(&format!(
