@@ -4,6 +4,10 @@
 //! agent. Same QEMU, machine (microvm, pic=off, tsc_early_khz), accelerator,
 //! memory and vCPUs for both. Target: agent / bare ≤ 1.2.
 //!
+//! Last, the whole backend as a user runs it: `cordon run --backend vm -- true`
+//! (QEMU in its OS sandbox, the guest's root the view over 9p), next to the
+//! direct boot and to `cordon run --backend os -- true`.
+//!
 //! The agent's time counts everything a session pays with a warm cache: finding
 //! the kernel, hashing the inputs of the cached vmlinux and initramfs, choosing
 //! the accelerator (the KVM probe), starting QEMU, the boot, loading the modules,
@@ -188,6 +192,51 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         s.median,
         s.min,
         s.p90
+    );
+    drop(vm);
+
+    // The whole backend, as a user runs it: `cordon run --backend vm -- true`
+    // (policy, boot files, QEMU in its OS sandbox, the 9p root, the command, the
+    // power-off), next to the direct boot above and to the OS backend.
+    let (workspace, made) = cordon_bench::workspace(None, "vm")?;
+    let memory = format!("{}M", args.memory);
+    let timed = |backend: &str| -> Result<f64, String> {
+        let t = Instant::now();
+        let status = Command::new(&cordon)
+            .args(["run", "--backend", backend, "--vm-memory", &memory])
+            .args(["--vm-cpus", "1", "--", "true"])
+            .current_dir(&workspace)
+            .stdin(Stdio::null())
+            .status()
+            .map_err(|e| format!("{}: {e}", cordon.display()))?;
+        if !status.success() {
+            return Err(format!("cordon run --backend {backend} -- true: {status}"));
+        }
+        Ok(ms(t.elapsed()))
+    };
+    let (mut vm_runs, mut os_runs) = (Vec::new(), Vec::new());
+    for _ in 0..args.rounds {
+        vm_runs.push(timed("vm")?);
+        os_runs.push(timed("os")?);
+    }
+    if made {
+        let _ = std::fs::remove_dir_all(&workspace);
+    }
+    let (v, o) = (Stats::of(&vm_runs), Stats::of(&os_runs));
+    println!(
+        "\n`cordon run --backend vm -- true`, whole run, {} rounds (ms: median, min, p90):",
+        args.rounds
+    );
+    println!(
+        "  --backend vm                {:7.0} {:7.0} {:7.0}  ({:.2}x the direct agent boot above)",
+        v.median,
+        v.min,
+        v.p90,
+        v.median / a.median
+    );
+    println!(
+        "  --backend os                {:7.1} {:7.1} {:7.1}",
+        o.median, o.min, o.p90
     );
     Ok(cordon_bench::exit_code(args.strict, !pass))
 }
