@@ -143,10 +143,7 @@ pub fn enter(plan: &ViewPlan, placeholders_ready: &mut dyn FnMut()) -> Result<()
         apply(root.as_fd(), op, source, plan.tmpfs_size)?;
     }
     for (overlay, source) in plan.overlays.iter().zip(overlays) {
-        // A target missing below the private /tmp is made there.
-        let scratch = (plan.ops.iter())
-            .any(|op| op.kind == MountKind::Scratch && overlay.target.starts_with(&op.path));
-        let target = open_mount_point(root.as_fd(), &overlay.target, scratch, false)?;
+        let target = open_in(root.as_fd(), &overlay.target)?;
         attach_at(source.as_fd(), target.as_fd(), &overlay.target)?;
     }
     lay_synthesized(root.as_fd(), &plan.synthesized)?;
