@@ -90,8 +90,9 @@ fn the_guest_sees_the_policys_view_and_changes_nothing_else() {
             # chmodded.
             mknod "$W/mem" c 1 1
             chmod 777 "$H" "$O"
-            mount -o remount,rw / ; umount -l /proc ; umount -l /dev ; umount -l /sys
-            ls /proc /sys /dev | head -3
+            mount -o remount,rw / ; umount -l /sys ; umount -l /dev ; umount -l /proc
+            # Beneath the guest's own: what the host serves there (nothing).
+            [ "$(id -u)" = 0 ] && echo "served: proc=$(ls -A /proc | wc -l) sys=$(ls -A /sys | wc -l) dev=$(ls -A /dev | wc -l)"
             mkdir -p /tmp/m && mount -t 9p -o trans=virtio,version=9p2000.L cordon-root /tmp/m &&
                 {{ echo y > "/tmp/m$O/vm-y" && echo "WROTE via remount"; cat "/tmp/m$H/.ssh/id_rsa"; }}
             for f in "$H/vm-z" "$O/vm-z" "$E"; do echo x > "$f" && echo "WROTE $f"; done
@@ -133,6 +134,11 @@ fn the_guest_sees_the_policys_view_and_changes_nothing_else() {
         assert_eq!(modes, after, "the guest changed a host directory's mode");
         out.assert_not_printed(&fx.marker);
         out.assert_stdout_contains("blocks=0");
+        if fx.user.is_root() {
+            // Guest root sees the served tree beneath its own /proc, /sys and
+            // /dev: empty, so never QEMU's /proc (its /proc/self/mem).
+            out.assert_stdout_contains("served: proc=0 sys=0 dev=0");
+        }
         // The VM's resources are the policy's (the kernel keeps some memory).
         out.assert_stdout_contains("cpus=1 mem=");
         let mem: u64 = (out.stdout_str().split("mem=").nth(1))
