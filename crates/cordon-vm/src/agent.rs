@@ -19,6 +19,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -103,8 +104,10 @@ fn run() -> io::Result<()> {
                 cwd,
                 uid,
                 gid,
+                stdin,
             })) => {
                 reaper.expect(id);
+                let input = stdin.then(|| reaper.input(id));
                 let (writer, reaper) = (writer.clone(), reaper.clone());
                 let request = Request {
                     id,
@@ -113,10 +116,12 @@ fn run() -> io::Result<()> {
                     cwd,
                     uid,
                     gid,
+                    input,
                 };
                 std::thread::spawn(move || exec(request, &writer, &reaper));
             }
             Ok(Frame::Message(Message::Signal { id, signal })) => reaper.signal(id, signal),
+            Ok(Frame::Stdin { id, data }) => reaper.stdin(id, data),
             Ok(other) => {
                 eprintln!("cordon agent: ignored an unexpected frame from the host: {other:?}")
             }
@@ -324,10 +329,12 @@ struct Request {
     cwd: String,
     uid: u32,
     gid: u32,
+    /// The stdin chunks the host sends, when it sends them.
+    input: Option<Receiver<Vec<u8>>>,
 }
 
 /// Runs one command: `Started` (or `Failed`), its output, then `Exited`.
-fn exec(request: Request, writer: &Mutex<File>, reaper: &Reaper) {
+fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
     use std::os::unix::process::CommandExt;
     let Request {
         id,
@@ -336,6 +343,7 @@ fn exec(request: Request, writer: &Mutex<File>, reaper: &Reaper) {
         cwd,
         uid,
         gid,
+        input,
     } = request;
     let send = |m: Message| {
         if !matches!(m, Message::Started { .. }) {
@@ -367,7 +375,11 @@ fn exec(request: Request, writer: &Mutex<File>, reaper: &Reaper) {
         .current_dir(&cwd)
         .uid(uid)
         .gid(gid)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // Spawned under the reaper's lock: the reaper cannot take the status before
@@ -399,6 +411,11 @@ fn exec(request: Request, writer: &Mutex<File>, reaper: &Reaper) {
     let pid = child.id();
     reaper.started(id, pid as i32);
     send(Message::Started { id, pid });
+    if let (Some(input), Some(to)) = (input, child.stdin) {
+        // Not waited for: a command may end without reading its input.
+        let writer = writer.clone();
+        std::thread::spawn(move || feed(input, to, id, &writer));
+    }
     // Every output chunk goes out before `Exited`: the pumps end when the pipes
     // close (the command and whatever inherited them have exited).
     std::thread::scope(|s| {
@@ -413,6 +430,22 @@ fn exec(request: Request, writer: &Mutex<File>, reaper: &Reaper) {
     reaper.forget(id);
     let status = reaper.wait(pid as i32);
     send(Message::Exited { id, status });
+}
+
+/// Writes the host's stdin chunks to the command, acknowledging each (written,
+/// or dropped once the command closed its stdin) so the host sends the next;
+/// an empty chunk, or the request's end, closes the command's stdin.
+fn feed(input: Receiver<Vec<u8>>, mut to: impl io::Write, id: u32, writer: &Mutex<File>) {
+    let mut open = true;
+    for chunk in input {
+        if chunk.is_empty() {
+            return;
+        }
+        open = open && to.write_all(&chunk).is_ok();
+        if protocol::write_message(&mut *lock(writer), &Message::StdinAck { id }).is_err() {
+            return;
+        }
+    }
 }
 
 /// Sends what `from` yields as data frames of `kind`, a chunk at a time: when the
@@ -441,6 +474,9 @@ struct Reaper {
     done: Condvar,
     /// Where the host's signals for each open request go.
     targets: Mutex<HashMap<u32, Target>>,
+    /// Where the host's stdin chunks for each open request go (at most
+    /// [`protocol::STDIN_WINDOW`] unacknowledged, so never more are held).
+    inputs: Mutex<HashMap<u32, SyncSender<Vec<u8>>>>,
 }
 
 /// The process a request's signals go to.
@@ -483,9 +519,31 @@ impl Reaper {
         }
     }
 
-    /// Request `id` ended (or never started): its signals go nowhere.
+    /// Request `id` ended (or never started): its signals and input go nowhere.
     fn forget(&self, id: u32) {
         lock(&self.targets).remove(&id);
+        lock(&self.inputs).remove(&id);
+    }
+
+    /// Where request `id`'s stdin chunks will be found.
+    fn input(&self, id: u32) -> Receiver<Vec<u8>> {
+        // One more than the window: the empty chunk that ends the input is not
+        // acknowledged.
+        let (tx, rx) = std::sync::mpsc::sync_channel(protocol::STDIN_WINDOW as usize + 1);
+        lock(&self.inputs).insert(id, tx);
+        rx
+    }
+
+    /// A stdin chunk for request `id`; never blocks the channel (a host that
+    /// overruns its window loses the chunk).
+    fn stdin(&self, id: u32, data: Vec<u8>) {
+        let mut inputs = lock(&self.inputs);
+        if let Some(tx) = inputs.get(&id) {
+            let end = data.is_empty();
+            if tx.try_send(data).is_err() || end {
+                inputs.remove(&id);
+            }
+        }
     }
 
     fn run(&self) {

@@ -12,13 +12,14 @@
 //!
 //! What is not built yet is refused, never run without: a network (the guest
 //! has no network device, and a policy that asks for one is refused), a
-//! terminal, cordon's own binary as the command (`cordon serve`), a control
-//! channel.
+//! terminal (stdin is passed on when it is not one, else `/dev/null`), cordon's
+//! own binary as the command (`cordon serve`), a control channel.
 //!
 //! Life of a session: [`VmSession::exec`] assembles the boot files (cached),
 //! starts the OS sandbox whose command is QEMU, and on a thread of its own
-//! waits for the agent, runs the command, streams its output to this process's
-//! stdout and stderr, then closes the channel (the agent syncs and powers off).
+//! waits for the agent, runs the command with this process's stdin (unless a
+//! terminal), streams its output to this process's stdout and stderr, then
+//! closes the channel (the agent syncs and powers off).
 //! QEMU dies with the sandbox, and the sandbox with cordon (its supervisor has
 //! the parent-death signal SIGKILL).
 
@@ -35,6 +36,7 @@ use cordon_backend::{
 use cordon_policy::{NetMode, Policy};
 use cordon_sandbox::{OsBackend, SERVED_VIEW, Stop, ViewServer};
 use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -149,7 +151,7 @@ impl Session for VmSession<'_> {
         };
         if command.terminal == Terminal::Pty {
             return Err(VmError::Unsupported(
-                "a terminal (an interactive cordon shell or pi)".into(),
+                "a terminal (an interactive cordon shell; piped input works)".into(),
             ));
         }
         if egress.is_some() {
@@ -356,8 +358,16 @@ impl Host {
             uid: rustix::process::geteuid().as_raw(),
             gid: rustix::process::getegid().as_raw(),
         };
+        // A terminal is not passed on (the VM has none yet): /dev/null instead.
+        let stdin = std::io::stdin();
+        let input: Option<crate::vm::Input> = if stdin.is_terminal() {
+            None
+        } else {
+            Some(Box::new(stdin))
+        };
         let result = channel.exec(
             &request,
+            input,
             &mut std::io::stdout().lock(),
             &mut std::io::stderr().lock(),
         );

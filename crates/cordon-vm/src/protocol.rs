@@ -33,6 +33,13 @@ pub const KIND_MESSAGE: u8 = 0;
 pub const KIND_STDOUT: u8 = 1;
 /// A chunk of a command's standard error.
 pub const KIND_STDERR: u8 = 2;
+/// Host → guest: a chunk of a command's standard input; an empty one ends it.
+pub const KIND_STDIN: u8 = 3;
+
+/// How many stdin chunks the host may have sent that the agent has not
+/// acknowledged (`stdin_ack`, once written to the command): what the agent
+/// holds for a command that reads slowly is bounded by this many chunks.
+pub const STDIN_WINDOW: u32 = 4;
 
 /// Control messages, both directions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,7 +64,14 @@ pub enum Message {
         /// The user and group it runs as (no supplementary groups).
         uid: u32,
         gid: u32,
+        /// The host sends the command's stdin ([`KIND_STDIN`] chunks); else it
+        /// is `/dev/null`.
+        stdin: bool,
     },
+    /// Guest → host: a stdin chunk of request `id` was written to the command
+    /// (or dropped, the command having closed its stdin): the host may send one
+    /// more.
+    StdinAck { id: u32 },
     /// Host → guest: send `signal` to the command of request `id` (one the
     /// host passes on: SIGINT, SIGTERM, ...); one that arrives before the
     /// command started is sent as soon as it has.
@@ -99,6 +113,7 @@ pub enum Frame {
     Message(Message),
     Stdout { id: u32, data: Vec<u8> },
     Stderr { id: u32, data: Vec<u8> },
+    Stdin { id: u32, data: Vec<u8> },
 }
 
 /// Why a frame was refused. After any of these the stream is out of step and is
@@ -189,16 +204,16 @@ fn decode(mut body: Vec<u8>) -> Result<Frame, FrameError> {
         KIND_MESSAGE => serde_json::from_slice(&body[1..])
             .map(Frame::Message)
             .map_err(|e| FrameError::Malformed(e.to_string())),
-        kind @ (KIND_STDOUT | KIND_STDERR) => {
+        kind @ (KIND_STDOUT | KIND_STDERR | KIND_STDIN) => {
             if body.len() < 5 {
                 return Err(FrameError::ShortData(body.len()));
             }
             let id = u32::from_be_bytes([body[1], body[2], body[3], body[4]]);
             body.drain(..5);
-            Ok(if kind == KIND_STDOUT {
-                Frame::Stdout { id, data: body }
-            } else {
-                Frame::Stderr { id, data: body }
+            Ok(match kind {
+                KIND_STDOUT => Frame::Stdout { id, data: body },
+                KIND_STDERR => Frame::Stderr { id, data: body },
+                _ => Frame::Stdin { id, data: body },
             })
         }
         other => Err(FrameError::UnknownKind(other)),
@@ -266,8 +281,11 @@ mod tests {
             cwd: "/".into(),
             uid: 0,
             gid: 0,
+            stdin: true,
         };
         write_message(&mut buf, &exec).unwrap();
+        write_data(&mut buf, KIND_STDIN, 7, b"in").unwrap();
+        write_data(&mut buf, KIND_STDIN, 7, b"").unwrap();
         write_data(&mut buf, KIND_STDERR, 7, b"oops\n").unwrap();
         let exited = Message::Exited {
             id: 7,
@@ -276,6 +294,13 @@ mod tests {
         write_message(&mut buf, &exited).unwrap();
         let mut r = reader(&buf);
         assert_eq!(r.read_frame().unwrap(), Frame::Message(exec));
+        let stdin = |data: &[u8]| Frame::Stdin {
+            id: 7,
+            data: data.to_vec(),
+        };
+        assert_eq!(r.read_frame().unwrap(), stdin(b"in"));
+        // The end of the input: a chunk with no bytes.
+        assert_eq!(r.read_frame().unwrap(), stdin(b""));
         assert_eq!(
             r.read_frame().unwrap(),
             Frame::Stderr {

@@ -490,12 +490,14 @@ impl Channel {
         result
     }
 
-    /// Runs `request` in the guest: its output written to `stdout` and `stderr` as
-    /// it arrives, its status returned. After an error other than
+    /// Runs `request` in the guest: its stdin read from `stdin` (else
+    /// `/dev/null`) on a thread of its own, its output written to `stdout` and
+    /// `stderr` as it arrives, its status returned. After an error other than
     /// [`VmError::ExecFailed`] the channel refuses further use.
     pub fn exec(
         &mut self,
         request: &ExecRequest,
+        stdin: Option<Input>,
         stdout: &mut dyn Write,
         stderr: &mut dyn Write,
     ) -> Result<Status, VmError> {
@@ -507,7 +509,12 @@ impl Channel {
         }
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
-        let result = exchange(&mut self.reader, &self.writer, id, request, stdout, stderr);
+        let streams = Streams {
+            stdin,
+            stdout,
+            stderr,
+        };
+        let result = exchange(&mut self.reader, &self.writer, id, request, streams);
         // Anything but a command that could not start leaves the stream
         // mid-request, or the guest lying: nothing it says later can be matched
         // to a request with confidence.
@@ -652,7 +659,7 @@ impl Vm {
         stdout: &mut dyn Write,
         stderr: &mut dyn Write,
     ) -> Result<Status, VmError> {
-        let result = match self.channel.exec(request, stdout, stderr) {
+        let result = match self.channel.exec(request, None, stdout, stderr) {
             Err(VmError::Ended(_)) => Err(VmError::Ended(self.console_tail())),
             other => other,
         };
@@ -669,16 +676,100 @@ impl Vm {
     }
 }
 
+/// A command's standard input on the host.
+pub type Input = Box<dyn Read + Send>;
+
+/// Where a command's streams come from and go to.
+struct Streams<'a> {
+    stdin: Option<Input>,
+    stdout: &'a mut dyn Write,
+    stderr: &'a mut dyn Write,
+}
+
+/// How many stdin chunks the host may still send before the agent acknowledges
+/// one (see [`protocol::STDIN_WINDOW`]), and whether the request ended.
+#[derive(Default)]
+struct Credit {
+    state: Mutex<(u32, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl Credit {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u32, bool)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One chunk acknowledged; false if the agent acknowledged more than was sent.
+    fn acknowledged(&self) -> bool {
+        let mut state = self.lock();
+        if state.0 >= protocol::STDIN_WINDOW {
+            return false;
+        }
+        state.0 += 1;
+        self.changed.notify_all();
+        true
+    }
+
+    fn end(&self) {
+        self.lock().1 = true;
+        self.changed.notify_all();
+    }
+
+    /// Takes one credit, waiting for it; false once the request ended.
+    fn take(&self) -> bool {
+        let mut state = self.lock();
+        loop {
+            if state.1 {
+                return false;
+            }
+            if state.0 > 0 {
+                state.0 -= 1;
+                return true;
+            }
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Sends what `from` yields as stdin chunks of request `id`, within the window,
+/// then an empty chunk (its end); stops when the request is no longer open.
+fn send_stdin(mut from: Input, id: u32, writer: &Signaller, credit: &Credit) {
+    let mut buf = vec![0u8; protocol::DATA_CHUNK];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => 0,
+        };
+        // The end of the input needs no credit (the agent has room for it).
+        if n > 0 && !credit.take() {
+            return;
+        }
+        let mut w = writer.lock();
+        if w.open != Some(id)
+            || protocol::write_data(&mut w.stream, protocol::KIND_STDIN, id, &buf[..n]).is_err()
+            || n == 0
+        {
+            return;
+        }
+    }
+}
+
 /// One request over the channel: `Exec` sent, then the guest's frames read until
-/// its `Exited`, each checked against the request that is open.
+/// its `Exited`, each checked against the request that is open; the stdin
+/// chunks, if any, sent meanwhile from a thread of their own.
 fn exchange<R: Read>(
     reader: &mut FrameReader<R>,
     writer: &Signaller,
     id: u32,
     request: &ExecRequest,
-    stdout: &mut dyn Write,
-    stderr: &mut dyn Write,
+    streams: Streams<'_>,
 ) -> Result<Status, VmError> {
+    let Streams {
+        stdin,
+        stdout,
+        stderr,
+    } = streams;
     {
         let mut w = writer.lock();
         protocol::write_message(
@@ -690,12 +781,26 @@ fn exchange<R: Read>(
                 cwd: request.cwd.clone(),
                 uid: request.uid,
                 gid: request.gid,
+                stdin: stdin.is_some(),
             },
         )?;
         w.open = Some(id);
     }
-    let result = receive(reader, id, stdout, stderr);
+    let credit = stdin.map(|input| {
+        let credit = Arc::new(Credit {
+            state: Mutex::new((protocol::STDIN_WINDOW, false)),
+            ..Credit::default()
+        });
+        let (writer, sending) = (writer.clone(), credit.clone());
+        // Not joined: it may wait on an input that never ends (a terminal).
+        std::thread::spawn(move || send_stdin(input, id, &writer, &sending));
+        credit
+    });
+    let result = receive(reader, id, credit.as_deref(), stdout, stderr);
     writer.lock().open = None;
+    if let Some(credit) = credit {
+        credit.end();
+    }
     result
 }
 
@@ -703,6 +808,7 @@ fn exchange<R: Read>(
 fn receive<R: Read>(
     reader: &mut FrameReader<R>,
     id: u32,
+    credit: Option<&Credit>,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> Result<Status, VmError> {
@@ -752,12 +858,20 @@ fn receive<R: Read>(
                 }
                 return Ok(status);
             }
+            Frame::Message(Message::StdinAck { id: got }) if got == id => {
+                if !credit.is_some_and(Credit::acknowledged) {
+                    return Err(VmError::Protocol(format!(
+                        "a stdin acknowledgement request {id} was not owed"
+                    )));
+                }
+            }
             Frame::Stdout { id: got, data } if got == id && started => stdout.write_all(&data)?,
             Frame::Stderr { id: got, data } if got == id && started => stderr.write_all(&data)?,
             Frame::Message(
                 Message::Started { id: got, .. }
                 | Message::Failed { id: got, .. }
-                | Message::Exited { id: got, .. },
+                | Message::Exited { id: got, .. }
+                | Message::StdinAck { id: got },
             )
             | Frame::Stdout { id: got, .. }
             | Frame::Stderr { id: got, .. }
@@ -787,6 +901,12 @@ fn describe(frame: &Frame) -> String {
         }
         Frame::Stderr { id, data } => {
             format!("stderr of request {id} ({} bytes) out of order", data.len())
+        }
+        Frame::Stdin { id, data } => {
+            format!(
+                "stdin of request {id} ({} bytes) from the guest",
+                data.len()
+            )
         }
     }
 }
@@ -849,7 +969,12 @@ mod tests {
         let mut reader = FrameReader::new(host.try_clone().unwrap(), protocol::MAX_FRAME);
         let writer = Signaller::new(host);
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let result = exchange(&mut reader, &writer, 5, &request(), &mut out, &mut err);
+        let streams = Streams {
+            stdin: None,
+            stdout: &mut out,
+            stderr: &mut err,
+        };
+        let result = exchange(&mut reader, &writer, 5, &request(), streams);
         agent.join().unwrap();
         (result, out, err)
     }
@@ -940,7 +1065,16 @@ mod tests {
                     cwd: "/".into(),
                     uid: 0,
                     gid: 0,
+                    stdin: false,
                 }),
+            ),
+            (
+                "a stdin acknowledgement that was not owed (no stdin)",
+                [started.clone(), msg(Message::StdinAck { id: 5 })].concat(),
+            ),
+            (
+                "stdin from the guest",
+                [started.clone(), data(protocol::KIND_STDIN, 5, b"x")].concat(),
             ),
             (
                 "a Signal from the guest",

@@ -108,12 +108,13 @@ fn pi_gets_its_own_arguments() {
 }
 
 /// What `--backend vm` does not do yet is refused with one clear line and exit
-/// status 69 before anything runs: a shell and pi (no stdin or terminal in the
-/// VM yet), serve (no network: its session is widenable, `allowlist`). `--backend os` (the positive
-/// control) runs the same command: the marker it writes in the workspace tells
-/// which (serve's exec may be cancelled by the end of its input, so its sign of
-/// life is `ready`). `cordon policy --backend vm` shows the VM's layers.
-/// (`cordon run --backend vm` boots a VM: vm_backend.rs.)
+/// status 69 before anything runs: pi (no terminal or network in the VM yet),
+/// serve (no network: its session is widenable, `allowlist`), an interactive
+/// shell (no terminal in the VM yet). `--backend os` (the positive control) runs
+/// the same command: the marker it writes in the workspace tells which (serve's
+/// exec may be cancelled by the end of its input, so its sign of life is
+/// `ready`). `cordon policy --backend vm` shows the VM's layers. (What
+/// `--backend vm` runs boots a VM: vm_backend.rs.)
 #[test]
 fn backend_vm_refuses_what_it_does_not_do_yet() {
     for_each_user("cli-backend-vm", |fx| {
@@ -129,13 +130,7 @@ fn backend_vm_refuses_what_it_does_not_do_yet() {
         );
         // Each command, what it is given on stdin to write the marker, what it
         // prints when it runs, and the refusal over the VM.
-        let cases: [(&str, Option<String>, &str, &str); 3] = [
-            (
-                "shell",
-                Some(format!("{touch}\n")),
-                "",
-                "does not do a shell (no stdin or terminal in the VM) yet; use --backend os",
-            ),
+        let cases: [(&str, Option<String>, &str, &str); 2] = [
             (
                 "serve",
                 Some(request),
@@ -147,7 +142,7 @@ fn backend_vm_refuses_what_it_does_not_do_yet() {
                 "pi",
                 None,
                 "",
-                "does not do pi (no stdin or terminal in the VM) yet; use --backend os",
+                "does not do pi (no terminal or network in the VM) yet; use --backend os",
             ),
         ];
         for (sub, stdin, prints, refusal) in cases {
@@ -179,6 +174,21 @@ fn backend_vm_refuses_what_it_does_not_do_yet() {
                 }
             }
         }
+        // An interactive shell: on a terminal.
+        let mut pty = Pty::open(24, 80);
+        pty.give_to(&fx.user);
+        let mut cmd = fx.cordon_cmd(&["shell", "--backend", "vm"]);
+        cmd.env("SHELL", "/bin/sh");
+        pty.attach(&mut cmd);
+        let mut child = cmd.spawn().unwrap();
+        let status = wait_deadline(&mut child, RUN_DEADLINE, "cordon shell --backend vm");
+        pty.pump(std::time::Duration::from_millis(100));
+        let said = String::from_utf8_lossy(&pty.seen).into_owned();
+        assert_eq!(status.code(), Some(69), "{said}");
+        assert!(
+            said.contains("the vm backend does not do a terminal (an interactive cordon shell"),
+            "{said}"
+        );
         let out = fx.cordon(&["policy", "--backend", "vm"]);
         out.assert_success()
             .assert_stdout_contains("backend    vm: QEMU VM on ")

@@ -3,7 +3,7 @@
 //!
 //! Every test asserts an effect on the host, as root and as an ordinary user,
 //! with a positive control. Each `cordon run --backend vm` boots a VM (2–5 s
-//! under TCG), so the checks of one boot are gathered in one script; six boots
+//! under TCG), so the checks of one boot are gathered in one script; ten boots
 //! in all. The boot files are assembled once per user into a cache shared by
 //! the tests (`$XDG_CACHE_HOME`). Skipped, saying why, without QEMU or a kernel.
 
@@ -238,6 +238,54 @@ fn exit_statuses_signals_and_allow_write_pass_through() {
         "{:?}",
         waited.elapsed()
     );
+}
+
+/// cordon's stdin, when not a terminal, is the command's: 3 MB hashed in the
+/// guest as on the host, to its end; and a shell reads its script from it
+/// (`cordon shell` without a terminal).
+#[test]
+fn piped_stdin_reaches_the_command() {
+    if let Some(why) = missing() {
+        return eprintln!("skipped: {why}");
+    }
+    let user = users().pop().unwrap();
+    let fx = Fixture::new(&user, "vm-stdin");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let on_host = {
+        let mut cmd = Command::new("sha256sum");
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        let copy = data.clone();
+        let feeder = std::thread::spawn(move || {
+            use std::io::Write;
+            input.write_all(&copy).unwrap();
+        });
+        let out = child.wait_with_output().unwrap();
+        feeder.join().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = run_cmd(
+        vm_cmd(&fx, &[], "sha256sum; wc -c"),
+        Some(data),
+        Duration::from_secs(120),
+    );
+    out.assert_success().assert_stdout_contains(&on_host);
+    // All of it hashed, nothing left for wc.
+    out.assert_stdout_contains("\n0\n");
+
+    let marker = fx.work.join("from-shell");
+    let mut cmd = fx.cordon_cmd(&["shell", "--backend", "vm"]);
+    cmd.env("XDG_CACHE_HOME", cache(&fx))
+        .env("SHELL", "/bin/sh");
+    let script = format!(
+        "echo in-the-vm $(id -u)\ntouch {}\nexit 3\n",
+        marker.display()
+    );
+    let out = run_cmd(cmd, Some(script.into_bytes()), Duration::from_secs(120));
+    out.assert_status(3)
+        .assert_stdout_contains(&format!("in-the-vm {}", fx.user.uid));
+    assert!(marker.exists(), "{out}");
 }
 
 /// What the VM backend does not do yet is refused with status 69 before any VM
