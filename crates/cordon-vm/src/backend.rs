@@ -44,6 +44,11 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
+/// This cordon binary as a command in the guest sees it (see `Program::Cordon`):
+/// the agent's own executable, which the process the agent forks still is when
+/// it execs this path.
+const GUEST_CORDON: &str = "/proc/self/exe";
+
 /// How long the host waits, once the command ended, for the guest to power off
 /// before it kills QEMU.
 const POWER_OFF_WAIT: Duration = Duration::from_secs(10);
@@ -143,11 +148,10 @@ impl Session for VmSession<'_> {
         } = additions;
         let program = match &command.program {
             Program::Named(name) => utf8(name, "the command")?,
-            Program::Cordon => {
-                return Err(VmError::Unsupported(
-                    "cordon's own agent (cordon serve)".into(),
-                ));
-            }
+            // In the guest, the agent's own binary (this cordon, the initramfs's
+            // /init), which the view need not show: a magic link that the chroot
+            // into the view does not hide.
+            Program::Cordon => GUEST_CORDON.to_string(),
         };
         if command.terminal == Terminal::Pty {
             return Err(VmError::Unsupported(

@@ -109,12 +109,10 @@ fn pi_gets_its_own_arguments() {
 
 /// What `--backend vm` does not do yet is refused with one clear line and exit
 /// status 69 before anything runs: pi (no terminal or network in the VM yet),
-/// serve (no network: its session is widenable, `allowlist`), an interactive
-/// shell (no terminal in the VM yet). `--backend os` (the positive control) runs
-/// the same command: the marker it writes in the workspace tells which (serve's
-/// exec may be cancelled by the end of its input, so its sign of life is
-/// `ready`). `cordon policy --backend vm` shows the VM's layers. (What
-/// `--backend vm` runs boots a VM: vm_backend.rs.)
+/// an interactive shell (no terminal in the VM yet). `--backend os` (the
+/// positive control) runs pi: the marker it writes in the workspace tells which.
+/// `cordon policy --backend vm` shows the VM's layers. (What `--backend vm`
+/// runs boots a VM: vm_backend.rs.)
 #[test]
 fn backend_vm_refuses_what_it_does_not_do_yet() {
     for_each_user("cli-backend-vm", |fx| {
@@ -123,28 +121,14 @@ fn backend_vm_refuses_what_it_does_not_do_yet() {
         let pi = fx.root.join("bin/pi");
         fx.write(&pi, &format!("#!/bin/sh\n{touch}\n"));
         fs::set_permissions(&pi, fs::Permissions::from_mode(0o755)).unwrap();
-        let request = format!(
-            "{}\n",
-            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "exec",
-                               "params": {"command": touch}})
-        );
         // Each command, what it is given on stdin to write the marker, what it
         // prints when it runs, and the refusal over the VM.
-        let cases: [(&str, Option<String>, &str, &str); 2] = [
-            (
-                "serve",
-                Some(request),
-                "\"method\":\"ready\"",
-                "has no network yet (--net allowlist, set by built-in default): the VM gets \
-                 no network device rather than an unfiltered one; use --net none, or --backend os",
-            ),
-            (
-                "pi",
-                None,
-                "",
-                "does not do pi (no terminal or network in the VM) yet; use --backend os",
-            ),
-        ];
+        let cases: [(&str, Option<String>, &str, &str); 1] = [(
+            "pi",
+            None,
+            "",
+            "does not do pi (no terminal or network in the VM) yet; use --backend os",
+        )];
         for (sub, stdin, prints, refusal) in cases {
             // The flag, or the variable CORDON_BACKEND (which the flag overrides).
             for (backend, by_variable) in [("vm", false), ("vm", true), ("os", false)] {

@@ -3,7 +3,7 @@
 //!
 //! Every test asserts an effect on the host, as root and as an ordinary user,
 //! with a positive control. Each `cordon run --backend vm` boots a VM (2–5 s
-//! under TCG), so the checks of one boot are gathered in one script; ten boots
+//! under TCG), so the checks of one boot are gathered in one script; eleven boots
 //! in all. The boot files are assembled once per user into a cache shared by
 //! the tests (`$XDG_CACHE_HOME`). Skipped, saying why, without QEMU or a kernel.
 
@@ -286,6 +286,40 @@ fn piped_stdin_reaches_the_command() {
     out.assert_status(3)
         .assert_stdout_contains(&format!("in-the-vm {}", fx.user.uid));
     assert!(marker.exists(), "{out}");
+}
+
+/// `cordon serve --backend vm`: the tool server (cordon's own binary, the
+/// guest agent's) runs in the guest and its tool calls see the same view: a
+/// file made in the workspace appears on the host, one outside does not (the
+/// same write without cordon does); `status` names the VM.
+#[test]
+fn serve_runs_its_tool_calls_in_the_vm() {
+    if let Some(why) = missing() {
+        return eprintln!("skipped: {why}");
+    }
+    let user = users().pop().unwrap();
+    let fx = Fixture::new(&user, "vm-serve");
+    let mut cmd = fx.cordon_cmd(&["serve", "--backend", "vm"]);
+    cmd.env("XDG_CACHE_HOME", cache(&fx));
+    let mut serve = common::serve::Session::spawn(cmd);
+    let (reply, stdout) = serve.exec(&format!(
+        "echo made > made; id -u; uname -r; echo x > {}/vm-serve || exit 9",
+        fx.home.display()
+    ));
+    assert_eq!(reply["result"]["exitCode"], 9, "{reply}");
+    let kernel = cordon_vm::image::find_kernel(None).unwrap();
+    assert_eq!(
+        stdout,
+        format!("{}\n{}\n", fx.user.uid, kernel.release.unwrap_or_default())
+    );
+    assert_eq!(fs::read_to_string(fx.work.join("made")).unwrap(), "made\n");
+    assert_not_exists(&fx.home.join("vm-serve"));
+    let status = serve.ok("status", serde_json::json!({}));
+    assert_eq!(status["backend"], "vm", "{status}");
+    assert!(["tcg", "kvm"].contains(&status["layers"]["vm"].as_str().unwrap_or("")));
+    assert!(serve.close().success());
+    fx.host_sh(&format!("echo x > {}/vm-serve", fx.home.display()))
+        .assert_success();
 }
 
 /// What the VM backend does not do yet is refused with status 69 before any VM
