@@ -51,6 +51,7 @@ fn run(
     let ruleset = if prepared.landlock {
         Some(landlock::build(
             &prepared.writable,
+            crate::view::writable_dev(&prepared.view),
             prepared.exec_fd.as_ref().map(|fd| fd.as_fd()),
         )?)
     } else {

@@ -54,14 +54,17 @@ pub fn restrict_self(fd: BorrowedFd<'_>) -> std::io::Result<()> {
 /// Builds the ruleset (paths are opened in the current root, so call this inside
 /// the view); the sandboxed process enforces it with `restrict_self`. `program`,
 /// a file opened outside the view (see `Additions::exec_fd`), may be read and
-/// executed, and nothing else beside it.
+/// executed, and nothing else beside it. Writable: `writable`, `/tmp`, `/proc`
+/// and `dev` (`/dev`, or parts of it: `view::writable_dev`).
 pub fn build(
     writable: &[PathBuf],
+    dev: Vec<PathBuf>,
     program: Option<BorrowedFd<'_>>,
 ) -> Result<OwnedFd, SandboxError> {
     let fail = SandboxError::Landlock;
     let mut roots: Vec<PathBuf> = writable.to_vec();
-    roots.extend(["/tmp", "/dev", "/proc"].map(PathBuf::from));
+    roots.extend(["/tmp", "/proc"].map(PathBuf::from));
+    roots.extend(dev);
     Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
         .handle_access(AccessFs::from_all(TARGET_ABI))

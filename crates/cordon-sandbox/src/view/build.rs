@@ -594,6 +594,21 @@ fn remount_read_only(
 /// `/dev` of its own.
 pub const SERVED_VIEW: &str = "/dev/cordon-view";
 
+/// What of `/dev` the command may write (Landlock): all of it, but in a served
+/// view only its devices, `/dev/pts` and `/dev/shm`: a rule on `/dev` would
+/// cover the served tree below [`SERVED_VIEW`] too, leaving its read-only parts
+/// to their mount flags alone.
+pub fn writable_dev(plan: &ViewPlan) -> Vec<PathBuf> {
+    let dev = Path::new("/dev");
+    if !plan.served {
+        return vec![dev.to_path_buf()];
+    }
+    (DEVICES.iter().chain(&plan.devices))
+        .chain(&["pts", "shm"])
+        .map(|d| dev.join(d))
+        .collect()
+}
+
 /// The view as a server gives it to another machine, mounted at
 /// [`SERVED_VIEW`]: the whole view as built, but its `/proc`, `/sys` and `/dev`
 /// empty (the guest mounts its own). The server's own `/proc` is not served: the
@@ -727,4 +742,27 @@ fn mask(root: BorrowedFd<'_>, empty: BorrowedFd<'_>, path: &Path) -> Result<(), 
         .map_err(rustix_err(path))?;
     let source = clone_empty(empty, if is_dir { "dir" } else { "empty" }, path)?;
     attach_at(source.as_fd(), node.as_fd(), path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Landlock's writable roots of a served view never contain the tree served
+    /// to the guest: there, the view's read-only parts stay read-only for
+    /// Landlock too, not for their mount flags alone.
+    #[test]
+    fn a_served_view_is_not_below_a_writable_dev() {
+        let mut plan = ViewPlan::default();
+        assert_eq!(writable_dev(&plan), [PathBuf::from("/dev")]);
+        assert!(Path::new(SERVED_VIEW).starts_with("/dev"));
+        plan.served = true;
+        plan.devices = vec!["kvm"];
+        let roots = writable_dev(&plan);
+        assert!(roots.contains(&PathBuf::from("/dev/kvm")));
+        assert!(roots.contains(&PathBuf::from("/dev/null")));
+        for root in &roots {
+            assert!(!Path::new(SERVED_VIEW).starts_with(root), "{root:?}");
+        }
+    }
 }

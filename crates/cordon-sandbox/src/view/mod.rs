@@ -4,5 +4,5 @@
 pub mod build;
 pub mod plan;
 
-pub use build::SERVED_VIEW;
+pub use build::{SERVED_VIEW, writable_dev};
 pub use plan::{MountKind, MountOp, MountPlan, SyntheticFile, ViewPlan};
