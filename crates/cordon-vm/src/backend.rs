@@ -104,12 +104,37 @@ impl Backend for VmBackend {
                 origin: policy.net.origin.to_string(),
             });
         }
+        check_memory(policy)?;
         Ok(VmSession {
             backend: self,
             policy,
             degraded,
             ran: false,
         })
+    }
+}
+
+/// What QEMU's sandbox holds beyond the guest's memory: QEMU itself (about
+/// 11 MiB resident after boot, a 64 MiB translation cache under TCG) and the
+/// sandbox's private tmpfs mounts.
+const QEMU_OVERHEAD: u64 = 128 << 20;
+
+/// `--memory` limits QEMU's sandbox, which holds the guest's memory: one below
+/// the VM's memory plus QEMU's own is refused before anything runs, rather
+/// than QEMU killed once the guest uses its memory.
+fn check_memory(policy: &Policy) -> Result<(), VmError> {
+    let vm = &policy.vm.memory;
+    match &policy.limits.memory {
+        Some(limit) if limit.value < vm.value.saturating_add(QEMU_OVERHEAD) => {
+            Err(VmError::MemoryBelowVm {
+                limit_mib: limit.value >> 20,
+                limit_origin: format!("set by {}", limit.origin),
+                vm_mib: vm.value >> 20,
+                vm_origin: format!("set by {}", vm.origin),
+                overhead_mib: QEMU_OVERHEAD >> 20,
+            })
+        }
+        _ => Ok(()),
     }
 }
 

@@ -127,6 +127,18 @@ pub enum VmError {
     #[error("the vm backend does not do {0} yet; use --backend os")]
     Unsupported(String),
     #[error(
+        "--memory {limit_mib}M ({limit_origin}) cannot hold the VM's memory, {vm_mib}M \
+         ({vm_origin}), and QEMU's own {overhead_mib}M: QEMU, which holds the guest's memory, \
+         would be killed once the guest used it; raise --memory or lower --vm-memory"
+    )]
+    MemoryBelowVm {
+        limit_mib: u64,
+        limit_origin: String,
+        vm_mib: u64,
+        vm_origin: String,
+        overhead_mib: u64,
+    },
+    #[error(
         "the vm backend has no network yet (--net {mode}, set by {origin}): the VM gets no \
          network device rather than an unfiltered one; use --net none, or --backend os"
     )]

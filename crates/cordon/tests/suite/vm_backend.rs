@@ -324,10 +324,27 @@ fn serve_runs_its_tool_calls_in_the_vm() {
 
 /// What the VM backend does not do yet is refused with status 69 before any VM
 /// starts, never run without it: a network (no device at all rather than an
-/// unfiltered one). Positive control: the OS backend runs the same command.
+/// unfiltered one). Positive control: the OS backend runs the same command. And
+/// a `--memory` that cannot hold the VM's memory is refused (125) before QEMU
+/// starts, rather than QEMU killed later.
 #[test]
 fn a_network_is_refused_not_left_open() {
     for_each_user("vm-net", |fx| {
+        let out = fx.cordon(&[
+            "run",
+            "--backend",
+            "vm",
+            "--memory",
+            "512M",
+            "--",
+            "touch",
+            "ran",
+        ]);
+        out.assert_status(125).assert_stderr_contains(
+            "cordon: --memory 512M (set by flag --memory) cannot hold the VM's memory, 1024M (set by \
+             built-in default), and QEMU's own 128M",
+        );
+        assert_not_exists(&fx.work.join("ran"));
         for opts in [
             &["--net", "host"][..],
             &["--allow-domain", "example.com"][..],
