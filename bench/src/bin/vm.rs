@@ -248,6 +248,7 @@ fn echo() -> ExecRequest {
         cwd: "/".into(),
         uid: 0,
         gid: 0,
+        tty: None,
     }
 }
 

@@ -119,8 +119,9 @@ pub struct OsSession<'p> {
 ///   [`ViewServer::environment`], for the command the server runs elsewhere;
 /// - [`ViewServer::serve`] runs on a thread of its own once the sandbox exists,
 ///   and [`ViewServer::stop`] ends the sandbox from any thread;
-/// - the signals cordon passes on to a command (SIGINT, SIGTERM, ...) go to
-///   [`ViewServer::signal`], for the command the server runs, not to the server.
+/// - the signals cordon passes on to a command (SIGINT, SIGTERM, ...), and
+///   SIGWINCH, go to [`ViewServer::signal`], for the command the server runs,
+///   not to the server.
 pub struct ViewServer {
     /// Descriptors the command inherits, at the same numbers.
     pub fds: Vec<OwnedFd>,

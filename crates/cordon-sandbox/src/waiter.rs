@@ -96,7 +96,9 @@ impl Waiter<'_> {
     fn pass_on(&self, info: &SignalInfo) {
         let pass = match info.signo {
             libc::SIGCHLD => false,
-            libc::SIGWINCH | libc::SIGCONT => self.pty.is_some(),
+            // A server of the view decides what a resize means for its command.
+            libc::SIGWINCH => self.pty.is_some() || self.forward.is_some(),
+            libc::SIGCONT => self.pty.is_some(),
             _ => forwardable(info),
         };
         match self.forward {

@@ -13,10 +13,11 @@
 //! nothing the agent says (see [`crate::protocol`]).
 
 use crate::image::GUEST_MODULE_LIST;
-use crate::protocol::{self, Frame, FrameReader, Message, Status};
+use crate::protocol::{self, Frame, FrameReader, Message, Status, TtySize};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -105,6 +106,7 @@ fn run() -> io::Result<()> {
                 uid,
                 gid,
                 stdin,
+                tty,
             })) => {
                 reaper.expect(id);
                 let input = stdin.then(|| reaper.input(id));
@@ -117,11 +119,13 @@ fn run() -> io::Result<()> {
                     uid,
                     gid,
                     input,
+                    tty,
                 };
                 std::thread::spawn(move || exec(request, &writer, &reaper));
             }
             Ok(Frame::Message(Message::Signal { id, signal })) => reaper.signal(id, signal),
             Ok(Frame::Stdin { id, data }) => reaper.stdin(id, data),
+            Ok(Frame::Message(Message::Resize { id, size })) => reaper.resize(id, size),
             Ok(other) => {
                 eprintln!("cordon agent: ignored an unexpected frame from the host: {other:?}")
             }
@@ -331,6 +335,8 @@ struct Request {
     gid: u32,
     /// The stdin chunks the host sends, when it sends them.
     input: Option<Receiver<Vec<u8>>>,
+    /// A pseudo-terminal of this size instead of pipes.
+    tty: Option<TtySize>,
 }
 
 /// Runs one command: `Started` (or `Failed`), its output, then `Exited`.
@@ -344,6 +350,7 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
         uid,
         gid,
         input,
+        tty,
     } = request;
     let send = |m: Message| {
         if !matches!(m, Message::Started { .. }) {
@@ -382,6 +389,19 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let tty = match tty
+        .map(|size| open_tty(size, uid, gid, &mut command))
+        .transpose()
+    {
+        Ok(tty) => tty,
+        Err(e) => {
+            return send(Message::Failed {
+                id,
+                error: format!("cannot open a pseudo-terminal in the VM: {e}"),
+                status: 125,
+            });
+        }
+    };
     // Spawned under the reaper's lock: the reaper cannot take the status before
     // the pid is registered, nor reap the child std's spawn waits for itself when
     // exec fails.
@@ -408,10 +428,28 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
             }
         }
     };
+    // The slave's copies held by the command's description go: the master
+    // reads its end once the command and what it started have closed theirs.
+    drop(command);
     let pid = child.id();
     reaper.started(id, pid as i32);
     send(Message::Started { id, pid });
-    if let (Some(input), Some(to)) = (input, child.stdin) {
+    let mut child = child;
+    let mut terminal_out = None;
+    if let Some(Tty {
+        master,
+        output,
+        input: to,
+    }) = tty
+    {
+        // The terminal is the command's stdin and its only output.
+        reaper.with_tty(id, master);
+        terminal_out = Some(output);
+        if let Some(input) = input {
+            let writer = writer.clone();
+            std::thread::spawn(move || feed(input, to, id, &writer));
+        }
+    } else if let (Some(input), Some(to)) = (input, child.stdin.take()) {
         // Not waited for: a command may end without reading its input.
         let writer = writer.clone();
         std::thread::spawn(move || feed(input, to, id, &writer));
@@ -419,6 +457,9 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
     // Every output chunk goes out before `Exited`: the pumps end when the pipes
     // close (the command and whatever inherited them have exited).
     std::thread::scope(|s| {
+        if let Some(out) = terminal_out {
+            s.spawn(move || pump(out, protocol::KIND_STDOUT, id, writer));
+        }
         if let Some(out) = child.stdout {
             s.spawn(move || pump(out, protocol::KIND_STDOUT, id, writer));
         }
@@ -430,6 +471,65 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
     reaper.forget(id);
     let status = reaper.wait(pid as i32);
     send(Message::Exited { id, status });
+}
+
+/// A command's pseudo-terminal, on the agent's side.
+struct Tty {
+    /// For resizes.
+    master: Arc<OwnedFd>,
+    /// The command's output, read here.
+    output: File,
+    /// The command's input, written here.
+    input: File,
+}
+
+/// Opens a pseudo-terminal of `size` for `command`: the slave (owned by the
+/// command's user, as a login's is) on its stdin, stdout and stderr and its new
+/// session's controlling terminal. Returns the master's ends.
+fn open_tty(size: TtySize, uid: u32, gid: u32, command: &mut Command) -> io::Result<Tty> {
+    use rustix::pty::OpenptFlags;
+    use std::os::unix::process::CommandExt;
+    let master =
+        rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    rustix::pty::unlockpt(&master)?;
+    let path = rustix::pty::ptsname(&master, Vec::new())?;
+    let slave = rustix::fs::open(
+        path.as_c_str(),
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    rustix::fs::fchown(
+        &slave,
+        Some(rustix::process::Uid::from_raw(uid)),
+        Some(rustix::process::Gid::from_raw(gid)),
+    )?;
+    rustix::termios::tcsetwinsize(
+        &master,
+        rustix::termios::Winsize {
+            ws_row: size.rows,
+            ws_col: size.cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        },
+    )?;
+    command
+        .stdin(Stdio::from(slave.try_clone()?))
+        .stdout(Stdio::from(slave.try_clone()?))
+        .stderr(Stdio::from(slave));
+    // SAFETY: runs in the child between fork and exec, and makes two system
+    // calls (setsid, ioctl), no allocation and no lock.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::setsid()?;
+            rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
+            Ok(())
+        });
+    }
+    Ok(Tty {
+        output: File::from(master.try_clone()?),
+        input: File::from(master.try_clone()?),
+        master: Arc::new(master),
+    })
 }
 
 /// Writes the host's stdin chunks to the command, acknowledging each (written,
@@ -477,6 +577,8 @@ struct Reaper {
     /// Where the host's stdin chunks for each open request go (at most
     /// [`protocol::STDIN_WINDOW`] unacknowledged, so never more are held).
     inputs: Mutex<HashMap<u32, SyncSender<Vec<u8>>>>,
+    /// The terminal (its master) of each open request that has one.
+    ttys: Mutex<HashMap<u32, Arc<OwnedFd>>>,
 }
 
 /// The process a request's signals go to.
@@ -523,6 +625,28 @@ impl Reaper {
     fn forget(&self, id: u32) {
         lock(&self.targets).remove(&id);
         lock(&self.inputs).remove(&id);
+        lock(&self.ttys).remove(&id);
+    }
+
+    /// Request `id`'s command has the terminal whose master is `master`.
+    fn with_tty(&self, id: u32, master: Arc<OwnedFd>) {
+        lock(&self.ttys).insert(id, master);
+    }
+
+    /// The host's terminal changed size: so does request `id`'s (the kernel
+    /// sends SIGWINCH to its foreground group).
+    fn resize(&self, id: u32, size: TtySize) {
+        if let Some(master) = lock(&self.ttys).get(&id) {
+            let _ = rustix::termios::tcsetwinsize(
+                &**master,
+                rustix::termios::Winsize {
+                    ws_row: size.rows,
+                    ws_col: size.cols,
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                },
+            );
+        }
     }
 
     /// Where request `id`'s stdin chunks will be found.
@@ -559,9 +683,12 @@ impl Reaper {
             unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
             // Reaped under the lock that spawns hold: a child std's spawn reaps
             // itself (when exec fails) is never taken from under it.
+            // Any child (waitpid(-1)): rustix's `waitpid(None)` is waitpid(0),
+            // the agent's own process group only, which would never reap a
+            // command in a session or group of its own (a terminal's, `setsid`).
             let mut state = lock(&self.state);
             while let Ok(Some((pid, st))) =
-                rustix::process::waitpid(None, rustix::process::WaitOptions::NOHANG)
+                rustix::process::wait(rustix::process::WaitOptions::NOHANG)
             {
                 let status = match (st.exit_status(), st.terminating_signal()) {
                     (Some(code), _) => Status::Code(code),

@@ -24,6 +24,7 @@
 //! the parent-death signal SIGKILL).
 
 use crate::image::{self, Spec};
+use crate::protocol::TtySize;
 use crate::vm::{
     AccelChoice, Channel, Config, ExecRequest, NotReady, QemuIo, Tail, choose_accel, drain,
     host_tsc_khz, qemu_args, tail_text,
@@ -178,11 +179,13 @@ impl Session for VmSession<'_> {
             // into the view does not hide.
             Program::Cordon => GUEST_CORDON.to_string(),
         };
-        if command.terminal == Terminal::Pty {
-            return Err(VmError::Unsupported(
-                "a terminal (an interactive cordon shell; piped input works)".into(),
-            ));
-        }
+        // A terminal in the guest of the size of cordon's own, which must be one.
+        let tty = match command.terminal {
+            Terminal::Inherit => None,
+            Terminal::Pty => Some(host_tty_size().ok_or_else(|| {
+                VmError::Request("a terminal was asked for, but stdin is not one".into())
+            })?),
+        };
         if egress.is_some() {
             return Err(VmError::Unsupported("a network".into()));
         }
@@ -240,7 +243,12 @@ impl Session for VmSession<'_> {
         let forward = {
             let (interrupted, stop) = (interrupted.clone(), stop.clone());
             move |signal: i32| {
-                if !signaller.send(signal) {
+                if signal == libc::SIGWINCH {
+                    // The guest's terminal follows cordon's; without one, nothing.
+                    if let (Some(_), Some(size)) = (tty, host_tty_size()) {
+                        signaller.resize(size);
+                    }
+                } else if !signaller.send(signal) {
                     interrupted.store(signal, Ordering::SeqCst);
                     stop.stop();
                 }
@@ -254,8 +262,13 @@ impl Session for VmSession<'_> {
             tail: tail.clone(),
             argv,
             cwd,
+            tty,
             boot_timeout: config.boot_timeout,
         };
+        // With a terminal, every key goes to the guest's (Ctrl-C included, which
+        // its line discipline turns into SIGINT there); the mode comes back
+        // when this returns, whatever happened.
+        let _raw = tty.map(|_| RawMode::enter());
         let mut os = self.backend.os.start(self.policy, self.degraded)?;
         os.serve_view(ViewServer {
             fds: vec![channel_guest.into(), console_guest.into(), kernel, initrd],
@@ -348,6 +361,7 @@ struct Host {
     tail: Arc<Mutex<Tail>>,
     argv: Vec<String>,
     cwd: String,
+    tty: Option<TtySize>,
     boot_timeout: Duration,
 }
 
@@ -363,6 +377,7 @@ impl Host {
             tail,
             argv,
             cwd,
+            tty,
             boot_timeout,
         } = self;
         drain(console, tail.clone());
@@ -386,10 +401,12 @@ impl Host {
             cwd,
             uid: rustix::process::geteuid().as_raw(),
             gid: rustix::process::getegid().as_raw(),
+            tty,
         };
-        // A terminal is not passed on (the VM has none yet): /dev/null instead.
+        // A terminal is passed on only to the guest's terminal; else /dev/null
+        // (a command would read what the user types after it).
         let stdin = std::io::stdin();
-        let input: Option<crate::vm::Input> = if stdin.is_terminal() {
+        let input: Option<crate::vm::Input> = if stdin.is_terminal() && tty.is_none() {
             None
         } else {
             Some(Box::new(stdin))
@@ -408,6 +425,42 @@ impl Host {
             stop.stop();
         }
         result
+    }
+}
+
+/// The size of the terminal on cordon's stdin, if it is one.
+fn host_tty_size() -> Option<TtySize> {
+    let size = rustix::termios::tcgetwinsize(rustix::stdio::stdin()).ok()?;
+    Some(TtySize {
+        rows: size.ws_row,
+        cols: size.ws_col,
+    })
+}
+
+/// cordon's terminal in raw mode, for as long as this lives.
+struct RawMode(Option<rustix::termios::Termios>);
+
+impl RawMode {
+    fn enter() -> RawMode {
+        use rustix::termios::{OptionalActions, tcgetattr, tcsetattr};
+        let stdin = rustix::stdio::stdin();
+        let saved = tcgetattr(stdin).ok();
+        if let Some(mode) = &saved {
+            let mut raw = mode.clone();
+            raw.make_raw();
+            let _ = tcsetattr(stdin, OptionalActions::Drain, &raw);
+        }
+        RawMode(saved)
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(mode) = &self.0 {
+            let stdin = rustix::stdio::stdin();
+            let _ =
+                rustix::termios::tcsetattr(stdin, rustix::termios::OptionalActions::Drain, mode);
+        }
     }
 }
 

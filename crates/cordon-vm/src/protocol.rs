@@ -67,7 +67,14 @@ pub enum Message {
         /// The host sends the command's stdin ([`KIND_STDIN`] chunks); else it
         /// is `/dev/null`.
         stdin: bool,
+        /// A pseudo-terminal of this size for the command's stdin, stdout and
+        /// stderr (its output then comes as stdout), its session's controlling
+        /// terminal; else pipes.
+        #[serde(default)]
+        tty: Option<TtySize>,
     },
+    /// Host → guest: the terminal of request `id` has a new size.
+    Resize { id: u32, size: TtySize },
     /// Guest → host: a stdin chunk of request `id` was written to the command
     /// (or dropped, the command having closed its stdin): the host may send one
     /// more.
@@ -85,6 +92,14 @@ pub enum Message {
     /// Guest → host: the command of request `id` ended; every output chunk of it
     /// was sent before.
     Exited { id: u32, status: Status },
+}
+
+/// A terminal's size, in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtySize {
+    pub rows: u16,
+    pub cols: u16,
 }
 
 /// How a command ended.
@@ -282,6 +297,7 @@ mod tests {
             uid: 0,
             gid: 0,
             stdin: true,
+            tty: Some(TtySize { rows: 24, cols: 80 }),
         };
         write_message(&mut buf, &exec).unwrap();
         write_data(&mut buf, KIND_STDIN, 7, b"in").unwrap();

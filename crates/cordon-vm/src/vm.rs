@@ -173,6 +173,8 @@ pub struct ExecRequest {
     /// The user and group it runs as in the guest.
     pub uid: u32,
     pub gid: u32,
+    /// A pseudo-terminal of this size in the guest instead of pipes.
+    pub tty: Option<crate::protocol::TtySize>,
 }
 
 /// The accelerator in use and why.
@@ -439,6 +441,16 @@ impl Signaller {
             return false;
         };
         protocol::write_message(&mut writer.stream, &Message::Signal { id, signal }).is_ok()
+    }
+
+    /// Gives the terminal of the request that is open a new size; false when
+    /// none is open.
+    pub fn resize(&self, size: crate::protocol::TtySize) -> bool {
+        let mut writer = self.lock();
+        let Some(id) = writer.open else {
+            return false;
+        };
+        protocol::write_message(&mut writer.stream, &Message::Resize { id, size }).is_ok()
     }
 }
 
@@ -794,6 +806,7 @@ fn exchange<R: Read>(
                 uid: request.uid,
                 gid: request.gid,
                 stdin: stdin.is_some(),
+                tty: request.tty,
             },
         )?;
         w.open = Some(id);
@@ -877,8 +890,16 @@ fn receive<R: Read>(
                     )));
                 }
             }
-            Frame::Stdout { id: got, data } if got == id && started => stdout.write_all(&data)?,
-            Frame::Stderr { id: got, data } if got == id && started => stderr.write_all(&data)?,
+            // Flushed frame by frame: a prompt without a newline must not wait in
+            // a line buffer (Rust's stdout) for the rest of its line.
+            Frame::Stdout { id: got, data } if got == id && started => {
+                stdout.write_all(&data)?;
+                stdout.flush()?;
+            }
+            Frame::Stderr { id: got, data } if got == id && started => {
+                stderr.write_all(&data)?;
+                stderr.flush()?;
+            }
             Frame::Message(
                 Message::Started { id: got, .. }
                 | Message::Failed { id: got, .. }
@@ -966,6 +987,7 @@ mod tests {
             cwd: "/".into(),
             uid: 0,
             gid: 0,
+            tty: None,
         }
     }
 
@@ -1078,6 +1100,7 @@ mod tests {
                     uid: 0,
                     gid: 0,
                     stdin: false,
+                    tty: None,
                 }),
             ),
             (

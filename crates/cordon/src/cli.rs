@@ -138,7 +138,7 @@ pub enum BackendArg {
     /// Linux namespaces, a mount view, Landlock and seccomp.
     Os,
     /// A QEMU VM (KVM, else TCG) whose file system is the OS backend's view,
-    /// QEMU itself in an OS sandbox; no network or terminal yet.
+    /// QEMU itself in an OS sandbox; no network yet.
     Vm,
 }
 
@@ -155,8 +155,7 @@ pub enum DegradedLayer {
 #[derive(Args, Debug, Clone)]
 pub struct RunOptions {
     /// Where the sandbox runs: os (Linux namespaces, a mount view, Landlock and
-    /// seccomp); vm (a QEMU VM seeing the same view; no network or terminal
-    /// yet). Default: $CORDON_BACKEND, else os.
+    /// seccomp); vm (a QEMU VM seeing the same view; no network yet). Default: $CORDON_BACKEND, else os.
     #[arg(
         long,
         value_enum,

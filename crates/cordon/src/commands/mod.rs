@@ -85,11 +85,11 @@ pub fn dispatch(command: Commands) -> Result<u8, Failure> {
 }
 
 /// What `backend` does not do yet, refused before anything runs: `what` over
-/// the VM backend, which has no terminal and no network yet.
+/// the VM backend, which has no network yet.
 fn refuse_on_vm(backend: &impl cordon_backend::Backend, what: &str) -> Result<(), Failure> {
     if backend.kind() == cordon_backend::BackendKind::Vm {
         return Err(Failure::Unavailable(
-            VmError::Unsupported(format!("{what} (no terminal or network in the VM)")).to_string(),
+            VmError::Unsupported(format!("{what} (no network in the VM)")).to_string(),
         ));
     }
     Ok(())

@@ -72,6 +72,7 @@ fn run(vm: &mut Vm, argv: &[&str]) -> Result<(Status, String, String), VmError> 
         cwd: "/".into(),
         uid: 0,
         gid: 0,
+        tty: None,
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let status = vm.exec(&request, &mut out, &mut err)?;
@@ -123,6 +124,22 @@ fn microvm_boots_and_runs_commands_through_the_agent() {
     assert_eq!(status, Status::Code(3));
     assert_eq!(out, "/bin|\n");
     assert_eq!(err, "/init __vm-agent ");
+
+    // A command in a session of its own (setsid, as a terminal's shell is) is
+    // reaped too: the agent waits for any child, not its own group's only.
+    let (status, _, _) = run(
+        &mut vm,
+        &[
+            "/bin/busybox",
+            "setsid",
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "exit 3",
+        ],
+    )
+    .unwrap();
+    assert_eq!(status, Status::Code(3));
 
     // Killed by a signal.
     let (status, _, _) = run(&mut vm, &["/bin/busybox", "sh", "-c", "kill -9 $$"]).unwrap();

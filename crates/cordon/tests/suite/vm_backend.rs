@@ -3,7 +3,7 @@
 //!
 //! Every test asserts an effect on the host, as root and as an ordinary user,
 //! with a positive control. Each `cordon run --backend vm` boots a VM (2–5 s
-//! under TCG), so the checks of one boot are gathered in one script; eleven boots
+//! under TCG), so the checks of one boot are gathered in one script; twelve boots
 //! in all. The boot files are assembled once per user into a cache shared by
 //! the tests (`$XDG_CACHE_HOME`). Skipped, saying why, without QEMU or a kernel.
 
@@ -320,6 +320,46 @@ fn serve_runs_its_tool_calls_in_the_vm() {
     assert!(serve.close().success());
     fx.host_sh(&format!("echo x > {}/vm-serve", fx.home.display()))
         .assert_success();
+}
+
+/// `cordon shell --backend vm` on a terminal: bash on a pseudo-terminal in the
+/// guest, of the host terminal's size, Ctrl-C interrupting its foreground
+/// command there, its exit status cordon's; and the host terminal's mode given
+/// back afterwards (canonical, echoing).
+#[test]
+fn an_interactive_shell_has_a_terminal_in_the_vm() {
+    if let Some(why) = missing() {
+        return eprintln!("skipped: {why}");
+    }
+    let user = users().pop().unwrap();
+    let fx = Fixture::new(&user, "vm-tty");
+    fx.write(
+        &fx.home.join(".bashrc"),
+        "PS1='VM$ '\nunset HISTFILE PROMPT_COMMAND\nbind 'set enable-bracketed-paste off' 2>/dev/null\n",
+    );
+    let mut cmd = fx.cordon_cmd(&["shell", "--backend", "vm"]);
+    cmd.env("XDG_CACHE_HOME", cache(&fx))
+        .env("SHELL", "/bin/bash");
+    let mut term = Terminal::start(cmd, &fx.user, "VM$ ", Duration::from_secs(120));
+    term.line("echo $((6*7)) $(id -u); tty; stty size");
+    term.expect(&format!("42 {}", fx.user.uid));
+    term.expect("/dev/pts/");
+    term.expect("24 80");
+    term.prompt();
+    term.line("sleep 100");
+    std::thread::sleep(Duration::from_millis(500));
+    term.pty.send(b"\x03");
+    term.prompt();
+    term.line("exit 5");
+    let status = wait_deadline(&mut term.child, Duration::from_secs(30), "cordon shell");
+    assert_eq!(status.code(), Some(5), "{}", term.transcript());
+    let mode = rustix::termios::tcgetattr(&term.pty.slave).unwrap();
+    use rustix::termios::LocalModes;
+    assert!(
+        mode.local_modes
+            .contains(LocalModes::ICANON | LocalModes::ECHO),
+        "the terminal was left raw"
+    );
 }
 
 /// What the VM backend does not do yet is refused with status 69 before any VM
