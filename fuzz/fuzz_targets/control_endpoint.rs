@@ -59,9 +59,17 @@ fuzz_target!(|data: &[u8]| {
     let lines = from_sandbox.split(|b| *b == b'\n').count();
     let answers: Vec<&[u8]> = channel.to_sandbox.split(|b| *b == b'\n').collect();
     // Every answer ends with a newline, so the last piece is empty.
-    assert_eq!(answers.last(), Some(&&[][..]), "an answer without its newline");
+    assert_eq!(
+        answers.last(),
+        Some(&&[][..]),
+        "an answer without its newline"
+    );
     let answers = &answers[..answers.len() - 1];
-    assert!(answers.len() <= lines, "{} answers to {lines} lines", answers.len());
+    assert!(
+        answers.len() <= lines,
+        "{} answers to {lines} lines",
+        answers.len()
+    );
     for answer in answers {
         serde_json::from_slice::<serde_json::Value>(answer).expect("an answer is JSON");
     }
