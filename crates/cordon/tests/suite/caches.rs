@@ -395,9 +395,13 @@ print('hits:', hits)
 /// nowhere in cordon's output, the copy says `copy_says`, and the host's files are
 /// unchanged. Positive control: without cordon the same script reads the same
 /// settings and the scan finds the marker in a file named `found_in`.
+/// A settings file's path (relative to the home) and how its content is made
+/// from the marker's two halves.
+type SettingsFile<'a> = (&'a str, fn(&str, &str) -> String);
+
 fn assert_shown_without_credentials(
     fx: &Fixture,
-    files: &[(&str, fn(&str, &str) -> String)],
+    files: &[SettingsFile<'_>],
     probe: &str,
     args: &[&str],
     first: &str,
