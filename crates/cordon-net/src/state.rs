@@ -33,6 +33,21 @@ pub struct BrokerConfig {
     pub audit: Audit,
 }
 
+impl BrokerConfig {
+    /// A broker that only decides by `rules`: no secrets (so no CA and no
+    /// upstream roots), refusals noticed on stderr and recorded nowhere (tests,
+    /// benchmarks, fuzzing).
+    pub fn deciding(rules: NetworkRules) -> BrokerConfig {
+        BrokerConfig {
+            rules,
+            secrets: Vec::new(),
+            ca: None,
+            roots: Arc::new(rustls::RootCertStore::empty()),
+            audit: Audit::notices_only(),
+        }
+    }
+}
+
 /// How many refusals the broker keeps for `status`.
 const RECENT_REFUSALS: usize = 50;
 

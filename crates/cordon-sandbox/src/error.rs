@@ -31,8 +31,8 @@ pub enum SandboxError {
     LandlockRefused,
     #[error("cannot set up Landlock: {0}")]
     LandlockRestrict(#[source] io::Error),
-    #[error("cannot build the seccomp filter: {0}")]
-    Seccomp(#[from] seccompiler::BackendError),
+    #[error("cannot build the seccomp filter: a jump in it is longer than classic BPF allows")]
+    SeccompTooLong,
     #[error("cannot set resource limits: {0}")]
     Limits(#[from] crate::limits::LimitsError),
     #[error("cannot set resource limits: CPU affinity: {0}")]

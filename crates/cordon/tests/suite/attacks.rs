@@ -1745,12 +1745,14 @@ fn sigkill_of_cordon_kills_the_sandbox() {
         }
         let _ = child.kill();
         let _ = child.wait();
-        let mut left = wait_gone(&a, Duration::from_secs(3));
-        left.extend(wait_gone(&b, Duration::from_secs(1)));
+        // Gone within milliseconds when the machine is idle; the bound is
+        // generous because CI machines are not (it failed once at 3 s under load).
+        let mut left = wait_gone(&a, Duration::from_secs(10));
+        left.extend(wait_gone(&b, Duration::from_secs(2)));
         kill_all(&left);
         assert!(
             left.is_empty(),
-            "processes survived SIGKILL of cordon for 3 s: {left:?}"
+            "processes survived SIGKILL of cordon for 10 s: {left:?}"
         );
     });
 }
