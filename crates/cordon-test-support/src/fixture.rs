@@ -163,9 +163,24 @@ pub fn base_dir() -> PathBuf {
 /// A world-readable copy of the cordon binary under test (made once per test binary;
 /// stale copies of finished test processes are removed). `CORDON_TEST_BIN` overrides
 /// the binary; else it is the one cargo built for the cordon package's tests.
+/// Gives SIGINT and SIGQUIT their default action in the test process, and so in
+/// every cordon it starts: a shell without job control starts a background job
+/// with both ignored, which cordon and its command inherit, and then the tests
+/// that send SIGINT to cordon see it ignored (as it rightly is).
+fn default_interrupt_signals() {
+    for signal in [libc::SIGINT, libc::SIGQUIT] {
+        // SAFETY: setting a signal's disposition to SIG_DFL installs no handler
+        // and touches no memory of this process; the old disposition is dropped.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+        }
+    }
+}
+
 pub fn cordon_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        default_interrupt_signals();
         let base = base_dir();
         if let Ok(entries) = fs::read_dir(&base) {
             for e in entries.flatten() {
