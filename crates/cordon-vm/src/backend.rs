@@ -23,7 +23,7 @@
 //! QEMU dies with the sandbox, and the sandbox with cordon (its supervisor has
 //! the parent-death signal SIGKILL).
 
-use crate::image::{self, Spec};
+use crate::image;
 use crate::protocol::TtySize;
 use crate::vm::{
     AccelChoice, Channel, Config, ExecRequest, NotReady, QemuIo, Tail, choose_accel, drain,
@@ -204,14 +204,7 @@ impl Session for VmSession<'_> {
         let config = Config::for_policy(&self.policy.vm);
         let qemu = find_program(&config.qemu)
             .ok_or_else(|| VmError::QemuMissing(config.qemu.display().to_string()))?;
-        let own =
-            std::env::current_exe().map_err(|e| VmError::Spawn("cordon's own binary".into(), e))?;
-        let image = image::assemble(&Spec {
-            kernel: image::find_kernel(None)?,
-            agent: own,
-            extras: Vec::new(),
-            cache: image::cache_dir()?,
-        })?;
+        let image = image::assemble(&image::session_spec()?)?;
         let open = |path: &Path| -> Result<OwnedFd, VmError> {
             std::fs::File::open(path)
                 .map(OwnedFd::from)

@@ -99,6 +99,22 @@ pub enum Commands {
         #[arg(long)]
         pi: bool,
     },
+    /// The VM backend's boot files (a kernel and an initramfs, cached per cordon
+    /// binary and kernel under ~/.cache/cordon/vm).
+    Vm {
+        #[command(subcommand)]
+        action: VmAction,
+    },
+}
+
+/// `cordon vm`'s actions.
+#[derive(Subcommand, Debug)]
+pub enum VmAction {
+    /// Make the boot files of this cordon and the newest installed kernel (a
+    /// first `--backend vm` run makes them too), and remove the cache's others.
+    Setup,
+    /// Show the cache: each file, its size, and whether this cordon uses it.
+    Status,
 }
 
 /// `cordon run`'s arguments.

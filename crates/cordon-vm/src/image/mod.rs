@@ -9,6 +9,7 @@
 //!   any extra files the caller names.
 
 pub mod bzimage;
+pub mod cache;
 pub mod cpio;
 pub mod modules;
 
@@ -198,8 +199,36 @@ impl Hasher {
     }
 }
 
+/// What a session of the VM backend boots: the newest installed kernel with its
+/// modules, this cordon binary as the agent, nothing extra, in the user's cache.
+pub fn session_spec() -> Result<Spec, ImageError> {
+    let own =
+        std::env::current_exe().map_err(|e| ImageError::Io(PathBuf::from("/proc/self/exe"), e))?;
+    Ok(Spec {
+        kernel: find_kernel(None)?,
+        agent: own,
+        extras: Vec::new(),
+        cache: cache_dir()?,
+    })
+}
+
 /// Assembles (or finds in the cache) the vmlinux and the initramfs of `spec`.
 pub fn assemble(spec: &Spec) -> Result<Image, ImageError> {
+    find_or_make(spec, true)?
+        .ok_or_else(|| ImageError::Extra("the boot files were not made".into()))
+}
+
+/// The vmlinux and the initramfs of `spec` if the cache holds both, else `None`:
+/// nothing is made or written (the inputs are read to find their names).
+pub fn cached(spec: &Spec) -> Result<Option<Image>, ImageError> {
+    find_or_make(spec, false)
+}
+
+/// The boot files of `spec`, made where missing when `make`, else `None` then.
+fn find_or_make(spec: &Spec, make: bool) -> Result<Option<Image>, ImageError> {
+    if !make && !spec.cache.is_dir() {
+        return Ok(None);
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -212,6 +241,9 @@ pub fn assemble(spec: &Spec) -> Result<Image, ImageError> {
     h.field(&kernel_bytes);
     let vmlinux = spec.cache.join(format!("vmlinux-{}", h.key()));
     let vmlinux_cached = vmlinux.is_file();
+    if !vmlinux_cached && !make {
+        return Ok(None);
+    }
     if !vmlinux_cached {
         let elf = bzimage::vmlinux(&kernel_bytes)?;
         write_atomic(&vmlinux, |w| w.write_all(&elf))?;
@@ -262,6 +294,9 @@ pub fn assemble(spec: &Spec) -> Result<Image, ImageError> {
     }
     let initramfs = spec.cache.join(format!("initramfs-{}.cpio", h.key()));
     let initramfs_cached = initramfs.is_file();
+    if !initramfs_cached && !make {
+        return Ok(None);
+    }
     if !initramfs_cached {
         let mut list = String::new();
         let mut entries = Vec::new();
@@ -312,13 +347,13 @@ pub fn assemble(spec: &Spec) -> Result<Image, ImageError> {
             cpio.finish().map(drop)
         })?;
     }
-    Ok(Image {
+    Ok(Some(Image {
         vmlinux,
         initramfs,
         modules: mods.into_iter().map(|m| m.name).collect(),
         vmlinux_cached,
         initramfs_cached,
-    })
+    }))
 }
 
 /// What of an ELF executable the kernel loads: the file up to the end of the last

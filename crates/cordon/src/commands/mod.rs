@@ -7,6 +7,7 @@ mod pi;
 mod policy;
 mod run;
 mod serve;
+mod vm;
 
 use crate::cli::{BackendArg, Commands};
 use cordon_sandbox::OsBackend;
@@ -81,6 +82,7 @@ pub fn dispatch(command: Commands) -> Result<u8, Failure> {
             on_backend!(options, |b| policy::show(b, &options, json, pi))?
         }
         Commands::Completions { shell } => completions(shell)?,
+        Commands::Vm { action } => vm::vm(action)?,
     })
 }
 

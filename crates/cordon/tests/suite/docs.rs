@@ -515,6 +515,7 @@ const SUBCOMMANDS: &[&str] = &[
     "doctor",
     "policy",
     "completions",
+    "vm",
 ];
 
 #[test]

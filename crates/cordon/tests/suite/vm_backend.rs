@@ -515,3 +515,85 @@ fn sigkill_of_cordon_leaves_no_qemu() {
         assert!(left.is_empty(), "QEMU {left:?} outlived SIGKILLed cordon");
     });
 }
+
+/// `cordon vm setup` makes this cordon's boot files in the user's cache and
+/// removes the cache's others (an older cordon's, an assembly cut off), leaving
+/// what cordon did not make; `cordon vm status` lists them as in use, and writes
+/// nothing (an empty cache stays absent). A second setup finds both cached.
+#[test]
+fn vm_setup_makes_the_boot_files_and_prunes_the_others() {
+    if let Some(why) = missing() {
+        return eprintln!("skipped: {why}");
+    }
+    for_each_user("vm-setup", |fx| {
+        let cache_home = fx.root.join("cache-home");
+        let dir = cache_home.join("cordon/vm");
+        let cordon_vm = |action: &str| {
+            let mut cmd = fx.cordon_cmd(&["vm", action]);
+            cmd.env("XDG_CACHE_HOME", &cache_home);
+            let out = run_cmd(cmd, None, Duration::from_secs(120));
+            out.assert_success();
+            out
+        };
+        fx.mkdir(&cache_home);
+        fx.chown_tree(&cache_home);
+        let out = cordon_vm("status");
+        assert!(out.stdout_str().contains("empty"), "{out}");
+        assert!(!dir.exists(), "status wrote the cache\n{out}");
+
+        let planted = ["vmlinux-0ld", "initramfs-0ld.cpio", ".vmlinux-x.tmp-1-0"];
+        for name in planted {
+            fx.write(&dir.join(name), "from an older cordon");
+        }
+        fx.write(&dir.join("notes"), "the user's");
+        fx.chown_tree(&cache_home);
+        let out = cordon_vm("setup");
+        for name in planted {
+            assert!(!dir.join(name).exists(), "{name} stayed\n{out}");
+            assert!(
+                out.stdout_str()
+                    .contains(&format!("removed: {}", dir.join(name).display())),
+                "{out}"
+            );
+        }
+        assert!(
+            dir.join("notes").exists(),
+            "a file cordon did not make went\n{out}"
+        );
+        let made: Vec<PathBuf> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name() != Some("notes".as_ref()))
+            .collect();
+        assert_eq!(made.len(), 2, "{made:?}\n{out}");
+        let vmlinux = made
+            .iter()
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("vmlinux-")
+            })
+            .unwrap_or_else(|| panic!("no vmlinux in {made:?}"));
+        assert!(fs::read(vmlinux).unwrap().starts_with(b"\x7fELF"), "{out}");
+        for file in &made {
+            assert_eq!(
+                fs::metadata(file).unwrap().uid(),
+                fx.user.uid,
+                "{}",
+                file.display()
+            );
+        }
+
+        let out = cordon_vm("status");
+        assert_eq!(out.stdout_str().matches("in use").count(), 2, "{out}");
+        assert!(!out.stdout_str().contains(" old "), "{out}");
+        let out = cordon_vm("setup");
+        assert_eq!(
+            out.stdout_str().matches("cached already").count(),
+            2,
+            "{out}"
+        );
+        assert!(!out.stdout_str().contains("removed"), "{out}");
+    });
+}
