@@ -300,8 +300,9 @@ mod tests {
     }
 
     /// Runs `program` on `call` as the kernel would (the instructions this
-    /// module emits; any other is a failure), checking every jump stays inside.
-    fn run(program: &[libc::sock_filter], call: &Call) -> u32 {
+    /// module emits; any other is a failure), checking every jump stays inside:
+    /// the verdict, and how many instructions ran.
+    fn run(program: &[libc::sock_filter], call: &Call) -> (u32, usize) {
         let load = |offset: u32| -> u32 {
             match offset {
                 NR => call.nr,
@@ -310,8 +311,9 @@ mod tests {
                 o => panic!("load of offset {o}"),
             }
         };
-        let (mut pc, mut acc) = (0usize, 0u32);
+        let (mut pc, mut acc, mut ran) = (0usize, 0u32, 0usize);
         loop {
+            ran += 1;
             let insn = program.get(pc).expect("ran off the program's end");
             let taken = |cond: bool| pc + 1 + usize::from(if cond { insn.jt } else { insn.jf });
             pc = match insn.code {
@@ -322,7 +324,7 @@ mod tests {
                 BPF_JEQ_K => taken(acc == insn.k),
                 BPF_JGE_K => taken(acc >= insn.k),
                 BPF_JSET_K => taken(acc & insn.k != 0),
-                BPF_RET_K => return insn.k,
+                BPF_RET_K => return (insn.k, ran),
                 code => panic!("instruction {code:#x}"),
             };
         }
@@ -393,7 +395,7 @@ mod tests {
                             args: [a, a, 0, 0, 0, 0],
                         };
                         assert_eq!(
-                            run(&program, &call),
+                            run(&program, &call).0,
                             expected(&call, nested, unix, pinned),
                             "nr {nr} args {a:#x} arch {arch:#x} nested {nested} unix {unix} pinned {pinned}"
                         );
@@ -414,29 +416,14 @@ mod tests {
             .program;
         assert!(program.len() < 150, "{} instructions", program.len());
         let steps = |nr: u32| {
-            let mut pc = 0usize;
-            let mut n = 0;
             let call = Call {
                 arch: AUDIT_ARCH_X86_64,
                 nr,
                 args: [0; 6],
             };
-            // Count the instructions run by replaying the interpreter's walk.
-            loop {
-                n += 1;
-                let insn = program[pc];
-                let acc = if pc < 3 { call.arch } else { call.nr };
-                pc = match insn.code {
-                    BPF_LD_W_ABS => pc + 1,
-                    BPF_JEQ_K => {
-                        pc + 1 + usize::from(if acc == insn.k { insn.jt } else { insn.jf })
-                    }
-                    BPF_JGE_K => {
-                        pc + 1 + usize::from(if acc >= insn.k { insn.jt } else { insn.jf })
-                    }
-                    _ => return n,
-                };
-            }
+            let (verdict, ran) = run(&program, &call);
+            assert_eq!(verdict, RET_ALLOW, "nr {nr}");
+            ran
         };
         for nr in [libc::SYS_read, libc::SYS_openat, libc::SYS_getpid, 400] {
             assert!(
