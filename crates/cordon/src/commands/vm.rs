@@ -45,11 +45,9 @@ fn setup() -> Result<u8, String> {
 /// without making anything: the files are named by a hash of their inputs).
 fn status() -> Result<u8, String> {
     let dir = image::cache_dir().map_err(|e| e.to_string())?;
-    let current = image::session_spec()
-        .and_then(|spec| image::cached(&spec))
-        .ok()
-        .flatten();
-    let entries = cache::entries(&dir, current.as_ref()).map_err(|e| e.to_string())?;
+    let current = image::session_spec().and_then(|spec| image::cached(&spec));
+    let in_use = current.as_ref().ok().and_then(Option::as_ref);
+    let entries = cache::entries(&dir, in_use).map_err(|e| e.to_string())?;
     println!("cache: {}", dir.display());
     if entries.is_empty() {
         println!("  empty (cordon vm setup, or a first --backend vm run, fills it)");
@@ -66,8 +64,10 @@ fn status() -> Result<u8, String> {
     }
     let total: u64 = entries.iter().map(|e| e.bytes).sum();
     println!("  total {}", size(total));
-    if current.is_none() {
-        println!("  this cordon's files are not made yet: cordon vm setup makes them");
+    match &current {
+        Ok(Some(_)) => {}
+        Ok(None) => println!("  this cordon's files are not made yet: cordon vm setup makes them"),
+        Err(e) => println!("  which files this cordon would use is unknown: {e}"),
     }
     Ok(0)
 }
