@@ -7,7 +7,9 @@
 //! `commondir` redirects, and a bare repository at any level (a directory holding
 //! `HEAD`, `objects` and `refs`). So once the sandbox has ended, cordon walks each
 //! writable root, finds every git dir that a host git started anywhere in it could
-//! use, and judges the settings files there that the run may have written:
+//! use, and judges the settings files there that the run may have written (a
+//! directory whose entries did not change since the last audit is not read
+//! again, only looked at: see [`listing`]):
 //!
 //! - a `config` or `config.worktree` holding a setting outside the allowlist of
 //!   [`config::is_safe`] (or not parsing) is moved aside to `NAME.cordon-quarantine`
@@ -25,9 +27,12 @@
 //! read-only during the run (protected paths) are not judged: they are the user's.
 
 pub mod config;
+pub mod listing;
 pub mod pending;
 
-use std::collections::HashSet;
+use listing::{DotGit, Freshness, Listing, Listings};
+
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -51,6 +56,9 @@ pub struct Audit<'a> {
     /// When the run began (a little before, so coarse file times still compare
     /// as later).
     pub since: SystemTime,
+    /// Where the listings of each root's directories are kept between audits
+    /// (see [`listing`]); `None`: every directory is read.
+    pub listings: Option<&'a Path>,
 }
 
 /// One thing neutralised.
@@ -97,6 +105,10 @@ pub struct Report {
     pub neutralised: Vec<Finding>,
     /// Places that could not be checked, each with the reason.
     pub unchecked: Vec<String>,
+    /// How many directories were walked, and how many of them were not read
+    /// because their listing from the last audit still held.
+    pub walked: usize,
+    pub remembered: usize,
 }
 
 /// Audits every writable root; see the module's documentation.
@@ -105,6 +117,7 @@ pub fn audit(request: &Audit) -> Report {
         request,
         since: since_key(request.since),
         seen: HashSet::new(),
+        change_times: HashMap::new(),
         report: Report::default(),
     };
     let mut roots: Vec<&PathBuf> = request.roots.iter().collect();
@@ -115,7 +128,15 @@ pub fn audit(request: &Audit) -> Report {
         if roots[..i].iter().any(|outer| root.starts_with(outer)) {
             continue;
         }
-        auditor.walk(root);
+        let file = request
+            .listings
+            .map(|dir| dir.join(format!("listings-{}", pending::stem(root))));
+        let mut listings = file.as_deref().map(Listings::load).unwrap_or_default();
+        auditor.walk(root, &mut listings);
+        if let Some(file) = &file {
+            // Lost, the next audit reads every directory: slower, as safe.
+            let _ = listings.save(file);
+        }
     }
     auditor.report
 }
@@ -136,6 +157,9 @@ struct Auditor<'a> {
     since: (i64, i64),
     /// Git dirs already judged (canonical), with whether fully.
     seen: HashSet<(PathBuf, bool)>,
+    /// Per device: whether its file system keeps change times that listings
+    /// can be checked against ([`listing::trusts_change_times`]).
+    change_times: HashMap<u64, bool>,
     report: Report,
 }
 
@@ -181,46 +205,70 @@ impl Auditor<'_> {
 
     /// Visits every directory below `root` (not following symlinks), looking for
     /// the ways git finds a repository: a `.git` entry, or a directory that is a
-    /// git dir itself.
-    fn walk(&mut self, root: &Path) {
+    /// git dir itself. A directory that did not change since `listings` had it
+    /// is not read again.
+    fn walk(&mut self, root: &Path, listings: &mut Listings) {
         let mut stack = vec![root.to_path_buf()];
         while let Some(dir) = stack.pop() {
-            let entries = match fs::read_dir(&dir).or_else(|e| self.make_readable(&dir, e)) {
-                Ok(e) => e,
-                Err(e) => {
-                    self.unreadable_dir(&dir, &e);
-                    continue;
-                }
+            let Some((listing, freshness)) = self.list(&dir, listings) else {
+                continue;
             };
-            let mut subdirs = Vec::new();
-            let mut has_head = false;
-            for entry in entries.flatten() {
-                let Ok(kind) = entry.file_type() else {
-                    continue;
-                };
-                let name = entry.file_name();
-                if name == ".git" {
-                    self.dot_git(&dir, &entry.path(), kind);
-                }
-                if name == "HEAD" {
-                    has_head = true;
-                }
-                if kind.is_dir() {
-                    subdirs.push(name);
-                }
+            self.report.walked += 1;
+            self.report.remembered += usize::from(freshness == Freshness::Remembered);
+            if let Some(kind) = listing.dot_git {
+                self.dot_git(&dir, &dir.join(".git"), kind);
             }
-            let is_git_dir = has_head && looks_like_git_dir(&dir);
+            let is_git_dir = listing.has_head && looks_like_git_dir(&dir);
             // A `.git` directory is judged even before it is a git dir: a later
             // `HEAD` would make it one around what it holds.
             if is_git_dir || dir.file_name() == Some(".git".as_ref()) {
                 self.judge_git_dir(&dir, false);
             }
-            for name in subdirs {
+            for name in &listing.subdirs {
                 // A git dir's objects hold no repositories, and are many.
                 if is_git_dir && name == "objects" {
                     continue;
                 }
                 stack.push(dir.join(name));
+            }
+            listings.keep(dir, listing, freshness);
+        }
+    }
+
+    /// The entries of `dir` the walk needs: remembered if it did not change,
+    /// else read now (and how far to trust them later, for [`Listings::keep`]).
+    fn list(&mut self, dir: &Path, listings: &mut Listings) -> Option<(Listing, Freshness)> {
+        // Looked at before it is read: a change while it is read then moves its
+        // change time past the one kept, and the next audit reads it again.
+        let meta = match fs::symlink_metadata(dir) {
+            Ok(meta) if meta.is_dir() => meta,
+            Ok(_) => return None,
+            Err(e) => {
+                self.unreadable_dir(dir, &e);
+                return None;
+            }
+        };
+        let trusted = *(self.change_times)
+            .entry(meta.dev())
+            .or_insert_with(|| listing::trusts_change_times(dir));
+        if trusted {
+            if let Some(listing) = listings.remembered(dir, &meta) {
+                return Some((listing, Freshness::Remembered));
+            }
+        }
+        let read_at = SystemTime::now();
+        match fs::read_dir(dir).or_else(|e| self.make_readable(dir, e)) {
+            Ok(entries) => Some((
+                Listing::read(&meta, entries),
+                if trusted {
+                    Freshness::Read(read_at)
+                } else {
+                    Freshness::Untrusted
+                },
+            )),
+            Err(e) => {
+                self.unreadable_dir(dir, &e);
+                None
             }
         }
     }
@@ -261,12 +309,12 @@ impl Auditor<'_> {
     }
 
     /// A `.git` entry in `dir`: a git dir, or a file or symlink naming one.
-    fn dot_git(&mut self, dir: &Path, path: &Path, kind: fs::FileType) {
-        if kind.is_dir() {
+    fn dot_git(&mut self, dir: &Path, path: &Path, kind: DotGit) {
+        if kind == DotGit::Dir {
             return; // the walk reaches it, and it holds HEAD if git would use it
         }
         let new_pointer = self.possibly_changed(path);
-        let target = if kind.is_symlink() {
+        let target = if kind == DotGit::Symlink {
             fs::canonicalize(path).ok()
         } else {
             read_small(path)
@@ -525,6 +573,7 @@ mod tests {
             roots: &[root.to_path_buf()],
             read_only: &[],
             since,
+            listings: None,
         })
     }
 
@@ -551,6 +600,68 @@ mod tests {
             fs::read_to_string(gitdir.join("config.cordon-quarantine")).unwrap(),
             PAGER
         );
+    }
+
+    /// The listings of an audit let the next one skip reading directories that
+    /// did not change, and it still finds what a run planted below them: a hook
+    /// and an in-place config rewrite in a repository deep in an unchanged tree,
+    /// and a repository made in an old directory.
+    #[test]
+    fn kept_listings_miss_nothing_planted_below_unchanged_directories() {
+        let t = tempfile::tempdir().unwrap();
+        let kept = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        let gitdir = repo(&root, "a/b/c/repo/.git", "[core]\n\tbare = false\n");
+        fs::create_dir_all(root.join("a/b/old")).unwrap();
+        for i in 0..20 {
+            fs::create_dir_all(root.join(format!("a/filler{i}/x"))).unwrap();
+        }
+        // Listings are kept only of directories still for RACY_MARGIN.
+        std::thread::sleep(listing::RACY_MARGIN + Duration::from_millis(100));
+        let audit_kept = |since| {
+            audit(&Audit {
+                roots: std::slice::from_ref(&root),
+                read_only: &[],
+                since,
+                listings: Some(kept.path()),
+            })
+        };
+        let first = audit_kept(SystemTime::now());
+        assert!(first.neutralised.is_empty(), "{first:?}");
+        assert_eq!(first.remembered, 0, "{first:?}");
+        // The run.
+        let since = SystemTime::now() - Duration::from_secs(1);
+        fs::create_dir(gitdir.join("hooks")).unwrap();
+        fs::write(gitdir.join("hooks/pre-commit"), "#!/bin/sh\ntouch /tmp/x\n").unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(gitdir.join("config"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, PAGER.as_bytes()))
+            .unwrap();
+        let planted = repo(&root, "a/b/old/.git", PAGER);
+        let second = audit_kept(since);
+        // The positive control: most directories were not read again.
+        assert!(
+            second.remembered * 2 > second.walked,
+            "the listings were not used: {second:?}"
+        );
+        let mut found: Vec<&Path> = second
+            .neutralised
+            .iter()
+            .map(|f| f.path.as_path())
+            .collect();
+        found.sort();
+        let mut expected = vec![
+            planted.join("config"),
+            gitdir.join("config"),
+            gitdir.join("hooks/pre-commit"),
+        ];
+        expected.sort();
+        assert_eq!(found, expected, "{second:?}");
+        // And without listings, the same walk finds the same (nothing left now).
+        let third = audit_since(&root, since);
+        assert!(third.neutralised.is_empty(), "{third:?}");
     }
 
     #[test]

@@ -125,10 +125,12 @@ fn audit_git(
     since: SystemTime,
     notify: &mut dyn FnMut(Notice),
 ) {
+    let listings = cordon_gitguard::pending::user_dir();
     let report = cordon_gitguard::audit(&cordon_gitguard::Audit {
         roots,
         read_only,
         since,
+        listings: listings.as_deref(),
     });
     for finding in report.neutralised {
         notify(Notice::Note(finding.to_string()));

@@ -40,7 +40,9 @@ pub use host::{
     wait_present,
 };
 pub use policy_env::PolicyEnv;
-pub use process::{Output, PATH, RUN_DEADLINE, describe, run_cmd, spawn_quiet, wait_deadline};
+pub use process::{
+    Output, PATH, RUN_DEADLINE, backend_slowdown, describe, run_cmd, spawn_quiet, wait_deadline,
+};
 pub use pty::{Pty, Terminal, find, tty_input_pending};
 pub use random::{random_hex, random_u32};
 pub use users::{TEST_USER, User, egid, euid, running_as_root, test_user, users};

@@ -145,12 +145,25 @@ fn spawn_reader<R: Read + Send + 'static>(mut r: R) -> mpsc::Receiver<Vec<u8>> {
     rx
 }
 
-/// Waits for `child` at most `deadline`; kills it (SIGKILL) and panics after that.
+/// How many times longer a command may take under the backend the suites run
+/// against (`$CORDON_TEST_BACKEND`): a VM guest under TCG (emulated CPU) starts a
+/// process 20-100 times slower than the host does, and a test script that starts a
+/// hundred (`cat` of each secret) takes tens of seconds there, not a hang.
+pub fn backend_slowdown() -> u32 {
+    match std::env::var("CORDON_TEST_BACKEND").as_deref() {
+        Ok("vm") => 5,
+        _ => 1,
+    }
+}
+
+/// Waits for `child` at most `deadline` (times [`backend_slowdown`]); kills it
+/// (SIGKILL) and panics after that.
 pub fn wait_deadline(
     child: &mut Child,
     deadline: Duration,
     what: &str,
 ) -> std::process::ExitStatus {
+    let deadline = deadline * backend_slowdown();
     let start = Instant::now();
     loop {
         if let Some(st) = child.try_wait().expect("try_wait") {

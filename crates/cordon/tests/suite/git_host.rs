@@ -179,12 +179,13 @@ fn script_for(step: &str, marker: &Path) -> String {
 
 /// Runs `case` in `work` (fresh) with or without cordon; true if a marker appeared.
 fn plant_and_probe(fx: &Fixture, case: &Case, work: &Path, sandboxed: bool) -> bool {
+    set_up(fx, case, work);
+    probe_planted(fx, case, work, sandboxed)
+}
+
+/// Makes `work` and runs the case's setup there on the host.
+fn set_up(fx: &Fixture, case: &Case, work: &Path) {
     fx.mkdir(work);
-    let marker = fx.root.join(format!(
-        "ran-{}-{}",
-        case.name,
-        if sandboxed { "cordon" } else { "control" }
-    ));
     if !case.setup.is_empty() {
         fx.host_sh(&format!(
             "{IDENTITY}cd {} && {}",
@@ -193,6 +194,19 @@ fn plant_and_probe(fx: &Fixture, case: &Case, work: &Path, sandboxed: bool) -> b
         ))
         .assert_success();
     }
+}
+
+/// Plants the case in `work` (set up), sandboxed or not, then runs the host's
+/// git where the case says; whether the planted command ran.
+fn probe_planted(fx: &Fixture, case: &Case, work: &Path, sandboxed: bool) -> bool {
+    let marker = fx.root.join(format!(
+        "ran-{}-{}-{}",
+        case.name,
+        work.parent()
+            .and_then(Path::file_name)
+            .map_or("w".into(), |n| n.to_string_lossy()),
+        if sandboxed { "cordon" } else { "control" }
+    ));
     // The planted command must not run while planting (e.g. `git config` runs no
     // pager), but the marker is checked only after the probe anyway.
     for step in case.inside {
@@ -235,6 +249,60 @@ fn planted_git_settings_never_run_on_the_host() {
             "the host's git ran a command the sandbox planted: {failed:?}"
         );
     });
+}
+
+/// The same attacks in trees that an earlier audit walked and kept listings of
+/// (cordon-gitguard's `listing`): each set up, left still for longer than the
+/// listings' racy margin, audited once by a run that changes nothing, then
+/// planted. The audit after the planting takes the unchanged directories'
+/// entries from the listings and must find the same.
+#[test]
+fn planted_git_settings_never_run_on_the_host_in_a_tree_audited_before() {
+    for_each_user(
+        "planted_git_settings_never_run_on_the_host_in_a_tree_audited_before",
+        |fx| {
+            let works: Vec<_> = CASES
+                .iter()
+                .map(|case| {
+                    let work = fx.root.join(format!("old-{}", case.name)).join("w");
+                    set_up(fx, case, &work);
+                    work
+                })
+                .collect();
+            std::thread::sleep(cordon_gitguard::listing::RACY_MARGIN + Duration::from_millis(200));
+            for work in &works {
+                let ws = work.display().to_string();
+                let mut cmd = fx.sh_cmd_with(&["--workspace", &ws], "true");
+                cmd.current_dir(work);
+                run_cmd(cmd, None, RUN_DEADLINE).assert_success();
+                // The positive control: that run kept the listings the next
+                // uses, in the user's run-record directory (/dev/shm, or /tmp
+                // where that is no tmpfs).
+                let name = format!(
+                    "cordon-{}/listings-{}",
+                    fx.user.uid,
+                    cordon_gitguard::pending::stem(&work.canonicalize().unwrap())
+                );
+                assert!(
+                    ["/dev/shm", "/tmp"]
+                        .iter()
+                        .any(|base| fs::metadata(Path::new(base).join(&name))
+                            .is_ok_and(|m| m.len() > 0)),
+                    "no listings kept ({name} in /dev/shm or /tmp)"
+                );
+            }
+            let failed: Vec<&str> = CASES
+                .iter()
+                .zip(&works)
+                .filter(|(case, work)| probe_planted(fx, case, work, true))
+                .map(|(case, _)| case.name)
+                .collect();
+            assert!(
+                failed.is_empty(),
+                "the host's git ran a command the sandbox planted: {failed:?}"
+            );
+        },
+    );
 }
 
 #[test]
