@@ -146,6 +146,8 @@ impl Listing {
 pub struct Listings {
     before: HashMap<PathBuf, Listing>,
     now: HashMap<PathBuf, Listing>,
+    /// Whether `now` differs from what was loaded in more than the order.
+    changed: bool,
 }
 
 impl Listings {
@@ -155,13 +157,16 @@ impl Listings {
         Listings {
             before: read_file(file).unwrap_or_default(),
             now: HashMap::new(),
+            changed: false,
         }
     }
 
     /// The remembered listing of `dir`, if it still holds for `meta` (taken now).
     /// Give it back with [`Listings::keep`] once walked.
     pub fn remembered(&mut self, dir: &Path, meta: &fs::Metadata) -> Option<Listing> {
-        self.before.remove(dir).filter(|l| l.holds_for(meta))
+        let listing = self.before.remove(dir).filter(|l| l.holds_for(meta));
+        self.changed |= listing.is_none();
+        listing
     }
 
     /// Keeps `listing` of `dir` for the next audit if it can be trusted then: one
@@ -184,14 +189,19 @@ impl Listings {
                 listing.ctime < still_since
             }
         };
+        self.changed |= freshness != Freshness::Remembered;
         if trusted {
             self.now.insert(dir, listing);
         }
     }
 
     /// Writes this audit's trusted listings to `file` (a new file, renamed over
-    /// the old one, so a concurrent audit reads the old or the new whole).
+    /// the old one, so a concurrent audit reads the old or the new whole), unless
+    /// they are the ones loaded from it: every directory remembered, none gone.
     pub fn save(&self, file: &Path) -> io::Result<()> {
+        if !self.changed && self.before.is_empty() && !self.now.is_empty() {
+            return Ok(());
+        }
         let mut out = Vec::with_capacity(64 * self.now.len());
         out.extend_from_slice(MAGIC);
         for (dir, l) in &self.now {
