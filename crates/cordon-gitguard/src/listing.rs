@@ -146,7 +146,9 @@ impl Listing {
 pub struct Listings {
     before: HashMap<PathBuf, Listing>,
     now: HashMap<PathBuf, Listing>,
-    /// Whether `now` differs from what was loaded in more than the order.
+    /// Whether `now` holds a listing read by this audit that the next may use:
+    /// only then is the file worth writing again. (A listing that no longer
+    /// holds stays in the file until then, harmlessly: its change time is past.)
     changed: bool,
 }
 
@@ -164,9 +166,7 @@ impl Listings {
     /// The remembered listing of `dir`, if it still holds for `meta` (taken now).
     /// Give it back with [`Listings::keep`] once walked.
     pub fn remembered(&mut self, dir: &Path, meta: &fs::Metadata) -> Option<Listing> {
-        let listing = self.before.remove(dir).filter(|l| l.holds_for(meta));
-        self.changed |= listing.is_none();
-        listing
+        self.before.remove(dir).filter(|l| l.holds_for(meta))
     }
 
     /// Keeps `listing` of `dir` for the next audit if it can be trusted then: one
@@ -189,17 +189,19 @@ impl Listings {
                 listing.ctime < still_since
             }
         };
-        self.changed |= freshness != Freshness::Remembered;
         if trusted {
+            self.changed |= freshness != Freshness::Remembered;
             self.now.insert(dir, listing);
         }
     }
 
     /// Writes this audit's trusted listings to `file` (a new file, renamed over
-    /// the old one, so a concurrent audit reads the old or the new whole), unless
-    /// they are the ones loaded from it: every directory remembered, none gone.
+    /// the old one, so a concurrent audit reads the old or the new whole), if
+    /// this audit read a directory whose listing the next may use (a workspace's
+    /// root, changed by every run's placeholders, is read every time and never
+    /// kept, so it alone does not rewrite the file).
     pub fn save(&self, file: &Path) -> io::Result<()> {
-        if !self.changed && self.before.is_empty() && !self.now.is_empty() {
+        if !self.changed {
             return Ok(());
         }
         let mut out = Vec::with_capacity(64 * self.now.len());
