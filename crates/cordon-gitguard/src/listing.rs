@@ -343,6 +343,23 @@ mod tests {
         Listing::read(&meta, fs::read_dir(dir).unwrap())
     }
 
+    /// Makes `t/d`, reads its listing as if at `read_at`, keeps and saves it;
+    /// the directory and the listings file.
+    fn saved_listing_of_new_dir(t: &Path, read_at: SystemTime) -> (PathBuf, PathBuf) {
+        let dir = t.join("d");
+        fs::create_dir(&dir).unwrap();
+        let mut listings = Listings::default();
+        listings.keep(dir.clone(), listing_of(&dir), Freshness::Read(read_at));
+        let file = t.join("listings");
+        listings.save(&file).unwrap();
+        (dir, file)
+    }
+
+    fn remembered_now(file: &Path, dir: &Path) -> Option<Listing> {
+        let meta = fs::symlink_metadata(dir).unwrap();
+        Listings::load(file).remembered(dir, &meta)
+    }
+
     #[test]
     fn listings_survive_a_save_and_a_load() {
         let t = tempfile::tempdir().unwrap();
@@ -367,50 +384,28 @@ mod tests {
     #[test]
     fn a_listing_read_just_after_a_change_is_not_kept() {
         let t = tempfile::tempdir().unwrap();
-        let dir = t.path().join("d");
-        fs::create_dir(&dir).unwrap();
         // Read the moment it changed: a change in the same tick of the coarse
         // clock would not move its change time, so the listing is not kept.
-        let mut listings = Listings::default();
-        listings.keep(
-            dir.clone(),
-            listing_of(&dir),
-            Freshness::Read(SystemTime::now()),
-        );
-        let file = t.path().join("listings");
-        listings.save(&file).unwrap();
-        let meta = fs::symlink_metadata(&dir).unwrap();
-        assert_eq!(Listings::load(&file).remembered(&dir, &meta), None);
+        let (dir, file) = saved_listing_of_new_dir(t.path(), SystemTime::now());
+        assert_eq!(remembered_now(&file, &dir), None);
     }
 
     #[test]
     fn a_changed_directory_is_read_again() {
         let t = tempfile::tempdir().unwrap();
-        let dir = t.path().join("d");
-        fs::create_dir(&dir).unwrap();
-        let mut listings = Listings::default();
         let later = SystemTime::now() + RACY_MARGIN * 2;
-        listings.keep(dir.clone(), listing_of(&dir), Freshness::Read(later));
-        let file = t.path().join("listings");
-        listings.save(&file).unwrap();
-        let meta = fs::symlink_metadata(&dir).unwrap();
-        assert!(Listings::load(&file).remembered(&dir, &meta).is_some());
+        let (dir, file) = saved_listing_of_new_dir(t.path(), later);
+        assert!(remembered_now(&file, &dir).is_some());
         // An entry added after the listing: the change time moved.
         fs::create_dir(dir.join("new")).unwrap();
-        let meta = fs::symlink_metadata(&dir).unwrap();
-        assert_eq!(Listings::load(&file).remembered(&dir, &meta), None);
+        assert_eq!(remembered_now(&file, &dir), None);
     }
 
     #[test]
     fn damaged_files_are_ignored_whole() {
         let t = tempfile::tempdir().unwrap();
-        let dir = t.path().join("d");
-        fs::create_dir(&dir).unwrap();
-        let mut listings = Listings::default();
         let later = SystemTime::now() + RACY_MARGIN * 2;
-        listings.keep(dir.clone(), listing_of(&dir), Freshness::Read(later));
-        let file = t.path().join("listings");
-        listings.save(&file).unwrap();
+        let (dir, file) = saved_listing_of_new_dir(t.path(), later);
         let good = fs::read(&file).unwrap();
         assert!(parse(&good).is_some());
         // Every truncation, and a count that claims more names than there are bytes.
@@ -424,7 +419,6 @@ mod tests {
         assert_eq!(parse(b"cordon-listings 0\n"), None);
         assert_eq!(parse(b""), None);
         fs::write(&file, b"garbage").unwrap();
-        let meta = fs::symlink_metadata(&dir).unwrap();
-        assert_eq!(Listings::load(&file).remembered(&dir, &meta), None);
+        assert_eq!(remembered_now(&file, &dir), None);
     }
 }
