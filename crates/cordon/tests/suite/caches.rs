@@ -364,14 +364,16 @@ fn cargo_builds_with_a_cache_of_its_own_and_the_hosts_stays_unchanged() {
 
 /// Looks for the marker (given in two halves, so no command line holds it whole)
 /// in every file below $HOME, /tmp and the current directory, and in every
-/// process's environment and command line; prints the places.
+/// process's environment and command line; prints the places. Opened without
+/// blocking: a FIFO another program left in the host's /tmp (the control runs
+/// there) would otherwise wait for a writer forever.
 const SCAN: &str = r#"
 import os, sys
 m = (sys.argv[1] + sys.argv[2]).encode()
 hits = []
 def scan(p):
     try:
-        with open(p, 'rb') as f:
+        with os.fdopen(os.open(p, os.O_RDONLY | os.O_NONBLOCK), 'rb') as f:
             d = f.read(1 << 22)
     except Exception:
         return

@@ -266,6 +266,10 @@ fn planted_git_settings_never_run_on_the_host_in_a_tree_audited_before() {
                 .map(|case| {
                     let work = fx.root.join(format!("old-{}", case.name)).join("w");
                     set_up(fx, case, &work);
+                    // A directory no run changes, so that every tree has a
+                    // listing to keep (the root changes at every run: its
+                    // placeholders).
+                    fx.mkdir(&work.join("untouched"));
                     work
                 })
                 .collect();
