@@ -716,6 +716,11 @@ fn utf8(name: &std::ffi::OsStr, what: &str) -> Result<String, VmError> {
         .ok_or_else(|| VmError::Request(format!("{what} is not UTF-8: {}", name.to_string_lossy())))
 }
 
+/// The QEMU binary sessions run (`qemu-system-x86_64` in `PATH`), if found.
+pub fn session_qemu() -> Option<PathBuf> {
+    find_program(&Config::default().qemu)
+}
+
 /// `program` if it is a path, else found in this process's `PATH`.
 fn find_program(program: &Path) -> Option<PathBuf> {
     if program.components().count() > 1 {

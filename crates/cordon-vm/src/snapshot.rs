@@ -204,6 +204,17 @@ pub fn template_prefix(image: &Image, identity: &str, version: &QemuVersion) -> 
     format!("template-{}-", files.key())
 }
 
+/// The name prefix of the templates of `image` on `qemu` (see
+/// [`template_prefix`]), when it takes snapshots.
+pub fn templates_of(image: &Image, qemu: &Path, cache: &Path) -> Option<String> {
+    match Support::of(qemu, cache) {
+        Support::Available {
+            version, identity, ..
+        } => Some(template_prefix(image, &identity, &version)),
+        Support::Unavailable(_) => None,
+    }
+}
+
 /// A template being written: a temporary file beside its final name, renamed
 /// onto it once QEMU finished (so a concurrent session sees the whole template
 /// or none), removed if dropped before.
