@@ -245,14 +245,12 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         "  --backend os                {:7.1} {:7.1} {:7.1}",
         o.median, o.min, o.p90
     );
-    let restore_pass = snapshots(args, &cordon, &workspace_for_snapshots()?)?;
-    Ok(cordon_bench::exit_code(args.strict, !pass || !restore_pass))
-}
-
-/// An empty workspace for the snapshot rounds.
-fn workspace_for_snapshots() -> Result<PathBuf, String> {
-    let (dir, _) = cordon_bench::workspace(None, "vm-snapshots")?;
-    Ok(dir)
+    let (workspace, made) = cordon_bench::workspace(None, "vm-snapshots")?;
+    let restore_pass = snapshots(args, &cordon, &workspace);
+    if made {
+        let _ = std::fs::remove_dir_all(&workspace);
+    }
+    Ok(cordon_bench::exit_code(args.strict, !pass || !restore_pass?))
 }
 
 /// The target of a restore to the first exec under TCG (ms).

@@ -805,3 +805,18 @@ impl Reaper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_are_hex_and_bounded() {
+        assert_eq!(decode_hex("00ff7a").unwrap(), [0, 255, 0x7a]);
+        for bad in ["0", "zz", "0g", &"00".repeat(protocol::MAX_SEED + 1)] {
+            assert!(decode_hex(bad).is_err(), "{bad}");
+        }
+        // Too short to be worth crediting, checked before any device is opened.
+        assert!(reseed(&[0; 16]).is_err());
+    }
+}

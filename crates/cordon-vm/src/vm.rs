@@ -1205,6 +1205,59 @@ mod tests {
         );
     }
 
+    /// `resume` sends fresh randomness (never the same twice), the host's clock
+    /// and the share, and takes only `Resumed` without an error as its answer.
+    #[test]
+    fn resume_takes_only_a_clean_resumed() {
+        let mut seeds = Vec::new();
+        let cases: Vec<(Vec<u8>, bool)> = vec![
+            (msg(Message::Resumed { error: None }), true),
+            (
+                msg(Message::Resumed {
+                    error: Some("no 9p".into()),
+                }),
+                false,
+            ),
+            (msg(Message::Ready { version: 2 }), false),
+            (
+                msg(Message::Exited {
+                    id: 1,
+                    status: Status::Code(0),
+                }),
+                false,
+            ),
+            (b"\x00\x00\x00\x05\x00junk".to_vec(), false),
+            (Vec::new(), false),
+        ];
+        for (script, ok) in cases {
+            let (host, mut guest) = UnixStream::pair().unwrap();
+            let agent = std::thread::spawn(move || {
+                let mut r = FrameReader::new(guest.try_clone().unwrap(), protocol::MAX_FRAME);
+                let frame = r.read_frame().unwrap();
+                let _ = guest.write_all(&script);
+                frame
+            });
+            let mut channel = Channel::new(host).unwrap();
+            let result = channel.resume(Some(ROOT_TAG), Duration::from_secs(5));
+            let Frame::Message(Message::Resume {
+                seed, secs, root, ..
+            }) = agent.join().unwrap()
+            else {
+                panic!("not a Resume");
+            };
+            let (now, _) = crate::snapshot::now();
+            assert!((now - secs).abs() <= 5);
+            assert_eq!(root.as_deref(), Some(ROOT_TAG));
+            assert_eq!(seed.len(), 128);
+            seeds.push(seed);
+            assert_eq!(result.is_ok(), ok, "{result:?}");
+            assert_eq!(channel.broken, !ok);
+        }
+        seeds.sort();
+        seeds.dedup();
+        assert_eq!(seeds.len(), 6, "a seed was sent twice");
+    }
+
     #[test]
     fn a_lying_guest_is_refused() {
         let started = msg(Message::Started { id: 5, pid: 9 });
