@@ -250,7 +250,10 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     if made {
         let _ = std::fs::remove_dir_all(&workspace);
     }
-    Ok(cordon_bench::exit_code(args.strict, !pass || !restore_pass?))
+    Ok(cordon_bench::exit_code(
+        args.strict,
+        !pass || !restore_pass?,
+    ))
 }
 
 /// The target of a restore to the first exec under TCG (ms).
@@ -378,9 +381,8 @@ snapshots: `cordon run --backend vm -- true`, restored vs cold, {} rounds interl
         .spawn()
         .map_err(|e| format!("{}: {e}", cordon.display()))?;
     std::thread::sleep(Duration::from_millis(2500));
-    let tree = descendants(child.id());
-    let _ = child.wait();
     let (mut qemu_kib, mut host_kib) = (0, 0);
+    let tree = descendants(child.id());
     for (pid, exe) in &tree {
         let kib = rss_kib(*pid);
         if exe.contains("qemu-system") {
@@ -389,6 +391,7 @@ snapshots: `cordon run --backend vm -- true`, restored vs cold, {} rounds interl
             host_kib += kib;
         }
     }
+    let _ = child.wait();
     println!(
         "  memory per restored session ({} MiB guest, resident): QEMU {:.0} MiB, cordon's host \
          processes {:.0} MiB ({} processes), together {:.0} MiB",
