@@ -166,7 +166,8 @@ fn a_damaged_template_is_made_again() {
         assert_eq!(made.len(), 1, "{made:?}");
         let template = &made[0];
         let len = fs::metadata(template).unwrap().len();
-        let damages: [(&str, &dyn Fn(&Path)); 2] = [
+        type Damage<'a> = (&'a str, &'a dyn Fn(&Path));
+        let damages: [Damage; 2] = [
             ("cut short", &|p| {
                 let f = fs::OpenOptions::new().write(true).open(p).unwrap();
                 f.set_len(len / 3).unwrap();
