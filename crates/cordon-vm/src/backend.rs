@@ -573,6 +573,8 @@ impl Host {
             let stream = qmp.ok_or_else(|| NotReady::Failed("no QEMU monitor".into()))?;
             snapshot::Qmp::connect(stream, QMP_TIMEOUT).map_err(NotReady::Failed)
         };
+        // When each step of a restore ended, for the timings.
+        let mut steps: Vec<(&str, Duration)> = Vec::new();
         let how = match phase {
             Phase::Cold => "cold",
             Phase::Make(_) => "booted (making the template)",
@@ -600,10 +602,14 @@ impl Host {
             Phase::Restore(template) => {
                 let restored = qmp()
                     .and_then(|mut qmp| {
+                        steps.push(("QEMU's monitor up", started.elapsed()));
                         qmp.cont_once_loaded(RESUME_TIMEOUT)
                             .map_err(NotReady::Failed)
                     })
-                    .and_then(|()| channel.resume(Some(ROOT_TAG), RESUME_TIMEOUT));
+                    .and_then(|()| {
+                        steps.push(("loaded and continued", started.elapsed()));
+                        channel.resume(Some(ROOT_TAG), RESUME_TIMEOUT)
+                    });
                 if let Err(not_ready) = restored {
                     stop.stop();
                     let why = match not_ready {
@@ -651,8 +657,11 @@ impl Host {
         );
         let _ = std::io::Write::flush(&mut std::io::stdout());
         if std::env::var_os(TIMINGS_ENV).is_some() {
+            let steps: Vec<String> = (steps.iter())
+                .map(|(what, at)| format!("{what} at {}", at.as_millis()))
+                .collect();
             eprintln!(
-                "cordon: vm timings: {} to the agent ready{} {} ms, command {} ms",
+                "cordon: vm timings: {} to the agent ready{} {} ms{}, command {} ms",
                 how,
                 if how == "cold" {
                     ""
@@ -660,6 +669,11 @@ impl Host {
                     " and the share mounted"
                 },
                 ready.as_millis(),
+                if steps.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", steps.join(", "))
+                },
                 (started.elapsed() - ready).as_millis()
             );
         }
