@@ -126,6 +126,17 @@ fn run() -> io::Result<()> {
             Ok(Frame::Message(Message::Signal { id, signal })) => reaper.signal(id, signal),
             Ok(Frame::Stdin { id, data }) => reaper.stdin(id, data),
             Ok(Frame::Message(Message::Resize { id, size })) => reaper.resize(id, size),
+            Ok(Frame::Message(Message::Resume {
+                seed,
+                secs,
+                nanos,
+                root,
+            })) => {
+                let error = resume(&seed, secs, nanos, root.as_deref())
+                    .err()
+                    .map(|e| e.to_string());
+                protocol::write_message(&mut *lock(&writer), &Message::Resumed { error })?;
+            }
             Ok(other) => {
                 eprintln!("cordon agent: ignored an unexpected frame from the host: {other:?}")
             }
@@ -208,6 +219,84 @@ fn enter_share(tag: &str) -> io::Result<()> {
     mount_move(".", "/").map_err(|e| io::Error::other(format!("moving the share onto /: {e}")))?;
     rustix::process::chroot(".")?;
     std::env::set_current_dir("/")
+}
+
+/// A clone of a template snapshot made unique and current (see
+/// [`Message::Resume`]): `seed` credited to the kernel's RNG, which is then
+/// reseeded (crediting alone leaves an initialized CRNG on its old key until its
+/// next scheduled reseed), the wall clock set, and the share `root` mounted as
+/// the root.
+fn resume(seed: &str, secs: i64, nanos: u32, root: Option<&str>) -> io::Result<()> {
+    reseed(&decode_hex(seed)?)?;
+    let now = libc::timespec {
+        tv_sec: secs,
+        tv_nsec: nanos.min(999_999_999).into(),
+    };
+    // SAFETY: `now` is a valid timespec that outlives the call.
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &now) } != 0 {
+        return Err(io::Error::other(format!(
+            "setting the clock: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    match root {
+        Some(tag) => enter_share(tag),
+        None => Ok(()),
+    }
+}
+
+/// `RNDADDENTROPY` and `RNDRESEEDCRNG` of `<linux/random.h>`.
+const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+
+/// Credits `bytes` (from the host's RNG) to the kernel's input pool, fully,
+/// and makes the CRNG reseed from it now.
+fn reseed(bytes: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if bytes.len() < 32 || bytes.len() > protocol::MAX_SEED {
+        return Err(io::Error::other(format!(
+            "a seed of {} bytes (32 to {} expected)",
+            bytes.len(),
+            protocol::MAX_SEED
+        )));
+    }
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let mut info = Vec::with_capacity(8 + bytes.len());
+    info.extend_from_slice(&((bytes.len() * 8) as i32).to_ne_bytes());
+    info.extend_from_slice(&(bytes.len() as i32).to_ne_bytes());
+    info.extend_from_slice(bytes);
+    let urandom = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/urandom")?;
+    let fd = urandom.as_raw_fd();
+    // SAFETY: `info` is a rand_pool_info of `bytes.len()` bytes of buffer,
+    // alive across the call; RNDRESEEDCRNG takes no argument.
+    let failed = unsafe {
+        libc::ioctl(fd, RNDADDENTROPY as _, info.as_ptr()) != 0
+            || libc::ioctl(fd, RNDRESEEDCRNG as _) != 0
+    };
+    if failed {
+        return Err(io::Error::other(format!(
+            "reseeding the RNG: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+fn decode_hex(text: &str) -> io::Result<Vec<u8>> {
+    let digit = |c: u8| (c as char).to_digit(16);
+    let bytes = text.as_bytes();
+    if bytes.len() % 2 != 0 || bytes.len() > 2 * protocol::MAX_SEED {
+        return Err(io::Error::other("a malformed seed"));
+    }
+    bytes
+        .chunks(2)
+        .map(|pair| match (digit(pair[0]), digit(pair[1])) {
+            (Some(h), Some(l)) => Ok((h * 16 + l) as u8),
+            _ => Err(io::Error::other("a malformed seed")),
+        })
+        .collect()
 }
 
 /// Loads the modules `cordon.load=` names, each after the ones it depends on,
@@ -714,5 +803,20 @@ impl Reaper {
             }
             state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_are_hex_and_bounded() {
+        assert_eq!(decode_hex("00ff7a").unwrap(), [0, 255, 0x7a]);
+        for bad in ["0", "zz", "0g", &"00".repeat(protocol::MAX_SEED + 1)] {
+            assert!(decode_hex(bad).is_err(), "{bad}");
+        }
+        // Too short to be worth crediting, checked before any device is opened.
+        assert!(reseed(&[0; 16]).is_err());
     }
 }

@@ -23,15 +23,16 @@
 //! QEMU dies with the sandbox, and the sandbox with cordon (its supervisor has
 //! the parent-death signal SIGKILL).
 
-use crate::image;
+use crate::image::{self, Image};
 use crate::protocol::TtySize;
+use crate::snapshot::{self, PendingTemplate};
 use crate::vm::{
-    AccelChoice, Channel, Config, ExecRequest, NotReady, QemuIo, Tail, choose_accel, drain,
-    host_tsc_khz, qemu_args, tail_text,
+    AccelChoice, Channel, Config, ExecRequest, NotReady, QemuIo, ROOT_TAG, SnapshotIo, Tail,
+    choose_accel, drain, qemu_args, remembered_tsc_khz, tail_text, template_layout,
 };
 use crate::{Status, VmError};
 use cordon_backend::{
-    Additions, Backend, BackendKind, Command, ControlChannel, Degraded, Layer, Layers,
+    Additions, Backend, BackendKind, Command, ControlChannel, Degraded, FileOverlay, Layer, Layers,
     LimitsAssessment, Outcome, Program, Session, Terminal,
 };
 use cordon_policy::{NetMode, Policy};
@@ -43,7 +44,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// This cordon binary as a command in the guest sees it (see `Program::Cordon`):
 /// the agent's own executable, which the process the agent forks still is when
@@ -204,26 +205,180 @@ impl Session for VmSession<'_> {
         let config = Config::for_policy(&self.policy.vm);
         let qemu = find_program(&config.qemu)
             .ok_or_else(|| VmError::QemuMissing(config.qemu.display().to_string()))?;
-        let image = image::assemble(&image::session_spec()?)?;
+        let spec = image::session_spec()?;
+        let image = image::assemble(&spec)?;
+        let accel = self.backend.accel().clone();
+        let tsc_khz = remembered_tsc_khz(&spec.cache);
+        let mut start = plan(&config, &qemu, &spec.cache, &image, &accel, tsc_khz);
+        let vm = Launch {
+            config,
+            qemu,
+            image,
+            accel,
+            tsc_khz,
+            argv,
+            cwd,
+            tty,
+            timeout: command.timeout,
+        };
+        loop {
+            match self.launch(&vm, start, files.clone(), env.clone()) {
+                // A template that does not restore (cut short, damaged, of
+                // another QEMU build) is made again by a cold boot, once.
+                Err(VmError::Restore { template, why }) => {
+                    eprintln!(
+                        "cordon: the VM's template snapshot {} did not restore ({why}); \
+                         booting cold and making it again",
+                        template.display()
+                    );
+                    let _ = std::fs::remove_file(&template);
+                    start = match plan(
+                        &vm.config,
+                        &vm.qemu,
+                        &spec.cache,
+                        &vm.image,
+                        &vm.accel,
+                        vm.tsc_khz,
+                    ) {
+                        Start::Restore { .. } => Start::Cold,
+                        other => other,
+                    };
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn end(self) -> Result<(), VmError> {
+        // The VM ended with its command (its QEMU's sandbox is gone).
+        Ok(())
+    }
+}
+
+/// How a session's VM starts.
+enum Start {
+    /// Booted, the share mounted at boot: no snapshots here.
+    Cold,
+    /// Booted in a template's layout, saved into `template` once its agent is
+    /// ready, then continued.
+    Make {
+        template: PendingTemplate,
+        mapped_ram: bool,
+    },
+    /// Restored from `template`.
+    Restore { template: PathBuf, mapped_ram: bool },
+}
+
+/// How this session's VM starts: from its configuration's template when QEMU
+/// can take snapshots and the template exists, making it when it does not.
+fn plan(
+    config: &Config,
+    qemu: &Path,
+    cache: &Path,
+    image: &Image,
+    accel: &AccelChoice,
+    tsc_khz: u64,
+) -> Start {
+    let snapshot::Support::Available {
+        version,
+        mapped_ram,
+        identity,
+    } = snapshot::Support::of(qemu, cache)
+    else {
+        return Start::Cold;
+    };
+    let layout = template_layout(config, accel.kvm, tsc_khz, mapped_ram);
+    let template = snapshot::template_path(cache, image, &identity, &version, &layout);
+    if template.is_file() {
+        return Start::Restore {
+            template,
+            mapped_ram,
+        };
+    }
+    match PendingTemplate::create(&template) {
+        Ok(template) => Start::Make {
+            template,
+            mapped_ram,
+        },
+        Err(_) => Start::Cold,
+    }
+}
+
+/// What every start of a session's VM shares.
+struct Launch {
+    config: Config,
+    qemu: PathBuf,
+    image: Image,
+    accel: AccelChoice,
+    tsc_khz: u64,
+    argv: Vec<String>,
+    cwd: String,
+    tty: Option<TtySize>,
+    timeout: Option<Duration>,
+}
+
+impl VmSession<'_> {
+    /// Starts QEMU in an OS sandbox of the policy as `start` says, and runs the
+    /// command in its guest.
+    fn launch(
+        &self,
+        vm: &Launch,
+        start: Start,
+        files: Vec<FileOverlay>,
+        env: Vec<(String, String)>,
+    ) -> Result<Outcome, VmError> {
         let open = |path: &Path| -> Result<OwnedFd, VmError> {
             std::fs::File::open(path)
                 .map(OwnedFd::from)
                 .map_err(|e| VmError::Image(image::ImageError::Io(path.to_path_buf(), e)))
         };
         // Handed to QEMU as descriptors: the view need not show the cache.
-        let (kernel, initrd) = (open(&image.vmlinux)?, open(&image.initramfs)?);
-        let accel = self.backend.accel().clone();
+        let (kernel, initrd) = (open(&vm.image.vmlinux)?, open(&vm.image.initramfs)?);
         let (channel_host, channel_guest) = UnixStream::pair()?;
         let (console_host, console_guest) = UnixStream::pair()?;
         let fd_path = |fd: &OwnedFd| format!("/proc/self/fd/{}", fd.as_raw_fd());
-        let io = QemuIo {
+        let mut io = QemuIo {
             kernel: fd_path(&kernel),
             initrd: fd_path(&initrd),
             channel_fd: channel_guest.as_raw_fd(),
             console_fd: Some(console_guest.as_raw_fd()),
             share: Some(SERVED_VIEW.to_string()),
+            mount_share_at_boot: matches!(start, Start::Cold),
+            snapshot: None,
         };
-        let args = qemu_args(&config, &io, accel.kvm, host_tsc_khz());
+        let mut fds: Vec<OwnedFd> =
+            vec![channel_guest.into(), console_guest.into(), kernel, initrd];
+        // The template (written, or read) and QEMU's monitor, for a template's layout.
+        let (phase, template) = match start {
+            Start::Cold => (Phase::Cold, None),
+            Start::Make {
+                template,
+                mapped_ram,
+            } => {
+                let fd = template.descriptor()?;
+                (Phase::Make(template), Some((fd, false, mapped_ram)))
+            }
+            Start::Restore {
+                template,
+                mapped_ram,
+            } => {
+                let fd = open(&template)?;
+                (Phase::Restore(template), Some((fd, true, mapped_ram)))
+            }
+        };
+        let mut qmp = None;
+        if let Some((fd, restore, mapped_ram)) = template {
+            let (host, guest) = UnixStream::pair()?;
+            io.snapshot = Some(SnapshotIo {
+                qmp_fd: guest.as_raw_fd(),
+                template_fd: fd.as_raw_fd(),
+                restore,
+                mapped_ram,
+            });
+            fds.extend([guest.into(), fd]);
+            qmp = Some(host);
+        }
+        let args = qemu_args(&vm.config, &io, vm.accel.kvm, vm.tsc_khz);
 
         let environment: Environment = Arc::default();
         let stop = Stop::default();
@@ -233,6 +388,7 @@ impl Session for VmSession<'_> {
         let signaller = channel.signaller();
         // A signal before the command started (or after it ended) ends the VM.
         let interrupted = Arc::new(AtomicI32::new(0));
+        let tty = vm.tty;
         let forward = {
             let (interrupted, stop) = (interrupted.clone(), stop.clone());
             move |signal: i32| {
@@ -250,13 +406,15 @@ impl Session for VmSession<'_> {
         let host = Host {
             channel,
             console: console_host,
+            qmp,
+            phase,
             environment: environment.clone(),
             stop: stop.clone(),
             tail: tail.clone(),
-            argv,
-            cwd,
+            argv: vm.argv.clone(),
+            cwd: vm.cwd.clone(),
             tty,
-            boot_timeout: config.boot_timeout,
+            boot_timeout: vm.config.boot_timeout,
         };
         // With a terminal, every key goes to the guest's (Ctrl-C included, which
         // its line discipline turns into SIGINT there); the mode comes back
@@ -264,8 +422,12 @@ impl Session for VmSession<'_> {
         let _raw = tty.map(|_| RawMode::enter());
         let mut os = self.backend.os.start(self.policy, self.degraded)?;
         os.serve_view(ViewServer {
-            fds: vec![channel_guest.into(), console_guest.into(), kernel, initrd],
-            devices: if accel.kvm { vec!["kvm"] } else { Vec::new() },
+            fds,
+            devices: if vm.accel.kvm {
+                vec!["kvm"]
+            } else {
+                Vec::new()
+            },
             environment: Box::new(move |env| {
                 *environment.lock().unwrap_or_else(|e| e.into_inner()) = Some(env);
             }),
@@ -276,11 +438,11 @@ impl Session for VmSession<'_> {
             signal: Box::new(forward),
         });
         let qemu_command = Command {
-            program: Program::Named(qemu.into_os_string()),
+            program: Program::Named(vm.qemu.clone().into_os_string()),
             args: args.into_iter().map(OsString::from).collect(),
             cwd: Some(PathBuf::from("/")),
             terminal: Terminal::Inherit,
-            timeout: command.timeout,
+            timeout: vm.timeout,
         };
         let outcome = os.exec(
             &qemu_command,
@@ -329,11 +491,27 @@ impl Session for VmSession<'_> {
             Err(e) => Err(e),
         }
     }
+}
 
-    fn end(self) -> Result<(), VmError> {
-        // The VM ended with its command (its QEMU's sandbox is gone).
-        Ok(())
-    }
+/// How long QEMU's monitor may take to answer.
+const QMP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long saving a template may take (0.5 s for a 256 MiB guest here).
+const SAVE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a clone may take from `cont` to its agent's `Resumed` (under 0.1 s
+/// here): a template that loads but does not run fails within it.
+const RESUME_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Set, each run prints how long its VM took to get ready and to run the
+/// command (stderr; what bench/vm reads).
+pub const TIMINGS_ENV: &str = "CORDON_VM_TIMINGS";
+
+/// The template's part of a session's start, on the host side.
+enum Phase {
+    Cold,
+    Make(PendingTemplate),
+    Restore(PathBuf),
 }
 
 /// What a boot that ended before the agent was ready says, replaced by QEMU's
@@ -348,6 +526,9 @@ type Environment = Arc<Mutex<Option<Vec<(String, String)>>>>;
 struct Host {
     channel: Channel,
     console: UnixStream,
+    /// QEMU's monitor, in a template's layout.
+    qmp: Option<UnixStream>,
+    phase: Phase,
     /// The command's environment, set before QEMU's sandbox starts.
     environment: Environment,
     stop: Stop,
@@ -365,6 +546,8 @@ impl Host {
         let Host {
             channel,
             console,
+            qmp,
+            phase,
             environment,
             stop,
             tail,
@@ -375,16 +558,78 @@ impl Host {
         } = self;
         drain(console, tail.clone());
         let mut channel = channel;
-        if let Err(not_ready) = channel.ready(boot_timeout) {
+        let started = Instant::now();
+        let failed = |not_ready: NotReady| {
             stop.stop();
-            return Err(VmError::Boot {
+            VmError::Boot {
                 why: match not_ready {
                     NotReady::Closed => CLOSED.to_string(),
                     NotReady::Failed(why) => why,
                 },
                 console: tail_text(&tail),
-            });
+            }
+        };
+        let qmp = || {
+            let stream = qmp.ok_or_else(|| NotReady::Failed("no QEMU monitor".into()))?;
+            snapshot::Qmp::connect(stream, QMP_TIMEOUT).map_err(NotReady::Failed)
+        };
+        // When each step of a restore ended, for the timings.
+        let mut steps: Vec<(&str, Duration)> = Vec::new();
+        let how = match phase {
+            Phase::Cold => "cold",
+            Phase::Make(_) => "booted (making the template)",
+            Phase::Restore(_) => "restored",
+        };
+        match phase {
+            Phase::Cold => channel.ready(boot_timeout).map_err(failed)?,
+            Phase::Make(template) => {
+                channel.ready(boot_timeout).map_err(failed)?;
+                let mut qmp = qmp().map_err(failed)?;
+                // A template that could not be saved is only a slower next start.
+                let saved = qmp.save(SAVE_TIMEOUT).and_then(|()| {
+                    template
+                        .commit()
+                        .map_err(|e| format!("keeping the template: {e}"))
+                });
+                if let Err(why) = saved {
+                    eprintln!("cordon: the VM's template snapshot was not saved: {why}");
+                }
+                qmp.cont().map_err(NotReady::Failed).map_err(failed)?;
+                channel
+                    .resume(Some(ROOT_TAG), RESUME_TIMEOUT)
+                    .map_err(failed)?;
+            }
+            Phase::Restore(template) => {
+                let restored = qmp()
+                    .and_then(|mut qmp| {
+                        steps.push(("QEMU's monitor up", started.elapsed()));
+                        qmp.cont_once_loaded(RESUME_TIMEOUT)
+                            .map_err(NotReady::Failed)
+                    })
+                    .and_then(|()| {
+                        steps.push(("loaded and continued", started.elapsed()));
+                        channel.resume(Some(ROOT_TAG), RESUME_TIMEOUT)
+                    });
+                if let Err(not_ready) = restored {
+                    stop.stop();
+                    let why = match not_ready {
+                        NotReady::Closed => "QEMU exited".to_string(),
+                        NotReady::Failed(why) => why,
+                    };
+                    let tail = tail_text(&tail);
+                    let last = tail.trim().lines().last().unwrap_or("").to_string();
+                    return Err(VmError::Restore {
+                        template,
+                        why: if last.is_empty() {
+                            why
+                        } else {
+                            format!("{why}: {last}")
+                        },
+                    });
+                }
+            }
         }
+        let ready = started.elapsed();
         let env = (environment.lock().unwrap_or_else(|e| e.into_inner()))
             .take()
             .unwrap_or_default();
@@ -411,6 +656,27 @@ impl Host {
             &mut std::io::stderr().lock(),
         );
         let _ = std::io::Write::flush(&mut std::io::stdout());
+        if std::env::var_os(TIMINGS_ENV).is_some() {
+            let steps: Vec<String> = (steps.iter())
+                .map(|(what, at)| format!("{what} at {}", at.as_millis()))
+                .collect();
+            eprintln!(
+                "cordon: vm timings: {} to the agent ready{} {} ms{}, command {} ms",
+                how,
+                if how == "cold" {
+                    ""
+                } else {
+                    " and the share mounted"
+                },
+                ready.as_millis(),
+                if steps.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", steps.join(", "))
+                },
+                (started.elapsed() - ready).as_millis()
+            );
+        }
         let usable = matches!(result, Ok(_) | Err(VmError::ExecFailed { .. }));
         // The guest syncs its file system and powers off; QEMU's sandbox is
         // killed if it does not, or if the guest broke the protocol.
@@ -462,6 +728,11 @@ fn utf8(name: &std::ffi::OsStr, what: &str) -> Result<String, VmError> {
     name.to_str()
         .map(str::to_string)
         .ok_or_else(|| VmError::Request(format!("{what} is not UTF-8: {}", name.to_string_lossy())))
+}
+
+/// The QEMU binary sessions run (`qemu-system-x86_64` in `PATH`), if found.
+pub fn session_qemu() -> Option<PathBuf> {
+    find_program(&Config::default().qemu)
 }
 
 /// `program` if it is a path, else found in this process's `PATH`.

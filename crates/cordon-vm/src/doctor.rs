@@ -2,14 +2,12 @@
 //! accelerator, QEMU, the kernel), whether it can run, and what is degraded.
 
 use crate::image::find_kernel;
+use crate::snapshot;
 use crate::vm::accel_from;
 use serde::Serialize;
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Duration;
-
-/// The QEMU version from which memory snapshots (`file:` migration,
-/// `mapped-ram`) will be possible; they are not built yet on any version.
-const SNAPSHOT_QEMU: (u32, u32) = (8, 2);
 
 /// What `--backend vm` would use here.
 #[derive(Debug, Clone, Serialize)]
@@ -23,6 +21,8 @@ pub struct VmReport {
     pub qemu: Option<String>,
     /// The kernel image booted, and its release.
     pub kernel: Option<String>,
+    /// Whether sessions restore a template snapshot (`on ...`), or why not.
+    pub snapshots: String,
     /// What keeps `--backend vm` from running, each with its fix.
     pub problems: Vec<String>,
     /// What runs, but less well than it could.
@@ -72,17 +72,15 @@ pub fn report() -> VmReport {
                 .into(),
         );
     }
-    let version = qemu_text.as_deref().and_then(qemu_version);
-    let snapshots = match version {
-        Some(v) if v < SNAPSHOT_QEMU => format!(
-            ", and QEMU {}.{} could not take them (`file:` migration needs {}.{})",
-            v.0, v.1, SNAPSHOT_QEMU.0, SNAPSHOT_QEMU.1
-        ),
-        _ => String::new(),
+    let snapshots = match crate::backend::session_qemu() {
+        Some(qemu) => snapshot_state(&qemu),
+        None => "off: no QEMU".to_string(),
     };
-    degraded.push(format!(
-        "no memory snapshots: not built yet{snapshots}; every session boots its VM cold"
-    ));
+    if let Some(why) = snapshots.strip_prefix("off: ") {
+        degraded.push(format!(
+            "no memory snapshots: {why}; every session boots its VM cold"
+        ));
+    }
     degraded.push(
         "the file share is 9p (virtiofs is not used yet): many small files are slower".into(),
     );
@@ -95,16 +93,31 @@ pub fn report() -> VmReport {
         accelerator_why: accel.why.trim_start_matches("TCG: ").to_string(),
         qemu: qemu_text,
         kernel,
+        snapshots,
         problems,
         degraded,
     }
 }
 
-/// QEMU's major and minor version in the probe's text (`PATH 7.2.22 (Debian ...)`).
-fn qemu_version(text: &str) -> Option<(u32, u32)> {
-    let version = text.split_whitespace().nth(1)?;
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
-    Some((parts.next()??, parts.next()??))
+/// `on (...)` when sessions restore templates with `qemu`, else `off: why`.
+pub fn snapshot_state(qemu: &Path) -> String {
+    let cache = match crate::image::cache_dir() {
+        Ok(dir) => dir,
+        Err(e) => return format!("off: {e}"),
+    };
+    match snapshot::Support::of(qemu, &cache) {
+        snapshot::Support::Available {
+            version,
+            mapped_ram,
+            ..
+        } => format!(
+            "on (QEMU {}{}): a session restores its configuration's template, made by \
+             `cordon vm setup` or the first run",
+            version.short(),
+            if mapped_ram { ", mapped-ram" } else { "" }
+        ),
+        snapshot::Support::Unavailable(why) => format!("off: {why}"),
+    }
 }
 
 /// The section as `cordon doctor` prints it.
@@ -133,6 +146,7 @@ pub fn render_text(report: &VmReport) -> String {
         "  kernel       {}",
         report.kernel.as_ref().unwrap_or(&none)
     );
+    let _ = writeln!(out, "  snapshots    {}", report.snapshots);
     for problem in &report.problems {
         let _ = writeln!(out, "  missing: {problem}");
     }
@@ -140,20 +154,4 @@ pub fn render_text(report: &VmReport) -> String {
         let _ = writeln!(out, "  degraded: {note}");
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_qemus_version() {
-        assert_eq!(
-            qemu_version("/usr/bin/qemu-system-x86_64 7.2.22 (Debian 1:7.2+dfsg-7)"),
-            Some((7, 2))
-        );
-        assert_eq!(qemu_version("/usr/bin/qemu 10.0.2"), Some((10, 0)));
-        assert_eq!(qemu_version("/usr/bin/qemu"), None);
-        assert_eq!(qemu_version("/usr/bin/qemu x.y"), None);
-    }
 }

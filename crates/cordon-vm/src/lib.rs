@@ -9,6 +9,7 @@ pub mod backend;
 pub mod doctor;
 pub mod image;
 pub mod protocol;
+pub mod snapshot;
 pub mod vm;
 
 pub use backend::VmBackend;

@@ -92,7 +92,27 @@ pub enum Message {
     /// Guest → host: the command of request `id` ended; every output chunk of it
     /// was sent before.
     Exited { id: u32, status: Status },
+    /// Host → guest, once, before any `Exec`, in a VM restored from a template
+    /// snapshot (or booted to make one): every clone shares the template's
+    /// random state and clock, so the agent credits `seed` (hex, fresh host
+    /// random bytes, at most [`MAX_SEED`]) to the kernel's RNG and reseeds it,
+    /// sets the wall clock to `secs`.`nanos` (the host's, since the epoch),
+    /// then mounts the share `root` (a mount tag) as its root.
+    Resume {
+        seed: String,
+        secs: i64,
+        nanos: u32,
+        root: Option<String>,
+    },
+    /// Guest → host: the `Resume` is done, or `error` says what failed.
+    Resumed {
+        #[serde(default)]
+        error: Option<String>,
+    },
 }
+
+/// The most random bytes a [`Message::Resume`] carries.
+pub const MAX_SEED: usize = 256;
 
 /// A terminal's size, in character cells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

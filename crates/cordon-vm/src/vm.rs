@@ -80,7 +80,11 @@ impl Config {
         Config {
             qemu: PathBuf::from("qemu-system-x86_64"),
             accel: Accel::Auto,
-            machine: Machine::Microvm,
+            // q35: on QEMU 10 (bookworm-backports, which snapshots need),
+            // Debian's 6.1 on microvm hangs under TCG after "ACPI: Core
+            // revision" (waiting for a timer tick) in most boots here under
+            // load, with or without its i8254; q35 boots as fast (2.06 s).
+            machine: Machine::Q35,
             // The policy holds whole MiB, at most 1 TiB, and at most 64 vCPUs.
             memory_mib: u32::try_from(vm.memory.value >> 20).unwrap_or(u32::MAX),
             cpus: u32::try_from(vm.cpus.value).unwrap_or(u32::MAX),
@@ -112,6 +116,8 @@ pub enum VmError {
     Ended(String),
     #[error("the guest agent broke the protocol: {0}; the VM is no longer used")]
     Protocol(String),
+    #[error("the VM's template snapshot {} did not restore: {why}", template.display())]
+    Restore { template: PathBuf, why: String },
     #[error("the VM was given up after an earlier error")]
     Broken,
     #[error("the command could not start in the VM: {error}")]
@@ -227,15 +233,52 @@ pub fn accel_from(probes: &[cordon_sandbox::probe::Layer]) -> AccelChoice {
 /// clock to calibrate it against.
 #[cfg(target_arch = "x86_64")]
 pub fn host_tsc_khz() -> u64 {
-    use std::arch::x86_64::{__cpuid, _rdtsc};
+    announced_tsc_khz().unwrap_or_else(measure_tsc_khz)
+}
+
+/// The host's TSC frequency as [`host_tsc_khz`] finds it, a measurement
+/// remembered in `cache` for the host's boot: a template's kernel command line
+/// holds it, and a measurement differs a little every time.
+#[cfg(target_arch = "x86_64")]
+pub fn remembered_tsc_khz(cache: &std::path::Path) -> u64 {
+    if let Some(khz) = announced_tsc_khz() {
+        return khz;
+    }
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let file = cache.join("host-tsc");
+    if let Some(khz) = std::fs::read_to_string(&file).ok().and_then(|text| {
+        let (seen, khz) = text.trim_end().rsplit_once(' ')?;
+        (seen == boot.trim()).then(|| khz.parse().ok())?
+    }) {
+        return khz;
+    }
+    let khz = measure_tsc_khz();
+    if cache.is_dir() {
+        let _ = crate::image::write_atomic(&file, |w| write!(w, "{} {khz}", boot.trim()));
+    }
+    khz
+}
+
+/// The TSC frequency the hypervisor announces (its timing leaf), when the host
+/// is a guest that has one.
+#[cfg(target_arch = "x86_64")]
+fn announced_tsc_khz() -> Option<u64> {
+    use std::arch::x86_64::__cpuid;
     // CPUID leaf 1, ECX bit 31: running under a hypervisor.
     let hypervisor = __cpuid(1).ecx & (1 << 31) != 0;
     if hypervisor && __cpuid(0x4000_0000).eax >= 0x4000_0010 {
         let khz = u64::from(__cpuid(0x4000_0010).eax);
         if khz > 0 {
-            return khz;
+            return Some(khz);
         }
     }
+    None
+}
+
+/// The TSC's frequency measured against CLOCK_MONOTONIC.
+#[cfg(target_arch = "x86_64")]
+fn measure_tsc_khz() -> u64 {
+    use std::arch::x86_64::_rdtsc;
     // Measure: TSC ticks over 5 ms, each end bracketed by clock reads so a
     // preemption between them is seen (and the sample retried).
     let stamp = || {
@@ -265,13 +308,28 @@ pub const ROOT_TAG: &str = "cordon-root";
 /// The modules the guest loads to mount its root share.
 const SHARE_MODULES: [&str; 2] = ["9pnet_virtio", "9p"];
 
-/// The kernel command line of the guest; with `share`, the guest's root is the
-/// 9p share [`ROOT_TAG`].
-pub fn kernel_cmdline(machine: Machine, tsc_khz: u64, share: bool) -> String {
+/// When the guest mounts the 9p share [`ROOT_TAG`] as its root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
+    /// No share.
+    None,
+    /// At boot (a cold boot).
+    AtBoot,
+    /// When the host says (`Resume`): the modules are loaded and the device is
+    /// present, unmounted, as a template snapshot needs it (9p blocks
+    /// migration while mounted).
+    OnResume,
+}
+
+/// The kernel command line of the guest: the channel's modules, and the share's
+/// as `share` says.
+pub fn kernel_cmdline(machine: Machine, tsc_khz: u64, share: Share) -> String {
     let mut modules: Vec<&str> = machine.boot_modules().to_vec();
     let mut root = String::new();
-    if share {
+    if share != Share::None {
         modules.extend(SHARE_MODULES);
+    }
+    if share == Share::AtBoot {
         root = format!(" {}{ROOT_TAG}", agent::ROOT_OPTION);
     }
     format!(
@@ -296,6 +354,47 @@ pub struct QemuIo {
     /// A host directory served to the guest over 9p as its root (read and write
     /// as QEMU may: what QEMU may not, the guest may not).
     pub share: Option<String>,
+    /// Whether the guest mounts the share at boot, or on `Resume`.
+    pub mount_share_at_boot: bool,
+    /// A template snapshot made or restored (see [`crate::snapshot`]).
+    pub snapshot: Option<SnapshotIo>,
+}
+
+/// QEMU's pieces for a template snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotIo {
+    /// QEMU's monitor (QMP): a socket QEMU inherits at this descriptor.
+    pub qmp_fd: i32,
+    /// The template, inherited at this descriptor: write-only to make it,
+    /// read-only to restore it (QEMU's fd set hands it out by mode).
+    pub template_fd: i32,
+    /// Restore the template (`-incoming`) instead of booting.
+    pub restore: bool,
+    /// The `mapped-ram` capability (QEMU ≥ 9.0), on both sides.
+    pub mapped_ram: bool,
+}
+
+/// What names a template's configuration: QEMU's arguments for `config` in a
+/// template's layout, the descriptors and the boot files' paths left out
+/// (the template's name has the boot files' own keys).
+pub fn template_layout(config: &Config, kvm: bool, tsc_khz: u64, mapped_ram: bool) -> Vec<String> {
+    let io = QemuIo {
+        kernel: "kernel".into(),
+        initrd: "initrd".into(),
+        channel_fd: 0,
+        console_fd: Some(0),
+        share: Some("share".into()),
+        mount_share_at_boot: false,
+        snapshot: Some(SnapshotIo {
+            qmp_fd: 0,
+            template_fd: 0,
+            restore: false,
+            mapped_ram,
+        }),
+    };
+    let mut layout = qemu_args(config, &io, kvm, tsc_khz);
+    layout.insert(0, config.qemu.display().to_string());
+    layout
 }
 
 /// QEMU's arguments for `config` and `io`.
@@ -349,7 +448,25 @@ pub fn qemu_args(config: &Config, io: &QemuIo, kvm: bool, tsc_khz: u64) -> Vec<S
         let device = format!("virtio-9p-{virtio},fsdev=root,mount_tag={ROOT_TAG}");
         push(&["-fsdev", &fsdev, "-device", &device]);
     }
-    let cmdline = kernel_cmdline(config.machine, tsc_khz, io.share.is_some());
+    if let Some(snapshot) = &io.snapshot {
+        let qmp = format!("socket,id=qmp,fd={}", snapshot.qmp_fd);
+        push(&["-chardev", &qmp, "-mon", "chardev=qmp,mode=control"]);
+        let fd = format!("fd={},set={}", snapshot.template_fd, crate::snapshot::FDSET);
+        push(&["-add-fd", &fd]);
+        if snapshot.mapped_ram {
+            push(&["-global", "migration.mapped-ram=on"]);
+        }
+        if snapshot.restore {
+            let uri = format!("file:/dev/fdset/{}", crate::snapshot::FDSET);
+            push(&["-incoming", &uri]);
+        }
+    }
+    let share = match (&io.share, io.mount_share_at_boot) {
+        (None, _) => Share::None,
+        (Some(_), true) => Share::AtBoot,
+        (Some(_), false) => Share::OnResume,
+    };
+    let cmdline = kernel_cmdline(config.machine, tsc_khz, share);
     push(&[
         "-kernel", &io.kernel, "-initrd", &io.initrd, "-append", &cmdline,
     ]);
@@ -471,25 +588,64 @@ impl Channel {
 
     /// Waits at most `timeout` for the agent's `Ready` in the protocol's version.
     pub fn ready(&mut self, timeout: Duration) -> Result<(), NotReady> {
-        let stream = self.reader.get_ref();
-        let set = |t| {
-            stream
-                .set_read_timeout(t)
-                .map_err(|e| NotReady::Failed(e.to_string()))
-        };
-        set(Some(timeout))?;
-        let result = match self.reader.read_frame() {
-            Ok(Frame::Message(Message::Ready { version })) if version == protocol::VERSION => {
-                Ok(())
-            }
-            Ok(Frame::Message(Message::Ready { version })) => Err(NotReady::Failed(format!(
+        let result = match self.next_within(timeout)? {
+            Frame::Message(Message::Ready { version }) if version == protocol::VERSION => Ok(()),
+            Frame::Message(Message::Ready { version }) => Err(NotReady::Failed(format!(
                 "the agent speaks protocol {version}, not {}",
                 protocol::VERSION
             ))),
-            Ok(other) => Err(NotReady::Failed(format!(
+            other => Err(NotReady::Failed(format!(
                 "the agent's first frame was not Ready: {}",
                 describe(&other)
             ))),
+        };
+        self.broken = result.is_err();
+        result
+    }
+
+    /// Makes a clone of a template unique and current, waiting at most
+    /// `timeout` for the agent (see [`Message::Resume`]): fresh host randomness
+    /// for its RNG, the host's clock, and the share `root` mounted.
+    pub fn resume(&mut self, root: Option<&str>, timeout: Duration) -> Result<(), NotReady> {
+        let seed = crate::snapshot::seed().map_err(NotReady::Failed)?;
+        let (secs, nanos) = crate::snapshot::now();
+        let resume = Message::Resume {
+            seed,
+            secs,
+            nanos,
+            root: root.map(str::to_string),
+        };
+        let sent = protocol::write_message(&mut self.writer.lock().stream, &resume);
+        let result = match sent {
+            Err(_) => Err(NotReady::Closed),
+            Ok(()) => match self.next_within(timeout)? {
+                Frame::Message(Message::Resumed { error: None }) => Ok(()),
+                Frame::Message(Message::Resumed { error: Some(mut e) }) => {
+                    truncate(&mut e, 4096);
+                    Err(NotReady::Failed(format!("the guest could not resume: {e}")))
+                }
+                other => Err(NotReady::Failed(format!(
+                    "the agent did not answer Resume: {}",
+                    describe(&other)
+                ))),
+            },
+        };
+        self.broken = result.is_err();
+        result
+    }
+
+    /// The next frame, waiting at most `timeout`; the channel is broken after
+    /// an error.
+    fn next_within(&mut self, timeout: Duration) -> Result<Frame, NotReady> {
+        let set = |reader: &FrameReader<UnixStream>, t| {
+            reader
+                .get_ref()
+                .set_read_timeout(t)
+                .map_err(|e| NotReady::Failed(e.to_string()))
+        };
+        set(&self.reader, Some(timeout))?;
+        let result = match self.reader.read_frame() {
+            Ok(frame) => Ok(frame),
             Err(FrameError::Io(e))
                 if matches!(
                     e.kind(),
@@ -504,10 +660,7 @@ impl Channel {
             Err(FrameError::Closed) => Err(NotReady::Closed),
             Err(e) => Err(NotReady::Failed(e.to_string())),
         };
-        let stream = self.reader.get_ref();
-        stream
-            .set_read_timeout(None)
-            .map_err(|e| NotReady::Failed(e.to_string()))?;
+        set(&self.reader, None)?;
         if result.is_err() {
             self.broken = true;
         }
@@ -596,6 +749,8 @@ impl Vm {
             channel_fd: guest_end.as_raw_fd(),
             console_fd: None,
             share: None,
+            mount_share_at_boot: false,
+            snapshot: None,
         };
         let args = qemu_args(config, &io, accel.kvm, tsc_khz);
         let start = Instant::now();
@@ -977,7 +1132,7 @@ mod tests {
         };
         let config = Config::for_policy(&vm);
         assert_eq!((config.memory_mib, config.cpus), (1536, 4));
-        assert_eq!(config.machine, Machine::Microvm);
+        assert_eq!(config.machine, Machine::Q35);
     }
 
     fn request() -> ExecRequest {
@@ -1048,6 +1203,59 @@ mod tests {
         assert!(
             matches!(result, Err(VmError::ExecFailed { status: 127, error }) if error == "nope")
         );
+    }
+
+    /// `resume` sends fresh randomness (never the same twice), the host's clock
+    /// and the share, and takes only `Resumed` without an error as its answer.
+    #[test]
+    fn resume_takes_only_a_clean_resumed() {
+        let mut seeds = Vec::new();
+        let cases: Vec<(Vec<u8>, bool)> = vec![
+            (msg(Message::Resumed { error: None }), true),
+            (
+                msg(Message::Resumed {
+                    error: Some("no 9p".into()),
+                }),
+                false,
+            ),
+            (msg(Message::Ready { version: 2 }), false),
+            (
+                msg(Message::Exited {
+                    id: 1,
+                    status: Status::Code(0),
+                }),
+                false,
+            ),
+            (b"\x00\x00\x00\x05\x00junk".to_vec(), false),
+            (Vec::new(), false),
+        ];
+        for (script, ok) in cases {
+            let (host, mut guest) = UnixStream::pair().unwrap();
+            let agent = std::thread::spawn(move || {
+                let mut r = FrameReader::new(guest.try_clone().unwrap(), protocol::MAX_FRAME);
+                let frame = r.read_frame().unwrap();
+                let _ = guest.write_all(&script);
+                frame
+            });
+            let mut channel = Channel::new(host).unwrap();
+            let result = channel.resume(Some(ROOT_TAG), Duration::from_secs(5));
+            let Frame::Message(Message::Resume {
+                seed, secs, root, ..
+            }) = agent.join().unwrap()
+            else {
+                panic!("not a Resume");
+            };
+            let (now, _) = crate::snapshot::now();
+            assert!((now - secs).abs() <= 5);
+            assert_eq!(root.as_deref(), Some(ROOT_TAG));
+            assert_eq!(seed.len(), 128);
+            seeds.push(seed);
+            assert_eq!(result.is_ok(), ok, "{result:?}");
+            assert_eq!(channel.broken, !ok);
+        }
+        seeds.sort();
+        seeds.dedup();
+        assert_eq!(seeds.len(), 6, "a seed was sent twice");
     }
 
     #[test]

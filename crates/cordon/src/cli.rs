@@ -100,7 +100,7 @@ pub enum Commands {
         pi: bool,
     },
     /// The VM backend's boot files (a kernel and an initramfs, cached per cordon
-    /// binary and kernel under ~/.cache/cordon/vm).
+    /// binary and kernel under ~/.cache/cordon/vm) and template snapshots.
     Vm {
         #[command(subcommand)]
         action: VmAction,
@@ -110,10 +110,12 @@ pub enum Commands {
 /// `cordon vm`'s actions.
 #[derive(Subcommand, Debug)]
 pub enum VmAction {
-    /// Make the boot files of this cordon and the newest installed kernel (a
-    /// first `--backend vm` run makes them too), and remove the cache's others.
+    /// Make the boot files of this cordon and the newest installed kernel and,
+    /// with QEMU 8.2 or newer, the default VM's template snapshot (a first
+    /// `--backend vm` run makes them too), and remove the cache's others.
     Setup,
-    /// Show the cache: each file, its size, and whether this cordon uses it.
+    /// Show the cache: each file, its size, whether this cordon uses it, and
+    /// whether sessions restore templates.
     Status,
 }
 

@@ -4,6 +4,7 @@
 //! files beside the old ones, which only pruning removes.
 
 use super::{Image, ImageError};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// One file of the cache.
@@ -11,16 +12,37 @@ use std::path::{Path, PathBuf};
 pub struct Entry {
     pub path: PathBuf,
     pub bytes: u64,
-    /// What it is: `kernel` (a vmlinux), `initramfs`, or `leftover` (the
-    /// temporary file of an assembly that was cut off).
+    /// What it is: `kernel` (a vmlinux), `initramfs`, `template` (a snapshot),
+    /// or `leftover` (the temporary file of an assembly or a template that was
+    /// cut off).
     pub kind: &'static str,
-    /// The current image uses it.
+    /// The current image (or its QEMU, for a template) uses it.
     pub current: bool,
 }
 
+/// What this cordon, kernel and QEMU use: the boot files, and the templates
+/// whose names start with `templates` (any memory, vCPUs, accelerator).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Current<'a> {
+    pub image: Option<&'a Image>,
+    pub templates: Option<&'a str>,
+}
+
+impl Current<'_> {
+    fn uses(&self, path: &Path) -> bool {
+        let name = path.file_name().map(|n| n.to_string_lossy());
+        self.image
+            .is_some_and(|i| i.vmlinux == path || i.initramfs == path)
+            || self
+                .templates
+                .is_some_and(|prefix| name.is_some_and(|n| n.starts_with(prefix)))
+    }
+}
+
 /// What the cache holds (nothing if it does not exist), by name; `current`
-/// marks the files of that image.
-pub fn entries(cache: &Path, current: Option<&Image>) -> Result<Vec<Entry>, ImageError> {
+/// marks what is in use. A file's bytes are those it takes on disk (a template
+/// is sparse).
+pub fn entries(cache: &Path, current: Current<'_>) -> Result<Vec<Entry>, ImageError> {
     let io = |e| ImageError::Io(cache.to_path_buf(), e);
     let dir = match std::fs::read_dir(cache) {
         Ok(dir) => dir,
@@ -39,10 +61,10 @@ pub fn entries(cache: &Path, current: Option<&Image>) -> Result<Vec<Entry>, Imag
             continue;
         }
         let path = entry.path();
-        let current = current.is_some_and(|i| i.vmlinux == path || i.initramfs == path);
+        let current = current.uses(&path);
         out.push(Entry {
             path,
-            bytes: meta.len(),
+            bytes: meta.len().min(meta.blocks() * 512),
             kind,
             current,
         });
@@ -51,10 +73,10 @@ pub fn entries(cache: &Path, current: Option<&Image>) -> Result<Vec<Entry>, Imag
     Ok(out)
 }
 
-/// Removes every file of the cache but `keep`'s; returns what it removed.
-pub fn prune(cache: &Path, keep: &Image) -> Result<Vec<Entry>, ImageError> {
+/// Removes every file of the cache but those `keep` uses; returns what it removed.
+pub fn prune(cache: &Path, keep: Current<'_>) -> Result<Vec<Entry>, ImageError> {
     let mut removed = Vec::new();
-    for entry in entries(cache, Some(keep))? {
+    for entry in entries(cache, keep)? {
         if entry.current {
             continue;
         }
@@ -73,6 +95,8 @@ fn kind_of(name: &str) -> Option<&'static str> {
         Some("kernel")
     } else if name.starts_with("initramfs-") && name.ends_with(".cpio") {
         Some("initramfs")
+    } else if name.starts_with("template-") && name.ends_with(".snap") {
+        Some("template")
     } else {
         None
     }
@@ -92,6 +116,10 @@ mod tests {
             "initramfs-aa.cpio",
             "initramfs-bb.cpio",
             ".vmlinux-cc.tmp-12-0",
+            "template-t1-aa.snap",
+            "template-t1-bb.snap",
+            "template-t0-aa.snap",
+            ".template-t1-cc.snap.tmp-3-0",
             "notes.txt",
         ] {
             std::fs::write(at(name), name).unwrap();
@@ -103,10 +131,14 @@ mod tests {
             vmlinux_cached: true,
             initramfs_cached: true,
         };
-        let listed = entries(dir.path(), Some(&keep)).unwrap();
-        assert_eq!(listed.len(), 5, "{listed:?}");
-        assert_eq!(listed.iter().filter(|e| e.current).count(), 2);
-        let removed: Vec<_> = prune(dir.path(), &keep)
+        let keep = Current {
+            image: Some(&keep),
+            templates: Some("template-t1-"),
+        };
+        let listed = entries(dir.path(), keep).unwrap();
+        assert_eq!(listed.len(), 9, "{listed:?}");
+        assert_eq!(listed.iter().filter(|e| e.current).count(), 4);
+        let removed: Vec<_> = prune(dir.path(), keep)
             .unwrap()
             .into_iter()
             .map(|e| e.path)
@@ -114,14 +146,26 @@ mod tests {
         assert_eq!(
             removed,
             [
+                at(".template-t1-cc.snap.tmp-3-0"),
                 at(".vmlinux-cc.tmp-12-0"),
                 at("initramfs-bb.cpio"),
+                at("template-t0-aa.snap"),
                 at("vmlinux-bb")
             ]
         );
-        for kept in ["vmlinux-aa", "initramfs-aa.cpio", "notes.txt"] {
+        for kept in [
+            "vmlinux-aa",
+            "initramfs-aa.cpio",
+            "template-t1-aa.snap",
+            "template-t1-bb.snap",
+            "notes.txt",
+        ] {
             assert!(at(kept).exists(), "{kept}");
         }
-        assert!(entries(&at("missing"), None).unwrap().is_empty());
+        assert!(
+            entries(&at("missing"), Current::default())
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -178,25 +178,29 @@ pub struct Image {
     pub initramfs_cached: bool,
 }
 
-struct Hasher(ring::digest::Context);
+/// A SHA-256 of length-prefixed fields, cut to 128 bits in hex: the key in a
+/// cache file's name.
+pub(crate) struct Hasher(ring::digest::Context);
 
 impl Hasher {
-    fn new(what: &str) -> Self {
+    pub(crate) fn new(what: &str) -> Self {
         let mut h = Hasher(ring::digest::Context::new(&ring::digest::SHA256));
         h.field(what.as_bytes());
         h
     }
     /// A length-prefixed field: no two sequences of fields hash alike.
-    fn field(&mut self, bytes: &[u8]) {
+    pub(crate) fn field(&mut self, bytes: &[u8]) {
         self.0.update(&(bytes.len() as u64).to_le_bytes());
         self.0.update(bytes);
     }
-    fn key(self) -> String {
-        self.0.finish().as_ref()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+    pub(crate) fn key(self) -> String {
+        hex(&self.0.finish().as_ref()[..16])
     }
+}
+
+/// `bytes` in lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What a session of the VM backend boots: the newest installed kernel with its
@@ -398,19 +402,25 @@ fn read(path: &Path) -> Result<Vec<u8>, ImageError> {
     std::fs::read(path).map_err(|e| ImageError::Io(path.to_path_buf(), e))
 }
 
-/// Writes `path` through a temporary file in the same directory and a rename, so
-/// a concurrent reader sees the whole file or none.
-fn write_atomic(
-    path: &Path,
-    fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
-) -> Result<(), ImageError> {
+/// A temporary name beside `path`, unique to this process and call
+/// (`.NAME.tmp-PID-N`: what pruning recognizes as a leftover).
+pub(crate) fn temp_name(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}-{seq}", std::process::id()));
+    path.with_file_name(format!(".{name}.tmp-{}-{seq}", std::process::id()))
+}
+
+/// Writes `path` through a temporary file in the same directory and a rename, so
+/// a concurrent reader sees the whole file or none.
+pub(crate) fn write_atomic(
+    path: &Path,
+    fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> Result<(), ImageError> {
+    let tmp = temp_name(path);
     let result = (|| {
         let mut w = BufWriter::new(File::create(&tmp)?);
         fill(&mut w)?;

@@ -1,8 +1,15 @@
-//! `cordon vm setup|status`: the VM backend's cache of boot files.
+//! `cordon vm setup|status`: the VM backend's cache of boot files and template
+//! snapshots.
 
 use crate::cli::VmAction;
-use cordon_vm::image::{self, cache};
-use std::time::Instant;
+use cordon_backend::{Command, Degraded, Outcome, Program, Terminal};
+use cordon_vm::image::{self, Image, cache};
+use cordon_vm::snapshot;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub fn vm(action: VmAction) -> Result<u8, String> {
     match action {
@@ -11,7 +18,8 @@ pub fn vm(action: VmAction) -> Result<u8, String> {
     }
 }
 
-/// Makes (or finds) the current boot files, then prunes the others.
+/// Makes (or finds) the current boot files and the template of the default
+/// VM (the user's config's memory and vCPUs), then prunes the others.
 fn setup() -> Result<u8, String> {
     let spec = image::session_spec().map_err(|e| e.to_string())?;
     eprintln!(
@@ -20,34 +28,245 @@ fn setup() -> Result<u8, String> {
         spec.agent.display(),
         spec.cache.display()
     );
-    let start = Instant::now();
+    let progress = Progress::new(3);
+    progress.step("the kernel and the initramfs");
     let made = image::assemble(&spec).map_err(|e| e.to_string())?;
     for (path, cached) in [
         (&made.vmlinux, made.vmlinux_cached),
         (&made.initramfs, made.initramfs_cached),
     ] {
         let how = if cached { "cached already" } else { "made" };
-        println!("{how}: {}", path.display());
+        progress.println(&format!("{how}: {}", path.display()));
     }
-    eprintln!("  in {:.1} s", start.elapsed().as_secs_f64());
-    for gone in cache::prune(&spec.cache, &made).map_err(|e| e.to_string())? {
-        println!(
-            "removed: {} ({}, {}, not used by this cordon and kernel)",
+    progress.step("the template snapshot (a boot of the default VM, if missing)");
+    let templates = cordon_vm::backend::session_qemu()
+        .and_then(|qemu| snapshot::templates_of(&made, &qemu, &spec.cache));
+    match &templates {
+        Some(prefix) => make_template(&spec.cache, prefix, &progress)?,
+        None => {
+            let why = cordon_vm::backend::session_qemu()
+                .map(|qemu| cordon_vm::doctor::snapshot_state(&qemu))
+                .unwrap_or_else(|| "off: no qemu-system-x86_64 in PATH".into());
+            progress.println(&format!("no template: snapshots are {why}"));
+        }
+    }
+    progress.step("removing what this cordon, kernel and QEMU do not use");
+    let keep = cache::Current {
+        image: Some(&made),
+        templates: templates.as_deref(),
+    };
+    for gone in cache::prune(&spec.cache, keep).map_err(|e| e.to_string())? {
+        progress.println(&format!(
+            "removed: {} ({}, {}, not used by this cordon, kernel and QEMU)",
             gone.path.display(),
             gone.kind,
             size(gone.bytes)
-        );
+        ));
     }
+    progress.finish();
     Ok(0)
 }
 
-/// Lists the cache, marking what the current cordon and kernel use (found
-/// without making anything: the files are named by a hash of their inputs).
+/// `cordon vm setup`'s progress on stderr: on a terminal one line, redrawn, of
+/// a bar of the steps done, the step and its seconds so far; else a line per
+/// step and its time once done. What the steps print goes to stdout between.
+struct Progress {
+    state: Arc<Mutex<Bar>>,
+    done: Arc<AtomicBool>,
+}
+
+struct Bar {
+    total: usize,
+    step: usize,
+    what: String,
+    since: Instant,
+    tty: bool,
+}
+
+impl Bar {
+    fn draw(&self) {
+        if self.tty && self.step > 0 {
+            let width = 20;
+            let filled = width * (self.step - 1) / self.total.max(1);
+            eprint!(
+                "\r\x1b[2K[{}{}] {}/{} {} ({:.1} s)",
+                "#".repeat(filled),
+                "-".repeat(width - filled),
+                self.step,
+                self.total,
+                self.what,
+                self.since.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    fn clear(&self) {
+        if self.tty {
+            eprint!("\r\x1b[2K");
+        }
+    }
+
+    /// The step that ends, off a terminal.
+    fn ended(&self) {
+        if !self.tty && self.step > 0 {
+            eprintln!(
+                "cordon vm setup: [{}/{}] {}: {:.1} s",
+                self.step,
+                self.total,
+                self.what,
+                self.since.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        let state = Arc::new(Mutex::new(Bar {
+            total,
+            step: 0,
+            what: String::new(),
+            since: Instant::now(),
+            tty: std::io::stderr().is_terminal(),
+        }));
+        let done = Arc::new(AtomicBool::new(false));
+        if state.lock().is_ok_and(|b| b.tty) {
+            let (state, done) = (state.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok(bar) = state.lock() {
+                        bar.draw();
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+        Progress { state, done }
+    }
+
+    fn bar(&self) -> std::sync::MutexGuard<'_, Bar> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn step(&self, what: &str) {
+        let mut bar = self.bar();
+        bar.ended();
+        bar.step += 1;
+        bar.what = what.to_string();
+        bar.since = Instant::now();
+        bar.draw();
+    }
+
+    /// A line on stdout, the bar redrawn below it.
+    fn println(&self, line: &str) {
+        let bar = self.bar();
+        bar.clear();
+        println!("{line}");
+        bar.draw();
+    }
+
+    fn finish(self) {
+        self.done.store(true, Ordering::Relaxed);
+        let bar = self.bar();
+        bar.ended();
+        bar.clear();
+    }
+}
+
+/// Makes the template of the default VM, as a first run would: a session of
+/// the default policy on an empty workspace runs `true`, and boots (and saves
+/// the template) only if it is missing.
+fn make_template(cache_dir: &Path, prefix: &str, progress: &Progress) -> Result<(), String> {
+    let templates = |dir: &Path| -> Vec<std::path::PathBuf> {
+        cache::entries(dir, cache::Current::default())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.kind == "template")
+            .map(|e| e.path)
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+            })
+            .collect()
+    };
+    let before = templates(cache_dir);
+    let workspace = EmptyDir::new()?;
+    let inputs = cordon_session::inputs::from_env(
+        Some(workspace.0.clone()),
+        None,
+        cordon_policy::Flags::default(),
+    )
+    .map_err(|e| e.to_string())?;
+    let policy = cordon_policy::resolve(&inputs).map_err(|e| e.to_string())?;
+    let backend = cordon_vm::VmBackend::default();
+    let egress = super::egress::additions(&policy)?;
+    let session = cordon_session::session::start(&backend, &policy, Degraded::default(), egress)
+        .map_err(|e| e.to_string())?;
+    let command = Command {
+        program: Program::Named("true".into()),
+        args: Vec::new(),
+        cwd: None,
+        terminal: Terminal::Inherit,
+        timeout: None,
+    };
+    let outcome =
+        cordon_session::run::run(session, command, &mut |_| {}).map_err(|e| e.to_string())?;
+    if !matches!(outcome, Outcome::Exited { status: 0, .. }) {
+        return Err(format!("the template's VM did not run `true`: {outcome:?}"));
+    }
+    for path in templates(cache_dir) {
+        let how = if before.contains(&path) {
+            "cached already"
+        } else {
+            "made"
+        };
+        progress.println(&format!("{how}: {}", path.display()));
+    }
+    Ok(())
+}
+
+/// An empty directory of its own under the temporary directory, removed when dropped.
+struct EmptyDir(std::path::PathBuf);
+
+impl EmptyDir {
+    fn new() -> Result<EmptyDir, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = std::env::temp_dir().join(format!("cordon-vm-setup-{}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| {
+                format!(
+                    "a workspace for the template's boot, {}: {e}",
+                    dir.display()
+                )
+            })?;
+        Ok(EmptyDir(dir))
+    }
+}
+
+impl Drop for EmptyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Lists the cache, marking what the current cordon, kernel and QEMU use
+/// (found without making anything: the files are named by a hash of their
+/// inputs).
 fn status() -> Result<u8, String> {
     let dir = image::cache_dir().map_err(|e| e.to_string())?;
     let current = image::session_spec().and_then(|spec| image::cached(&spec));
-    let in_use = current.as_ref().ok().and_then(Option::as_ref);
-    let entries = cache::entries(&dir, in_use).map_err(|e| e.to_string())?;
+    let in_use: Option<&Image> = current.as_ref().ok().and_then(Option::as_ref);
+    let qemu = cordon_vm::backend::session_qemu();
+    let templates = in_use
+        .zip(qemu.as_ref())
+        .and_then(|(image, qemu)| snapshot::templates_of(image, qemu, &dir));
+    let keep = cache::Current {
+        image: in_use,
+        templates: templates.as_deref(),
+    };
+    let entries = cache::entries(&dir, keep).map_err(|e| e.to_string())?;
     println!("cache: {}", dir.display());
     if entries.is_empty() {
         println!("  empty (cordon vm setup, or a first --backend vm run, fills it)");
@@ -68,6 +287,10 @@ fn status() -> Result<u8, String> {
         Ok(Some(_)) => {}
         Ok(None) => println!("  this cordon's files are not made yet: cordon vm setup makes them"),
         Err(e) => println!("  which files this cordon would use is unknown: {e}"),
+    }
+    match &qemu {
+        Some(qemu) => println!("  snapshots {}", cordon_vm::doctor::snapshot_state(qemu)),
+        None => println!("  snapshots off: no qemu-system-x86_64 in PATH"),
     }
     Ok(0)
 }

@@ -545,8 +545,20 @@ fn doctor_names_what_each_backend_would_use() {
             ["kvm", "tcg"].contains(&vm["accelerator"].as_str().unwrap()),
             "{vm}"
         );
+        // Snapshots with QEMU 8.2 or newer; else degraded, saying why.
         let degraded = vm["degraded"].to_string();
-        assert!(degraded.contains("no memory snapshots"), "{vm}");
+        let snapshots = vm["snapshots"].as_str().unwrap();
+        let major: Option<(u32, u32)> = qemu_says.as_deref().and_then(|v| {
+            let mut parts = v.split(['.', ' ']).map(|p| p.parse().ok());
+            Some((parts.next()??, parts.next()??))
+        });
+        if major.is_some_and(|v| v >= (8, 2)) {
+            assert!(snapshots.starts_with("on (QEMU "), "{vm}");
+            text.assert_stdout_contains("  snapshots    on (QEMU ");
+        } else {
+            assert!(snapshots.starts_with("off: "), "{vm}");
+            assert!(degraded.contains("no memory snapshots"), "{vm}");
+        }
         match &qemu_says {
             Some(version) => {
                 let qemu = vm["qemu"].as_str().unwrap();
