@@ -77,6 +77,9 @@ fn run() -> io::Result<()> {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
     mount_basics()?;
+    // The guest's only network device; the broker's sockets go on it when the
+    // host gives the guest a network (`Network`).
+    cordon_sandbox::loopback_up()?;
     let cmdline = std::fs::read_to_string("/proc/cmdline")?;
     load_modules(&cmdline)?;
     let port = open_port()?;
@@ -95,6 +98,8 @@ fn run() -> io::Result<()> {
             version: protocol::VERSION,
         },
     )?;
+    let sink: Arc<dyn crate::mux::Sink> = writer.clone();
+    let mux = crate::mux::Mux::new(sink, crate::mux::Role::Guest);
     let mut reader = FrameReader::new(port, protocol::MAX_FRAME);
     loop {
         match reader.read_frame() {
@@ -126,6 +131,28 @@ fn run() -> io::Result<()> {
             Ok(Frame::Message(Message::Signal { id, signal })) => reaper.signal(id, signal),
             Ok(Frame::Stdin { id, data }) => reaper.stdin(id, data),
             Ok(Frame::Message(Message::Resize { id, size })) => reaper.resize(id, size),
+            Ok(Frame::Message(Message::Network {
+                ports,
+                local_ports,
+                proxy_port,
+            })) => {
+                let spec = crate::net::NetworkSpec {
+                    ports,
+                    local_ports,
+                    proxy_port,
+                };
+                let error = crate::net::start_guest(&mux, &spec)
+                    .err()
+                    .map(|e| e.to_string());
+                protocol::write_message(&mut *lock(&writer), &Message::NetworkReady { error })?;
+            }
+            // The host's half of a stream that ended here may trail its end.
+            Ok(Frame::Stream { id, data }) => {
+                let _ = mux.chunk(id, data);
+            }
+            Ok(Frame::Message(Message::StreamAck { id })) => {
+                let _ = mux.ack(id);
+            }
             Ok(other) => {
                 eprintln!("cordon agent: ignored an unexpected frame from the host: {other:?}")
             }

@@ -10,10 +10,12 @@
 //! nothing of it. QEMU adds its own seccomp filter (`-sandbox on`); an escape
 //! from the guest lands in a cordon sandbox.
 //!
-//! What is not built yet is refused, never run without: a network (the guest
-//! has no network device, and a policy that asks for one is refused), a
-//! terminal (stdin is passed on when it is not one, else `/dev/null`), cordon's
-//! own binary as the command (`cordon serve`), a control channel.
+//! The guest has no network device. In the `allowlist` mode its agent gives
+//! its loopback the broker's sockets and relays each connection and its DNS
+//! over the channel to the session's egress broker on the host (see
+//! [`crate::net`]); QEMU's own sandbox has no network at all. `--net host` is
+//! refused, never run with an unfiltered device. Not built yet, refused: a
+//! control channel.
 //!
 //! Life of a session: [`VmSession::exec`] assembles the boot files (cached),
 //! starts the OS sandbox whose command is QEMU, and on a thread of its own
@@ -24,6 +26,7 @@
 //! the parent-death signal SIGKILL).
 
 use crate::image;
+use crate::net::NetworkSpec;
 use crate::protocol::TtySize;
 use crate::vm::{
     AccelChoice, Channel, Config, ExecRequest, NotReady, QemuIo, Tail, choose_accel, drain,
@@ -31,7 +34,7 @@ use crate::vm::{
 };
 use crate::{Status, VmError};
 use cordon_backend::{
-    Additions, Backend, BackendKind, Command, ControlChannel, Degraded, Layer, Layers,
+    Additions, Backend, BackendKind, Command, ControlChannel, Degraded, Ingress, Layer, Layers,
     LimitsAssessment, Outcome, Program, Session, Terminal,
 };
 use cordon_policy::{NetMode, Policy};
@@ -97,7 +100,7 @@ impl Backend for VmBackend {
         policy: &'p Policy,
         degraded: Degraded,
     ) -> Result<VmSession<'p>, VmError> {
-        if policy.net.value != NetMode::None {
+        if policy.net.value == NetMode::Host {
             // The mode as --net spells it.
             let mode = serde_json::to_value(policy.net.value).unwrap_or_default();
             return Err(VmError::NoNetwork {
@@ -186,9 +189,24 @@ impl Session for VmSession<'_> {
                 VmError::Request("a terminal was asked for, but stdin is not one".into())
             })?),
         };
-        if egress.is_some() {
-            return Err(VmError::Unsupported("a network".into()));
-        }
+        // The guest's network: the broker serves the streams the host side
+        // hands it (see `Host::run`).
+        let network = match egress {
+            Some(egress) => {
+                let spec = NetworkSpec {
+                    ports: egress.ports,
+                    local_ports: egress.local_ports,
+                    proxy_port: egress.proxy_port,
+                };
+                Some((spec, egress.serve))
+            }
+            None if self.policy.net.value == NetMode::Allowlist => {
+                return Err(VmError::Network(
+                    "the allowlist mode needs the egress broker, which was not given".into(),
+                ));
+            }
+            None => None,
+        };
         if control.is_some() {
             return Err(VmError::Unsupported(
                 "a control channel (cordon serve)".into(),
@@ -247,7 +265,13 @@ impl Session for VmSession<'_> {
                 }
             }
         };
+        let (broker, streams) = mpsc::channel();
+        let (network, serve_broker) = match network {
+            Some((spec, serve)) => (Some((spec, broker)), Some(serve)),
+            None => (None, None),
+        };
         let host = Host {
+            network,
             channel,
             console: console_host,
             environment: environment.clone(),
@@ -262,7 +286,11 @@ impl Session for VmSession<'_> {
         // its line discipline turns into SIGINT there); the mode comes back
         // when this returns, whatever happened.
         let _raw = tty.map(|_| RawMode::enter());
-        let mut os = self.backend.os.start(self.policy, self.degraded)?;
+        // QEMU's sandbox has no network at all, whatever the guest's: the
+        // guest's connections leave through the channel.
+        let mut qemu_policy = self.policy.clone();
+        qemu_policy.net.value = NetMode::None;
+        let mut os = self.backend.os.start(&qemu_policy, self.degraded)?;
         os.serve_view(ViewServer {
             fds: vec![channel_guest.into(), console_guest.into(), kernel, initrd],
             devices: if accel.kvm { vec!["kvm"] } else { Vec::new() },
@@ -270,6 +298,11 @@ impl Session for VmSession<'_> {
                 *environment.lock().unwrap_or_else(|e| e.into_inner()) = Some(env);
             }),
             serve: Box::new(move || {
+                // Threads only now: QEMU's sandbox is made by a fork of this
+                // process, which must be single-threaded until then.
+                if let Some(serve) = serve_broker {
+                    std::thread::spawn(move || serve(Ok(Ingress::Streams(streams))));
+                }
                 let _ = done.send(host.run());
             }),
             stop,
@@ -346,6 +379,8 @@ type Environment = Arc<Mutex<Option<Vec<(String, String)>>>>;
 /// The host side of one session's VM, run on a thread of its own once QEMU's
 /// sandbox exists.
 struct Host {
+    /// The guest's network and where its streams go (the broker).
+    network: Option<(NetworkSpec, mpsc::Sender<UnixStream>)>,
     channel: Channel,
     console: UnixStream,
     /// The command's environment, set before QEMU's sandbox starts.
@@ -363,6 +398,7 @@ impl Host {
     /// stdout and stderr, then powers the VM off (or kills QEMU's sandbox).
     fn run(self) -> Result<Status, VmError> {
         let Host {
+            network,
             channel,
             console,
             environment,
@@ -385,6 +421,12 @@ impl Host {
                 console: tail_text(&tail),
             });
         }
+        if let Some((spec, broker)) = network {
+            if let Err(e) = channel.network(&spec, broker) {
+                stop.stop();
+                return Err(e);
+            }
+        }
         let env = (environment.lock().unwrap_or_else(|e| e.into_inner()))
             .take()
             .unwrap_or_default();
@@ -404,11 +446,13 @@ impl Host {
         } else {
             Some(Box::new(stdin))
         };
+        // Not locked for the command's duration: the broker prints its
+        // refusals to stderr meanwhile, and would wait for the lock.
         let result = channel.exec(
             &request,
             input,
-            &mut std::io::stdout().lock(),
-            &mut std::io::stderr().lock(),
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
         );
         let _ = std::io::Write::flush(&mut std::io::stdout());
         let usable = matches!(result, Ok(_) | Err(VmError::ExecFailed { .. }));
