@@ -30,3 +30,4 @@ mod serve;
 mod serve_tmp;
 mod vm;
 mod vm_backend;
+mod vm_net;
