@@ -14,8 +14,9 @@
 //! its loopback the broker's sockets and relays each connection and its DNS
 //! over the channel to the session's egress broker on the host (see
 //! [`crate::net`]); QEMU's own sandbox has no network at all. `--net host` is
-//! refused, never run with an unfiltered device. Not built yet, refused: a
-//! control channel.
+//! refused, never run with an unfiltered device. A command's control channel
+//! (`cordon serve`'s tool server to the host control endpoint) is a stream of
+//! its own over the channel, at descriptor [`GUEST_CONTROL_FD`] in the guest.
 //!
 //! Life of a session: [`VmSession::exec`] assembles the boot files (cached),
 //! starts the OS sandbox whose command is QEMU, and on a thread of its own
@@ -52,6 +53,9 @@ use std::time::Duration;
 /// the agent's own executable, which the process the agent forks still is when
 /// it execs this path.
 const GUEST_CORDON: &str = "/proc/self/exe";
+
+/// The descriptor at which a command in the guest finds its control channel.
+pub const GUEST_CONTROL_FD: i32 = 3;
 
 /// How long the host waits, once the command ended, for the guest to power off
 /// before it kills QEMU.
@@ -114,6 +118,7 @@ impl Backend for VmBackend {
             policy,
             degraded,
             ran: false,
+            control: None,
         })
     }
 }
@@ -148,6 +153,9 @@ pub struct VmSession<'p> {
     policy: &'p Policy,
     degraded: Degraded,
     ran: bool,
+    /// The host's side of the guest's end of the next command's control
+    /// channel (see [`Session::control_channel`]).
+    control: Option<UnixStream>,
 }
 
 impl Session for VmSession<'_> {
@@ -157,10 +165,20 @@ impl Session for VmSession<'_> {
         self.backend.layers(self.policy, self.degraded)
     }
 
+    /// A socket pair: the caller's end is the host's; the other is carried
+    /// to the command over the VM's channel, at [`GUEST_CONTROL_FD`].
     fn control_channel(&mut self) -> Result<ControlChannel, VmError> {
-        Err(VmError::Unsupported(
-            "a control channel (cordon serve)".into(),
-        ))
+        if self.control.is_some() {
+            return Err(VmError::Request(
+                "a command gets one control channel, which this one has".into(),
+            ));
+        }
+        let (host, guest) = UnixStream::pair()?;
+        self.control = Some(guest);
+        Ok(ControlChannel {
+            host,
+            fd: GUEST_CONTROL_FD,
+        })
     }
 
     fn exec(&mut self, command: &Command, additions: Additions) -> Result<Outcome, VmError> {
@@ -207,11 +225,20 @@ impl Session for VmSession<'_> {
             }
             None => None,
         };
-        if control.is_some() {
-            return Err(VmError::Unsupported(
-                "a control channel (cordon serve)".into(),
-            ));
-        }
+        // The control channel's server, and the stream the guest's end goes to.
+        let control = match (control, self.control.take()) {
+            (Some(serve), Some(endpoint)) => Some((serve, endpoint)),
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(VmError::Request(
+                    "a control channel's server without the channel".into(),
+                ));
+            }
+        };
+        let (serve_control, control) = match control {
+            Some((serve, endpoint)) => (Some(serve), Some(endpoint)),
+            None => (None, None),
+        };
         let mut argv = vec![program];
         for arg in &command.args {
             argv.push(utf8(arg, "an argument")?);
@@ -272,6 +299,7 @@ impl Session for VmSession<'_> {
         };
         let host = Host {
             network,
+            control,
             channel,
             console: console_host,
             environment: environment.clone(),
@@ -302,6 +330,9 @@ impl Session for VmSession<'_> {
                 // process, which must be single-threaded until then.
                 if let Some(serve) = serve_broker {
                     std::thread::spawn(move || serve(Ok(Ingress::Streams(streams))));
+                }
+                if let Some(serve) = serve_control {
+                    std::thread::spawn(serve);
                 }
                 let _ = done.send(host.run());
             }),
@@ -381,6 +412,8 @@ type Environment = Arc<Mutex<Option<Vec<(String, String)>>>>;
 struct Host {
     /// The guest's network and where its streams go (the broker).
     network: Option<(NetworkSpec, mpsc::Sender<UnixStream>)>,
+    /// Where the command's control stream goes (the control endpoint's end).
+    control: Option<UnixStream>,
     channel: Channel,
     console: UnixStream,
     /// The command's environment, set before QEMU's sandbox starts.
@@ -399,6 +432,7 @@ impl Host {
     fn run(self) -> Result<Status, VmError> {
         let Host {
             network,
+            control,
             channel,
             console,
             environment,
@@ -426,6 +460,9 @@ impl Host {
                 stop.stop();
                 return Err(e);
             }
+        }
+        if let Some(endpoint) = control {
+            channel.control(GUEST_CONTROL_FD, endpoint);
         }
         let env = (environment.lock().unwrap_or_else(|e| e.into_inner()))
             .take()

@@ -51,6 +51,8 @@ pub enum MuxError {
     AfterEnd(u32),
     #[error("an acknowledgement for stream {0} that was not owed")]
     NotOwed(u32),
+    #[error("stream {0} was not asked for")]
+    NotAsked(u32),
     #[error("the channel is closed")]
     Closed,
 }
@@ -229,15 +231,21 @@ impl Mux {
     }
 
     /// The guest: opens the next stream for `local`, says so, and relays it;
-    /// `header` is sent first (the broker's stream header).
-    pub fn open_next(self: &Arc<Self>, local: Local, header: Vec<u8>) -> Result<u32, MuxError> {
+    /// `header` is sent first (the broker's stream header). A `control`
+    /// stream goes to the host's control endpoint instead.
+    pub fn open_next(
+        self: &Arc<Self>,
+        local: Local,
+        header: Vec<u8>,
+        control: bool,
+    ) -> Result<u32, MuxError> {
         let _opening = lock(&self.opening);
         let id = {
             let table = lock(&self.table);
             table.last.checked_add(1).ok_or(MuxError::TooMany)?
         };
         let (credit, input) = self.insert(id, &local)?;
-        if self.sink.message(&Message::StreamOpen { id }).is_err() {
+        if (self.sink.message(&Message::StreamOpen { id, control })).is_err() {
             self.close();
             return Err(MuxError::Closed);
         }
@@ -524,7 +532,7 @@ mod tests {
                 let mut reader = FrameReader::new(from, protocol::MAX_FRAME);
                 while let Ok(frame) = reader.read_frame() {
                     match frame {
-                        Frame::Message(Message::StreamOpen { id }) => {
+                        Frame::Message(Message::StreamOpen { id, .. }) => {
                             let (local, far) = pair();
                             mux.open(id, local).unwrap();
                             accept.as_ref().unwrap().send(far).unwrap();
@@ -542,7 +550,7 @@ mod tests {
         // Many small exchanges on one stream, as DNS makes: every answer comes
         // back (the windows refill).
         let (local, mut dns) = pair();
-        guest.open_next(local, b"DNS".to_vec()).unwrap();
+        guest.open_next(local, b"DNS".to_vec(), false).unwrap();
         let mut resolver = rx.recv_timeout(Duration::from_secs(5)).unwrap();
         resolver
             .set_read_timeout(Some(Duration::from_secs(5)))
@@ -561,7 +569,7 @@ mod tests {
         }
         drop((dns, resolver));
         let (local, mut program) = pair();
-        guest.open_next(local, b"HEAD".to_vec()).unwrap();
+        guest.open_next(local, b"HEAD".to_vec(), false).unwrap();
         let mut broker = rx.recv_timeout(Duration::from_secs(5)).unwrap();
         let big: Vec<u8> = (0..3 * DATA_CHUNK + 17).map(|i| i as u8).collect();
         let sent = big.clone();

@@ -31,20 +31,34 @@ pub struct NetworkSpec {
     pub proxy_port: Option<u16>,
 }
 
-/// The host's half: the guest's streams, each handed to the broker as one end
-/// of a socket pair.
+/// The host's half: the guest's network streams, each handed to the broker as
+/// one end of a socket pair, and the command's control stream, relayed to the
+/// control endpoint's end. A stream of a kind the host did not ask for is
+/// refused.
 pub struct HostNet {
     mux: Arc<Mux>,
-    broker: Sender<UnixStream>,
+    broker: Option<Sender<UnixStream>>,
+    control: std::sync::Mutex<Option<UnixStream>>,
 }
 
 impl HostNet {
-    /// Streams whose frames go out through `sink`, each handed to `broker`.
-    pub fn new(sink: Arc<dyn Sink>, broker: Sender<UnixStream>) -> HostNet {
+    /// Streams whose frames go out through `sink`; none is taken yet.
+    pub fn new(sink: Arc<dyn Sink>) -> HostNet {
         HostNet {
             mux: Mux::new(sink, Role::Host),
-            broker,
+            broker: None,
+            control: std::sync::Mutex::default(),
         }
+    }
+
+    /// The guest's network streams go to `broker` from now on.
+    pub fn set_broker(&mut self, broker: Sender<UnixStream>) {
+        self.broker = Some(broker);
+    }
+
+    /// The next command's control stream goes to `endpoint` (once).
+    pub fn set_control(&mut self, endpoint: UnixStream) {
+        *self.control.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(endpoint);
     }
 
     /// How many of the guest's streams are open.
@@ -55,12 +69,20 @@ impl HostNet {
     /// Takes a frame of the guest's network; any other frame is given back.
     pub fn handle(&self, frame: Frame) -> Result<Option<Frame>, MuxError> {
         match frame {
-            Frame::Message(Message::StreamOpen { id }) => {
+            Frame::Message(Message::StreamOpen { id, control: true }) => {
+                let endpoint = (self.control.lock().unwrap_or_else(|e| e.into_inner()))
+                    .take()
+                    .ok_or(MuxError::NotAsked(id))?;
+                let local = Local::new(endpoint).map_err(|_| MuxError::Closed)?;
+                self.mux.open(id, local)?;
+            }
+            Frame::Message(Message::StreamOpen { id, control: false }) => {
+                let broker = self.broker.as_ref().ok_or(MuxError::NotAsked(id))?;
                 let (ours, theirs) = UnixStream::pair().map_err(|_| MuxError::Closed)?;
                 self.mux
                     .open(id, Local::new(ours).map_err(|_| MuxError::Closed)?)?;
                 // A broker that is gone closes the pair: the stream just ends.
-                let _ = self.broker.send(theirs);
+                let _ = broker.send(theirs);
             }
             Frame::Message(Message::StreamAck { id }) => self.mux.ack(id)?,
             Frame::Stream { id, data } => self.mux.chunk(id, data)?,
@@ -125,7 +147,7 @@ fn accept(mux: &Arc<Mux>, listener: &TcpListener, proxy: bool) {
         };
         let _ = stream.set_nodelay(true);
         if let (Ok(header), Ok(local)) = (opening.encode(), Local::new(stream)) {
-            let _ = mux.open_next(local, header);
+            let _ = mux.open_next(local, header, false);
         }
     }
 }
@@ -158,8 +180,7 @@ fn dns_stream(mux: &Arc<Mux>) -> io::Result<UnixStream> {
     let (ours, theirs) = UnixStream::pair()?;
     ours.set_read_timeout(Some(DNS_WAIT))?;
     let header = Opening::Dns.encode().map_err(io::Error::other)?;
-    mux.open_next(Local::new(theirs)?, header)
-        .map_err(io::Error::other)?;
+    (mux.open_next(Local::new(theirs)?, header, false)).map_err(io::Error::other)?;
     Ok(ours)
 }
 

@@ -79,6 +79,11 @@ pub enum Message {
         /// terminal; else pipes.
         #[serde(default)]
         tty: Option<TtySize>,
+        /// A stream to the host at this descriptor of the command (the host's
+        /// control endpoint): the agent opens it as a stream of its own
+        /// (`StreamOpen` with `control`).
+        #[serde(default)]
+        control_fd: Option<i32>,
     },
     /// Host → guest: the terminal of request `id` has a new size.
     Resize { id: u32, size: TtySize },
@@ -114,7 +119,14 @@ pub enum Message {
     /// Guest → host: the guest opened stream `id` (each id greater than every
     /// one before); its first bytes are a header of the broker's stream ingress
     /// (`cordon_net::ingress::stream`) naming where it was meant to go.
-    StreamOpen { id: u32 },
+    StreamOpen {
+        id: u32,
+        /// The command's control stream (see `Exec`'s `control_fd`), carried
+        /// to the host's control endpoint; else a network stream, whose first
+        /// bytes name where it was meant to go.
+        #[serde(default)]
+        control: bool,
+    },
     /// Both ways: a chunk of stream `id` was delivered; the peer may send one
     /// more (at most [`crate::mux::STREAM_WINDOW`] unacknowledged).
     StreamAck { id: u32 },
@@ -327,6 +339,7 @@ mod tests {
             gid: 0,
             stdin: true,
             tty: Some(TtySize { rows: 24, cols: 80 }),
+            control_fd: Some(3),
         };
         write_message(&mut buf, &exec).unwrap();
         write_data(&mut buf, KIND_STDIN, 7, b"in").unwrap();

@@ -416,8 +416,11 @@ pub struct Channel {
     writer: Signaller,
     next_id: u32,
     broken: bool,
-    /// The guest's network, once [`Channel::network`] gave it one.
+    /// The guest's streams, once [`Channel::network`] or [`Channel::control`]
+    /// asked for some.
     net: Option<HostNet>,
+    /// The descriptor of the next command's control stream, if it has one.
+    control_fd: Option<i32>,
 }
 
 /// The channel's writing end, shared: requests go out through it, and signals
@@ -479,6 +482,7 @@ impl Channel {
             next_id: 1,
             broken: false,
             net: None,
+            control_fd: None,
         })
     }
 
@@ -565,10 +569,24 @@ impl Channel {
         if answer.is_err() {
             self.broken = true;
         } else {
-            let sink: Arc<dyn Sink> = Arc::new(self.writer.clone());
-            self.net = Some(HostNet::new(sink, broker));
+            self.streams().set_broker(broker);
         }
         answer
+    }
+
+    /// The next command gets a stream to the host at its descriptor `fd`
+    /// (the host's control endpoint), carried over the channel to `endpoint`.
+    pub fn control(&mut self, fd: i32, endpoint: UnixStream) {
+        self.streams().set_control(endpoint);
+        self.control_fd = Some(fd);
+    }
+
+    fn streams(&mut self) -> &mut HostNet {
+        let writer = &self.writer;
+        self.net.get_or_insert_with(|| {
+            let sink: Arc<dyn Sink> = Arc::new(writer.clone());
+            HostNet::new(sink)
+        })
     }
 
     /// Runs `request` in the guest: its stdin read from `stdin` (else
@@ -599,6 +617,7 @@ impl Channel {
             reader: &mut self.reader,
             writer: &self.writer,
             net: self.net.as_ref(),
+            control_fd: self.control_fd.take(),
         };
         let result = exchange(channel, id, request, streams);
         // Anything but a command that could not start leaves the stream
@@ -802,6 +821,8 @@ struct Ends<'a, R> {
     reader: &'a mut FrameReader<R>,
     writer: &'a Signaller,
     net: Option<&'a HostNet>,
+    /// The command's control stream's descriptor, if it has one.
+    control_fd: Option<i32>,
 }
 
 /// One request over the channel: `Exec` sent, then the guest's frames read until
@@ -822,6 +843,7 @@ fn exchange<R: Read>(
         reader,
         writer,
         net,
+        control_fd,
     } = channel;
     {
         let mut w = writer.lock();
@@ -836,6 +858,7 @@ fn exchange<R: Read>(
                 gid: request.gid,
                 stdin: stdin.is_some(),
                 tty: request.tty,
+                control_fd,
             },
         )?;
         w.open = Some(id);
@@ -1053,6 +1076,7 @@ mod tests {
             reader: &mut reader,
             writer: &writer,
             net: None,
+            control_fd: None,
         };
         let result = exchange(ends, 5, &request(), streams);
         agent.join().unwrap();
@@ -1147,6 +1171,7 @@ mod tests {
                     gid: 0,
                     stdin: false,
                     tty: None,
+                    control_fd: None,
                 }),
             ),
             (

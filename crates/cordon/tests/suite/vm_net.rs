@@ -346,3 +346,55 @@ echo STILL SERVES
         );
     });
 }
+
+/// `cordon serve --backend vm`: the tool server in the guest reaches the host
+/// control endpoint over the VM's channel. A session with nothing allowed
+/// starts in `allowlist` with its broker running and no name reachable (the
+/// upstream sees nothing); `allowDomain` opens the name for the rest of the
+/// session (reached by name and through the proxy, the upstream logs both);
+/// `status` is the host's: the VM, the network mode, the name allowed.
+#[test]
+fn serve_in_the_vm_widens_through_the_host_control_endpoint() {
+    if let Some(why) = missing() {
+        return eprintln!("skipped: {why}");
+    }
+    for_each_user("vm-net-serve", |fx| {
+        let up = Upstream::http_on_port_80("web.test");
+        let resolve = format!("web.test:{}", up.addr.ip());
+        let mut cmd = fx.cordon_cmd(&[
+            "serve",
+            "--backend",
+            "vm",
+            "--vm-memory",
+            "384M",
+            "--resolve",
+            &resolve,
+        ]);
+        cmd.env("XDG_CACHE_HOME", cache(fx));
+        let mut s = common::serve::Session::spawn(cmd);
+        let status = s.ok("status", serde_json::json!({}));
+        assert_eq!(status["backend"], "vm", "{status}");
+        assert_eq!(status["policy"]["net"], "allowlist", "{status}");
+        assert_eq!(
+            status["policy"]["allowDomains"],
+            serde_json::json!([]),
+            "{status}"
+        );
+        let fetch = "curl -sS -m 10 http://web.test/; echo; \
+                     curl -sS -m 10 --noproxy '*' http://web.test/; echo";
+        let (_, before) = s.exec(fetch);
+        assert!(!before.contains("hello from web.test"), "{before}");
+        assert_eq!(up.connections(), 0, "{}", up.report());
+        let allowed = s.ok("allowDomain", serde_json::json!({"domain": "web.test"}));
+        assert_eq!(allowed["allowed"], "web.test", "{allowed}");
+        let (_, after) = s.exec(fetch);
+        assert_eq!(after.matches("hello from web.test").count(), 2, "{after}");
+        assert_eq!(up.requests().len(), 2, "{}", up.report());
+        let status = s.ok("status", serde_json::json!({}));
+        assert_eq!(
+            status["policy"]["allowDomains"][0]["domain"], "web.test",
+            "{status}"
+        );
+        assert!(s.close().success());
+    });
+}
