@@ -197,3 +197,68 @@ fn ask(stream: &mut UnixStream, query: &[u8]) -> io::Result<Vec<u8>> {
     stream.read_exact(&mut answer)?;
     Ok(answer)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn host() -> (HostNet, UnixStream) {
+        let (ours, guest) = UnixStream::pair().unwrap();
+        let sink: Arc<dyn Sink> = Arc::new(Mutex::new(ours));
+        (HostNet::new(sink), guest)
+    }
+
+    fn open(id: u32, control: bool) -> Frame {
+        Frame::Message(Message::StreamOpen { id, control })
+    }
+
+    /// Streams the host did not ask for are refused: a network stream without
+    /// a network, a control stream without (or beyond) the one asked for.
+    #[test]
+    fn streams_not_asked_for_are_refused() {
+        let (mut net, _guest) = host();
+        assert_eq!(net.handle(open(1, false)), Err(MuxError::NotAsked(1)));
+        assert_eq!(net.handle(open(2, true)), Err(MuxError::NotAsked(2)));
+        let (endpoint, _far) = UnixStream::pair().unwrap();
+        net.set_control(endpoint);
+        assert_eq!(net.handle(open(3, true)), Ok(None));
+        assert_eq!(net.handle(open(4, true)), Err(MuxError::NotAsked(4)));
+        // Other frames are given back untouched.
+        let exited = Frame::Message(Message::Exited {
+            id: 1,
+            status: crate::Status::Code(0),
+        });
+        assert_eq!(net.handle(exited.clone()), Ok(Some(exited)));
+    }
+
+    /// A network stream reaches the broker with its bytes; a guest that sends
+    /// beyond the window of a stream the broker does not read is refused; a
+    /// chunk for a stream it never opened, or out of order, too.
+    #[test]
+    fn a_hostile_guests_streams_are_refused() {
+        let (mut net, _guest) = host();
+        let (tx, rx) = std::sync::mpsc::channel();
+        net.set_broker(tx);
+        assert_eq!(net.handle(open(1, false)), Ok(None));
+        let mut broker = rx.recv().unwrap();
+        let chunk = |id, data: &[u8]| Frame::Stream {
+            id,
+            data: data.to_vec(),
+        };
+        assert_eq!(net.handle(chunk(1, b"\0\x03dns")), Ok(None));
+        let mut got = [0u8; 5];
+        broker.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"\0\x03dns");
+        assert_eq!(net.handle(chunk(7, b"x")), Err(MuxError::NeverOpened(7)));
+        assert_eq!(
+            net.handle(open(1, false)),
+            Err(MuxError::OutOfOrder { id: 1, last: 1 })
+        );
+        // The broker reads nothing more: a flood stops at the window.
+        let big = vec![0u8; crate::protocol::DATA_CHUNK];
+        let refused = (0..64).find_map(|_| net.handle(chunk(1, &big)).err());
+        assert_eq!(refused, Some(MuxError::Overrun(1)));
+        assert!(net.open_streams() <= 1);
+    }
+}

@@ -1202,6 +1202,21 @@ mod tests {
                 ]
                 .concat(),
             ),
+            (
+                "a stream without a network",
+                [
+                    started.clone(),
+                    msg(Message::StreamOpen {
+                        id: 1,
+                        control: false,
+                    }),
+                ]
+                .concat(),
+            ),
+            (
+                "a stream's chunk without a network",
+                [started.clone(), data(protocol::KIND_STREAM, 1, b"x")].concat(),
+            ),
             ("garbage", b"\x00\x00\x00\x05\x00junk".to_vec()),
             ("an unknown kind", vec![0, 0, 0, 1, 7]),
             (
