@@ -14,6 +14,13 @@
 //! ≤ 0.35 s under TCG) and the ratio; then QEMU's and cordon's host memory per
 //! restored session.
 //!
+//! Last, the network through the egress broker: curl in the guest downloads
+//! `--net-mb` MB from an HTTP server on the host's loopback by name
+//! (`--allow-domain bench.test:PORT --resolve bench.test:127.0.0.1`), three
+//! times per run, next to the same with `--backend os`, interleaved; the
+//! throughput is curl's own (size over its transfer time, the boot excluded).
+//! Target: vm / os ≥ 0.5.
+//!
 //! The agent's time counts everything a session pays with a warm cache: finding
 //! the kernel, hashing the inputs of the cached vmlinux and initramfs, choosing
 //! the accelerator (the KVM probe), starting QEMU, the boot, loading the modules,
@@ -49,12 +56,18 @@ struct Args {
     /// guest memory in MiB (default 256)
     #[arg(long, default_value_t = 256)]
     memory: u32,
-    /// exit with status 1 if the ratio misses its target
+    /// MB each download through the broker carries (default 64)
+    #[arg(long, default_value_t = 64, value_parser = at_least_one::<usize>)]
+    net_mb: usize,
+    /// exit with status 1 if a ratio misses its target
     #[arg(long)]
     strict: bool,
 }
 
 const TARGET_RATIO: f64 = 1.2;
+
+/// The guest's throughput through the broker over the OS backend's.
+const NET_TARGET_RATIO: f64 = 0.5;
 
 fn main() -> ExitCode {
     main_with("bench/vm", || {
@@ -226,9 +239,6 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         vm_runs.push(timed("vm")?);
         os_runs.push(timed("os")?);
     }
-    if made {
-        let _ = std::fs::remove_dir_all(&workspace);
-    }
     let (v, o) = (Stats::of(&vm_runs), Stats::of(&os_runs));
     println!(
         "\n`cordon run --backend vm -- true`, whole run, {} rounds (ms: median, min, p90):",
@@ -245,6 +255,10 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         "  --backend os                {:7.1} {:7.1} {:7.1}",
         o.median, o.min, o.p90
     );
+    let net_pass = network(args, &cordon, &workspace, &memory)?;
+    if made {
+        let _ = std::fs::remove_dir_all(&workspace);
+    }
     let (workspace, made) = cordon_bench::workspace(None, "vm-snapshots")?;
     let restore_pass = snapshots(args, &cordon, &workspace);
     if made {
@@ -252,8 +266,99 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     }
     Ok(cordon_bench::exit_code(
         args.strict,
-        !pass || !restore_pass?,
+        !pass || !net_pass || !restore_pass?,
     ))
+}
+
+/// Downloads through the broker per run.
+const DOWNLOADS: usize = 3;
+
+/// The throughput of downloads through the egress broker, `--backend vm`
+/// next to `--backend os` (MB/s, curl's figure); whether the ratio meets its
+/// target.
+fn network(args: &Args, cordon: &Path, workspace: &Path, memory: &str) -> Result<bool, String> {
+    let bytes = args.net_mb << 20;
+    let port = serve_bytes(bytes)?;
+    let url = format!("http://bench.test:{port}/");
+    let script = format!(
+        "for i in $(seq {DOWNLOADS}); do curl -sS --noproxy '*' -o /dev/null \
+         -w '%{{size_download}} %{{time_total}}\n' {url} || exit 1; done"
+    );
+    let allow = format!("bench.test:{port}");
+    let run = |backend: &str| -> Result<Vec<f64>, String> {
+        let out = Command::new(cordon)
+            .args(["run", "--backend", backend, "--vm-memory", memory])
+            .args(["--vm-cpus", "1", "--allow-domain", &allow])
+            .args([
+                "--resolve",
+                "bench.test:127.0.0.1",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ])
+            .current_dir(workspace)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("{}: {e}", cordon.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(format!(
+                "the download with --backend {backend} failed ({}): {text}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        text.lines()
+            .map(|l| {
+                let mut f = l.split_whitespace().map(str::parse::<f64>);
+                match (f.next(), f.next()) {
+                    (Some(Ok(size)), Some(Ok(secs))) if size as usize == bytes && secs > 0.0 => {
+                        Ok(size / secs / 1e6)
+                    }
+                    _ => Err(format!(
+                        "an incomplete download with --backend {backend}: {l}"
+                    )),
+                }
+            })
+            .collect()
+    };
+    let (mut vm_mbs, mut os_mbs) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        for backend in if round % 2 == 0 {
+            ["vm", "os"]
+        } else {
+            ["os", "vm"]
+        } {
+            let speeds = run(backend)?;
+            if backend == "vm" {
+                vm_mbs.extend(speeds);
+            } else {
+                os_mbs.extend(speeds);
+            }
+        }
+    }
+    let (v, o) = (Stats::of(&vm_mbs), Stats::of(&os_mbs));
+    let ratio = v.median / o.median;
+    println!(
+        "
+through the egress broker: curl downloads {} MB by name, {DOWNLOADS} per run, {} runs each, interleaved (MB/s: median, min, p90):",
+        args.net_mb, args.rounds
+    );
+    println!(
+        "  --backend vm (guest stream) {:7.1} {:7.1} {:7.1}",
+        v.median, v.min, v.p90
+    );
+    println!(
+        "  --backend os (namespace)    {:7.1} {:7.1} {:7.1}",
+        o.median, o.min, o.p90
+    );
+    let pass = ratio >= NET_TARGET_RATIO;
+    println!(
+        "  ratio vm/os: {ratio:.2} (target >= {NET_TARGET_RATIO}) {}",
+        cordon_bench::verdict(pass)
+    );
+    Ok(pass)
 }
 
 /// The target of a restore to the first exec under TCG (ms).
@@ -453,6 +558,42 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(0)
+
+/// An HTTP server on 127.0.0.1 (a random port, for as long as this process
+/// lives) answering every request with `bytes` bytes.
+fn serve_bytes(bytes: usize) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let header = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {bytes}\r\nConnection: close\r\n\r\n"
+                );
+                let chunk = vec![b'x'; 256 << 10];
+                let mut left = bytes;
+                let _ = stream.write_all(header.as_bytes());
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if stream.write_all(&chunk[..n]).is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+            });
+        }
+    });
+    Ok(port)
 }
 
 fn echo() -> ExecRequest {

@@ -104,6 +104,11 @@ pub enum Ingress {
         /// The HTTP proxy's listener ([`Egress::proxy_port`]).
         proxy: Option<TcpListener>,
     },
+    /// Byte streams, each opening with a header that names where it was meant
+    /// to go (the broker's stream ingress), each one end of a socket pair, for
+    /// as long as the sender lives (the VM backend: its guest's agent relays
+    /// the guest's connections and DNS queries over the VM's channel).
+    Streams(std::sync::mpsc::Receiver<UnixStream>),
 }
 
 /// A stream between the host and a command (see [`Session::control_channel`]).

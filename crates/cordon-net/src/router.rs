@@ -212,9 +212,13 @@ impl Router {
             }
         };
         drop(rules);
-        let explicit_port = port != 80 && port != 443;
-        let (bytes, protocol) = read_protocol(&mut stream, prefix, explicit_port).await;
         let secrets = !state.secrets_for(&name).is_empty();
+        let explicit_port = port != 80 && port != 443;
+        // A name a secret is scoped to is spoken to over HTTP(S), whose client
+        // speaks first: waited for as on a web port, so that a slow client (a
+        // VM guest under emulation) is not taken for a silent one and relayed
+        // untouched, its placeholder never swapped.
+        let (bytes, protocol) = read_protocol(&mut stream, prefix, explicit_port && !secrets).await;
         let via = match &protocol {
             Protocol::Tls(hello) => {
                 if let Some(sni) = &hello.server_name {

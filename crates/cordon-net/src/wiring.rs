@@ -70,6 +70,12 @@ fn serve_ingress(router: Router, ingress: std::io::Result<Ingress>, status: &Bro
             listeners,
             proxy,
         },
+        Ok(Ingress::Streams(streams)) => {
+            if let Err(e) = crate::ingress::stream::serve_all(router, streams) {
+                eprint!("cordon: the egress broker stopped, the sandbox has no network: {e}\r\n");
+            }
+            return;
+        }
         Err(e) => {
             // Mostly a sandbox that failed to start (its network helper opens the
             // sockets, and its failure ends the run): said now, this would come

@@ -60,26 +60,70 @@ const TAG_PROXY: u8 = b'P';
 /// The most descriptors one run sends: a bound on the ports a policy can open.
 const MAX_ENDPOINTS: usize = 64;
 
-/// In the new network namespace, as its owner: gives loopback the synthetic range,
-/// opens the sockets `request` asks for and sends them over its channel.
-pub(crate) fn open_and_send(request: &EndpointRequest, proc: Option<&OwnedFd>) -> io::Result<()> {
+/// The broker's sockets, open in a network namespace whose loopback carries
+/// [`SANDBOX_NET`]: the DNS socket on [`DNS_ADDR`], a (non-blocking) listener
+/// on `0.0.0.0:port` for each port, taking only connections to the synthetic
+/// addresses (and to 127.0.0.1 for an `--allow-local` port), and the HTTP
+/// proxy's on `127.0.0.1:port`.
+#[derive(Debug)]
+pub struct Endpoints {
+    pub dns: UdpSocket,
+    pub listeners: Vec<(u16, TcpListener)>,
+    pub proxy: Option<TcpListener>,
+}
+
+/// In the current network namespace, as its owner: gives loopback the synthetic
+/// range and opens the broker's sockets for `ports` (those of `local_ports` also
+/// on 127.0.0.1) and the proxy's `proxy_port`. `proc`, a `/proc` of this
+/// namespace, makes a dropped connection fail fast. The OS backend sends them to
+/// the host; the VM backend's guest agent relays their connections itself.
+pub fn open_endpoints(
+    ports: &[u16],
+    local_ports: &[u16],
+    proxy_port: Option<u16>,
+    proc: Option<&OwnedFd>,
+) -> io::Result<Endpoints> {
     add_sandbox_address()?;
     if let Some(proc) = proc {
         fail_dropped_connections_fast(proc);
     }
+    let dns = UdpSocket::bind(DNS_ADDR)?;
+    let mut listeners = Vec::new();
+    for &port in ports {
+        let listener = listen(Ipv4Addr::UNSPECIFIED, port)?;
+        only_from_names(&listener, local_ports.contains(&port))?;
+        listeners.push((port, listener));
+    }
+    let proxy = proxy_port
+        .map(|port| listen(Ipv4Addr::LOCALHOST, port))
+        .transpose()?;
+    Ok(Endpoints {
+        dns,
+        listeners,
+        proxy,
+    })
+}
+
+/// In the new network namespace, as its owner: opens the sockets `request` asks
+/// for ([`open_endpoints`]) and sends them over its channel.
+pub(crate) fn open_and_send(request: &EndpointRequest, proc: Option<&OwnedFd>) -> io::Result<()> {
+    let endpoints = open_endpoints(
+        &request.ports,
+        &request.local_ports,
+        request.proxy_port,
+        proc,
+    )?;
     let mut tags = Vec::new();
     let mut fds: Vec<OwnedFd> = Vec::new();
-    fds.push(UdpSocket::bind(DNS_ADDR)?.into());
+    fds.push(endpoints.dns.into());
     tags.push([TAG_DNS, 0, 0]);
-    for &port in &request.ports {
-        let listener = listen(Ipv4Addr::UNSPECIFIED, port)?;
-        only_from_names(&listener, request.local_ports.contains(&port))?;
+    for (port, listener) in endpoints.listeners {
         fds.push(listener.into());
         let [a, b] = port.to_le_bytes();
         tags.push([TAG_LISTENER, a, b]);
     }
-    if let Some(port) = request.proxy_port {
-        fds.push(listen(Ipv4Addr::LOCALHOST, port)?.into());
+    if let (Some(port), Some(listener)) = (request.proxy_port, endpoints.proxy) {
+        fds.push(listener.into());
         let [a, b] = port.to_le_bytes();
         tags.push([TAG_PROXY, a, b]);
     }

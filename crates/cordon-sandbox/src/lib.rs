@@ -29,6 +29,8 @@ mod waiter;
 mod workspace_lock;
 
 pub use backend::{ForwardSignal, OsBackend, OsSession, SERVED_VIEW, Stop, ViewServer};
+pub use egress::{DNS_ADDR, Endpoints, SANDBOX_NET, open_endpoints};
 pub use error::SandboxError;
+pub use netns::loopback_up;
 // The view plans the overlays (view/plan.rs).
 pub(crate) use launch::FileOverlay;

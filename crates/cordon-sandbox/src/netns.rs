@@ -174,7 +174,7 @@ fn helper(
 }
 
 /// Brings up `lo` in the current network namespace.
-pub(crate) fn loopback_up() -> io::Result<()> {
+pub fn loopback_up() -> io::Result<()> {
     use rustix::net::{AddressFamily, SocketFlags, SocketType};
     let sock = rustix::net::socket_with(
         AddressFamily::INET,

@@ -77,6 +77,9 @@ fn run() -> io::Result<()> {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
     mount_basics()?;
+    // The guest's only network device; the broker's sockets go on it when the
+    // host gives the guest a network (`Network`).
+    cordon_sandbox::loopback_up()?;
     let cmdline = std::fs::read_to_string("/proc/cmdline")?;
     load_modules(&cmdline)?;
     let port = open_port()?;
@@ -95,6 +98,8 @@ fn run() -> io::Result<()> {
             version: protocol::VERSION,
         },
     )?;
+    let sink: Arc<dyn crate::mux::Sink> = writer.clone();
+    let mux = crate::mux::Mux::new(sink, crate::mux::Role::Guest);
     let mut reader = FrameReader::new(port, protocol::MAX_FRAME);
     loop {
         match reader.read_frame() {
@@ -107,10 +112,12 @@ fn run() -> io::Result<()> {
                 gid,
                 stdin,
                 tty,
+                control_fd,
             })) => {
                 reaper.expect(id);
                 let input = stdin.then(|| reaper.input(id));
                 let (writer, reaper) = (writer.clone(), reaper.clone());
+                let control = control_fd.map(|fd| (fd, mux.clone()));
                 let request = Request {
                     id,
                     argv,
@@ -120,6 +127,7 @@ fn run() -> io::Result<()> {
                     gid,
                     input,
                     tty,
+                    control,
                 };
                 std::thread::spawn(move || exec(request, &writer, &reaper));
             }
@@ -136,6 +144,28 @@ fn run() -> io::Result<()> {
                     .err()
                     .map(|e| e.to_string());
                 protocol::write_message(&mut *lock(&writer), &Message::Resumed { error })?;
+            }
+            Ok(Frame::Message(Message::Network {
+                ports,
+                local_ports,
+                proxy_port,
+            })) => {
+                let spec = crate::net::NetworkSpec {
+                    ports,
+                    local_ports,
+                    proxy_port,
+                };
+                let error = crate::net::start_guest(&mux, &spec)
+                    .err()
+                    .map(|e| e.to_string());
+                protocol::write_message(&mut *lock(&writer), &Message::NetworkReady { error })?;
+            }
+            // The host's half of a stream that ended here may trail its end.
+            Ok(Frame::Stream { id, data }) => {
+                let _ = mux.chunk(id, data);
+            }
+            Ok(Frame::Message(Message::StreamAck { id })) => {
+                let _ = mux.ack(id);
             }
             Ok(other) => {
                 eprintln!("cordon agent: ignored an unexpected frame from the host: {other:?}")
@@ -426,6 +456,9 @@ struct Request {
     input: Option<Receiver<Vec<u8>>>,
     /// A pseudo-terminal of this size instead of pipes.
     tty: Option<TtySize>,
+    /// A stream to the host's control endpoint at this descriptor, opened
+    /// through the channel's streams.
+    control: Option<(i32, Arc<crate::mux::Mux>)>,
 }
 
 /// Runs one command: `Started` (or `Failed`), its output, then `Exited`.
@@ -440,6 +473,7 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
         gid,
         input,
         tty,
+        control,
     } = request;
     let send = |m: Message| {
         if !matches!(m, Message::Started { .. }) {
@@ -491,6 +525,18 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
             });
         }
     };
+    let control = match control.map(|(fd, mux)| control_stream(fd, &mut command).map(|s| (s, mux)))
+    {
+        Some(Err(e)) => {
+            return send(Message::Failed {
+                id,
+                error: format!("cannot make the control stream in the VM: {e}"),
+                status: 125,
+            });
+        }
+        Some(Ok(stream)) => Some(stream),
+        None => None,
+    };
     // Spawned under the reaper's lock: the reaper cannot take the status before
     // the pid is registered, nor reap the child std's spawn waits for itself when
     // exec fails.
@@ -519,7 +565,13 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
     };
     // The slave's copies held by the command's description go: the master
     // reads its end once the command and what it started have closed theirs.
+    // So does the command's end of its control stream.
     drop(command);
+    if let Some((ours, mux)) = control {
+        if let Ok(local) = crate::mux::Local::new(ours) {
+            let _ = mux.open_next(local, Vec::new(), true);
+        }
+    }
     let pid = child.id();
     reaper.started(id, pid as i32);
     send(Message::Started { id, pid });
@@ -560,6 +612,38 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
     reaper.forget(id);
     let status = reaper.wait(pid as i32);
     send(Message::Exited { id, status });
+}
+
+/// A stream for `command` at its descriptor `fd` (one end of a socket pair,
+/// moved there between fork and exec); returns the agent's end.
+fn control_stream(fd: i32, command: &mut Command) -> io::Result<std::os::unix::net::UnixStream> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::process::CommandExt;
+    if fd < 3 {
+        return Err(io::Error::other(format!(
+            "descriptor {fd} is one of the command's standard streams"
+        )));
+    }
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    let theirs = OwnedFd::from(theirs);
+    let raw = theirs.as_raw_fd();
+    // SAFETY: runs in the child between fork and exec, and makes only dup2
+    // and fcntl system calls on descriptors it owns (`theirs`, kept alive by
+    // the closure until the command's description is dropped).
+    unsafe {
+        command.pre_exec(move || {
+            let _keep = &theirs;
+            let to = std::os::fd::OwnedFd::from_raw_fd(fd);
+            let mut to = std::mem::ManuallyDrop::new(to);
+            if raw == fd {
+                rustix::io::fcntl_setfd(&*to, rustix::io::FdFlags::empty())?;
+            } else {
+                rustix::io::dup2(std::os::fd::BorrowedFd::borrow_raw(raw), &mut to)?;
+            }
+            Ok(())
+        });
+    }
+    Ok(ours)
 }
 
 /// A command's pseudo-terminal, on the agent's side.

@@ -10,10 +10,13 @@
 //! nothing of it. QEMU adds its own seccomp filter (`-sandbox on`); an escape
 //! from the guest lands in a cordon sandbox.
 //!
-//! What is not built yet is refused, never run without: a network (the guest
-//! has no network device, and a policy that asks for one is refused), a
-//! terminal (stdin is passed on when it is not one, else `/dev/null`), cordon's
-//! own binary as the command (`cordon serve`), a control channel.
+//! The guest has no network device. In the `allowlist` mode its agent gives
+//! its loopback the broker's sockets and relays each connection and its DNS
+//! over the channel to the session's egress broker on the host (see
+//! [`crate::net`]); QEMU's own sandbox has no network at all. `--net host` is
+//! refused, never run with an unfiltered device. A command's control channel
+//! (`cordon serve`'s tool server to the host control endpoint) is a stream of
+//! its own over the channel, at descriptor [`GUEST_CONTROL_FD`] in the guest.
 //!
 //! Life of a session: [`VmSession::exec`] assembles the boot files (cached),
 //! starts the OS sandbox whose command is QEMU, and on a thread of its own
@@ -24,6 +27,7 @@
 //! the parent-death signal SIGKILL).
 
 use crate::image::{self, Image};
+use crate::net::NetworkSpec;
 use crate::protocol::TtySize;
 use crate::snapshot::{self, PendingTemplate};
 use crate::vm::{
@@ -32,8 +36,8 @@ use crate::vm::{
 };
 use crate::{Status, VmError};
 use cordon_backend::{
-    Additions, Backend, BackendKind, Command, ControlChannel, Degraded, FileOverlay, Layer, Layers,
-    LimitsAssessment, Outcome, Program, Session, Terminal,
+    Additions, Backend, BackendKind, Command, ControlChannel, Degraded, FileOverlay, Ingress,
+    Layer, Layers, LimitsAssessment, Outcome, Program, Session, Terminal,
 };
 use cordon_policy::{NetMode, Policy};
 use cordon_sandbox::{OsBackend, SERVED_VIEW, Stop, ViewServer};
@@ -50,6 +54,9 @@ use std::time::{Duration, Instant};
 /// the agent's own executable, which the process the agent forks still is when
 /// it execs this path.
 const GUEST_CORDON: &str = "/proc/self/exe";
+
+/// The descriptor at which a command in the guest finds its control channel.
+pub const GUEST_CONTROL_FD: i32 = 3;
 
 /// How long the host waits, once the command ended, for the guest to power off
 /// before it kills QEMU.
@@ -98,7 +105,7 @@ impl Backend for VmBackend {
         policy: &'p Policy,
         degraded: Degraded,
     ) -> Result<VmSession<'p>, VmError> {
-        if policy.net.value != NetMode::None {
+        if policy.net.value == NetMode::Host {
             // The mode as --net spells it.
             let mode = serde_json::to_value(policy.net.value).unwrap_or_default();
             return Err(VmError::NoNetwork {
@@ -112,6 +119,7 @@ impl Backend for VmBackend {
             policy,
             degraded,
             ran: false,
+            control: None,
         })
     }
 }
@@ -146,6 +154,9 @@ pub struct VmSession<'p> {
     policy: &'p Policy,
     degraded: Degraded,
     ran: bool,
+    /// The host's side of the guest's end of the next command's control
+    /// channel (see [`Session::control_channel`]).
+    control: Option<UnixStream>,
 }
 
 impl Session for VmSession<'_> {
@@ -155,10 +166,20 @@ impl Session for VmSession<'_> {
         self.backend.layers(self.policy, self.degraded)
     }
 
+    /// A socket pair: the caller's end is the host's; the other is carried
+    /// to the command over the VM's channel, at [`GUEST_CONTROL_FD`].
     fn control_channel(&mut self) -> Result<ControlChannel, VmError> {
-        Err(VmError::Unsupported(
-            "a control channel (cordon serve)".into(),
-        ))
+        if self.control.is_some() {
+            return Err(VmError::Request(
+                "a command gets one control channel, which this one has".into(),
+            ));
+        }
+        let (host, guest) = UnixStream::pair()?;
+        self.control = Some(guest);
+        Ok(ControlChannel {
+            host,
+            fd: GUEST_CONTROL_FD,
+        })
     }
 
     fn exec(&mut self, command: &Command, additions: Additions) -> Result<Outcome, VmError> {
@@ -187,14 +208,51 @@ impl Session for VmSession<'_> {
                 VmError::Request("a terminal was asked for, but stdin is not one".into())
             })?),
         };
-        if egress.is_some() {
-            return Err(VmError::Unsupported("a network".into()));
-        }
-        if control.is_some() {
-            return Err(VmError::Unsupported(
-                "a control channel (cordon serve)".into(),
-            ));
-        }
+        // The guest's network: the broker serves the streams the host side
+        // hands it (see `Host::run`).
+        let (network, serve_broker) = match egress {
+            Some(egress) => {
+                let spec = NetworkSpec {
+                    ports: egress.ports,
+                    local_ports: egress.local_ports,
+                    proxy_port: egress.proxy_port,
+                };
+                (Some(spec), Some(egress.serve))
+            }
+            None if self.policy.net.value == NetMode::Allowlist => {
+                return Err(VmError::Network(
+                    "the allowlist mode needs the egress broker, which was not given".into(),
+                ));
+            }
+            None => (None, None),
+        };
+        // The control channel's server, and the stream the guest's end goes to.
+        let (serve_control, control) = match (control, self.control.take()) {
+            (Some(serve), Some(endpoint)) => (Some(serve), Some(endpoint)),
+            (None, _) => (None, None),
+            (Some(_), None) => {
+                return Err(VmError::Request(
+                    "a control channel's server without the channel".into(),
+                ));
+            }
+        };
+        // The broker and the control channel's server serve every start of the
+        // VM (a template that does not restore is followed by a cold boot), so
+        // they are started once, with the first QEMU.
+        let (broker, streams) = mpsc::channel();
+        let servers: Box<dyn FnOnce() + Send> = Box::new(move || {
+            if let Some(serve) = serve_broker {
+                std::thread::spawn(move || serve(Ok(Ingress::Streams(streams))));
+            }
+            if let Some(serve) = serve_control {
+                std::thread::spawn(serve);
+            }
+        });
+        let services = Services {
+            network: network.map(|spec| (spec, broker)),
+            control: Arc::new(Mutex::new(control)),
+            servers: Arc::new(Mutex::new(Some(servers))),
+        };
         let mut argv = vec![program];
         for arg in &command.args {
             argv.push(utf8(arg, "an argument")?);
@@ -220,6 +278,7 @@ impl Session for VmSession<'_> {
             cwd,
             tty,
             timeout: command.timeout,
+            services,
         };
         loop {
             match self.launch(&vm, start, files.clone(), env.clone()) {
@@ -315,6 +374,19 @@ struct Launch {
     cwd: String,
     tty: Option<TtySize>,
     timeout: Option<Duration>,
+    services: Services,
+}
+
+/// The host's services a session's guest reaches over its channel, shared by
+/// every start of its VM.
+struct Services {
+    /// The guest's network and where its streams go (the broker).
+    network: Option<(NetworkSpec, mpsc::Sender<UnixStream>)>,
+    /// The control endpoint's end, taken by the start that runs the command.
+    control: Arc<Mutex<Option<UnixStream>>>,
+    /// Starts the broker and the control channel's server; taken by the first
+    /// QEMU that runs.
+    servers: Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>,
 }
 
 impl VmSession<'_> {
@@ -404,6 +476,8 @@ impl VmSession<'_> {
             }
         };
         let host = Host {
+            network: vm.services.network.clone(),
+            control: vm.services.control.clone(),
             channel,
             console: console_host,
             qmp,
@@ -420,7 +494,12 @@ impl VmSession<'_> {
         // its line discipline turns into SIGINT there); the mode comes back
         // when this returns, whatever happened.
         let _raw = tty.map(|_| RawMode::enter());
-        let mut os = self.backend.os.start(self.policy, self.degraded)?;
+        // QEMU's sandbox has no network at all, whatever the guest's: the
+        // guest's connections leave through the channel.
+        let mut qemu_policy = self.policy.clone();
+        qemu_policy.net.value = NetMode::None;
+        let mut os = self.backend.os.start(&qemu_policy, self.degraded)?;
+        let servers = vm.services.servers.clone();
         os.serve_view(ViewServer {
             fds,
             devices: if vm.accel.kvm {
@@ -432,6 +511,11 @@ impl VmSession<'_> {
                 *environment.lock().unwrap_or_else(|e| e.into_inner()) = Some(env);
             }),
             serve: Box::new(move || {
+                // Threads only now: QEMU's sandbox is made by a fork of this
+                // process, which must be single-threaded until then.
+                if let Some(start) = lock(&servers).take() {
+                    start();
+                }
                 let _ = done.send(host.run());
             }),
             stop,
@@ -524,6 +608,11 @@ type Environment = Arc<Mutex<Option<Vec<(String, String)>>>>;
 /// The host side of one session's VM, run on a thread of its own once QEMU's
 /// sandbox exists.
 struct Host {
+    /// The guest's network and where its streams go (the broker).
+    network: Option<(NetworkSpec, mpsc::Sender<UnixStream>)>,
+    /// Where the command's control stream goes (the control endpoint's end),
+    /// taken once the agent is ready.
+    control: Arc<Mutex<Option<UnixStream>>>,
     channel: Channel,
     console: UnixStream,
     /// QEMU's monitor, in a template's layout.
@@ -544,6 +633,8 @@ impl Host {
     /// stdout and stderr, then powers the VM off (or kills QEMU's sandbox).
     fn run(self) -> Result<Status, VmError> {
         let Host {
+            network,
+            control,
             channel,
             console,
             qmp,
@@ -630,6 +721,15 @@ impl Host {
             }
         }
         let ready = started.elapsed();
+        if let Some((spec, broker)) = network {
+            if let Err(e) = channel.network(&spec, broker) {
+                stop.stop();
+                return Err(e);
+            }
+        }
+        if let Some(endpoint) = lock(&control).take() {
+            channel.control(GUEST_CONTROL_FD, endpoint);
+        }
         let env = (environment.lock().unwrap_or_else(|e| e.into_inner()))
             .take()
             .unwrap_or_default();
@@ -649,11 +749,13 @@ impl Host {
         } else {
             Some(Box::new(stdin))
         };
+        // Not locked for the command's duration: the broker prints its
+        // refusals to stderr meanwhile, and would wait for the lock.
         let result = channel.exec(
             &request,
             input,
-            &mut std::io::stdout().lock(),
-            &mut std::io::stderr().lock(),
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
         );
         let _ = std::io::Write::flush(&mut std::io::stdout());
         if std::env::var_os(TIMINGS_ENV).is_some() {
@@ -744,4 +846,9 @@ fn find_program(program: &Path) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(program))
         .find(|p| p.is_file())
+}
+
+/// A mutex's value, whatever a thread that panicked holding it left.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

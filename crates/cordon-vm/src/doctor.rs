@@ -85,7 +85,9 @@ pub fn report() -> VmReport {
         "the file share is 9p (virtiofs is not used yet): many small files are slower".into(),
     );
     degraded.push(
-        "no network in the VM yet: a policy asking for one is refused with --backend vm".into(),
+        "--net host is refused with --backend vm: the guest's network is the egress broker's \
+         (allowlist), relayed over the VM's channel"
+            .into(),
     );
     VmReport {
         ready: problems.is_empty(),

@@ -8,6 +8,8 @@ pub mod agent;
 pub mod backend;
 pub mod doctor;
 pub mod image;
+pub mod mux;
+pub mod net;
 pub mod protocol;
 pub mod snapshot;
 pub mod vm;

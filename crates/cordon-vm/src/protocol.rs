@@ -5,7 +5,10 @@
 //! first byte is its kind:
 //! - [`KIND_MESSAGE`]: a JSON [`Message`] (control: exec, started, exited, ...);
 //! - [`KIND_STDOUT`], [`KIND_STDERR`]: output of a running command, a 4-byte
-//!   big-endian request id and then raw bytes (no JSON for bulk data).
+//!   big-endian request id and then raw bytes (no JSON for bulk data);
+//! - [`KIND_STDIN`]: host → guest, a command's input, the same way;
+//! - [`KIND_STREAM`]: a chunk of one of the guest's network streams (see
+//!   [`crate::mux`]), a 4-byte big-endian stream id and then raw bytes.
 //!
 //! Both sides read with [`FrameReader`], which treats every frame as hostile: a
 //! length above its limit is rejected before anything is allocated, a length of 0,
@@ -19,7 +22,7 @@ use std::io::{self, Read, Write};
 
 /// The protocol's version, sent by the agent in [`Message::Ready`]; the host
 /// refuses another.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// The largest frame body either side accepts (1 MiB).
 pub const MAX_FRAME: u32 = 1 << 20;
@@ -35,6 +38,10 @@ pub const KIND_STDOUT: u8 = 1;
 pub const KIND_STDERR: u8 = 2;
 /// Host → guest: a chunk of a command's standard input; an empty one ends it.
 pub const KIND_STDIN: u8 = 3;
+
+/// Both ways: a chunk of a network stream of the guest ([`crate::mux`]); an
+/// empty one ends that direction of the stream.
+pub const KIND_STREAM: u8 = 4;
 
 /// How many stdin chunks the host may have sent that the agent has not
 /// acknowledged (`stdin_ack`, once written to the command): what the agent
@@ -72,6 +79,11 @@ pub enum Message {
         /// terminal; else pipes.
         #[serde(default)]
         tty: Option<TtySize>,
+        /// A stream to the host at this descriptor of the command (the host's
+        /// control endpoint): the agent opens it as a stream of its own
+        /// (`StreamOpen` with `control`).
+        #[serde(default)]
+        control_fd: Option<i32>,
     },
     /// Host → guest: the terminal of request `id` has a new size.
     Resize { id: u32, size: TtySize },
@@ -109,6 +121,32 @@ pub enum Message {
         #[serde(default)]
         error: Option<String>,
     },
+    /// Host → guest, before any `Exec`: give the guest its network through the
+    /// host's egress broker: listeners for the broker's synthetic addresses on
+    /// `ports` (and on 127.0.0.1 for `local_ports`), the HTTP proxy on
+    /// 127.0.0.1:`proxy_port`, DNS on 127.0.0.1:53; each connection and the DNS
+    /// queries a stream to the host ([`crate::mux`]).
+    Network {
+        ports: Vec<u16>,
+        local_ports: Vec<u16>,
+        proxy_port: Option<u16>,
+    },
+    /// Guest → host: the answer to `Network`: up, or why not.
+    NetworkReady { error: Option<String> },
+    /// Guest → host: the guest opened stream `id` (each id greater than every
+    /// one before); its first bytes are a header of the broker's stream ingress
+    /// (`cordon_net::ingress::stream`) naming where it was meant to go.
+    StreamOpen {
+        id: u32,
+        /// The command's control stream (see `Exec`'s `control_fd`), carried
+        /// to the host's control endpoint; else a network stream, whose first
+        /// bytes name where it was meant to go.
+        #[serde(default)]
+        control: bool,
+    },
+    /// Both ways: a chunk of stream `id` was delivered; the peer may send one
+    /// more (at most [`crate::mux::STREAM_WINDOW`] unacknowledged).
+    StreamAck { id: u32 },
 }
 
 /// The most random bytes a [`Message::Resume`] carries.
@@ -149,6 +187,7 @@ pub enum Frame {
     Stdout { id: u32, data: Vec<u8> },
     Stderr { id: u32, data: Vec<u8> },
     Stdin { id: u32, data: Vec<u8> },
+    Stream { id: u32, data: Vec<u8> },
 }
 
 /// Why a frame was refused. After any of these the stream is out of step and is
@@ -239,7 +278,7 @@ fn decode(mut body: Vec<u8>) -> Result<Frame, FrameError> {
         KIND_MESSAGE => serde_json::from_slice(&body[1..])
             .map(Frame::Message)
             .map_err(|e| FrameError::Malformed(e.to_string())),
-        kind @ (KIND_STDOUT | KIND_STDERR | KIND_STDIN) => {
+        kind @ (KIND_STDOUT | KIND_STDERR | KIND_STDIN | KIND_STREAM) => {
             if body.len() < 5 {
                 return Err(FrameError::ShortData(body.len()));
             }
@@ -248,7 +287,8 @@ fn decode(mut body: Vec<u8>) -> Result<Frame, FrameError> {
             Ok(match kind {
                 KIND_STDOUT => Frame::Stdout { id, data: body },
                 KIND_STDERR => Frame::Stderr { id, data: body },
-                _ => Frame::Stdin { id, data: body },
+                KIND_STDIN => Frame::Stdin { id, data: body },
+                _ => Frame::Stream { id, data: body },
             })
         }
         other => Err(FrameError::UnknownKind(other)),
@@ -261,7 +301,8 @@ pub fn write_message(w: &mut impl Write, message: &Message) -> io::Result<()> {
     write_body(w, KIND_MESSAGE, None, &json)
 }
 
-/// Writes one data frame (`kind` [`KIND_STDOUT`] or [`KIND_STDERR`]); `data` must
+/// Writes one data frame (`kind` [`KIND_STDOUT`], [`KIND_STDERR`], [`KIND_STDIN`]
+/// or [`KIND_STREAM`]); `data` must
 /// be at most [`DATA_CHUNK`] bytes.
 pub fn write_data(w: &mut impl Write, kind: u8, id: u32, data: &[u8]) -> io::Result<()> {
     if data.len() > DATA_CHUNK {
@@ -318,6 +359,7 @@ mod tests {
             gid: 0,
             stdin: true,
             tty: Some(TtySize { rows: 24, cols: 80 }),
+            control_fd: Some(3),
         };
         write_message(&mut buf, &exec).unwrap();
         write_data(&mut buf, KIND_STDIN, 7, b"in").unwrap();

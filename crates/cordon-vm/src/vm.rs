@@ -16,6 +16,8 @@
 
 use crate::agent;
 use crate::image::{Image, ImageError};
+use crate::mux::{Credit, Sink};
+use crate::net::{HostNet, NetworkSpec};
 use crate::protocol::{self, Frame, FrameError, FrameReader, Message, Status};
 use cordon_policy::VmResources;
 use std::io::{self, Read, Write};
@@ -145,10 +147,13 @@ pub enum VmError {
         overhead_mib: u64,
     },
     #[error(
-        "the vm backend has no network yet (--net {mode}, set by {origin}): the VM gets no \
-         network device rather than an unfiltered one; use --net none, or --backend os"
+        "the vm backend has no --net {mode} (set by {origin}): the guest's only way out is \
+         the egress broker, never an unfiltered network device; use --net allowlist with \
+         --allow-domain, or --backend os"
     )]
     NoNetwork { mode: String, origin: String },
+    #[error("the guest's network could not be made: {0}")]
+    Network(String),
     #[error(transparent)]
     Sandbox(#[from] cordon_sandbox::SandboxError),
 }
@@ -528,6 +533,11 @@ pub struct Channel {
     writer: Signaller,
     next_id: u32,
     broken: bool,
+    /// The guest's streams, once [`Channel::network`] or [`Channel::control`]
+    /// asked for some.
+    net: Option<HostNet>,
+    /// The descriptor of the next command's control stream, if it has one.
+    control_fd: Option<i32>,
 }
 
 /// The channel's writing end, shared: requests go out through it, and signals
@@ -571,6 +581,16 @@ impl Signaller {
     }
 }
 
+impl Sink for Signaller {
+    fn message(&self, message: &Message) -> io::Result<()> {
+        protocol::write_message(&mut self.lock().stream, message)
+    }
+
+    fn chunk(&self, id: u32, data: &[u8]) -> io::Result<()> {
+        protocol::write_data(&mut self.lock().stream, protocol::KIND_STREAM, id, data)
+    }
+}
+
 impl Channel {
     pub fn new(stream: UnixStream) -> io::Result<Channel> {
         Ok(Channel {
@@ -578,6 +598,8 @@ impl Channel {
             reader: FrameReader::new(stream, protocol::MAX_FRAME),
             next_id: 1,
             broken: false,
+            net: None,
+            control_fd: None,
         })
     }
 
@@ -667,6 +689,59 @@ impl Channel {
         result
     }
 
+    /// Gives the guest its network (see [`crate::net`]): the agent opens the
+    /// broker's sockets on its loopback, and each stream it opens is handed to
+    /// `broker` as one end of a socket pair. Before the first request.
+    pub fn network(
+        &mut self,
+        spec: &NetworkSpec,
+        broker: std::sync::mpsc::Sender<UnixStream>,
+    ) -> Result<(), VmError> {
+        if self.broken {
+            return Err(VmError::Broken);
+        }
+        let message = Message::Network {
+            ports: spec.ports.clone(),
+            local_ports: spec.local_ports.clone(),
+            proxy_port: spec.proxy_port,
+        };
+        protocol::write_message(&mut self.writer.lock().stream, &message)?;
+        let answer = match self.reader.read_frame() {
+            Ok(Frame::Message(Message::NetworkReady { error: None })) => Ok(()),
+            Ok(Frame::Message(Message::NetworkReady { error: Some(mut e) })) => {
+                truncate(&mut e, 4096);
+                Err(VmError::Network(e))
+            }
+            Ok(other) => Err(VmError::Protocol(format!(
+                "an unexpected frame {}",
+                describe(&other)
+            ))),
+            Err(FrameError::Closed) => Err(VmError::Ended(String::new())),
+            Err(e) => Err(VmError::Protocol(e.to_string())),
+        };
+        if answer.is_err() {
+            self.broken = true;
+        } else {
+            self.streams().set_broker(broker);
+        }
+        answer
+    }
+
+    /// The next command gets a stream to the host at its descriptor `fd`
+    /// (the host's control endpoint), carried over the channel to `endpoint`.
+    pub fn control(&mut self, fd: i32, endpoint: UnixStream) {
+        self.streams().set_control(endpoint);
+        self.control_fd = Some(fd);
+    }
+
+    fn streams(&mut self) -> &mut HostNet {
+        let writer = &self.writer;
+        self.net.get_or_insert_with(|| {
+            let sink: Arc<dyn Sink> = Arc::new(writer.clone());
+            HostNet::new(sink)
+        })
+    }
+
     /// Runs `request` in the guest: its stdin read from `stdin` (else
     /// `/dev/null`) on a thread of its own, its output written to `stdout` and
     /// `stderr` as it arrives, its status returned. After an error other than
@@ -691,7 +766,13 @@ impl Channel {
             stdout,
             stderr,
         };
-        let result = exchange(&mut self.reader, &self.writer, id, request, streams);
+        let channel = Ends {
+            reader: &mut self.reader,
+            writer: &self.writer,
+            net: self.net.as_ref(),
+            control_fd: self.control_fd.take(),
+        };
+        let result = exchange(channel, id, request, streams);
         // Anything but a command that could not start leaves the stream
         // mid-request, or the guest lying: nothing it says later can be matched
         // to a request with confidence.
@@ -865,51 +946,6 @@ struct Streams<'a> {
     stderr: &'a mut dyn Write,
 }
 
-/// How many stdin chunks the host may still send before the agent acknowledges
-/// one (see [`protocol::STDIN_WINDOW`]), and whether the request ended.
-#[derive(Default)]
-struct Credit {
-    state: Mutex<(u32, bool)>,
-    changed: std::sync::Condvar,
-}
-
-impl Credit {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (u32, bool)> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// One chunk acknowledged; false if the agent acknowledged more than was sent.
-    fn acknowledged(&self) -> bool {
-        let mut state = self.lock();
-        if state.0 >= protocol::STDIN_WINDOW {
-            return false;
-        }
-        state.0 += 1;
-        self.changed.notify_all();
-        true
-    }
-
-    fn end(&self) {
-        self.lock().1 = true;
-        self.changed.notify_all();
-    }
-
-    /// Takes one credit, waiting for it; false once the request ended.
-    fn take(&self) -> bool {
-        let mut state = self.lock();
-        loop {
-            if state.1 {
-                return false;
-            }
-            if state.0 > 0 {
-                state.0 -= 1;
-                return true;
-            }
-            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-}
-
 /// Sends what `from` yields as stdin chunks of request `id`, within the window,
 /// then an empty chunk (its end); stops when the request is no longer open.
 fn send_stdin(mut from: Input, id: u32, writer: &Signaller, credit: &Credit) {
@@ -934,12 +970,21 @@ fn send_stdin(mut from: Input, id: u32, writer: &Signaller, credit: &Credit) {
     }
 }
 
+/// The channel's ends a request uses: frames of the guest's network (if it has
+/// one) are the network's, whatever request is open.
+struct Ends<'a, R> {
+    reader: &'a mut FrameReader<R>,
+    writer: &'a Signaller,
+    net: Option<&'a HostNet>,
+    /// The command's control stream's descriptor, if it has one.
+    control_fd: Option<i32>,
+}
+
 /// One request over the channel: `Exec` sent, then the guest's frames read until
 /// its `Exited`, each checked against the request that is open; the stdin
 /// chunks, if any, sent meanwhile from a thread of their own.
 fn exchange<R: Read>(
-    reader: &mut FrameReader<R>,
-    writer: &Signaller,
+    channel: Ends<'_, R>,
     id: u32,
     request: &ExecRequest,
     streams: Streams<'_>,
@@ -949,6 +994,12 @@ fn exchange<R: Read>(
         stdout,
         stderr,
     } = streams;
+    let Ends {
+        reader,
+        writer,
+        net,
+        control_fd,
+    } = channel;
     {
         let mut w = writer.lock();
         protocol::write_message(
@@ -962,21 +1013,19 @@ fn exchange<R: Read>(
                 gid: request.gid,
                 stdin: stdin.is_some(),
                 tty: request.tty,
+                control_fd,
             },
         )?;
         w.open = Some(id);
     }
     let credit = stdin.map(|input| {
-        let credit = Arc::new(Credit {
-            state: Mutex::new((protocol::STDIN_WINDOW, false)),
-            ..Credit::default()
-        });
+        let credit = Arc::new(Credit::new(protocol::STDIN_WINDOW));
         let (writer, sending) = (writer.clone(), credit.clone());
         // Not joined: it may wait on an input that never ends (a terminal).
         std::thread::spawn(move || send_stdin(input, id, &writer, &sending));
         credit
     });
-    let result = receive(reader, id, credit.as_deref(), stdout, stderr);
+    let result = receive(reader, net, id, credit.as_deref(), stdout, stderr);
     writer.lock().open = None;
     if let Some(credit) = credit {
         credit.end();
@@ -987,6 +1036,7 @@ fn exchange<R: Read>(
 /// The guest's frames for request `id`, read until its `Exited`.
 fn receive<R: Read>(
     reader: &mut FrameReader<R>,
+    net: Option<&HostNet>,
     id: u32,
     credit: Option<&Credit>,
     stdout: &mut dyn Write,
@@ -999,6 +1049,14 @@ fn receive<R: Read>(
             Err(FrameError::Closed) => return Err(VmError::Ended(String::new())),
             Err(FrameError::Io(e)) => return Err(VmError::Io(e)),
             Err(e) => return Err(VmError::Protocol(e.to_string())),
+        };
+        let frame = match net {
+            None => frame,
+            Some(net) => match net.handle(frame) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => continue,
+                Err(e) => return Err(VmError::Protocol(e.to_string())),
+            },
         };
         let foreign = |other: u32| {
             VmError::Protocol(format!(
@@ -1096,6 +1154,12 @@ fn describe(frame: &Frame) -> String {
                 data.len()
             )
         }
+        Frame::Stream { id, data } => {
+            format!(
+                "a chunk of stream {id} ({} bytes) without a network",
+                data.len()
+            )
+        }
     }
 }
 
@@ -1163,7 +1227,13 @@ mod tests {
             stdout: &mut out,
             stderr: &mut err,
         };
-        let result = exchange(&mut reader, &writer, 5, &request(), streams);
+        let ends = Ends {
+            reader: &mut reader,
+            writer: &writer,
+            net: None,
+            control_fd: None,
+        };
+        let result = exchange(ends, 5, &request(), streams);
         agent.join().unwrap();
         (result, out, err)
     }
@@ -1309,6 +1379,7 @@ mod tests {
                     gid: 0,
                     stdin: false,
                     tty: None,
+                    control_fd: None,
                 }),
             ),
             (
@@ -1338,6 +1409,21 @@ mod tests {
                     (protocol::MAX_FRAME + 1).to_be_bytes().to_vec(),
                 ]
                 .concat(),
+            ),
+            (
+                "a stream without a network",
+                [
+                    started.clone(),
+                    msg(Message::StreamOpen {
+                        id: 1,
+                        control: false,
+                    }),
+                ]
+                .concat(),
+            ),
+            (
+                "a stream's chunk without a network",
+                [started.clone(), data(protocol::KIND_STREAM, 1, b"x")].concat(),
             ),
             ("garbage", b"\x00\x00\x00\x05\x00junk".to_vec()),
             ("an unknown kind", vec![0, 0, 0, 1, 7]),

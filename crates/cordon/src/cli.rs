@@ -156,7 +156,7 @@ pub enum BackendArg {
     /// Linux namespaces, a mount view, Landlock and seccomp.
     Os,
     /// A QEMU VM (KVM, else TCG) whose file system is the OS backend's view,
-    /// QEMU itself in an OS sandbox; no network yet.
+    /// QEMU itself in an OS sandbox; its network only through the egress broker.
     Vm,
 }
 
@@ -173,7 +173,8 @@ pub enum DegradedLayer {
 #[derive(Args, Debug, Clone)]
 pub struct RunOptions {
     /// Where the sandbox runs: os (Linux namespaces, a mount view, Landlock and
-    /// seccomp); vm (a QEMU VM seeing the same view; no network yet). Default: $CORDON_BACKEND, else os.
+    /// seccomp); vm (a QEMU VM seeing the same view; its network only through the
+    /// egress broker, no --net host). Default: $CORDON_BACKEND, else os.
     #[arg(
         long,
         value_enum,

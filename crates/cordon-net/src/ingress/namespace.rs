@@ -26,14 +26,7 @@ pub struct Sockets {
 /// process exits. Returns only if the runtime cannot be made or a socket cannot
 /// be registered with it.
 pub fn serve(router: Router, sockets: Sockets) -> Result<(), NetError> {
-    raise_descriptor_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("cordon-broker")
-        .enable_all()
-        .build()
-        .map_err(NetError::Runtime)?;
-    runtime.block_on(async move {
+    runtime()?.block_on(async move {
         let dns = UdpSocket::from_std(sockets.dns).map_err(NetError::Runtime)?;
         tokio::spawn(answer_dns(router.clone(), dns));
         for (_, listener) in sockets.listeners {
@@ -46,6 +39,17 @@ pub fn serve(router: Router, sockets: Sockets) -> Result<(), NetError> {
         }
         std::future::pending::<Result<(), NetError>>().await
     })
+}
+
+/// The broker's runtime (two workers), with the descriptor limit raised.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, NetError> {
+    raise_descriptor_limit();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("cordon-broker")
+        .enable_all()
+        .build()
+        .map_err(NetError::Runtime)
 }
 
 /// Whether a broker that was started got to serve (see [`crate::wiring`]).

@@ -1,7 +1,9 @@
 //! The stream ingress: connections that reach the host as byte streams, each
-//! opened with a header that says what it is. This is how a VM guest's agent will
-//! hand the broker its guest's connections, each a stream multiplexed over its
-//! channel (vsock), since no socket of the guest's network exists on the host.
+//! opened with a header that says what it is. This is how a VM guest's agent
+//! hands the broker its guest's connections, each a stream multiplexed over the
+//! VM's virtio-serial channel (`cordon_vm::net`), since no socket of the guest's
+//! network exists on the host; the host gives each to [`serve_all`] as one end
+//! of a socket pair.
 //!
 //! A stream starts with its header: two bytes, the length of what follows (big
 //! endian, at most [`MAX_HEADER`]), then that many bytes of UTF-8, one of:
@@ -27,6 +29,7 @@
 //! long, or late is closed.
 
 use super::http_proxy;
+use crate::error::NetError;
 use crate::router::{Connection, Destination, Router};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -117,6 +120,28 @@ fn destination_of(text: &str) -> Result<Destination, HeaderError> {
         name: name.to_string(),
         port,
     })
+}
+
+/// Runs `router`'s broker on a runtime of its own, serving each stream that
+/// `streams` yields (one end of a socket pair, see [`serve`]), until its sender
+/// is gone. Returns early only if the runtime cannot be made.
+pub fn serve_all(
+    router: Router,
+    streams: std::sync::mpsc::Receiver<std::os::unix::net::UnixStream>,
+) -> Result<(), NetError> {
+    let runtime = super::namespace::runtime()?;
+    let _entered = runtime.enter();
+    for stream in streams {
+        if stream.set_nonblocking(true).is_err() {
+            continue;
+        }
+        let Ok(stream) = tokio::net::UnixStream::from_std(stream) else {
+            continue;
+        };
+        let router = router.clone();
+        runtime.spawn(async move { serve(&router, stream).await });
+    }
+    Ok(())
 }
 
 /// Serves one stream: reads its header, then hands it to the router (or to the

@@ -269,7 +269,8 @@ fn find_or_make(spec: &Spec, make: bool) -> Result<Option<Image>, ImageError> {
         }
     }
     let agent = read(&spec.agent)?;
-    let mut h = Hasher::new("cordon-vm initramfs 1");
+    // 2: padded to whole pages (see cpio::Writer::finish).
+    let mut h = Hasher::new("cordon-vm initramfs 2");
     h.field(&agent);
     let mut module_files = Vec::new();
     for m in &mods {

@@ -86,17 +86,6 @@ pub fn dispatch(command: Commands) -> Result<u8, Failure> {
     })
 }
 
-/// What `backend` does not do yet, refused before anything runs: `what` over
-/// the VM backend, which has no network yet.
-fn refuse_on_vm(backend: &impl cordon_backend::Backend, what: &str) -> Result<(), Failure> {
-    if backend.kind() == cordon_backend::BackendKind::Vm {
-        return Err(Failure::Unavailable(
-            VmError::Unsupported(format!("{what} (no network in the VM)")).to_string(),
-        ));
-    }
-    Ok(())
-}
-
 /// `cordon completions SHELL`: the completion script, generated from the same
 /// definitions that parse the command line, so it cannot drift from them.
 fn completions(shell: clap_complete::Shell) -> Result<u8, String> {

@@ -7,7 +7,7 @@
 use super::Failure;
 use super::run::{execute_in, resolve_policy, start};
 use crate::cli::RunOptions;
-use cordon_backend::{Backend, BackendKind, Command, Program, Terminal};
+use cordon_backend::{Backend, Command, Program, Terminal};
 use cordon_policy::{NetMode, Origin, Policy, Sourced};
 use cordon_tools::AgentConfig;
 use std::ffi::OsString;
@@ -16,16 +16,12 @@ use std::ffi::OsString;
 const AGENT_CONFIG: &str = "CORDON_AGENT_CONFIG";
 
 pub fn serve(backend: &impl Backend, options: &RunOptions) -> Result<u8, Failure> {
-    let policy = resolve_policy(options)?;
-    // The VM backend has no network, nor a control channel, yet: nothing to
-    // widen, and the agent reports what the policy says (docs/vm.md).
-    let vm = backend.kind() == BackendKind::Vm;
-    let policy = if vm { policy } else { widenable(policy) };
+    let policy = widenable(resolve_policy(options)?);
     let egress = super::egress::additions(&policy)?;
     let mut session = start(backend, options, &policy, egress)?;
     // The agent's stream to the host control endpoint (allowDomain, status),
     // whatever the network mode.
-    let control_fd = if vm { None } else { Some(session.control()?) };
+    let control_fd = Some(session.control()?);
     let config = AgentConfig {
         policy: policy.clone(),
         backend: session.backend().name().to_string(),

@@ -107,57 +107,11 @@ fn pi_gets_its_own_arguments() {
     });
 }
 
-/// What `--backend vm` does not do yet is refused with one clear line and exit
-/// status 69 before anything runs: pi (no network in the VM yet). `--backend
-/// os` (the positive control) runs pi: the marker it writes in the workspace
-/// tells which.
 /// `cordon policy --backend vm` shows the VM's layers. (What `--backend vm`
-/// runs boots a VM: vm_backend.rs.)
+/// runs boots a VM: vm_backend.rs, vm_net.rs.)
 #[test]
-fn backend_vm_refuses_what_it_does_not_do_yet() {
+fn policy_shows_the_vm_layers() {
     for_each_user("cli-backend-vm", |fx| {
-        let marker = fx.work.join("ran");
-        let touch = format!("touch {}", marker.display());
-        let pi = fx.root.join("bin/pi");
-        fx.write(&pi, &format!("#!/bin/sh\n{touch}\n"));
-        fs::set_permissions(&pi, fs::Permissions::from_mode(0o755)).unwrap();
-        // Each command, what it is given on stdin to write the marker, what it
-        // prints when it runs, and the refusal over the VM.
-        let cases: [(&str, Option<String>, &str, &str); 1] = [(
-            "pi",
-            None,
-            "",
-            "does not do pi (no network in the VM) yet; use --backend os",
-        )];
-        for (sub, stdin, prints, refusal) in cases {
-            // The flag, or the variable CORDON_BACKEND (which the flag overrides).
-            for (backend, by_variable) in [("vm", false), ("vm", true), ("os", false)] {
-                let _ = fs::remove_file(&marker);
-                let mut args = vec![sub];
-                if !by_variable {
-                    args.extend(["--backend", backend]);
-                }
-                let mut cmd = fx.cordon_cmd(&args);
-                cmd.env("CORDON_PI", &pi).env("SHELL", "/bin/sh");
-                cmd.env("CORDON_BACKEND", if by_variable { backend } else { "vm" });
-                let out = run_cmd(cmd, stdin.clone().map(String::into_bytes), RUN_DEADLINE);
-                if backend == "vm" {
-                    out.assert_status(69);
-                    assert_eq!(
-                        out.stderr_str(),
-                        format!("cordon: the vm backend {refusal}\n"),
-                        "{out}"
-                    );
-                    assert!(out.stdout.is_empty(), "{sub}: {out}");
-                    assert!(!marker.exists(), "{sub} with the vm backend ran: {out}");
-                } else {
-                    out.assert_success().assert_stdout_contains(prints);
-                    if sub != "serve" {
-                        assert!(marker.exists(), "{sub} --backend os did not run: {out}");
-                    }
-                }
-            }
-        }
         let out = fx.cordon(&["policy", "--backend", "vm"]);
         out.assert_success()
             .assert_stdout_contains("backend    vm: QEMU VM on ")

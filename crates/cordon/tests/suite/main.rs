@@ -30,4 +30,5 @@ mod serve;
 mod serve_tmp;
 mod vm;
 mod vm_backend;
+mod vm_net;
 mod vm_snapshot;

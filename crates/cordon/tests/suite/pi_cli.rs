@@ -592,3 +592,65 @@ fn a_local_provider_is_reached_only_with_allow_local() {
         assert!(log.bodies.last().unwrap().contains("local-ran"), "{out}");
     });
 }
+
+/// `cordon pi --backend vm`: the whole of pi (1.x) runs in the guest (its
+/// bash tool's PID 1 is cordon's agent), talks to the fake model by name
+/// through the host's broker, which swaps the placeholder for the real key
+/// (the model receives the key, the guest holds only the placeholder, pi's
+/// output never shows the key). As root and as the test user.
+#[test]
+fn pi_runs_in_the_vm_with_its_keys_outside() {
+    if let Some(why) = crate::vm_backend::missing() {
+        return eprintln!("skipped: {why}");
+    }
+    let pi = pi1();
+    for_each_user("pi-cli-vm", |fx| {
+        let launcher = launcher(fx, pi);
+        let agent = fx.home.join(".pi/agent");
+        let script = vec![(
+            "c1".to_string(),
+            "bash".to_string(),
+            json!({"command": "echo PID1=$(tr '\\0' ' ' < /proc/1/cmdline); echo KEY=$FAKE_KEY"}),
+        )];
+        let model = FakeModel::https("fake.test", script);
+        let fake_url = format!("https://fake.test:{}/v1", model.port);
+        fx.write(
+            &agent.join("models.json"),
+            &json!({"providers": {"fake": provider(&fake_url, "$FAKE_KEY", "fake-model")}})
+                .to_string(),
+        );
+        fx.write(&agent.join("settings.json"), "{}\n");
+        fx.write(&agent.join("auth.json"), "{}\n");
+        let ca = test_ca().path_str();
+        let options = [
+            "--backend",
+            "vm",
+            "--resolve",
+            "fake.test:127.0.0.1",
+            "--upstream-ca",
+            &ca,
+        ];
+        let mut cmd = pi_cmd(fx, &launcher, &options, "fake", &[]);
+        cmd.env("FAKE_KEY", REAL_KEY)
+            .env("XDG_CACHE_HOME", crate::vm_backend::cache(fx));
+        let out = run_cmd(cmd, None, PI_DEADLINE);
+        let log = model.log.lock().unwrap();
+        let context = format!(
+            "{out}\nmodel bodies:\n{}",
+            log.bodies.last().cloned().unwrap_or_default()
+        );
+        out.assert_success();
+        assert!(log.bodies.len() >= 2, "pi did not finish\n{context}");
+        for a in &log.authorizations {
+            assert_eq!(a, &format!("Bearer {REAL_KEY}"), "{context}");
+        }
+        let results: std::collections::HashMap<_, _> = log.results.iter().cloned().collect();
+        let c1 = results
+            .get("c1")
+            .unwrap_or_else(|| panic!("no c1\n{context}"));
+        assert!(c1.contains("PID1=/init __vm-agent"), "{c1}");
+        assert!(c1.contains("KEY=cordon-secret-fake-key-"), "{c1}");
+        let everything = format!("{}\n{}", out.all(), log.bodies.join("\n"));
+        assert!(!everything.contains(REAL_KEY), "the key leaked\n{context}");
+    });
+}
