@@ -558,6 +558,7 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(0)
+}
 
 /// An HTTP server on 127.0.0.1 (a random port, for as long as this process
 /// lives) answering every request with `bytes` bytes.

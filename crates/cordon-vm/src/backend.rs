@@ -240,7 +240,7 @@ impl Session for VmSession<'_> {
         // VM (a template that does not restore is followed by a cold boot), so
         // they are started once, with the first QEMU.
         let (broker, streams) = mpsc::channel();
-        let servers: Box<dyn FnOnce() + Send> = Box::new(move || {
+        let servers: StartServers = Box::new(move || {
             if let Some(serve) = serve_broker {
                 std::thread::spawn(move || serve(Ok(Ingress::Streams(streams))));
             }
@@ -386,8 +386,11 @@ struct Services {
     control: Arc<Mutex<Option<UnixStream>>>,
     /// Starts the broker and the control channel's server; taken by the first
     /// QEMU that runs.
-    servers: Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>,
+    servers: Arc<Mutex<Option<StartServers>>>,
 }
+
+/// Starts the host's servers of a session's guest (see [`Services`]).
+type StartServers = Box<dyn FnOnce() + Send>;
 
 impl VmSession<'_> {
     /// Starts QEMU in an OS sandbox of the policy as `start` says, and runs the
