@@ -605,6 +605,7 @@ fn echo() -> ExecRequest {
         uid: 0,
         gid: 0,
         tty: None,
+        confine: None,
     }
 }
 

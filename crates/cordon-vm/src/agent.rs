@@ -113,6 +113,7 @@ fn run() -> io::Result<()> {
                 stdin,
                 tty,
                 control_fd,
+                confine,
             })) => {
                 reaper.expect(id);
                 let input = stdin.then(|| reaper.input(id));
@@ -128,6 +129,7 @@ fn run() -> io::Result<()> {
                     input,
                     tty,
                     control,
+                    confine,
                 };
                 std::thread::spawn(move || exec(request, &writer, &reaper));
             }
@@ -176,8 +178,8 @@ fn run() -> io::Result<()> {
     }
 }
 
-/// The guest's own `/proc`, `/sys` and `/dev` below `root`.
-fn mount_basics_in(root: &str) -> io::Result<()> {
+/// The agent's own `/proc`, `/sys` and `/dev`.
+fn mount_basics() -> io::Result<()> {
     use rustix::mount::MountFlags;
     let plain = MountFlags::NOSUID | MountFlags::NOEXEC;
     for (source, target, fstype, flags, data) in [
@@ -199,14 +201,86 @@ fn mount_basics_in(root: &str) -> io::Result<()> {
             "mode=1777",
         ),
     ] {
-        let target = format!("{root}{target}");
-        mount(source, &target, fstype, flags, data)?;
+        mount(source, target, fstype, flags, data)?;
     }
     Ok(())
 }
 
-fn mount_basics() -> io::Result<()> {
-    mount_basics_in("")
+/// The command's `/proc`, `/sys` and `/dev` below `root`, as the OS backend
+/// gives its own: the `/proc` entries it makes read-only read-only (sysctls,
+/// sysrq, interrupt routing: writable by mode bits alone for a uid 0 without
+/// capabilities), `/sys` read-only, and a read-only `/dev` holding only the
+/// harmless devices, `/dev/pts` and a writable `/dev/shm`. The command cannot
+/// undo them: it runs without capabilities (see [`confine_command`]).
+fn mount_command_basics(root: &str) -> io::Result<()> {
+    use cordon_sandbox::view::build::{DEVICES, PROC_READ_ONLY};
+    use rustix::mount::MountFlags;
+    let plain = MountFlags::NOSUID | MountFlags::NOEXEC;
+    let proc = format!("{root}/proc");
+    mount("proc", &proc, "proc", plain | MountFlags::NODEV, "")?;
+    for entry in PROC_READ_ONLY {
+        let path = format!("{proc}/{entry}");
+        if Path::new(&path).exists() {
+            read_only_bind(&path)?;
+        }
+    }
+    let sys = format!("{root}/sys");
+    let read_only = plain | MountFlags::NODEV | MountFlags::RDONLY;
+    mount("sysfs", &sys, "sysfs", read_only, "")?;
+    let dev = format!("{root}/dev");
+    mount("tmpfs", &dev, "tmpfs", plain, "mode=0755,size=64k")?;
+    for name in DEVICES {
+        // The numbers of the agent's own (devtmpfs) node of that name.
+        let node = rustix::fs::stat(format!("/dev/{name}").as_str())?;
+        let path = format!("{dev}/{name}");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path.as_str(),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            node.st_rdev,
+        )?;
+        // mknod's mode passes through the umask.
+        rustix::fs::chmod(path.as_str(), rustix::fs::Mode::from_raw_mode(0o666))?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        std::os::unix::fs::symlink(target, format!("{dev}/{link}"))?;
+    }
+    mount(
+        "devpts",
+        &format!("{dev}/pts"),
+        "devpts",
+        plain,
+        "newinstance,ptmxmode=0666,mode=0620",
+    )?;
+    mount(
+        "tmpfs",
+        &format!("{dev}/shm"),
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        "mode=1777",
+    )?;
+    rustix::mount::mount_remount(dev.as_str(), plain | MountFlags::RDONLY, "")
+        .map_err(|e| io::Error::other(format!("making {dev} read-only: {e}")))
+}
+
+/// Makes `path` a read-only bind mount of itself.
+fn read_only_bind(path: &str) -> io::Result<()> {
+    use rustix::mount::MountFlags;
+    let fail = |e| io::Error::other(format!("making {path} read-only: {e}"));
+    rustix::mount::mount_bind(path, path).map_err(fail)?;
+    let flags = MountFlags::BIND
+        | MountFlags::RDONLY
+        | MountFlags::NOSUID
+        | MountFlags::NODEV
+        | MountFlags::NOEXEC;
+    rustix::mount::mount_remount(path, flags, "").map_err(fail)
 }
 
 /// Mounts `source` at `target` (made if missing); an existing mount there is fine.
@@ -230,10 +304,11 @@ fn mount(
 }
 
 /// Makes the 9p share tagged `tag` (the host's view of the policy) the root of
-/// everything the agent runs, as switch_root does: mounted, given the guest's
-/// own `/proc`, `/sys` and `/dev`, moved onto `/` and chrooted into. What the
-/// guest may see or change of the host is what the host serves; nothing here
-/// restricts it further.
+/// everything the agent runs, as switch_root does: mounted, given the
+/// command's `/proc`, `/sys` and `/dev` (see [`mount_command_basics`]), moved
+/// onto `/` and chrooted into. What the guest may see or change of the host is
+/// what the host serves, whatever guest root does; the command's confinement
+/// keeps it from being guest root in the first place.
 fn enter_share(tag: &str) -> io::Result<()> {
     use rustix::mount::{MountFlags, mount_move};
     const NEW_ROOT: &str = "/view";
@@ -244,7 +319,7 @@ fn enter_share(tag: &str) -> io::Result<()> {
         MountFlags::NOSUID | MountFlags::NODEV,
         ROOT_MOUNT_OPTIONS,
     )?;
-    mount_basics_in(NEW_ROOT)?;
+    mount_command_basics(NEW_ROOT)?;
     std::env::set_current_dir(NEW_ROOT)?;
     mount_move(".", "/").map_err(|e| io::Error::other(format!("moving the share onto /: {e}")))?;
     rustix::process::chroot(".")?;
@@ -459,6 +534,38 @@ struct Request {
     /// A stream to the host's control endpoint at this descriptor, opened
     /// through the channel's streams.
     control: Option<(i32, Arc<crate::mux::Mux>)>,
+    /// How to confine the command (see [`protocol::Confine`]).
+    confine: Option<protocol::Confine>,
+}
+
+/// Confines the command as the OS backend confines its own (see
+/// [`protocol::Confine`]): the filter is compiled here, before the fork, and
+/// the child applies it just before exec.
+fn confine_command(command: &mut Command, confine: protocol::Confine, uid: u32) -> io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let switch = |value| cordon_policy::Sourced::new(value, cordon_policy::Origin::Default);
+    let switches = cordon_policy::Switches {
+        nested_userns: switch(confine.nested_userns),
+        unix_sockets: switch(confine.unix_sockets),
+    };
+    let seccomp = cordon_sandbox::confine::seccomp::SeccompPlan::build(&switches, false)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // system calls (prctl, capset, seccomp) on what was built before the fork;
+    // it allocates nothing and takes no lock.
+    unsafe {
+        command.pre_exec(move || {
+            // Guest root gives up its capabilities as the OS backend's
+            // supervisor does; another uid lost them at std's setuid, before
+            // this runs (and may not shrink the bounding set).
+            if uid == 0 {
+                cordon_sandbox::confine::caps::drop_all()?;
+            }
+            rustix::thread::set_no_new_privs(true)?;
+            seccomp.install()
+        });
+    }
+    Ok(())
 }
 
 /// Runs one command: `Started` (or `Failed`), its output, then `Exited`.
@@ -474,6 +581,7 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
         input,
         tty,
         control,
+        confine,
     } = request;
     let send = |m: Message| {
         if !matches!(m, Message::Started { .. }) {
@@ -537,6 +645,17 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
         Some(Ok(stream)) => Some(stream),
         None => None,
     };
+    // Last, so that the terminal's and the control stream's steps above keep
+    // the agent's privileges: the command's own confinement.
+    if let Some(confine) = confine {
+        if let Err(e) = confine_command(&mut command, confine, uid) {
+            return send(Message::Failed {
+                id,
+                error: format!("cannot confine the command in the VM: {e}"),
+                status: 125,
+            });
+        }
+    }
     // Spawned under the reaper's lock: the reaper cannot take the status before
     // the pid is registered, nor reap the child std's spawn waits for itself when
     // exec fails.

@@ -28,7 +28,7 @@
 
 use crate::image::{self, Image};
 use crate::net::NetworkSpec;
-use crate::protocol::TtySize;
+use crate::protocol::{Confine, TtySize};
 use crate::snapshot::{self, PendingTemplate};
 use crate::vm::{
     AccelChoice, Channel, Config, ExecRequest, NotReady, QemuIo, ROOT_TAG, SnapshotIo, Tail,
@@ -491,6 +491,7 @@ impl VmSession<'_> {
             argv: vm.argv.clone(),
             cwd: vm.cwd.clone(),
             tty,
+            confine: command_confinement(self.policy),
             boot_timeout: vm.config.boot_timeout,
         };
         // With a terminal, every key goes to the guest's (Ctrl-C included, which
@@ -628,6 +629,9 @@ struct Host {
     argv: Vec<String>,
     cwd: String,
     tty: Option<TtySize>,
+    /// The command's confinement in the guest, the policy's (`None` only in a
+    /// debug build's test of the layer beneath it).
+    confine: Option<Confine>,
     boot_timeout: Duration,
 }
 
@@ -648,6 +652,7 @@ impl Host {
             argv,
             cwd,
             tty,
+            confine,
             boot_timeout,
         } = self;
         drain(console, tail.clone());
@@ -743,6 +748,7 @@ impl Host {
             uid: rustix::process::geteuid().as_raw(),
             gid: rustix::process::getegid().as_raw(),
             tty,
+            confine,
         };
         // A terminal is passed on only to the guest's terminal; else /dev/null
         // (a command would read what the user types after it).
@@ -793,6 +799,26 @@ impl Host {
 }
 
 /// The size of the terminal on cordon's stdin, if it is one.
+/// The environment variable with which a *debug* build runs the guest's
+/// command as unconfined guest root would run (all capabilities, no filter):
+/// how the tests reach the layer beneath the confinement, the host's view,
+/// which must hold against guest root as well. A release build ignores it.
+pub const UNCONFINED_GUEST_FOR_TESTS: &str = "CORDON_TEST_UNCONFINED_GUEST";
+
+/// How the agent confines the command: as the policy's switches say.
+fn command_confinement(policy: &Policy) -> Option<Confine> {
+    if cfg!(debug_assertions) && std::env::var_os(UNCONFINED_GUEST_FOR_TESTS).is_some() {
+        eprintln!(
+            "cordon: debug build, {UNCONFINED_GUEST_FOR_TESTS} set: the command runs unconfined in the guest"
+        );
+        return None;
+    }
+    Some(Confine {
+        nested_userns: policy.switches.nested_userns.value,
+        unix_sockets: policy.switches.unix_sockets.value,
+    })
+}
+
 fn host_tty_size() -> Option<TtySize> {
     let size = rustix::termios::tcgetwinsize(rustix::stdio::stdin()).ok()?;
     Some(TtySize {

@@ -84,6 +84,11 @@ pub enum Message {
         /// (`StreamOpen` with `control`).
         #[serde(default)]
         control_fd: Option<i32>,
+        /// Confine the command as the OS backend confines its own: see
+        /// [`Confine`]. `None`: run it with the agent's privileges (the
+        /// foundation's tests and benches).
+        #[serde(default)]
+        confine: Option<Confine>,
     },
     /// Host → guest: the terminal of request `id` has a new size.
     Resize { id: u32, size: TtySize },
@@ -151,6 +156,21 @@ pub enum Message {
 
 /// The most random bytes a [`Message::Resume`] carries.
 pub const MAX_SEED: usize = 256;
+
+/// How the agent confines a command in the guest, as the OS backend confines
+/// its command on the host (`cordon_sandbox::confine`): every capability
+/// dropped (for guest root: the bounding set, securebits locked),
+/// no_new_privs, and the seccomp filter of the policy's switches. The
+/// guest's kernel is the command's to attack otherwise, and a hole in it is
+/// one step closer to QEMU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Confine {
+    /// The policy's `nested_userns` switch.
+    pub nested_userns: bool,
+    /// The policy's `unix_sockets` switch.
+    pub unix_sockets: bool,
+}
 
 /// A terminal's size, in character cells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -360,6 +380,10 @@ mod tests {
             stdin: true,
             tty: Some(TtySize { rows: 24, cols: 80 }),
             control_fd: Some(3),
+            confine: Some(Confine {
+                nested_userns: false,
+                unix_sockets: true,
+            }),
         };
         write_message(&mut buf, &exec).unwrap();
         write_data(&mut buf, KIND_STDIN, 7, b"in").unwrap();

@@ -186,6 +186,8 @@ pub struct ExecRequest {
     pub gid: u32,
     /// A pseudo-terminal of this size in the guest instead of pipes.
     pub tty: Option<crate::protocol::TtySize>,
+    /// How the agent confines the command (see [`crate::protocol::Confine`]).
+    pub confine: Option<crate::protocol::Confine>,
 }
 
 /// The accelerator in use and why.
@@ -1014,6 +1016,7 @@ fn exchange<R: Read>(
                 stdin: stdin.is_some(),
                 tty: request.tty,
                 control_fd,
+                confine: request.confine,
             },
         )?;
         w.open = Some(id);
@@ -1207,6 +1210,7 @@ mod tests {
             uid: 0,
             gid: 0,
             tty: None,
+            confine: None,
         }
     }
 
@@ -1380,6 +1384,7 @@ mod tests {
                     stdin: false,
                     tty: None,
                     control_fd: None,
+                    confine: None,
                 }),
             ),
             (

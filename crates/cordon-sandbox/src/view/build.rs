@@ -31,8 +31,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// Device nodes the sandbox gets: the harmless ones.
-const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+/// Device nodes the sandbox gets: the harmless ones (the VM backend's guest
+/// gives its command the same).
+pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// /proc entries made read-only, the set runc and Docker make read-only plus
 /// `mtrr`. A sandbox started by root is uid 0 on the host, and the files below them

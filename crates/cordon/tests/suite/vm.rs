@@ -74,6 +74,7 @@ fn run(vm: &mut Vm, argv: &[&str]) -> Result<(Status, String, String), VmError> 
         uid: 0,
         gid: 0,
         tty: None,
+        confine: None,
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let status = vm.exec(&request, &mut out, &mut err)?;

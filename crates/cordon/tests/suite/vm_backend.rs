@@ -3,13 +3,14 @@
 //!
 //! Every test asserts an effect on the host, as root and as an ordinary user,
 //! with a positive control. Each `cordon run --backend vm` boots a VM (2–5 s
-//! under TCG), so the checks of one boot are gathered in one script; twelve boots
+//! under TCG), so the checks of one boot are gathered in one script; sixteen boots
 //! in all. The boot files are assembled once per user into a cache shared by
 //! the tests (`$XDG_CACHE_HOME`). Skipped, saying why, without QEMU or a kernel.
 
 use crate::common;
 
 use common::*;
+use cordon_vm::backend::UNCONFINED_GUEST_FOR_TESTS;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::PathBuf;
@@ -60,9 +61,13 @@ fn vm_sh(fx: &Fixture, opts: &[&str], script: &str) -> Output {
 /// The guest's file system is the OS backend's view, enforced on the host:
 /// the workspace writable at its host path, the home and the rest read-only, a
 /// secret unreadable, whatever the guest (root, when cordon runs as root) does
-/// to its own mounts and devices. Output streams and the exit status pass
-/// through; the VM has the memory and vCPUs the policy gives it. Positive controls: the same writes without cordon succeed, and the
-/// write into the workspace does.
+/// to its own mounts and devices. The command runs unconfined here
+/// ([`UNCONFINED_GUEST_FOR_TESTS`]: guest root with every capability, as after
+/// an exploit of the guest's kernel) so that the layer beneath the
+/// confinement is what is tested. Output streams and the exit status pass
+/// through; the VM has the memory and vCPUs the policy gives it. Positive
+/// controls: the same writes without cordon succeed, and the write into the
+/// workspace does.
 #[test]
 fn the_guest_sees_the_policys_view_and_changes_nothing_else() {
     if let Some(why) = missing() {
@@ -104,8 +109,11 @@ fn the_guest_sees_the_policys_view_and_changes_nothing_else() {
             etc = etc.display(),
         );
         let modes = [&fx.home, &fx.outside].map(|p| fs::metadata(p).unwrap().mode());
-        let out = vm_sh(fx, &["--vm-memory", "384M", "--vm-cpus", "1"], &script);
-        out.assert_status(7);
+        let mut cmd = vm_cmd(fx, &["--vm-memory", "384M", "--vm-cpus", "1"], &script);
+        cmd.env(UNCONFINED_GUEST_FOR_TESTS, "1");
+        let out = run_cmd(cmd, None, Duration::from_secs(120));
+        out.assert_status(7)
+            .assert_stderr_contains("the command runs unconfined in the guest");
         // Streams, working directory, environment and user: the host's.
         out.assert_stderr_contains("to-stderr");
         out.assert_stdout_contains(&format!(
@@ -159,6 +167,80 @@ fn the_guest_sees_the_policys_view_and_changes_nothing_else() {
         assert!(fx.home.join("vm-x").exists() && fx.outside.join("vm-x").exists());
         if fx.user.is_root() {
             fs::write(&etc, "x").expect("root writes /etc without cordon");
+        }
+    });
+}
+
+/// The command in the guest is confined as the OS backend confines its own:
+/// no capabilities (guest root's bounding set empty too), no_new_privs, the
+/// policy's seccomp filter, and a read-only `/dev` of the harmless devices, a
+/// read-only `/proc/sys` and `/sys`. So guest root cannot undo its mounts,
+/// make device nodes or write the guest kernel's settings. Positive control:
+/// the same script unconfined ([`UNCONFINED_GUEST_FOR_TESTS`]) does all of it
+/// as guest root, and has no filter as any user.
+#[test]
+fn the_guest_command_is_confined_as_on_the_host() {
+    if let Some(why) = missing() {
+        return eprintln!("skipped: {why}");
+    }
+    const SCRIPT: &str = r#"
+        grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status | tr -d ' \t'
+        mknod /dev/shm/mem c 1 1 && echo MADE-NODE
+        touch /dev/planted && echo DEV-WRITTEN
+        echo 1 > /proc/sys/vm/drop_caches && echo SYSCTL-WRITTEN
+        mount -o remount,rw /sys && echo SYS-REMOUNTED
+        umount -l /proc && echo PROC-UNMOUNTED
+        ls /dev | tr '\n' ' '; echo
+        echo x > /dev/null && echo null-works
+    "#;
+    for_each_user("vm-confined", |fx| {
+        let root = fx.user.is_root();
+        let confined = vm_sh(fx, &[], SCRIPT);
+        confined.assert_success();
+        for line in ["CapEff:0000000000000000", "NoNewPrivs:1", "Seccomp:2"] {
+            confined.assert_stdout_contains(line);
+        }
+        if root {
+            confined.assert_stdout_contains("CapBnd:0000000000000000");
+        }
+        for made in [
+            "MADE-NODE",
+            "DEV-WRITTEN",
+            "SYSCTL-WRITTEN",
+            "SYS-REMOUNTED",
+            "PROC-UNMOUNTED",
+        ] {
+            assert!(
+                !confined.stdout_str().contains(made),
+                "{made}: the confined command did it\n{confined}"
+            );
+        }
+        confined.assert_stdout_contains("null-works");
+        let stdout = confined.stdout_str();
+        let devices: Vec<&str> = (stdout.lines())
+            .find(|l| l.contains("urandom"))
+            .map(|l| l.split_whitespace().collect())
+            .unwrap_or_default();
+        for device in &devices {
+            assert!(
+                [
+                    "null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "ptmx", "fd",
+                    "stdin", "stdout", "stderr"
+                ]
+                .contains(device),
+                "/dev/{device} in the guest's view\n{confined}"
+            );
+        }
+        // The positive control: unconfined, the same script gets through (as
+        // guest root) and runs without a filter.
+        let mut cmd = vm_cmd(fx, &[], SCRIPT);
+        cmd.env(UNCONFINED_GUEST_FOR_TESTS, "1");
+        let control = run_cmd(cmd, None, Duration::from_secs(120));
+        control.assert_success().assert_stdout_contains("Seccomp:0");
+        if root {
+            for made in ["MADE-NODE", "SYS-REMOUNTED", "PROC-UNMOUNTED"] {
+                control.assert_stdout_contains(made);
+            }
         }
     });
 }
