@@ -28,6 +28,7 @@
 
 use crate::image::{self, Image};
 use crate::net::NetworkSpec;
+use crate::progress::Progress;
 use crate::protocol::{Confine, TtySize};
 use crate::snapshot::{self, PendingTemplate};
 use crate::vm::{
@@ -44,6 +45,7 @@ use cordon_sandbox::{OsBackend, SERVED_VIEW, Stop, ViewServer};
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -63,14 +65,33 @@ pub const GUEST_CONTROL_FD: i32 = 3;
 const POWER_OFF_WAIT: Duration = Duration::from_secs(10);
 
 /// QEMU in an OS sandbox, the guest's root the sandbox's view.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct VmBackend {
     os: OsBackend,
     /// The accelerator, probed once.
     accel: OnceLock<AccelChoice>,
+    /// Told the steps of a first run (the boot files, the template).
+    progress: Option<Arc<dyn Progress>>,
+}
+
+impl std::fmt::Debug for VmBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmBackend")
+            .field("accel", &self.accel)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 impl VmBackend {
+    /// A backend that tells `progress` what a first run makes.
+    pub fn with_progress(progress: Arc<dyn Progress>) -> VmBackend {
+        VmBackend {
+            progress: Some(progress),
+            ..VmBackend::default()
+        }
+    }
+
     /// The accelerator sessions use (the probe of `cordon doctor`, run once).
     pub fn accel(&self) -> &AccelChoice {
         self.accel
@@ -264,10 +285,37 @@ impl Session for VmSession<'_> {
         let qemu = find_program(&config.qemu)
             .ok_or_else(|| VmError::QemuMissing(config.qemu.display().to_string()))?;
         let spec = image::session_spec()?;
-        let image = image::assemble(&spec)?;
+        let progress = FirstRun(self.backend.progress.clone());
+        let image = match image::cached(&spec)? {
+            Some(image) => image,
+            None => {
+                // Made first: the snapshot probe keeps QEMU's version there.
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&spec.cache)
+                    .map_err(|e| VmError::Image(image::ImageError::Io(spec.cache.clone(), e)))?;
+                let templates = matches!(
+                    snapshot::Support::of(&qemu, &spec.cache),
+                    snapshot::Support::Available { .. }
+                );
+                progress.begin(1 + usize::from(templates));
+                progress.step(
+                    "the VM's kernel and initramfs (once; `cordon vm setup` makes them ahead)",
+                );
+                let image = image::assemble(&spec)?;
+                progress.println(&format!("made: {}", image.vmlinux.display()));
+                progress.println(&format!("made: {}", image.initramfs.display()));
+                image
+            }
+        };
         let accel = self.backend.accel().clone();
         let tsc_khz = remembered_tsc_khz(&spec.cache);
         let mut start = plan(&config, &qemu, &spec.cache, &image, &accel, tsc_khz);
+        if matches!(start, Start::Make { .. }) {
+            progress.begin(1);
+            progress.step("the template snapshot (a boot of this VM, kept for the next runs)");
+        }
         let vm = Launch {
             config,
             qemu,
@@ -279,6 +327,7 @@ impl Session for VmSession<'_> {
             tty,
             timeout: command.timeout,
             services,
+            progress,
         };
         loop {
             match self.launch(&vm, start, files.clone(), env.clone()) {
@@ -302,6 +351,10 @@ impl Session for VmSession<'_> {
                         Start::Restore { .. } => Start::Cold,
                         other => other,
                     };
+                    if matches!(start, Start::Make { .. }) {
+                        vm.progress.begin(1);
+                        vm.progress.step("the template snapshot, made again");
+                    }
                 }
                 other => return other,
             }
@@ -375,6 +428,47 @@ struct Launch {
     tty: Option<TtySize>,
     timeout: Option<Duration>,
     services: Services,
+    /// Told when what a first run makes is made.
+    progress: FirstRun,
+}
+
+/// The steps of a first run, told to the backend's [`Progress`] if it has one;
+/// finished when dropped, too (a session that failed clears its bar).
+#[derive(Clone, Default)]
+struct FirstRun(Option<Arc<dyn Progress>>);
+
+impl FirstRun {
+    /// At least `steps` more steps follow (a template after the boot files
+    /// was counted with them).
+    fn begin(&self, steps: usize) {
+        if let Some(p) = &self.0 {
+            p.begin(steps);
+        }
+    }
+
+    fn step(&self, what: &str) {
+        if let Some(p) = &self.0 {
+            p.step(what);
+        }
+    }
+
+    fn println(&self, line: &str) {
+        if let Some(p) = &self.0 {
+            p.println(line);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(p) = &self.0 {
+            p.finish();
+        }
+    }
+}
+
+impl Drop for Launch {
+    fn drop(&mut self) {
+        self.progress.finish();
+    }
 }
 
 /// The host's services a session's guest reaches over its channel, shared by
@@ -492,6 +586,7 @@ impl VmSession<'_> {
             cwd: vm.cwd.clone(),
             tty,
             confine: command_confinement(self.policy),
+            progress: vm.progress.clone(),
             boot_timeout: vm.config.boot_timeout,
         };
         // With a terminal, every key goes to the guest's (Ctrl-C included, which
@@ -632,6 +727,8 @@ struct Host {
     /// The command's confinement in the guest, the policy's (`None` only in a
     /// debug build's test of the layer beneath it).
     confine: Option<Confine>,
+    /// Finished before the command's output.
+    progress: FirstRun,
     boot_timeout: Duration,
 }
 
@@ -653,6 +750,7 @@ impl Host {
             cwd,
             tty,
             confine,
+            progress,
             boot_timeout,
         } = self;
         drain(console, tail.clone());
@@ -758,6 +856,7 @@ impl Host {
         } else {
             Some(Box::new(stdin))
         };
+        progress.finish();
         // Not locked for the command's duration: the broker prints its
         // refusals to stderr meanwhile, and would wait for the lock.
         let result = channel.exec(

@@ -10,11 +10,13 @@ pub mod doctor;
 pub mod image;
 pub mod mux;
 pub mod net;
+pub mod progress;
 pub mod protocol;
 pub mod snapshot;
 pub mod vm;
 
 pub use backend::VmBackend;
 pub use image::{Extra, Image, ImageError, Kernel, Spec};
+pub use progress::Progress;
 pub use protocol::Status;
 pub use vm::{Accel, Config, ExecRequest, Machine, Vm, VmError};

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod progress;
 
 use commands::Failure;
 use std::process::ExitCode;

@@ -60,7 +60,12 @@ macro_rules! on_backend {
                 $body
             }
             BackendArg::Vm => {
-                let $backend = &VmBackend::default();
+                // A first run makes the boot files and the template: shown.
+                let progress = crate::progress::TerminalProgress::new(
+                    "cordon",
+                    crate::progress::Notes::Stderr,
+                );
+                let $backend = &VmBackend::with_progress(std::sync::Arc::new(progress));
                 $body
             }
         }

@@ -2,14 +2,12 @@
 //! snapshots.
 
 use crate::cli::VmAction;
+use crate::progress::{Notes, TerminalProgress};
 use cordon_backend::{Command, Degraded, Outcome, Program, Terminal};
+use cordon_vm::Progress;
 use cordon_vm::image::{self, Image, cache};
 use cordon_vm::snapshot;
-use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 pub fn vm(action: VmAction) -> Result<u8, String> {
     match action {
@@ -28,7 +26,8 @@ fn setup() -> Result<u8, String> {
         spec.agent.display(),
         spec.cache.display()
     );
-    let progress = Progress::new(3);
+    let progress = TerminalProgress::new("cordon vm setup", Notes::Stdout);
+    progress.begin(3);
     progress.step("the kernel and the initramfs");
     let made = image::assemble(&spec).map_err(|e| e.to_string())?;
     for (path, cached) in [
@@ -67,116 +66,14 @@ fn setup() -> Result<u8, String> {
     Ok(0)
 }
 
-/// `cordon vm setup`'s progress on stderr: on a terminal one line, redrawn, of
-/// a bar of the steps done, the step and its seconds so far; else a line per
-/// step and its time once done. What the steps print goes to stdout between.
-struct Progress {
-    state: Arc<Mutex<Bar>>,
-    done: Arc<AtomicBool>,
-}
-
-struct Bar {
-    total: usize,
-    step: usize,
-    what: String,
-    since: Instant,
-    tty: bool,
-}
-
-impl Bar {
-    fn draw(&self) {
-        if self.tty && self.step > 0 {
-            let width = 20;
-            let filled = width * (self.step - 1) / self.total.max(1);
-            eprint!(
-                "\r\x1b[2K[{}{}] {}/{} {} ({:.1} s)",
-                "#".repeat(filled),
-                "-".repeat(width - filled),
-                self.step,
-                self.total,
-                self.what,
-                self.since.elapsed().as_secs_f64()
-            );
-        }
-    }
-
-    fn clear(&self) {
-        if self.tty {
-            eprint!("\r\x1b[2K");
-        }
-    }
-
-    /// The step that ends, off a terminal.
-    fn ended(&self) {
-        if !self.tty && self.step > 0 {
-            eprintln!(
-                "cordon vm setup: [{}/{}] {}: {:.1} s",
-                self.step,
-                self.total,
-                self.what,
-                self.since.elapsed().as_secs_f64()
-            );
-        }
-    }
-}
-
-impl Progress {
-    fn new(total: usize) -> Progress {
-        let state = Arc::new(Mutex::new(Bar {
-            total,
-            step: 0,
-            what: String::new(),
-            since: Instant::now(),
-            tty: std::io::stderr().is_terminal(),
-        }));
-        let done = Arc::new(AtomicBool::new(false));
-        if state.lock().is_ok_and(|b| b.tty) {
-            let (state, done) = (state.clone(), done.clone());
-            std::thread::spawn(move || {
-                while !done.load(Ordering::Relaxed) {
-                    if let Ok(bar) = state.lock() {
-                        bar.draw();
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            });
-        }
-        Progress { state, done }
-    }
-
-    fn bar(&self) -> std::sync::MutexGuard<'_, Bar> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn step(&self, what: &str) {
-        let mut bar = self.bar();
-        bar.ended();
-        bar.step += 1;
-        bar.what = what.to_string();
-        bar.since = Instant::now();
-        bar.draw();
-    }
-
-    /// A line on stdout, the bar redrawn below it.
-    fn println(&self, line: &str) {
-        let bar = self.bar();
-        bar.clear();
-        println!("{line}");
-        bar.draw();
-    }
-
-    fn finish(self) {
-        self.done.store(true, Ordering::Relaxed);
-        let bar = self.bar();
-        bar.ended();
-        bar.clear();
-    }
-}
-
 /// Makes the template of the default VM, as a first run would: a session of
 /// the default policy on an empty workspace runs `true`, and boots (and saves
 /// the template) only if it is missing.
-fn make_template(cache_dir: &Path, prefix: &str, progress: &Progress) -> Result<(), String> {
+fn make_template(
+    cache_dir: &Path,
+    prefix: &str,
+    progress: &TerminalProgress,
+) -> Result<(), String> {
     let templates = |dir: &Path| -> Vec<std::path::PathBuf> {
         cache::entries(dir, cache::Current::default())
             .unwrap_or_default()

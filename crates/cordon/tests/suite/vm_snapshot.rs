@@ -136,10 +136,12 @@ fn templates(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// A template cut short, or with garbage where QEMU's header is, is detected
-/// (QEMU refuses it), said once on stderr, removed and made again by a cold
-/// boot that runs the command all the same: no hang, no failure; the next
-/// session restores the new template.
+/// A first run in an empty cache makes the boot files and the template,
+/// showing its steps as `cordon vm setup` does. A template cut short, or with
+/// garbage where QEMU's header is, is detected (QEMU refuses it), said once on
+/// stderr, removed and made again by a cold boot that runs the command all the
+/// same: no hang, no failure; the next session restores the new template and
+/// shows no steps.
 #[test]
 fn a_damaged_template_is_made_again() {
     for_each_user("vm-snap-damaged", |fx| {
@@ -161,7 +163,14 @@ fn a_damaged_template_is_made_again() {
             assert!(started.elapsed() < Duration::from_secs(120), "{out}");
             out
         };
-        run().assert_stderr_contains("making the template");
+        // A first run makes the boot files and the template, showing its
+        // steps on stderr (stdout is the command's alone).
+        let first = run();
+        first
+            .assert_stderr_contains("making the template")
+            .assert_stderr_contains("cordon: [1/2] the VM's kernel and initramfs")
+            .assert_stderr_contains("cordon: [2/2] the template snapshot");
+        assert_eq!(first.stdout_str(), "ran\n", "{first}");
         let made = templates(&dir);
         assert_eq!(made.len(), 1, "{made:?}");
         let template = &made[0];
@@ -182,14 +191,18 @@ fn a_damaged_template_is_made_again() {
             damage(template);
             let out = run();
             out.assert_stderr_contains("did not restore");
-            out.assert_stderr_contains("making the template");
+            out.assert_stderr_contains("making the template")
+                .assert_stderr_contains("cordon: [1/1] the template snapshot, made again");
             // Whole again (its device state may differ by a few bytes).
             let now = fs::metadata(template).map(|m| m.len()).unwrap_or(0);
             assert!(
                 now.abs_diff(len) < 4096,
                 "{what}: the template was not made again ({now} bytes, was {len})\n{out}"
             );
-            run().assert_stderr_contains("cordon: vm timings: restored ");
+            // Nothing to make: no steps shown.
+            let restored = run();
+            restored.assert_stderr_contains("cordon: vm timings: restored ");
+            assert!(!restored.stderr_str().contains("cordon: ["), "{restored}");
         }
     });
 }
