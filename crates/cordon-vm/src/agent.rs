@@ -83,6 +83,16 @@ fn run() -> io::Result<()> {
     let cmdline = std::fs::read_to_string("/proc/cmdline")?;
     load_modules(&cmdline)?;
     let port = open_port()?;
+    // Before the share becomes the root: the hierarchy stays the agent's, by
+    // descriptor, out of the commands' view.
+    let cgroups = match Cgroups::mount() {
+        Ok(cgroups) => Some(Arc::new(cgroups)),
+        Err(e) => {
+            // Commands with a process limit are refused (see `exec`).
+            eprintln!("cordon agent: no cgroup hierarchy, so no process limits: {e}");
+            None
+        }
+    };
     if let Some(tag) = (cmdline.split_whitespace()).find_map(|w| w.strip_prefix(ROOT_OPTION)) {
         enter_share(tag)?;
     }
@@ -130,6 +140,7 @@ fn run() -> io::Result<()> {
                     tty,
                     control,
                     confine,
+                    cgroups: cgroups.clone(),
                 };
                 std::thread::spawn(move || exec(request, &writer, &reaper));
             }
@@ -207,7 +218,8 @@ fn mount_basics() -> io::Result<()> {
 }
 
 /// The command's `/proc`, `/sys` and `/dev` below `root`, as the OS backend
-/// gives its own: the `/proc` entries it makes read-only read-only (sysctls,
+/// gives its own: `/proc` showing only the command's processes, the `/proc`
+/// entries the OS backend makes read-only read-only (sysctls,
 /// sysrq, interrupt routing: writable by mode bits alone for a uid 0 without
 /// capabilities), `/sys` read-only, and a read-only `/dev` holding only the
 /// harmless devices, `/dev/pts` and a writable `/dev/shm`. The command cannot
@@ -217,7 +229,16 @@ fn mount_command_basics(root: &str) -> io::Result<()> {
     use rustix::mount::MountFlags;
     let plain = MountFlags::NOSUID | MountFlags::NOEXEC;
     let proc = format!("{root}/proc");
-    mount("proc", &proc, "proc", plain | MountFlags::NODEV, "")?;
+    // Only the processes the command could trace: its own, not the kernel's
+    // threads or the agent (the OS backend's command has a PID namespace of
+    // its own).
+    mount(
+        "proc",
+        &proc,
+        "proc",
+        plain | MountFlags::NODEV,
+        "hidepid=ptraceable",
+    )?;
     for entry in PROC_READ_ONLY {
         let path = format!("{proc}/{entry}");
         if Path::new(&path).exists() {
@@ -536,13 +557,110 @@ struct Request {
     control: Option<(i32, Arc<crate::mux::Mux>)>,
     /// How to confine the command (see [`protocol::Confine`]).
     confine: Option<protocol::Confine>,
+    /// The guest's cgroup hierarchy, if it has one.
+    cgroups: Option<Arc<Cgroups>>,
+}
+
+/// The guest's cgroup v2 hierarchy, held by a descriptor of its root: a
+/// command with a process limit gets a cgroup of its own below it (the
+/// guest's processes are the guest kernel's to count, not the host's).
+struct Cgroups(OwnedFd);
+
+impl Cgroups {
+    /// Mounts cgroup2 at `/sys/fs/cgroup` (the agent's own `/sys`) and enables
+    /// the pids controller below its root.
+    fn mount() -> io::Result<Cgroups> {
+        use rustix::fs::{Mode, OFlags};
+        use rustix::mount::MountFlags;
+        const AT: &str = "/sys/fs/cgroup";
+        let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+        mount("cgroup2", AT, "cgroup2", flags, "")?;
+        let root = rustix::fs::open(
+            AT,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        write_file_at(&root, "cgroup.subtree_control", b"+pids")?;
+        Ok(Cgroups(root))
+    }
+
+    /// A cgroup of its own for command `id`, of at most `max` processes and
+    /// threads; the command joins it between fork and exec (see
+    /// [`CommandCgroup::procs`]).
+    fn limit(self: &Arc<Self>, id: u32, max: u64) -> io::Result<CommandCgroup> {
+        use rustix::fs::{Mode, OFlags};
+        let name = format!("command-{id}");
+        match rustix::fs::mkdirat(&self.0, name.as_str(), Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(io::Error::other(format!("making its cgroup: {e}"))),
+        }
+        let mut group = CommandCgroup {
+            cgroups: self.clone(),
+            name,
+            procs: None,
+        };
+        let dir = rustix::fs::openat(
+            &self.0,
+            group.name.as_str(),
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        write_file_at(&dir, "pids.max", max.to_string().as_bytes())?;
+        group.procs = Some(rustix::fs::openat(
+            &dir,
+            "cgroup.procs",
+            OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?);
+        Ok(group)
+    }
+}
+
+/// A command's cgroup, removed when dropped (once the command ended; a
+/// process it left behind keeps it, and its limit, until it ends too).
+struct CommandCgroup {
+    cgroups: Arc<Cgroups>,
+    name: String,
+    /// Its `cgroup.procs`, opened by the agent: writing `0` to it moves the
+    /// writer in, which the command does after std's setuid (cgroup v2 checks
+    /// the opener's credentials).
+    procs: Option<OwnedFd>,
+}
+
+impl Drop for CommandCgroup {
+    fn drop(&mut self) {
+        self.procs = None;
+        let _ = rustix::fs::unlinkat(
+            &self.cgroups.0,
+            self.name.as_str(),
+            rustix::fs::AtFlags::REMOVEDIR,
+        );
+    }
+}
+
+/// Writes `data` to the file `name` of directory `dir` (a cgroup's control file).
+fn write_file_at(dir: &OwnedFd, name: &str, data: &[u8]) -> io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let file = rustix::fs::openat(dir, name, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| io::Error::other(format!("opening {name}: {e}")))?;
+    rustix::io::write(&file, data).map_err(|e| io::Error::other(format!("writing {name}: {e}")))?;
+    Ok(())
 }
 
 /// Confines the command as the OS backend confines its own (see
 /// [`protocol::Confine`]): the filter is compiled here, before the fork, and
 /// the child applies it just before exec.
-fn confine_command(command: &mut Command, confine: protocol::Confine, uid: u32) -> io::Result<()> {
+fn confine_command(
+    command: &mut Command,
+    confine: protocol::Confine,
+    (uid, gid): (u32, u32),
+    cgroup: Option<&CommandCgroup>,
+) -> io::Result<()> {
     use std::os::unix::process::CommandExt;
+    let procs = match cgroup.and_then(|c| c.procs.as_ref()) {
+        Some(procs) => Some(procs.try_clone()?),
+        None => None,
+    };
     let switch = |value| cordon_policy::Sourced::new(value, cordon_policy::Origin::Default);
     let switches = cordon_policy::Switches {
         nested_userns: switch(confine.nested_userns),
@@ -550,14 +668,33 @@ fn confine_command(command: &mut Command, confine: protocol::Confine, uid: u32) 
     };
     let seccomp = cordon_sandbox::confine::seccomp::SeccompPlan::build(&switches, false)
         .map_err(|e| io::Error::other(e.to_string()))?;
+    use rustix::process::{Gid, Uid};
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // system calls (prctl, capset, seccomp) on what was built before the fork;
+    // system calls (write, prctl, setgroups, setresgid, setresuid, capset,
+    // seccomp) on what was made before the fork;
     // it allocates nothing and takes no lock.
     unsafe {
         command.pre_exec(move || {
-            // Guest root gives up its capabilities as the OS backend's
-            // supervisor does; another uid lost them at std's setuid, before
-            // this runs (and may not shrink the bounding set).
+            // First: the process limit holds from here on.
+            if let Some(procs) = &procs {
+                rustix::io::write(procs, b"0")?;
+            }
+            // The bounding set while still root (std's own switch of uid
+            // would come before this and leave it full), then the user: a
+            // uid other than 0 loses the other sets with the switch; guest
+            // root gives them up as the OS backend's supervisor does.
+            cordon_sandbox::confine::caps::drop_bounding_set();
+            rustix::thread::set_thread_groups(&[])?;
+            rustix::thread::set_thread_res_gid(
+                Gid::from_raw(gid),
+                Gid::from_raw(gid),
+                Gid::from_raw(gid),
+            )?;
+            rustix::thread::set_thread_res_uid(
+                Uid::from_raw(uid),
+                Uid::from_raw(uid),
+                Uid::from_raw(uid),
+            )?;
             if uid == 0 {
                 cordon_sandbox::confine::caps::drop_all()?;
             }
@@ -582,6 +719,7 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
         tty,
         control,
         confine,
+        cgroups,
     } = request;
     let send = |m: Message| {
         if !matches!(m, Message::Started { .. }) {
@@ -611,8 +749,6 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
         .env_clear()
         .envs(env)
         .current_dir(&cwd)
-        .uid(uid)
-        .gid(gid)
         .stdin(if input.is_some() {
             Stdio::piped()
         } else {
@@ -647,13 +783,33 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
     };
     // Last, so that the terminal's and the control stream's steps above keep
     // the agent's privileges: the command's own confinement.
+    // Kept until the command ended (removed then).
+    let mut _cgroup = None;
+    if confine.is_none() {
+        // Unconfined: std switches the user (see `confine_command` otherwise).
+        command.uid(uid).gid(gid);
+    }
     if let Some(confine) = confine {
-        if let Err(e) = confine_command(&mut command, confine, uid) {
-            return send(Message::Failed {
-                id,
-                error: format!("cannot confine the command in the VM: {e}"),
-                status: 125,
-            });
+        let cgroup = match (confine.pids, &cgroups) {
+            (None, _) => Ok(None),
+            (Some(max), Some(cgroups)) => cgroups.limit(id, max).map(Some),
+            (Some(_), None) => Err(io::Error::other(
+                "the guest has no cgroup hierarchy to hold the process limit (--pids)",
+            )),
+        };
+        let confined = cgroup.and_then(|cgroup| {
+            confine_command(&mut command, confine, (uid, gid), cgroup.as_ref())?;
+            Ok(cgroup)
+        });
+        match confined {
+            Ok(cgroup) => _cgroup = cgroup,
+            Err(e) => {
+                return send(Message::Failed {
+                    id,
+                    error: format!("cannot confine the command in the VM: {e}"),
+                    status: 125,
+                });
+            }
         }
     }
     // Spawned under the reaper's lock: the reaper cannot take the status before

@@ -915,6 +915,7 @@ fn command_confinement(policy: &Policy) -> Option<Confine> {
     Some(Confine {
         nested_userns: policy.switches.nested_userns.value,
         unix_sockets: policy.switches.unix_sockets.value,
+        pids: policy.limits.pids.as_ref().map(|p| p.value),
     })
 }
 

@@ -160,7 +160,8 @@ pub const MAX_SEED: usize = 256;
 /// How the agent confines a command in the guest, as the OS backend confines
 /// its command on the host (`cordon_sandbox::confine`): every capability
 /// dropped (for guest root: the bounding set, securebits locked),
-/// no_new_privs, and the seccomp filter of the policy's switches. The
+/// no_new_privs, the seccomp filter of the policy's switches, and its
+/// process limit. The
 /// guest's kernel is the command's to attack otherwise, and a hole in it is
 /// one step closer to QEMU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +171,11 @@ pub struct Confine {
     pub nested_userns: bool,
     /// The policy's `unix_sockets` switch.
     pub unix_sockets: bool,
+    /// The policy's process limit (`--pids`): the command and everything it
+    /// starts in a cgroup of the guest with this `pids.max` (the guest's
+    /// processes are not QEMU's: the host's limit cannot count them).
+    #[serde(default)]
+    pub pids: Option<u64>,
 }
 
 /// A terminal's size, in character cells.
@@ -383,6 +389,7 @@ mod tests {
             confine: Some(Confine {
                 nested_userns: false,
                 unix_sockets: true,
+                pids: Some(64),
             }),
         };
         write_message(&mut buf, &exec).unwrap();

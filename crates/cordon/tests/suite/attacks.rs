@@ -1054,7 +1054,15 @@ fn host_unix_sockets_unreachable_with_net_host() {
         assert_host_connects(fx, &targets);
         assert_eq!(unix_accepts(&pl, Duration::from_millis(500)), 1);
         assert_eq!(unix_accepts(&al, Duration::from_millis(200)), 1);
-        assert_sandbox_cannot_connect(fx, &["--net", "host"], &targets);
+        if std::env::var("CORDON_TEST_BACKEND").as_deref() == Ok("vm") {
+            // The VM backend has no unfiltered network to give: refused, and
+            // nothing runs (the sockets below stay unreached all the same).
+            py(fx, &["--net", "host"], PY_CONNECT, &[])
+                .assert_status(69)
+                .assert_stderr_contains("--net host");
+        } else {
+            assert_sandbox_cannot_connect(fx, &["--net", "host"], &targets);
+        }
         assert_eq!(
             unix_accepts(&pl, Duration::from_millis(300)),
             0,
@@ -1155,7 +1163,7 @@ fn cloud_metadata_unreachable() {
         // No route at all: refused at once, not after a timeout.
         out.assert_stdout_contains("Network is unreachable");
         assert!(
-            start.elapsed() < Duration::from_secs(10),
+            start.elapsed() < Duration::from_secs(10) * backend_slowdown(),
             "metadata probe hung\n{out}"
         );
         fx.run(&["ip", "route"]).assert_not_printed("default");
@@ -1833,7 +1841,7 @@ fn fork_bomb_is_contained() {
             "b() { b | b & }; b; sleep 5",
         );
         assert!(
-            start.elapsed() < Duration::from_secs(20),
+            start.elapsed() < Duration::from_secs(20) * backend_slowdown(),
             "fork bomb run took {:?}",
             start.elapsed()
         );

@@ -172,12 +172,13 @@ fn the_guest_sees_the_policys_view_and_changes_nothing_else() {
 }
 
 /// The command in the guest is confined as the OS backend confines its own:
-/// no capabilities (guest root's bounding set empty too), no_new_privs, the
-/// policy's seccomp filter, and a read-only `/dev` of the harmless devices, a
-/// read-only `/proc/sys` and `/sys`. So guest root cannot undo its mounts,
+/// no capabilities (the bounding set empty too, for any user), no_new_privs, the
+/// policy's seccomp filter, its process limit (`--pids`, a cgroup of the
+/// guest's), and a read-only `/dev` of the harmless devices, a read-only
+/// `/proc/sys` and `/sys`. So guest root cannot undo its mounts,
 /// make device nodes or write the guest kernel's settings. Positive control:
 /// the same script unconfined ([`UNCONFINED_GUEST_FOR_TESTS`]) does all of it
-/// as guest root, and has no filter as any user.
+/// as guest root, and has no filter and no process limit as any user.
 #[test]
 fn the_guest_command_is_confined_as_on_the_host() {
     if let Some(why) = missing() {
@@ -192,16 +193,45 @@ fn the_guest_command_is_confined_as_on_the_host() {
         umount -l /proc && echo PROC-UNMOUNTED
         ls /dev | tr '\n' ' '; echo
         echo x > /dev/null && echo null-works
+        python3 -c '
+import os, time
+kids, err = [], None
+for i in range(40):
+    try:
+        pid = os.fork()
+    except OSError as e:
+        err = e.errno
+        break
+    if pid == 0:
+        time.sleep(5)
+        os._exit(0)
+    kids.append(pid)
+print("forked", len(kids), "eagain" if err == 11 else err)
+for k in kids:
+    os.kill(k, 9)
+    os.waitpid(k, 0)
+'
     "#;
     for_each_user("vm-confined", |fx| {
         let root = fx.user.is_root();
-        let confined = vm_sh(fx, &[], SCRIPT);
+        // --pids 16: the guest's processes are counted in the guest.
+        let confined = vm_sh(fx, &["--pids", "16"], SCRIPT);
         confined.assert_success();
-        for line in ["CapEff:0000000000000000", "NoNewPrivs:1", "Seccomp:2"] {
+        let forked: usize = (confined.stdout_str().split("forked ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no count\n{confined}"));
+        assert!(
+            forked < 16,
+            "--pids 16 let {forked} processes start\n{confined}"
+        );
+        confined.assert_stdout_contains("eagain");
+        for line in [
+            "CapEff:0000000000000000",
+            "CapBnd:0000000000000000",
+            "NoNewPrivs:1",
+            "Seccomp:2",
+        ] {
             confined.assert_stdout_contains(line);
-        }
-        if root {
-            confined.assert_stdout_contains("CapBnd:0000000000000000");
         }
         for made in [
             "MADE-NODE",
@@ -233,10 +263,13 @@ fn the_guest_command_is_confined_as_on_the_host() {
         }
         // The positive control: unconfined, the same script gets through (as
         // guest root) and runs without a filter.
-        let mut cmd = vm_cmd(fx, &[], SCRIPT);
+        let mut cmd = vm_cmd(fx, &["--pids", "16"], SCRIPT);
         cmd.env(UNCONFINED_GUEST_FOR_TESTS, "1");
         let control = run_cmd(cmd, None, Duration::from_secs(120));
-        control.assert_success().assert_stdout_contains("Seccomp:0");
+        control
+            .assert_success()
+            .assert_stdout_contains("Seccomp:0")
+            .assert_stdout_contains("forked 40 None");
         if root {
             for made in ["MADE-NODE", "SYS-REMOUNTED", "PROC-UNMOUNTED"] {
                 control.assert_stdout_contains(made);
