@@ -93,6 +93,9 @@ pub struct ConfigFile {
     /// `"SOURCE:TARGET[:ro|rw]"`.
     #[serde(default)]
     pub mount: Vec<MountSpec>,
+    /// The kernel the VM boots (`--backend vm`): a path, user config only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_kernel: Option<String>,
     /// `false` turns the managed caches off ([`crate::caches`]); on by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caches: Option<bool>,

@@ -148,6 +148,8 @@ struct Layers {
     /// The settings of the table in settings.rs (the limits, the VM's resources).
     settings: Settings,
     timeout: Option<Sourced<Duration>>,
+    /// The VM's kernel, when named.
+    vm_kernel: Option<Sourced<PathBuf>>,
     switches: Switches,
     /// Mounts as written, their paths resolved; checked in `finish`.
     mounts: Vec<Mount>,
@@ -236,6 +238,7 @@ impl Layers {
             env: default_env(),
             settings: Settings::defaults(),
             timeout: None,
+            vm_kernel: None,
             switches: Switches {
                 nested_userns: off(),
                 unix_sockets: off(),
@@ -447,6 +450,27 @@ impl Layers {
         Ok(())
     }
 
+    /// The VM's kernel (already absolute and canonical): it must be a file.
+    fn vm_kernel(
+        &mut self,
+        file: PathBuf,
+        origin: &Origin,
+        field: &str,
+    ) -> Result<(), PolicyError> {
+        if let Some(problem) = not_a_file(&file) {
+            return Err(field_err(
+                origin,
+                field,
+                format!(
+                    "VM kernel {} {problem} (hint: name a bzImage such as /boot/vmlinuz-VERSION, or an ELF vmlinux)",
+                    file.display()
+                ),
+            ));
+        }
+        self.vm_kernel = Some(Sourced::new(file, origin.clone()));
+        Ok(())
+    }
+
     /// An upstream CA file (already absolute and canonical): it must be a file.
     fn upstream_ca(
         &mut self,
@@ -454,15 +478,7 @@ impl Layers {
         origin: &Origin,
         field: &str,
     ) -> Result<(), PolicyError> {
-        let problem = match std::fs::metadata(&file) {
-            Ok(m) if m.is_file() => None,
-            Ok(_) => Some("is not a file".to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Some("does not exist".to_string())
-            }
-            Err(e) => Some(format!("cannot be read: {e}")),
-        };
-        if let Some(problem) = problem {
+        if let Some(problem) = not_a_file(&file) {
             return Err(field_err(
                 origin,
                 field,
@@ -627,6 +643,10 @@ impl Layers {
                 origin.clone(),
             ));
         }
+        if let Some(raw) = &c.vm_kernel {
+            let file = self.config_path(raw, "vm_kernel", &origin)?;
+            self.vm_kernel(file, &origin, "vm_kernel")?;
+        }
         self.settings.apply_config(c, &origin);
         if let Some(b) = c.nested_userns {
             self.switches.nested_userns = Sourced::new(b, origin.clone());
@@ -690,6 +710,11 @@ impl Layers {
         if let Some(t) = f.timeout {
             let o = flag("--timeout");
             self.timeout = Some(Sourced::new(duration(t, &o, "timeout")?, o));
+        }
+        if let Some(p) = &f.vm_kernel {
+            let o = flag("--vm-kernel");
+            let file = self.flag_path(p, cwd, &o)?;
+            self.vm_kernel(file, &o, "")?;
         }
         if let Some(n) = f.net {
             self.set_net(n, &flag("--net"));
@@ -999,6 +1024,7 @@ impl Layers {
             env: self.env,
             limits: self.settings.limits,
             vm: self.settings.vm,
+            vm_kernel: self.vm_kernel,
             timeout: self.timeout,
             switches: self.switches,
             caches: caches.caches,
@@ -1175,6 +1201,16 @@ fn sort_dedup(rules: Vec<PathRule>) -> Vec<PathRule> {
         out.push(r);
     }
     out
+}
+
+/// Why `file` is not a file cordon can read, if it is not.
+fn not_a_file(file: &Path) -> Option<String> {
+    match std::fs::metadata(file) {
+        Ok(m) if m.is_file() => None,
+        Ok(_) => Some("is not a file".to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("does not exist".to_string()),
+        Err(e) => Some(format!("cannot be read: {e}")),
+    }
 }
 
 #[cfg(test)]

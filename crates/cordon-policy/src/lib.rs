@@ -117,6 +117,11 @@ pub struct Flags {
     /// SOURCE:TARGET:rw (repeatable). A missing TARGET is made inside.
     #[cfg_attr(feature = "cli", arg(long, value_name = "SOURCE:TARGET[:ro|rw]"))]
     pub mount: Vec<String>,
+    /// The kernel the VM boots (--backend vm): a bzImage such as
+    /// /boot/vmlinuz-VERSION or an ELF vmlinux (default: the newest installed
+    /// kernel with its modules).
+    #[cfg_attr(feature = "cli", arg(long = "vm-kernel", value_name = "FILE"))]
+    pub vm_kernel: Option<PathBuf>,
     /// Set by `cordon pi`, not a flag: the `pi` sections of the config files
     /// apply, and these rules are added.
     #[cfg_attr(feature = "cli", arg(skip))]

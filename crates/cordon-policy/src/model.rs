@@ -195,6 +195,9 @@ pub struct Policy {
     pub env: Vec<EnvVar>,
     pub limits: crate::settings::Limits,
     pub vm: crate::settings::VmResources,
+    /// The kernel the VM boots, when someone named one (else the newest
+    /// installed), and who did.
+    pub vm_kernel: Option<Sourced<PathBuf>>,
     pub timeout: Option<Sourced<Duration>>,
     pub switches: Switches,
     /// The tools' caches cordon provides (and those it leaves alone, with why).

@@ -153,6 +153,14 @@ pub(crate) fn loosening_fields(c: &ConfigFile) -> Vec<(&'static str, String)> {
             c.upstream_ca.is_empty(),
             because("make the broker trust other certificates", "--upstream-ca"),
         ),
+        (
+            "vm_kernel",
+            c.vm_kernel.is_none(),
+            because(
+                "choose the kernel that confines the VM's command",
+                "--vm-kernel",
+            ),
+        ),
     ]
     .into_iter()
     .filter(|(_, empty, _)| !empty)

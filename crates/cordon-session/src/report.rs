@@ -92,6 +92,14 @@ fn render(policy: &Policy, backend: &str, limits: &LimitsAssessment) -> String {
     for group in policy.settings() {
         render_settings(&mut out, &group, limits);
     }
+    if let Some(kernel) = &policy.vm_kernel {
+        let _ = writeln!(
+            out,
+            "\nvm_kernel  {}    ← {}",
+            kernel.value.display(),
+            kernel.origin
+        );
+    }
     if let Some(timeout) = &policy.timeout {
         let _ = writeln!(
             out,

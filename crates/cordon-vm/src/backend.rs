@@ -116,9 +116,25 @@ impl Backend for VmBackend {
         Layers(layers)
     }
 
-    /// The limits hold on QEMU's sandbox, as the OS backend holds them.
+    /// Memory and CPUs hold on QEMU's sandbox, as the OS backend holds them
+    /// (the guest's are inside); processes are counted in the guest, by a
+    /// cgroup of its own (QEMU's sandbox does not see the guest's processes).
     fn assess_limits(&self, policy: &Policy) -> LimitsAssessment {
-        self.os.assess_limits(policy)
+        let mut assessed = self.os.assess_limits(policy);
+        assessed.mechanism = format!(
+            "QEMU's sandbox: {}; the guest's processes: a cgroup v2 of the guest's",
+            assessed.mechanism
+        );
+        for limit in &mut assessed.limits {
+            if limit.limit == cordon_backend::LimitKind::Pids {
+                limit.hold = cordon_backend::Hold::Enforced {
+                    how:
+                        "pids.max of a cgroup v2 in the guest: the command's processes and threads"
+                            .into(),
+                };
+            }
+        }
+        assessed
     }
 
     fn start<'p>(
@@ -284,7 +300,8 @@ impl Session for VmSession<'_> {
         let config = Config::for_policy(&self.policy.vm);
         let qemu = find_program(&config.qemu)
             .ok_or_else(|| VmError::QemuMissing(config.qemu.display().to_string()))?;
-        let spec = image::session_spec()?;
+        let kernel = self.policy.vm_kernel.as_ref().map(|k| k.value.as_path());
+        let spec = image::session_spec(kernel)?;
         let progress = FirstRun(self.backend.progress.clone());
         let image = match image::cached(&spec)? {
             Some(image) => image,
@@ -303,7 +320,8 @@ impl Session for VmSession<'_> {
                 progress.step(
                     "the VM's kernel and initramfs (once; `cordon vm setup` makes them ahead)",
                 );
-                let image = image::assemble(&spec)?;
+                // A failure clears the bar before it is said.
+                let image = image::assemble(&spec).inspect_err(|_| progress.finish())?;
                 progress.println(&format!("made: {}", image.vmlinux.display()));
                 progress.println(&format!("made: {}", image.initramfs.display()));
                 image
@@ -597,6 +615,12 @@ impl VmSession<'_> {
         // guest's connections leave through the channel.
         let mut qemu_policy = self.policy.clone();
         qemu_policy.net.value = NetMode::None;
+        // The process limit is the guest's (see `assess_limits`); QEMU's
+        // threads get the built-in default's room, whatever the command's.
+        qemu_policy.limits.pids = Some(cordon_policy::Sourced::new(
+            cordon_policy::defaults::DEFAULT_PIDS,
+            cordon_policy::Origin::Default,
+        ));
         let mut os = self.backend.os.start(&qemu_policy, self.degraded)?;
         let servers = vm.services.servers.clone();
         os.serve_view(ViewServer {

@@ -31,7 +31,9 @@ pub struct VmReport {
 
 /// Probes what the VM backend would use (each probe in a child, with a
 /// deadline, as the other probes of `cordon doctor`).
-pub fn report() -> VmReport {
+/// What the VM backend would use here; `kernel` is the one the user's config
+/// names (`vm_kernel`), if it names one.
+pub fn report(kernel: Option<&std::path::Path>) -> VmReport {
     let probes = cordon_sandbox::probe::run_vm_backend(Duration::from_secs(2));
     let accel = accel_from(&probes);
     let mut problems = Vec::new();
@@ -52,11 +54,13 @@ pub fn report() -> VmReport {
             None
         }
     };
-    let kernel = match find_kernel(None) {
+    let named = kernel.is_some();
+    let kernel = match find_kernel(kernel) {
         Ok(k) => Some(format!(
-            "{} ({})",
+            "{} ({}{})",
             k.image.display(),
-            k.release.as_deref().unwrap_or("release unknown")
+            k.release.as_deref().unwrap_or("release unknown"),
+            if named { ", named by vm_kernel" } else { "" }
         )),
         Err(e) => {
             problems.push(format!(

@@ -460,6 +460,7 @@ fn project_loosening_fields_are_ignored_with_a_warning() {
           "memory": "3G",
           "pids": 1000,
           "cpus": 4,
+          "vm_kernel": "/boot/vmlinuz",
           "read_only": false
         }"#,
     );
@@ -475,6 +476,7 @@ fn project_loosening_fields_are_ignored_with_a_warning() {
         "memory",
         "pids",
         "cpus",
+        "vm_kernel",
     ] {
         let w: Vec<&String> = p
             .warnings
@@ -489,7 +491,7 @@ fn project_loosening_fields_are_ignored_with_a_warning() {
         );
         assert!(w[0].contains("may only tighten"), "{}", w[0]);
     }
-    assert_eq!(p.warnings.len(), 9, "{:?}", p.warnings);
+    assert_eq!(p.warnings.len(), 10, "{:?}", p.warnings);
     assert!(
         p.warnings
             .iter()
@@ -1289,6 +1291,45 @@ fn network_user_config() {
     // The same local service twice is one.
     assert_eq!(p.network.local.len(), 1);
     assert_eq!(p.network.local[0].origin, u);
+}
+
+/// The VM's kernel: a user config's path (relative to the workspace, `~`
+/// expanded), replaced by the flag's (relative to the current directory); a
+/// path that is no file is refused, naming the file and the fix.
+#[test]
+fn vm_kernel_from_the_user_config_and_the_flag() {
+    let e = Env::new();
+    fs::write(e.home.join("vmlinuz-mine"), "").unwrap();
+    fs::write(e.cwd.join("vmlinux"), "").unwrap();
+    assert_eq!(e.resolve().vm_kernel, None);
+    e.user(r#"{"vm_kernel": "~/vmlinuz-mine"}"#);
+    let p = e.resolve();
+    assert_eq!(
+        p.vm_kernel,
+        Some(Sourced::new(e.home.join("vmlinuz-mine"), e.user_origin()))
+    );
+    let p = e
+        .resolve_with(Flags {
+            vm_kernel: Some("vmlinux".into()),
+            ..Flags::default()
+        })
+        .unwrap();
+    assert_eq!(
+        p.vm_kernel,
+        Some(Sourced::new(e.cwd.join("vmlinux"), flag("--vm-kernel")))
+    );
+    let err = e
+        .resolve_with(Flags {
+            vm_kernel: Some("nope".into()),
+            ..Flags::default()
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("VM kernel") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(err.contains("hint: name a bzImage"), "{err}");
 }
 
 #[test]

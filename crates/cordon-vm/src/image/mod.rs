@@ -203,13 +203,14 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// What a session of the VM backend boots: the newest installed kernel with its
-/// modules, this cordon binary as the agent, nothing extra, in the user's cache.
-pub fn session_spec() -> Result<Spec, ImageError> {
+/// What a session of the VM backend boots: `kernel` (the policy's
+/// `vm_kernel`) or else the newest installed kernel, with its modules, this
+/// cordon binary as the agent, nothing extra, in the user's cache.
+pub fn session_spec(kernel: Option<&Path>) -> Result<Spec, ImageError> {
     let own =
         std::env::current_exe().map_err(|e| ImageError::Io(PathBuf::from("/proc/self/exe"), e))?;
     Ok(Spec {
-        kernel: find_kernel(None)?,
+        kernel: find_kernel(kernel)?,
         agent: own,
         extras: Vec::new(),
         cache: cache_dir()?,
@@ -249,7 +250,13 @@ fn find_or_make(spec: &Spec, make: bool) -> Result<Option<Image>, ImageError> {
         return Ok(None);
     }
     if !vmlinux_cached {
-        let elf = bzimage::vmlinux(&kernel_bytes)?;
+        let elf = bzimage::vmlinux(&kernel_bytes).map_err(|e| match e {
+            ImageError::Kernel(why) => ImageError::Kernel(format!(
+                "{}: {why} (name another with --vm-kernel or \"vm_kernel\")",
+                spec.kernel.image.display()
+            )),
+            other => other,
+        })?;
         write_atomic(&vmlinux, |w| w.write_all(&elf))?;
     }
     drop(kernel_bytes);

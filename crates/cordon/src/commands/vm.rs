@@ -19,7 +19,8 @@ pub fn vm(action: VmAction) -> Result<u8, String> {
 /// Makes (or finds) the current boot files and the template of the default
 /// VM (the user's config's memory and vCPUs), then prunes the others.
 fn setup() -> Result<u8, String> {
-    let spec = image::session_spec().map_err(|e| e.to_string())?;
+    let (workspace, policy) = default_policy()?;
+    let spec = image::session_spec(kernel_of(&policy)).map_err(|e| e.to_string())?;
     eprintln!(
         "cordon vm setup: the kernel {} and this cordon ({}) into {}",
         spec.kernel.image.display(),
@@ -41,7 +42,7 @@ fn setup() -> Result<u8, String> {
     let templates = cordon_vm::backend::session_qemu()
         .and_then(|qemu| snapshot::templates_of(&made, &qemu, &spec.cache));
     match &templates {
-        Some(prefix) => make_template(&spec.cache, prefix, &progress)?,
+        Some(prefix) => make_template(&spec.cache, prefix, &progress, &policy)?,
         None => {
             let why = cordon_vm::backend::session_qemu()
                 .map(|qemu| cordon_vm::doctor::snapshot_state(&qemu))
@@ -63,7 +64,28 @@ fn setup() -> Result<u8, String> {
         ));
     }
     progress.finish();
+    drop(workspace);
     Ok(0)
+}
+
+/// The policy of a session of the user's defaults (their config, no flags) on
+/// an empty workspace of its own, which lives as long as the directory
+/// returned: what `vm setup` boots and what `vm status` and `doctor` report on.
+pub fn default_policy() -> Result<(EmptyDir, cordon_policy::Policy), String> {
+    let workspace = EmptyDir::new()?;
+    let inputs = cordon_session::inputs::from_env(
+        Some(workspace.0.clone()),
+        None,
+        cordon_policy::Flags::default(),
+    )
+    .map_err(|e| e.to_string())?;
+    let policy = cordon_policy::resolve(&inputs).map_err(|e| e.to_string())?;
+    Ok((workspace, policy))
+}
+
+/// The kernel `policy` names, if it names one.
+fn kernel_of(policy: &cordon_policy::Policy) -> Option<&Path> {
+    policy.vm_kernel.as_ref().map(|k| k.value.as_path())
 }
 
 /// Makes the template of the default VM, as a first run would: a session of
@@ -73,6 +95,7 @@ fn make_template(
     cache_dir: &Path,
     prefix: &str,
     progress: &TerminalProgress,
+    policy: &cordon_policy::Policy,
 ) -> Result<(), String> {
     let templates = |dir: &Path| -> Vec<std::path::PathBuf> {
         cache::entries(dir, cache::Current::default())
@@ -87,17 +110,9 @@ fn make_template(
             .collect()
     };
     let before = templates(cache_dir);
-    let workspace = EmptyDir::new()?;
-    let inputs = cordon_session::inputs::from_env(
-        Some(workspace.0.clone()),
-        None,
-        cordon_policy::Flags::default(),
-    )
-    .map_err(|e| e.to_string())?;
-    let policy = cordon_policy::resolve(&inputs).map_err(|e| e.to_string())?;
     let backend = cordon_vm::VmBackend::default();
-    let egress = super::egress::additions(&policy)?;
-    let session = cordon_session::session::start(&backend, &policy, Degraded::default(), egress)
+    let egress = super::egress::additions(policy)?;
+    let session = cordon_session::session::start(&backend, policy, Degraded::default(), egress)
         .map_err(|e| e.to_string())?;
     let command = Command {
         program: Program::Named("true".into()),
@@ -123,7 +138,7 @@ fn make_template(
 }
 
 /// An empty directory of its own under the temporary directory, removed when dropped.
-struct EmptyDir(std::path::PathBuf);
+pub struct EmptyDir(std::path::PathBuf);
 
 impl EmptyDir {
     fn new() -> Result<EmptyDir, String> {
@@ -153,7 +168,8 @@ impl Drop for EmptyDir {
 /// inputs).
 fn status() -> Result<u8, String> {
     let dir = image::cache_dir().map_err(|e| e.to_string())?;
-    let current = image::session_spec().and_then(|spec| image::cached(&spec));
+    let (_workspace, policy) = default_policy()?;
+    let current = image::session_spec(kernel_of(&policy)).and_then(|spec| image::cached(&spec));
     let in_use: Option<&Image> = current.as_ref().ok().and_then(Option::as_ref);
     let qemu = cordon_vm::backend::session_qemu();
     let templates = in_use

@@ -3,7 +3,7 @@
 //!
 //! Every test asserts an effect on the host, as root and as an ordinary user,
 //! with a positive control. Each `cordon run --backend vm` boots a VM (2–5 s
-//! under TCG), so the checks of one boot are gathered in one script; sixteen boots
+//! under TCG), so the checks of one boot are gathered in one script; seventeen boots
 //! in all. The boot files are assembled once per user into a cache shared by
 //! the tests (`$XDG_CACHE_HOME`). Skipped, saying why, without QEMU or a kernel.
 
@@ -276,6 +276,35 @@ for k in kids:
             }
         }
     });
+}
+
+/// `--vm-kernel FILE` boots the kernel named: a copy of the installed one,
+/// elsewhere, boots and says its release (its modules found by the release
+/// its header names); a file that is no kernel is refused before QEMU starts,
+/// naming the file and the fix, with status 125.
+#[test]
+fn the_kernel_a_user_names_is_booted() {
+    if let Some(why) = missing() {
+        return eprintln!("skipped: {why}");
+    }
+    let user = users().pop().unwrap();
+    let fx = Fixture::new(&user, "vm-kernel");
+    let installed = cordon_vm::image::find_kernel(None).unwrap();
+    let copy = fx.root.join("my-vmlinuz");
+    fs::copy(&installed.image, &copy).unwrap();
+    let garbage = fx.root.join("not-a-kernel");
+    fs::write(&garbage, vec![0x5a; 64 << 10]).unwrap();
+    fx.chown_tree(&fx.root);
+    let copy_flag = copy.display().to_string();
+    let out = vm_sh(&fx, &["--vm-kernel", &copy_flag], "uname -r");
+    out.assert_success()
+        .assert_stdout_contains(&installed.release.unwrap_or_default());
+    let garbage_flag = garbage.display().to_string();
+    let out = vm_sh(&fx, &["--vm-kernel", &garbage_flag], "echo RAN");
+    out.assert_status(125)
+        .assert_stderr_contains(&format!("the kernel: {garbage_flag}: neither a bzImage"))
+        .assert_stderr_contains("--vm-kernel");
+    out.assert_not_printed("RAN");
 }
 
 /// A signal's death is 128+N, a missing program 127, as with the OS backend;
