@@ -457,16 +457,12 @@ impl Layers {
         origin: &Origin,
         field: &str,
     ) -> Result<(), PolicyError> {
-        if let Some(problem) = not_a_file(&file) {
-            return Err(field_err(
-                origin,
-                field,
-                format!(
-                    "VM kernel {} {problem} (hint: name a bzImage such as /boot/vmlinuz-VERSION, or an ELF vmlinux)",
-                    file.display()
-                ),
-            ));
-        }
+        require_file(
+            &file,
+            (origin, field),
+            "VM kernel",
+            "name a bzImage such as /boot/vmlinuz-VERSION, or an ELF vmlinux",
+        )?;
         self.vm_kernel = Some(Sourced::new(file, origin.clone()));
         Ok(())
     }
@@ -478,16 +474,12 @@ impl Layers {
         origin: &Origin,
         field: &str,
     ) -> Result<(), PolicyError> {
-        if let Some(problem) = not_a_file(&file) {
-            return Err(field_err(
-                origin,
-                field,
-                format!(
-                    "upstream CA {} {problem} (hint: name a PEM file of CA certificates, e.g. /usr/local/share/ca-certificates/corp.crt)",
-                    file.display()
-                ),
-            ));
-        }
+        require_file(
+            &file,
+            (origin, field),
+            "upstream CA",
+            "name a PEM file of CA certificates, e.g. /usr/local/share/ca-certificates/corp.crt",
+        )?;
         if !self.network.upstream_ca.iter().any(|c| c.file == file) {
             self.network.upstream_ca.push(UpstreamCa {
                 file,
@@ -1203,14 +1195,25 @@ fn sort_dedup(rules: Vec<PathRule>) -> Vec<PathRule> {
     out
 }
 
-/// Why `file` is not a file cordon can read, if it is not.
-fn not_a_file(file: &Path) -> Option<String> {
-    match std::fs::metadata(file) {
-        Ok(m) if m.is_file() => None,
-        Ok(_) => Some("is not a file".to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("does not exist".to_string()),
-        Err(e) => Some(format!("cannot be read: {e}")),
-    }
+/// `file` (named by `field` of `origin`) must be a file: else an error
+/// naming it as `what`, why not, and the `hint`.
+fn require_file(
+    file: &Path,
+    (origin, field): (&Origin, &str),
+    what: &str,
+    hint: &str,
+) -> Result<(), PolicyError> {
+    let problem = match std::fs::metadata(file) {
+        Ok(m) if m.is_file() => return Ok(()),
+        Ok(_) => "is not a file".to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".to_string(),
+        Err(e) => format!("cannot be read: {e}"),
+    };
+    Err(field_err(
+        origin,
+        field,
+        format!("{what} {} {problem} (hint: {hint})", file.display()),
+    ))
 }
 
 #[cfg(test)]
