@@ -1739,6 +1739,9 @@ fn daemonized_orphans_die_with_cordon() {
 
 #[test]
 fn sigkill_of_cordon_kills_the_sandbox() {
+    if std::env::var("CORDON_TEST_BACKEND").as_deref() == Ok("vm") {
+        return sigkill_of_cordon_kills_the_vm();
+    }
     for_each_user("sigkill_of_cordon_kills_the_sandbox", |fx| {
         let n = random_u32(1_000_000, 8_000_000);
         let (a, b) = (format!("{n}"), format!("{n}.5"));
@@ -1761,6 +1764,45 @@ fn sigkill_of_cordon_kills_the_sandbox() {
         assert!(
             left.is_empty(),
             "processes survived SIGKILL of cordon for 10 s: {left:?}"
+        );
+    });
+}
+
+/// The same attack with the VM backend, whose sandbox's processes are the
+/// guest's: the host sees QEMU (below cordon), and the guest's processes die
+/// with it. Control: the command ran (its file in the workspace) and QEMU is
+/// there before the kill.
+fn sigkill_of_cordon_kills_the_vm() {
+    for_each_user("sigkill_of_cordon_kills_the_vm", |fx| {
+        let started = fx.work.join("started");
+        let mut child = spawn_quiet(fx.sh_cmd(&format!(
+            "setsid sleep 600 >/dev/null 2>&1 & touch {}; sleep 600",
+            started.display()
+        )));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !started.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let qemu = crate::vm_backend::qemu_below(child.id());
+        if !started.exists() || qemu.is_empty() {
+            stop(child);
+            panic!("the VM's command never ran, or no QEMU below cordon: {qemu:?}");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let gone = |p: &u32| proc_state(*p).is_none_or(|s| s == 'Z');
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !qemu.iter().all(gone) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left: Vec<(u32, Vec<String>)> = (qemu.iter().copied())
+            .filter(|p| !gone(p))
+            .map(|p| (p, Vec::new()))
+            .collect();
+        kill_all(&left);
+        assert!(
+            left.is_empty(),
+            "QEMU outlived SIGKILLed cordon for 10 s: {left:?}"
         );
     });
 }
