@@ -66,8 +66,8 @@ pub fn main() -> u8 {
 
 fn run() -> io::Result<()> {
     // SIGCHLD is taken by the reaper with sigwaitinfo: block it before any thread
-    // exists, so that every thread inherits the mask (commands get an empty mask
-    // from std's spawn).
+    // exists, so that every thread inherits the mask (commands are given an
+    // empty mask before exec: see `exec`).
     // SAFETY: the set is initialized by sigemptyset/sigaddset before use; blocking
     // a signal in the calling thread has no memory effects.
     unsafe {
@@ -756,6 +756,22 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // The agent keeps SIGCHLD blocked in every thread (its reaper takes it
+    // with sigwaitinfo), and std's fork does not give the child an empty mask:
+    // a command would start with SIGCHLD blocked, and a shell that waits for
+    // a background job with sigsuspend (dash's `cmd & wait`) would never wake.
+    // SAFETY: runs in the child between fork and exec; sigprocmask on a set
+    // made here, on the stack: no allocation, no lock.
+    unsafe {
+        command.pre_exec(|| {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let tty = match tty
         .map(|size| open_tty(size, uid, gid, &mut command))
         .transpose()

@@ -178,14 +178,19 @@ fn the_guest_sees_the_policys_view_and_changes_nothing_else() {
 /// `/proc/sys` and `/sys`. So guest root cannot undo its mounts,
 /// make device nodes or write the guest kernel's settings. Positive control:
 /// the same script unconfined ([`UNCONFINED_GUEST_FOR_TESTS`]) does all of it
-/// as guest root, and has no filter and no process limit as any user.
+/// as guest root, and has no filter and no process limit as any user. The
+/// command starts with no signal blocked (a shell's `cmd & wait` hung when it
+/// inherited the agent's blocked SIGCHLD).
 #[test]
 fn the_guest_command_is_confined_as_on_the_host() {
     if let Some(why) = missing() {
         return eprintln!("skipped: {why}");
     }
+    // First, before anything clears the shell's mask: a background job waited
+    // for (dash sleeps in sigsuspend, which needs SIGCHLD unblocked).
     const SCRIPT: &str = r#"
-        grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status | tr -d ' \t'
+        sleep 1 & wait; echo background-waited
+        grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp|SigBlk):' /proc/self/status | tr -d ' \t'
         mknod /dev/shm/mem c 1 1 && echo MADE-NODE
         touch /dev/planted && echo DEV-WRITTEN
         echo 1 > /proc/sys/vm/drop_caches && echo SYSCTL-WRITTEN
@@ -226,6 +231,8 @@ for k in kids:
         );
         confined.assert_stdout_contains("eagain");
         for line in [
+            "background-waited",
+            "SigBlk:0000000000000000",
             "CapEff:0000000000000000",
             "CapBnd:0000000000000000",
             "NoNewPrivs:1",
