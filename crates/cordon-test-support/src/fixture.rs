@@ -269,7 +269,41 @@ impl Fixture {
         fx.write(&fx.work.join("README"), "workspace-file\n");
         fs::set_permissions(&fx.root, fs::Permissions::from_mode(0o755)).unwrap();
         fx.chown_tree(&fx.root);
+        if std::env::var("CORDON_TEST_BACKEND").as_deref() == Ok("vm") {
+            fx.link_vm_boot_files();
+        }
         fx
+    }
+
+    /// With the VM backend: this user's boot files and template, made once by
+    /// `cordon vm setup` into a cache shared by the tests, hard-linked into the
+    /// fixture's own cache (`~/.cache/cordon/vm`). Else every fixture's first
+    /// run would assemble them and boot cold (seconds under TCG) and say so on
+    /// stderr, which the tests of the streams would read as the command's.
+    fn link_vm_boot_files(&self) {
+        static MADE: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+        let shared = base_dir().join(format!("vm-boot-files-{}", self.user.label()));
+        let dir = shared.join("cache/cordon/vm");
+        {
+            let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
+            if !made.contains(&self.user.label()) {
+                fs::create_dir_all(shared.join("cache")).unwrap();
+                self.chown_tree(&shared);
+                let mut cmd = self.cordon_cmd(&["vm", "setup"]);
+                cmd.env("XDG_CACHE_HOME", shared.join("cache"));
+                let out = run_cmd(cmd, None, std::time::Duration::from_secs(300));
+                out.assert_success();
+                made.push(self.user.label());
+            }
+        }
+        let into = self.home.join(".cache/cordon/vm");
+        fs::create_dir_all(&into).unwrap();
+        for e in fs::read_dir(&dir).unwrap().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_file()) {
+                fs::hard_link(e.path(), into.join(e.file_name())).unwrap();
+            }
+        }
+        self.chown_tree(&self.home.join(".cache"));
     }
 
     /// The content of secret `rel` (contains the marker). pip's files stay valid

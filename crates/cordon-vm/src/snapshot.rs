@@ -178,7 +178,7 @@ pub fn template_path(
     version: &QemuVersion,
     layout: &[String],
 ) -> PathBuf {
-    let mut files = Hasher::new("cordon-vm template files 1");
+    let mut files = Hasher::new("cordon-vm template files 2");
     files.field(files_key(image, support_identity, version).as_bytes());
     let mut h = Hasher::new("cordon-vm template layout 1");
     for arg in layout {
@@ -187,11 +187,14 @@ pub fn template_path(
     cache.join(format!("template-{}-{}.snap", files.key(), h.key()))
 }
 
+/// The boot files by name (their names are hashes of their contents, so a
+/// cache moved or linked elsewhere keeps its templates), QEMU and its version.
 fn files_key(image: &Image, identity: &str, version: &QemuVersion) -> String {
+    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
     format!(
         "{}\n{}\n{identity}\n{}",
-        image.vmlinux.display(),
-        image.initramfs.display(),
+        name(&image.vmlinux).unwrap_or_default(),
+        name(&image.initramfs).unwrap_or_default(),
         version.text
     )
 }
@@ -199,7 +202,7 @@ fn files_key(image: &Image, identity: &str, version: &QemuVersion) -> String {
 /// The prefix of every template of `image` on this QEMU (any layout): what
 /// `cordon vm setup` keeps and `cordon vm status` marks in use.
 pub fn template_prefix(image: &Image, identity: &str, version: &QemuVersion) -> String {
-    let mut files = Hasher::new("cordon-vm template files 1");
+    let mut files = Hasher::new("cordon-vm template files 2");
     files.field(files_key(image, identity, version).as_bytes());
     format!("template-{}-", files.key())
 }

@@ -16,6 +16,12 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Whether the suite runs against the VM backend (`CORDON_TEST_BACKEND=vm`),
+/// whose sandbox's processes are the guest's, not the host's.
+fn in_vm() -> bool {
+    std::env::var("CORDON_TEST_BACKEND").as_deref() == Ok("vm")
+}
+
 /// Polls until `path` exists, at most `within`.
 fn wait_for_file(path: &Path, within: Duration) -> bool {
     let start = Instant::now();
@@ -643,6 +649,15 @@ impl Shell {
     /// sleep's pid.
     fn start_sleep(&mut self) -> (String, u32) {
         let n = random_u32(100_000, 800_000).to_string();
+        if in_vm() {
+            // The guest's processes are not the host's: the shell says when the
+            // sleep starts (the quotes keep the typed line from matching), and
+            // the checks below ask the guest (`sleep_state`). No pid.
+            self.line(&format!("echo SLEEP-''STARTS; sleep {n}"));
+            self.expect("SLEEP-STARTS");
+            std::thread::sleep(Duration::from_secs(2));
+            return (n, 0);
+        }
         self.line(&format!("sleep {n}"));
         let found = wait_present(&n, WAIT);
         assert!(
@@ -652,6 +667,21 @@ impl Shell {
         );
         let pid = found[0].0;
         (n, pid)
+    }
+
+    /// With the VM backend, the state of the guest's `sleep` processes as `ps`
+    /// in this shell sees them (`T` stopped), or `NONE` when there are none.
+    fn sleep_state(&mut self) -> String {
+        self.line("echo STATE-$(ps -C sleep -o stat= | tr -d ' \\n' | grep . || echo NONE)-END");
+        let at = self.pos;
+        self.expect("-END");
+        self.prompt();
+        let text = self.pty.transcript()[at..].to_string();
+        text.rsplit("STATE-")
+            .next()
+            .and_then(|t| t.split("-END").next())
+            .unwrap_or("")
+            .to_string()
     }
 
     /// Waits for cordon to exit, reading the terminal meanwhile.
@@ -704,10 +734,18 @@ fn shell_ctrl_c_interrupts_the_foreground_command() {
         let start = Instant::now();
         sh.pty.send(b"\x03");
         sh.prompt();
-        let left = wait_gone(&n, Duration::from_secs(2));
-        kill_all(&left);
-        assert!(left.is_empty(), "Ctrl-C did not end sleep: {left:?}");
-        assert!(start.elapsed() < Duration::from_secs(5));
+        if in_vm() {
+            assert_eq!(
+                sh.sleep_state(),
+                "NONE",
+                "Ctrl-C did not end sleep in the VM"
+            );
+        } else {
+            let left = wait_gone(&n, Duration::from_secs(2));
+            kill_all(&left);
+            assert!(left.is_empty(), "Ctrl-C did not end sleep: {left:?}");
+            assert!(start.elapsed() < Duration::from_secs(5));
+        }
         // The shell itself survived and still works.
         sh.run("echo after-$((2+3))", "after-5");
         sh.line("exit 0");
@@ -724,21 +762,35 @@ fn shell_ctrl_z_suspends_and_job_control_works() {
         sh.pty.send(b"\x1a");
         sh.expect("Stopped");
         sh.prompt();
-        // Really stopped on the host.
-        let state = proc_state(pid);
-        assert!(
-            matches!(state, Some('T')),
-            "sleep is not stopped: state {state:?}"
-        );
+        // Really stopped on the host (in the guest, with the VM backend).
+        if in_vm() {
+            let state = sh.sleep_state();
+            assert!(
+                state.starts_with('T'),
+                "sleep is not stopped: state {state}"
+            );
+        } else {
+            let state = proc_state(pid);
+            assert!(
+                matches!(state, Some('T')),
+                "sleep is not stopped: state {state:?}"
+            );
+        }
         sh.line("jobs");
         sh.expect("Stopped");
         sh.expect(&format!("sleep {n}"));
         sh.prompt();
         sh.line("kill %1");
         sh.prompt();
-        let left = wait_gone(&n, Duration::from_secs(3));
-        kill_all(&left);
-        assert!(left.is_empty(), "kill %1 did not end the job: {left:?}");
+        if in_vm() {
+            // bash reaps the killed job at its next prompt.
+            sh.run("true", "");
+            assert_eq!(sh.sleep_state(), "NONE", "kill %1 did not end the job");
+        } else {
+            let left = wait_gone(&n, Duration::from_secs(3));
+            kill_all(&left);
+            assert!(left.is_empty(), "kill %1 did not end the job: {left:?}");
+        }
         // bash's job table can lag the kill (the job, already a zombie, is still
         // listed as stopped, even to `wait`); bash then refuses the first exit
         // with "There are stopped jobs" and leaves on a second, as it tells users.
@@ -761,6 +813,14 @@ fn shell_ends_when_its_terminal_goes_away() {
     for_each_user("shell_ends_when_its_terminal_goes_away", |fx| {
         let mut sh = Shell::start(fx);
         let (n, _) = sh.start_sleep();
+        // With the VM backend the shell's processes are the guest's: they end
+        // with QEMU.
+        let qemu = if in_vm() {
+            crate::vm_backend::qemu_below(sh.child.id())
+        } else {
+            Vec::new()
+        };
+        assert!(!in_vm() || !qemu.is_empty(), "no QEMU below cordon shell");
         // Close the terminal, as when its window is closed: the kernel hangs it up.
         let master = std::mem::replace(
             &mut sh.pty.master,
@@ -778,7 +838,18 @@ fn shell_ends_when_its_terminal_goes_away() {
             std::thread::sleep(Duration::from_millis(20));
         };
         assert!(status.is_some(), "cordon shell outlived its terminal");
-        let left = wait_gone(&n, Duration::from_secs(3));
+        let mut left = wait_gone(&n, Duration::from_secs(3));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while qemu
+            .iter()
+            .any(|p| proc_state(*p).is_some_and(|s| s != 'Z'))
+        {
+            if Instant::now() > deadline {
+                left.extend(qemu.iter().map(|p| (*p, vec!["qemu".to_string()])));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         kill_all(&left);
         assert!(
             left.is_empty(),
