@@ -13,8 +13,9 @@ pub struct Entry {
     pub path: PathBuf,
     pub bytes: u64,
     /// What it is: `kernel` (a vmlinux), `initramfs`, `template` (a snapshot),
-    /// or `leftover` (the temporary file of an assembly or a template that was
-    /// cut off).
+    /// `memo` (the boot files of some inputs, by their identities), or
+    /// `leftover` (the temporary file of an assembly or a template that was cut
+    /// off).
     pub kind: &'static str,
     /// The current image (or its QEMU, for a template) uses it.
     pub current: bool,
@@ -31,11 +32,11 @@ pub struct Current<'a> {
 impl Current<'_> {
     fn uses(&self, path: &Path) -> bool {
         let name = path.file_name().map(|n| n.to_string_lossy());
-        self.image
-            .is_some_and(|i| i.vmlinux == path || i.initramfs == path)
-            || self
-                .templates
-                .is_some_and(|prefix| name.is_some_and(|n| n.starts_with(prefix)))
+        self.image.is_some_and(|i| {
+            i.vmlinux == path || i.initramfs == path || i.memo.as_deref() == Some(path)
+        }) || self
+            .templates
+            .is_some_and(|prefix| name.is_some_and(|n| n.starts_with(prefix)))
     }
 }
 
@@ -97,6 +98,8 @@ fn kind_of(name: &str) -> Option<&'static str> {
         Some("initramfs")
     } else if name.starts_with("template-") && name.ends_with(".snap") {
         Some("template")
+    } else if name.starts_with("inputs-") {
+        Some("memo")
     } else {
         None
     }
@@ -120,6 +123,8 @@ mod tests {
             "template-t1-bb.snap",
             "template-t0-aa.snap",
             ".template-t1-cc.snap.tmp-3-0",
+            "inputs-aa",
+            "inputs-bb",
             "notes.txt",
         ] {
             std::fs::write(at(name), name).unwrap();
@@ -130,14 +135,15 @@ mod tests {
             modules: Vec::new(),
             vmlinux_cached: true,
             initramfs_cached: true,
+            memo: Some(at("inputs-aa")),
         };
         let keep = Current {
             image: Some(&keep),
             templates: Some("template-t1-"),
         };
         let listed = entries(dir.path(), keep).unwrap();
-        assert_eq!(listed.len(), 9, "{listed:?}");
-        assert_eq!(listed.iter().filter(|e| e.current).count(), 4);
+        assert_eq!(listed.len(), 11, "{listed:?}");
+        assert_eq!(listed.iter().filter(|e| e.current).count(), 5);
         let removed: Vec<_> = prune(dir.path(), keep)
             .unwrap()
             .into_iter()
@@ -149,6 +155,7 @@ mod tests {
                 at(".template-t1-cc.snap.tmp-3-0"),
                 at(".vmlinux-cc.tmp-12-0"),
                 at("initramfs-bb.cpio"),
+                at("inputs-bb"),
                 at("template-t0-aa.snap"),
                 at("vmlinux-bb")
             ]
@@ -158,6 +165,7 @@ mod tests {
             "initramfs-aa.cpio",
             "template-t1-aa.snap",
             "template-t1-bb.snap",
+            "inputs-aa",
             "notes.txt",
         ] {
             assert!(at(kept).exists(), "{kept}");
