@@ -759,8 +759,15 @@ fn vm_setup_makes_the_boot_files_and_prunes_the_others() {
             );
         }
 
+        // The boot files, the template and the memo that names the boot files
+        // by their inputs' identities.
         let out = cordon_vm("status");
-        assert_eq!(out.stdout_str().matches("in use").count(), files, "{out}");
+        assert_eq!(
+            out.stdout_str().matches("in use").count(),
+            files + 1,
+            "{out}"
+        );
+        assert_eq!(out.stdout_str().matches("in use  memo").count(), 1, "{out}");
         assert!(!out.stdout_str().contains(" old "), "{out}");
         let out = cordon_vm("setup");
         assert_eq!(
