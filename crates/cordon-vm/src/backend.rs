@@ -303,7 +303,7 @@ impl Session for VmSession<'_> {
         let kernel = self.policy.vm_kernel.as_ref().map(|k| k.value.as_path());
         let spec = image::session_spec(kernel)?;
         let progress = FirstRun(self.backend.progress.clone());
-        let image = match image::cached(&spec)? {
+        let image = match image::find(&spec)? {
             Some(image) => image,
             None => {
                 // Made first: the snapshot probe keeps QEMU's version there.

@@ -222,20 +222,40 @@ pub fn session_spec(kernel: Option<&Path>) -> Result<Spec, ImageError> {
 
 /// Assembles (or finds in the cache) the vmlinux and the initramfs of `spec`.
 pub fn assemble(spec: &Spec) -> Result<Image, ImageError> {
-    find_or_make(spec, true)?
+    find_or_make(spec, Lookup::Make)?
         .ok_or_else(|| ImageError::Extra("the boot files were not made".into()))
 }
 
 /// The vmlinux and the initramfs of `spec` if the cache holds both, else `None`:
 /// nothing is made or written (the inputs are read to find their names).
 pub fn cached(spec: &Spec) -> Result<Option<Image>, ImageError> {
-    find_or_make(spec, false)
+    find_or_make(spec, Lookup::Look)
+}
+
+/// The vmlinux and the initramfs of `spec` if the cache holds both, else
+/// `None`: nothing is made, but the memo of the inputs is written when they
+/// were found by their contents (a session's lookup, so that the next one
+/// need not hash them again).
+pub fn find(spec: &Spec) -> Result<Option<Image>, ImageError> {
+    find_or_make(spec, Lookup::Find)
+}
+
+/// How far [`find_or_make`] goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    /// Writes nothing (`cordon vm status`).
+    Look,
+    /// Writes the memo of what it found.
+    Find,
+    /// Makes what is missing, and writes the memo.
+    Make,
 }
 
 /// The boot files of `spec`: found by the memo of its inputs' identities when
 /// one names files the cache holds (nothing read), else by the hashes of the
 /// inputs' contents, made where missing when `make` (else `None` then).
-fn find_or_make(spec: &Spec, make: bool) -> Result<Option<Image>, ImageError> {
+fn find_or_make(spec: &Spec, lookup: Lookup) -> Result<Option<Image>, ImageError> {
+    let make = lookup == Lookup::Make;
     if !make && !spec.cache.is_dir() {
         return Ok(None);
     }
@@ -244,9 +264,9 @@ fn find_or_make(spec: &Spec, make: bool) -> Result<Option<Image>, ImageError> {
         return Ok(Some(image));
     }
     let image = hash_or_make(spec, make)?;
-    // Only when making (a look, `cordon vm status`, writes nothing); only a
-    // later run's shortcut: a memo not written costs that run the hashing.
-    if let (true, Some(image), Some(memo)) = (make, &image, &memo) {
+    // Not for a look (`cordon vm status` writes nothing); only a later run's
+    // shortcut: a memo not written costs that run the hashing.
+    if let (true, Some(image), Some(memo)) = (lookup != Lookup::Look, &image, &memo) {
         if write_memo(memo, image).is_ok() {
             return Ok(Some(Image {
                 memo: Some(memo.clone()),

@@ -1790,16 +1790,7 @@ fn sigkill_of_cordon_kills_the_vm() {
         }
         let _ = child.kill();
         let _ = child.wait();
-        let gone = |p: &u32| proc_state(*p).is_none_or(|s| s == 'Z');
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !qemu.iter().all(gone) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let left: Vec<(u32, Vec<String>)> = (qemu.iter().copied())
-            .filter(|p| !gone(p))
-            .map(|p| (p, Vec::new()))
-            .collect();
-        kill_all(&left);
+        let left = crate::vm_backend::qemu_left_after(&qemu, Duration::from_secs(10));
         assert!(
             left.is_empty(),
             "QEMU outlived SIGKILLed cordon for 10 s: {left:?}"

@@ -839,17 +839,8 @@ fn shell_ends_when_its_terminal_goes_away() {
         };
         assert!(status.is_some(), "cordon shell outlived its terminal");
         let mut left = wait_gone(&n, Duration::from_secs(3));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while qemu
-            .iter()
-            .any(|p| proc_state(*p).is_some_and(|s| s != 'Z'))
-        {
-            if Instant::now() > deadline {
-                left.extend(qemu.iter().map(|p| (*p, vec!["qemu".to_string()])));
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let qemu_left = crate::vm_backend::qemu_left_after(&qemu, Duration::from_secs(10));
+        left.extend(qemu_left.into_iter().map(|p| (p, vec!["qemu".to_string()])));
         kill_all(&left);
         assert!(
             left.is_empty(),

@@ -566,6 +566,24 @@ fn a_network_is_refused_not_left_open() {
     });
 }
 
+/// Which of the QEMU processes `qemu` are still there (not gone or a zombie)
+/// after waiting `within` for them to end; those are killed (SIGKILL), so that
+/// a failure leaks nothing into other tests.
+pub(crate) fn qemu_left_after(qemu: &[u32], within: Duration) -> Vec<u32> {
+    let gone = |p: &u32| proc_state(*p).is_none_or(|s| s == 'Z');
+    let deadline = Instant::now() + within;
+    while !qemu.iter().all(gone) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left: Vec<u32> = qemu.iter().copied().filter(|p| !gone(p)).collect();
+    for p in &left {
+        if let Some(pid) = rustix::process::Pid::from_raw(*p as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+    left
+}
+
 /// The pids of `pid`'s descendants whose program is QEMU running a VM (not the
 /// `qemu-system-x86_64 --version` of the accelerator's probe).
 pub(crate) fn qemu_below(pid: u32) -> Vec<u32> {
@@ -662,17 +680,7 @@ fn sigkill_of_cordon_leaves_no_qemu() {
         }
         cordon.kill().unwrap();
         cordon.wait().unwrap();
-        let gone = |p: &u32| proc_state(*p).is_none_or(|s| s == 'Z');
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !qemu.iter().all(gone) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let left: Vec<u32> = qemu.iter().copied().filter(|p| !gone(p)).collect();
-        for p in &left {
-            if let Some(pid) = rustix::process::Pid::from_raw(*p as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
-        }
+        let left = qemu_left_after(&qemu, Duration::from_secs(10));
         assert!(left.is_empty(), "QEMU {left:?} outlived SIGKILLed cordon");
     });
 }

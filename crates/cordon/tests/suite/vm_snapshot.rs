@@ -7,7 +7,7 @@
 //! kernel, or (where snapshots are what is tested) QEMU ≥ 8.2.
 
 use crate::common;
-use crate::vm_backend::{missing, qemu_below, vm_cmd};
+use crate::vm_backend::{missing, qemu_below, qemu_left_after, vm_cmd};
 
 use common::*;
 use std::fs;
@@ -234,17 +234,7 @@ fn sigkill_during_restore_leaves_no_qemu() {
         cordon.kill().unwrap();
         let command_ran = started.exists();
         cordon.wait().unwrap();
-        let gone = |p: &u32| proc_state(*p).is_none_or(|s| s == 'Z');
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !qemu.iter().all(gone) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let left: Vec<u32> = qemu.iter().copied().filter(|p| !gone(p)).collect();
-        for p in &left {
-            if let Some(pid) = rustix::process::Pid::from_raw(*p as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
-        }
+        let left = qemu_left_after(&qemu, Duration::from_secs(10));
         assert!(left.is_empty(), "QEMU {left:?} outlived SIGKILLed cordon");
         assert!(
             !command_ran,
