@@ -34,7 +34,7 @@ pub use launch::{
     ServeControl, ServeEgress, Terminal,
 };
 pub use layers::{Layer, Layers, Namespace};
-pub use limits::{Assessment, Hold, LimitKind, LimitsAssessment};
+pub use limits::{Assessment, Hold, LimitKind, LimitsAssessment, out_of_memory};
 
 use cordon_policy::Policy;
 

@@ -118,6 +118,17 @@ impl LimitsAssessment {
     }
 }
 
+/// What to say when the kernel killed `kills` processes of a sandbox for its
+/// memory limit (`flag`: `--memory 64M`): the command (or one of its
+/// processes) died of the limit, not of a bug of its own.
+pub fn out_of_memory(flag: &str, kills: u64) -> String {
+    format!(
+        "the sandbox reached its memory limit ({flag}): the kernel killed {kills} process{} in it \
+         (raise the limit to give it more)",
+        if kills == 1 { "" } else { "es" }
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -127,6 +127,10 @@ pub struct ViewServer {
     pub fds: Vec<OwnedFd>,
     /// Names in the host's `/dev` the command gets too (`kvm`).
     pub devices: Vec<&'static str>,
+    /// The most each private tmpfs of the view (`/tmp`, a hidden home) may
+    /// hold, in bytes: what the server's guest writes there is the host's
+    /// memory, outside the guest's own limit.
+    pub scratch_size: Option<u64>,
     /// Called once, before the command starts, with the environment a command
     /// of this policy gets.
     pub environment: TakeEnvironment,
@@ -241,6 +245,7 @@ impl Session for OsSession<'_> {
             mechanics.pass_fds.extend(server.fds);
             mechanics.server = Some(crate::launch::Server {
                 devices: server.devices,
+                scratch_size: server.scratch_size,
                 environment: server.environment,
                 stop: server.stop,
                 signal: server.signal,

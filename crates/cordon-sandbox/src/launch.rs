@@ -52,6 +52,7 @@ pub(crate) struct Additions {
 /// descriptors are in [`Additions::pass_fds`]).
 pub(crate) struct Server {
     pub devices: Vec<&'static str>,
+    pub scratch_size: Option<u64>,
     pub environment: crate::backend::TakeEnvironment,
     pub stop: crate::backend::Stop,
     pub signal: crate::backend::ForwardSignal,
@@ -161,6 +162,7 @@ impl Prepared {
             (server.environment)(std::mem::take(&mut env));
             view.served = true;
             view.devices = server.devices;
+            view.tmpfs_size = server.scratch_size.or(view.tmpfs_size);
             forward = Some(server.signal);
         }
         let path_dirs = env
@@ -400,11 +402,9 @@ fn out_of_memory(
     memory_flag: Option<&str>,
 ) -> Option<String> {
     let kills = cgroup?.oom_kills().filter(|&n| n > 0)?;
-    Some(format!(
-        "the sandbox reached its memory limit ({}): the kernel killed {kills} process{} in it \
-         (raise the limit to give it more)",
+    Some(cordon_backend::out_of_memory(
         memory_flag.unwrap_or("--memory"),
-        if kills == 1 { "" } else { "es" }
+        kills,
     ))
 }
 

@@ -53,6 +53,7 @@ fn run(
             &prepared.writable,
             crate::view::writable_dev(&prepared.view),
             prepared.exec_fd.as_ref().map(|fd| fd.as_fd()),
+            &prepared.pass_fds,
         )?)
     } else {
         None

@@ -288,9 +288,14 @@ impl Fixture {
             let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
             if !made.contains(&self.user.label()) {
                 fs::create_dir_all(shared.join("cache")).unwrap();
+                fs::create_dir_all(shared.join("home")).unwrap();
                 self.chown_tree(&shared);
+                // `vm setup` runs a session of the user's defaults, which makes
+                // the managed caches' mount points in its home: a home of its
+                // own keeps this fixture's home as its test expects it.
                 let mut cmd = self.cordon_cmd(&["vm", "setup"]);
                 cmd.env("XDG_CACHE_HOME", shared.join("cache"));
+                cmd.env("HOME", shared.join("home"));
                 let out = run_cmd(cmd, None, std::time::Duration::from_secs(300));
                 out.assert_success();
                 made.push(self.user.label());

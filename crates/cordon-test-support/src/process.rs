@@ -145,6 +145,12 @@ fn spawn_reader<R: Read + Send + 'static>(mut r: R) -> mpsc::Receiver<Vec<u8>> {
     rx
 }
 
+/// Whether the suites run against the VM backend (`CORDON_TEST_BACKEND=vm`),
+/// whose sandbox's processes are the guest's, not the host's.
+pub fn in_vm() -> bool {
+    std::env::var("CORDON_TEST_BACKEND").as_deref() == Ok("vm")
+}
+
 /// How many times longer a command may take under the backend the suites run
 /// against (`$CORDON_TEST_BACKEND`): a VM guest under TCG (emulated CPU) starts a
 /// process 20-100 times slower than the host does, and a test script that starts a

@@ -225,7 +225,7 @@ fn mount_basics() -> io::Result<()> {
 /// harmless devices, `/dev/pts` and a writable `/dev/shm`. The command cannot
 /// undo them: it runs without capabilities (see [`confine_command`]).
 fn mount_command_basics(root: &str) -> io::Result<()> {
-    use cordon_sandbox::view::build::{DEVICES, PROC_READ_ONLY};
+    use cordon_sandbox::view::build::{DEVICES, PROC_MASKED, PROC_READ_ONLY, SYS_MASKED};
     use rustix::mount::MountFlags;
     let plain = MountFlags::NOSUID | MountFlags::NOEXEC;
     let proc = format!("{root}/proc");
@@ -248,6 +248,14 @@ fn mount_command_basics(root: &str) -> io::Result<()> {
     let sys = format!("{root}/sys");
     let read_only = plain | MountFlags::NODEV | MountFlags::RDONLY;
     mount("sysfs", &sys, "sysfs", read_only, "")?;
+    // The entries the OS backend masks: the guest's hardware and timers are
+    // the guest kernel's, but they take writes (`acpi`, `scsi`) or show the
+    // agent's work (`timer_list`, `sched_debug`), and one policy hides them.
+    let proc_masked = PROC_MASKED.iter().map(|e| format!("{proc}/{e}"));
+    let sys_masked = SYS_MASKED.iter().map(|p| format!("{root}{p}"));
+    for path in proc_masked.chain(sys_masked) {
+        mask(&path)?;
+    }
     let dev = format!("{root}/dev");
     mount("tmpfs", &dev, "tmpfs", plain, "mode=0755,size=64k")?;
     for name in DEVICES {
@@ -291,11 +299,43 @@ fn mount_command_basics(root: &str) -> io::Result<()> {
         .map_err(|e| io::Error::other(format!("making {dev} read-only: {e}")))
 }
 
+/// An empty file of the agent's own root, bound read-only over each masked
+/// file (the share's root hides the agent's once the command runs).
+const EMPTY_FILE: &str = "/.cordon-empty";
+
+/// Covers `path`, if it exists, with something empty and read-only: a
+/// read-only tmpfs over a directory, [`EMPTY_FILE`] over a file.
+fn mask(path: &str) -> io::Result<()> {
+    use rustix::mount::MountFlags;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(()); // not on this kernel
+    };
+    let fail = |e| io::Error::other(format!("masking {path}: {e}"));
+    if meta.is_dir() {
+        let flags =
+            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+        return rustix::mount::mount("tmpfs", path, "tmpfs", flags, c"mode=0555,size=4k")
+            .map_err(fail);
+    }
+    if !Path::new(EMPTY_FILE).exists() {
+        std::fs::File::create(EMPTY_FILE)
+            .map_err(|e| io::Error::other(format!("making {EMPTY_FILE}: {e}")))?;
+    }
+    rustix::mount::mount_bind(EMPTY_FILE, path).map_err(fail)?;
+    read_only_remount(path)
+}
+
 /// Makes `path` a read-only bind mount of itself.
 fn read_only_bind(path: &str) -> io::Result<()> {
+    rustix::mount::mount_bind(path, path)
+        .map_err(|e| io::Error::other(format!("making {path} read-only: {e}")))?;
+    read_only_remount(path)
+}
+
+/// Makes the bind mount at `path` read-only (and nosuid, nodev, noexec).
+fn read_only_remount(path: &str) -> io::Result<()> {
     use rustix::mount::MountFlags;
     let fail = |e| io::Error::other(format!("making {path} read-only: {e}"));
-    rustix::mount::mount_bind(path, path).map_err(fail)?;
     let flags = MountFlags::BIND
         | MountFlags::RDONLY
         | MountFlags::NOSUID
@@ -562,13 +602,17 @@ struct Request {
 }
 
 /// The guest's cgroup v2 hierarchy, held by a descriptor of its root: a
-/// command with a process limit gets a cgroup of its own below it (the
-/// guest's processes are the guest kernel's to count, not the host's).
-struct Cgroups(OwnedFd);
+/// command with a process or memory limit gets a cgroup of its own below it
+/// (the guest's processes and memory are the guest kernel's to count, not
+/// the host's). `memory`: whether the memory controller is enabled.
+struct Cgroups {
+    root: OwnedFd,
+    memory: bool,
+}
 
 impl Cgroups {
     /// Mounts cgroup2 at `/sys/fs/cgroup` (the agent's own `/sys`) and enables
-    /// the pids controller below its root.
+    /// the pids and memory controllers below its root.
     fn mount() -> io::Result<Cgroups> {
         use rustix::fs::{Mode, OFlags};
         use rustix::mount::MountFlags;
@@ -581,31 +625,51 @@ impl Cgroups {
             Mode::empty(),
         )?;
         write_file_at(&root, "cgroup.subtree_control", b"+pids")?;
-        Ok(Cgroups(root))
+        // A kernel without it refuses commands with a memory limit.
+        let memory = write_file_at(&root, "cgroup.subtree_control", b"+memory").is_ok();
+        Ok(Cgroups { root, memory })
     }
 
-    /// A cgroup of its own for command `id`, of at most `max` processes and
-    /// threads; the command joins it between fork and exec (see
-    /// [`CommandCgroup::procs`]).
-    fn limit(self: &Arc<Self>, id: u32, max: u64) -> io::Result<CommandCgroup> {
+    /// A cgroup of its own for command `id`, of at most `pids` processes and
+    /// threads and `memory` bytes (no swap); the command joins it between
+    /// fork and exec (see [`CommandCgroup::procs`]).
+    fn limit(
+        self: &Arc<Self>,
+        id: u32,
+        pids: Option<u64>,
+        memory: Option<u64>,
+    ) -> io::Result<CommandCgroup> {
         use rustix::fs::{Mode, OFlags};
+        if memory.is_some() && !self.memory {
+            return Err(io::Error::other(
+                "the guest kernel has no memory controller to hold the memory limit (--memory)",
+            ));
+        }
         let name = format!("command-{id}");
-        match rustix::fs::mkdirat(&self.0, name.as_str(), Mode::from_raw_mode(0o755)) {
+        match rustix::fs::mkdirat(&self.root, name.as_str(), Mode::from_raw_mode(0o755)) {
             Ok(()) | Err(rustix::io::Errno::EXIST) => {}
             Err(e) => return Err(io::Error::other(format!("making its cgroup: {e}"))),
         }
-        let mut group = CommandCgroup {
-            cgroups: self.clone(),
-            name,
-            procs: None,
-        };
         let dir = rustix::fs::openat(
-            &self.0,
-            group.name.as_str(),
+            &self.root,
+            name.as_str(),
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        write_file_at(&dir, "pids.max", max.to_string().as_bytes())?;
+        let mut group = CommandCgroup {
+            cgroups: self.clone(),
+            name,
+            dir: dir.try_clone()?,
+            procs: None,
+        };
+        if let Some(max) = pids {
+            write_file_at(&dir, "pids.max", max.to_string().as_bytes())?;
+        }
+        if let Some(max) = memory {
+            write_file_at(&dir, "memory.max", max.to_string().as_bytes())?;
+            // Absent without swap support, and then there is none to use.
+            let _ = write_file_at(&dir, "memory.swap.max", b"0");
+        }
         group.procs = Some(rustix::fs::openat(
             &dir,
             "cgroup.procs",
@@ -621,6 +685,8 @@ impl Cgroups {
 struct CommandCgroup {
     cgroups: Arc<Cgroups>,
     name: String,
+    /// The cgroup's directory.
+    dir: OwnedFd,
     /// Its `cgroup.procs`, opened by the agent: writing `0` to it moves the
     /// writer in, which the command does after std's setuid (cgroup v2 checks
     /// the opener's credentials).
@@ -631,10 +697,32 @@ impl Drop for CommandCgroup {
     fn drop(&mut self) {
         self.procs = None;
         let _ = rustix::fs::unlinkat(
-            &self.cgroups.0,
+            &self.cgroups.root,
             self.name.as_str(),
             rustix::fs::AtFlags::REMOVEDIR,
         );
+    }
+}
+
+impl CommandCgroup {
+    /// How many of its processes the kernel killed for its memory limit
+    /// (`oom_kill` of `memory.events`; 0 without the memory controller).
+    fn oom_kills(&self) -> u32 {
+        use rustix::fs::{Mode, OFlags};
+        let Ok(file) = rustix::fs::openat(
+            &self.dir,
+            "memory.events",
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
+            return 0;
+        };
+        let mut text = String::new();
+        let _ = File::from(file).read_to_string(&mut text);
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
     }
 }
 
@@ -806,11 +894,12 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
         command.uid(uid).gid(gid);
     }
     if let Some(confine) = confine {
-        let cgroup = match (confine.pids, &cgroups) {
-            (None, _) => Ok(None),
-            (Some(max), Some(cgroups)) => cgroups.limit(id, max).map(Some),
-            (Some(_), None) => Err(io::Error::other(
-                "the guest has no cgroup hierarchy to hold the process limit (--pids)",
+        let limited = confine.pids.is_some() || confine.memory.is_some();
+        let cgroup = match &cgroups {
+            _ if !limited => Ok(None),
+            Some(cgroups) => cgroups.limit(id, confine.pids, confine.memory).map(Some),
+            None => Err(io::Error::other(
+                "the guest has no cgroup hierarchy to hold the limits (--pids, --memory)",
             )),
         };
         let confined = cgroup.and_then(|cgroup| {
@@ -902,7 +991,12 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
     // No signal for it after its end: its pid may be another process's soon.
     reaper.forget(id);
     let status = reaper.wait(pid as i32);
-    send(Message::Exited { id, status });
+    let oom_kills = _cgroup.as_ref().map_or(0, CommandCgroup::oom_kills);
+    send(Message::Exited {
+        id,
+        status,
+        oom_kills,
+    });
 }
 
 /// A stream for `command` at its descriptor `fd` (one end of a socket pair,

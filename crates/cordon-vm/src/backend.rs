@@ -116,9 +116,12 @@ impl Backend for VmBackend {
         Layers(layers)
     }
 
-    /// Memory and CPUs hold on QEMU's sandbox, as the OS backend holds them
-    /// (the guest's are inside); processes are counted in the guest, by a
-    /// cgroup of its own (QEMU's sandbox does not see the guest's processes).
+    /// CPUs hold on QEMU's sandbox, as the OS backend holds them (the guest's
+    /// are inside); processes and memory are counted in the guest, by a
+    /// cgroup of its own (QEMU's sandbox does not see the guest's processes,
+    /// and holds all of the guest's memory), and QEMU's sandbox holds the
+    /// guest, QEMU and the guest's `/tmp` (see [`qemu_memory`]): where the
+    /// host cannot hold that, the memory limit does not hold either.
     fn assess_limits(&self, policy: &Policy) -> LimitsAssessment {
         let mut assessed = self.os.assess_limits(policy);
         assessed.mechanism = format!(
@@ -126,13 +129,23 @@ impl Backend for VmBackend {
             assessed.mechanism
         );
         for limit in &mut assessed.limits {
-            if limit.limit == cordon_backend::LimitKind::Pids {
-                limit.hold = cordon_backend::Hold::Enforced {
-                    how:
-                        "pids.max of a cgroup v2 in the guest: the command's processes and threads"
-                            .into(),
-                };
-            }
+            let how = match (limit.limit, &limit.hold) {
+                (cordon_backend::LimitKind::Pids, _) => {
+                    "pids.max of a cgroup v2 in the guest: the command's processes and threads"
+                        .to_string()
+                }
+                (
+                    cordon_backend::LimitKind::Memory,
+                    cordon_backend::Hold::Enforced { how: host },
+                ) => format!(
+                    "memory.max of a cgroup v2 in the guest: what the command's processes \
+                     allocate, /dev/shm and memfds included; on the host, QEMU's sandbox \
+                     ({host}) holds the guest's memory, QEMU's own and the guest's /tmp, \
+                     which is no larger than the limit"
+                ),
+                _ => continue,
+            };
+            limit.hold = cordon_backend::Hold::Enforced { how };
         }
         assessed
     }
@@ -150,7 +163,6 @@ impl Backend for VmBackend {
                 origin: policy.net.origin.to_string(),
             });
         }
-        check_memory(policy)?;
         Ok(VmSession {
             backend: self,
             policy,
@@ -162,27 +174,20 @@ impl Backend for VmBackend {
 }
 
 /// What QEMU's sandbox holds beyond the guest's memory: QEMU itself (about
-/// 11 MiB resident after boot, a 64 MiB translation cache under TCG) and the
-/// sandbox's private tmpfs mounts.
+/// 11 MiB resident after boot, a 64 MiB translation cache under TCG).
 const QEMU_OVERHEAD: u64 = 128 << 20;
 
-/// `--memory` limits QEMU's sandbox, which holds the guest's memory: one below
-/// the VM's memory plus QEMU's own is refused before anything runs, rather
-/// than QEMU killed once the guest uses its memory.
-fn check_memory(policy: &Policy) -> Result<(), VmError> {
-    let vm = &policy.vm.memory;
-    match &policy.limits.memory {
-        Some(limit) if limit.value < vm.value.saturating_add(QEMU_OVERHEAD) => {
-            Err(VmError::MemoryBelowVm {
-                limit_mib: limit.value >> 20,
-                limit_origin: format!("set by {}", limit.origin),
-                vm_mib: vm.value >> 20,
-                vm_origin: format!("set by {}", vm.origin),
-                overhead_mib: QEMU_OVERHEAD >> 20,
-            })
-        }
-        _ => Ok(()),
-    }
+/// The memory limit of QEMU's sandbox under a `--memory` of `limit`: the
+/// command's limit holds in the guest (see [`Confine::memory`]); on the host
+/// QEMU holds the guest's memory and its own, and the view's private tmpfs
+/// mounts (the guest's `/tmp`), each no larger than `limit`, are in it too.
+fn qemu_memory(policy: &Policy, limit: u64) -> u64 {
+    policy
+        .vm
+        .memory
+        .value
+        .saturating_add(QEMU_OVERHEAD)
+        .saturating_add(limit)
 }
 
 /// One VM, for one command.
@@ -621,10 +626,17 @@ impl VmSession<'_> {
             cordon_policy::defaults::DEFAULT_PIDS,
             cordon_policy::Origin::Default,
         ));
+        // Memory: the command's limit holds in the guest; QEMU's sandbox
+        // holds the guest, QEMU and the guest's `/tmp` (see `qemu_memory`).
+        let scratch_size = self.policy.limits.memory.as_ref().map(|m| m.value);
+        if let Some(memory) = &mut qemu_policy.limits.memory {
+            memory.value = qemu_memory(self.policy, memory.value);
+        }
         let mut os = self.backend.os.start(&qemu_policy, self.degraded)?;
         let servers = vm.services.servers.clone();
         os.serve_view(ViewServer {
             fds,
+            scratch_size,
             devices: if vm.accel.kvm {
                 vec!["kvm"]
             } else {
@@ -679,9 +691,13 @@ impl VmSession<'_> {
                 status: 128 + interrupted,
                 message: None,
             }),
-            Ok(status) => Ok(Outcome::Exited {
+            Ok((status, oom_kills)) => Ok(Outcome::Exited {
                 status: status.shell_code(),
-                message: None,
+                message: (oom_kills > 0).then(|| {
+                    let limits = self.backend.assess_limits(self.policy);
+                    let flag = limits.for_setting("memory").map(|a| a.flag.as_str());
+                    cordon_backend::out_of_memory(flag.unwrap_or("--memory"), oom_kills.into())
+                }),
             }),
             Err(VmError::ExecFailed { status, error }) => Ok(Outcome::Exited {
                 status,
@@ -759,7 +775,7 @@ struct Host {
 impl Host {
     /// Waits for the agent, runs the command with its output on this process's
     /// stdout and stderr, then powers the VM off (or kills QEMU's sandbox).
-    fn run(self) -> Result<Status, VmError> {
+    fn run(self) -> Result<(Status, u32), VmError> {
         let Host {
             network,
             control,
@@ -912,12 +928,13 @@ impl Host {
             );
         }
         let usable = matches!(result, Ok(_) | Err(VmError::ExecFailed { .. }));
+        let oom_kills = channel.oom_kills();
         // The guest syncs its file system and powers off; QEMU's sandbox is
         // killed if it does not, or if the guest broke the protocol.
         if !usable || !channel.close(POWER_OFF_WAIT) {
             stop.stop();
         }
-        result
+        result.map(|status| (status, oom_kills))
     }
 }
 
@@ -940,6 +957,7 @@ fn command_confinement(policy: &Policy) -> Option<Confine> {
         nested_userns: policy.switches.nested_userns.value,
         unix_sockets: policy.switches.unix_sockets.value,
         pids: policy.limits.pids.as_ref().map(|p| p.value),
+        memory: policy.limits.memory.as_ref().map(|m| m.value),
     })
 }
 

@@ -228,6 +228,7 @@ mod tests {
         let exited = Frame::Message(Message::Exited {
             id: 1,
             status: crate::Status::Code(0),
+            oom_kills: 0,
         });
         assert_eq!(net.handle(exited.clone()), Ok(Some(exited)));
     }

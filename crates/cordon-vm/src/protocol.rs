@@ -108,7 +108,14 @@ pub enum Message {
     Failed { id: u32, error: String, status: i32 },
     /// Guest → host: the command of request `id` ended; every output chunk of it
     /// was sent before.
-    Exited { id: u32, status: Status },
+    /// `oom_kills`: the processes of its cgroup the guest kernel killed for
+    /// its memory limit (see [`Confine::memory`]), for the host to say so.
+    Exited {
+        id: u32,
+        status: Status,
+        #[serde(default)]
+        oom_kills: u32,
+    },
     /// Host → guest, once, before any `Exec`, in a VM restored from a template
     /// snapshot (or booted to make one): every clone shares the template's
     /// random state and clock, so the agent credits `seed` (hex, fresh host
@@ -176,6 +183,11 @@ pub struct Confine {
     /// processes are not QEMU's: the host's limit cannot count them).
     #[serde(default)]
     pub pids: Option<u64>,
+    /// The policy's memory limit (`--memory`), in bytes: that cgroup's
+    /// `memory.max` (and no swap). It counts what the command's processes
+    /// allocate in the guest, its tmpfs `/dev/shm` and memfds included.
+    #[serde(default)]
+    pub memory: Option<u64>,
 }
 
 /// A terminal's size, in character cells.
@@ -390,6 +402,7 @@ mod tests {
                 nested_userns: false,
                 unix_sockets: true,
                 pids: Some(64),
+                memory: Some(64 << 20),
             }),
         };
         write_message(&mut buf, &exec).unwrap();
@@ -399,6 +412,7 @@ mod tests {
         let exited = Message::Exited {
             id: 7,
             status: Status::Signal(9),
+            oom_kills: 2,
         };
         write_message(&mut buf, &exited).unwrap();
         let mut r = reader(&buf);

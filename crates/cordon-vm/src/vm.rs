@@ -135,18 +135,6 @@ pub enum VmError {
     #[error("the vm backend does not do {0} yet; use --backend os")]
     Unsupported(String),
     #[error(
-        "--memory {limit_mib}M ({limit_origin}) cannot hold the VM's memory, {vm_mib}M \
-         ({vm_origin}), and QEMU's own {overhead_mib}M: QEMU, which holds the guest's memory, \
-         would be killed once the guest used it; raise --memory or lower --vm-memory"
-    )]
-    MemoryBelowVm {
-        limit_mib: u64,
-        limit_origin: String,
-        vm_mib: u64,
-        vm_origin: String,
-        overhead_mib: u64,
-    },
-    #[error(
         "the vm backend has no --net {mode} (set by {origin}): the guest's only way out is \
          the egress broker, never an unfiltered network device; use --net allowlist with \
          --allow-domain, or --backend os"
@@ -540,6 +528,9 @@ pub struct Channel {
     net: Option<HostNet>,
     /// The descriptor of the next command's control stream, if it has one.
     control_fd: Option<i32>,
+    /// How many processes of the last command the guest killed for its
+    /// memory limit.
+    oom_kills: u32,
 }
 
 /// The channel's writing end, shared: requests go out through it, and signals
@@ -602,7 +593,14 @@ impl Channel {
             broken: false,
             net: None,
             control_fd: None,
+            oom_kills: 0,
         })
+    }
+
+    /// How many processes of the last command the guest kernel killed for
+    /// its memory limit (0 for a command without one).
+    pub fn oom_kills(&self) -> u32 {
+        self.oom_kills
     }
 
     /// Who sends signals to the command of the request that is open.
@@ -775,6 +773,8 @@ impl Channel {
             control_fd: self.control_fd.take(),
         };
         let result = exchange(channel, id, request, streams);
+        self.oom_kills = result.as_ref().map_or(0, |&(_, kills)| kills);
+        let result = result.map(|(status, _)| status);
         // Anything but a command that could not start leaves the stream
         // mid-request, or the guest lying: nothing it says later can be matched
         // to a request with confidence.
@@ -990,7 +990,7 @@ fn exchange<R: Read>(
     id: u32,
     request: &ExecRequest,
     streams: Streams<'_>,
-) -> Result<Status, VmError> {
+) -> Result<(Status, u32), VmError> {
     let Streams {
         stdin,
         stdout,
@@ -1036,7 +1036,8 @@ fn exchange<R: Read>(
     result
 }
 
-/// The guest's frames for request `id`, read until its `Exited`.
+/// The guest's frames for request `id`, read until its `Exited`: its status
+/// and its count of processes killed for the memory limit.
 fn receive<R: Read>(
     reader: &mut FrameReader<R>,
     net: Option<&HostNet>,
@@ -1044,7 +1045,7 @@ fn receive<R: Read>(
     credit: Option<&Credit>,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
-) -> Result<Status, VmError> {
+) -> Result<(Status, u32), VmError> {
     let mut started = false;
     loop {
         let frame = match reader.read_frame() {
@@ -1087,7 +1088,11 @@ fn receive<R: Read>(
                 truncate(&mut error, 4096);
                 return Err(VmError::ExecFailed { status, error });
             }
-            Frame::Message(Message::Exited { id: got, status }) if got == id && started => {
+            Frame::Message(Message::Exited {
+                id: got,
+                status,
+                oom_kills,
+            }) if got == id && started => {
                 let valid = match status {
                     Status::Code(c) => (0..=255).contains(&c),
                     Status::Signal(s) => (1..=64).contains(&s),
@@ -1097,7 +1102,7 @@ fn receive<R: Read>(
                         "an impossible exit status {status:?}"
                     )));
                 }
-                return Ok(status);
+                return Ok((status, oom_kills));
             }
             Frame::Message(Message::StdinAck { id: got }) if got == id => {
                 if !credit.is_some_and(Credit::acknowledged) {
@@ -1237,7 +1242,7 @@ mod tests {
             net: None,
             control_fd: None,
         };
-        let result = exchange(ends, 5, &request(), streams);
+        let result = exchange(ends, 5, &request(), streams).map(|(status, _)| status);
         agent.join().unwrap();
         (result, out, err)
     }
@@ -1263,6 +1268,7 @@ mod tests {
             msg(Message::Exited {
                 id: 5,
                 status: Status::Code(4),
+                oom_kills: 0,
             }),
         ]
         .concat();
@@ -1297,6 +1303,7 @@ mod tests {
                 msg(Message::Exited {
                     id: 1,
                     status: Status::Code(0),
+                    oom_kills: 0,
                 }),
                 false,
             ),
@@ -1335,7 +1342,13 @@ mod tests {
     #[test]
     fn a_lying_guest_is_refused() {
         let started = msg(Message::Started { id: 5, pid: 9 });
-        let exited = |id, status| msg(Message::Exited { id, status });
+        let exited = |id, status| {
+            msg(Message::Exited {
+                id,
+                status,
+                oom_kills: 0,
+            })
+        };
         let cases: Vec<(&str, Vec<u8>)> = vec![
             (
                 "an exit status for another request",

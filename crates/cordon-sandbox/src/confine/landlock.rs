@@ -7,7 +7,7 @@ use landlock::{
     ABI, Access, AccessFs, CompatLevel, Compatible, PathBeneath, Ruleset, RulesetAttr,
     RulesetCreatedAttr, Scope, path_beneath_rules,
 };
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 /// The newest ABI cordon knows; older kernels get what they support.
@@ -56,10 +56,18 @@ pub fn restrict_self(fd: BorrowedFd<'_>) -> std::io::Result<()> {
 /// a file opened outside the view (see `Additions::exec_fd`), may be read and
 /// executed, and nothing else beside it. Writable: `writable`, `/tmp`, `/proc`
 /// and `dev` (`/dev`, or parts of it: `view::writable_dev`).
+///
+/// `inherited` are the descriptors the command inherits: each regular file
+/// among them may be opened again through `/proc/self/fd` with the access it
+/// was opened with (QEMU opens its kernel by that path). Without this rule the
+/// reopening fails wherever the view's root is not the host's (a `--mount`
+/// target the host lacks): Landlock checks the file's path on the host, which
+/// no rule of the view covers.
 pub fn build(
     writable: &[PathBuf],
     dev: Vec<PathBuf>,
     program: Option<BorrowedFd<'_>>,
+    inherited: &[OwnedFd],
 ) -> Result<OwnedFd, SandboxError> {
     let fail = SandboxError::Landlock;
     let mut roots: Vec<PathBuf> = writable.to_vec();
@@ -77,6 +85,14 @@ pub fn build(
         .map_err(fail)?
         .add_rules(path_beneath_rules(roots, AccessFs::from_all(TARGET_ABI)))
         .map_err(fail)?
+        .add_rules(inherited.iter().filter_map(|fd| {
+            let access = inherited_file_access(fd.as_fd())?;
+            Some(Ok::<_, landlock::RulesetError>(PathBeneath::new(
+                fd.as_fd(),
+                access,
+            )))
+        }))
+        .map_err(fail)?
         .add_rules(program.map(|fd| {
             Ok::<_, landlock::RulesetError>(PathBeneath::new(
                 fd,
@@ -85,4 +101,22 @@ pub fn build(
         }))
         .map_err(fail)
         .and_then(|ruleset| Option::<OwnedFd>::from(ruleset).ok_or(SandboxError::LandlockRefused))
+}
+
+/// The access an inherited descriptor gives to its file when opened again: its
+/// own open mode, or `None` if it is not a regular file (a socket, a pipe).
+fn inherited_file_access(fd: BorrowedFd<'_>) -> Option<landlock::BitFlags<AccessFs>> {
+    use rustix::fs::{FileType, OFlags};
+    let stat = rustix::fs::fstat(fd).ok()?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return None;
+    }
+    let flags = rustix::fs::fcntl_getfl(fd).ok()?;
+    Some(if flags.contains(OFlags::RDWR) {
+        AccessFs::ReadFile | AccessFs::WriteFile
+    } else if flags.contains(OFlags::WRONLY) {
+        AccessFs::WriteFile.into()
+    } else {
+        AccessFs::ReadFile.into()
+    })
 }

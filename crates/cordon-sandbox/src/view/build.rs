@@ -94,12 +94,7 @@ fn rustix_err(path: impl AsRef<Path>) -> impl FnOnce(rustix::io::Errno) -> Sandb
 /// placeholder the launcher creates meanwhile; it returns once they exist.
 pub fn enter(plan: &ViewPlan, placeholders_ready: &mut dyn FnMut()) -> Result<(), SandboxError> {
     sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None).map_err(err("/"))?;
-    let root = rfs::open(
-        "/",
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(rustix_err("/"))?;
+    let root = open_root()?;
 
     let sources = clone_sources(root.as_fd(), plan)?;
     let device_names: Vec<&str> = DEVICES.iter().chain(&plan.devices).copied().collect();
@@ -162,13 +157,26 @@ pub fn enter(plan: &ViewPlan, placeholders_ready: &mut dyn FnMut()) -> Result<()
     }
     make_mounts(root.as_fd(), &plan.mounts)?;
     if plan.served {
-        serve_view(root.as_fd(), empty.as_fd())?;
+        // Of the root as it is now: a mount whose target `/` lacks made a new
+        // one (a mirror of `/`, chrooted into), and serving the old would
+        // serve a tree without the mount, at a place the server cannot see.
+        serve_view(open_root()?.as_fd(), empty.as_fd())?;
     }
     // Closing a mount that was never attached tears it down at once (waiting for
     // an RCU grace period); left open, it goes when the supervisor exits, after
     // the command's status is reported.
     std::mem::forget(empty);
     rustix::process::chdir("/").map_err(rustix_err("/"))
+}
+
+/// The process's root directory, as a descriptor the view is built below.
+fn open_root() -> Result<OwnedFd, SandboxError> {
+    rfs::open(
+        "/",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(rustix_err("/"))
 }
 
 /// The policy's mounts. Every source is cloned first, from the view as built so

@@ -16,12 +16,6 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Whether the suite runs against the VM backend (`CORDON_TEST_BACKEND=vm`),
-/// whose sandbox's processes are the guest's, not the host's.
-fn in_vm() -> bool {
-    std::env::var("CORDON_TEST_BACKEND").as_deref() == Ok("vm")
-}
-
 /// Polls until `path` exists, at most `within`.
 fn wait_for_file(path: &Path, within: Duration) -> bool {
     let start = Instant::now();

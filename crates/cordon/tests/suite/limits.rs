@@ -289,13 +289,32 @@ fn stop(mut child: Child) {
 }
 
 /// Runs PY_WIDEN under `opts` and returns, seen from the host once it sleeps, the
-/// number of CPUs the command may run on and its cgroup's CPU quota.
+/// number of CPUs the command may run on and its cgroup's CPU quota. In the
+/// VM backend, the command is the guest's: QEMU's, whose vCPU threads run it.
 fn widened(fx: &Fixture, opts: &[&str]) -> (usize, Option<f64>) {
     let word = format!("{}.{}", random_u32(1_000_000, 8_000_000), 5);
     let mut argv = vec!["run"];
     argv.extend_from_slice(opts);
     argv.extend_from_slice(&["--", "python3", "-c", PY_WIDEN, &word]);
     let child = spawn_quiet(fx.cordon_cmd(&argv));
+    if in_vm() {
+        let mut qemu = Vec::new();
+        for _ in 0..400 {
+            qemu = crate::vm_backend::qemu_below(child.id());
+            if !qemu.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let Some(&pid) = qemu.first() else {
+            stop(child);
+            panic!("no QEMU below cordon");
+        };
+        let seen = (cpus_allowed(pid), cpu_quota(pid));
+        stop(child);
+        crate::vm_backend::qemu_left_after(&qemu, Duration::from_secs(10));
+        return seen;
+    }
     // The command itself (cordon's own command line holds the word too).
     let mut command = None;
     for _ in 0..400 {
