@@ -120,8 +120,8 @@ impl Backend for VmBackend {
     /// are inside); processes and memory are counted in the guest, by a
     /// cgroup of its own (QEMU's sandbox does not see the guest's processes,
     /// and holds all of the guest's memory), and QEMU's sandbox holds the
-    /// guest, QEMU and the guest's `/tmp` (see [`qemu_memory`]): where the
-    /// host cannot hold that, the memory limit does not hold either.
+    /// guest, QEMU and the guest's `/tmp` where the host can limit it (see
+    /// [`qemu_memory`]).
     fn assess_limits(&self, policy: &Policy) -> LimitsAssessment {
         let mut assessed = self.os.assess_limits(policy);
         assessed.mechanism = format!(
@@ -134,15 +134,23 @@ impl Backend for VmBackend {
                     "pids.max of a cgroup v2 in the guest: the command's processes and threads"
                         .to_string()
                 }
-                (
-                    cordon_backend::LimitKind::Memory,
-                    cordon_backend::Hold::Enforced { how: host },
-                ) => format!(
-                    "memory.max of a cgroup v2 in the guest: what the command's processes \
-                     allocate, /dev/shm and memfds included; on the host, QEMU's sandbox \
-                     ({host}) holds the guest's memory, QEMU's own and the guest's /tmp, \
-                     which is no larger than the limit"
-                ),
+                (cordon_backend::LimitKind::Memory, host) => {
+                    let host = match host {
+                        cordon_backend::Hold::Enforced { how } => {
+                            format!("QEMU's sandbox is limited too ({how})")
+                        }
+                        cordon_backend::Hold::Unenforceable { .. } => {
+                            "the host cannot limit QEMU's sandbox here, but the guest's memory \
+                             is fixed (--vm-memory)"
+                                .to_string()
+                        }
+                    };
+                    format!(
+                        "memory.max of a cgroup v2 in the guest: what the command's processes \
+                         allocate, /dev/shm and memfds included; the guest's /tmp is a tmpfs \
+                         on the host no larger than the limit; {host}"
+                    )
+                }
                 _ => continue,
             };
             limit.hold = cordon_backend::Hold::Enforced { how };
@@ -181,6 +189,9 @@ const QEMU_OVERHEAD: u64 = 128 << 20;
 /// command's limit holds in the guest (see [`Confine::memory`]); on the host
 /// QEMU holds the guest's memory and its own, and the view's private tmpfs
 /// mounts (the guest's `/tmp`), each no larger than `limit`, are in it too.
+/// Where the host cannot limit it, the limit holds all the same: the guest's
+/// memory is fixed and those tmpfs mounts are sized; the host's limit is a
+/// second layer, for a QEMU the guest took over.
 fn qemu_memory(policy: &Policy, limit: u64) -> u64 {
     policy
         .vm
@@ -188,6 +199,14 @@ fn qemu_memory(policy: &Policy, limit: u64) -> u64 {
         .value
         .saturating_add(QEMU_OVERHEAD)
         .saturating_add(limit)
+}
+
+/// Whether the host limits the memory of an OS sandbox of `policy` (cgroups
+/// it may write); `true` without a memory limit.
+fn host_limits_memory(os: &OsBackend, policy: &Policy) -> bool {
+    os.assess_limits(policy)
+        .for_setting("memory")
+        .is_none_or(|a| a.holds())
 }
 
 /// One VM, for one command.
@@ -327,8 +346,14 @@ impl Session for VmSession<'_> {
                 );
                 // A failure clears the bar before it is said.
                 let image = image::assemble(&spec).inspect_err(|_| progress.finish())?;
-                progress.println(&format!("made: {}", image.vmlinux.display()));
-                progress.println(&format!("made: {}", image.initramfs.display()));
+                for (path, cached) in [
+                    (&image.vmlinux, image.vmlinux_cached),
+                    (&image.initramfs, image.initramfs_cached),
+                ] {
+                    if !cached {
+                        progress.println(&format!("made: {}", path.display()));
+                    }
+                }
                 image
             }
         };
@@ -631,6 +656,9 @@ impl VmSession<'_> {
         let scratch_size = self.policy.limits.memory.as_ref().map(|m| m.value);
         if let Some(memory) = &mut qemu_policy.limits.memory {
             memory.value = qemu_memory(self.policy, memory.value);
+        }
+        if !host_limits_memory(&self.backend.os, &qemu_policy) {
+            qemu_policy.limits.memory = None;
         }
         let mut os = self.backend.os.start(&qemu_policy, self.degraded)?;
         let servers = vm.services.servers.clone();

@@ -40,8 +40,18 @@ pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tt
 /// are writable by mode bits alone: `/proc/sys/kernel/core_pattern`,
 /// `/proc/sysrq-trigger`, `/proc/irq/*/smp_affinity` and
 /// `/proc/irq/default_smp_affinity` (global interrupt routing), `/proc/bus/pci/*`
-/// (PCI config space), `/proc/fs/*` (nfsd, xfs statistics).
-pub const PROC_READ_ONLY: [&str; 6] = ["bus", "fs", "irq", "mtrr", "sys", "sysrq-trigger"];
+/// (PCI config space), `/proc/fs/*` (nfsd, xfs statistics), and
+/// `/proc/dynamic_debug/control` (switches the kernel's debug messages on, on
+/// kernels built with it, Debian's among them: the VM suites found it open).
+pub const PROC_READ_ONLY: [&str; 7] = [
+    "bus",
+    "dynamic_debug",
+    "fs",
+    "irq",
+    "mtrr",
+    "sys",
+    "sysrq-trigger",
+];
 
 /// /proc entries masked (covered by an empty read-only file or directory): Docker's
 /// `maskedPaths`. They show the host's state across the PID namespace (timers and

@@ -309,33 +309,58 @@ fn the_memory_limit_holds_in_the_guest() {
     if let Some(why) = missing() {
         return eprintln!("skipped: {why}");
     }
-    // Each attack in a subshell that the OOM killer picks first, so the
-    // script goes on to the next.
-    const SCRIPT: &str = r#"
-        first() { echo 1000 > /proc/self/oom_score_adj; exec "$@"; }
-        (first head -c 96M /dev/zero) > /dev/shm/hog 2>/dev/null && echo SHM-FILLED
-        rm -f /dev/shm/hog
-        (first head -c 96M /dev/zero) > /tmp/hog 2>/dev/null && echo TMP-FILLED
-        rm -f /tmp/hog
-        (first python3 -c '
-b = bytearray(96 << 20)
-for i in range(0, len(b), 4096): b[i] = 1
-print("ALLOCATED", flush=True)')
-    "#;
+    // Each attack in a child the OOM killer picks first, whose files the
+    // parent (already running, so needing no new memory) removes; then the
+    // parent itself allocates.
+    const PY: &str = r#"
+import os
+mib = 96
+chunk = b"x" * (1 << 20)
+def fill(path):
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(chunk)
+        f.flush()
+for name, path in [("SHM", "/dev/shm/hog"), ("TMP", "/tmp/hog")]:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            open("/proc/self/oom_score_adj", "w").write("1000")
+            fill(path)
+        except BaseException:
+            os._exit(1)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    print(name + ("-FILLED" if status == 0 else "-STOPPED"), flush=True)
+b = bytearray(mib << 20)
+for i in range(0, len(b), 4096):
+    b[i] = 1
+print("ALLOCATED", flush=True)
+"#;
+    let run = |fx: &Fixture, opts: &[&str]| {
+        let mut args = vec!["run", "--backend", "vm"];
+        args.extend_from_slice(opts);
+        args.extend_from_slice(&["--", "python3", "-c", PY]);
+        let mut cmd = fx.cordon_cmd(&args);
+        cmd.env("XDG_CACHE_HOME", cache(fx));
+        run_cmd(cmd, None, Duration::from_secs(120))
+    };
     for_each_user("vm-memory", |fx| {
-        let control = vm_sh(fx, &[], SCRIPT);
+        let control = run(fx, &[]);
         control.assert_success();
         for done in ["SHM-FILLED", "TMP-FILLED", "ALLOCATED"] {
             control.assert_stdout_contains(done);
         }
-        let limited = vm_sh(fx, &["--memory", "48M"], SCRIPT);
-        for done in ["SHM-FILLED", "TMP-FILLED", "ALLOCATED"] {
-            assert!(
-                !limited.stdout_str().contains(done),
-                "{done} under --memory 48M\n{limited}"
-            );
+        let limited = run(fx, &["--memory", "48M"]);
+        for stopped in ["SHM-STOPPED", "TMP-STOPPED"] {
+            limited.assert_stdout_contains(stopped);
         }
         limited
+            .assert_not_printed("ALLOCATED")
             .assert_status(128 + libc::SIGKILL)
             .assert_stderr_contains("reached its memory limit (--memory 48M)");
         let policy = fx.cordon(&["policy", "--backend", "vm", "--memory", "48M"]);
