@@ -27,7 +27,16 @@ pub struct VmReport {
     pub problems: Vec<String>,
     /// What runs, but less well than it could.
     pub degraded: Vec<String>,
+    /// How the VM backend holds `--pids`, `--memory` and `--cpus`.
+    pub limits: &'static str,
 }
+
+/// How the VM backend holds the limits, whatever the host's cgroups (see
+/// `VmBackend::assess_limits`; `cordon policy --backend vm` says it for a
+/// policy).
+const LIMITS: &str = "pids: cgroup v2 of the guest (pids.max, per command); \
+    memory: cgroup v2 of the guest (memory.max, per command; the guest's /tmp no larger); \
+    cpu: QEMU's sandbox, as the OS backend's";
 
 /// Probes what the VM backend would use (each probe in a child, with a
 /// deadline, as the other probes of `cordon doctor`).
@@ -102,6 +111,7 @@ pub fn report(kernel: Option<&std::path::Path>) -> VmReport {
         snapshots,
         problems,
         degraded,
+        limits: LIMITS,
     }
 }
 
@@ -153,6 +163,7 @@ pub fn render_text(report: &VmReport) -> String {
         report.kernel.as_ref().unwrap_or(&none)
     );
     let _ = writeln!(out, "  snapshots    {}", report.snapshots);
+    let _ = writeln!(out, "  limits       {}", report.limits);
     for problem in &report.problems {
         let _ = writeln!(out, "  missing: {problem}");
     }

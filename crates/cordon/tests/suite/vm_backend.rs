@@ -65,9 +65,10 @@ fn vm_sh(fx: &Fixture, opts: &[&str], script: &str) -> Output {
 /// ([`UNCONFINED_GUEST_FOR_TESTS`]: guest root with every capability, as after
 /// an exploit of the guest's kernel) so that the layer beneath the
 /// confinement is what is tested. Output streams and the exit status pass
-/// through; the VM has the memory and vCPUs the policy gives it. Positive
-/// controls: the same writes without cordon succeed, and the write into the
-/// workspace does.
+/// through; the VM has the memory and vCPUs the policy gives it. A `--mount`
+/// at a path the host lacks (so the view's root is a mirror of `/`) shows its
+/// files, read-only. Positive controls: the same writes without cordon
+/// succeed, and the write into the workspace does.
 #[test]
 fn the_guest_sees_the_policys_view_and_changes_nothing_else() {
     if let Some(why) = missing() {
@@ -76,13 +77,16 @@ fn the_guest_sees_the_policys_view_and_changes_nothing_else() {
     for_each_user("vm-view", |fx| {
         let name = fx.root.file_name().unwrap().to_string_lossy().into_owned();
         let etc = PathBuf::from(format!("/etc/cordon-{name}"));
+        let mounted = format!("/cordon-mounted-{name}");
         let _cleanup = Defer(|| {
             let _ = fs::remove_file(&etc);
         });
         let script = format!(
             r#"
-            W={work}; H={home}; O={outside}; E={etc}
+            W={work}; H={home}; O={outside}; E={etc}; M={mounted}
             echo inside > "$W/inside"
+            echo "mounted: $(cat "$M/shown")"
+            echo x > "$M/vm-m" && echo "WROTE $M/vm-m"
             echo "pwd=$(pwd) home=$HOME uid=$(id -u)"
             echo to-stderr >&2
             for f in "$H/vm-x" "$O/vm-x" "$E"; do echo x > "$f" && echo "WROTE $f"; done
@@ -107,9 +111,13 @@ fn the_guest_sees_the_policys_view_and_changes_nothing_else() {
             home = fx.home.display(),
             outside = fx.outside.display(),
             etc = etc.display(),
+            mounted = mounted,
         );
+        fx.write(&fx.outside.join("shown"), "from-outside\n");
+        let mount = format!("{}:{mounted}:ro", fx.outside.display());
         let modes = [&fx.home, &fx.outside].map(|p| fs::metadata(p).unwrap().mode());
-        let mut cmd = vm_cmd(fx, &["--vm-memory", "384M", "--vm-cpus", "1"], &script);
+        let opts = ["--vm-memory", "384M", "--vm-cpus", "1", "--mount", &mount];
+        let mut cmd = vm_cmd(fx, &opts, &script);
         cmd.env(UNCONFINED_GUEST_FOR_TESTS, "1");
         let out = run_cmd(cmd, None, Duration::from_secs(120));
         out.assert_status(7)
@@ -126,9 +134,11 @@ fn the_guest_sees_the_policys_view_and_changes_nothing_else() {
         let inside = fx.work.join("inside");
         assert_eq!(fs::read_to_string(&inside).unwrap(), "inside\n", "{out}");
         assert_eq!(fs::metadata(&inside).unwrap().uid(), fx.user.uid);
+        out.assert_stdout_contains("mounted: from-outside");
         // Nothing else changed on the host.
         assert!(!out.stdout_str().contains("WROTE"), "{out}");
-        for name in ["vm-x", "vm-y", "vm-z"] {
+        assert_not_exists(&PathBuf::from(&mounted));
+        for name in ["vm-x", "vm-y", "vm-z", "vm-m"] {
             assert_not_exists(&fx.home.join(name));
             assert_not_exists(&fx.outside.join(name));
         }
