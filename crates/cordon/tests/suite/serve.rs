@@ -6,7 +6,7 @@ use crate::common;
 
 use common::serve::Session;
 use common::upstream::Upstream;
-use common::{Fixture, for_each_user, random_hex};
+use common::{Fixture, for_each_user, in_vm, random_hex};
 use cordon_tools::protocol::Base64;
 use serde_json::{Value, json};
 use std::io::Write;
@@ -63,11 +63,17 @@ fn exec_read_write_and_the_session_persists() {
 /// command the session runs: a namespace listed is not the host's and one not
 /// listed is the host's (`--net host` shares the host's network, so `net` is not
 /// listed); seccomp, no_new_privs and the empty capability sets as
-/// /proc/self/status shows them; Landlock at the kernel's ABI.
+/// /proc/self/status shows them; Landlock at the kernel's ABI. In the VM
+/// backend the namespaces are QEMU's sandbox's (the guest's command has the
+/// guest kernel's, whose first namespaces have the host's inode numbers), and
+/// `--net host` is refused (`a_host_network_session_answers_allow_domain_with_why`).
 #[test]
 fn status_reports_the_layers_in_force() {
     for_each_user("serve_status_reports_the_layers_in_force", |fx| {
         for opts in [&[][..], &["--net", "none"], &["--net", "host"]] {
+            if in_vm() && opts.contains(&"host") {
+                continue;
+            }
             let mut s = Session::start(fx, opts);
             let layers = s.ok("status", json!({}))["layers"].clone();
             assert_eq!(layers, fx.policy_json(opts)["layers"], "{opts:?}");
@@ -87,8 +93,18 @@ fn status_reports_the_layers_in_force() {
                 ("cgroup", "cgroup"),
             ] {
                 let host = std::fs::read_link(format!("/proc/self/ns/{file}")).unwrap();
-                let (result, inside) = s.exec(&format!("readlink /proc/self/ns/{file}"));
-                assert_eq!(result["result"]["exitCode"], 0, "{result}");
+                let inside = if in_vm() {
+                    let (result, _) = s.exec("true");
+                    assert_eq!(result["result"]["exitCode"], 0, "{result}");
+                    let qemu = crate::vm_backend::qemu_below(s.child.id());
+                    let qemu = qemu.first().expect("no QEMU below cordon serve");
+                    let ns = std::fs::read_link(format!("/proc/{qemu}/ns/{file}")).unwrap();
+                    ns.to_string_lossy().into_owned()
+                } else {
+                    let (result, inside) = s.exec(&format!("readlink /proc/self/ns/{file}"));
+                    assert_eq!(result["result"]["exitCode"], 0, "{result}");
+                    inside
+                };
                 let own = inside.trim() != host.to_string_lossy();
                 assert_eq!(
                     own,
@@ -158,8 +174,18 @@ fn status_layers_are_those_docs_serve_md_shows() {
             "landlock is the ABI version: {real} / {documented}"
         );
         documented["landlock"] = real["landlock"].clone();
+        if in_vm() {
+            // The VM's layer before the OS sandbox's (QEMU's), which are the docs'.
+            assert!(
+                ["tcg", "kvm"].contains(&real["vm"].as_str().unwrap_or("")),
+                "{real}"
+            );
+            documented["vm"] = real["vm"].clone();
+            assert_eq!(status["backend"], "vm");
+        } else {
+            assert_eq!(status["backend"], example["backend"]);
+        }
         assert_eq!(real, &documented, "the layers serve sends, and the docs'");
-        assert_eq!(status["backend"], example["backend"]);
         drop(s);
     });
 }
@@ -377,6 +403,12 @@ fn a_symlink_swapped_during_reads_never_reaches_the_secret() {
         let dir = fx.work.join("dir");
         fx.write(&dir.join("id_rsa"), "decoy\n");
         let mut s = Session::start(fx, &[]);
+        // A read in a VM under TCG takes milliseconds: windows it can fit in.
+        let pause = if in_vm() {
+            Duration::from_millis(40)
+        } else {
+            Duration::from_micros(300)
+        };
         let swapper = {
             let dir = dir.clone();
             let ssh = fx.home.join(".ssh");
@@ -387,10 +419,10 @@ fn a_symlink_swapped_during_reads_never_reaches_the_secret() {
                 while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                     let _ = std::fs::rename(&dir, &real);
                     let _ = std::os::unix::fs::symlink(&ssh, &dir);
-                    std::thread::sleep(Duration::from_micros(300));
+                    std::thread::sleep(pause);
                     let _ = std::fs::remove_file(&dir);
                     let _ = std::fs::rename(&real, &dir);
-                    std::thread::sleep(Duration::from_micros(300));
+                    std::thread::sleep(pause);
                 }
             });
             (stop, handle)
@@ -716,6 +748,15 @@ fn a_host_network_session_answers_allow_domain_with_why() {
             ),
         ];
         for (opts, named) in cases {
+            if in_vm() {
+                // The VM backend has no host network: serve refuses to start.
+                let mut args = vec!["serve"];
+                args.extend_from_slice(opts);
+                fx.cordon(&args)
+                    .assert_status(69)
+                    .assert_stderr_contains("the vm backend has no --net host");
+                continue;
+            }
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let port = listener.local_addr().unwrap().port();
             let mut s = Session::start(fx, opts);
@@ -794,6 +835,22 @@ fn an_overlong_control_request_is_refused_and_the_session_goes_on() {
 fn killing_the_server_ends_every_sandboxed_process() {
     for_each_user("serve_killed", |fx| {
         let mut s = Session::start(fx, &[]);
+        if in_vm() {
+            // The sandboxed processes are the guest's: QEMU goes with the server.
+            s.send("exec", json!({"command": "sleep 60"}));
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut qemu = Vec::new();
+            while qemu.is_empty() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+                qemu = crate::vm_backend::qemu_below(s.child.id());
+            }
+            assert!(!qemu.is_empty(), "no QEMU below cordon serve");
+            let _ = s.child.kill();
+            let left = crate::vm_backend::qemu_left_after(&qemu, Duration::from_secs(10));
+            assert!(left.is_empty(), "QEMU {left:?} outlived the killed server");
+            drop(s);
+            return;
+        }
         let marker = format!("sleep 3{}", common::random_u32(10_000, 80_000));
         s.exec(&format!(
             "setsid {marker} > /dev/null 2>&1 < /dev/null & echo started"
