@@ -735,8 +735,9 @@ fn pi_sandbox_status_command() {
                 &[json!({"id": "s1", "type": "prompt", "message": "/sandbox-status"})],
             );
             let work = fx.work.to_string_lossy().into_owned();
+            let backend = if in_vm() { "vm backend" } else { "os backend" };
             for needle in [
-                "os backend",
+                backend,
                 "layers:",
                 &format!("workspace: {work}"),
                 "network: allowlist",
