@@ -269,7 +269,7 @@ impl Fixture {
         fx.write(&fx.work.join("README"), "workspace-file\n");
         fs::set_permissions(&fx.root, fs::Permissions::from_mode(0o755)).unwrap();
         fx.chown_tree(&fx.root);
-        if std::env::var("CORDON_TEST_BACKEND").as_deref() == Ok("vm") {
+        if crate::process::in_vm() {
             fx.link_vm_boot_files();
         }
         fx

@@ -719,9 +719,8 @@ impl CommandCgroup {
         };
         let mut text = String::new();
         let _ = File::from(file).read_to_string(&mut text);
-        text.lines()
-            .find_map(|l| l.strip_prefix("oom_kill "))
-            .and_then(|n| n.trim().parse().ok())
+        cordon_sandbox::limits::oom_kill_count(&text)
+            .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(0)
     }
 }
@@ -888,7 +887,7 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
     // Last, so that the terminal's and the control stream's steps above keep
     // the agent's privileges: the command's own confinement.
     // Kept until the command ended (removed then).
-    let mut _cgroup = None;
+    let mut held_cgroup = None;
     if confine.is_none() {
         // Unconfined: std switches the user (see `confine_command` otherwise).
         command.uid(uid).gid(gid);
@@ -907,7 +906,7 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
             Ok(cgroup)
         });
         match confined {
-            Ok(cgroup) => _cgroup = cgroup,
+            Ok(cgroup) => held_cgroup = cgroup,
             Err(e) => {
                 return send(Message::Failed {
                     id,
@@ -991,7 +990,7 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
     // No signal for it after its end: its pid may be another process's soon.
     reaper.forget(id);
     let status = reaper.wait(pid as i32);
-    let oom_kills = _cgroup.as_ref().map_or(0, CommandCgroup::oom_kills);
+    let oom_kills = held_cgroup.as_ref().map_or(0, CommandCgroup::oom_kills);
     send(Message::Exited {
         id,
         status,

@@ -202,7 +202,8 @@ fn qemu_memory(policy: &Policy, limit: u64) -> u64 {
 }
 
 /// Whether the host limits the memory of an OS sandbox of `policy` (cgroups
-/// it may write); `true` without a memory limit.
+/// it may write); `true` without a memory limit. It surveys the cgroups: only
+/// for a policy that has one.
 fn host_limits_memory(os: &OsBackend, policy: &Policy) -> bool {
     os.assess_limits(policy)
         .for_setting("memory")
@@ -657,7 +658,9 @@ impl VmSession<'_> {
         if let Some(memory) = &mut qemu_policy.limits.memory {
             memory.value = qemu_memory(self.policy, memory.value);
         }
-        if !host_limits_memory(&self.backend.os, &qemu_policy) {
+        if qemu_policy.limits.memory.is_some()
+            && !host_limits_memory(&self.backend.os, &qemu_policy)
+        {
             qemu_policy.limits.memory = None;
         }
         let mut os = self.backend.os.start(&qemu_policy, self.degraded)?;
@@ -721,7 +724,8 @@ impl VmSession<'_> {
             }),
             Ok((status, oom_kills)) => Ok(Outcome::Exited {
                 status: status.shell_code(),
-                message: (oom_kills > 0).then(|| {
+                // A count without a limit is a guest's lie, not a kill.
+                message: (oom_kills > 0 && self.policy.limits.memory.is_some()).then(|| {
                     let limits = self.backend.assess_limits(self.policy);
                     let flag = limits.for_setting("memory").map(|a| a.flag.as_str());
                     cordon_backend::out_of_memory(flag.unwrap_or("--memory"), oom_kills.into())

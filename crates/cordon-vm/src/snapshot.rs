@@ -178,13 +178,12 @@ pub fn template_path(
     version: &QemuVersion,
     layout: &[String],
 ) -> PathBuf {
-    let mut files = Hasher::new("cordon-vm template files 2");
-    files.field(files_key(image, support_identity, version).as_bytes());
     let mut h = Hasher::new("cordon-vm template layout 1");
     for arg in layout {
         h.field(arg.as_bytes());
     }
-    cache.join(format!("template-{}-{}.snap", files.key(), h.key()))
+    let prefix = template_prefix(image, support_identity, version);
+    cache.join(format!("{prefix}{}.snap", h.key()))
 }
 
 /// The boot files by name (their names are hashes of their contents, so a

@@ -233,12 +233,11 @@ impl SandboxCgroup {
     pub fn oom_kills(&self) -> Option<u64> {
         for dir in &self.dirs {
             for file in ["memory.events", "memory.oom_control"] {
-                if let Ok(text) = fs::read_to_string(dir.join(file)) {
-                    for line in text.lines() {
-                        if let Some(n) = line.strip_prefix("oom_kill ") {
-                            return n.trim().parse().ok();
-                        }
-                    }
+                if let Some(kills) = fs::read_to_string(dir.join(file))
+                    .ok()
+                    .and_then(|text| oom_kill_count(&text))
+                {
+                    return Some(kills);
                 }
             }
         }
@@ -441,4 +440,12 @@ fn cpu_quota_us(cpus: f64) -> Option<u64> {
         return None;
     }
     Some(((cpus * CPU_PERIOD_US as f64).round() as u64).max(1000))
+}
+
+/// The `oom_kill` count of a cgroup's `memory.events` (v2) or
+/// `memory.oom_control` (v1), if the text has one.
+pub fn oom_kill_count(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
 }

@@ -30,7 +30,7 @@ mod survey;
 #[cfg(test)]
 mod tests;
 
-pub use cgroup::SandboxCgroup;
+pub use cgroup::{SandboxCgroup, oom_kill_count};
 pub use hold::{affinity_cpus, assess, available_cpus, cgroup_fix, controller_summary};
 pub use survey::{CgroupSurvey, V1Survey, V2Survey, survey};
 

@@ -298,14 +298,7 @@ fn widened(fx: &Fixture, opts: &[&str]) -> (usize, Option<f64>) {
     argv.extend_from_slice(&["--", "python3", "-c", PY_WIDEN, &word]);
     let child = spawn_quiet(fx.cordon_cmd(&argv));
     if in_vm() {
-        let mut qemu = Vec::new();
-        for _ in 0..400 {
-            qemu = crate::vm_backend::qemu_below(child.id());
-            if !qemu.is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let qemu = crate::vm_backend::wait_for_qemu_below(child.id(), Duration::from_secs(20));
         let Some(&pid) = qemu.first() else {
             stop(child);
             panic!("no QEMU below cordon");

@@ -838,12 +838,8 @@ fn killing_the_server_ends_every_sandboxed_process() {
         if in_vm() {
             // The sandboxed processes are the guest's: QEMU goes with the server.
             s.send("exec", json!({"command": "sleep 60"}));
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let mut qemu = Vec::new();
-            while qemu.is_empty() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-                qemu = crate::vm_backend::qemu_below(s.child.id());
-            }
+            let qemu =
+                crate::vm_backend::wait_for_qemu_below(s.child.id(), Duration::from_secs(60));
             assert!(!qemu.is_empty(), "no QEMU below cordon serve");
             let _ = s.child.kill();
             let left = crate::vm_backend::qemu_left_after(&qemu, Duration::from_secs(10));

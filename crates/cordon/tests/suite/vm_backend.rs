@@ -469,10 +469,7 @@ fn exit_statuses_signals_and_allow_write_pass_through() {
     let mut cmd = vm_cmd(&fx, &[], "sleep 100");
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     let mut cordon = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while qemu_below(cordon.id()).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_qemu_below(cordon.id(), Duration::from_secs(60));
     let pid = rustix::process::Pid::from_raw(cordon.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let waited = Instant::now();
@@ -641,6 +638,19 @@ fn a_network_is_refused_not_left_open() {
         .assert_success();
         assert!(fx.work.join("ran").exists());
     });
+}
+
+/// The QEMU processes below `pid` once there are some, waiting at most
+/// `within` (empty if none appeared).
+pub(crate) fn wait_for_qemu_below(pid: u32, within: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + within;
+    loop {
+        let qemu = qemu_below(pid);
+        if !qemu.is_empty() || Instant::now() >= deadline {
+            return qemu;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// Which of the QEMU processes `qemu` are still there (not gone or a zombie)

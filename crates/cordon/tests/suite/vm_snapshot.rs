@@ -7,7 +7,7 @@
 //! kernel, or (where snapshots are what is tested) QEMU ≥ 8.2.
 
 use crate::common;
-use crate::vm_backend::{missing, qemu_below, qemu_left_after, vm_cmd};
+use crate::vm_backend::{missing, qemu_left_after, vm_cmd, wait_for_qemu_below};
 
 use common::*;
 use std::fs;
@@ -224,12 +224,7 @@ fn sigkill_during_restore_leaves_no_qemu() {
         );
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         let mut cordon = cmd.spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut qemu = Vec::new();
-        while qemu.is_empty() && Instant::now() < deadline {
-            qemu = qemu_below(cordon.id());
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        let qemu = wait_for_qemu_below(cordon.id(), Duration::from_secs(60));
         assert!(!qemu.is_empty(), "QEMU never started below cordon");
         cordon.kill().unwrap();
         let command_ran = started.exists();
