@@ -139,8 +139,10 @@ pub struct ViewServer {
     pub serve: Box<dyn FnOnce() + Send>,
     pub stop: Stop,
     /// Given each signal cordon passes on to the command (on the thread that
-    /// waits for the sandbox).
+    /// waits for the sandbox); with a terminal, SIGCONT and SIGWINCH too.
     pub signal: ForwardSignal,
+    /// cordon's terminal, when the server relays it to its command.
+    pub terminal: Option<crate::ServedTerminal>,
 }
 
 /// Takes a signal for the command a server of the view runs (see
@@ -249,6 +251,7 @@ impl Session for OsSession<'_> {
                 environment: server.environment,
                 stop: server.stop,
                 signal: server.signal,
+                terminal: server.terminal,
             });
             serve_view = Some(server.serve);
         }

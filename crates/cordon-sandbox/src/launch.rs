@@ -56,6 +56,7 @@ pub(crate) struct Server {
     pub environment: crate::backend::TakeEnvironment,
     pub stop: crate::backend::Stop,
     pub signal: crate::backend::ForwardSignal,
+    pub terminal: Option<crate::ServedTerminal>,
 }
 
 /// Everything the sandbox's processes need, computed before the clone so that the
@@ -97,6 +98,8 @@ pub(crate) struct Prepared {
     /// Where signals for the command go instead of the sandbox (a server of
     /// the view's: to the command it runs elsewhere).
     pub forward: Option<crate::backend::ForwardSignal>,
+    /// The terminal a server of the view relays to its command.
+    pub served_terminal: Option<crate::ServedTerminal>,
 }
 
 fn cstring(bytes: &[u8], what: &str) -> Result<CString, SandboxError> {
@@ -157,6 +160,7 @@ impl Prepared {
         let server = additions.server.take();
         let stop = server.as_ref().map(|s| s.stop.clone());
         let mut forward = None;
+        let mut served_terminal = None;
         if let Some(server) = server {
             // The environment is the command's that the server runs, not its own.
             (server.environment)(std::mem::take(&mut env));
@@ -164,6 +168,7 @@ impl Prepared {
             view.devices = server.devices;
             view.tmpfs_size = server.scratch_size.or(view.tmpfs_size);
             forward = Some(server.signal);
+            served_terminal = server.terminal;
         }
         let path_dirs = env
             .iter()
@@ -218,6 +223,7 @@ impl Prepared {
             limits_mechanism,
             stop,
             forward,
+            served_terminal,
         })
     }
 }
@@ -366,7 +372,11 @@ fn run_prepared(
         // supervisor still has mounted detaches that mount (an RCU grace period),
         // which costs less than waiting for the supervisor's exit.
         until_reaped: cgroup.is_some(),
-        pty: (prepared.terminal == Terminal::Pty).then_some(&saved_terminal),
+        pty: match &prepared.served_terminal {
+            Some(served) => Some(&served.saved),
+            None => (prepared.terminal == Terminal::Pty).then_some(&saved_terminal),
+        },
+        stops: (prepared.served_terminal.as_ref()).map(|s| std::os::fd::AsFd::as_fd(&s.stops)),
         forward: prepared.forward.as_deref(),
     }
     .wait();

@@ -32,5 +32,6 @@ pub use backend::{ForwardSignal, OsBackend, OsSession, SERVED_VIEW, Stop, ViewSe
 pub use egress::{DNS_ADDR, Endpoints, SANDBOX_NET, open_endpoints};
 pub use error::SandboxError;
 pub use netns::loopback_up;
+pub use terminal::ServedTerminal;
 // The view plans the overlays (view/plan.rs).
 pub(crate) use launch::FileOverlay;

@@ -53,6 +53,33 @@ impl Drop for SavedMode {
     }
 }
 
+/// cordon's terminal relayed by a server of the view to the command it runs
+/// elsewhere (the VM backend's guest), in raw mode. Job control is the OS
+/// backend's own: when the server says its command stopped (a byte on the
+/// pipe whose other end [`ServedTerminal::enter`] returns), the launcher gives
+/// the terminal back in its own mode and stops as a job of the host shell; on
+/// `fg` it puts the terminal back in raw mode and passes SIGCONT to the server.
+/// The mode comes back when this is dropped, whatever happened.
+pub struct ServedTerminal {
+    pub(crate) saved: SavedMode,
+    pub(crate) stops: OwnedFd,
+}
+
+impl ServedTerminal {
+    /// Puts cordon's terminal (its stdin) in raw mode: the terminal, and the
+    /// end on which the server reports each stop of its command (a byte).
+    /// `None` when stdin is no terminal.
+    pub fn enter() -> io::Result<Option<(ServedTerminal, OwnedFd)>> {
+        let saved = SavedMode::capture(Terminal::Pty);
+        if !saved.is_terminal() {
+            return Ok(None);
+        }
+        let (stops, report) = crate::sys::pipe()?;
+        make_raw(stdin());
+        Ok(Some((ServedTerminal { saved, stops }, report)))
+    }
+}
+
 /// Whether this process's group is the foreground group of the terminal on stdin.
 pub fn in_foreground() -> bool {
     termios::tcgetpgrp(stdin()).is_ok_and(|group| group == rustix::process::getpgrp())

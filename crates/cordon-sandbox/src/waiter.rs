@@ -14,7 +14,7 @@ use crate::sys;
 use crate::terminal::{self, SavedMode};
 use rustix::process::{Pid, WaitOptions, WaitStatus};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 pub enum Waited {
@@ -39,6 +39,9 @@ pub struct Waiter<'a> {
     /// Where the signals cordon passes on go instead of the supervisor (a
     /// server of the view: to the command it runs elsewhere).
     pub forward: Option<&'a (dyn Fn(i32) + Send + Sync)>,
+    /// A server of the view's reports that the command it relays cordon's
+    /// terminal to stopped (a byte each; see `terminal::ServedTerminal`).
+    pub stops: Option<BorrowedFd<'a>>,
 }
 
 impl Waiter<'_> {
@@ -48,6 +51,7 @@ impl Waiter<'_> {
         let mut bytes = Vec::new();
         let mut report_open = true;
         let mut stops_handled = 0;
+        let mut stops_open = true;
         loop {
             if let Some(status) = try_reap(self.supervisor).map_err(fail)? {
                 if report_open {
@@ -69,14 +73,26 @@ impl Waiter<'_> {
                 kill_and_reap(self.supervisor);
                 return Ok(Waited::TimedOut(timeout));
             }
+            // The signals, the server's stops, the report: the report last,
+            // left out once closed. (Without stops, their slot holds the
+            // signals again.)
+            let stops = self.stops.filter(|_| stops_open);
             let mut fds = [
                 sys::readable(self.signals.as_fd()),
+                sys::readable(stops.unwrap_or(self.signals.as_fd())),
                 sys::readable(self.report.as_fd()),
             ];
-            let count = if report_open { 2 } else { 1 };
             let ms = wait_for.map_or(-1, |t| t.as_millis().clamp(1, i32::MAX as u128) as i32);
+            let count = if report_open { 3 } else { 2 };
             sys::poll(&mut fds[..count], ms).map_err(fail)?;
-            if report_open && !fds[1].revents().is_empty() {
+            if let Some(stops) = stops.filter(|_| !fds[1].revents().is_empty()) {
+                let mut ignored = Vec::new();
+                stops_open = read_some(stops, &mut ignored);
+                if !ignored.is_empty() {
+                    self.stop_with_the_command().map_err(fail)?;
+                }
+            }
+            if report_open && !fds[2].revents().is_empty() {
                 report_open = read_some(&self.report, &mut bytes);
                 let stops = Report::parse(&bytes).stops;
                 if stops > stops_handled {
@@ -116,7 +132,7 @@ impl Waiter<'_> {
     fn stop_with_the_command(&self) -> io::Result<()> {
         let Some(saved) = self.pty.filter(|s| s.is_terminal()) else {
             // No terminal to hand back: continue the command at once.
-            signals::send(self.supervisor, libc::SIGCONT);
+            self.continue_command();
             return Ok(());
         };
         saved.restore();
@@ -142,13 +158,21 @@ impl Waiter<'_> {
         if terminal::in_foreground() {
             terminal::make_raw(rustix::stdio::stdin());
         }
-        signals::send(self.supervisor, libc::SIGCONT);
+        self.continue_command();
         Ok(())
+    }
+
+    /// Continues the stopped command: the sandbox's, or the server's.
+    fn continue_command(&self) {
+        match self.forward {
+            Some(forward) => forward(libc::SIGCONT),
+            None => signals::send(self.supervisor, libc::SIGCONT),
+        }
     }
 }
 
 /// Reads what is available; false at end of file.
-fn read_some(fd: &OwnedFd, bytes: &mut Vec<u8>) -> bool {
+fn read_some(fd: impl AsFd, bytes: &mut Vec<u8>) -> bool {
     let mut buf = [0u8; 4096];
     match rustix::io::read(fd, &mut buf) {
         Ok(0) => false,

@@ -916,6 +916,13 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
             }
         }
     }
+    // Last of the steps in the child: a terminal's command runs below a
+    // session leader of its own (see `lead_the_session`).
+    if tty.is_some() {
+        // SAFETY: runs in the forked child after every other step; makes only
+        // system calls (see `lead_the_session`), allocates nothing, takes no lock.
+        unsafe { command.pre_exec(lead_the_session) };
+    }
     // Spawned under the reaper's lock: the reaper cannot take the status before
     // the pid is registered, nor reap the child std's spawn waits for itself when
     // exec fails.
@@ -924,6 +931,10 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
         match command.spawn() {
             Ok(child) => {
                 waiting.insert(child.id() as i32, None);
+                // Registered before the reaper can see it stop.
+                if tty.is_some() {
+                    reaper.stoppable(id, child.id() as i32, writer.clone());
+                }
                 child
             }
             Err(e) => {
@@ -1089,6 +1100,116 @@ fn open_tty(size: TtySize, uid: u32, gid: u32, command: &mut Command) -> io::Res
     })
 }
 
+/// The last step in the child of a command with a terminal: it forks, and the
+/// child goes on to exec the command in a process group of its own, the
+/// terminal's foreground group; this process stays as the session's leader
+/// until the command ends, and never returns.
+///
+/// Why: the session leader's group is orphaned (its parent, the agent, is in
+/// another session), and the kernel discards a stop signal to an orphaned
+/// group; pi suspends with `kill(0, SIGTSTP)` and would hang. A group whose
+/// parent is in the same session is not orphaned, so the command stops as it
+/// would in a login's shell. (The OS backend's supervisor plays this part on
+/// the host; see `cordon_sandbox`'s terminal.rs.)
+///
+/// The leader passes every signal it gets (the host's, through the agent) to
+/// the command's group; when the command stops it stops itself (SIGSTOP),
+/// which the agent reports to the host, and when continued it continues the
+/// command's group; it ends as the command ended. Its descriptors beyond the
+/// terminal are closed, std's exec-error pipe among them, so the agent learns
+/// of the command's exec as without the leader.
+///
+/// Only system calls after the fork, made directly: this runs in the child of
+/// a multithreaded process (glibc's `fork` and `raise` would take locks or use
+/// the forking thread's cached identity).
+fn lead_the_session() -> io::Result<()> {
+    // SAFETY: sigset_t is plain bits; the sets are locals.
+    let (all, mut before) = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        (all, std::mem::zeroed::<libc::sigset_t>())
+    };
+    // Every signal blocked before the fork, to be taken with sigwaitinfo: none
+    // is lost between the fork and the loop.
+    // SAFETY: both sets are valid locals.
+    if unsafe { libc::sigprocmask(libc::SIG_SETMASK, &all, &mut before) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a plain fork by the system call (no atfork handlers, no locks);
+    // both sides make only system calls until the command's exec.
+    let forked = unsafe { libc::syscall(libc::SYS_fork) };
+    if forked < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if forked == 0 {
+        // The command: its own group, the terminal's foreground (SIGTTOU is
+        // blocked, so a background group may take it), then the mask it had.
+        rustix::process::setpgid(None, None)?;
+        rustix::termios::tcsetpgrp(rustix::stdio::stdin(), rustix::process::getpid())?;
+        // SAFETY: `before` is the mask saved above.
+        if unsafe { libc::sigprocmask(libc::SIG_SETMASK, &before, std::ptr::null_mut()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        return Ok(());
+    }
+    let command = forked as i32;
+    // Both sides set the group, so a signal passed on finds it whatever ran first.
+    let group = rustix::process::Pid::from_raw(command);
+    let _ = rustix::process::setpgid(group, group);
+    // SAFETY: closes descriptors 3 and up of this process, which uses none.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    loop {
+        // SAFETY: waits for one of the blocked signals; no info wanted.
+        let signal = unsafe { libc::sigwaitinfo(&all, std::ptr::null_mut()) };
+        match signal {
+            libc::SIGCHLD => {
+                let mut status = 0;
+                // SAFETY: waits for the command only, without blocking.
+                while unsafe {
+                    libc::waitpid(command, &mut status, libc::WNOHANG | libc::WUNTRACED)
+                } == command
+                {
+                    if libc::WIFSTOPPED(status) {
+                        // SAFETY: stops this process until the host continues it.
+                        unsafe { libc::syscall(libc::SYS_kill, libc::getpid(), libc::SIGSTOP) };
+                    } else if libc::WIFEXITED(status) {
+                        // SAFETY: ends this process, as the command ended.
+                        unsafe { libc::_exit(libc::WEXITSTATUS(status)) };
+                    } else if libc::WIFSIGNALED(status) {
+                        end_by_signal(libc::WTERMSIG(status));
+                    }
+                }
+            }
+            // Continued (by the host through the agent): so is the command.
+            libc::SIGCONT => {
+                // SAFETY: signals the command's group.
+                unsafe { libc::kill(-command, libc::SIGCONT) };
+            }
+            signal if signal > 0 => {
+                // SAFETY: signals the command's group.
+                unsafe { libc::kill(-command, signal) };
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Ends the session leader by `signal`, as the command ended (else with the
+/// shell's 128 + signal).
+fn end_by_signal(signal: i32) -> ! {
+    // SAFETY: the default action for `signal`, unblocked, sent to this process;
+    // if it does not end it, _exit does.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        let mut only: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut only);
+        libc::sigaddset(&mut only, signal);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &only, std::ptr::null_mut());
+        libc::syscall(libc::SYS_kill, libc::getpid(), signal);
+        libc::_exit(128 + signal)
+    }
+}
+
 /// Writes the host's stdin chunks to the command, acknowledging each (written,
 /// or dropped once the command closed its stdin) so the host sends the next;
 /// an empty chunk, or the request's end, closes the command's stdin.
@@ -1123,6 +1244,9 @@ fn pump(mut from: impl Read, kind: u8, id: u32, writer: &Mutex<File>) {
     }
 }
 
+/// The channel's writing end, shared by the agent's threads.
+type Writer = Arc<Mutex<File>>;
+
 /// Reaps every child of PID 1 and hands the status of registered ones to whoever
 /// waits for them; orphans' statuses are dropped.
 #[derive(Default)]
@@ -1136,6 +1260,9 @@ struct Reaper {
     inputs: Mutex<HashMap<u32, SyncSender<Vec<u8>>>>,
     /// The terminal (its master) of each open request that has one.
     ttys: Mutex<HashMap<u32, Arc<OwnedFd>>>,
+    /// The session leaders of the requests with a terminal, by pid: the
+    /// request, and where its stops are reported.
+    stoppable: Mutex<HashMap<i32, (u32, Writer)>>,
 }
 
 /// The process a request's signals go to.
@@ -1183,11 +1310,26 @@ impl Reaper {
         lock(&self.targets).remove(&id);
         lock(&self.inputs).remove(&id);
         lock(&self.ttys).remove(&id);
+        lock(&self.stoppable).retain(|_, (request, _)| *request != id);
     }
 
     /// Request `id`'s command has the terminal whose master is `master`.
     fn with_tty(&self, id: u32, master: Arc<OwnedFd>) {
         lock(&self.ttys).insert(id, master);
+    }
+
+    /// Request `id`'s command has a terminal and `pid` leads its session: its
+    /// stops are reported on `writer`.
+    fn stoppable(&self, id: u32, pid: i32, writer: Writer) {
+        lock(&self.stoppable).insert(pid, (id, writer));
+    }
+
+    /// Child `pid` stopped: a terminal's command is reported to the host.
+    fn stopped(&self, pid: i32) {
+        let Some((id, writer)) = lock(&self.stoppable).get(&pid).cloned() else {
+            return;
+        };
+        let _ = protocol::write_message(&mut *lock(&writer), &Message::Stopped { id });
     }
 
     /// The host's terminal changed size: so does request `id`'s (the kernel
@@ -1243,21 +1385,32 @@ impl Reaper {
             // Any child (waitpid(-1)): rustix's `waitpid(None)` is waitpid(0),
             // the agent's own process group only, which would never reap a
             // command in a session or group of its own (a terminal's, `setsid`).
+            // Stops too: a terminal's command that stopped is reported (once the
+            // lock is given up: the channel may be slow to take the message).
+            let mut stopped = Vec::new();
             let mut state = lock(&self.state);
-            while let Ok(Some((pid, st))) =
-                rustix::process::wait(rustix::process::WaitOptions::NOHANG)
-            {
+            let options =
+                rustix::process::WaitOptions::NOHANG | rustix::process::WaitOptions::UNTRACED;
+            while let Ok(Some((pid, st))) = rustix::process::wait(options) {
+                let pid = pid.as_raw_nonzero().get();
                 let status = match (st.exit_status(), st.terminating_signal()) {
                     (Some(code), _) => Status::Code(code),
                     (None, Some(sig)) => Status::Signal(sig),
+                    _ if st.stopped() => {
+                        stopped.push(pid);
+                        continue;
+                    }
                     _ => continue,
                 };
-                if let Some(slot) = state.get_mut(&pid.as_raw_nonzero().get()) {
+                if let Some(slot) = state.get_mut(&pid) {
                     *slot = Some(status);
                     self.done.notify_all();
                 }
             }
             drop(state);
+            for pid in stopped {
+                self.stopped(pid);
+            }
         }
     }
 

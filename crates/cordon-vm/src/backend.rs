@@ -41,7 +41,7 @@ use cordon_backend::{
     Layer, Layers, LimitsAssessment, Outcome, Program, Session, Terminal,
 };
 use cordon_policy::{NetMode, Policy};
-use cordon_sandbox::{OsBackend, SERVED_VIEW, Stop, ViewServer};
+use cordon_sandbox::{OsBackend, SERVED_VIEW, ServedTerminal, Stop, ViewServer};
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -621,6 +621,18 @@ impl VmSession<'_> {
                 }
             }
         };
+        // With a terminal, every key goes to the guest's (Ctrl-C included, which
+        // its line discipline turns into SIGINT there); the mode comes back
+        // when the run ends, whatever happened, and while the command is
+        // stopped (job control: the guest reports its stops on `stops`).
+        let (terminal, stops) = match tty {
+            Some(_) => ServedTerminal::enter()
+                .map_err(VmError::Io)?
+                .map_or((None, None), |(terminal, stops)| {
+                    (Some(terminal), Some(stops))
+                }),
+            None => (None, None),
+        };
         let host = Host {
             network: vm.services.network.clone(),
             control: vm.services.control.clone(),
@@ -634,14 +646,11 @@ impl VmSession<'_> {
             argv: vm.argv.clone(),
             cwd: vm.cwd.clone(),
             tty,
+            stops,
             confine: command_confinement(self.policy),
             progress: vm.progress.clone(),
             boot_timeout: vm.config.boot_timeout,
         };
-        // With a terminal, every key goes to the guest's (Ctrl-C included, which
-        // its line discipline turns into SIGINT there); the mode comes back
-        // when this returns, whatever happened.
-        let _raw = tty.map(|_| RawMode::enter());
         // QEMU's sandbox has no network at all, whatever the guest's: the
         // guest's connections leave through the channel.
         let mut qemu_policy = self.policy.clone();
@@ -686,6 +695,7 @@ impl VmSession<'_> {
             }),
             stop,
             signal: Box::new(forward),
+            terminal,
         });
         let qemu_command = Command {
             program: Program::Named(vm.qemu.clone().into_os_string()),
@@ -796,6 +806,9 @@ struct Host {
     argv: Vec<String>,
     cwd: String,
     tty: Option<TtySize>,
+    /// Where a stop of the command (job control) is reported to the waiter
+    /// of QEMU's sandbox, with a terminal (a byte each).
+    stops: Option<OwnedFd>,
     /// The command's confinement in the guest, the policy's (`None` only in a
     /// debug build's test of the layer beneath it).
     confine: Option<Confine>,
@@ -821,6 +834,7 @@ impl Host {
             argv,
             cwd,
             tty,
+            stops,
             confine,
             progress,
             boot_timeout,
@@ -931,11 +945,17 @@ impl Host {
         progress.finish();
         // Not locked for the command's duration: the broker prints its
         // refusals to stderr meanwhile, and would wait for the lock.
+        let report_stop = || {
+            if let Some(stops) = &stops {
+                let _ = rustix::io::write(stops, b"s");
+            }
+        };
         let result = channel.exec(
             &request,
             input,
             &mut std::io::stdout(),
             &mut std::io::stderr(),
+            stops.as_ref().map(|_| &report_stop as &dyn Fn()),
         );
         let _ = std::io::Write::flush(&mut std::io::stdout());
         if std::env::var_os(TIMINGS_ENV).is_some() {
@@ -970,7 +990,6 @@ impl Host {
     }
 }
 
-/// The size of the terminal on cordon's stdin, if it is one.
 /// The environment variable with which a *debug* build runs the guest's
 /// command as unconfined guest root would run (all capabilities, no filter):
 /// how the tests reach the layer beneath the confinement, the host's view,
@@ -993,39 +1012,13 @@ fn command_confinement(policy: &Policy) -> Option<Confine> {
     })
 }
 
+/// The size of the terminal on cordon's stdin, if it is one.
 fn host_tty_size() -> Option<TtySize> {
     let size = rustix::termios::tcgetwinsize(rustix::stdio::stdin()).ok()?;
     Some(TtySize {
         rows: size.ws_row,
         cols: size.ws_col,
     })
-}
-
-/// cordon's terminal in raw mode, for as long as this lives.
-struct RawMode(Option<rustix::termios::Termios>);
-
-impl RawMode {
-    fn enter() -> RawMode {
-        use rustix::termios::{OptionalActions, tcgetattr, tcsetattr};
-        let stdin = rustix::stdio::stdin();
-        let saved = tcgetattr(stdin).ok();
-        if let Some(mode) = &saved {
-            let mut raw = mode.clone();
-            raw.make_raw();
-            let _ = tcsetattr(stdin, OptionalActions::Drain, &raw);
-        }
-        RawMode(saved)
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        if let Some(mode) = &self.0 {
-            let stdin = rustix::stdio::stdin();
-            let _ =
-                rustix::termios::tcsetattr(stdin, rustix::termios::OptionalActions::Drain, mode);
-        }
-    }
 }
 
 /// `name` as UTF-8, which the protocol carries (JSON strings).

@@ -22,7 +22,7 @@ use std::io::{self, Read, Write};
 
 /// The protocol's version, sent by the agent in [`Message::Ready`]; the host
 /// refuses another.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// The largest frame body either side accepts (1 MiB).
 pub const MAX_FRAME: u32 = 1 << 20;
@@ -102,6 +102,11 @@ pub enum Message {
     Signal { id: u32, signal: i32 },
     /// Guest → host: the command of request `id` started as `pid` in the guest.
     Started { id: u32, pid: u32 },
+    /// Guest → host: the command of request `id`, which has a terminal, stopped
+    /// itself (job control: Ctrl+Z, or a program's own `kill(0, SIGTSTP)`). The
+    /// host hands its terminal back to its shell and continues the command with
+    /// a `Signal` of SIGCONT once continued itself in the foreground.
+    Stopped { id: u32 },
     /// Guest → host: the command of request `id` could not start: `status` 127
     /// when the program was not found, 126 when it cannot be executed, 125 when
     /// anything else failed (its working directory).

@@ -746,12 +746,17 @@ impl Channel {
     /// `/dev/null`) on a thread of its own, its output written to `stdout` and
     /// `stderr` as it arrives, its status returned. After an error other than
     /// [`VmError::ExecFailed`] the channel refuses further use.
+    ///
+    /// A command with a terminal that stops itself (job control) is reported
+    /// to `on_stop`, whose caller continues it (a SIGCONT through the
+    /// [`Signaller`]) when it sees fit; without one it is continued at once.
     pub fn exec(
         &mut self,
         request: &ExecRequest,
         stdin: Option<Input>,
         stdout: &mut dyn Write,
         stderr: &mut dyn Write,
+        on_stop: Option<&dyn Fn()>,
     ) -> Result<Status, VmError> {
         if self.broken {
             return Err(VmError::Broken);
@@ -765,6 +770,7 @@ impl Channel {
             stdin,
             stdout,
             stderr,
+            on_stop,
         };
         let channel = Ends {
             reader: &mut self.reader,
@@ -921,7 +927,7 @@ impl Vm {
         stdout: &mut dyn Write,
         stderr: &mut dyn Write,
     ) -> Result<Status, VmError> {
-        let result = match self.channel.exec(request, None, stdout, stderr) {
+        let result = match self.channel.exec(request, None, stdout, stderr, None) {
             Err(VmError::Ended(_)) => Err(VmError::Ended(self.console_tail())),
             other => other,
         };
@@ -946,6 +952,8 @@ struct Streams<'a> {
     stdin: Option<Input>,
     stdout: &'a mut dyn Write,
     stderr: &'a mut dyn Write,
+    /// Told when a terminal's command stopped itself (see [`Channel::exec`]).
+    on_stop: Option<&'a dyn Fn()>,
 }
 
 /// Sends what `from` yields as stdin chunks of request `id`, within the window,
@@ -995,6 +1003,7 @@ fn exchange<R: Read>(
         stdin,
         stdout,
         stderr,
+        on_stop,
     } = streams;
     let Ends {
         reader,
@@ -1028,7 +1037,27 @@ fn exchange<R: Read>(
         std::thread::spawn(move || send_stdin(input, id, &writer, &sending));
         credit
     });
-    let result = receive(reader, net, id, credit.as_deref(), stdout, stderr);
+    // Nobody to hand the terminal back to: the command goes on at once.
+    let continue_at_once = || {
+        let signal = Message::Signal {
+            id,
+            signal: libc::SIGCONT,
+        };
+        let _ = protocol::write_message(&mut writer.lock().stream, &signal);
+    };
+    let stopped = match (on_stop, request.tty) {
+        (_, None) => None,
+        (Some(on_stop), Some(_)) => Some(on_stop),
+        (None, Some(_)) => Some(&continue_at_once as &dyn Fn()),
+    };
+    let result = receive(
+        reader,
+        net,
+        id,
+        credit.as_deref(),
+        (stdout, stderr),
+        stopped,
+    );
     writer.lock().open = None;
     if let Some(credit) = credit {
         credit.end();
@@ -1038,13 +1067,16 @@ fn exchange<R: Read>(
 
 /// The guest's frames for request `id`, read until its `Exited`: its status
 /// and its count of processes killed for the memory limit.
+///
+/// `stopped` is told of each stop of a command with a terminal; a stop of one
+/// without (`None`) is a lie.
 fn receive<R: Read>(
     reader: &mut FrameReader<R>,
     net: Option<&HostNet>,
     id: u32,
     credit: Option<&Credit>,
-    stdout: &mut dyn Write,
-    stderr: &mut dyn Write,
+    (stdout, stderr): (&mut dyn Write, &mut dyn Write),
+    stopped: Option<&dyn Fn()>,
 ) -> Result<(Status, u32), VmError> {
     let mut started = false;
     loop {
@@ -1104,6 +1136,14 @@ fn receive<R: Read>(
                 }
                 return Ok((status, oom_kills));
             }
+            Frame::Message(Message::Stopped { id: got }) if got == id && started => {
+                let Some(stopped) = stopped else {
+                    return Err(VmError::Protocol(format!(
+                        "a stop of request {id}, which has no terminal"
+                    )));
+                };
+                stopped();
+            }
             Frame::Message(Message::StdinAck { id: got }) if got == id => {
                 if !credit.is_some_and(Credit::acknowledged) {
                     return Err(VmError::Protocol(format!(
@@ -1125,6 +1165,7 @@ fn receive<R: Read>(
                 Message::Started { id: got, .. }
                 | Message::Failed { id: got, .. }
                 | Message::Exited { id: got, .. }
+                | Message::Stopped { id: got }
                 | Message::StdinAck { id: got },
             )
             | Frame::Stdout { id: got, .. }
@@ -1235,6 +1276,7 @@ mod tests {
             stdin: None,
             stdout: &mut out,
             stderr: &mut err,
+            on_stop: None,
         };
         let ends = Ends {
             reader: &mut reader,
@@ -1339,6 +1381,73 @@ mod tests {
         assert_eq!(seeds.len(), 6, "a seed was sent twice");
     }
 
+    /// A terminal's command that stops is continued at once when nobody takes
+    /// the stop (SIGCONT to it), and reported to whoever does.
+    #[test]
+    fn a_stopped_terminal_command_is_continued_or_reported() {
+        for handled in [false, true] {
+            let (host, mut guest) = UnixStream::pair().unwrap();
+            let agent = std::thread::spawn(move || {
+                let mut r = FrameReader::new(guest.try_clone().unwrap(), protocol::MAX_FRAME);
+                assert!(matches!(
+                    r.read_frame().unwrap(),
+                    Frame::Message(Message::Exec { id: 5, .. })
+                ));
+                let stopped = [
+                    msg(Message::Started { id: 5, pid: 9 }),
+                    msg(Message::Stopped { id: 5 }),
+                ];
+                guest.write_all(&stopped.concat()).unwrap();
+                let continued = (!handled).then(|| r.read_frame().unwrap());
+                let exited = msg(Message::Exited {
+                    id: 5,
+                    status: Status::Code(0),
+                    oom_kills: 0,
+                });
+                guest.write_all(&exited).unwrap();
+                continued
+            });
+            let mut reader = FrameReader::new(host.try_clone().unwrap(), protocol::MAX_FRAME);
+            let writer = Signaller::new(host);
+            let stops = std::sync::atomic::AtomicU32::new(0);
+            let on_stop = || {
+                stops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            };
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let streams = Streams {
+                stdin: None,
+                stdout: &mut out,
+                stderr: &mut err,
+                on_stop: handled.then_some(&on_stop as &dyn Fn()),
+            };
+            let ends = Ends {
+                reader: &mut reader,
+                writer: &writer,
+                net: None,
+                control_fd: None,
+            };
+            let mut request = request();
+            request.tty = Some(crate::protocol::TtySize { rows: 24, cols: 80 });
+            let result = exchange(ends, 5, &request, streams);
+            let continued = agent.join().unwrap();
+            assert!(matches!(result, Ok((Status::Code(0), 0))), "{result:?}");
+            if handled {
+                assert_eq!(stops.load(std::sync::atomic::Ordering::SeqCst), 1);
+            } else {
+                assert!(
+                    matches!(
+                        continued,
+                        Some(Frame::Message(Message::Signal {
+                            id: 5,
+                            signal: libc::SIGCONT
+                        }))
+                    ),
+                    "{continued:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_lying_guest_is_refused() {
         let started = msg(Message::Started { id: 5, pid: 9 });
@@ -1359,6 +1468,14 @@ mod tests {
                 [started.clone(), data(KIND_STDOUT, 4, b"x")].concat(),
             ),
             ("output before Started", data(KIND_STDOUT, 5, b"x")),
+            (
+                "a stop of a command without a terminal",
+                [started.clone(), msg(Message::Stopped { id: 5 })].concat(),
+            ),
+            (
+                "a stop of another request",
+                [started.clone(), msg(Message::Stopped { id: 6 })].concat(),
+            ),
             ("Exited before Started", exited(5, Status::Code(0))),
             ("Started twice", [started.clone(), started.clone()].concat()),
             (

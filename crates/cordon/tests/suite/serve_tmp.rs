@@ -67,13 +67,13 @@ fn serve_exec(
     fx: &Fixture,
     bin: &Path,
     command: &str,
-    during: impl FnOnce(),
+    during: impl FnOnce(u32),
 ) -> (Value, String, String) {
     let mut cmd = with_program(fx, &fx.cordon_cmd(&["serve"]), bin);
     cmd.stderr(Stdio::piped());
     let mut s = Session::spawn(cmd);
     let (reply, out) = s.exec(command);
-    during();
+    during(s.child.id());
     s.close_input();
     wait_deadline(&mut s.child, RUN_DEADLINE, "cordon serve");
     let mut stderr = String::new();
@@ -103,9 +103,15 @@ fn serve_starts_its_agent_with_cordon_under_tmp() {
             fx,
             &bin,
             "for f in /proc/self/fd/*; do readlink \"$f\"; done; echo READY",
-            || {
+            |serve| {
                 // The agent (argv: the binary, `__agent`) holds no descriptor of
-                // the binary it was started from.
+                // the binary it was started from. In the VM the agent is the
+                // guest's: QEMU, its host side, holds none either.
+                if in_vm() {
+                    for qemu in crate::vm_backend::qemu_below(serve) {
+                        agent_fds.push((qemu, fd_targets(qemu)));
+                    }
+                }
                 for (pid, argv) in procs_with_arg("__agent") {
                     if argv.first() == Some(&bin_text) {
                         agent_fds.push((pid, fd_targets(pid)));
