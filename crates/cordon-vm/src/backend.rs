@@ -355,9 +355,29 @@ impl Session for VmSession<'_> {
                         progress.println(&format!("made: {}", path.display()));
                     }
                 }
+                // A new cordon or kernel: what went unused for long goes.
+                let templates = snapshot::templates_of(&image, &qemu, &spec.cache);
+                let keep = image::cache::Current {
+                    image: Some(&image),
+                    templates: templates.as_deref(),
+                };
+                let stale = image::cache::prune_stale(&spec.cache, keep, image::cache::STALE_AFTER);
+                for gone in stale.unwrap_or_default() {
+                    progress.println(&format!(
+                        "removed: {} ({}, unused for 30 days)",
+                        gone.path.display(),
+                        gone.kind
+                    ));
+                }
                 image
             }
         };
+        for used in [&image.vmlinux, &image.initramfs]
+            .into_iter()
+            .chain(&image.memo)
+        {
+            image::cache::mark_used(used);
+        }
         let accel = self.backend.accel().clone();
         let tsc_khz = remembered_tsc_khz(&spec.cache);
         let mut start = plan(&config, &qemu, &spec.cache, &image, &accel, tsc_khz);
@@ -451,6 +471,7 @@ fn plan(
     let layout = template_layout(config, accel.kvm, tsc_khz, mapped_ram);
     let template = snapshot::template_path(cache, image, &identity, &version, &layout);
     if template.is_file() {
+        image::cache::mark_used(&template);
         return Start::Restore {
             template,
             mapped_ram,

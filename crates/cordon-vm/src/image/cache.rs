@@ -6,6 +6,7 @@
 use super::{Image, ImageError};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 /// One file of the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +86,60 @@ pub fn prune(cache: &Path, keep: Current<'_>) -> Result<Vec<Entry>, ImageError> 
         removed.push(entry);
     }
     Ok(removed)
+}
+
+/// How long a file of the cache may go unused before a run of a new cordon
+/// or kernel removes it (see [`prune_stale`]).
+pub const STALE_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How often a file in use is marked so (its modification time).
+const MARK_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+/// Removes every file of the cache that `keep` does not use and that was not
+/// used for `unused_for` (its modification time, which [`mark_used`] moves);
+/// returns what it removed. What a run of a new cordon or kernel does: each
+/// makes boot files and templates of its own beside the old ones, about
+/// 110 MiB a version, and a user who never runs `cordon vm setup` (which
+/// prunes everything unused) would keep them all. Another cordon still in use
+/// keeps its own: it marks them as it uses them.
+pub fn prune_stale(
+    cache: &Path,
+    keep: Current<'_>,
+    unused_for: Duration,
+) -> Result<Vec<Entry>, ImageError> {
+    let now = SystemTime::now();
+    let mut removed = Vec::new();
+    for entry in entries(cache, keep)? {
+        let unused = std::fs::metadata(&entry.path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|at| now.duration_since(at).ok());
+        if entry.current || unused.is_none_or(|unused| unused < unused_for) {
+            continue;
+        }
+        // Gone already (another run's prune) is as good.
+        match std::fs::remove_file(&entry.path) {
+            Ok(()) => removed.push(entry),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ImageError::Io(entry.path.clone(), e)),
+        }
+    }
+    Ok(removed)
+}
+
+/// Marks a file of the cache as used now (its modification time, at most once
+/// a day), so that [`prune_stale`] keeps it. Best effort: a cache that cannot
+/// be marked is only pruned sooner.
+pub fn mark_used(path: &Path) {
+    let now = SystemTime::now();
+    let Ok(file) = std::fs::File::open(path) else {
+        return;
+    };
+    let stale = (file.metadata().and_then(|m| m.modified()))
+        .is_ok_and(|at| now.duration_since(at).is_ok_and(|age| age >= MARK_EVERY));
+    if stale {
+        let _ = file.set_modified(now);
+    }
 }
 
 /// The kind of a file the cache makes, from its name; `None` for anything else
@@ -175,5 +230,66 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// A run of a new cordon removes only what nobody used for a while; a
+    /// file in use is marked so, and kept.
+    #[test]
+    fn prune_stale_removes_only_what_went_unused() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |n: &str| dir.path().join(n);
+        let long_ago = SystemTime::now() - STALE_AFTER - Duration::from_secs(3600);
+        let names = [
+            "vmlinux-old",
+            "initramfs-old.cpio",
+            "template-t0-old.snap",
+            "initramfs-used.cpio",
+            "template-t0-recent.snap",
+            "initramfs-now.cpio",
+            "notes.txt",
+        ];
+        for name in names {
+            std::fs::write(at(name), name).unwrap();
+            if name != "template-t0-recent.snap" {
+                let file = std::fs::File::options().write(true).open(at(name)).unwrap();
+                file.set_modified(long_ago).unwrap();
+            }
+        }
+        // Another cordon's initramfs, used today.
+        mark_used(&at("initramfs-used.cpio"));
+        let current = Image {
+            vmlinux: at("vmlinux-now"),
+            initramfs: at("initramfs-now.cpio"),
+            modules: Vec::new(),
+            vmlinux_cached: false,
+            initramfs_cached: false,
+            memo: None,
+        };
+        let keep = Current {
+            image: Some(&current),
+            templates: None,
+        };
+        let mut removed: Vec<_> = prune_stale(dir.path(), keep, STALE_AFTER)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        removed.sort();
+        assert_eq!(
+            removed,
+            [
+                at("initramfs-old.cpio"),
+                at("template-t0-old.snap"),
+                at("vmlinux-old")
+            ]
+        );
+        for kept in [
+            "initramfs-used.cpio",
+            "template-t0-recent.snap",
+            "initramfs-now.cpio",
+            "notes.txt",
+        ] {
+            assert!(at(kept).exists(), "{kept}");
+        }
     }
 }
