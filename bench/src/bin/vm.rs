@@ -5,7 +5,7 @@
 //! memory and vCPUs for both. Target: agent / bare ≤ 1.2.
 //!
 //! Then the whole backend as a user runs it: `cordon run --backend vm -- true`
-//! (QEMU in its OS sandbox, the guest's root the view over 9p), next to the
+//! (QEMU in its OS sandbox, the guest's root the view over virtiofs or 9p), next to the
 //! direct boot and to `cordon run --backend os -- true`.
 //!
 //! Last, snapshots: the same run restored from its template against booted
@@ -13,6 +13,12 @@
 //! timings (`CORDON_VM_TIMINGS`): restore → share mounted → first exec (target
 //! ≤ 0.35 s under TCG) and the ratio; then QEMU's and cordon's host memory per
 //! restored session.
+//!
+//! Then the file shares: `find` over 10,000 small files, reading each, and one
+//! 100 MiB read, over virtiofs (where virtiofsd is installed) and 9p
+//! interleaved, a VM each, beside `find` in the guest's own tmpfs. Targets:
+//! virtiofs `find` ≤ 6× the tmpfs and ≥ 9× faster than 9p; the large read
+//! ≥ 180 MB/s.
 //!
 //! Last, the network through the egress broker: curl in the guest downloads
 //! `--net-mb` MB from an HTTP server on the host's loopback by name
@@ -264,10 +270,151 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     if made {
         let _ = std::fs::remove_dir_all(&workspace);
     }
+    let (workspace, made) = cordon_bench::workspace(None, "vm-shares")?;
+    let share_pass = shares(args, &cordon, &workspace);
+    if made {
+        let _ = std::fs::remove_dir_all(&workspace);
+    }
     Ok(cordon_bench::exit_code(
         args.strict,
-        !pass || !net_pass || !restore_pass?,
+        !pass || !net_pass || !restore_pass? || !share_pass?,
     ))
+}
+
+/// virtiofs `find` over the tree at most this many times the guest's tmpfs.
+const SHARE_FIND_TMPFS_RATIO: f64 = 6.0;
+/// ... and at least this many times faster than 9p.
+const SHARE_FIND_9P_RATIO: f64 = 9.0;
+/// One large file read through virtiofs, MB/s at least.
+const SHARE_READ_MBPS: f64 = 180.0;
+
+/// The tree of many small files: directories of files.
+const TREE_DIRS: usize = 100;
+const TREE_FILES: usize = 100;
+/// The one large file, MiB.
+const BIG_MIB: usize = 100;
+
+/// The file shares side by side: in one VM per round and share (cold guest
+/// caches, warm host caches), `find` over 10,000 small files of the workspace,
+/// reading each of them, reading one 100 MiB file, and `find` over a copy of
+/// the tree in the guest's own tmpfs (`/dev/shm`); virtiofs (where virtiofsd
+/// is installed) and 9p (`CORDON_VM_SHARE`) interleaved. Says whether virtiofs
+/// met its targets (true when it is not installed: nothing to hold).
+fn shares(args: &Args, cordon: &Path, workspace: &Path) -> Result<bool, String> {
+    let tree = workspace.join("tree");
+    for d in 0..TREE_DIRS {
+        let dir = tree.join(format!("d{d}"));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for f in 0..TREE_FILES {
+            std::fs::write(
+                dir.join(format!("f{f}")),
+                format!("file {d}/{f}\n").repeat(8),
+            )
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+    }
+    let big = workspace.join("big");
+    std::fs::write(&big, vec![7u8; BIG_MIB << 20])
+        .map_err(|e| format!("{}: {e}", big.display()))?;
+    // Microseconds of each step, printed by the guest.
+    let script = "t() { date +%s%N; }; a=$(t); find tree | wc -l > /dev/null; b=$(t); \
+        find tree -type f -exec cat {} + > /dev/null; c=$(t); cat big > /dev/null; d=$(t); \
+        cp -r tree /dev/shm/t; e=$(t); find /dev/shm/t | wc -l > /dev/null; f=$(t); \
+        echo \"steps $(( (b-a)/1000 )) $(( (c-b)/1000 )) $(( (d-c)/1000 )) $(( (f-e)/1000 ))\"";
+    let mut kinds = vec!["9p"];
+    if cordon_vm::share::find_virtiofsd().is_some() {
+        kinds.insert(0, "virtiofs");
+    }
+    let run = |kind: &str| -> Result<[f64; 4], String> {
+        let out = Command::new(cordon)
+            .args([
+                "run",
+                "--backend",
+                "vm",
+                "--vm-memory",
+                "512M",
+                "--vm-cpus",
+                "1",
+            ])
+            .args(["--", "sh", "-c", script])
+            .current_dir(workspace)
+            .env(cordon_vm::share::SHARE_ENV, kind)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("{}: {e}", cordon.display()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let steps: Vec<f64> = (stdout.lines())
+            .find_map(|l| l.strip_prefix("steps "))
+            .map(|l| {
+                l.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        match <[f64; 4]>::try_from(steps) {
+            Ok(steps) if out.status.success() => Ok(steps.map(|us| us / 1000.0)),
+            _ => Err(format!(
+                "the share bench over {kind}: {}{stdout}",
+                String::from_utf8_lossy(&out.stderr)
+            )),
+        }
+    };
+    // Warm the host's caches and the templates of both shares.
+    for kind in &kinds {
+        run(kind)?;
+    }
+    let rounds = args.rounds.min(3);
+    let mut results: Vec<(&str, Vec<[f64; 4]>)> = kinds.iter().map(|k| (*k, Vec::new())).collect();
+    for round in 0..rounds {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..kinds.len()).collect()
+        } else {
+            (0..kinds.len()).rev().collect()
+        };
+        for i in order {
+            let steps = run(results[i].0)?;
+            results[i].1.push(steps);
+        }
+    }
+    println!(
+        "\nfile shares: {} small files, one {BIG_MIB} MiB file, {rounds} rounds interleaved, a VM \
+         each (ms, median):",
+        TREE_DIRS * TREE_FILES
+    );
+    let med = |runs: &[[f64; 4]], i: usize| median(&runs.iter().map(|r| r[i]).collect::<Vec<_>>());
+    for (kind, runs) in &results {
+        println!(
+            "  {kind:<9} find {:7.0} | read every file {:7.0} | read {BIG_MIB} MiB {:6.0} ({:.0} MB/s) \
+             | find in the guest's tmpfs {:5.0}",
+            med(runs, 0),
+            med(runs, 1),
+            med(runs, 2),
+            (BIG_MIB as f64 * 1.048_576) / (med(runs, 2) / 1000.0),
+            med(runs, 3)
+        );
+    }
+    let [(first, fs), ..] = results.as_slice() else {
+        return Ok(true);
+    };
+    if *first != "virtiofs" {
+        println!("  virtiofs: not measured (no virtiofsd installed)");
+        return Ok(true);
+    }
+    let ninep = &results[1].1;
+    let vs_tmpfs = med(fs, 0) / med(fs, 3);
+    let vs_9p = med(ninep, 0) / med(fs, 0);
+    let read_mbps = (BIG_MIB as f64 * 1.048_576) / (med(fs, 2) / 1000.0);
+    let pass = vs_tmpfs <= SHARE_FIND_TMPFS_RATIO
+        && vs_9p >= SHARE_FIND_9P_RATIO
+        && read_mbps >= SHARE_READ_MBPS;
+    println!(
+        "  virtiofs find: {vs_tmpfs:.1}x the guest's tmpfs (target <= {SHARE_FIND_TMPFS_RATIO}), \
+         {vs_9p:.1}x faster than 9p (target >= {SHARE_FIND_9P_RATIO}); read every file {:.1}x faster \
+         than 9p; {BIG_MIB} MiB read {read_mbps:.0} MB/s (target >= {SHARE_READ_MBPS}) {}",
+        med(ninep, 1) / med(fs, 1),
+        cordon_bench::verdict(pass)
+    );
+    Ok(pass)
 }
 
 /// Downloads through the broker per run.
@@ -486,25 +633,29 @@ snapshots: `cordon run --backend vm -- true`, restored vs cold, {} rounds interl
         .spawn()
         .map_err(|e| format!("{}: {e}", cordon.display()))?;
     std::thread::sleep(Duration::from_millis(2500));
-    let (mut qemu_kib, mut host_kib) = (0, 0);
+    let (mut qemu_kib, mut virtiofsd_kib, mut host_kib) = (0, 0, 0);
     let tree = descendants(child.id());
     for (pid, exe) in &tree {
-        let kib = rss_kib(*pid);
         if exe.contains("qemu-system") {
-            qemu_kib += kib;
+            qemu_kib += rss_kib(*pid, false);
+        } else if exe.ends_with("/virtiofsd") {
+            // Its own pages: the guest's RAM it maps is QEMU's, counted there.
+            virtiofsd_kib += rss_kib(*pid, true);
         } else {
-            host_kib += kib;
+            host_kib += rss_kib(*pid, false);
         }
     }
     let _ = child.wait();
     println!(
-        "  memory per restored session ({} MiB guest, resident): QEMU {:.0} MiB, cordon's host \
-         processes {:.0} MiB ({} processes), together {:.0} MiB",
+        "  memory per restored session ({} MiB guest, resident): QEMU {:.0} MiB, virtiofsd {:.0} \
+         MiB (without the guest's RAM it maps), cordon's host processes {:.0} MiB ({} \
+         processes), together {:.0} MiB",
         args.memory,
         qemu_kib as f64 / 1024.0,
+        virtiofsd_kib as f64 / 1024.0,
         host_kib as f64 / 1024.0,
-        tree.len() - usize::from(qemu_kib > 0),
-        (qemu_kib + host_kib) as f64 / 1024.0
+        tree.len(),
+        (qemu_kib + virtiofsd_kib + host_kib) as f64 / 1024.0
     );
     Ok(pass)
 }
@@ -548,16 +699,21 @@ fn descendants(pid: u32) -> Vec<(u32, String)> {
         .collect()
 }
 
-/// The resident memory of `pid` (KiB; 0 once gone).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
+/// The resident memory of `pid` (KiB; 0 once gone); `own`: without the shared
+/// memory it maps (`RssShmem`).
+fn rss_kib(pid: u32, own: bool) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        (status.lines())
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    if own {
+        field("VmRSS:").saturating_sub(field("RssShmem:"))
+    } else {
+        field("VmRSS:")
+    }
 }
 
 /// An HTTP server on 127.0.0.1 (a random port, for as long as this process

@@ -33,8 +33,9 @@ pub const PORT_NAME: &str = "cordon";
 /// The kernel command line option naming the modules to load at boot.
 pub const LOAD_OPTION: &str = "cordon.load=";
 
-/// The kernel command line option naming the 9p share (its mount tag) that
-/// becomes the guest's root: the host's view of the policy.
+/// The kernel command line option naming the share that becomes the guest's
+/// root, the host's view of the policy: `9p:TAG` or `virtiofs:TAG`
+/// (`crate::vm::root_share`).
 pub const ROOT_OPTION: &str = "cordon.root=";
 
 /// The 9p mount options of the root share: 9P2000.L over virtio, 256 KiB
@@ -364,21 +365,30 @@ fn mount(
     }
 }
 
-/// Makes the 9p share tagged `tag` (the host's view of the policy) the root of
+/// Makes the share `root` (`9p:TAG` or `virtiofs:TAG`: the host's view of the policy) the root of
 /// everything the agent runs, as switch_root does: mounted, given the
 /// command's `/proc`, `/sys` and `/dev` (see [`mount_command_basics`]), moved
 /// onto `/` and chrooted into. What the guest may see or change of the host is
 /// what the host serves, whatever guest root does; the command's confinement
 /// keeps it from being guest root in the first place.
-fn enter_share(tag: &str) -> io::Result<()> {
+fn enter_share(root: &str) -> io::Result<()> {
     use rustix::mount::{MountFlags, mount_move};
     const NEW_ROOT: &str = "/view";
+    let (fstype, options, tag) = match root.split_once(':') {
+        Some(("9p", tag)) => ("9p", ROOT_MOUNT_OPTIONS, tag),
+        Some(("virtiofs", tag)) => ("virtiofs", "", tag),
+        _ => {
+            return Err(io::Error::other(format!(
+                "the root share {root:?} is neither 9p:TAG nor virtiofs:TAG"
+            )));
+        }
+    };
     mount(
         tag,
         NEW_ROOT,
-        "9p",
+        fstype,
         MountFlags::NOSUID | MountFlags::NODEV,
-        ROOT_MOUNT_OPTIONS,
+        options,
     )?;
     mount_command_basics(NEW_ROOT)?;
     std::env::set_current_dir(NEW_ROOT)?;

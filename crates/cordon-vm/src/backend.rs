@@ -30,10 +30,11 @@ use crate::image::{self, Image};
 use crate::net::NetworkSpec;
 use crate::progress::Progress;
 use crate::protocol::{Confine, TtySize};
+use crate::share::{self, ShareKind};
 use crate::snapshot::{self, PendingTemplate};
 use crate::vm::{
-    AccelChoice, Channel, Config, ExecRequest, NotReady, QemuIo, ROOT_TAG, SnapshotIo, Tail,
-    choose_accel, drain, qemu_args, remembered_tsc_khz, tail_text, template_layout,
+    AccelChoice, Channel, Config, ExecRequest, NotReady, QemuIo, ShareIo, SnapshotIo, Tail,
+    choose_accel, drain, qemu_args, remembered_tsc_khz, root_share, tail_text, template_layout,
 };
 use crate::{Status, VmError};
 use cordon_backend::{
@@ -322,6 +323,8 @@ impl Session for VmSession<'_> {
         let cwd = command.cwd.as_deref().unwrap_or(&self.policy.workspace);
         let cwd = utf8(cwd.as_os_str(), "the working directory")?;
 
+        // A wrong `CORDON_VM_SHARE` is refused, not read as 9p.
+        share::choose().map_err(VmError::Settings)?;
         let config = Config::for_policy(&self.policy.vm);
         let qemu = find_program(&config.qemu)
             .ok_or_else(|| VmError::QemuMissing(config.qemu.display().to_string()))?;
@@ -581,12 +584,40 @@ impl VmSession<'_> {
             initrd: fd_path(&initrd),
             channel_fd: channel_guest.as_raw_fd(),
             console_fd: Some(console_guest.as_raw_fd()),
-            share: Some(SERVED_VIEW.to_string()),
+            share: None,
             mount_share_at_boot: matches!(start, Start::Cold),
             snapshot: None,
         };
         let mut fds: Vec<OwnedFd> =
             vec![channel_guest.into(), console_guest.into(), kernel, initrd];
+        // The root share: served by QEMU (9p), or by virtiofsd, which
+        // `__vm-host` starts beside QEMU in its sandbox (see `crate::share`).
+        let mut host_args: Vec<String> = Vec::new();
+        match &vm.config.share {
+            ShareKind::NineP => {
+                io.share = Some(ShareIo::NineP {
+                    path: SERVED_VIEW.to_string(),
+                });
+            }
+            ShareKind::Virtiofs(virtiofsd) => {
+                let share = share::virtiofs_fds(virtiofsd).map_err(|e| {
+                    VmError::Spawn(format!("virtiofsd ({})", virtiofsd.display()), e)
+                })?;
+                io.share = Some(ShareIo::Virtiofs {
+                    chardev_fd: share.qemu_end.as_raw_fd(),
+                });
+                host_args = vec![
+                    share::HOST_SUBCOMMAND.into(),
+                    "--virtiofsd-fd".into(),
+                    share.binary.as_raw_fd().to_string(),
+                    "--listen-fd".into(),
+                    share.listener.as_raw_fd().to_string(),
+                    "--".into(),
+                    utf8(vm.qemu.as_os_str(), "QEMU's path")?,
+                ];
+                fds.extend([share.binary, share.listener, share.qemu_end]);
+            }
+        }
         // The template (written, or read) and QEMU's monitor, for a template's layout.
         let (phase, template) = match start {
             Start::Cold => (Phase::Cold, None),
@@ -667,6 +698,7 @@ impl VmSession<'_> {
             argv: vm.argv.clone(),
             cwd: vm.cwd.clone(),
             tty,
+            root: root_share(&vm.config.share),
             stops,
             confine: command_confinement(self.policy),
             progress: vm.progress.clone(),
@@ -718,9 +750,16 @@ impl VmSession<'_> {
             signal: Box::new(forward),
             terminal,
         });
+        // QEMU, or cordon's `__vm-host` that starts virtiofsd and becomes QEMU.
         let qemu_command = Command {
-            program: Program::Named(vm.qemu.clone().into_os_string()),
-            args: args.into_iter().map(OsString::from).collect(),
+            program: if host_args.is_empty() {
+                Program::Named(vm.qemu.clone().into_os_string())
+            } else {
+                Program::Cordon
+            },
+            args: (host_args.into_iter().chain(args))
+                .map(OsString::from)
+                .collect(),
             cwd: Some(PathBuf::from("/")),
             terminal: Terminal::Inherit,
             timeout: vm.timeout,
@@ -827,6 +866,8 @@ struct Host {
     argv: Vec<String>,
     cwd: String,
     tty: Option<TtySize>,
+    /// The root share, as the guest mounts it on `Resume` ([`root_share`]).
+    root: String,
     /// Where a stop of the command (job control) is reported to the waiter
     /// of QEMU's sandbox, with a terminal (a byte each).
     stops: Option<OwnedFd>,
@@ -855,6 +896,7 @@ impl Host {
             argv,
             cwd,
             tty,
+            root,
             stops,
             confine,
             progress,
@@ -900,7 +942,7 @@ impl Host {
                 }
                 qmp.cont().map_err(NotReady::Failed).map_err(failed)?;
                 channel
-                    .resume(Some(ROOT_TAG), RESUME_TIMEOUT)
+                    .resume(Some(&root), RESUME_TIMEOUT)
                     .map_err(failed)?;
             }
             Phase::Restore(template) => {
@@ -912,7 +954,7 @@ impl Host {
                     })
                     .and_then(|()| {
                         steps.push(("loaded and continued", started.elapsed()));
-                        channel.resume(Some(ROOT_TAG), RESUME_TIMEOUT)
+                        channel.resume(Some(&root), RESUME_TIMEOUT)
                     });
                 if let Err(not_ready) = restored {
                     stop.stop();

@@ -23,6 +23,8 @@ pub struct VmReport {
     pub kernel: Option<String>,
     /// Whether sessions restore a template snapshot (`on ...`), or why not.
     pub snapshots: String,
+    /// How the view reaches the guest: virtiofs (virtiofsd's path) or 9p, and why.
+    pub share: String,
     /// What keeps `--backend vm` from running, each with its fix.
     pub problems: Vec<String>,
     /// What runs, but less well than it could.
@@ -94,9 +96,33 @@ pub fn report(kernel: Option<&std::path::Path>) -> VmReport {
             "no memory snapshots: {why}; every session boots its VM cold"
         ));
     }
-    degraded.push(
-        "the file share is 9p (virtiofs is not used yet): many small files are slower".into(),
-    );
+    let share = match crate::share::choose() {
+        Ok(crate::share::ShareKind::Virtiofs(virtiofsd)) => {
+            format!("virtiofs ({}, in QEMU's sandbox)", virtiofsd.display())
+        }
+        Ok(crate::share::ShareKind::NineP) => {
+            if crate::share::find_virtiofsd().is_none() {
+                degraded.push(
+                    "no virtiofsd: the view is served over 9p, several times slower on many \
+                     small files (install it: `cargo install virtiofsd`, with libseccomp-dev \
+                     and libcap-ng-dev)"
+                        .into(),
+                );
+            }
+            format!(
+                "9p (QEMU's own server{})",
+                if crate::share::find_virtiofsd().is_some() {
+                    format!(", as {}=9p says", crate::share::SHARE_ENV)
+                } else {
+                    String::new()
+                }
+            )
+        }
+        Err(e) => {
+            problems.push(e);
+            "none".to_string()
+        }
+    };
     degraded.push(
         "--net host is refused with --backend vm: the guest's network is the egress broker's \
          (allowlist), relayed over the VM's channel"
@@ -109,6 +135,7 @@ pub fn report(kernel: Option<&std::path::Path>) -> VmReport {
         qemu: qemu_text,
         kernel,
         snapshots,
+        share,
         problems,
         degraded,
         limits: LIMITS,
@@ -163,6 +190,7 @@ pub fn render_text(report: &VmReport) -> String {
         report.kernel.as_ref().unwrap_or(&none)
     );
     let _ = writeln!(out, "  snapshots    {}", report.snapshots);
+    let _ = writeln!(out, "  file share   {}", report.share);
     let _ = writeln!(out, "  limits       {}", report.limits);
     for problem in &report.problems {
         let _ = writeln!(out, "  missing: {problem}");

@@ -12,6 +12,7 @@ pub mod mux;
 pub mod net;
 pub mod progress;
 pub mod protocol;
+pub mod share;
 pub mod snapshot;
 pub mod vm;
 

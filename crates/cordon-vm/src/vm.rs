@@ -19,6 +19,7 @@ use crate::image::{Image, ImageError};
 use crate::mux::{Credit, Sink};
 use crate::net::{HostNet, NetworkSpec};
 use crate::protocol::{self, Frame, FrameError, FrameReader, Message, Status};
+use crate::share::ShareKind;
 use cordon_policy::VmResources;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -72,6 +73,8 @@ pub struct Config {
     pub cpus: u32,
     /// How long QEMU may take from start to the agent's `Ready`.
     pub boot_timeout: Duration,
+    /// How the host's view reaches the guest (a session's; see [`crate::share`]).
+    pub share: ShareKind,
 }
 
 impl Config {
@@ -91,6 +94,8 @@ impl Config {
             memory_mib: u32::try_from(vm.memory.value >> 20).unwrap_or(u32::MAX),
             cpus: u32::try_from(vm.cpus.value).unwrap_or(u32::MAX),
             boot_timeout: Duration::from_secs(60),
+            // A bad `CORDON_VM_SHARE` is refused where a session starts.
+            share: crate::share::choose().unwrap_or(ShareKind::NineP),
         }
     }
 }
@@ -130,6 +135,10 @@ pub enum VmError {
     },
     #[error("the command's request is invalid: {0}")]
     Request(String),
+    /// The VM's settings from the environment are wrong (the message says how
+    /// to fix them).
+    #[error("{0}")]
+    Settings(String),
     #[error("the channel to the VM: {0}")]
     Io(#[from] io::Error),
     #[error("the vm backend does not do {0} yet; use --backend os")]
@@ -297,35 +306,51 @@ fn measure_tsc_khz() -> u64 {
     c1.wrapping_sub(c0).saturating_mul(1_000_000) / ns
 }
 
-/// The 9p share that becomes the guest's root (its mount tag).
+/// The share that becomes the guest's root (its mount tag).
 pub const ROOT_TAG: &str = "cordon-root";
 
-/// The modules the guest loads to mount its root share.
-const SHARE_MODULES: [&str; 2] = ["9pnet_virtio", "9p"];
+/// What the guest is told of its root share (the kernel command line's
+/// [`agent::ROOT_OPTION`], `Resume`'s `root`): its file system and tag.
+pub fn root_share(kind: &ShareKind) -> String {
+    match kind {
+        ShareKind::NineP => format!("9p:{ROOT_TAG}"),
+        ShareKind::Virtiofs(_) => format!("virtiofs:{ROOT_TAG}"),
+    }
+}
 
-/// When the guest mounts the 9p share [`ROOT_TAG`] as its root.
+/// The modules the guest loads to mount its root share.
+fn share_modules(kind: &ShareKind) -> [&'static str; 2] {
+    match kind {
+        ShareKind::NineP => ["9pnet_virtio", "9p"],
+        ShareKind::Virtiofs(_) => ["fuse", "virtiofs"],
+    }
+}
+
+/// When the guest mounts the share [`ROOT_TAG`] as its root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Share {
+pub enum Share<'a> {
     /// No share.
     None,
     /// At boot (a cold boot).
-    AtBoot,
+    AtBoot(&'a ShareKind),
     /// When the host says (`Resume`): the modules are loaded and the device is
     /// present, unmounted, as a template snapshot needs it (9p blocks
     /// migration while mounted).
-    OnResume,
+    OnResume(&'a ShareKind),
 }
 
 /// The kernel command line of the guest: the channel's modules, and the share's
 /// as `share` says.
-pub fn kernel_cmdline(machine: Machine, tsc_khz: u64, share: Share) -> String {
+pub fn kernel_cmdline(machine: Machine, tsc_khz: u64, share: Share<'_>) -> String {
     let mut modules: Vec<&str> = machine.boot_modules().to_vec();
     let mut root = String::new();
-    if share != Share::None {
-        modules.extend(SHARE_MODULES);
-    }
-    if share == Share::AtBoot {
-        root = format!(" {}{ROOT_TAG}", agent::ROOT_OPTION);
+    match share {
+        Share::None => {}
+        Share::AtBoot(kind) => {
+            modules.extend(share_modules(kind));
+            root = format!(" {}{}", agent::ROOT_OPTION, root_share(kind));
+        }
+        Share::OnResume(kind) => modules.extend(share_modules(kind)),
     }
     format!(
         "console=ttyS0 quiet panic=-1 tsc_early_khz={tsc_khz} {}{}{root} -- {}",
@@ -346,13 +371,33 @@ pub struct QemuIo {
     /// The serial console: a socket QEMU inherits at this descriptor, or (None)
     /// QEMU's stdout.
     pub console_fd: Option<i32>,
-    /// A host directory served to the guest over 9p as its root (read and write
-    /// as QEMU may: what QEMU may not, the guest may not).
-    pub share: Option<String>,
+    /// The host's directory served to the guest as its root (read and write
+    /// as its server may: what the server may not, the guest may not).
+    pub share: Option<ShareIo>,
     /// Whether the guest mounts the share at boot, or on `Resume`.
     pub mount_share_at_boot: bool,
     /// A template snapshot made or restored (see [`crate::snapshot`]).
     pub snapshot: Option<SnapshotIo>,
+}
+
+/// How the root share reaches QEMU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShareIo {
+    /// QEMU serves this directory over 9p itself.
+    NineP { path: String },
+    /// virtiofsd serves it; QEMU speaks vhost-user to it on the socket it
+    /// inherits at this descriptor (connected).
+    Virtiofs { chardev_fd: i32 },
+}
+
+impl ShareIo {
+    fn kind(&self) -> ShareKind {
+        match self {
+            ShareIo::NineP { .. } => ShareKind::NineP,
+            // The guest needs only to know it is virtiofs.
+            ShareIo::Virtiofs { .. } => ShareKind::Virtiofs(PathBuf::new()),
+        }
+    }
 }
 
 /// QEMU's pieces for a template snapshot.
@@ -373,12 +418,18 @@ pub struct SnapshotIo {
 /// template's layout, the descriptors and the boot files' paths left out
 /// (the template's name has the boot files' own keys).
 pub fn template_layout(config: &Config, kvm: bool, tsc_khz: u64, mapped_ram: bool) -> Vec<String> {
+    let share = match config.share {
+        ShareKind::NineP => ShareIo::NineP {
+            path: "share".into(),
+        },
+        ShareKind::Virtiofs(_) => ShareIo::Virtiofs { chardev_fd: 0 },
+    };
     let io = QemuIo {
         kernel: "kernel".into(),
         initrd: "initrd".into(),
         channel_fd: 0,
         console_fd: Some(0),
-        share: Some("share".into()),
+        share: Some(share),
         mount_share_at_boot: false,
         snapshot: Some(SnapshotIo {
             qmp_fd: 0,
@@ -398,6 +449,14 @@ pub fn qemu_args(config: &Config, io: &QemuIo, kvm: bool, tsc_khz: u64) -> Vec<S
         Machine::Microvm => ("microvm,pic=off", "device"),
         Machine::Q35 => ("q35", "pci"),
     };
+    let memory = config.memory_mib.to_string();
+    // virtiofsd maps the guest's RAM: shared memory, not QEMU's private.
+    let virtiofs = matches!(io.share, Some(ShareIo::Virtiofs { .. }));
+    let machine = if virtiofs {
+        format!("{machine},memory-backend=ram")
+    } else {
+        machine.to_string()
+    };
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     push(&[
@@ -407,14 +466,17 @@ pub fn qemu_args(config: &Config, io: &QemuIo, kvm: bool, tsc_khz: u64) -> Vec<S
         "none",
         "-no-reboot",
     ]);
-    push(&["-M", machine]);
+    push(&["-M", &machine]);
+    if virtiofs {
+        let ram = format!("memory-backend-memfd,id=ram,size={memory}M,share=on");
+        push(&["-object", &ram]);
+    }
     if kvm {
         push(&["-accel", "kvm", "-cpu", "host"]);
     } else {
         // A 64 MiB translation cache instead of the default's gigabyte of address space.
         push(&["-accel", "tcg,tb-size=64"]);
     }
-    let memory = config.memory_mib.to_string();
     let cpus = config.cpus.max(1).to_string();
     push(&["-m", &memory, "-smp", &cpus]);
     // QEMU's own seccomp filter.
@@ -434,14 +496,22 @@ pub fn qemu_args(config: &Config, io: &QemuIo, kvm: bool, tsc_khz: u64) -> Vec<S
     let port = format!("virtserialport,chardev=chan,name={}", agent::PORT_NAME);
     let bus = format!("virtio-serial-{virtio}");
     push(&["-device", &bus, "-chardev", &chan, "-device", &port]);
-    if let Some(path) = &io.share {
-        // security_model=none: files are made as QEMU's user, and the guest's
-        // chown of them is ignored; multidevs=remap: the view spans several
-        // file systems, whose inode numbers could collide in the guest.
-        let path = path.replace(',', ",,");
-        let fsdev = format!("local,id=root,path={path},security_model=none,multidevs=remap");
-        let device = format!("virtio-9p-{virtio},fsdev=root,mount_tag={ROOT_TAG}");
-        push(&["-fsdev", &fsdev, "-device", &device]);
+    match &io.share {
+        None => {}
+        Some(ShareIo::NineP { path }) => {
+            // security_model=none: files are made as QEMU's user, and the guest's
+            // chown of them is ignored; multidevs=remap: the view spans several
+            // file systems, whose inode numbers could collide in the guest.
+            let path = path.replace(',', ",,");
+            let fsdev = format!("local,id=root,path={path},security_model=none,multidevs=remap");
+            let device = format!("virtio-9p-{virtio},fsdev=root,mount_tag={ROOT_TAG}");
+            push(&["-fsdev", &fsdev, "-device", &device]);
+        }
+        Some(ShareIo::Virtiofs { chardev_fd }) => {
+            let chardev = format!("socket,id=fs,fd={chardev_fd}");
+            let device = format!("vhost-user-fs-{virtio},chardev=fs,tag={ROOT_TAG}");
+            push(&["-chardev", &chardev, "-device", &device]);
+        }
     }
     if let Some(snapshot) = &io.snapshot {
         let qmp = format!("socket,id=qmp,fd={}", snapshot.qmp_fd);
@@ -456,10 +526,11 @@ pub fn qemu_args(config: &Config, io: &QemuIo, kvm: bool, tsc_khz: u64) -> Vec<S
             push(&["-incoming", &uri]);
         }
     }
-    let share = match (&io.share, io.mount_share_at_boot) {
+    let kind = io.share.as_ref().map(ShareIo::kind);
+    let share = match (&kind, io.mount_share_at_boot) {
         (None, _) => Share::None,
-        (Some(_), true) => Share::AtBoot,
-        (Some(_), false) => Share::OnResume,
+        (Some(kind), true) => Share::AtBoot(kind),
+        (Some(kind), false) => Share::OnResume(kind),
     };
     let cmdline = kernel_cmdline(config.machine, tsc_khz, share);
     push(&[

@@ -71,6 +71,13 @@ pub enum Commands {
     /// Internal: the guest agent, PID 1 of cordon's VM (crates/cordon-vm).
     #[command(name = "__vm-agent", hide = true)]
     VmAgent,
+    /// Internal: starts virtiofsd and becomes QEMU, in QEMU's sandbox
+    /// (crates/cordon-vm/src/share.rs).
+    #[command(name = "__vm-host", hide = true)]
+    VmHost {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
     /// Report which isolation layers work on this machine, and how to fix missing ones.
     Doctor {
         /// Print the report as JSON.

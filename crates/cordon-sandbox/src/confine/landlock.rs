@@ -116,6 +116,10 @@ fn inherited_file_access(fd: BorrowedFd<'_>) -> Option<landlock::BitFlags<Access
         AccessFs::ReadFile | AccessFs::WriteFile
     } else if flags.contains(OFlags::WRONLY) {
         AccessFs::WriteFile.into()
+    } else if stat.st_mode & 0o111 != 0 {
+        // A program handed over to be run (the VM's virtiofsd): executing
+        // it gives nothing that reading it and running a copy would not.
+        AccessFs::ReadFile | AccessFs::Execute
     } else {
         AccessFs::ReadFile.into()
     })

@@ -82,6 +82,7 @@ pub fn dispatch(command: Commands) -> Result<u8, Failure> {
         Commands::Serve { options } => on_backend!(options, |b| serve::serve(b, &options))?,
         Commands::Agent => serve::agent()?,
         Commands::VmAgent => cordon_vm::agent::main(),
+        Commands::VmHost { args } => cordon_vm::share::host_main(&args),
         Commands::Doctor { json } => doctor::doctor(json)?,
         Commands::Policy { options, json, pi } => {
             on_backend!(options, |b| policy::show(b, &options, json, pi))?

@@ -1,5 +1,5 @@
 //! `cordon run --backend vm` for real: QEMU (TCG here) in an OS sandbox of the
-//! policy, the guest's root the sandbox's view served over 9p (docs/vm.md).
+//! policy, the guest's root the sandbox's view served by virtiofsd or over 9p (docs/vm.md).
 //!
 //! Every test asserts an effect on the host, as root and as an ordinary user,
 //! with a positive control. Each `cordon run --backend vm` boots a VM (2–5 s
@@ -27,6 +27,17 @@ pub(crate) fn missing() -> Option<String> {
     cordon_vm::image::find_kernel(None)
         .err()
         .map(|e| format!("{e} (apt-get install linux-image-amd64)"))
+}
+
+/// The file shares to test: virtiofs where virtiofsd is installed (what a
+/// session uses then), and 9p, its fallback, always.
+pub(crate) fn shares() -> Vec<&'static str> {
+    let mut shares = Vec::new();
+    if cordon_vm::share::find_virtiofsd().is_some() {
+        shares.push("virtiofs");
+    }
+    shares.push("9p");
+    shares
 }
 
 /// The boot files' cache of `fx`'s user, shared by the tests (one vmlinux
@@ -67,14 +78,21 @@ fn vm_sh(fx: &Fixture, opts: &[&str], script: &str) -> Output {
 /// confinement is what is tested. Output streams and the exit status pass
 /// through; the VM has the memory and vCPUs the policy gives it. A `--mount`
 /// at a path the host lacks (so the view's root is a mirror of `/`) shows its
-/// files, read-only. Positive controls: the same writes without cordon
+/// files, read-only. Over either share: virtiofs (virtiofsd beside QEMU) and
+/// 9p (QEMU's own server). Positive controls: the same writes without cordon
 /// succeed, and the write into the workspace does.
 #[test]
 fn the_guest_sees_the_policys_view_and_changes_nothing_else() {
     if let Some(why) = missing() {
         return eprintln!("skipped: {why}");
     }
-    for_each_user("vm-view", |fx| {
+    for share in shares() {
+        the_guest_sees_the_view_over(share);
+    }
+}
+
+fn the_guest_sees_the_view_over(share: &str) {
+    for_each_user(&format!("vm-view-{share}"), |fx| {
         let name = fx.root.file_name().unwrap().to_string_lossy().into_owned();
         let etc = PathBuf::from(format!("/etc/cordon-{name}"));
         let mounted = format!("/cordon-mounted-{name}");
@@ -99,10 +117,12 @@ fn the_guest_sees_the_policys_view_and_changes_nothing_else() {
             # chmodded.
             mknod "$W/mem" c 1 1
             chmod 777 "$H" "$O"
+            echo "rootfs=$(awk '$2 == "/" {{ fs = $3 }} END {{ print fs }}' /proc/mounts)"
             mount -o remount,rw / ; umount -l /sys ; umount -l /dev ; umount -l /proc
             # Beneath the guest's own: what the host serves there (nothing).
             [ "$(id -u)" = 0 ] && echo "served: proc=$(ls -A /proc | wc -l) sys=$(ls -A /sys | wc -l) dev=$(ls -A /dev | wc -l)"
-            mkdir -p /tmp/m && mount -t 9p -o trans=virtio,version=9p2000.L cordon-root /tmp/m &&
+            mkdir -p /tmp/m && {{ mount -t 9p -o trans=virtio,version=9p2000.L cordon-root /tmp/m ||
+                mount -t virtiofs cordon-root /tmp/m; }} &&
                 {{ echo y > "/tmp/m$O/vm-y" && echo "WROTE via remount"; cat "/tmp/m$H/.ssh/id_rsa"; }}
             for f in "$H/vm-z" "$O/vm-z" "$E"; do echo x > "$f" && echo "WROTE $f"; done
             exit 7
@@ -118,10 +138,13 @@ fn the_guest_sees_the_policys_view_and_changes_nothing_else() {
         let modes = [&fx.home, &fx.outside].map(|p| fs::metadata(p).unwrap().mode());
         let opts = ["--vm-memory", "384M", "--vm-cpus", "1", "--mount", &mount];
         let mut cmd = vm_cmd(fx, &opts, &script);
-        cmd.env(UNCONFINED_GUEST_FOR_TESTS, "1");
+        cmd.env(UNCONFINED_GUEST_FOR_TESTS, "1")
+            .env(cordon_vm::share::SHARE_ENV, share);
         let out = run_cmd(cmd, None, Duration::from_secs(120));
         out.assert_status(7)
             .assert_stderr_contains("the command runs unconfined in the guest");
+        // The share asked for is the one served.
+        out.assert_stdout_contains(&format!("rootfs={share}"));
         // Streams, working directory, environment and user: the host's.
         out.assert_stderr_contains("to-stderr");
         out.assert_stdout_contains(&format!(
@@ -674,6 +697,23 @@ pub(crate) fn qemu_left_after(qemu: &[u32], within: Duration) -> Vec<u32> {
 /// The pids of `pid`'s descendants whose program is QEMU running a VM (not the
 /// `qemu-system-x86_64 --version` of the accelerator's probe).
 pub(crate) fn qemu_below(pid: u32) -> Vec<u32> {
+    descendants_where(pid, |p| {
+        fs::read_link(format!("/proc/{p}/exe"))
+            .is_ok_and(|exe| exe.to_string_lossy().contains("qemu-system"))
+            && argv_of(p).iter().any(|a| a == "-kernel")
+    })
+}
+
+/// The pids of `pid`'s descendants that run virtiofsd.
+pub(crate) fn virtiofsd_below(pid: u32) -> Vec<u32> {
+    descendants_where(pid, |p| {
+        fs::read_link(format!("/proc/{p}/exe"))
+            .is_ok_and(|exe| exe.file_name().is_some_and(|n| n == "virtiofsd"))
+    })
+}
+
+/// The pids of `pid`'s descendants (16 levels at most) for which `wanted` holds.
+fn descendants_where(pid: u32, wanted: impl Fn(u32) -> bool) -> Vec<u32> {
     let parent_of = |p: u32| -> Option<u32> {
         let stat = fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
         stat.rsplit_once(')')?
@@ -688,9 +728,6 @@ pub(crate) fn qemu_below(pid: u32) -> Vec<u32> {
         let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let is_qemu = fs::read_link(format!("/proc/{p}/exe"))
-            .is_ok_and(|exe| exe.to_string_lossy().contains("qemu-system"))
-            && argv_of(p).iter().any(|a| a == "-kernel");
         let mut up = parent_of(p);
         let mut below = false;
         for _ in 0..16 {
@@ -703,7 +740,7 @@ pub(crate) fn qemu_below(pid: u32) -> Vec<u32> {
                 _ => break,
             }
         }
-        if is_qemu && below {
+        if below && wanted(p) {
             found.push(p);
         }
     }
@@ -742,7 +779,31 @@ fn assert_confined(pid: u32) {
     }
 }
 
-/// A SIGKILL of cordon ends QEMU and everything of the VM: QEMU runs in an OS
+/// A `CORDON_VM_SHARE` that names no share is refused with 125 and a message
+/// naming both, before any VM starts (the command never runs); the same run
+/// with `9p` runs it (the positive control).
+#[test]
+fn a_wrong_share_setting_is_refused() {
+    if let Some(why) = missing() {
+        return eprintln!("skipped: {why}");
+    }
+    for_each_user("vm-share-setting", |fx| {
+        let ran = fx.work.join("ran");
+        let script = format!("touch {}", ran.display());
+        let mut cmd = vm_cmd(fx, &[], &script);
+        cmd.env(cordon_vm::share::SHARE_ENV, "nfs");
+        let out = run_cmd(cmd, None, Duration::from_secs(120));
+        out.assert_status(125)
+            .assert_stderr_contains("CORDON_VM_SHARE=nfs: say `9p` or `virtiofs`");
+        assert_not_exists(&ran);
+        let mut cmd = vm_cmd(fx, &[], &script);
+        cmd.env(cordon_vm::share::SHARE_ENV, "9p");
+        run_cmd(cmd, None, Duration::from_secs(120)).assert_success();
+        assert!(ran.exists(), "the command did not run over 9p");
+    });
+}
+
+/// A SIGKILL of cordon ends QEMU, virtiofsd and everything of the VM: they run in an OS
 /// sandbox whose supervisor dies with cordon. Positive control: QEMU runs below
 /// cordon while the command does, confined as the OS backend confines commands.
 #[test]
@@ -762,13 +823,25 @@ fn sigkill_of_cordon_leaves_no_qemu() {
         assert!(started.exists(), "the command never ran in the VM");
         let qemu = qemu_below(cordon.id());
         assert!(!qemu.is_empty(), "no QEMU below cordon {}", cordon.id());
-        for p in &qemu {
+        // virtiofsd beside it, where installed: confined as QEMU is.
+        let virtiofsd = virtiofsd_below(cordon.id());
+        assert_eq!(
+            virtiofsd.is_empty(),
+            cordon_vm::share::find_virtiofsd().is_none(),
+            "virtiofsd {virtiofsd:?} below cordon, though it is installed or not"
+        );
+        for p in qemu.iter().chain(&virtiofsd) {
             assert_confined(*p);
         }
         cordon.kill().unwrap();
         cordon.wait().unwrap();
         let left = qemu_left_after(&qemu, Duration::from_secs(10));
         assert!(left.is_empty(), "QEMU {left:?} outlived SIGKILLed cordon");
+        let left = qemu_left_after(&virtiofsd, Duration::from_secs(10));
+        assert!(
+            left.is_empty(),
+            "virtiofsd {left:?} outlived SIGKILLed cordon"
+        );
     });
 }
 
