@@ -698,7 +698,7 @@ impl VmSession<'_> {
             argv: vm.argv.clone(),
             cwd: vm.cwd.clone(),
             tty,
-            root: root_share(&vm.config.share),
+            root: root_share(vm.config.share.fs()),
             stops,
             confine: command_confinement(self.policy),
             progress: vm.progress.clone(),

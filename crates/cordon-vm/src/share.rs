@@ -31,6 +31,23 @@ pub enum ShareKind {
     Virtiofs(PathBuf),
 }
 
+impl ShareKind {
+    /// The guest's file system for it.
+    pub fn fs(&self) -> ShareFs {
+        match self {
+            ShareKind::NineP => ShareFs::NineP,
+            ShareKind::Virtiofs(_) => ShareFs::Virtiofs,
+        }
+    }
+}
+
+/// The file system the guest mounts its root share with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareFs {
+    NineP,
+    Virtiofs,
+}
+
 /// Chooses the share: `CORDON_VM_SHARE` (`9p` or `virtiofs`) if set, else
 /// virtiofs where virtiofsd is found, else 9p.
 pub fn choose() -> Result<ShareKind, String> {

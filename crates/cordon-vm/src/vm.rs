@@ -19,7 +19,7 @@ use crate::image::{Image, ImageError};
 use crate::mux::{Credit, Sink};
 use crate::net::{HostNet, NetworkSpec};
 use crate::protocol::{self, Frame, FrameError, FrameReader, Message, Status};
-use crate::share::ShareKind;
+use crate::share::{ShareFs, ShareKind};
 use cordon_policy::VmResources;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -311,37 +311,37 @@ pub const ROOT_TAG: &str = "cordon-root";
 
 /// What the guest is told of its root share (the kernel command line's
 /// [`agent::ROOT_OPTION`], `Resume`'s `root`): its file system and tag.
-pub fn root_share(kind: &ShareKind) -> String {
-    match kind {
-        ShareKind::NineP => format!("9p:{ROOT_TAG}"),
-        ShareKind::Virtiofs(_) => format!("virtiofs:{ROOT_TAG}"),
+pub fn root_share(fs: ShareFs) -> String {
+    match fs {
+        ShareFs::NineP => format!("9p:{ROOT_TAG}"),
+        ShareFs::Virtiofs => format!("virtiofs:{ROOT_TAG}"),
     }
 }
 
 /// The modules the guest loads to mount its root share.
-fn share_modules(kind: &ShareKind) -> [&'static str; 2] {
-    match kind {
-        ShareKind::NineP => ["9pnet_virtio", "9p"],
-        ShareKind::Virtiofs(_) => ["fuse", "virtiofs"],
+fn share_modules(fs: ShareFs) -> [&'static str; 2] {
+    match fs {
+        ShareFs::NineP => ["9pnet_virtio", "9p"],
+        ShareFs::Virtiofs => ["fuse", "virtiofs"],
     }
 }
 
 /// When the guest mounts the share [`ROOT_TAG`] as its root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Share<'a> {
+pub enum Share {
     /// No share.
     None,
     /// At boot (a cold boot).
-    AtBoot(&'a ShareKind),
+    AtBoot(ShareFs),
     /// When the host says (`Resume`): the modules are loaded and the device is
     /// present, unmounted, as a template snapshot needs it (9p blocks
     /// migration while mounted).
-    OnResume(&'a ShareKind),
+    OnResume(ShareFs),
 }
 
 /// The kernel command line of the guest: the channel's modules, and the share's
 /// as `share` says.
-pub fn kernel_cmdline(machine: Machine, tsc_khz: u64, share: Share<'_>) -> String {
+pub fn kernel_cmdline(machine: Machine, tsc_khz: u64, share: Share) -> String {
     let mut modules: Vec<&str> = machine.boot_modules().to_vec();
     let mut root = String::new();
     match share {
@@ -391,11 +391,10 @@ pub enum ShareIo {
 }
 
 impl ShareIo {
-    fn kind(&self) -> ShareKind {
+    fn fs(&self) -> ShareFs {
         match self {
-            ShareIo::NineP { .. } => ShareKind::NineP,
-            // The guest needs only to know it is virtiofs.
-            ShareIo::Virtiofs { .. } => ShareKind::Virtiofs(PathBuf::new()),
+            ShareIo::NineP { .. } => ShareFs::NineP,
+            ShareIo::Virtiofs { .. } => ShareFs::Virtiofs,
         }
     }
 }
@@ -526,8 +525,7 @@ pub fn qemu_args(config: &Config, io: &QemuIo, kvm: bool, tsc_khz: u64) -> Vec<S
             push(&["-incoming", &uri]);
         }
     }
-    let kind = io.share.as_ref().map(ShareIo::kind);
-    let share = match (&kind, io.mount_share_at_boot) {
+    let share = match (io.share.as_ref().map(ShareIo::fs), io.mount_share_at_boot) {
         (None, _) => Share::None,
         (Some(kind), true) => Share::AtBoot(kind),
         (Some(kind), false) => Share::OnResume(kind),
