@@ -288,6 +288,10 @@ const SHARE_FIND_9P_RATIO: f64 = 9.0;
 /// One large file read through virtiofs, MB/s at least.
 const SHARE_READ_MBPS: f64 = 180.0;
 
+/// What the guest times in the share bench: find, read every file, the large
+/// read, find in its tmpfs, ls -lR.
+const STEPS: usize = 5;
+
 /// The tree of many small files: directories of files.
 const TREE_DIRS: usize = 100;
 const TREE_FILES: usize = 100;
@@ -296,8 +300,9 @@ const BIG_MIB: usize = 100;
 
 /// The file shares side by side: in one VM per round and share (cold guest
 /// caches, warm host caches), `find` over 10,000 small files of the workspace,
-/// reading each of them, reading one 100 MiB file, and `find` over a copy of
-/// the tree in the guest's own tmpfs (`/dev/shm`); virtiofs (where virtiofsd
+/// reading each of them, reading one 100 MiB file, `find` over a copy of
+/// the tree in the guest's own tmpfs (`/dev/shm`), and `ls -lR` of the tree
+/// (a stat of each file); virtiofs (where virtiofsd
 /// is installed) and 9p (`CORDON_VM_SHARE`) interleaved. Says whether virtiofs
 /// met its targets (true when it is not installed: nothing to hold).
 fn shares(args: &Args, cordon: &Path, workspace: &Path) -> Result<bool, String> {
@@ -320,12 +325,14 @@ fn shares(args: &Args, cordon: &Path, workspace: &Path) -> Result<bool, String> 
     let script = "t() { date +%s%N; }; a=$(t); find tree | wc -l > /dev/null; b=$(t); \
         find tree -type f -exec cat {} + > /dev/null; c=$(t); cat big > /dev/null; d=$(t); \
         cp -r tree /dev/shm/t; e=$(t); find /dev/shm/t | wc -l > /dev/null; f=$(t); \
-        echo \"steps $(( (b-a)/1000 )) $(( (c-b)/1000 )) $(( (d-c)/1000 )) $(( (f-e)/1000 ))\"";
+        ls -lR tree > /dev/null; g=$(t); \
+        echo \"steps $(( (b-a)/1000 )) $(( (c-b)/1000 )) $(( (d-c)/1000 )) $(( (f-e)/1000 )) \
+        $(( (g-f)/1000 ))\"";
     let mut kinds = vec!["9p"];
     if cordon_vm::share::find_virtiofsd().is_some() {
         kinds.insert(0, "virtiofs");
     }
-    let run = |kind: &str| -> Result<[f64; 4], String> {
+    let run = |kind: &str| -> Result<[f64; STEPS], String> {
         let out = Command::new(cordon)
             .args([
                 "run",
@@ -351,7 +358,7 @@ fn shares(args: &Args, cordon: &Path, workspace: &Path) -> Result<bool, String> 
                     .collect()
             })
             .unwrap_or_default();
-        match <[f64; 4]>::try_from(steps) {
+        match <[f64; STEPS]>::try_from(steps) {
             Ok(steps) if out.status.success() => Ok(steps.map(|us| us / 1000.0)),
             _ => Err(format!(
                 "the share bench over {kind}: {}{stdout}",
@@ -364,7 +371,8 @@ fn shares(args: &Args, cordon: &Path, workspace: &Path) -> Result<bool, String> 
         run(kind)?;
     }
     let rounds = args.rounds.min(3);
-    let mut results: Vec<(&str, Vec<[f64; 4]>)> = kinds.iter().map(|k| (*k, Vec::new())).collect();
+    let mut results: Vec<(&str, Vec<[f64; STEPS]>)> =
+        kinds.iter().map(|k| (*k, Vec::new())).collect();
     for round in 0..rounds {
         let order: Vec<usize> = if round % 2 == 0 {
             (0..kinds.len()).collect()
@@ -381,16 +389,18 @@ fn shares(args: &Args, cordon: &Path, workspace: &Path) -> Result<bool, String> 
          each (ms, median):",
         TREE_DIRS * TREE_FILES
     );
-    let med = |runs: &[[f64; 4]], i: usize| median(&runs.iter().map(|r| r[i]).collect::<Vec<_>>());
+    let med =
+        |runs: &[[f64; STEPS]], i: usize| median(&runs.iter().map(|r| r[i]).collect::<Vec<_>>());
     for (kind, runs) in &results {
         println!(
             "  {kind:<9} find {:7.0} | read every file {:7.0} | read {BIG_MIB} MiB {:6.0} ({:.0} MB/s) \
-             | find in the guest's tmpfs {:5.0}",
+             | find in the guest's tmpfs {:5.0} | ls -lR {:6.0}",
             med(runs, 0),
             med(runs, 1),
             med(runs, 2),
             (BIG_MIB as f64 * 1.048_576) / (med(runs, 2) / 1000.0),
-            med(runs, 3)
+            med(runs, 3),
+            med(runs, 4)
         );
     }
     let [(first, fs), ..] = results.as_slice() else {
@@ -409,9 +419,11 @@ fn shares(args: &Args, cordon: &Path, workspace: &Path) -> Result<bool, String> 
         && read_mbps >= SHARE_READ_MBPS;
     println!(
         "  virtiofs find: {vs_tmpfs:.1}x the guest's tmpfs (target <= {SHARE_FIND_TMPFS_RATIO}), \
-         {vs_9p:.1}x faster than 9p (target >= {SHARE_FIND_9P_RATIO}); read every file {:.1}x faster \
-         than 9p; {BIG_MIB} MiB read {read_mbps:.0} MB/s (target >= {SHARE_READ_MBPS}) {}",
+         {vs_9p:.1}x faster than 9p (target >= {SHARE_FIND_9P_RATIO}); read every file {:.1}x and \
+         ls -lR {:.1}x faster than 9p; {BIG_MIB} MiB read {read_mbps:.0} MB/s (target >= \
+         {SHARE_READ_MBPS}) {}",
         med(ninep, 1) / med(fs, 1),
+        med(ninep, 4) / med(fs, 4),
         cordon_bench::verdict(pass)
     );
     Ok(pass)
