@@ -138,6 +138,20 @@ export function agentDirArgs(workspace: string, agentDir = piAgentDir()): string
 	return args;
 }
 
+/** The backends `--sandbox-backend` takes (cordon's `--backend`). */
+const BACKENDS = ["os", "vm"];
+
+/** `cordon` options for `--sandbox-backend`: none when unset (cordon's own
+ * default, `$CORDON_BACKEND` else os). Throws `CordonUnavailable` for a name
+ * cordon has no backend for. */
+export function backendArgs(flag: unknown): string[] {
+	if (flag === undefined || flag === "") return [];
+	if (typeof flag === "string" && BACKENDS.includes(flag)) return ["--backend", flag];
+	throw new CordonUnavailable(
+		`cordon sandbox unavailable: --sandbox-backend ${String(flag)} is no backend of cordon's. Fix: say ${BACKENDS.join(" or ")} (vm runs the tools in a QEMU VM with the same policy; \`cordon doctor\` says whether it can run here).`,
+	);
+}
+
 export default async function cordonExtension(pi: ExtensionAPI) {
 	const startCwd = process.cwd();
 
@@ -149,6 +163,11 @@ export default async function cordonExtension(pi: ExtensionAPI) {
 		description: "Make the workspace read-only too inside the cordon sandbox",
 		type: "boolean",
 		default: false,
+	});
+	pi.registerFlag("sandbox-backend", {
+		description:
+			"Where cordon runs the tools: os (Linux namespaces, the default) or vm (a QEMU VM with the same policy); default $CORDON_BACKEND, else os",
+		type: "string",
 	});
 
 	let client: CordonClient | undefined;
@@ -172,6 +191,7 @@ export default async function cordonExtension(pi: ExtensionAPI) {
 			args.push("--config", abs);
 		}
 		if (pi.getFlag("sandbox-read-only") === true) args.push("--read-only");
+		args.push(...backendArgs(pi.getFlag("sandbox-backend")));
 		args.push(...agentDirArgs(cwd));
 		return args;
 	}

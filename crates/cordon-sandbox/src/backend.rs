@@ -109,7 +109,7 @@ pub struct OsSession<'p> {
 /// any command, but:
 /// - the view is also mounted at [`SERVED_VIEW`], with `/proc`, `/sys` and
 ///   `/dev` empty there: that is the tree to serve. The command's own `/proc`
-///   (which QEMU's 9p server needs, for `/proc/self/fd`) stays out of it, so the
+///   (which QEMU's 9p server and virtiofsd need, for `/proc/self/fd`) stays out of it, so the
 ///   guest never reaches the server's process (`/proc/self/mem`), nor the
 ///   host's `/sys`;
 /// - the command inherits [`ViewServer::fds`] at their numbers, and finds the

@@ -975,6 +975,7 @@ fn exec(request: Request, writer: &Arc<Mutex<File>>, reaper: &Reaper) {
     let pid = child.id();
     reaper.started(id, pid as i32);
     send(Message::Started { id, pid });
+    reaper.announced(id);
     let mut child = child;
     let mut terminal_out = None;
     if let Some(Tty {
@@ -1270,9 +1271,20 @@ struct Reaper {
     inputs: Mutex<HashMap<u32, SyncSender<Vec<u8>>>>,
     /// The terminal (its master) of each open request that has one.
     ttys: Mutex<HashMap<u32, Arc<OwnedFd>>>,
-    /// The session leaders of the requests with a terminal, by pid: the
-    /// request, and where its stops are reported.
-    stoppable: Mutex<HashMap<i32, (u32, Writer)>>,
+    /// The session leaders of the requests with a terminal, by pid.
+    stoppable: Mutex<HashMap<i32, Stoppable>>,
+}
+
+/// A request with a terminal, whose stops are reported to the host: only
+/// after its `Started` (a command may stop at once, before the request's
+/// thread has said it started).
+struct Stoppable {
+    id: u32,
+    writer: Writer,
+    /// `Started` was sent.
+    announced: bool,
+    /// It stopped before that: `Stopped` goes out right after `Started`.
+    pending: bool,
 }
 
 /// The process a request's signals go to.
@@ -1320,7 +1332,7 @@ impl Reaper {
         lock(&self.targets).remove(&id);
         lock(&self.inputs).remove(&id);
         lock(&self.ttys).remove(&id);
-        lock(&self.stoppable).retain(|_, (request, _)| *request != id);
+        lock(&self.stoppable).retain(|_, s| s.id != id);
     }
 
     /// Request `id`'s command has the terminal whose master is `master`.
@@ -1331,15 +1343,39 @@ impl Reaper {
     /// Request `id`'s command has a terminal and `pid` leads its session: its
     /// stops are reported on `writer`.
     fn stoppable(&self, id: u32, pid: i32, writer: Writer) {
-        lock(&self.stoppable).insert(pid, (id, writer));
+        let stoppable = Stoppable {
+            id,
+            writer,
+            announced: false,
+            pending: false,
+        };
+        lock(&self.stoppable).insert(pid, stoppable);
     }
 
-    /// Child `pid` stopped: a terminal's command is reported to the host.
+    /// Request `id`'s `Started` was sent: a stop that came first goes now.
+    fn announced(&self, id: u32) {
+        let mut all = lock(&self.stoppable);
+        if let Some(s) = all.values_mut().find(|s| s.id == id) {
+            s.announced = true;
+            if std::mem::take(&mut s.pending) {
+                let _ = protocol::write_message(&mut *lock(&s.writer), &Message::Stopped { id });
+            }
+        }
+    }
+
+    /// Child `pid` stopped: a terminal's command is reported to the host (once
+    /// its `Started` was).
     fn stopped(&self, pid: i32) {
-        let Some((id, writer)) = lock(&self.stoppable).get(&pid).cloned() else {
+        let mut all = lock(&self.stoppable);
+        let Some(s) = all.get_mut(&pid) else {
             return;
         };
-        let _ = protocol::write_message(&mut *lock(&writer), &Message::Stopped { id });
+        if s.announced {
+            let id = s.id;
+            let _ = protocol::write_message(&mut *lock(&s.writer), &Message::Stopped { id });
+        } else {
+            s.pending = true;
+        }
     }
 
     /// The host's terminal changed size: so does request `id`'s (the kernel

@@ -3,7 +3,8 @@
 //! A session runs its command in a QEMU guest whose file system is the OS
 //! backend's view of the same policy: QEMU runs *inside* an OS sandbox of that
 //! policy (namespaces, the mount view, Landlock, seccomp, limits; see
-//! `cordon_sandbox::ViewServer`) and serves the view to the guest over 9p, where
+//! `cordon_sandbox::ViewServer`) and serves the view to the guest (virtiofsd
+//! beside it where installed, else QEMU's own 9p; see [`crate::share`]), where
 //! cordon's agent makes it the guest's root. So the workspace is writable at its
 //! host path, the rest of the host read-only, denied paths absent, protected
 //! paths read-only, and that is enforced on the host, on QEMU: guest root changes

@@ -17,7 +17,7 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
@@ -121,10 +121,15 @@ pub fn virtiofs_fds(virtiofsd: &Path) -> io::Result<VirtiofsFds> {
         rand_u64()
     ));
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-    let socket = dir.join("socket");
-    let made = UnixListener::bind(&socket)
-        .and_then(|listener| Ok((UnixStream::connect(&socket)?, listener)));
-    let _ = std::fs::remove_file(&socket);
+    // Named through a descriptor of the directory: a socket's path may have
+    // at most 107 bytes, which a deep $TMPDIR would pass.
+    let made = std::fs::File::open(&dir).and_then(|held| {
+        let socket = PathBuf::from(format!("/proc/self/fd/{}/socket", held.as_raw_fd()));
+        let made = UnixListener::bind(&socket)
+            .and_then(|listener| Ok((UnixStream::connect(&socket)?, listener)));
+        let _ = std::fs::remove_file(&socket);
+        made
+    });
     let _ = std::fs::remove_dir(&dir);
     let (qemu_end, listener) = made?;
     Ok(VirtiofsFds {

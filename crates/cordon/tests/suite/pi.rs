@@ -754,6 +754,49 @@ fn pi_sandbox_status_command() {
     }
 }
 
+/// `--sandbox-backend vm` runs the extension's tools in cordon's VM (the
+/// guest's kernel command line has cordon's options), `--sandbox-backend os`
+/// on the host's kernel (the positive control, whatever `$CORDON_BACKEND`
+/// says), and a name that is no backend refuses to start, naming both.
+#[test]
+fn pi_sandbox_backend_flag_chooses_where_the_tools_run() {
+    if let Some(why) = crate::vm_backend::missing() {
+        return eprintln!("skipped: {why}");
+    }
+    let pi = pi1();
+    for_each_user("pi-backend-flag", |fx| {
+        prepare(fx);
+        let probe = json!({"id": "probe", "type": "bash",
+                           "command": "echo kernel-has-cordon=$(grep -c cordon.load= /proc/cmdline)"});
+        let ask = |backend: &str| {
+            rpc_with(
+                fx,
+                pi,
+                &cordon_bin(),
+                &["--sandbox-backend", backend],
+                std::slice::from_ref(&probe),
+                |_, _| None,
+            )
+        };
+        for (backend, expected) in [("vm", "kernel-has-cordon=1"), ("os", "kernel-has-cordon=0")] {
+            let (res, transcript) = ask(backend);
+            let output = res[0]["data"]["output"].as_str().unwrap_or("");
+            assert!(
+                output.contains(expected),
+                "--sandbox-backend {backend}: {output}\n{transcript}"
+            );
+        }
+        let (res, transcript) = ask("docker");
+        assert!(
+            transcript.contains("--sandbox-backend docker is no backend of cordon's")
+                && transcript.contains("say os or vm"),
+            "{transcript}"
+        );
+        let output = res[0]["data"]["output"].as_str().unwrap_or("");
+        assert!(!output.contains("kernel-has-cordon"), "{output}");
+    });
+}
+
 /// `/sandbox-allow-domain` in a session with cordon's defaults (nothing allowed,
 /// no `--net`): the user says no, and the name stays unreachable; the user says
 /// yes, and the sandbox reaches it at once, without a restart; `/sandbox-status`
