@@ -35,7 +35,7 @@
 use clap::Parser;
 use cordon_bench::{Stats, at_least_one, find_cordon, invocation, loadavg, main_with, median};
 use cordon_vm::image::{self, Extra, Spec};
-use cordon_vm::vm::{self, Accel, Config, ExecRequest, Machine, Vm};
+use cordon_vm::vm::{self, Accel, AccelChoice, Config, ExecRequest, Machine, Vm};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -68,6 +68,22 @@ struct Args {
     /// exit with status 1 if a ratio misses its target
     #[arg(long)]
     strict: bool,
+    /// run only this section (default: all, about 12 minutes under TCG)
+    #[arg(long, value_enum, value_name = "SECTION")]
+    only: Option<Section>,
+}
+
+/// The sections of the bench, in the order a whole run takes them.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    /// cold boots against the bare kernel, the exec round trip, whole runs
+    Boot,
+    /// throughput through the egress broker
+    Net,
+    /// restored sessions against cold ones, and their memory
+    Snapshots,
+    /// virtiofs against 9p
+    Shares,
 }
 
 const TARGET_RATIO: f64 = 1.2;
@@ -84,6 +100,46 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<ExitCode, String> {
     let cordon = find_cordon(args.cordon.as_deref())?;
+    let memory = format!("{}M", args.memory);
+    let accel = vm::choose_accel(Accel::Auto);
+    println!("bench/vm: {}", invocation("bench/vm"));
+    println!(
+        "machine: {} CPUs, load {}; QEMU {}; accelerator: {}",
+        cordon_bench::nproc(),
+        loadavg(),
+        qemu_version(),
+        accel.why
+    );
+    let wants = |section: Section| args.only.is_none_or(|only| only == section);
+    let pass = !wants(Section::Boot) || boots(args, &cordon, &memory, &accel)?;
+    let net_pass = !wants(Section::Net)
+        || in_workspace("vm", |workspace| network(args, &cordon, workspace, &memory))?;
+    let restore_pass = !wants(Section::Snapshots)
+        || in_workspace("vm-snapshots", |workspace| {
+            snapshots(args, &cordon, workspace)
+        })?;
+    let share_pass = !wants(Section::Shares)
+        || in_workspace("vm-shares", |workspace| shares(args, &cordon, workspace))?;
+    Ok(cordon_bench::exit_code(
+        args.strict,
+        !pass || !net_pass || !restore_pass || !share_pass,
+    ))
+}
+
+/// Runs `f` in a fresh workspace named `name`, removed afterwards.
+fn in_workspace<T>(name: &str, f: impl FnOnce(&Path) -> Result<T, String>) -> Result<T, String> {
+    let (workspace, made) = cordon_bench::workspace(None, name)?;
+    let result = f(&workspace);
+    if made {
+        let _ = std::fs::remove_dir_all(&workspace);
+    }
+    result
+}
+
+/// Cold boots against the bare kernel, the exec round trip, and whole runs of
+/// both backends; says whether the boot ratio met its target.
+fn boots(args: &Args, cordon: &Path, memory: &str, accel: &AccelChoice) -> Result<bool, String> {
+    let cordon = cordon.to_path_buf();
     let busybox = Path::new("/bin/busybox");
     if !busybox.is_file() {
         return Err("no /bin/busybox (apt-get install busybox-static)".into());
@@ -104,7 +160,6 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     let first = image::assemble(&spec()?).map_err(|e| e.to_string())?;
     let first_ms = ms(t.elapsed());
     let bare_initramfs = bare_initramfs(&first.initramfs, busybox)?;
-    let accel = vm::choose_accel(Accel::Auto);
     // The backend's machine (q35: Debian's 6.1 on QEMU 10's microvm hangs
     // under TCG here, see Config::for_policy).
     let config = Config {
@@ -114,15 +169,6 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         ..Config::default()
     };
     let tsc = vm::host_tsc_khz();
-
-    println!("bench/vm: {}", invocation("bench/vm"));
-    println!(
-        "machine: {} CPUs, load {}; QEMU {}; accelerator: {}",
-        cordon_bench::nproc(),
-        loadavg(),
-        qemu_version(),
-        accel.why
-    );
     println!(
         "kernel: {}, vmlinux {} MB; initramfs {} MB (agent {}); first assembly {first_ms:.0} ms{}",
         spec()?.kernel.image.display(),
@@ -225,11 +271,10 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     // (policy, boot files, QEMU in its OS sandbox, the 9p root, the command, the
     // power-off), next to the direct boot above and to the OS backend.
     let (workspace, made) = cordon_bench::workspace(None, "vm")?;
-    let memory = format!("{}M", args.memory);
     let timed = |backend: &str| -> Result<f64, String> {
         let t = Instant::now();
         let status = Command::new(&cordon)
-            .args(["run", "--backend", backend, "--vm-memory", &memory])
+            .args(["run", "--backend", backend, "--vm-memory", memory])
             .args(["--vm-cpus", "1", "--", "true"])
             .current_dir(&workspace)
             .stdin(Stdio::null())
@@ -261,24 +306,10 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         "  --backend os                {:7.1} {:7.1} {:7.1}",
         o.median, o.min, o.p90
     );
-    let net_pass = network(args, &cordon, &workspace, &memory)?;
     if made {
         let _ = std::fs::remove_dir_all(&workspace);
     }
-    let (workspace, made) = cordon_bench::workspace(None, "vm-snapshots")?;
-    let restore_pass = snapshots(args, &cordon, &workspace);
-    if made {
-        let _ = std::fs::remove_dir_all(&workspace);
-    }
-    let (workspace, made) = cordon_bench::workspace(None, "vm-shares")?;
-    let share_pass = shares(args, &cordon, &workspace);
-    if made {
-        let _ = std::fs::remove_dir_all(&workspace);
-    }
-    Ok(cordon_bench::exit_code(
-        args.strict,
-        !pass || !net_pass || !restore_pass? || !share_pass?,
-    ))
+    Ok(pass)
 }
 
 /// virtiofs `find` over the tree at most this many times the guest's tmpfs.
