@@ -221,6 +221,12 @@ fn mount_basics() -> io::Result<()> {
     Ok(())
 }
 
+/// Where the command's `/proc`, `/sys` and `/dev` are made at boot, in the
+/// agent's own root, to be moved into the share when it becomes the root: a
+/// session restored from a template then moves three mounts instead of making
+/// some sixty (cold guest code under TCG, after a restore).
+const COMMAND_BASICS: &str = "/.cordon-command";
+
 /// The command's `/proc`, `/sys` and `/dev` below `root`, as the OS backend
 /// gives its own: `/proc` showing only the command's processes, the `/proc`
 /// entries the OS backend makes read-only read-only (sysctls,
@@ -228,12 +234,6 @@ fn mount_basics() -> io::Result<()> {
 /// capabilities), `/sys` read-only, and a read-only `/dev` holding only the
 /// harmless devices, `/dev/pts` and a writable `/dev/shm`. The command cannot
 /// undo them: it runs without capabilities (see [`confine_command`]).
-/// Where the command's `/proc`, `/sys` and `/dev` are made at boot, in the
-/// agent's own root, to be moved into the share when it becomes the root: a
-/// session restored from a template then moves three mounts instead of making
-/// some sixty (cold guest code under TCG, after a restore).
-const COMMAND_BASICS: &str = "/.cordon-command";
-
 fn mount_command_basics(root: &str) -> io::Result<()> {
     use cordon_sandbox::view::build::{DEVICES, PROC_MASKED, PROC_READ_ONLY, SYS_MASKED};
     use rustix::mount::MountFlags;
@@ -376,7 +376,7 @@ fn mount(
 
 /// Makes the share `root` (`9p:TAG` or `virtiofs:TAG`: the host's view of the policy) the root of
 /// everything the agent runs, as switch_root does: mounted, given the
-/// command's `/proc`, `/sys` and `/dev` (see [`mount_command_basics`]), moved
+/// command's `/proc`, `/sys` and `/dev` (made at boot: [`COMMAND_BASICS`]), moved
 /// onto `/` and chrooted into. What the guest may see or change of the host is
 /// what the host serves, whatever guest root does; the command's confinement
 /// keeps it from being guest root in the first place.

@@ -324,9 +324,11 @@ impl Session for VmSession<'_> {
         let cwd = command.cwd.as_deref().unwrap_or(&self.policy.workspace);
         let cwd = utf8(cwd.as_os_str(), "the working directory")?;
 
-        // A wrong `CORDON_VM_SHARE` is refused, not read as 9p.
-        share::choose().map_err(VmError::Settings)?;
-        let config = Config::for_policy(&self.policy.vm);
+        let config = Config {
+            // A wrong `CORDON_VM_SHARE` is refused, not read as 9p.
+            share: share::choose().map_err(VmError::Settings)?,
+            ..Config::for_policy(&self.policy.vm)
+        };
         let qemu = find_program(&config.qemu)
             .ok_or_else(|| VmError::QemuMissing(config.qemu.display().to_string()))?;
         let kernel = self.policy.vm_kernel.as_ref().map(|k| k.value.as_path());
@@ -1102,10 +1104,16 @@ fn find_program(program: &Path) -> Option<PathBuf> {
     if program.components().count() > 1 {
         return program.is_file().then(|| program.to_path_buf());
     }
+    search_path(program, |p| p.is_file())
+}
+
+/// The first `PATH` entry of this process's holding `name` that `found`
+/// accepts.
+pub(crate) fn search_path(name: &Path, found: impl Fn(&Path) -> bool) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
+        .map(|d| d.join(name))
+        .find(|p| found(p))
 }
 
 /// A mutex's value, whatever a thread that panicked holding it left.

@@ -100,23 +100,20 @@ pub fn report(kernel: Option<&std::path::Path>) -> VmReport {
         Ok(crate::share::ShareKind::Virtiofs(virtiofsd)) => {
             format!("virtiofs ({}, in QEMU's sandbox)", virtiofsd.display())
         }
-        Ok(crate::share::ShareKind::NineP) => {
-            if crate::share::find_virtiofsd().is_none() {
-                degraded.push(
-                    "no virtiofsd: the view is served over 9p, several times slower on many \
-                     small files (install it: `cargo install virtiofsd`, with libseccomp-dev \
-                     and libcap-ng-dev)"
-                        .into(),
-                );
-            }
+        Ok(crate::share::ShareKind::NineP) if crate::share::find_virtiofsd().is_some() => {
             format!(
-                "9p (QEMU's own server{})",
-                if crate::share::find_virtiofsd().is_some() {
-                    format!(", as {}=9p says", crate::share::SHARE_ENV)
-                } else {
-                    String::new()
-                }
+                "9p (QEMU's own server, as {}=9p says)",
+                crate::share::SHARE_ENV
             )
+        }
+        Ok(crate::share::ShareKind::NineP) => {
+            degraded.push(
+                "no virtiofsd: the view is served over 9p, several times slower on many \
+                 small files (install it: `cargo install virtiofsd`, with libseccomp-dev \
+                 and libcap-ng-dev)"
+                    .into(),
+            );
+            "9p (QEMU's own server)".to_string()
         }
         Err(e) => {
             problems.push(e);

@@ -4,16 +4,17 @@
 //! sandbox was built with (`SERVED_VIEW`): what the guest may see or change is
 //! what the host's view holds, enforced on the host.
 //!
-//! Why virtiofs first: under TCG it is 13× faster than 9p on `find`, 9× on
-//! `ls -lR` and 2.5× on reading many small files (the feasibility study of
-//! issue 14; `bench/vm` measures both). 9p stays the fallback: it needs nothing
-//! beyond QEMU, and is faster for one large sequential read.
+//! Why virtiofs first: under TCG here it is 20× faster than 9p on `ls -lR`
+//! and 2.9× on reading many small files (`bench/vm --only shares`; docs/vm.md
+//! has the figures). 9p stays the fallback: it needs nothing beyond QEMU, and
+//! is faster for one large sequential read.
 //!
 //! virtiofsd is a second process in QEMU's sandbox: cordon's own binary runs
 //! there first (`__vm-host`), starts virtiofsd on the listening socket it was
 //! given, and becomes QEMU. virtiofsd runs as the sandbox's user, without
-//! capabilities, with its own seccomp filter under cordon's (`--sandbox none`:
-//! the sandbox is cordon's); it ends with the sandbox, as QEMU does.
+//! capabilities, under cordon's seccomp filter and (but for root: see
+//! [`virtiofsd_args`]) its own (`--sandbox none`: the sandbox is cordon's); it
+//! ends with the sandbox, as QEMU does.
 
 use std::ffi::OsString;
 use std::io;
@@ -51,10 +52,9 @@ pub enum ShareFs {
 /// Chooses the share: `CORDON_VM_SHARE` (`9p` or `virtiofs`) if set, else
 /// virtiofs where virtiofsd is found, else 9p.
 pub fn choose() -> Result<ShareKind, String> {
-    let found = find_virtiofsd();
     match std::env::var(SHARE_ENV).as_deref() {
         Ok("9p") => Ok(ShareKind::NineP),
-        Ok("virtiofs") => found.map(ShareKind::Virtiofs).ok_or_else(|| {
+        Ok("virtiofs") => find_virtiofsd().map(ShareKind::Virtiofs).ok_or_else(|| {
             format!(
                 "{SHARE_ENV}=virtiofs, but no virtiofsd was found (in PATH, or {}): \
                  install it (`cargo install virtiofsd`) or unset {SHARE_ENV}",
@@ -65,7 +65,7 @@ pub fn choose() -> Result<ShareKind, String> {
             "{SHARE_ENV}={other}: say `9p` or `virtiofs`, or unset it (virtiofs where \
              virtiofsd is installed, else 9p)"
         )),
-        Err(_) => Ok(found.map_or(ShareKind::NineP, ShareKind::Virtiofs)),
+        Err(_) => Ok(find_virtiofsd().map_or(ShareKind::NineP, ShareKind::Virtiofs)),
     }
 }
 
@@ -77,11 +77,8 @@ const SYSTEM_VIRTIOFSD: [&str; 2] = ["/usr/libexec/virtiofsd", "/usr/lib/qemu/vi
 
 /// virtiofsd in `PATH`, else where distributions put it.
 pub fn find_virtiofsd() -> Option<PathBuf> {
-    let in_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .filter(|dir| dir.is_absolute())
-            .map(|dir| dir.join("virtiofsd"))
-            .find(|p| is_executable(p))
+    let in_path = crate::backend::search_path(Path::new("virtiofsd"), |p| {
+        p.is_absolute() && is_executable(p)
     });
     in_path.or_else(|| {
         SYSTEM_VIRTIOFSD

@@ -73,7 +73,8 @@ pub struct Config {
     pub cpus: u32,
     /// How long QEMU may take from start to the agent's `Ready`.
     pub boot_timeout: Duration,
-    /// How the host's view reaches the guest (a session's; see [`crate::share`]).
+    /// How the host's view reaches the guest: 9p unless the backend chose
+    /// otherwise for its session ([`crate::share::choose`]).
     pub share: ShareKind,
 }
 
@@ -94,8 +95,7 @@ impl Config {
             memory_mib: u32::try_from(vm.memory.value >> 20).unwrap_or(u32::MAX),
             cpus: u32::try_from(vm.cpus.value).unwrap_or(u32::MAX),
             boot_timeout: Duration::from_secs(60),
-            // A bad `CORDON_VM_SHARE` is refused where a session starts.
-            share: crate::share::choose().unwrap_or(ShareKind::NineP),
+            share: ShareKind::NineP,
         }
     }
 }

@@ -132,13 +132,10 @@ pub fn prune_stale(
 /// be marked is only pruned sooner.
 pub fn mark_used(path: &Path) {
     let now = SystemTime::now();
-    let Ok(file) = std::fs::File::open(path) else {
-        return;
-    };
-    let stale = (file.metadata().and_then(|m| m.modified()))
+    let due = (std::fs::metadata(path).and_then(|m| m.modified()))
         .is_ok_and(|at| now.duration_since(at).is_ok_and(|age| age >= MARK_EVERY));
-    if stale {
-        let _ = file.set_modified(now);
+    if due {
+        let _ = std::fs::File::open(path).and_then(|file| file.set_modified(now));
     }
 }
 

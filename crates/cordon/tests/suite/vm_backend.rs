@@ -792,24 +792,24 @@ fn a_wrong_share_setting_is_refused() {
     for_each_user("vm-share-setting", |fx| {
         let ran = fx.work.join("ran");
         let script = format!("touch {}", ran.display());
-        let mut cmd = vm_cmd(fx, &[], &script);
-        cmd.env(cordon_vm::share::SHARE_ENV, "nfs");
-        let out = run_cmd(cmd, None, Duration::from_secs(120));
-        out.assert_status(125)
+        let touch_with = |name: &str, value: &std::ffi::OsStr| {
+            let mut cmd = vm_cmd(fx, &[], &script);
+            cmd.env(name, value);
+            run_cmd(cmd, None, Duration::from_secs(120))
+        };
+        let share = cordon_vm::share::SHARE_ENV;
+        touch_with(share, "nfs".as_ref())
+            .assert_status(125)
             .assert_stderr_contains("CORDON_VM_SHARE=nfs: say `9p` or `virtiofs`");
         assert_not_exists(&ran);
-        let mut cmd = vm_cmd(fx, &[], &script);
-        cmd.env(cordon_vm::share::SHARE_ENV, "9p");
-        run_cmd(cmd, None, Duration::from_secs(120)).assert_success();
+        touch_with(share, "9p".as_ref()).assert_success();
         assert!(ran.exists(), "the command did not run over 9p");
         fs::remove_file(&ran).unwrap();
         let deep = fx
             .outside
             .join("a-temporary-directory-deeper-than-a-socket-path".repeat(2));
         fx.mkdir(&deep);
-        let mut cmd = vm_cmd(fx, &[], &script);
-        cmd.env("TMPDIR", &deep);
-        run_cmd(cmd, None, Duration::from_secs(120)).assert_success();
+        touch_with("TMPDIR", deep.as_os_str()).assert_success();
         assert!(
             ran.exists(),
             "the command did not run with TMPDIR={}",
