@@ -142,8 +142,8 @@ export function agentDirArgs(workspace: string, agentDir = piAgentDir()): string
 const BACKENDS = ["os", "vm"];
 
 /** `cordon` options for `--sandbox-backend`: none when unset (cordon's own
- * default, `$CORDON_BACKEND` else os). Throws `CordonUnavailable` for a name
- * cordon has no backend for. */
+ * default: `$CORDON_BACKEND`, else the user config's "backend", else os).
+ * Throws `CordonUnavailable` for a name cordon has no backend for. */
 export function backendArgs(flag: unknown): string[] {
 	if (flag === undefined || flag === "") return [];
 	if (typeof flag === "string" && BACKENDS.includes(flag)) return ["--backend", flag];

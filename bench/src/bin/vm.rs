@@ -1,7 +1,8 @@
 //! bench/vm: cold boot to the first exec through cordon's guest agent, next to the
 //! same kernel booted bare by QEMU with a one-line init (`busybox sh -c 'echo ok;
 //! poweroff -f'`), interleaved in one run; then the exec round trip through the
-//! agent. Same QEMU, machine (microvm, pic=off, tsc_early_khz), accelerator,
+//! agent, and the channel's round trip (a line echoed by `cat` in the guest;
+//! target ≤ 0.25 ms). Same QEMU, machine (microvm, pic=off, tsc_early_khz), accelerator,
 //! memory and vCPUs for both. Target: agent / bare ≤ 1.2.
 //!
 //! Then the whole backend as a user runs it: `cordon run --backend vm -- true`
@@ -87,6 +88,9 @@ enum Section {
 }
 
 const TARGET_RATIO: f64 = 1.2;
+
+/// The channel's round trip (ms).
+const CHANNEL_TARGET_MS: f64 = 0.25;
 
 /// The guest's throughput through the broker over the OS backend's.
 const NET_TARGET_RATIO: f64 = 0.5;
@@ -203,7 +207,7 @@ fn boots(args: &Args, cordon: &Path, memory: &str, accel: &AccelChoice) -> Resul
                 let t_boot = t.elapsed();
                 let mut out = Vec::new();
                 let status = vm
-                    .exec(&echo(), &mut out, &mut std::io::sink())
+                    .exec(&echo(), None, &mut out, &mut std::io::sink())
                     .map_err(|e| e.to_string())?;
                 let total = t.elapsed();
                 if status.shell_code() != 0 || out != b"hi\n" {
@@ -252,7 +256,7 @@ fn boots(args: &Args, cordon: &Path, memory: &str, accel: &AccelChoice) -> Resul
             argv: vec!["/bin/busybox".into(), "true".into()],
             ..echo()
         };
-        vm.exec(&request, &mut std::io::sink(), &mut std::io::sink())
+        vm.exec(&request, None, &mut std::io::sink(), &mut std::io::sink())
             .map_err(|e| e.to_string())?;
         trips.push(ms(t.elapsed()));
     }
@@ -264,6 +268,16 @@ fn boots(args: &Args, cordon: &Path, memory: &str, accel: &AccelChoice) -> Resul
         s.median,
         s.min,
         s.p90
+    );
+    let echoes = echo_round_trips(&mut vm, args.execs * 4)?;
+    let e = Stats::of(&echoes[10..]);
+    println!(
+        "channel round trip (32 bytes to `busybox cat` and back, {} after 10 warm-up): median {:.3} ms, min {:.3}, p90 {:.3} (target <= {CHANNEL_TARGET_MS}) {}",
+        echoes.len() - 10,
+        e.median,
+        e.min,
+        e.p90,
+        cordon_bench::verdict(e.median <= CHANNEL_TARGET_MS)
     );
     drop(vm);
 
@@ -794,6 +808,81 @@ fn serve_bytes(bytes: usize) -> Result<u16, String> {
         }
     });
     Ok(port)
+}
+
+/// The channel's round trip as an interactive command feels it: 32 bytes
+/// written to `cat`'s stdin in the guest come back on its stdout (host →
+/// virtio-serial → agent → pipe → cat → pipe → agent → virtio-serial → host),
+/// one line at a time, `rounds` times (ms each).
+fn echo_round_trips(vm: &mut Vm, rounds: usize) -> Result<Vec<f64>, String> {
+    use std::sync::mpsc;
+    /// cat's stdin: each line the timer sends, then the end when it hangs up.
+    struct Lines(mpsc::Receiver<Vec<u8>>, std::io::Cursor<Vec<u8>>);
+    impl std::io::Read for Lines {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.1.position() as usize == self.1.get_ref().len() {
+                match self.0.recv() {
+                    Ok(line) => self.1 = std::io::Cursor::new(line),
+                    Err(_) => return Ok(0),
+                }
+            }
+            self.1.read(buf)
+        }
+    }
+    /// cat's stdout: tells the timer how many bytes came back.
+    struct Echoed(mpsc::Sender<usize>);
+    impl std::io::Write for Echoed {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = self.0.send(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    const LINE: usize = 32;
+    let (send_line, lines) = mpsc::channel::<Vec<u8>>();
+    let (echoed, came_back) = mpsc::channel::<usize>();
+    let timer = std::thread::spawn(move || {
+        let mut trips = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let t = Instant::now();
+            let mut line = vec![b'x'; LINE - 1];
+            line.push(b'\n');
+            if send_line.send(line).is_err() {
+                break;
+            }
+            let mut got = 0;
+            while got < LINE {
+                match came_back.recv_timeout(Duration::from_secs(10)) {
+                    Ok(n) => got += n,
+                    Err(_) => return trips,
+                }
+            }
+            trips.push(ms(t.elapsed()));
+        }
+        trips // dropping `send_line` ends cat's stdin
+    });
+    let request = ExecRequest {
+        argv: vec!["/bin/busybox".into(), "cat".into()],
+        ..echo()
+    };
+    let stdin = Lines(lines, std::io::Cursor::new(Vec::new()));
+    vm.exec(
+        &request,
+        Some(Box::new(stdin)),
+        &mut Echoed(echoed),
+        &mut std::io::sink(),
+    )
+    .map_err(|e| e.to_string())?;
+    let trips = timer.join().map_err(|_| "the echo timer panicked")?;
+    if trips.len() < rounds {
+        return Err(format!(
+            "cat echoed {} of {rounds} lines within 10 s each",
+            trips.len()
+        ));
+    }
+    Ok(trips)
 }
 
 fn echo() -> ExecRequest {

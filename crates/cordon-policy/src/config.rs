@@ -93,6 +93,9 @@ pub struct ConfigFile {
     /// `"SOURCE:TARGET[:ro|rw]"`.
     #[serde(default)]
     pub mount: Vec<MountSpec>,
+    /// Where the sandbox runs (`--backend`), user config only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<crate::BackendChoice>,
     /// The kernel the VM boots (`--backend vm`): a path, user config only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm_kernel: Option<String>,

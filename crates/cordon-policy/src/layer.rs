@@ -7,8 +7,8 @@ use crate::defaults::{SCRATCH, cordon_data_dir, default_env, default_rules};
 use crate::error::PolicyError;
 use crate::home::HomeEnv;
 use crate::model::{
-    Access, EnvVar, Mount, NetMode, Origin, PathRule, Policy, RuleKind, Sourced, Switches,
-    rule_for_in,
+    Access, BackendChoice, EnvVar, Mount, NetMode, Origin, PathRule, Policy, RuleKind, Sourced,
+    Switches, rule_for_in,
 };
 use crate::network::{
     DomainPattern, DomainRule, LocalService, NetworkRules, ResolveRule, SecretRule, UpstreamCa,
@@ -150,6 +150,7 @@ struct Layers {
     timeout: Option<Sourced<Duration>>,
     /// The VM's kernel, when named.
     vm_kernel: Option<Sourced<PathBuf>>,
+    backend: Sourced<BackendChoice>,
     switches: Switches,
     /// Mounts as written, their paths resolved; checked in `finish`.
     mounts: Vec<Mount>,
@@ -239,6 +240,7 @@ impl Layers {
             settings: Settings::defaults(),
             timeout: None,
             vm_kernel: None,
+            backend: Sourced::new(BackendChoice::Os, Origin::Default),
             switches: Switches {
                 nested_userns: off(),
                 unix_sockets: off(),
@@ -639,6 +641,9 @@ impl Layers {
             let file = self.config_path(raw, "vm_kernel", &origin)?;
             self.vm_kernel(file, &origin, "vm_kernel")?;
         }
+        if let Some(b) = c.backend {
+            self.backend = Sourced::new(b, origin.clone());
+        }
         self.settings.apply_config(c, &origin);
         if let Some(b) = c.nested_userns {
             self.switches.nested_userns = Sourced::new(b, origin.clone());
@@ -707,6 +712,9 @@ impl Layers {
             let o = flag("--vm-kernel");
             let file = self.flag_path(p, cwd, &o)?;
             self.vm_kernel(file, &o, "")?;
+        }
+        if let Some(b) = f.backend {
+            self.backend = Sourced::new(b, flag("--backend (or $CORDON_BACKEND)"));
         }
         if let Some(n) = f.net {
             self.set_net(n, &flag("--net"));
@@ -1017,6 +1025,7 @@ impl Layers {
             limits: self.settings.limits,
             vm: self.settings.vm,
             vm_kernel: self.vm_kernel,
+            backend: self.backend,
             timeout: self.timeout,
             switches: self.switches,
             caches: caches.caches,

@@ -56,6 +56,15 @@ settings::with_settings!(settings::settings! { @flags
 #[derive(Debug, Clone, Default)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct Flags {
+    /// Where the sandbox runs: os (Linux namespaces, a mount view, Landlock and
+    /// seccomp); vm (a QEMU VM seeing the same view; its network only through the
+    /// egress broker, no --net host). Default: $CORDON_BACKEND, else the user
+    /// config's "backend", else os.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, value_enum, value_name = "BACKEND", env = "CORDON_BACKEND")
+    )]
+    pub backend: Option<BackendChoice>,
     /// Make PATH writable too (repeatable). A missing PATH in your home directory
     /// is made (every directory from the home down must be yours).
     #[cfg_attr(feature = "cli", arg(long = "allow-write", value_name = "PATH"))]

@@ -120,6 +120,20 @@ pub enum NetMode {
     Allowlist,
 }
 
+/// Where the sandbox runs: `--backend`, `$CORDON_BACKEND`, or the user config's
+/// `backend`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+pub enum BackendChoice {
+    /// Linux namespaces, a mount view, Landlock and seccomp.
+    #[default]
+    Os,
+    /// A QEMU VM (KVM, else TCG) whose file system is the OS backend's view,
+    /// QEMU itself in an OS sandbox; its network only through the egress broker.
+    Vm,
+}
+
 /// A value with the place it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sourced<T> {
@@ -189,6 +203,8 @@ pub struct Policy {
     /// Host paths shown at other paths, in target order (parents first).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<Mount>,
+    /// Where the sandbox runs, and who chose it.
+    pub backend: Sourced<BackendChoice>,
     pub net: Sourced<NetMode>,
     /// What the egress broker allows; used when `net` is `Allowlist`.
     pub network: crate::NetworkRules,

@@ -154,6 +154,11 @@ pub(crate) fn loosening_fields(c: &ConfigFile) -> Vec<(&'static str, String)> {
             because("make the broker trust other certificates", "--upstream-ca"),
         ),
         (
+            "backend",
+            c.backend.is_none(),
+            because("choose where the sandbox runs", "--backend"),
+        ),
+        (
             "vm_kernel",
             c.vm_kernel.is_none(),
             because(

@@ -83,7 +83,7 @@ fn render(policy: &Policy, backend: &str, limits: &LimitsAssessment) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "workspace  {}", policy.workspace.display());
     let _ = writeln!(out, "home       {}", policy.home.display());
-    let _ = writeln!(out, "backend    {backend}");
+    let _ = writeln!(out, "backend    {backend}    ← {}", policy.backend.origin);
     render_filesystem(&mut out, policy);
     render_mounts(&mut out, policy);
     render_caches(&mut out, policy);

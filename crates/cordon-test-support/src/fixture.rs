@@ -386,9 +386,10 @@ impl Fixture {
             .env("LOGNAME", &self.user.name)
             .env("LANG", "C.UTF-8")
             .env("TERM", "xterm");
-        // The backend every suite runs against: CORDON_TEST_BACKEND=vm reruns the
-        // same attacks and functional tests in the VM backend.
-        if let Some(backend) = std::env::var_os("CORDON_TEST_BACKEND") {
+        // The backend every suite runs against: the VM rerun runs the same
+        // attacks and functional tests in the VM backend.
+        let backend = crate::process::test_backend();
+        if backend != "os" {
             cmd.env("CORDON_BACKEND", backend);
         }
         cmd.current_dir(&self.work);

@@ -42,7 +42,7 @@ pub use host::{
 pub use policy_env::PolicyEnv;
 pub use process::{
     Output, PATH, RUN_DEADLINE, backend_slowdown, describe, in_vm, run_cmd, spawn_quiet,
-    wait_deadline,
+    test_backend, wait_deadline,
 };
 pub use pty::{Pty, Terminal, find, tty_input_pending};
 pub use random::{random_hex, random_u32};

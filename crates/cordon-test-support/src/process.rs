@@ -145,10 +145,27 @@ fn spawn_reader<R: Read + Send + 'static>(mut r: R) -> mpsc::Receiver<Vec<u8>> {
     rx
 }
 
-/// Whether the suites run against the VM backend (`CORDON_TEST_BACKEND=vm`),
-/// whose sandbox's processes are the guest's, not the host's.
+/// The backend the suites run against: `$CORDON_TEST_BACKEND` where it is
+/// set; else `vm` in the VM rerun (the test binary `vm_suite`, which holds the
+/// attack and functional suites again), else `os`.
+pub fn test_backend() -> String {
+    if let Ok(named) = std::env::var("CORDON_TEST_BACKEND") {
+        return named;
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let binary = exe.file_name().unwrap_or_default().to_string_lossy();
+    // cargo names a test binary `<target>-<hash>`.
+    if binary.starts_with("vm_suite-") || binary == "vm_suite" {
+        "vm".into()
+    } else {
+        "os".into()
+    }
+}
+
+/// Whether the suites run against the VM backend ([`test_backend`]), whose
+/// sandbox's processes are the guest's, not the host's.
 pub fn in_vm() -> bool {
-    std::env::var("CORDON_TEST_BACKEND").as_deref() == Ok("vm")
+    test_backend() == "vm"
 }
 
 /// How many times longer a command may take under the backend the suites run
@@ -156,10 +173,7 @@ pub fn in_vm() -> bool {
 /// process 20-100 times slower than the host does, and a test script that starts a
 /// hundred (`cat` of each secret) takes tens of seconds there, not a hang.
 pub fn backend_slowdown() -> u32 {
-    match std::env::var("CORDON_TEST_BACKEND").as_deref() {
-        Ok("vm") => 5,
-        _ => 1,
-    }
+    if in_vm() { 5 } else { 1 }
 }
 
 /// Waits for `child` at most `deadline` (times [`backend_slowdown`]); kills it

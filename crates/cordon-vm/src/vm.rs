@@ -988,15 +988,17 @@ impl Vm {
         self.qemu.id()
     }
 
-    /// Runs `request` in the guest (see [`Channel::exec`]); after an error other
-    /// than [`VmError::ExecFailed`] QEMU is killed.
+    /// Runs `request` in the guest (see [`Channel::exec`]), its stdin read
+    /// from `stdin` (else `/dev/null`); after an error other than
+    /// [`VmError::ExecFailed`] QEMU is killed.
     pub fn exec(
         &mut self,
         request: &ExecRequest,
+        stdin: Option<Input>,
         stdout: &mut dyn Write,
         stderr: &mut dyn Write,
     ) -> Result<Status, VmError> {
-        let result = match self.channel.exec(request, None, stdout, stderr, None) {
+        let result = match self.channel.exec(request, stdin, stdout, stderr, None) {
             Err(VmError::Ended(_)) => Err(VmError::Ended(self.console_tail())),
             other => other,
         };

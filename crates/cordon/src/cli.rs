@@ -157,16 +157,6 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
     Cli::from_arg_matches(&matches)
 }
 
-/// Where the sandbox runs (`--backend`).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BackendArg {
-    /// Linux namespaces, a mount view, Landlock and seccomp.
-    Os,
-    /// A QEMU VM (KVM, else TCG) whose file system is the OS backend's view,
-    /// QEMU itself in an OS sandbox; its network only through the egress broker.
-    Vm,
-}
-
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DegradedLayer {
     /// Run without Landlock on kernels that lack it (the mount view and seccomp still apply).
@@ -179,17 +169,6 @@ pub enum DegradedLayer {
 /// Options shared by `run`, `shell`, `pi`, `serve` and `policy`.
 #[derive(Args, Debug, Clone)]
 pub struct RunOptions {
-    /// Where the sandbox runs: os (Linux namespaces, a mount view, Landlock and
-    /// seccomp); vm (a QEMU VM seeing the same view; its network only through the
-    /// egress broker, no --net host). Default: $CORDON_BACKEND, else os.
-    #[arg(
-        long,
-        value_enum,
-        value_name = "BACKEND",
-        default_value = "os",
-        env = "CORDON_BACKEND"
-    )]
-    pub backend: BackendArg,
     /// The project directory the sandbox may write (default: the current directory).
     #[arg(long, value_name = "DIR")]
     pub workspace: Option<PathBuf>,

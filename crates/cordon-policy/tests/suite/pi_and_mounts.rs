@@ -1,6 +1,6 @@
 //! The `pi` section of the config files and mounts, resolved against real files.
 
-use cordon_policy::{Access, Flags, Origin, PiMode, Policy, PolicyError};
+use cordon_policy::{Access, BackendChoice, Flags, Origin, PiMode, Policy, PolicyError, Sourced};
 use cordon_test_support::PolicyEnv;
 use std::fs;
 use std::path::PathBuf;
@@ -25,6 +25,7 @@ fn pi(e: &PolicyEnv) -> Result<Policy, PolicyError> {
 const PI_SECTION: &str = r#"{
   "memory": "8G",
   "pi": {
+    "backend": "vm",
     "memory": "4G",
     "cpus": 2,
     "mount": [{"source": "~/datasets", "target": "/data", "mode": "ro"},
@@ -42,11 +43,14 @@ fn the_pi_section_applies_to_cordon_pi_only() {
     assert_eq!(plain.limits.memory.as_ref().unwrap().value, 8 << 30);
     assert!(plain.mounts.is_empty() && plain.network.allow.is_empty());
     assert!(plain.network.secrets.is_empty());
+    assert_eq!(plain.backend.value, BackendChoice::Os);
 
     let pi = pi(&e).unwrap();
     let section = Origin::UserPiConfig {
         file: e.user_config_path(),
     };
+    // pi itself in the VM, the other runs on the OS backend.
+    assert_eq!(pi.backend, Sourced::new(BackendChoice::Vm, section.clone()));
     let memory = pi.limits.memory.as_ref().unwrap();
     assert_eq!((memory.value, &memory.origin), (4 << 30, &section));
     assert_eq!(pi.limits.cpus.as_ref().unwrap().value, 2.0);

@@ -1,8 +1,8 @@
 //! End-to-end tests of `resolve` against real files in temporary directories.
 
 use cordon_policy::{
-    Access, DomainPattern, Flags, Inputs, NetMode, NetworkRules, Origin, PathRule, Policy,
-    PolicyError, RuleKind, Sourced, Verdict, defaults, resolve,
+    Access, BackendChoice, DomainPattern, Flags, Inputs, NetMode, NetworkRules, Origin, PathRule,
+    Policy, PolicyError, RuleKind, Sourced, Verdict, defaults, resolve,
 };
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -461,6 +461,7 @@ fn project_loosening_fields_are_ignored_with_a_warning() {
           "pids": 1000,
           "cpus": 4,
           "vm_kernel": "/boot/vmlinuz",
+          "backend": "os",
           "read_only": false
         }"#,
     );
@@ -477,6 +478,7 @@ fn project_loosening_fields_are_ignored_with_a_warning() {
         "pids",
         "cpus",
         "vm_kernel",
+        "backend",
     ] {
         let w: Vec<&String> = p
             .warnings
@@ -491,7 +493,7 @@ fn project_loosening_fields_are_ignored_with_a_warning() {
         );
         assert!(w[0].contains("may only tighten"), "{}", w[0]);
     }
-    assert_eq!(p.warnings.len(), 10, "{:?}", p.warnings);
+    assert_eq!(p.warnings.len(), 11, "{:?}", p.warnings);
     assert!(
         p.warnings
             .iter()
@@ -1330,6 +1332,35 @@ fn vm_kernel_from_the_user_config_and_the_flag() {
         "{err}"
     );
     assert!(err.contains("hint: name a bzImage"), "{err}");
+}
+
+/// Where the sandbox runs: os by default; the user config's `backend` (its
+/// `pi` section for `cordon pi`), replaced by `--backend`; never a project's
+/// (tested with the other loosening fields); a name that is no backend is
+/// refused, naming both.
+#[test]
+fn backend_from_the_user_config_and_the_flag() {
+    let e = Env::new();
+    let p = e.resolve();
+    assert_eq!(p.backend, Sourced::new(BackendChoice::Os, Origin::Default));
+    e.user(r#"{"backend": "vm"}"#);
+    let p = e.resolve();
+    assert_eq!(p.backend, Sourced::new(BackendChoice::Vm, e.user_origin()));
+    let p = e
+        .resolve_with(Flags {
+            backend: Some(BackendChoice::Os),
+            ..Flags::default()
+        })
+        .unwrap();
+    assert_eq!(p.backend.value, BackendChoice::Os);
+    assert_eq!(p.backend.origin, flag("--backend (or $CORDON_BACKEND)"));
+
+    e.user(r#"{"backend": "docker"}"#);
+    let err = e.resolve_with(Flags::default()).unwrap_err().to_string();
+    assert!(
+        err.contains("docker") && err.contains("`os`") && err.contains("`vm`"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -9,7 +9,8 @@ mod run;
 mod serve;
 mod vm;
 
-use crate::cli::{BackendArg, Commands};
+use crate::cli::Commands;
+use cordon_policy::BackendChoice;
 use cordon_sandbox::OsBackend;
 use cordon_session::SessionError;
 use cordon_vm::{VmBackend, VmError};
@@ -50,16 +51,17 @@ impl From<SessionError> for Failure {
     }
 }
 
-/// Runs `$body` with `$backend` bound to the backend `--backend` names (each
-/// command is generic over the backend it runs on).
+/// Runs `$body` with `$backend` bound to the backend the policy chose
+/// (`--backend`, `$CORDON_BACKEND`, the user config's `backend`): each command
+/// is generic over the backend it runs on.
 macro_rules! on_backend {
-    ($options:expr, |$backend:ident| $body:expr) => {
-        match $options.backend {
-            BackendArg::Os => {
+    ($policy:expr, |$backend:ident| $body:expr) => {
+        match $policy.backend.value {
+            BackendChoice::Os => {
                 let $backend = &OsBackend;
                 $body
             }
-            BackendArg::Vm => {
+            BackendChoice::Vm => {
                 // A first run makes the boot files and the template: shown.
                 let progress = crate::progress::TerminalProgress::new(
                     "cordon",
@@ -75,17 +77,34 @@ macro_rules! on_backend {
 pub fn dispatch(command: Commands) -> Result<u8, Failure> {
     Ok(match command {
         Commands::Run(crate::cli::RunArgs { options, command }) => {
-            on_backend!(options, |b| run::run(b, &options, command))?
+            let policy = run::resolve_policy(&options)?;
+            on_backend!(policy, |b| run::run(b, &options, &policy, command))?
         }
-        Commands::Shell { options } => on_backend!(options, |b| run::shell(b, &options))?,
-        Commands::Pi { options, args } => on_backend!(options, |b| pi::pi(b, &options, args))?,
-        Commands::Serve { options } => on_backend!(options, |b| serve::serve(b, &options))?,
+        Commands::Shell { options } => {
+            let policy = run::resolve_policy(&options)?;
+            on_backend!(policy, |b| run::shell(b, &options, &policy))?
+        }
+        Commands::Pi { options, args } => {
+            let prepared = pi::prepare(&options)?;
+            on_backend!(prepared.policy, |b| pi::pi(b, &options, &prepared, args))?
+        }
+        Commands::Serve { options } => {
+            let policy = serve::policy(&options)?;
+            on_backend!(policy, |b| serve::serve(b, &options, &policy))?
+        }
         Commands::Agent => serve::agent()?,
         Commands::VmAgent => cordon_vm::agent::main(),
         Commands::VmHost { args } => cordon_vm::share::host_main(&args),
         Commands::Doctor { json } => doctor::doctor(json)?,
         Commands::Policy { options, json, pi } => {
-            on_backend!(options, |b| policy::show(b, &options, json, pi))?
+            let (policy, setup) = policy::resolve(&options, pi)?;
+            on_backend!(policy, |b| policy::show(
+                b,
+                &options,
+                &policy,
+                setup.as_ref(),
+                json
+            ))?
         }
         Commands::Completions { shell } => completions(shell)?,
         Commands::Vm { action } => vm::vm(action)?,

@@ -15,18 +15,41 @@ use std::io::IsTerminal;
 /// a value no host accepts.
 const UNAVAILABLE: &str = "cordon-secret-unavailable";
 
-pub fn pi(
-    backend: &impl Backend,
-    options: &RunOptions,
-    args: Vec<OsString>,
-) -> Result<u8, Failure> {
+/// What `cordon pi` found before choosing a backend: pi, what it needs on the
+/// host, and the policy (whose `backend` is where pi runs).
+pub struct Prepared {
+    program: std::path::PathBuf,
+    setup: PiSetup,
+    pub policy: cordon_policy::Policy,
+}
+
+/// Finds pi and gathers what it needs; resolves the policy `cordon pi` runs with.
+pub fn prepare(options: &RunOptions) -> Result<Prepared, Failure> {
     let program = find_pi().map_err(|e| e.to_string())?;
     let setup = PiSetup::gather(&home_dir()?, true).map_err(|e| e.to_string())?;
     let policy = resolve_policy_with(options, Some(setup.mode()))?;
-    for warning in setup.warnings(&policy) {
+    Ok(Prepared {
+        program,
+        setup,
+        policy,
+    })
+}
+
+pub fn pi(
+    backend: &impl Backend,
+    options: &RunOptions,
+    prepared: &Prepared,
+    args: Vec<OsString>,
+) -> Result<u8, Failure> {
+    let Prepared {
+        program,
+        setup,
+        policy,
+    } = prepared;
+    for warning in setup.warnings(policy) {
         eprintln!("cordon: warning: {warning}");
     }
-    setup.check(&policy, &program).map_err(|e| e.to_string())?;
+    setup.check(policy, program).map_err(|e| e.to_string())?;
 
     let import = setup.import();
     // A secret of pi's files has its value there; the others are the host's.
@@ -43,7 +66,7 @@ pub fn pi(
     let held = (interactive && std::io::stderr().is_terminal())
         .then(cordon_net::audit::HeldNotices::default);
     let mut overlays = None;
-    let mut egress = super::egress::additions_with(&policy, held.clone(), values, |side| {
+    let mut egress = super::egress::additions_with(policy, held.clone(), values, |side| {
         let placeholder =
             |name: &str| side_value(side, name).unwrap_or_else(|| UNAVAILABLE.to_string());
         overlays = Some(setup.overlays(&placeholder).map_err(|e| e.to_string())?);
@@ -67,7 +90,7 @@ pub fn pi(
         }));
 
     let command = Command {
-        program: Program::Named(program.into_os_string()),
+        program: Program::Named(program.clone().into_os_string()),
         args,
         cwd: None,
         terminal: if interactive {
@@ -77,7 +100,7 @@ pub fn pi(
         },
         timeout: None,
     };
-    let session = start(backend, options, &policy, egress)?;
+    let session = start(backend, options, policy, egress)?;
     let status = execute_in(backend, options, session, command);
     if let Some(held) = held {
         let refused = held.take();

@@ -4,16 +4,13 @@
 use super::run::{degraded, home_dir, resolve_policy_with};
 use crate::cli::RunOptions;
 use cordon_backend::Backend;
+use cordon_policy::Policy;
 use cordon_session::pi::PiSetup;
 use cordon_session::report::Report;
 
-/// `pi`: the policy `cordon pi` would run with (nothing is made on the host).
-pub fn show(
-    backend: &impl Backend,
-    options: &RunOptions,
-    json: bool,
-    pi: bool,
-) -> Result<u8, String> {
+/// The policy to show; `pi`: the one `cordon pi` would run with (nothing is
+/// made on the host), with what pi needs.
+pub fn resolve(options: &RunOptions, pi: bool) -> Result<(Policy, Option<PiSetup>), String> {
     let setup = if pi {
         Some(PiSetup::gather(&home_dir()?, false).map_err(|e| e.to_string())?)
     } else {
@@ -23,12 +20,23 @@ pub fn show(
     if let Some(setup) = &setup {
         policy.warnings.extend(setup.warnings(&policy));
     }
+    Ok((policy, setup))
+}
+
+/// Prints `policy` as `backend` runs it (`setup`: `cordon policy --pi`).
+pub fn show(
+    backend: &impl Backend,
+    options: &RunOptions,
+    policy: &Policy,
+    setup: Option<&PiSetup>,
+    json: bool,
+) -> Result<u8, String> {
     let report = Report {
-        policy: &policy,
+        policy,
         backend: backend.kind(),
-        layers: &backend.layers(&policy, degraded(options)),
-        limits: &backend.assess_limits(&policy),
-        pi,
+        layers: &backend.layers(policy, degraded(options)),
+        limits: &backend.assess_limits(policy),
+        pi: setup.is_some(),
     };
     if json {
         let value = report.json().map_err(|e| e.to_string())?;

@@ -17,6 +17,7 @@ const TIMED_OUT: u8 = 124;
 pub fn run(
     backend: &impl Backend,
     options: &RunOptions,
+    policy: &Policy,
     command: Vec<OsString>,
 ) -> Result<u8, Failure> {
     let mut words = command.into_iter();
@@ -30,10 +31,10 @@ pub fn run(
         terminal: Terminal::Inherit,
         timeout: None,
     };
-    execute(backend, options, command)
+    execute(backend, options, policy, command)
 }
 
-pub fn shell(backend: &impl Backend, options: &RunOptions) -> Result<u8, Failure> {
+pub fn shell(backend: &impl Backend, options: &RunOptions, policy: &Policy) -> Result<u8, Failure> {
     let interactive = std::io::stdin().is_terminal();
     let command = Command {
         program: Program::Named(user_shell().into_os_string()),
@@ -46,7 +47,7 @@ pub fn shell(backend: &impl Backend, options: &RunOptions) -> Result<u8, Failure
         },
         timeout: None,
     };
-    execute(backend, options, command)
+    execute(backend, options, policy, command)
 }
 
 /// $SHELL if it exists, else bash, else sh.
@@ -59,13 +60,17 @@ fn user_shell() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/bin/sh"))
 }
 
-fn execute(backend: &impl Backend, options: &RunOptions, command: Command) -> Result<u8, Failure> {
-    let policy = resolve_policy(options)?;
-    let egress = super::egress::additions(&policy)?;
+fn execute(
+    backend: &impl Backend,
+    options: &RunOptions,
+    policy: &Policy,
+    command: Command,
+) -> Result<u8, Failure> {
+    let egress = super::egress::additions(policy)?;
     execute_in(
         backend,
         options,
-        start(backend, options, &policy, egress)?,
+        start(backend, options, policy, egress)?,
         command,
     )
 }

@@ -15,10 +15,14 @@ use std::ffi::OsString;
 /// The variable that carries the agent's configuration into the sandbox.
 const AGENT_CONFIG: &str = "CORDON_AGENT_CONFIG";
 
-pub fn serve(backend: &impl Backend, options: &RunOptions) -> Result<u8, Failure> {
-    let policy = widenable(resolve_policy(options)?);
-    let egress = super::egress::additions(&policy)?;
-    let mut session = start(backend, options, &policy, egress)?;
+/// The policy `cordon serve` runs with: the options' own, made widenable.
+pub fn policy(options: &RunOptions) -> Result<Policy, String> {
+    Ok(widenable(resolve_policy(options)?))
+}
+
+pub fn serve(backend: &impl Backend, options: &RunOptions, policy: &Policy) -> Result<u8, Failure> {
+    let egress = super::egress::additions(policy)?;
+    let mut session = start(backend, options, policy, egress)?;
     // The agent's stream to the host control endpoint (allowDomain, status),
     // whatever the network mode.
     let control_fd = Some(session.control()?);

@@ -1054,7 +1054,7 @@ fn host_unix_sockets_unreachable_with_net_host() {
         assert_host_connects(fx, &targets);
         assert_eq!(unix_accepts(&pl, Duration::from_millis(500)), 1);
         assert_eq!(unix_accepts(&al, Duration::from_millis(200)), 1);
-        if std::env::var("CORDON_TEST_BACKEND").as_deref() == Ok("vm") {
+        if in_vm() {
             // The VM backend has no unfiltered network to give: refused, and
             // nothing runs (the sockets below stay unreached all the same).
             py(fx, &["--net", "host"], PY_CONNECT, &[])
@@ -1739,7 +1739,7 @@ fn daemonized_orphans_die_with_cordon() {
 
 #[test]
 fn sigkill_of_cordon_kills_the_sandbox() {
-    if std::env::var("CORDON_TEST_BACKEND").as_deref() == Ok("vm") {
+    if in_vm() {
         return sigkill_of_cordon_kills_the_vm();
     }
     for_each_user("sigkill_of_cordon_kills_the_sandbox", |fx| {
@@ -1783,14 +1783,14 @@ fn sigkill_of_cordon_kills_the_vm() {
         while !started.exists() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let qemu = crate::vm_backend::qemu_below(child.id());
+        let qemu = common::vm::qemu_below(child.id());
         if !started.exists() || qemu.is_empty() {
             stop(child);
             panic!("the VM's command never ran, or no QEMU below cordon: {qemu:?}");
         }
         let _ = child.kill();
         let _ = child.wait();
-        let left = crate::vm_backend::qemu_left_after(&qemu, Duration::from_secs(10));
+        let left = common::vm::qemu_left_after(&qemu, Duration::from_secs(10));
         assert!(
             left.is_empty(),
             "QEMU outlived SIGKILLed cordon for 10 s: {left:?}"

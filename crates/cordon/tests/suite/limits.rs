@@ -298,14 +298,14 @@ fn widened(fx: &Fixture, opts: &[&str]) -> (usize, Option<f64>) {
     argv.extend_from_slice(&["--", "python3", "-c", PY_WIDEN, &word]);
     let child = spawn_quiet(fx.cordon_cmd(&argv));
     if in_vm() {
-        let qemu = crate::vm_backend::wait_for_qemu_below(child.id(), Duration::from_secs(20));
+        let qemu = common::vm::wait_for_qemu_below(child.id(), Duration::from_secs(20));
         let Some(&pid) = qemu.first() else {
             stop(child);
             panic!("no QEMU below cordon");
         };
         let seen = (cpus_allowed(pid), cpu_quota(pid));
         stop(child);
-        crate::vm_backend::qemu_left_after(&qemu, Duration::from_secs(10));
+        common::vm::qemu_left_after(&qemu, Duration::from_secs(10));
         return seen;
     }
     // The command itself (cordon's own command line holds the word too).

@@ -760,7 +760,7 @@ fn pi_sandbox_status_command() {
 /// says), and a name that is no backend refuses to start, naming both.
 #[test]
 fn pi_sandbox_backend_flag_chooses_where_the_tools_run() {
-    if let Some(why) = crate::vm_backend::missing() {
+    if let Some(why) = common::vm::missing() {
         return eprintln!("skipped: {why}");
     }
     let pi = pi1();

@@ -600,7 +600,7 @@ fn a_local_provider_is_reached_only_with_allow_local() {
 /// output never shows the key). As root and as the test user.
 #[test]
 fn pi_runs_in_the_vm_with_its_keys_outside() {
-    if let Some(why) = crate::vm_backend::missing() {
+    if let Some(why) = common::vm::missing() {
         return eprintln!("skipped: {why}");
     }
     let pi = pi1();
@@ -632,7 +632,7 @@ fn pi_runs_in_the_vm_with_its_keys_outside() {
         ];
         let mut cmd = pi_cmd(fx, &launcher, &options, "fake", &[]);
         cmd.env("FAKE_KEY", REAL_KEY)
-            .env("XDG_CACHE_HOME", crate::vm_backend::cache(fx));
+            .env("XDG_CACHE_HOME", common::vm::cache(fx));
         let out = run_cmd(cmd, None, PI_DEADLINE);
         let log = model.log.lock().unwrap();
         let context = format!(

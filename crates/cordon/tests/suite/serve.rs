@@ -96,7 +96,7 @@ fn status_reports_the_layers_in_force() {
                 let inside = if in_vm() {
                     let (result, _) = s.exec("true");
                     assert_eq!(result["result"]["exitCode"], 0, "{result}");
-                    let qemu = crate::vm_backend::qemu_below(s.child.id());
+                    let qemu = common::vm::qemu_below(s.child.id());
                     let qemu = qemu.first().expect("no QEMU below cordon serve");
                     let ns = std::fs::read_link(format!("/proc/{qemu}/ns/{file}")).unwrap();
                     ns.to_string_lossy().into_owned()
@@ -838,11 +838,10 @@ fn killing_the_server_ends_every_sandboxed_process() {
         if in_vm() {
             // The sandboxed processes are the guest's: QEMU goes with the server.
             s.send("exec", json!({"command": "sleep 60"}));
-            let qemu =
-                crate::vm_backend::wait_for_qemu_below(s.child.id(), Duration::from_secs(60));
+            let qemu = common::vm::wait_for_qemu_below(s.child.id(), Duration::from_secs(60));
             assert!(!qemu.is_empty(), "no QEMU below cordon serve");
             let _ = s.child.kill();
-            let left = crate::vm_backend::qemu_left_after(&qemu, Duration::from_secs(10));
+            let left = common::vm::qemu_left_after(&qemu, Duration::from_secs(10));
             assert!(left.is_empty(), "QEMU {left:?} outlived the killed server");
             drop(s);
             return;

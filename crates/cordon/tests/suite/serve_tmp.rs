@@ -108,7 +108,7 @@ fn serve_starts_its_agent_with_cordon_under_tmp() {
                 // the binary it was started from. In the VM the agent is the
                 // guest's: QEMU, its host side, holds none either.
                 if in_vm() {
-                    for qemu in crate::vm_backend::qemu_below(serve) {
+                    for qemu in common::vm::qemu_below(serve) {
                         agent_fds.push((qemu, fd_targets(qemu)));
                     }
                 }

@@ -77,7 +77,7 @@ fn run(vm: &mut Vm, argv: &[&str]) -> Result<(Status, String, String), VmError> 
         confine: None,
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let status = vm.exec(&request, &mut out, &mut err)?;
+    let status = vm.exec(&request, None, &mut out, &mut err)?;
     Ok((
         status,
         String::from_utf8_lossy(&out).into(),

@@ -9,6 +9,7 @@
 
 use crate::common;
 
+use common::vm::*;
 use common::*;
 use cordon_vm::backend::UNCONFINED_GUEST_FOR_TESTS;
 use std::fs;
@@ -16,54 +17,6 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Why the VM backend cannot run here, if it cannot (something not installed).
-pub(crate) fn missing() -> Option<String> {
-    let qemu = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("qemu-system-x86_64").is_file()));
-    if !qemu {
-        return Some("no qemu-system-x86_64 in PATH (apt-get install qemu-system-x86)".into());
-    }
-    cordon_vm::image::find_kernel(None)
-        .err()
-        .map(|e| format!("{e} (apt-get install linux-image-amd64)"))
-}
-
-/// The file shares to test: virtiofs where virtiofsd is installed (what a
-/// session uses then), and 9p, its fallback, always.
-pub(crate) fn shares() -> Vec<&'static str> {
-    let mut shares = Vec::new();
-    if cordon_vm::share::find_virtiofsd().is_some() {
-        shares.push("virtiofs");
-    }
-    shares.push("9p");
-    shares
-}
-
-/// The boot files' cache of `fx`'s user, shared by the tests (one vmlinux
-/// unpacked per user, not per test).
-pub(crate) fn cache(fx: &Fixture) -> PathBuf {
-    let dir = base_dir().join(format!("vm-cache-{}", fx.user.label()));
-    fs::create_dir_all(&dir).unwrap();
-    if !fx.user.is_root() {
-        let chown = Command::new("chown")
-            .arg(format!("{}:{}", fx.user.uid, fx.user.gid))
-            .arg(&dir)
-            .status();
-        assert!(chown.is_ok_and(|s| s.success()));
-    }
-    dir
-}
-
-/// `cordon run --backend vm OPTS -- sh -c SCRIPT` as `fx`'s user.
-pub(crate) fn vm_cmd(fx: &Fixture, opts: &[&str], script: &str) -> Command {
-    let mut args = vec!["run", "--backend", "vm"];
-    args.extend_from_slice(opts);
-    args.extend_from_slice(&["--", "sh", "-c", script]);
-    let mut cmd = fx.cordon_cmd(&args);
-    cmd.env("XDG_CACHE_HOME", cache(fx));
-    cmd
-}
 
 fn vm_sh(fx: &Fixture, opts: &[&str], script: &str) -> Output {
     run_cmd(vm_cmd(fx, opts, script), None, Duration::from_secs(120))
@@ -663,90 +616,6 @@ fn a_network_is_refused_not_left_open() {
     });
 }
 
-/// The QEMU processes below `pid` once there are some, waiting at most
-/// `within` (empty if none appeared).
-pub(crate) fn wait_for_qemu_below(pid: u32, within: Duration) -> Vec<u32> {
-    let deadline = Instant::now() + within;
-    loop {
-        let qemu = qemu_below(pid);
-        if !qemu.is_empty() || Instant::now() >= deadline {
-            return qemu;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// Which of the QEMU processes `qemu` are still there (not gone or a zombie)
-/// after waiting `within` for them to end; those are killed (SIGKILL), so that
-/// a failure leaks nothing into other tests.
-pub(crate) fn qemu_left_after(qemu: &[u32], within: Duration) -> Vec<u32> {
-    let gone = |p: &u32| proc_state(*p).is_none_or(|s| s == 'Z');
-    let deadline = Instant::now() + within;
-    while !qemu.iter().all(gone) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let left: Vec<u32> = qemu.iter().copied().filter(|p| !gone(p)).collect();
-    for p in &left {
-        if let Some(pid) = rustix::process::Pid::from_raw(*p as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
-    }
-    left
-}
-
-/// The pids of `pid`'s descendants whose program is QEMU running a VM (not the
-/// `qemu-system-x86_64 --version` of the accelerator's probe).
-pub(crate) fn qemu_below(pid: u32) -> Vec<u32> {
-    descendants_where(pid, |p| {
-        fs::read_link(format!("/proc/{p}/exe"))
-            .is_ok_and(|exe| exe.to_string_lossy().contains("qemu-system"))
-            && argv_of(p).iter().any(|a| a == "-kernel")
-    })
-}
-
-/// The pids of `pid`'s descendants that run virtiofsd.
-pub(crate) fn virtiofsd_below(pid: u32) -> Vec<u32> {
-    descendants_where(pid, |p| {
-        fs::read_link(format!("/proc/{p}/exe"))
-            .is_ok_and(|exe| exe.file_name().is_some_and(|n| n == "virtiofsd"))
-    })
-}
-
-/// The pids of `pid`'s descendants (16 levels at most) for which `wanted` holds.
-fn descendants_where(pid: u32, wanted: impl Fn(u32) -> bool) -> Vec<u32> {
-    let parent_of = |p: u32| -> Option<u32> {
-        let stat = fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
-        stat.rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    let mut found = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let mut up = parent_of(p);
-        let mut below = false;
-        for _ in 0..16 {
-            match up {
-                Some(q) if q == pid => {
-                    below = true;
-                    break;
-                }
-                Some(q) if q > 1 => up = parent_of(q),
-                _ => break,
-            }
-        }
-        if below && wanted(p) {
-            found.push(p);
-        }
-    }
-    found
-}
-
 /// QEMU (`pid`) runs in an OS sandbox of cordon's: namespaces of its own,
 /// seccomp, no_new_privs, no capabilities (checked against this test process,
 /// which has none of these: the positive control).
@@ -777,6 +646,56 @@ fn assert_confined(pid: u32) {
             "QEMU shares the {ns} namespace"
         );
     }
+}
+
+/// The user config's `"backend": "vm"` runs every command in the VM without
+/// `--backend` (the guest's kernel has cordon's `cordon.load=` on its command
+/// line; the host's has not), and `cordon policy` says where that came from;
+/// a project's `.cordon.json` cannot move it back to the OS backend (ignored,
+/// with a warning). Positive controls: `--backend os` and `CORDON_BACKEND=os`
+/// run the same command on the host's kernel.
+#[test]
+fn the_user_config_chooses_the_vm() {
+    if let Some(why) = missing() {
+        return eprintln!("skipped: {why}");
+    }
+    for_each_user("vm-config-backend", |fx| {
+        let config = fx.home.join(".config/cordon/config.json");
+        fx.write(&config, r#"{"backend": "vm"}"#);
+        fx.write(&fx.work.join(".cordon.json"), r#"{"backend": "os"}"#);
+        let kernel_of = |args: &[&str], env: Option<(&str, &str)>| -> String {
+            let mut all = vec!["run"];
+            all.extend_from_slice(args);
+            all.extend_from_slice(&[
+                "--",
+                "sh",
+                "-c",
+                "grep -c cordon.load= /proc/cmdline > where; true",
+            ]);
+            let mut cmd = fx.cordon_cmd(&all);
+            cmd.env("XDG_CACHE_HOME", cache(fx));
+            if let Some((name, value)) = env {
+                cmd.env(name, value);
+            }
+            let out = run_cmd(cmd, None, Duration::from_secs(120));
+            out.assert_success();
+            let said = fs::read_to_string(fx.work.join("where")).unwrap();
+            fs::remove_file(fx.work.join("where")).unwrap();
+            match said.trim() {
+                "1" => "guest".into(),
+                "0" => "host".into(),
+                other => panic!("grep said {other:?}\n{out}"),
+            }
+        };
+        assert_eq!(kernel_of(&[], None), "guest");
+        assert_eq!(kernel_of(&["--backend", "os"], None), "host");
+        assert_eq!(kernel_of(&[], Some(("CORDON_BACKEND", "os"))), "host");
+        let out = fx.cordon(&["policy"]);
+        out.assert_success()
+            .assert_stdout_contains("backend    vm: QEMU VM on ")
+            .assert_stdout_contains(&format!("← user config {}", config.display()))
+            .assert_stdout_contains("ignored \"backend\"");
+    });
 }
 
 /// A `CORDON_VM_SHARE` that names no share is refused with 125 and a message
@@ -821,6 +740,11 @@ fn a_wrong_share_setting_is_refused() {
 /// A SIGKILL of cordon ends QEMU, virtiofsd and everything of the VM: they run in an OS
 /// sandbox whose supervisor dies with cordon. Positive control: QEMU runs below
 /// cordon while the command does, confined as the OS backend confines commands.
+///
+/// And nobody but QEMU can reach virtiofsd: while it serves, its listening
+/// socket has no name on the host (cordon's `$TMPDIR`, where it was bound,
+/// holds nothing), so another process, of this user or another, has no path
+/// to connect to. Positive control: virtiofsd does hold a listening socket.
 #[test]
 fn sigkill_of_cordon_leaves_no_qemu() {
     if let Some(why) = missing() {
@@ -828,7 +752,10 @@ fn sigkill_of_cordon_leaves_no_qemu() {
     }
     for_each_user("vm-kill", |fx| {
         let started = fx.work.join("started");
+        let tmp = fx.root.join("cordon-tmp");
+        fx.mkdir(&tmp);
         let mut cmd = vm_cmd(fx, &[], &format!("touch {}; sleep 600", started.display()));
+        cmd.env("TMPDIR", &tmp);
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         let mut cordon = cmd.spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -848,6 +775,21 @@ fn sigkill_of_cordon_leaves_no_qemu() {
         for p in qemu.iter().chain(&virtiofsd) {
             assert_confined(*p);
         }
+        for p in &virtiofsd {
+            assert!(
+                listens_on_a_unix_socket(*p),
+                "virtiofsd {p} holds no listening socket: the check below means nothing"
+            );
+        }
+        let named: Vec<String> = fs::read_dir(&tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path().display().to_string())
+            .collect();
+        assert!(
+            named.is_empty(),
+            "cordon left names in its TMPDIR while virtiofsd serves: {named:?}"
+        );
         cordon.kill().unwrap();
         cordon.wait().unwrap();
         let left = qemu_left_after(&qemu, Duration::from_secs(10));
@@ -858,6 +800,28 @@ fn sigkill_of_cordon_leaves_no_qemu() {
             "virtiofsd {left:?} outlived SIGKILLed cordon"
         );
     });
+}
+
+/// Whether process `pid` holds a listening Unix socket (of the host's network
+/// namespace, where cordon bound virtiofsd's).
+fn listens_on_a_unix_socket(pid: u32) -> bool {
+    const LISTENING: &str = "01";
+    let held: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    // Num RefCount Protocol Flags Type St Inode [Path]
+    fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .any(|f| f.len() >= 7 && f[5] == LISTENING && held.contains(&f[6].to_string()))
 }
 
 /// `cordon vm setup` makes this cordon's boot files in the user's cache and

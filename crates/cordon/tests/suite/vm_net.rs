@@ -9,7 +9,7 @@
 //! test user. Skipped, saying why, without QEMU or a kernel.
 
 use crate::common;
-use crate::vm_backend::{cache, missing};
+use common::vm::{cache, missing};
 
 use common::upstream::Upstream;
 use common::*;

@@ -7,7 +7,7 @@
 //! kernel, or (where snapshots are what is tested) QEMU ≥ 8.2.
 
 use crate::common;
-use crate::vm_backend::{missing, qemu_left_after, vm_cmd, wait_for_qemu_below};
+use common::vm::{missing, qemu_left_after, vm_cmd, wait_for_qemu_below};
 
 use common::*;
 use std::fs;
