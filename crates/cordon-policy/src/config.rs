@@ -96,6 +96,9 @@ pub struct ConfigFile {
     /// Where the sandbox runs (`--backend`), user config only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<crate::BackendChoice>,
+    /// The VM's file share (`--vm-share`), user config only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_share: Option<crate::VmShare>,
     /// The kernel the VM boots (`--backend vm`): a path, user config only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm_kernel: Option<String>,

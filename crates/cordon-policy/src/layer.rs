@@ -8,7 +8,7 @@ use crate::error::PolicyError;
 use crate::home::HomeEnv;
 use crate::model::{
     Access, BackendChoice, EnvVar, Mount, NetMode, Origin, PathRule, Policy, RuleKind, Sourced,
-    Switches, rule_for_in,
+    Switches, VmShare, rule_for_in,
 };
 use crate::network::{
     DomainPattern, DomainRule, LocalService, NetworkRules, ResolveRule, SecretRule, UpstreamCa,
@@ -151,6 +151,7 @@ struct Layers {
     /// The VM's kernel, when named.
     vm_kernel: Option<Sourced<PathBuf>>,
     backend: Sourced<BackendChoice>,
+    vm_share: Option<Sourced<VmShare>>,
     switches: Switches,
     /// Mounts as written, their paths resolved; checked in `finish`.
     mounts: Vec<Mount>,
@@ -241,6 +242,7 @@ impl Layers {
             timeout: None,
             vm_kernel: None,
             backend: Sourced::new(BackendChoice::Os, Origin::Default),
+            vm_share: None,
             switches: Switches {
                 nested_userns: off(),
                 unix_sockets: off(),
@@ -644,6 +646,9 @@ impl Layers {
         if let Some(b) = c.backend {
             self.backend = Sourced::new(b, origin.clone());
         }
+        if let Some(s) = c.vm_share {
+            self.vm_share = Some(Sourced::new(s, origin.clone()));
+        }
         self.settings.apply_config(c, &origin);
         if let Some(b) = c.nested_userns {
             self.switches.nested_userns = Sourced::new(b, origin.clone());
@@ -715,6 +720,9 @@ impl Layers {
         }
         if let Some(b) = f.backend {
             self.backend = Sourced::new(b, flag("--backend (or $CORDON_BACKEND)"));
+        }
+        if let Some(s) = f.vm_share {
+            self.vm_share = Some(Sourced::new(s, flag("--vm-share (or $CORDON_VM_SHARE)")));
         }
         if let Some(n) = f.net {
             self.set_net(n, &flag("--net"));
@@ -1026,6 +1034,7 @@ impl Layers {
             vm: self.settings.vm,
             vm_kernel: self.vm_kernel,
             backend: self.backend,
+            vm_share: self.vm_share,
             timeout: self.timeout,
             switches: self.switches,
             caches: caches.caches,

@@ -131,6 +131,15 @@ pub struct Flags {
     /// kernel with its modules).
     #[cfg_attr(feature = "cli", arg(long = "vm-kernel", value_name = "FILE"))]
     pub vm_kernel: Option<PathBuf>,
+    /// How the VM's guest sees the view (--backend vm): virtiofs (virtiofsd
+    /// beside QEMU) or 9p (QEMU's own server). Default: $CORDON_VM_SHARE, else
+    /// the user config's "vm_share", else virtiofs where virtiofsd is
+    /// installed, else 9p.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long = "vm-share", value_enum, value_name = "SHARE", env = "CORDON_VM_SHARE")
+    )]
+    pub vm_share: Option<VmShare>,
     /// Set by `cordon pi`, not a flag: the `pi` sections of the config files
     /// apply, and these rules are added.
     #[cfg_attr(feature = "cli", arg(skip))]

@@ -134,6 +134,31 @@ pub enum BackendChoice {
     Vm,
 }
 
+/// How the VM's guest sees the view (`--vm-share`, `$CORDON_VM_SHARE`, the
+/// user config's `vm_share`); unset, virtiofs where virtiofsd is installed,
+/// else 9p.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum VmShare {
+    /// QEMU's own 9p server.
+    #[serde(rename = "9p")]
+    #[cfg_attr(feature = "cli", value(name = "9p"))]
+    NineP,
+    /// virtiofsd beside QEMU, in its sandbox.
+    #[serde(rename = "virtiofs")]
+    Virtiofs,
+}
+
+impl VmShare {
+    /// As the flag and the config write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            VmShare::NineP => "9p",
+            VmShare::Virtiofs => "virtiofs",
+        }
+    }
+}
+
 /// A value with the place it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sourced<T> {
@@ -214,6 +239,9 @@ pub struct Policy {
     /// The kernel the VM boots, when someone named one (else the newest
     /// installed), and who did.
     pub vm_kernel: Option<Sourced<PathBuf>>,
+    /// The VM's file share, when someone chose one (else virtiofs where
+    /// virtiofsd is installed, else 9p), and who did.
+    pub vm_share: Option<Sourced<VmShare>>,
     pub timeout: Option<Sourced<Duration>>,
     pub switches: Switches,
     /// The tools' caches cordon provides (and those it leaves alone, with why).

@@ -159,6 +159,11 @@ pub(crate) fn loosening_fields(c: &ConfigFile) -> Vec<(&'static str, String)> {
             because("choose where the sandbox runs", "--backend"),
         ),
         (
+            "vm_share",
+            c.vm_share.is_none(),
+            because("choose how the VM's guest sees the view", "--vm-share"),
+        ),
+        (
             "vm_kernel",
             c.vm_kernel.is_none(),
             because(

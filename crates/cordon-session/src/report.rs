@@ -100,6 +100,14 @@ fn render(policy: &Policy, backend: &str, limits: &LimitsAssessment) -> String {
             kernel.origin
         );
     }
+    if let Some(share) = &policy.vm_share {
+        let _ = writeln!(
+            out,
+            "vm_share   {}    ← {}",
+            share.value.name(),
+            share.origin
+        );
+    }
     if let Some(timeout) = &policy.timeout {
         let _ = writeln!(
             out,

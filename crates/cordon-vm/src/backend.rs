@@ -325,8 +325,8 @@ impl Session for VmSession<'_> {
         let cwd = utf8(cwd.as_os_str(), "the working directory")?;
 
         let config = Config {
-            // A wrong `CORDON_VM_SHARE` is refused, not read as 9p.
-            share: share::choose().map_err(VmError::Settings)?,
+            // virtiofs without a virtiofsd is refused, not served over 9p.
+            share: share::choose(self.policy.vm_share.as_ref()).map_err(VmError::Settings)?,
             ..Config::for_policy(&self.policy.vm)
         };
         let qemu = find_program(&config.qemu)

@@ -44,7 +44,10 @@ const LIMITS: &str = "pids: cgroup v2 of the guest (pids.max, per command); \
 /// deadline, as the other probes of `cordon doctor`).
 /// What the VM backend would use here; `kernel` is the one the user's config
 /// names (`vm_kernel`), if it names one.
-pub fn report(kernel: Option<&std::path::Path>) -> VmReport {
+pub fn report(
+    kernel: Option<&std::path::Path>,
+    share: Option<&cordon_policy::Sourced<cordon_policy::VmShare>>,
+) -> VmReport {
     let probes = cordon_sandbox::probe::run_vm_backend(Duration::from_secs(2));
     let accel = accel_from(&probes);
     let mut problems = Vec::new();
@@ -96,14 +99,14 @@ pub fn report(kernel: Option<&std::path::Path>) -> VmReport {
             "no memory snapshots: {why}; every session boots its VM cold"
         ));
     }
-    let share = match crate::share::choose() {
+    let share = match crate::share::choose(share) {
         Ok(crate::share::ShareKind::Virtiofs(virtiofsd)) => {
             format!("virtiofs ({}, in QEMU's sandbox)", virtiofsd.display())
         }
         Ok(crate::share::ShareKind::NineP) if crate::share::find_virtiofsd().is_some() => {
             format!(
-                "9p (QEMU's own server, as {}=9p says)",
-                crate::share::SHARE_ENV
+                "9p (QEMU's own server, as {} says)",
+                share.map_or(String::new(), |s| s.origin.to_string())
             )
         }
         Ok(crate::share::ShareKind::NineP) => {

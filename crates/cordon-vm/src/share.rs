@@ -16,6 +16,7 @@
 //! [`virtiofsd_args`]) its own (`--sandbox none`: the sandbox is cordon's); it
 //! ends with the sandbox, as QEMU does.
 
+use cordon_policy::{Sourced, VmShare};
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -49,27 +50,28 @@ pub enum ShareFs {
     Virtiofs,
 }
 
-/// Chooses the share: `CORDON_VM_SHARE` (`9p` or `virtiofs`) if set, else
-/// virtiofs where virtiofsd is found, else 9p.
-pub fn choose() -> Result<ShareKind, String> {
-    match std::env::var(SHARE_ENV).as_deref() {
-        Ok("9p") => Ok(ShareKind::NineP),
-        Ok("virtiofs") => find_virtiofsd().map(ShareKind::Virtiofs).ok_or_else(|| {
+/// Chooses the share: the policy's `vm_share` (`--vm-share`,
+/// `$CORDON_VM_SHARE`, the user config's) where someone chose one, else
+/// virtiofs where virtiofsd is found, else 9p. virtiofs chosen without a
+/// virtiofsd is refused, naming the fix, never served over 9p instead.
+pub fn choose(chosen: Option<&Sourced<VmShare>>) -> Result<ShareKind, String> {
+    match chosen.map(|c| c.value) {
+        Some(VmShare::NineP) => Ok(ShareKind::NineP),
+        Some(VmShare::Virtiofs) => find_virtiofsd().map(ShareKind::Virtiofs).ok_or_else(|| {
             format!(
-                "{SHARE_ENV}=virtiofs, but no virtiofsd was found (in PATH, or {}): \
-                 install it (`cargo install virtiofsd`) or unset {SHARE_ENV}",
+                "the VM's file share is virtiofs ({}), but no virtiofsd was found (in \
+                 PATH, or {}): install it (`cargo install virtiofsd`), or choose 9p \
+                 (--vm-share 9p)",
+                chosen.map_or(String::new(), |c| c.origin.to_string()),
                 SYSTEM_VIRTIOFSD.join(", ")
             )
         }),
-        Ok(other) => Err(format!(
-            "{SHARE_ENV}={other}: say `9p` or `virtiofs`, or unset it (virtiofs where \
-             virtiofsd is installed, else 9p)"
-        )),
-        Err(_) => Ok(find_virtiofsd().map_or(ShareKind::NineP, ShareKind::Virtiofs)),
+        None => Ok(find_virtiofsd().map_or(ShareKind::NineP, ShareKind::Virtiofs)),
     }
 }
 
-/// Chooses the file share of the VM backend (see [`choose`]).
+/// The environment variable that chooses the file share of the VM backend,
+/// as `--vm-share` does (see [`choose`]).
 pub const SHARE_ENV: &str = "CORDON_VM_SHARE";
 
 /// Where distributions install virtiofsd outside `PATH`.

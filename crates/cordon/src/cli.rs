@@ -157,6 +157,60 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
     Cli::from_arg_matches(&matches)
 }
 
+/// The policy flags as the environment sets them, with none on the command
+/// line (`$CORDON_VM_SHARE`, `$CORDON_BACKEND`): for the commands without
+/// them (`cordon vm setup`, `cordon doctor`), from the flags' one definition.
+pub fn flags_from_env() -> Result<cordon_policy::Flags, String> {
+    use clap::{Args, FromArgMatches};
+    let command = cordon_policy::Flags::augment_args(clap::Command::new("cordon"));
+    command
+        .try_get_matches_from(["cordon"])
+        .and_then(|matches| cordon_policy::Flags::from_arg_matches(&matches))
+        .map_err(|e| usage_error(&e))
+}
+
+/// A usage error's text, without clap's `error: `. A bad value that came from
+/// an environment variable says so: clap names only the flag it stands for.
+pub fn usage_error(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let rendered = e.render().to_string();
+    let mut text = rendered
+        .trim_start_matches("error: ")
+        .trim_end()
+        .to_string();
+    if e.kind() != ErrorKind::InvalidValue {
+        return text;
+    }
+    let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+        e.get(ContextKind::InvalidArg),
+        e.get(ContextKind::InvalidValue),
+    ) else {
+        return text;
+    };
+    let long = arg
+        .split([' ', '='])
+        .next()
+        .and_then(|a| a.strip_prefix("--"));
+    let var = long.and_then(|long| env_of(&<Cli as clap::CommandFactory>::command(), long));
+    if let Some(var) = var.filter(|var| std::env::var_os(var).is_some_and(|v| v == value.as_str()))
+    {
+        let note = format!("  (that is ${var}: unset it, or set it to one of the values above)");
+        let help = text.find("\n\nFor more information").unwrap_or(text.len());
+        text.insert_str(help, &format!("\n{note}"));
+    }
+    text
+}
+
+/// The environment variable behind flag `--long`, in `command` or a subcommand.
+fn env_of(command: &clap::Command, long: &str) -> Option<String> {
+    command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .map(|v| v.to_string_lossy().into_owned())
+        .or_else(|| command.get_subcommands().find_map(|s| env_of(s, long)))
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DegradedLayer {
     /// Run without Landlock on kernels that lack it (the mount view and seccomp still apply).

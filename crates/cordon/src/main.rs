@@ -25,9 +25,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             // A usage error is cordon's own failure: 125 and a `cordon:` message.
-            let rendered = e.render().to_string();
-            let text = rendered.trim_start_matches("error: ").trim_end();
-            eprintln!("cordon: {text}");
+            eprintln!("cordon: {}", cli::usage_error(&e));
             return ExitCode::from(CORDON_FAILED);
         }
     };

@@ -2,7 +2,7 @@
 
 use cordon_policy::{
     Access, BackendChoice, DomainPattern, Flags, Inputs, NetMode, NetworkRules, Origin, PathRule,
-    Policy, PolicyError, RuleKind, Sourced, Verdict, defaults, resolve,
+    Policy, PolicyError, RuleKind, Sourced, Verdict, VmShare, defaults, resolve,
 };
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -462,6 +462,7 @@ fn project_loosening_fields_are_ignored_with_a_warning() {
           "cpus": 4,
           "vm_kernel": "/boot/vmlinuz",
           "backend": "os",
+          "vm_share": "9p",
           "read_only": false
         }"#,
     );
@@ -479,6 +480,7 @@ fn project_loosening_fields_are_ignored_with_a_warning() {
         "cpus",
         "vm_kernel",
         "backend",
+        "vm_share",
     ] {
         let w: Vec<&String> = p
             .warnings
@@ -493,7 +495,7 @@ fn project_loosening_fields_are_ignored_with_a_warning() {
         );
         assert!(w[0].contains("may only tighten"), "{}", w[0]);
     }
-    assert_eq!(p.warnings.len(), 11, "{:?}", p.warnings);
+    assert_eq!(p.warnings.len(), 12, "{:?}", p.warnings);
     assert!(
         p.warnings
             .iter()
@@ -1359,6 +1361,34 @@ fn backend_from_the_user_config_and_the_flag() {
     let err = e.resolve_with(Flags::default()).unwrap_err().to_string();
     assert!(
         err.contains("docker") && err.contains("`os`") && err.contains("`vm`"),
+        "{err}"
+    );
+}
+
+/// The VM's file share: none chosen by default (virtiofs where virtiofsd is
+/// installed, else 9p: the VM backend's choice); the user config's
+/// `vm_share`, replaced by `--vm-share`; a name that is no share is refused,
+/// naming both.
+#[test]
+fn vm_share_from_the_user_config_and_the_flag() {
+    let e = Env::new();
+    assert_eq!(e.resolve().vm_share, None);
+    e.user(r#"{"vm_share": "9p"}"#);
+    assert_eq!(
+        e.resolve().vm_share,
+        Some(Sourced::new(VmShare::NineP, e.user_origin()))
+    );
+    let p = e
+        .resolve_with(Flags {
+            vm_share: Some(VmShare::Virtiofs),
+            ..Flags::default()
+        })
+        .unwrap();
+    assert_eq!(p.vm_share.unwrap().value, VmShare::Virtiofs);
+    e.user(r#"{"vm_share": "nfs"}"#);
+    let err = e.resolve_with(Flags::default()).unwrap_err().to_string();
+    assert!(
+        err.contains("nfs") && err.contains("`9p`") && err.contains("`virtiofs`"),
         "{err}"
     );
 }

@@ -3,12 +3,13 @@
 
 pub fn doctor(json: bool) -> Result<u8, String> {
     let report = cordon_sandbox::probe::run_all(std::time::Duration::from_secs(2));
-    // The kernel the user's config names, if it names one (a config that does
-    // not resolve is the policy's business, not the VM report's).
-    let kernel = super::vm::default_policy()
-        .ok()
-        .and_then(|(_, policy)| policy.vm_kernel.map(|k| k.value));
-    let vm = cordon_vm::doctor::report(kernel.as_deref());
+    // The kernel and the share the user's config (or $CORDON_VM_SHARE) names,
+    // if it names them (a config that does not resolve is the policy's
+    // business, not the VM report's).
+    let policy = super::vm::default_policy().ok().map(|(_, policy)| policy);
+    let kernel = policy.as_ref().and_then(|p| p.vm_kernel.as_ref());
+    let share = policy.as_ref().and_then(|p| p.vm_share.as_ref());
+    let vm = cordon_vm::doctor::report(kernel.map(|k| k.value.as_path()), share);
     if json {
         let mut value = serde_json::to_value(&report).map_err(|e| e.to_string())?;
         if let Some(object) = value.as_object_mut() {

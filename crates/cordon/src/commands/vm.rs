@@ -76,7 +76,7 @@ pub fn default_policy() -> Result<(EmptyDir, cordon_policy::Policy), String> {
     let inputs = cordon_session::inputs::from_env(
         Some(workspace.0.clone()),
         None,
-        cordon_policy::Flags::default(),
+        crate::cli::flags_from_env()?,
     )
     .map_err(|e| e.to_string())?;
     let policy = cordon_policy::resolve(&inputs).map_err(|e| e.to_string())?;

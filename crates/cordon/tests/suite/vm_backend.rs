@@ -653,7 +653,9 @@ fn assert_confined(pid: u32) {
 /// line; the host's has not), and `cordon policy` says where that came from;
 /// a project's `.cordon.json` cannot move it back to the OS backend (ignored,
 /// with a warning). Positive controls: `--backend os` and `CORDON_BACKEND=os`
-/// run the same command on the host's kernel.
+/// run the same command on the host's kernel. Its `"vm_share": "9p"` serves
+/// the guest's root over 9p, and `--vm-share virtiofs` over virtiofs where
+/// virtiofsd is installed (the default then, so the config is what chose 9p).
 #[test]
 fn the_user_config_chooses_the_vm() {
     if let Some(why) = missing() {
@@ -661,8 +663,9 @@ fn the_user_config_chooses_the_vm() {
     }
     for_each_user("vm-config-backend", |fx| {
         let config = fx.home.join(".config/cordon/config.json");
-        fx.write(&config, r#"{"backend": "vm"}"#);
+        fx.write(&config, r#"{"backend": "vm", "vm_share": "9p"}"#);
         fx.write(&fx.work.join(".cordon.json"), r#"{"backend": "os"}"#);
+        let root_fs = fx.work.join("rootfs");
         let kernel_of = |args: &[&str], env: Option<(&str, &str)>| -> String {
             let mut all = vec!["run"];
             all.extend_from_slice(args);
@@ -670,7 +673,8 @@ fn the_user_config_chooses_the_vm() {
                 "--",
                 "sh",
                 "-c",
-                "grep -c cordon.load= /proc/cmdline > where; true",
+                "awk '$2 == \"/\" { fs = $3 } END { print fs }' /proc/mounts > rootfs; \
+                 grep -c cordon.load= /proc/cmdline > where; true",
             ]);
             let mut cmd = fx.cordon_cmd(&all);
             cmd.env("XDG_CACHE_HOME", cache(fx));
@@ -688,18 +692,24 @@ fn the_user_config_chooses_the_vm() {
             }
         };
         assert_eq!(kernel_of(&[], None), "guest");
+        assert_eq!(fs::read_to_string(&root_fs).unwrap().trim(), "9p");
+        if cordon_vm::share::find_virtiofsd().is_some() {
+            assert_eq!(kernel_of(&["--vm-share", "virtiofs"], None), "guest");
+            assert_eq!(fs::read_to_string(&root_fs).unwrap().trim(), "virtiofs");
+        }
         assert_eq!(kernel_of(&["--backend", "os"], None), "host");
         assert_eq!(kernel_of(&[], Some(("CORDON_BACKEND", "os"))), "host");
         let out = fx.cordon(&["policy"]);
         out.assert_success()
             .assert_stdout_contains("backend    vm: QEMU VM on ")
             .assert_stdout_contains(&format!("← user config {}", config.display()))
+            .assert_stdout_contains("vm_share   9p    ← user config")
             .assert_stdout_contains("ignored \"backend\"");
     });
 }
 
 /// A `CORDON_VM_SHARE` that names no share is refused with 125 and a message
-/// naming both, before any VM starts (the command never runs); the same run
+/// naming both and the variable, before any VM starts (the command never runs); the same run
 /// with `9p` runs it (the positive control), and so does the default share
 /// with a `$TMPDIR` deeper than a socket's path may be long (virtiofs binds
 /// its socket there: it failed once, before it named it by descriptor).
@@ -719,7 +729,9 @@ fn a_wrong_share_setting_is_refused() {
         let share = cordon_vm::share::SHARE_ENV;
         touch_with(share, "nfs".as_ref())
             .assert_status(125)
-            .assert_stderr_contains("CORDON_VM_SHARE=nfs: say `9p` or `virtiofs`");
+            .assert_stderr_contains("invalid value 'nfs' for '--vm-share <SHARE>'")
+            .assert_stderr_contains("[possible values: 9p, virtiofs]")
+            .assert_stderr_contains("(that is $CORDON_VM_SHARE: unset it");
         assert_not_exists(&ran);
         touch_with(share, "9p".as_ref()).assert_success();
         assert!(ran.exists(), "the command did not run over 9p");
