@@ -14,6 +14,7 @@
 
 use crate::image::GUEST_MODULE_LIST;
 use crate::protocol::{self, Frame, FrameReader, Message, Status, TtySize};
+use cordon_sandbox::confine::seccomp::SeccompPlan;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
@@ -97,6 +98,7 @@ fn run() -> io::Result<()> {
     // Made now, before a template is saved: a restored clone only moves them.
     std::fs::create_dir_all(COMMAND_BASICS)?;
     mount_command_basics(COMMAND_BASICS)?;
+    compile_filters()?;
     if let Some(tag) = (cmdline.split_whitespace()).find_map(|w| w.strip_prefix(ROOT_OPTION)) {
         enter_share(tag)?;
     }
@@ -760,9 +762,35 @@ fn write_file_at(dir: &OwnedFd, name: &str, data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// The commands' seccomp filters, one per combination of the policy's
+/// switches (`nested_userns`, `unix_sockets`), compiled at boot: before a
+/// template is saved, so a restored session's first command does not compile
+/// its filter with code TCG must translate again.
+static FILTERS: std::sync::OnceLock<[SeccompPlan; 4]> = std::sync::OnceLock::new();
+
+/// Index into [`FILTERS`] of a combination of the switches.
+fn filter_index(nested_userns: bool, unix_sockets: bool) -> usize {
+    usize::from(nested_userns) << 1 | usize::from(unix_sockets)
+}
+
+/// Compiles [`FILTERS`].
+fn compile_filters() -> io::Result<()> {
+    let plan = |index: usize| {
+        let switch = |value| cordon_policy::Sourced::new(value, cordon_policy::Origin::Default);
+        let switches = cordon_policy::Switches {
+            nested_userns: switch(index & 2 != 0),
+            unix_sockets: switch(index & 1 != 0),
+        };
+        SeccompPlan::build(&switches, false).map_err(|e| io::Error::other(e.to_string()))
+    };
+    let plans = [plan(0)?, plan(1)?, plan(2)?, plan(3)?];
+    let _ = FILTERS.set(plans);
+    Ok(())
+}
+
 /// Confines the command as the OS backend confines its own (see
-/// [`protocol::Confine`]): the filter is compiled here, before the fork, and
-/// the child applies it just before exec.
+/// [`protocol::Confine`]): the filter was compiled at boot
+/// ([`compile_filters`]), and the child applies it just before exec.
 fn confine_command(
     command: &mut Command,
     confine: protocol::Confine,
@@ -774,13 +802,11 @@ fn confine_command(
         Some(procs) => Some(procs.try_clone()?),
         None => None,
     };
-    let switch = |value| cordon_policy::Sourced::new(value, cordon_policy::Origin::Default);
-    let switches = cordon_policy::Switches {
-        nested_userns: switch(confine.nested_userns),
-        unix_sockets: switch(confine.unix_sockets),
-    };
-    let seccomp = cordon_sandbox::confine::seccomp::SeccompPlan::build(&switches, false)
-        .map_err(|e| io::Error::other(e.to_string()))?;
+    let index = filter_index(confine.nested_userns, confine.unix_sockets);
+    let seccomp = FILTERS
+        .get()
+        .map(|plans| &plans[index])
+        .ok_or_else(|| io::Error::other("the seccomp filters were not compiled"))?;
     use rustix::process::{Gid, Uid};
     // SAFETY: the closure runs in the forked child before exec and only makes
     // system calls (write, prctl, setgroups, setresgid, setresuid, capset,
