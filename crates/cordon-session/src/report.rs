@@ -4,7 +4,7 @@
 //! front end gathers what it shows.
 
 use cordon_backend::{BackendKind, Hold, Layers, LimitsAssessment};
-use cordon_policy::{LOCAL_SERVICE_NAME, NetMode, Policy, SettingGroup, SettingRow};
+use cordon_policy::{LOCAL_SERVICE_NAME, NetMode, Origin, Policy, SettingGroup, SettingRow};
 use std::fmt::Write;
 
 /// What `cordon policy` shows.
@@ -93,28 +93,19 @@ fn render(policy: &Policy, backend: &str, limits: &LimitsAssessment) -> String {
         render_settings(&mut out, &group, limits);
     }
     if let Some(kernel) = &policy.vm_kernel {
-        let _ = writeln!(
-            out,
-            "\nvm_kernel  {}    ← {}",
+        render_scalar(
+            &mut out,
+            "vm_kernel",
             kernel.value.display(),
-            kernel.origin
+            &kernel.origin,
         );
     }
     if let Some(share) = &policy.vm_share {
-        let _ = writeln!(
-            out,
-            "vm_share   {}    ← {}",
-            share.value.name(),
-            share.origin
-        );
+        render_scalar(&mut out, "vm_share", share.value.name(), &share.origin);
     }
     if let Some(timeout) = &policy.timeout {
-        let _ = writeln!(
-            out,
-            "\ntimeout    {}s    ← {}",
-            timeout.value.as_secs_f64(),
-            timeout.origin
-        );
+        let seconds = format!("{}s", timeout.value.as_secs_f64());
+        render_scalar(&mut out, "timeout", seconds, &timeout.origin);
     }
     let _ = writeln!(
         out,
@@ -125,6 +116,11 @@ fn render(policy: &Policy, backend: &str, limits: &LimitsAssessment) -> String {
         let _ = writeln!(out, "\nwarning: {warning}");
     }
     out
+}
+
+/// A setting of one value, in a paragraph of its own: `KEY  VALUE    ← ORIGIN`.
+fn render_scalar(out: &mut String, key: &str, value: impl std::fmt::Display, origin: &Origin) {
+    let _ = writeln!(out, "\n{key:<10} {value}    ← {origin}");
 }
 
 /// The path rules, then the private tmpfs directories.

@@ -148,18 +148,22 @@ fn spawn_reader<R: Read + Send + 'static>(mut r: R) -> mpsc::Receiver<Vec<u8>> {
 /// The backend the suites run against: `$CORDON_TEST_BACKEND` where it is
 /// set; else `vm` in the VM rerun (the test binary `vm_suite`, which holds the
 /// attack and functional suites again), else `os`.
-pub fn test_backend() -> String {
-    if let Ok(named) = std::env::var("CORDON_TEST_BACKEND") {
-        return named;
-    }
-    let exe = std::env::current_exe().unwrap_or_default();
-    let binary = exe.file_name().unwrap_or_default().to_string_lossy();
-    // cargo names a test binary `<target>-<hash>`.
-    if binary.starts_with("vm_suite-") || binary == "vm_suite" {
-        "vm".into()
-    } else {
-        "os".into()
-    }
+/// Decided once per test process (every cordon run and deadline asks).
+pub fn test_backend() -> &'static str {
+    static BACKEND: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BACKEND.get_or_init(|| {
+        if let Ok(named) = std::env::var("CORDON_TEST_BACKEND") {
+            return named;
+        }
+        let exe = std::env::current_exe().unwrap_or_default();
+        let binary = exe.file_name().unwrap_or_default().to_string_lossy();
+        // cargo names a test binary `<target>-<hash>`.
+        if binary.starts_with("vm_suite-") || binary == "vm_suite" {
+            "vm".into()
+        } else {
+            "os".into()
+        }
+    })
 }
 
 /// Whether the suites run against the VM backend ([`test_backend`]), whose
